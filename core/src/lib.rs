@@ -1,0 +1,13 @@
+//! Faultline's domain model: identities and roles, node names and labels, durations, fault specs
+//! and their validation. Pure: no tokio, tonic, kube or libc.
+#![forbid(unsafe_code)]
+
+pub mod duration;
+pub mod identity;
+pub mod labels;
+
+pub use identity::{Identity, Role};
+pub use labels::{Labels, NodeName};
+
+/// The Faultline version, shared by every binary and sent in Hello.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
