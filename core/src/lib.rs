@@ -3,8 +3,10 @@
 #![forbid(unsafe_code)]
 
 pub mod duration;
+pub mod fault;
 pub mod identity;
 pub mod labels;
+pub mod units;
 
 pub use identity::{Identity, Role};
 pub use labels::{Labels, NodeName};

@@ -2,6 +2,7 @@
 //! the development PKI that issues Faultline identities.
 #![deny(unsafe_code)]
 
+pub mod convert;
 pub mod http;
 pub mod pki;
 pub mod tls;
