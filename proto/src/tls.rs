@@ -384,6 +384,9 @@ fn describe_cert_error(e: &rustls::Error) -> String {
             time.as_secs()
         ),
         rustls::Error::InvalidCertificate(C::Revoked) => "certificate is revoked".into(),
+        rustls::Error::InvalidCertificate(C::BadSignature) => {
+            "certificate signature does not verify against the CA this coordinator trusts (issued by a different CA, perhaps one with the same name)".into()
+        }
         other => other.to_string(),
     }
 }

@@ -1,0 +1,49 @@
+# Faultline: `make demo` and `make test` are the two entry points on a fresh Debian 12 machine
+# (run as root; a Rust toolchain is needed, see README.md).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+# rustup installs into ~/.cargo/bin, which a fresh shell may not have on PATH yet.
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+CARGO ?= cargo
+
+.PHONY: all build demo test lint fmt deps deps-demo check-toolchain clean help
+
+all: build
+
+help:
+	@echo "make demo   certs, a coordinator and two agents on this machine, then faultctl agents list"
+	@echo "make test   installs what the tests need (apt), then runs every test"
+	@echo "make build  builds every binary (debug)"
+	@echo "make lint   cargo fmt --check and clippy -D warnings"
+	@echo "make deps   installs the Debian packages the tests need (scripts/install-deps.sh)"
+
+check-toolchain:
+	@command -v $(CARGO) >/dev/null 2>&1 || { \
+	  echo "error: cargo not found. Install Rust (1.85 or newer), e.g.:" >&2; \
+	  echo "  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y" >&2; \
+	  exit 1; }
+
+deps:
+	scripts/install-deps.sh test
+
+deps-demo:
+	scripts/install-deps.sh demo
+
+build: check-toolchain
+	$(CARGO) build --workspace --bins
+
+demo: check-toolchain deps-demo
+	$(CARGO) build --workspace --bins
+	scripts/demo.sh
+
+test: check-toolchain deps
+	$(CARGO) build --workspace --bins
+	$(CARGO) test --workspace
+
+lint: check-toolchain
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,280 @@
+//! Command-line flags of `faultctl`: global connection options and one subcommand per operation.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Smallest and largest accepted `--timeout`.
+pub const TIMEOUT_MIN: Duration = Duration::from_millis(100);
+pub const TIMEOUT_MAX: Duration = Duration::from_secs(600);
+/// Default `--timeout`.
+pub const TIMEOUT_DEFAULT: &str = "5s";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "faultctl",
+    version = faultline_core::VERSION,
+    about = "Operate a Faultline fleet: certificates, agents, audit log, policy, halt/resume.",
+    long_about = "faultctl talks to the Faultline coordinator over mutual TLS (TLS 1.3, a client \
+certificate on every connection). The certificate is picked from --certs-dir by --identity: \
+DIR/<identity>.pem, DIR/<identity>-key.pem and the CA DIR/ca.pem, the layout written by \
+`faultctl certs init`.",
+    after_help = "Examples:\n  faultctl certs init --dir ./faultline-certs --agents node-a,node-b\n  \
+faultctl --coordinator https://coord.example:7443 agents list\n  \
+faultctl --identity viewer -o json agents list\n  \
+faultctl halt --reason \"checkout latency SLO breached\""
+)]
+pub struct Cli {
+    /// Coordinator gRPC address, https://HOST[:PORT] (port defaults to 7443). No plaintext mode.
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "FAULTLINE_COORDINATOR",
+        value_name = "URL",
+        default_value = "https://127.0.0.1:7443"
+    )]
+    pub coordinator: String,
+
+    /// Directory with the certificates (layout of `faultctl certs init`).
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "FAULTLINE_CERTS_DIR",
+        value_name = "DIR",
+        default_value = "./faultline-certs"
+    )]
+    pub certs_dir: PathBuf,
+
+    /// Which certificate to present: DIR/<identity>.pem and DIR/<identity>-key.pem. viewer may
+    /// read; operator may also run experiments; admin may also halt and resume the fleet.
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "FAULTLINE_IDENTITY",
+        value_enum,
+        default_value_t = IdentityArg::Admin
+    )]
+    pub identity: IdentityArg,
+
+    /// Output format: a table for people or JSON for scripts.
+    #[arg(
+        short = 'o',
+        long = "output",
+        global = true,
+        help_heading = "Global options",
+        value_enum,
+        default_value_t = OutputFormat::Table
+    )]
+    pub output: OutputFormat,
+
+    /// How long to wait for the coordinator (connect and each call), 100ms..=10m.
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        value_name = "DURATION",
+        default_value = TIMEOUT_DEFAULT,
+        value_parser = parse_timeout
+    )]
+    pub timeout: Duration,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The certificate `faultctl` presents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IdentityArg {
+    Admin,
+    Operator,
+    Viewer,
+}
+
+impl IdentityArg {
+    /// The file stem in the certs layout (`admin` -> `admin.pem`, `admin-key.pem`).
+    pub fn stem(self) -> &'static str {
+        match self {
+            IdentityArg::Admin => "admin",
+            IdentityArg::Operator => "operator",
+            IdentityArg::Viewer => "viewer",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the development CA and certificates.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+    /// Agents known to the coordinator.
+    #[command(subcommand)]
+    Agents(AgentsCommand),
+    /// Show the audit log of mutations, newest first (role viewer or higher).
+    Audit(AuditArgs),
+    /// Show the coordinator's policy, lease and halt state (role viewer or higher).
+    Policy,
+    /// Revert every fault on every agent and refuse new experiments until `faultctl resume`
+    /// (role admin).
+    Halt(HaltArgs),
+    /// Lift a halt so experiments may run again (role admin).
+    Resume,
+    /// Print the version of faultctl (needs no coordinator).
+    Version,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Write a development CA, the coordinator's certificate, admin/operator/viewer
+    /// certificates and one certificate per agent. Existing files are kept (unless --force), so
+    /// running it again with more --agents only adds their certificates, signed by the same CA.
+    Init(CertsInitArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CertsInitArgs {
+    /// Directory to write into (created if missing). Default: --certs-dir.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+
+    /// Extra DNS name or IP address for the coordinator's certificate; repeat the flag or
+    /// separate with commas. localhost, 127.0.0.1 and ::1 are always included.
+    #[arg(long = "san", value_name = "DNS-or-IP", value_delimiter = ',')]
+    pub sans: Vec<String>,
+
+    /// Node names that get an agent certificate (agent-NAME.pem), comma separated. Names are
+    /// 1..=253 lowercase letters, digits, '-' or '.'.
+    #[arg(long, value_name = "a,b,c", value_delimiter = ',')]
+    pub agents: Vec<String>,
+
+    /// Validity of each issued certificate in days, 1..=3650 (the CA gets twice as long).
+    #[arg(
+        long,
+        default_value_t = 365,
+        value_parser = clap::value_parser!(i64).range(1..=3650)
+    )]
+    pub days: i64,
+
+    /// Regenerate everything, including the CA. Certificates signed by the old CA stop working.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentsCommand {
+    /// List every agent the coordinator has seen: connection state, labels, last telemetry
+    /// (role viewer or higher).
+    List,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Show at most this many entries, 1..=10000.
+    #[arg(
+        long,
+        default_value_t = 100,
+        value_parser = clap::value_parser!(u32).range(1..=10000)
+    )]
+    pub limit: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct HaltArgs {
+    /// Why the fleet is halted; recorded in the audit log and shown by `faultctl policy`.
+    #[arg(long, value_name = "TEXT", value_parser = parse_reason)]
+    pub reason: String,
+}
+
+fn parse_timeout(value: &str) -> Result<Duration, String> {
+    faultline_core::duration::parse_in_range("--timeout", value, TIMEOUT_MIN, TIMEOUT_MAX).map_err(
+        |e| match e {
+            faultline_core::duration::DurationError::Range {
+                value, min, max, ..
+            } => {
+                format!("{value} is outside the allowed range {min}..={max}")
+            }
+            faultline_core::duration::DurationError::Syntax { reason, .. } => {
+                format!("not a duration ({reason}); use e.g. 500ms, 5s, 1m")
+            }
+        },
+    )
+}
+
+fn parse_reason(value: &str) -> Result<String, String> {
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        return Err("must not be empty: say why the fleet is halted".into());
+    }
+    if trimmed.len() > 1024 {
+        return Err("must be at most 1024 bytes".into());
+    }
+    Ok(trimmed.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn timeout_range_is_enforced_and_named() {
+        assert_eq!(parse_timeout("250ms"), Ok(Duration::from_millis(250)));
+        let err = parse_timeout("0s").expect_err("too short");
+        assert_eq!(err, "0s is outside the allowed range 100ms..=10m");
+        let err =
+            Cli::try_parse_from(["faultctl", "--timeout", "1h", "version"]).expect_err("too long");
+        assert!(err.to_string().contains("--timeout"), "{err}");
+    }
+
+    #[test]
+    fn defaults() {
+        let cli = Cli::try_parse_from(["faultctl", "agents", "list"]).expect("parses");
+        assert_eq!(cli.identity, IdentityArg::Admin);
+        assert_eq!(cli.output, OutputFormat::Table);
+        assert_eq!(cli.timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn certs_init_lists_split_on_commas() {
+        let cli = Cli::try_parse_from([
+            "faultctl",
+            "certs",
+            "init",
+            "--dir",
+            "/x",
+            "--agents",
+            "a,b",
+            "--san",
+            "c.example",
+            "--san",
+            "10.0.0.1,10.0.0.2",
+        ])
+        .expect("parses");
+        let Command::Certs(CertsCommand::Init(args)) = cli.command else {
+            panic!("expected certs init");
+        };
+        assert_eq!(args.agents, ["a", "b"]);
+        assert_eq!(args.sans, ["c.example", "10.0.0.1", "10.0.0.2"]);
+        assert_eq!(args.days, 365);
+    }
+
+    #[test]
+    fn halt_needs_a_reason() {
+        let err = Cli::try_parse_from(["faultctl", "halt", "--reason", "  "]).expect_err("empty");
+        assert!(err.to_string().contains("--reason"), "{err}");
+    }
+}

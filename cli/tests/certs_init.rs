@@ -1,0 +1,156 @@
+//! `faultctl certs init` run as a user would: files, modes, created/kept, refused input.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_faultctl");
+
+fn faultctl(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("FAULTLINE_CERTS_DIR")
+        .output()
+        .unwrap_or_else(|e| panic!("running {BIN}: {e}"))
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+const STEMS: [&str; 7] = [
+    "ca",
+    "coordinator",
+    "admin",
+    "operator",
+    "viewer",
+    "agent-demo-a",
+    "agent-demo-b",
+];
+
+#[test]
+fn writes_the_full_layout_then_keeps_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("certs");
+    let d = dir.to_str().expect("utf-8 path");
+    let out = faultctl(&["certs", "init", "--dir", d, "--agents", "demo-a,demo-b"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}{}", stdout, text(&out.stderr));
+    for stem in STEMS {
+        let cert = dir.join(format!("{stem}.pem"));
+        let key = dir.join(format!("{stem}-key.pem"));
+        assert_eq!(mode(&cert), 0o644, "{stem}.pem");
+        assert_eq!(mode(&key), 0o600, "{stem}-key.pem must be private");
+        for file in [&cert, &key] {
+            let line = format!("created  {}\n", file.display());
+            assert!(stdout.contains(&line), "missing {line:?} in:\n{stdout}");
+        }
+    }
+    assert!(!stdout.contains("kept"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("--certs-dir {d}")),
+        "usage hint: {stdout}"
+    );
+    assert!(
+        stdout.contains("--node-name demo-a"),
+        "usage hint: {stdout}"
+    );
+
+    // Second run: everything is kept, nothing changes on disk.
+    let ca_before = std::fs::read(dir.join("ca.pem")).expect("ca.pem");
+    let out = faultctl(&["certs", "init", "--dir", d, "--agents", "demo-a,demo-b"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}{}", stdout, text(&out.stderr));
+    assert!(!stdout.contains("created"), "{stdout}");
+    for stem in STEMS {
+        let line = format!("kept     {}\n", dir.join(format!("{stem}.pem")).display());
+        assert!(stdout.contains(&line), "missing {line:?} in:\n{stdout}");
+    }
+    assert_eq!(
+        std::fs::read(dir.join("ca.pem")).expect("ca.pem"),
+        ca_before
+    );
+
+    // Adding an agent creates only its two files, signed by the same CA.
+    let out = faultctl(&["certs", "init", "--dir", d, "--agents", "demo-c"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert_eq!(stdout.matches("created").count(), 2, "{stdout}");
+    assert!(stdout.contains("agent-demo-c-key.pem"), "{stdout}");
+}
+
+#[test]
+fn json_output_lists_files() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let d = tmp.path().to_str().expect("utf-8 path");
+    let out = faultctl(&["-o", "json", "certs", "init", "--dir", d]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
+    let files = v["files"].as_array().expect("files array");
+    assert_eq!(
+        files.len(),
+        10,
+        "CA, coordinator, admin, operator, viewer: {v}"
+    );
+    assert!(files
+        .iter()
+        .all(|f| f["created"] == serde_json::json!(true)));
+}
+
+#[test]
+fn certs_dir_is_the_default_target() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let d = tmp.path().join("c");
+    let out = Command::new(BIN)
+        .args(["certs", "init"])
+        .env("FAULTLINE_CERTS_DIR", &d)
+        .output()
+        .expect("run faultctl");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(d.join("admin.pem").exists());
+}
+
+#[test]
+fn bad_agents_are_refused_naming_the_flag() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("certs");
+    let d = dir.to_str().expect("utf-8 path");
+    for bad in ["Bad_Name", "ok,", "dash-"] {
+        let out = faultctl(&["certs", "init", "--dir", d, "--agents", bad]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {stderr}");
+        assert!(stderr.starts_with("error: --agents: "), "{bad}: {stderr}");
+    }
+    let out = faultctl(&["certs", "init", "--dir", d, "--agents", "Bad_Name"]);
+    assert!(text(&out.stderr).contains("\"Bad_Name\""));
+    assert!(!dir.exists(), "nothing may be written for refused input");
+}
+
+#[test]
+fn bad_days_and_sans_are_refused_naming_the_flag() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("certs");
+    let d = dir.to_str().expect("utf-8 path");
+    for days in ["0", "3651", "soon"] {
+        let out = faultctl(&["certs", "init", "--dir", d, "--days", days]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "--days {days}: {stderr}");
+        assert!(stderr.contains("--days"), "{stderr}");
+        if days != "soon" {
+            assert!(stderr.contains("1..=3650"), "range named: {stderr}");
+        }
+    }
+    let out = faultctl(&["certs", "init", "--dir", d, "--san", "not a host"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--san \"not a host\""), "{stderr}");
+    assert!(!dir.exists(), "nothing may be written for refused input");
+}

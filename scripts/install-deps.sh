@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Installs the Debian packages that Faultline's build, demo and tests need. Idempotent: packages
+# already installed are skipped, and `apt-get update` runs only when a missing package has no
+# install candidate yet. As root it installs; otherwise it fails with the list to install.
+#
+# Usage: scripts/install-deps.sh [build|demo|test]   (default: test; each includes the previous)
+set -euo pipefail
+
+profile="${1:-test}"
+
+# Building: a C compiler for ring's assembly/C parts, TLS roots for cargo.
+build_pkgs=(gcc libc6-dev ca-certificates)
+# The demo: free ports and JSON from python3, /metrics with curl, process tools.
+demo_pkgs=(python3 curl procps)
+# The tests: promtool (from prometheus), ip/tc, clang/llvm/libbpf for the eBPF programs of later
+# issues.
+test_pkgs=(prometheus iproute2 curl procps clang llvm libbpf-dev python3)
+
+case "$profile" in
+build) wanted=("${build_pkgs[@]}") ;;
+demo) wanted=("${build_pkgs[@]}" "${demo_pkgs[@]}") ;;
+test) wanted=("${build_pkgs[@]}" "${demo_pkgs[@]}" "${test_pkgs[@]}") ;;
+*)
+    echo "error: unknown profile '$profile': use build, demo or test" >&2
+    exit 2
+    ;;
+esac
+
+# De-duplicate, keeping order.
+declare -A seen=()
+pkgs=()
+for p in "${wanted[@]}"; do
+    if [[ -z "${seen[$p]:-}" ]]; then
+        seen[$p]=1
+        pkgs+=("$p")
+    fi
+done
+
+if ! command -v dpkg >/dev/null 2>&1; then
+    # Not Debian: check for the commands instead and say what is missing.
+    declare -A probe=(
+        [gcc]=cc [libc6-dev]="" [ca-certificates]="" [python3]=python3 [curl]=curl [procps]=ps
+        [prometheus]=promtool [iproute2]=ip [clang]=clang [llvm]=llvm-strip [libbpf-dev]=""
+    )
+    absent=()
+    for p in "${pkgs[@]}"; do
+        cmd="${probe[$p]:-}"
+        if [[ -n "$cmd" ]] && ! command -v "$cmd" >/dev/null 2>&1; then
+            absent+=("$p (command $cmd)")
+        fi
+    done
+    if ((${#absent[@]})); then
+        echo "error: this is not a Debian system (no dpkg); install the equivalents of:" >&2
+        printf '  %s\n' "${absent[@]}" >&2
+        exit 1
+    fi
+    echo "==> no dpkg here; the commands the $profile profile needs are present"
+    exit 0
+fi
+
+installed() {
+    dpkg -s "$1" 2>/dev/null | grep -q '^Status: install ok installed'
+}
+
+missing=()
+for p in "${pkgs[@]}"; do
+    installed "$p" || missing+=("$p")
+done
+
+if ((${#missing[@]} == 0)); then
+    echo "==> system packages for '$profile' already installed: ${pkgs[*]}"
+    exit 0
+fi
+
+if [[ "$(id -u)" -ne 0 ]]; then
+    echo "error: missing Debian packages: ${missing[*]}" >&2
+    echo "install them as root:  apt-get install -y --no-install-recommends ${missing[*]}" >&2
+    exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+
+# Update the package lists only when one of the missing packages has no candidate (fresh image
+# with empty lists, or lists too old to know it).
+needs_update=0
+for p in "${missing[@]}"; do
+    candidate="$(apt-cache policy "$p" 2>/dev/null | awk '/Candidate:/ {print $2}')"
+    if [[ -z "$candidate" || "$candidate" == "(none)" ]]; then
+        needs_update=1
+        break
+    fi
+done
+if ((needs_update)); then
+    echo "==> apt-get update"
+    apt-get update -q
+fi
+
+echo "==> apt-get install ${missing[*]}"
+if ! apt-get install -y -q --no-install-recommends "${missing[@]}"; then
+    # Stale lists can point at files the mirror no longer has: refresh once and retry.
+    echo "==> install failed; refreshing package lists and retrying"
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+still=()
+for p in "${missing[@]}"; do
+    installed "$p" || still+=("$p")
+done
+if ((${#still[@]})); then
+    echo "error: still not installed after apt-get: ${still[*]}" >&2
+    exit 1
+fi
+echo "==> installed: ${missing[*]}"

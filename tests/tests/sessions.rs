@@ -1,0 +1,238 @@
+//! In-process coordinator and agents over real mutual TLS on loopback: registration with labels,
+//! telemetry, lease renewals, disconnects, reconnect after a coordinator restart, and the agent
+//! reverting everything when its lease lapses.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use faultline_proto::pb::RevertReason;
+use faultline_tests::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_register_with_labels_and_send_telemetry() {
+    let certs = Certs::new(&["node-a", "node-b"]);
+    let data = tempfile::tempdir().expect("data dir");
+    let coord = start_coordinator(&certs, data.path(), 0, Duration::from_secs(5)).await;
+    let addr = coord.grpc_addr();
+
+    let sa = tempfile::tempdir().expect("state a");
+    let sb = tempfile::tempdir().expect("state b");
+    let started = Instant::now();
+    let a = start_agent(
+        &certs,
+        "node-a",
+        "zone=a,role=web",
+        addr,
+        sa.path(),
+        Arc::new(RecordingFaults::default()),
+    )
+    .await;
+    let b = start_agent(
+        &certs,
+        "node-b",
+        "zone=b",
+        addr,
+        sb.path(),
+        Arc::new(RecordingFaults::default()),
+    )
+    .await;
+
+    let agents = wait_for("both agents connected", Duration::from_secs(5), || async {
+        let agents = list_agents(&certs, addr).await;
+        let both = ["node-a", "node-b"]
+            .iter()
+            .all(|n| agents.get(*n).is_some_and(|a| a.connected));
+        both.then_some(agents)
+    })
+    .await;
+    eprintln!(
+        "both agents connected {} ms after start",
+        started.elapsed().as_millis()
+    );
+
+    let node_a = &agents["node-a"];
+    assert_eq!(node_a.labels.get("zone").map(String::as_str), Some("a"));
+    assert_eq!(node_a.labels.get("role").map(String::as_str), Some("web"));
+    assert_eq!(node_a.capabilities, vec!["test".to_string()]);
+    assert_eq!(node_a.version, faultline_core::VERSION);
+    assert_eq!(agents["node-b"].labels.len(), 1);
+
+    // Telemetry from procfs arrives and is plausible for this machine.
+    let tel = wait_for("telemetry from node-a", Duration::from_secs(5), || async {
+        list_agents(&certs, addr).await["node-a"].telemetry.clone()
+    })
+    .await;
+    assert!(
+        tel.memory_total_bytes > 64 << 20,
+        "memory total {}",
+        tel.memory_total_bytes
+    );
+    assert!(tel.memory_available_bytes <= tel.memory_total_bytes);
+    assert!(
+        (0.0..=1.0).contains(&tel.cpu_busy_ratio),
+        "cpu ratio {}",
+        tel.cpu_busy_ratio
+    );
+    assert!(
+        tel.interfaces.iter().any(|i| i.name == "lo"),
+        "lo in {:?}",
+        tel.interfaces
+    );
+    assert!(tel.timestamp_unix_ms > 0);
+
+    // Telemetry keeps flowing: last_seen moves forward.
+    let seen1 = list_agents(&certs, addr).await["node-a"].last_seen_unix_ms;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let seen2 = list_agents(&certs, addr).await["node-a"].last_seen_unix_ms;
+    assert!(
+        seen2 > seen1,
+        "last_seen did not advance: {seen1} -> {seen2}"
+    );
+
+    // Lease renewals arrive about once a second.
+    let r0 = a.status().borrow().lease_renewals;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let r1 = a.status().borrow().lease_renewals;
+    assert!(
+        (2..=5).contains(&(r1 - r0)),
+        "renewals in 3.5 s: {}",
+        r1 - r0
+    );
+
+    // An agent that stops shows as disconnected, with its last-seen time kept.
+    b.shutdown().await;
+    let gone = wait_for("node-b disconnected", Duration::from_secs(5), || async {
+        let b = list_agents(&certs, addr).await.remove("node-b")?;
+        (!b.connected).then_some(b)
+    })
+    .await;
+    assert!(gone.last_seen_unix_ms > 0);
+    assert!(list_agents(&certs, addr).await["node-a"].connected);
+
+    a.shutdown().await;
+    coord.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_reconnect_after_coordinator_restart_and_registry_survives() {
+    let certs = Certs::new(&["node-a"]);
+    let data = tempfile::tempdir().expect("data dir");
+    let coord = start_coordinator(&certs, data.path(), 0, Duration::from_secs(5)).await;
+    let addr = coord.grpc_addr();
+    let state = tempfile::tempdir().expect("state");
+    let faults = Arc::new(RecordingFaults::default());
+    let agent = start_agent(
+        &certs,
+        "node-a",
+        "zone=a",
+        addr,
+        state.path(),
+        faults.clone(),
+    )
+    .await;
+    wait_for("node-a connected", Duration::from_secs(5), || async {
+        list_agents(&certs, addr)
+            .await
+            .get("node-a")
+            .filter(|a| a.connected)
+            .cloned()
+    })
+    .await;
+    let connects_before = agent.status().borrow().connects;
+
+    coord.shutdown().await;
+    wait_for(
+        "agent notices the coordinator is gone",
+        Duration::from_secs(5),
+        || async { (!agent.status().borrow().connected).then_some(()) },
+    )
+    .await;
+
+    // Same data dir, same port: the agent comes back on its own, within its backoff cap.
+    let restarted_at = Instant::now();
+    let coord = start_coordinator(&certs, data.path(), addr.port(), Duration::from_secs(5)).await;
+    let agents = wait_for("node-a reconnected", Duration::from_secs(5), || async {
+        let agents = list_agents(&certs, addr).await;
+        agents
+            .get("node-a")
+            .is_some_and(|a| a.connected)
+            .then_some(agents)
+    })
+    .await;
+    eprintln!(
+        "reconnected {} ms after the coordinator restarted",
+        restarted_at.elapsed().as_millis()
+    );
+    assert_eq!(
+        agents["node-a"].labels.get("zone").map(String::as_str),
+        Some("a")
+    );
+    assert!(agent.status().borrow().connects > connects_before);
+    // The restart happened well inside the 5 s lease: nothing was reverted for it.
+    assert!(
+        !faults.reasons().contains(&RevertReason::Lease),
+        "reverts: {:?}",
+        faults.reasons()
+    );
+
+    agent.shutdown().await;
+    assert_eq!(
+        faults.reasons(),
+        vec![RevertReason::Recovery, RevertReason::Shutdown]
+    );
+    coord.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_reverts_everything_when_its_lease_lapses() {
+    let certs = Certs::new(&["node-a"]);
+    let data = tempfile::tempdir().expect("data dir");
+    let lease = Duration::from_secs(2);
+    let coord = start_coordinator(&certs, data.path(), 0, lease).await;
+    let addr = coord.grpc_addr();
+    let state = tempfile::tempdir().expect("state");
+    let faults = Arc::new(RecordingFaults::default());
+    let agent = start_agent(&certs, "node-a", "", addr, state.path(), faults.clone()).await;
+    let status = agent.status();
+    wait_for("node-a connected", Duration::from_secs(5), || async {
+        status.borrow().connected.then_some(())
+    })
+    .await;
+    // Let a few renewals pass: they must keep the lease alive.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        !faults.reasons().contains(&RevertReason::Lease),
+        "lapsed while renewed"
+    );
+
+    // The coordinator vanishes: no renewals any more. The last renewal was at most 1 s ago,
+    // so the lease lapses within `lease`, and revert-all must follow within lease + 1 s.
+    let cut = Instant::now();
+    coord.shutdown().await;
+    let at = wait_for(
+        "revert-all for the lapsed lease",
+        lease + Duration::from_secs(2),
+        || async { faults.first(RevertReason::Lease) },
+    )
+    .await;
+    let after = at.duration_since(cut);
+    eprintln!(
+        "lease lapse revert {} ms after the coordinator stopped (lease {} ms)",
+        after.as_millis(),
+        lease.as_millis()
+    );
+    assert!(
+        after <= lease + Duration::from_secs(1),
+        "revert-all after {after:?}"
+    );
+    assert_eq!(
+        faults
+            .reasons()
+            .iter()
+            .filter(|r| **r == RevertReason::Lease)
+            .count(),
+        1,
+        "one revert-all per lapse"
+    );
+    agent.shutdown().await;
+}
