@@ -1,0 +1,78 @@
+//! The fault-manager port: how the session hands faults to whatever applies and reverts them.
+//!
+//! The contract every implementation keeps (the fault engine builds on it):
+//! - `apply` and `revert` are idempotent: applying a fault twice is one fault; reverting a fault
+//!   that was never applied, or half applied, succeeds.
+//! - `revert_all` reverts everything the agent holds, whoever asked: it is called at start-up
+//!   (reason RECOVERY, before the first Hello), when the session lease lapses (LEASE), on
+//!   SIGTERM (SHUTDOWN), and when the coordinator says RevertAll.
+//! - The session calls the manager from one task, one call at a time, in the order the
+//!   coordinator sent the messages; `held` and `capabilities` must be cheap.
+
+mod recording;
+mod unsupported;
+
+use faultline_proto::pb;
+use futures::future::BoxFuture;
+
+pub use faultline_proto::pb::RevertReason;
+pub use recording::{Call, RecordingManager};
+pub use unsupported::Unsupported;
+
+/// The safety hook the fault issues build on. Implementations must be idempotent.
+pub trait FaultManager: Send + Sync + 'static {
+    /// Fault kinds this agent can inject here (`"network"`, `"cpu"`, ...), sent in Hello.
+    fn capabilities(&self) -> Vec<String>;
+    /// Faults currently applied, sent in Hello so the coordinator knows after a reconnect.
+    fn held(&self) -> Vec<pb::HeldFault>;
+    fn apply(&self, req: pb::ApplyFault) -> BoxFuture<'_, pb::FaultStatus>;
+    fn revert(&self, fault_id: String, reason: RevertReason) -> BoxFuture<'_, pb::FaultStatus>;
+    /// Reverts every fault the agent holds; called on lease lapse, shutdown (SIGTERM) and start-up.
+    fn revert_all(&self, reason: RevertReason) -> BoxFuture<'_, Vec<pb::FaultStatus>>;
+}
+
+/// The label value for a revert reason in metrics and logs: `lease`, `shutdown`, ...
+pub fn reason_label(reason: RevertReason) -> &'static str {
+    match reason {
+        RevertReason::Unspecified => "unspecified",
+        RevertReason::Deadline => "deadline",
+        RevertReason::Lease => "lease",
+        RevertReason::Abort => "abort",
+        RevertReason::Shutdown => "shutdown",
+        RevertReason::Recovery => "recovery",
+    }
+}
+
+/// A fault status stamped now.
+pub fn status(
+    fault_id: String,
+    experiment_id: String,
+    state: pb::FaultState,
+    reason: RevertReason,
+    error: String,
+) -> pb::FaultStatus {
+    pb::FaultStatus {
+        fault_id,
+        experiment_id,
+        state: state as i32,
+        at_unix_ms: crate::telemetry::unix_ms(std::time::SystemTime::now()),
+        reason: reason as i32,
+        error,
+        counters: Default::default(),
+    }
+}
+
+/// The kind of fault a spec asks for (`"network"`, `"cpu"`, ...), or `"unspecified"`.
+pub fn kind_of(spec: Option<&pb::FaultSpec>) -> &'static str {
+    use pb::fault_spec::Kind;
+    match spec.and_then(|s| s.kind.as_ref()) {
+        Some(Kind::Network(_)) => "network",
+        Some(Kind::Drop(_)) => "drop",
+        Some(Kind::Partition(_)) => "partition",
+        Some(Kind::Cpu(_)) => "cpu",
+        Some(Kind::Memory(_)) => "memory",
+        Some(Kind::Io(_)) => "io",
+        Some(Kind::Process(_)) => "process",
+        None => "unspecified",
+    }
+}

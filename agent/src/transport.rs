@@ -1,0 +1,65 @@
+//! How a session stream is opened: over mutual TLS to the coordinator in production, over
+//! in-memory channels in tests (so session logic runs with paused time).
+
+use std::time::Duration;
+
+use faultline_proto::pb;
+use faultline_proto::tls::{self, CertPaths, CoordinatorUrl};
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::session::SessionError;
+
+/// Messages from the coordinator.
+pub type Inbound = BoxStream<'static, Result<pb::CoordinatorMessage, tonic::Status>>;
+
+/// Opens one session stream. `outbound` already holds the Hello when `open` is called.
+pub trait Transport: Send + Sync + 'static {
+    fn open(
+        &self,
+        outbound: mpsc::Receiver<pb::AgentMessage>,
+    ) -> BoxFuture<'_, Result<Inbound, SessionError>>;
+    /// The coordinator's address, for logs.
+    fn target(&self) -> String;
+}
+
+/// How long the TCP connect and TLS handshake may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `AgentSession.Connect` over mutual TLS. Certificates are read from disk at every attempt, so
+/// rotated certificates are picked up at the next reconnect.
+#[derive(Debug, Clone)]
+pub struct Grpc {
+    pub url: CoordinatorUrl,
+    pub certs: CertPaths,
+}
+
+impl Transport for Grpc {
+    fn open(
+        &self,
+        outbound: mpsc::Receiver<pb::AgentMessage>,
+    ) -> BoxFuture<'_, Result<Inbound, SessionError>> {
+        Box::pin(async move {
+            let channel = tls::connect(&self.url, &self.certs, CONNECT_TIMEOUT)
+                .await
+                .map_err(|e| match e {
+                    // The log line already names the coordinator.
+                    tls::TlsError::Connect { reason, .. } => SessionError::Connect(reason),
+                    other => SessionError::Connect(tls::error_chain(&other)),
+                })?;
+            let mut client = pb::agent_session_client::AgentSessionClient::new(channel);
+            let response = client
+                .connect(ReceiverStream::new(outbound))
+                .await
+                .map_err(SessionError::from_status)?;
+            Ok(response.into_inner().boxed())
+        })
+    }
+
+    fn target(&self) -> String {
+        self.url.to_string()
+    }
+}
