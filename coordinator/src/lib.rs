@@ -1,1 +1,270 @@
-//! placeholder
+//! The Faultline control plane: serves the `faultline.v1` gRPC API over mutual TLS, keeps the
+//! registry of agent sessions and the durable store, and exposes Prometheus metrics.
+#![forbid(unsafe_code)]
+
+pub mod authz;
+pub mod config;
+mod experiments;
+mod fleet;
+pub mod metrics;
+pub mod registry;
+mod session;
+mod state;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use faultline_proto::http::{self, Endpoints};
+use faultline_proto::pb::agent_session_server::AgentSessionServer;
+use faultline_proto::pb::experiments_server::ExperimentsServer;
+use faultline_proto::pb::fleet_server::FleetServer;
+use faultline_proto::tls::{CertPaths, ReloadingServerConfig, TlsError, TlsIncoming};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+pub use config::Policy;
+pub use session::HELLO_TIMEOUT;
+use state::State;
+use store::{SledStore, Store, StoreError};
+
+/// Default lease granted to agents.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(5);
+/// Default period of lease renewals.
+pub const DEFAULT_RENEW_INTERVAL: Duration = Duration::from_secs(1);
+/// Shortest lease allowed.
+pub const MIN_LEASE: Duration = Duration::from_secs(1);
+/// Longest lease allowed.
+pub const MAX_LEASE: Duration = Duration::from_secs(60);
+
+/// How long shutdown waits for connections and sessions to end before cutting them.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Everything a coordinator needs to start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// gRPC listen address (mutual TLS), e.g. `127.0.0.1:0` in tests.
+    pub listen: SocketAddr,
+    /// Plain-HTTP `/metrics`, `/healthz`, `/readyz`; `None` serves none.
+    pub metrics_listen: Option<SocketAddr>,
+    /// The sled store lives in `<data_dir>/store`.
+    pub data_dir: PathBuf,
+    pub tls: CertPaths,
+    /// Lease granted to agents, 1s..=60s.
+    pub lease: Duration,
+    /// Period of lease renewals; shorter than `lease`.
+    pub renew_interval: Duration,
+    pub policy: Policy,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    #[error("{0}")]
+    InvalidConfig(String),
+    #[error("loading the TLS certificates: {0}")]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("binding {flag} {addr}: {source}")]
+    Bind {
+        flag: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+impl CoordinatorError {
+    /// True when the error is bad input (flags or configuration) rather than a runtime failure.
+    pub fn is_usage(&self) -> bool {
+        matches!(self, CoordinatorError::InvalidConfig(_))
+    }
+}
+
+/// Checks the lease and renew interval.
+pub fn validate_timing(lease: Duration, renew_interval: Duration) -> Result<(), CoordinatorError> {
+    faultline_core::duration::check_range("--lease", lease, MIN_LEASE, MAX_LEASE)
+        .map_err(|e| CoordinatorError::InvalidConfig(e.to_string()))?;
+    if renew_interval.is_zero() || renew_interval >= lease {
+        return Err(CoordinatorError::InvalidConfig(format!(
+            "--renew-interval {} must be greater than 0 and shorter than --lease {}",
+            humantime::format_duration(renew_interval),
+            humantime::format_duration(lease)
+        )));
+    }
+    Ok(())
+}
+
+/// A running coordinator.
+pub struct Coordinator {
+    state: Arc<State>,
+    grpc_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    sessions_done: mpsc::Receiver<()>,
+    ready: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Coordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coordinator")
+            .field("grpc_addr", &self.grpc_addr)
+            .field("metrics_addr", &self.metrics_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Coordinator {
+    /// Opens the store, binds both listeners, serves in background tasks; returns once
+    /// listening.
+    pub async fn start(
+        config: Config,
+        metrics: Option<PrometheusHandle>,
+    ) -> Result<Coordinator, CoordinatorError> {
+        validate_timing(config.lease, config.renew_interval)?;
+        crate::metrics::describe();
+        let tls = Arc::new(ReloadingServerConfig::new(config.tls.clone())?);
+        let store = Arc::new(SledStore::open(&config.data_dir)?);
+        let started = Self::start_with_store(config, metrics, tls, store.clone()).await;
+        if started.is_err() {
+            let _ = store.close();
+        }
+        started
+    }
+
+    async fn start_with_store(
+        config: Config,
+        metrics: Option<PrometheusHandle>,
+        tls: Arc<ReloadingServerConfig>,
+        store: Arc<SledStore>,
+    ) -> Result<Coordinator, CoordinatorError> {
+        let registry = registry::Registry::from_records(store.agents()?);
+        let halt = store.halt()?;
+        crate::metrics::halted_restored(
+            halt.is_some(),
+            halt.as_ref().map_or("", |h| h.reason.as_str()),
+        );
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| CoordinatorError::Bind {
+                    flag: "--listen",
+                    addr: config.listen,
+                    source,
+                })?;
+        let grpc_addr = listener
+            .local_addr()
+            .map_err(|source| CoordinatorError::Bind {
+                flag: "--listen",
+                addr: config.listen,
+                source,
+            })?;
+        let (guard, sessions_done) = mpsc::channel(1);
+        let store: Arc<dyn Store> = store;
+        let state = Arc::new(State::new(
+            config.policy,
+            config.lease,
+            config.renew_interval,
+            store,
+            registry,
+            halt,
+            guard,
+        ));
+        let ready = Arc::new(AtomicBool::new(false));
+        let metrics_addr = match config.metrics_listen {
+            Some(addr) => {
+                let endpoints = endpoints(metrics, ready.clone());
+                let stop = state.shutdown.clone().cancelled_owned();
+                let bound = http::serve(addr, endpoints, stop).await.map_err(|source| {
+                    CoordinatorError::Bind {
+                        flag: "--metrics-listen",
+                        addr,
+                        source,
+                    }
+                })?;
+                Some(bound)
+            }
+            None => None,
+        };
+
+        let auth = authz::authenticate;
+        let router = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+            .add_service(AgentSessionServer::with_interceptor(
+                session::SessionService {
+                    state: state.clone(),
+                },
+                auth,
+            ))
+            .add_service(FleetServer::with_interceptor(
+                fleet::FleetService {
+                    state: state.clone(),
+                },
+                auth,
+            ))
+            .add_service(ExperimentsServer::with_interceptor(
+                experiments::ExperimentsService {
+                    state: state.clone(),
+                },
+                auth,
+            ));
+        let incoming = TlsIncoming::new(listener, tls);
+        let stop = state.shutdown.clone().cancelled_owned();
+        let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, stop));
+        ready.store(true, Ordering::SeqCst);
+        tracing::debug!(%grpc_addr, ?metrics_addr, "coordinator serving");
+        Ok(Coordinator {
+            state,
+            grpc_addr,
+            metrics_addr,
+            server,
+            sessions_done,
+            ready,
+        })
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// Graceful stop: stops accepting, ends every agent session, then flushes and releases the
+    /// store, so a new coordinator can open the same data directory in this process.
+    pub async fn shutdown(mut self) {
+        self.ready.store(false, Ordering::SeqCst);
+        self.state.shutdown.cancel();
+        self.state.release_session_guard();
+        match tokio::time::timeout(DRAIN_TIMEOUT, self.sessions_done.recv()).await {
+            Ok(_) => {}
+            Err(_) => tracing::warn!("agent sessions did not end within {DRAIN_TIMEOUT:?}"),
+        }
+        match tokio::time::timeout(DRAIN_TIMEOUT, &mut self.server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!("gRPC server ended with an error: {e}"),
+            Ok(Err(e)) => tracing::warn!("gRPC server task failed: {e}"),
+            Err(_) => {
+                tracing::warn!("connections did not close within {DRAIN_TIMEOUT:?}; cutting them");
+                self.server.abort();
+            }
+        }
+        if let Err(e) = self.state.store.close() {
+            tracing::error!("closing the store: {e}");
+        }
+        tracing::info!(addr = %self.grpc_addr, "coordinator stopped");
+    }
+}
+
+fn endpoints(metrics: Option<PrometheusHandle>, ready: Arc<AtomicBool>) -> Endpoints {
+    Endpoints {
+        metrics: Arc::new(move || metrics.as_ref().map(|h| h.render()).unwrap_or_default()),
+        ready: Arc::new(move || ready.load(Ordering::SeqCst)),
+    }
+}

@@ -1,1 +1,101 @@
-fn main() {}
+//! `faultline-coordinator`: parses flags, installs logging and the Prometheus recorder, runs
+//! the coordinator until SIGTERM/SIGINT, then stops it within a bounded grace period.
+#![forbid(unsafe_code)]
+
+mod args;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use faultline_coordinator::Coordinator;
+use metrics_exporter_prometheus::PrometheusBuilder;
+
+use args::{Args, LogFormat};
+
+/// How long a graceful stop may take before the process exits anyway.
+const GRACE: Duration = Duration::from_secs(10);
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Installs the SIGTERM handler at once (so an early SIGTERM is not fatal) and returns a
+/// future that resolves on SIGTERM or SIGINT.
+fn stop_signal() -> impl std::future::Future<Output = &'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    async move {
+        match term {
+            Ok(mut term) => tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+            },
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM ({e}); stopping on SIGINT only");
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+}
+
+fn fail(code: u8, message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(code)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging(args.log_format);
+    let config = match args::to_config(&args) {
+        Ok(config) => config,
+        Err(message) => return fail(2, &message),
+    };
+    let handle = match PrometheusBuilder::new().install_recorder() {
+        Ok(handle) => Some(handle),
+        Err(e) => {
+            tracing::warn!("metrics recorder not installed: {e}; /metrics will be empty");
+            None
+        }
+    };
+    let stop = stop_signal();
+    let (lease, data_dir) = (config.lease, config.data_dir.clone());
+    let coordinator = match Coordinator::start(config, handle).await {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.is_usage() { 2 } else { 1 };
+            return fail(code, &faultline_proto::tls::error_chain(&e));
+        }
+    };
+    let metrics = coordinator
+        .metrics_addr()
+        .map(|a| format!(", metrics on http://{a}/metrics"))
+        .unwrap_or_default();
+    tracing::info!(
+        data_dir = %data_dir.display(),
+        lease = %humantime::format_duration(lease),
+        "coordinator listening on {}{metrics}",
+        coordinator.grpc_addr()
+    );
+    let signal = stop.await;
+    tracing::info!("{signal} received: stopping (grace period {GRACE:?})");
+    if tokio::time::timeout(GRACE, coordinator.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("graceful stop took longer than {GRACE:?}; exiting anyway");
+    }
+    ExitCode::SUCCESS
+}

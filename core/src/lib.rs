@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod duration;
+pub mod experiment;
 pub mod fault;
 pub mod identity;
 pub mod labels;

@@ -1,0 +1,242 @@
+//! Command-line flags of `faultline-coordinator` and their translation into a library
+//! [`Config`]; every error names the flag and the allowed range.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use faultline_coordinator::config::load_policy;
+use faultline_coordinator::{Config, Policy, MAX_LEASE, MIN_LEASE};
+use faultline_core::duration::parse_in_range;
+use faultline_proto::tls::CertPaths;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `--metrics-listen`: an address, or `none`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsListen(pub Option<SocketAddr>);
+
+impl std::str::FromStr for MetricsListen {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "none" {
+            return Ok(MetricsListen(None));
+        }
+        s.parse()
+            .map(|a| MetricsListen(Some(a)))
+            .map_err(|e| format!("{s:?} is neither ADDR:PORT nor \"none\" ({e})"))
+    }
+}
+
+/// The Faultline coordinator: serves the faultline.v1 gRPC API over mutual TLS, keeps the
+/// agent sessions with their leases, the agent registry and the audit log.
+#[derive(Debug, Parser)]
+#[command(name = "faultline-coordinator", version = faultline_core::VERSION)]
+pub struct Args {
+    /// gRPC listen address (mutual TLS 1.3; agents and faultctl connect here).
+    #[arg(
+        long,
+        env = "FAULTLINE_LISTEN",
+        default_value = "0.0.0.0:7443",
+        value_name = "ADDR"
+    )]
+    pub listen: SocketAddr,
+
+    /// Plain-HTTP listen address for /metrics (Prometheus), /healthz and /readyz, or "none"
+    /// to serve nothing.
+    #[arg(
+        long,
+        env = "FAULTLINE_METRICS_LISTEN",
+        default_value = "0.0.0.0:9466",
+        value_name = "ADDR"
+    )]
+    pub metrics_listen: MetricsListen,
+
+    /// Directory of the coordinator's store (agents seen, audit log, halt state); created 0700
+    /// if missing. Only one coordinator may use it at a time.
+    #[arg(
+        long,
+        env = "FAULTLINE_DATA_DIR",
+        default_value = "/var/lib/faultline-coordinator",
+        value_name = "DIR"
+    )]
+    pub data_dir: PathBuf,
+
+    /// Certificates in the `faultctl certs init` layout: DIR/coordinator.pem,
+    /// DIR/coordinator-key.pem and DIR/ca.pem. Required unless --tls-cert, --tls-key and
+    /// --client-ca are all given; those win over this layout file by file.
+    #[arg(long, env = "FAULTLINE_CERTS_DIR", value_name = "DIR")]
+    pub certs_dir: Option<PathBuf>,
+
+    /// Lease granted to agents: an agent reverts every fault when it hears nothing for this
+    /// long, and a silent agent's session ends after it. Range 1s..=60s.
+    #[arg(
+        long,
+        env = "FAULTLINE_LEASE",
+        default_value = "5s",
+        value_name = "DURATION"
+    )]
+    pub lease: String,
+
+    /// How often the lease is renewed on every session. Range 100ms..=59s, and shorter than
+    /// --lease.
+    #[arg(
+        long,
+        env = "FAULTLINE_RENEW_INTERVAL",
+        default_value = "1s",
+        value_name = "DURATION"
+    )]
+    pub renew_interval: String,
+
+    /// Configuration file (TOML) with the [policy] table; without it the default policy
+    /// applies (50% of the fleet, 5 experiments, every fault kind, 1h, protected label
+    /// faultline.dev/protected=true).
+    #[arg(long, env = "FAULTLINE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// The coordinator's server certificate (PEM). Default: DIR/coordinator.pem of --certs-dir.
+    #[arg(long, env = "FAULTLINE_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The server certificate's private key (PEM). Default: DIR/coordinator-key.pem of
+    /// --certs-dir.
+    #[arg(long, env = "FAULTLINE_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// The CA that client certificates must be issued by (PEM). Default: DIR/ca.pem of
+    /// --certs-dir.
+    #[arg(long, env = "FAULTLINE_CLIENT_CA", value_name = "FILE")]
+    pub client_ca: Option<PathBuf>,
+
+    /// Log format on stderr. Filter with RUST_LOG (default info).
+    #[arg(long, env = "FAULTLINE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// The TLS files: explicit flags win over the --certs-dir layout.
+pub fn tls_paths(args: &Args) -> Result<CertPaths, String> {
+    let layout = args
+        .certs_dir
+        .as_ref()
+        .map(|dir| CertPaths::in_dir(dir, "coordinator"));
+    let pick = |explicit: &Option<PathBuf>, from_dir: Option<PathBuf>, flag: &'static str| {
+        explicit.clone().or(from_dir).ok_or(flag)
+    };
+    let cert = pick(
+        &args.tls_cert,
+        layout.as_ref().map(|l| l.cert.clone()),
+        "--tls-cert",
+    );
+    let key = pick(
+        &args.tls_key,
+        layout.as_ref().map(|l| l.key.clone()),
+        "--tls-key",
+    );
+    let ca = pick(&args.client_ca, layout.map(|l| l.ca), "--client-ca");
+    match (cert, key, ca) {
+        (Ok(cert), Ok(key), Ok(ca)) => Ok(CertPaths { cert, key, ca }),
+        (cert, key, ca) => {
+            let missing: Vec<&str> = [cert.err(), key.err(), ca.err()]
+                .into_iter()
+                .flatten()
+                .collect();
+            Err(format!(
+                "no TLS certificates configured: give --certs-dir DIR (the `faultctl certs init` \
+                 layout), or all of --tls-cert, --tls-key and --client-ca (missing: {})",
+                missing.join(", ")
+            ))
+        }
+    }
+}
+
+/// Validates the flags (and the config file) into a library configuration.
+pub fn to_config(args: &Args) -> Result<Config, String> {
+    let lease =
+        parse_in_range("--lease", &args.lease, MIN_LEASE, MAX_LEASE).map_err(|e| e.to_string())?;
+    let renew_interval = parse_in_range(
+        "--renew-interval",
+        &args.renew_interval,
+        Duration::from_millis(100),
+        MAX_LEASE - Duration::from_secs(1),
+    )
+    .map_err(|e| e.to_string())?;
+    faultline_coordinator::validate_timing(lease, renew_interval).map_err(|e| e.to_string())?;
+    let tls = tls_paths(args)?;
+    let policy = match &args.config {
+        Some(path) => load_policy(path).map_err(|e| e.to_string())?,
+        None => Policy::default(),
+    };
+    Ok(Config {
+        listen: args.listen,
+        metrics_listen: args.metrics_listen.0,
+        data_dir: args.data_dir.clone(),
+        tls,
+        lease,
+        renew_interval,
+        policy,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Args {
+        let mut argv = vec!["faultline-coordinator"];
+        argv.extend_from_slice(extra);
+        Args::try_parse_from(argv).expect("flags parse")
+    }
+
+    #[test]
+    fn certs_dir_layout_and_explicit_overrides() {
+        let a = args(&["--certs-dir", "/c", "--tls-key", "/k.pem"]);
+        let p = tls_paths(&a).expect("paths");
+        assert_eq!(p.cert, PathBuf::from("/c/coordinator.pem"));
+        assert_eq!(p.key, PathBuf::from("/k.pem"));
+        assert_eq!(p.ca, PathBuf::from("/c/ca.pem"));
+        let a = args(&["--tls-cert", "/a", "--tls-key", "/b", "--client-ca", "/c"]);
+        assert_eq!(tls_paths(&a).expect("explicit").ca, PathBuf::from("/c"));
+    }
+
+    #[test]
+    fn missing_tls_flags_are_named() {
+        let err = tls_paths(&args(&["--tls-cert", "/a"])).expect_err("missing");
+        assert!(err.contains("--certs-dir"), "{err}");
+        assert!(err.ends_with("(missing: --tls-key, --client-ca)"), "{err}");
+    }
+
+    #[test]
+    fn lease_and_renew_interval_ranges() {
+        let err = to_config(&args(&["--certs-dir", "/c", "--lease", "0s"])).expect_err("0s");
+        assert_eq!(err, "--lease: 0s is outside the allowed range 1s..=1m");
+        let err = to_config(&args(&[
+            "--certs-dir",
+            "/c",
+            "--lease",
+            "2s",
+            "--renew-interval",
+            "2s",
+        ]))
+        .expect_err("renew >= lease");
+        assert!(
+            err.starts_with(
+                "--renew-interval 2s must be greater than 0 and shorter than --lease 2s"
+            ),
+            "{err}"
+        );
+        let c = to_config(&args(&["--certs-dir", "/c"])).expect("defaults");
+        assert_eq!(c.lease, Duration::from_secs(5));
+        assert_eq!(c.renew_interval, Duration::from_secs(1));
+        assert_eq!(c.listen.port(), 7443);
+        assert_eq!(c.metrics_listen.map(|a| a.port()), Some(9466));
+        let c = to_config(&args(&["--certs-dir", "/c", "--metrics-listen", "none"])).expect("none");
+        assert_eq!(c.metrics_listen, None);
+        let err = Args::try_parse_from(["x", "--metrics-listen", "nowhere"]).expect_err("bad");
+        assert!(err.to_string().contains("--metrics-listen"), "{err}");
+    }
+}

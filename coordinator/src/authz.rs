@@ -1,0 +1,231 @@
+//! Who may call what: the authentication interceptor every service is wrapped with, and the
+//! per-method role check whose refusals say which identity was refused for what.
+
+use faultline_core::{Identity, Role};
+use faultline_proto::tls::{self, AuthFailure, PeerInfo};
+use tonic::{Request, Status};
+
+use crate::metrics::{self, RefusalReason};
+
+/// Every RPC the coordinator serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    ListAgents,
+    HaltAll,
+    Resume,
+    GetPolicy,
+    AuditLog,
+    ExperimentCreate,
+    ExperimentGet,
+    ExperimentList,
+    ExperimentStart,
+    ExperimentAbort,
+    ExperimentWatch,
+    ExperimentReport,
+    Connect,
+}
+
+/// The roles a method needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    View,
+    Operate,
+    Administer,
+    Agent,
+}
+
+impl Method {
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::ListAgents => "Fleet.ListAgents",
+            Method::HaltAll => "Fleet.HaltAll",
+            Method::Resume => "Fleet.Resume",
+            Method::GetPolicy => "Fleet.GetPolicy",
+            Method::AuditLog => "Fleet.AuditLog",
+            Method::ExperimentCreate => "Experiments.Create",
+            Method::ExperimentGet => "Experiments.Get",
+            Method::ExperimentList => "Experiments.List",
+            Method::ExperimentStart => "Experiments.Start",
+            Method::ExperimentAbort => "Experiments.Abort",
+            Method::ExperimentWatch => "Experiments.Watch",
+            Method::ExperimentReport => "Experiments.Report",
+            Method::Connect => "AgentSession.Connect",
+        }
+    }
+
+    pub fn need(self) -> Need {
+        match self {
+            Method::ListAgents
+            | Method::GetPolicy
+            | Method::AuditLog
+            | Method::ExperimentGet
+            | Method::ExperimentList
+            | Method::ExperimentWatch
+            | Method::ExperimentReport => Need::View,
+            Method::ExperimentCreate | Method::ExperimentStart | Method::ExperimentAbort => {
+                Need::Operate
+            }
+            Method::HaltAll | Method::Resume => Need::Administer,
+            Method::Connect => Need::Agent,
+        }
+    }
+
+    /// Mutations are written to the audit log, refused or not.
+    pub fn is_mutation(self) -> bool {
+        matches!(
+            self,
+            Method::HaltAll
+                | Method::Resume
+                | Method::ExperimentCreate
+                | Method::ExperimentStart
+                | Method::ExperimentAbort
+        )
+    }
+}
+
+impl Need {
+    fn allows(self, role: Role) -> bool {
+        match self {
+            Need::View => role.can_view(),
+            Need::Operate => role.can_operate(),
+            Need::Administer => role.can_administer(),
+            Need::Agent => role == Role::Agent,
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Need::View => "role viewer, operator or admin",
+            Need::Operate => "role operator or admin",
+            Need::Administer => "role admin",
+            Need::Agent => "role agent",
+        }
+    }
+}
+
+/// Why `identity` may not call `method`, or `None` when it may.
+pub fn refusal(identity: &Identity, method: Method) -> Option<String> {
+    let need = method.need();
+    if need.allows(identity.role) {
+        return None;
+    }
+    let why = if identity.role == Role::Agent {
+        "agent certificates may only open an AgentSession".to_string()
+    } else {
+        format!("it requires {}", need.describe())
+    };
+    Some(format!(
+        "identity {identity} (role {}) may not call {}: {why}",
+        identity.role,
+        method.name()
+    ))
+}
+
+/// `Ok` when `identity` may call `method`; otherwise `PERMISSION_DENIED` naming the identity,
+/// the method and the role it needs. Refusals are counted and logged here; auditing refused
+/// mutations is the caller's job.
+#[allow(clippy::result_large_err)]
+pub fn check(identity: &Identity, method: Method) -> Result<(), Status> {
+    match refusal(identity, method) {
+        None => Ok(()),
+        Some(message) => {
+            metrics::auth_refused(RefusalReason::Role, &message);
+            Err(Status::permission_denied(message))
+        }
+    }
+}
+
+/// The interceptor on every service: [`tls::authenticate`], plus counting its refusals.
+#[allow(clippy::result_large_err)]
+pub fn authenticate(req: Request<()>) -> Result<Request<()>, Status> {
+    let reason = match req.extensions().get::<PeerInfo>().map(|p| &p.identity) {
+        Some(Err(AuthFailure::NoCertificate)) => Some(RefusalReason::NoCertificate),
+        Some(Err(AuthFailure::Rejected(_))) => Some(RefusalReason::CertificateRejected),
+        Some(Err(AuthFailure::NoIdentity)) => Some(RefusalReason::NoIdentity),
+        Some(Ok(_)) => None,
+        None => Some(RefusalReason::NoCertificate),
+    };
+    tls::authenticate(req).inspect_err(|status| {
+        metrics::auth_refused(
+            reason.unwrap_or(RefusalReason::NoIdentity),
+            status.message(),
+        );
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(role: Role, name: &str) -> Identity {
+        Identity::new(role, name)
+    }
+
+    #[test]
+    fn refusal_messages_name_identity_method_and_role() {
+        assert_eq!(
+            refusal(&id(Role::Viewer, "viewer"), Method::HaltAll).as_deref(),
+            Some("identity viewer/viewer (role viewer) may not call Fleet.HaltAll: it requires role admin")
+        );
+        assert_eq!(
+            refusal(&id(Role::Agent, "node-a"), Method::ListAgents).as_deref(),
+            Some("identity agent/node-a (role agent) may not call Fleet.ListAgents: agent certificates may only open an AgentSession")
+        );
+        assert_eq!(
+            refusal(&id(Role::Viewer, "v"), Method::ExperimentCreate).as_deref(),
+            Some("identity viewer/v (role viewer) may not call Experiments.Create: it requires role operator or admin")
+        );
+        assert_eq!(
+            refusal(&id(Role::Admin, "admin"), Method::Connect).as_deref(),
+            Some("identity admin/admin (role admin) may not call AgentSession.Connect: it requires role agent")
+        );
+        assert_eq!(
+            refusal(&id(Role::Coordinator, "coordinator"), Method::ListAgents).as_deref(),
+            Some("identity coordinator/coordinator (role coordinator) may not call Fleet.ListAgents: it requires role viewer, operator or admin")
+        );
+    }
+
+    #[test]
+    fn role_table() {
+        use Method::*;
+        let all = [
+            ListAgents,
+            HaltAll,
+            Resume,
+            GetPolicy,
+            AuditLog,
+            ExperimentCreate,
+            ExperimentGet,
+            ExperimentList,
+            ExperimentStart,
+            ExperimentAbort,
+            ExperimentWatch,
+            ExperimentReport,
+            Connect,
+        ];
+        let allowed = |role: Role| -> Vec<&str> {
+            all.iter()
+                .filter(|m| refusal(&id(role, "x"), **m).is_none())
+                .map(|m| m.name())
+                .collect()
+        };
+        assert_eq!(allowed(Role::Agent), ["AgentSession.Connect"]);
+        assert_eq!(
+            allowed(Role::Viewer),
+            [
+                "Fleet.ListAgents",
+                "Fleet.GetPolicy",
+                "Fleet.AuditLog",
+                "Experiments.Get",
+                "Experiments.List",
+                "Experiments.Watch",
+                "Experiments.Report"
+            ]
+        );
+        let operator = allowed(Role::Operator);
+        assert_eq!(operator.len(), 10);
+        assert!(!operator.contains(&"Fleet.HaltAll") && !operator.contains(&"Fleet.Resume"));
+        assert_eq!(allowed(Role::Admin).len(), 12);
+        assert!(allowed(Role::Coordinator).is_empty());
+    }
+}

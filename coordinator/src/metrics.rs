@@ -1,0 +1,211 @@
+//! The coordinator's observable events: each function here is the one place that both logs an
+//! event and counts it in the `faultline_coordinator_*` Prometheus metrics.
+
+use metrics::{counter, describe_counter, describe_gauge, gauge};
+
+pub const AGENTS_CONNECTED: &str = "faultline_coordinator_agents_connected";
+pub const SESSIONS_OPENED: &str = "faultline_coordinator_sessions_opened_total";
+pub const SESSIONS_CLOSED: &str = "faultline_coordinator_sessions_closed_total";
+pub const LEASE_RENEWALS: &str = "faultline_coordinator_lease_renewals_total";
+pub const AUTH_REFUSALS: &str = "faultline_coordinator_auth_refusals_total";
+pub const HALTED: &str = "faultline_coordinator_halted";
+pub const AUDIT_ENTRIES: &str = "faultline_coordinator_audit_entries_total";
+
+/// Why a session stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The agent closed its stream or the connection broke.
+    Disconnect,
+    /// Nothing arrived from the agent for a whole lease.
+    Silent,
+    /// A newer session for the same node took over.
+    Replaced,
+    /// The coordinator is shutting down.
+    Shutdown,
+    /// Ended before Welcome: no valid Hello, or a Hello for another node.
+    Refused,
+}
+
+impl CloseReason {
+    pub const ALL: [CloseReason; 5] = [
+        CloseReason::Disconnect,
+        CloseReason::Silent,
+        CloseReason::Replaced,
+        CloseReason::Shutdown,
+        CloseReason::Refused,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Disconnect => "disconnect",
+            CloseReason::Silent => "silent",
+            CloseReason::Replaced => "replaced",
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::Refused => "refused",
+        }
+    }
+}
+
+/// Why a caller was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalReason {
+    /// No client certificate on the connection.
+    NoCertificate,
+    /// Unknown CA, expired, not yet valid.
+    CertificateRejected,
+    /// A valid certificate without a Faultline identity.
+    NoIdentity,
+    /// The caller's role may not call the method.
+    Role,
+    /// An agent said Hello for a node that is not its own.
+    NodeName,
+}
+
+impl RefusalReason {
+    pub const ALL: [RefusalReason; 5] = [
+        RefusalReason::NoCertificate,
+        RefusalReason::CertificateRejected,
+        RefusalReason::NoIdentity,
+        RefusalReason::Role,
+        RefusalReason::NodeName,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalReason::NoCertificate => "no_certificate",
+            RefusalReason::CertificateRejected => "certificate_rejected",
+            RefusalReason::NoIdentity => "no_identity",
+            RefusalReason::Role => "role",
+            RefusalReason::NodeName => "node_name",
+        }
+    }
+}
+
+/// Registers HELP text and starts every series at zero, so `/metrics` shows all of them from
+/// the first scrape.
+pub fn describe() {
+    describe_gauge!(AGENTS_CONNECTED, "Agents with a live session.");
+    describe_counter!(SESSIONS_OPENED, "Agent sessions opened (Welcome sent).");
+    describe_counter!(
+        SESSIONS_CLOSED,
+        "Agent session streams ended, by reason (disconnect, silent, replaced, shutdown, refused)."
+    );
+    describe_counter!(LEASE_RENEWALS, "Lease renewals sent to agents.");
+    describe_counter!(
+        AUTH_REFUSALS,
+        "Calls refused by authentication or authorization, by reason."
+    );
+    describe_gauge!(
+        HALTED,
+        "1 while the fleet is halted (Fleet.HaltAll), else 0."
+    );
+    describe_counter!(AUDIT_ENTRIES, "Entries appended to the audit log.");
+    gauge!(AGENTS_CONNECTED).set(0.0);
+    counter!(SESSIONS_OPENED).increment(0);
+    for r in CloseReason::ALL {
+        counter!(SESSIONS_CLOSED, "reason" => r.as_str()).increment(0);
+    }
+    counter!(LEASE_RENEWALS).increment(0);
+    for r in RefusalReason::ALL {
+        counter!(AUTH_REFUSALS, "reason" => r.as_str()).increment(0);
+    }
+    counter!(AUDIT_ENTRIES).increment(0);
+}
+
+pub fn session_opened(node: &str, session_id: &str, remote: &str, connected: usize) {
+    tracing::info!(node, session_id, %remote, "agent {node} connected from {remote} (session {session_id})");
+    counter!(SESSIONS_OPENED).increment(1);
+    gauge!(AGENTS_CONNECTED).set(connected as f64);
+}
+
+pub fn session_closed(
+    node: &str,
+    session_id: &str,
+    reason: CloseReason,
+    detail: &str,
+    connected: usize,
+) {
+    match reason {
+        CloseReason::Refused => {
+            tracing::warn!(
+                node,
+                session_id,
+                reason = reason.as_str(),
+                "agent session refused: {detail}"
+            )
+        }
+        _ => tracing::info!(
+            node,
+            session_id,
+            reason = reason.as_str(),
+            "agent {node} disconnected ({}): {detail}",
+            reason.as_str()
+        ),
+    }
+    counter!(SESSIONS_CLOSED, "reason" => reason.as_str()).increment(1);
+    gauge!(AGENTS_CONNECTED).set(connected as f64);
+}
+
+pub fn lease_renewed(node: &str, sequence: u64) {
+    tracing::trace!(node, sequence, "lease renewed");
+    counter!(LEASE_RENEWALS).increment(1);
+}
+
+pub fn auth_refused(reason: RefusalReason, message: &str) {
+    tracing::warn!(reason = reason.as_str(), "refused: {message}");
+    counter!(AUTH_REFUSALS, "reason" => reason.as_str()).increment(1);
+}
+
+pub fn halted(halted: bool, by: &str, reason: &str, agents_signalled: usize) {
+    if halted {
+        tracing::warn!(
+            by,
+            reason,
+            agents_signalled,
+            "fleet halted by {by}: {reason}"
+        );
+    } else {
+        tracing::warn!(by, "fleet resumed by {by}");
+    }
+    gauge!(HALTED).set(if halted { 1.0 } else { 0.0 });
+}
+
+/// The halted gauge as restored from the store at start-up.
+pub fn halted_restored(halted: bool, reason: &str) {
+    if halted {
+        tracing::warn!(reason, "the fleet is halted (from the store): {reason}");
+    }
+    gauge!(HALTED).set(if halted { 1.0 } else { 0.0 });
+}
+
+pub fn audit_written(identity: &str, action: &str, detail: &str, allowed: bool) {
+    tracing::info!(
+        identity,
+        action,
+        allowed,
+        "audit: {identity} {action}: {detail}"
+    );
+    counter!(AUDIT_ENTRIES).increment(1);
+}
+
+pub fn audit_failed(identity: &str, action: &str, error: &str) {
+    tracing::error!(
+        identity,
+        action,
+        "audit entry could not be written: {error}"
+    );
+}
+
+pub fn fault_status(node: &str, status: &faultline_proto::pb::FaultStatus) {
+    let state = faultline_proto::pb::FaultState::try_from(status.state)
+        .map(|s| s.as_str_name())
+        .unwrap_or("FAULT_STATE_UNKNOWN");
+    tracing::info!(
+        node,
+        fault_id = %status.fault_id,
+        experiment_id = %status.experiment_id,
+        state,
+        error = %status.error,
+        "fault status from {node}"
+    );
+}

@@ -1,0 +1,412 @@
+//! `AgentSession.Connect`: checks the Hello against the agent's certificate, registers the
+//! agent, renews its lease every renew interval, takes its telemetry and fault status, and ends
+//! the session when the agent leaves, falls silent for a lease, is replaced, or we shut down.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use faultline_core::{Identity, Labels, NodeName};
+use faultline_proto::pb::agent_message::Msg as AgentMsg;
+use faultline_proto::pb::coordinator_message::Msg as CoordMsg;
+use faultline_proto::pb::{self, agent_session_server::AgentSession};
+use faultline_proto::tls::PeerInfo;
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, Instant, MissedTickBehavior};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::authz::Method;
+use crate::metrics::{self, CloseReason, RefusalReason};
+use crate::registry::{Arrival, SessionHandle};
+use crate::state::{now_ms, State, TELEMETRY_INTERVAL_MS};
+
+/// How long a new session may take to say Hello.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Outbound = mpsc::Sender<Result<pb::CoordinatorMessage, Status>>;
+
+pub struct SessionService {
+    pub state: Arc<State>,
+}
+
+#[tonic::async_trait]
+impl AgentSession for SessionService {
+    type ConnectStream = ReceiverStream<Result<pb::CoordinatorMessage, Status>>;
+
+    async fn connect(
+        &self,
+        req: Request<Streaming<pb::AgentMessage>>,
+    ) -> Result<Response<Self::ConnectStream>, Status> {
+        let identity = self.state.authorize(&req, Method::Connect)?;
+        let remote = req
+            .extensions()
+            .get::<PeerInfo>()
+            .map(|p| p.remote.to_string())
+            .unwrap_or_default();
+        let guard = self
+            .state
+            .session_guard()
+            .ok_or_else(|| Status::unavailable("the coordinator is shutting down"))?;
+        let (out, rx) = mpsc::channel(64);
+        let session = Session {
+            state: self.state.clone(),
+            identity,
+            remote,
+            out,
+        };
+        let inbound = req.into_inner();
+        tokio::spawn(async move {
+            session.run(inbound).await;
+            drop(guard);
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+struct Session {
+    state: Arc<State>,
+    identity: Identity,
+    remote: String,
+    out: Outbound,
+}
+
+/// A session refused before Welcome.
+struct Refused {
+    status: Status,
+    /// Counted as an authorization refusal too.
+    auth: Option<RefusalReason>,
+    /// Written to the audit log (an agent that merely hung up is not).
+    audit: bool,
+}
+
+impl Refused {
+    fn invalid(message: String) -> Self {
+        Refused {
+            status: Status::invalid_argument(message),
+            auth: None,
+            audit: true,
+        }
+    }
+}
+
+fn kind_of(msg: &Option<AgentMsg>) -> &'static str {
+    match msg {
+        Some(AgentMsg::Hello(_)) => "Hello",
+        Some(AgentMsg::Telemetry(_)) => "Telemetry",
+        Some(AgentMsg::FaultStatus(_)) => "FaultStatus",
+        None => "an empty message",
+    }
+}
+
+impl Session {
+    async fn run(self, mut inbound: Streaming<pb::AgentMessage>) {
+        let hello = match self.accept_hello(&mut inbound).await {
+            Ok(hello) => hello,
+            Err(refused) => return self.refuse(refused).await,
+        };
+        self.serve(hello, inbound).await;
+    }
+
+    /// Sends `msg` unless the agent stopped reading for a whole lease or we shut down.
+    async fn send(&self, msg: Result<pb::CoordinatorMessage, Status>) -> bool {
+        tokio::select! {
+            sent = tokio::time::timeout(self.state.lease, self.out.send(msg)) => {
+                matches!(sent, Ok(Ok(())))
+            }
+            _ = self.state.shutdown.cancelled() => false,
+        }
+    }
+
+    async fn send_msg(&self, msg: CoordMsg) -> bool {
+        self.send(Ok(pb::CoordinatorMessage { msg: Some(msg) }))
+            .await
+    }
+
+    async fn accept_hello(
+        &self,
+        inbound: &mut Streaming<pb::AgentMessage>,
+    ) -> Result<ValidHello, Refused> {
+        let first = tokio::select! {
+            first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message()) => first,
+            _ = self.state.shutdown.cancelled() => {
+                return Err(Refused {
+                    status: Status::unavailable("the coordinator is shutting down"),
+                    auth: None,
+                    audit: false,
+                });
+            }
+        };
+        let hung_up = |why: String| Refused {
+            status: Status::cancelled(why),
+            auth: None,
+            audit: false,
+        };
+        let msg = match first {
+            Err(_) => {
+                return Err(Refused {
+                    status: Status::deadline_exceeded(format!(
+                        "no Hello within {} s: the first message of an AgentSession must be Hello",
+                        HELLO_TIMEOUT.as_secs()
+                    )),
+                    auth: None,
+                    audit: true,
+                })
+            }
+            Ok(Ok(Some(msg))) => msg,
+            Ok(Ok(None)) => return Err(hung_up("stream ended before Hello".into())),
+            Ok(Err(status)) => {
+                return Err(hung_up(format!(
+                    "stream failed before Hello: {}",
+                    status.message()
+                )))
+            }
+        };
+        let hello = match msg.msg {
+            Some(AgentMsg::Hello(hello)) => hello,
+            other => {
+                return Err(Refused::invalid(format!(
+                    "the first message of an AgentSession must be Hello, got {}",
+                    kind_of(&other)
+                )))
+            }
+        };
+        let node: NodeName = hello
+            .node_name
+            .parse()
+            .map_err(|e| Refused::invalid(format!("hello.node_name: {e}")))?;
+        if node.as_str() != self.identity.name {
+            return Err(Refused {
+                status: Status::permission_denied(format!(
+                    "identity {} may only open a session for node {:?}, not {:?}",
+                    self.identity,
+                    self.identity.name,
+                    node.as_str()
+                )),
+                auth: Some(RefusalReason::NodeName),
+                audit: true,
+            });
+        }
+        let labels = Labels::from_map(hello.labels.into_iter().collect())
+            .map_err(|e| Refused::invalid(format!("hello.labels: {e}")))?;
+        Ok(ValidHello {
+            node,
+            labels: labels.0,
+            capabilities: hello.capabilities,
+            version: hello.version,
+            held_faults: hello.held_faults,
+        })
+    }
+
+    async fn refuse(self, refused: Refused) {
+        let message = refused.status.message().to_string();
+        if let Some(reason) = refused.auth {
+            metrics::auth_refused(reason, &message);
+        }
+        if refused.audit {
+            let _ = self.state.audit(
+                &self.identity,
+                Method::Connect.name(),
+                format!("refused from {}: {message}", self.remote),
+                false,
+            );
+        }
+        metrics::session_closed(
+            &self.identity.name,
+            "",
+            CloseReason::Refused,
+            &message,
+            self.state.registry.connected_count(),
+        );
+        let _ = self.send(Err(refused.status)).await;
+    }
+
+    async fn serve(self, hello: ValidHello, mut inbound: Streaming<pb::AgentMessage>) {
+        let state = self.state.clone();
+        let node = hello.node.to_string();
+        let session_id = state.new_session_id();
+        let (push, mut pushed) = mpsc::channel(32);
+        let end = CancellationToken::new();
+        let arrival = Arrival {
+            node_name: node.clone(),
+            labels: hello.labels,
+            capabilities: hello.capabilities,
+            version: hello.version,
+            held_faults: hello.held_faults,
+            remote_address: self.remote.clone(),
+            now_unix_ms: now_ms(),
+        };
+        let detail = format!(
+            "session {session_id} for {node} from {}: version {:?}, labels {}, {} held faults",
+            self.remote,
+            arrival.version,
+            Labels(arrival.labels.clone()),
+            arrival.held_faults.len()
+        );
+        let handle = SessionHandle {
+            session_id: session_id.clone(),
+            push,
+            end: end.clone(),
+        };
+        let (record, replaced) = state.registry.connect(arrival, handle);
+        let detail = match &replaced {
+            Some(old) => {
+                old.end.cancel();
+                format!("{detail}; replaces session {}", old.session_id)
+            }
+            None => detail,
+        };
+        if let Err(e) = state.store.put_agent(&record) {
+            tracing::error!(node, "could not store the agent record: {e}");
+        }
+        let _ = state.audit(&self.identity, "AgentSession.Connect", detail, true);
+        metrics::session_opened(
+            &node,
+            &session_id,
+            &self.remote,
+            state.registry.connected_count(),
+        );
+
+        let welcome = CoordMsg::Welcome(pb::Welcome {
+            session_id: session_id.clone(),
+            lease_ms: state.lease_ms(),
+            telemetry_interval_ms: TELEMETRY_INTERVAL_MS,
+        });
+        let mut ended = if self.send_msg(welcome).await {
+            None
+        } else {
+            Some((
+                CloseReason::Disconnect,
+                "could not send Welcome".to_string(),
+            ))
+        };
+        if let (None, Some(halt)) = (&ended, state.halted()) {
+            let revert = revert_all(&format!("fleet halted by {}: {}", halt.by, halt.reason));
+            if !self.send_msg(revert).await {
+                ended = Some((CloseReason::Disconnect, "could not send RevertAll".into()));
+            }
+        }
+
+        let mut renew =
+            tokio::time::interval_at(Instant::now() + state.renew_interval, state.renew_interval);
+        renew.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut sequence = 0u64;
+        let mut silent_at = Instant::now() + state.lease;
+        let (reason, why) = loop {
+            if let Some(e) = ended.take() {
+                if state.shutdown.is_cancelled() {
+                    break (
+                        CloseReason::Shutdown,
+                        "the coordinator is shutting down".into(),
+                    );
+                }
+                break e;
+            }
+            tokio::select! {
+                _ = state.shutdown.cancelled() => {
+                    let _ = self.out.try_send(Err(Status::unavailable(
+                        "the coordinator is shutting down; reconnect later",
+                    )));
+                    break (CloseReason::Shutdown, "the coordinator is shutting down".into());
+                }
+                _ = end.cancelled() => {
+                    let why = format!("session {session_id} for {node} was replaced by a newer session");
+                    let _ = self.out.try_send(Err(Status::aborted(why.clone())));
+                    break (CloseReason::Replaced, why);
+                }
+                _ = sleep_until(silent_at) => {
+                    let why = format!(
+                        "nothing received from {node} for a whole lease ({} ms)",
+                        state.lease_ms()
+                    );
+                    let _ = self.out.try_send(Err(Status::deadline_exceeded(why.clone())));
+                    break (CloseReason::Silent, why);
+                }
+                _ = renew.tick() => {
+                    sequence += 1;
+                    let lease = CoordMsg::Lease(pb::LeaseRenewal { lease_ms: state.lease_ms(), sequence });
+                    if !self.send_msg(lease).await {
+                        ended = Some((CloseReason::Disconnect, "could not send a lease renewal".into()));
+                        continue;
+                    }
+                    metrics::lease_renewed(&node, sequence);
+                }
+                Some(msg) = pushed.recv() => {
+                    if !self.send(Ok(msg)).await {
+                        ended = Some((CloseReason::Disconnect, "could not send a message".into()));
+                    }
+                }
+                msg = inbound.message() => match msg {
+                    Ok(Some(msg)) => {
+                        silent_at = Instant::now() + state.lease;
+                        self.received(&node, &session_id, msg.msg);
+                    }
+                    Ok(None) => break (CloseReason::Disconnect, "the agent closed the stream".into()),
+                    Err(status) => break (CloseReason::Disconnect, format!("stream failed: {}", status.message())),
+                },
+            }
+        };
+
+        // A silent agent was last seen when it last spoke; otherwise now.
+        let seen_at = if reason == CloseReason::Silent {
+            0
+        } else {
+            now_ms()
+        };
+        if let Some(record) = state.registry.disconnect(&node, &session_id, seen_at) {
+            if let Err(e) = state.store.put_agent(&record) {
+                tracing::error!(node, "could not store the agent record: {e}");
+            }
+        }
+        let _ = state.audit(
+            &self.identity,
+            "AgentSession.Disconnect",
+            format!(
+                "session {session_id} for {node} ended ({}): {why}",
+                reason.as_str()
+            ),
+            true,
+        );
+        metrics::session_closed(
+            &node,
+            &session_id,
+            reason,
+            &why,
+            state.registry.connected_count(),
+        );
+    }
+
+    fn received(&self, node: &str, session_id: &str, msg: Option<AgentMsg>) {
+        let registry = &self.state.registry;
+        let now = now_ms();
+        match msg {
+            Some(AgentMsg::Telemetry(t)) => registry.telemetry(node, session_id, t, now),
+            Some(AgentMsg::FaultStatus(s)) => {
+                metrics::fault_status(node, &s);
+                registry.fault_status(node, session_id, s, now);
+            }
+            Some(AgentMsg::Hello(_)) => {
+                tracing::warn!(node, session_id, "ignoring a second Hello in one session");
+                registry.seen(node, session_id, now);
+            }
+            None => registry.seen(node, session_id, now),
+        }
+    }
+}
+
+struct ValidHello {
+    node: NodeName,
+    labels: BTreeMap<String, String>,
+    capabilities: Vec<String>,
+    version: String,
+    held_faults: Vec<pb::HeldFault>,
+}
+
+/// The RevertAll sent to every agent while the fleet is halted.
+pub fn revert_all(message: &str) -> CoordMsg {
+    CoordMsg::RevertAll(pb::RevertAll {
+        reason: pb::RevertReason::Abort as i32,
+        message: message.to_string(),
+    })
+}

@@ -1,0 +1,166 @@
+//! State shared by every service of one running coordinator: policy, registry, store, halt
+//! flag and the shutdown signal, plus the authorize-and-audit step every RPC starts with.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use faultline_core::Identity;
+use faultline_proto::{pb, tls};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Status};
+
+use crate::authz::{self, Method};
+use crate::config::Policy;
+use crate::metrics;
+use crate::registry::Registry;
+use crate::store::{AuditRecord, HaltRecord, Store, StoreError};
+
+/// The telemetry interval the coordinator asks agents for, in Welcome.
+pub const TELEMETRY_INTERVAL_MS: u64 = 1000;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+pub struct State {
+    pub policy: Policy,
+    pub lease: Duration,
+    pub renew_interval: Duration,
+    pub store: Arc<dyn Store>,
+    pub registry: Registry,
+    pub halt: Mutex<Option<HaltRecord>>,
+    pub shutdown: CancellationToken,
+    /// Each session task holds a clone; shutdown drops this one and waits for the channel to
+    /// close, which tells it every session has ended.
+    session_guard: Mutex<Option<mpsc::Sender<()>>>,
+    sessions: AtomicU64,
+}
+
+impl State {
+    pub fn new(
+        policy: Policy,
+        lease: Duration,
+        renew_interval: Duration,
+        store: Arc<dyn Store>,
+        registry: Registry,
+        halt: Option<HaltRecord>,
+        session_guard: mpsc::Sender<()>,
+    ) -> Self {
+        State {
+            policy,
+            lease,
+            renew_interval,
+            store,
+            registry,
+            halt: Mutex::new(halt),
+            shutdown: CancellationToken::new(),
+            session_guard: Mutex::new(Some(session_guard)),
+            sessions: AtomicU64::new(0),
+        }
+    }
+
+    /// A guard for a new session task; `None` once shutdown has begun.
+    pub fn session_guard(&self) -> Option<mpsc::Sender<()>> {
+        if self.shutdown.is_cancelled() {
+            return None;
+        }
+        self.session_guard
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Drops the original guard: the guard channel closes when the last session ends.
+    pub fn release_session_guard(&self) {
+        self.session_guard
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+    }
+
+    pub fn new_session_id(&self) -> String {
+        let n = self.sessions.fetch_add(1, Ordering::Relaxed) + 1;
+        format!("{:x}-{n}", now_ms())
+    }
+
+    pub fn halted(&self) -> Option<HaltRecord> {
+        self.halt.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn lease_ms(&self) -> u64 {
+        self.lease.as_millis() as u64
+    }
+
+    /// Appends an audit entry (and logs and counts it).
+    pub fn audit(
+        &self,
+        identity: &Identity,
+        action: &str,
+        detail: impl Into<String>,
+        allowed: bool,
+    ) -> Result<(), StoreError> {
+        let rec = AuditRecord {
+            at_unix_ms: now_ms(),
+            identity: identity.to_string(),
+            action: action.to_string(),
+            detail: detail.into(),
+            allowed,
+        };
+        match self.store.append_audit(&rec) {
+            Ok(()) => {
+                metrics::audit_written(&rec.identity, action, &rec.detail, allowed);
+                Ok(())
+            }
+            Err(e) => {
+                metrics::audit_failed(&rec.identity, action, &e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    /// The caller of `req` when its role may call `method`; refusals of mutations and of
+    /// session opens are audited with `allowed = false`.
+    #[allow(clippy::result_large_err)]
+    pub fn authorize<T>(&self, req: &Request<T>, method: Method) -> Result<Identity, Status> {
+        let identity = tls::caller(req)?;
+        if let Err(status) = authz::check(&identity, method) {
+            if method.is_mutation() || method == Method::Connect {
+                let _ = self.audit(
+                    &identity,
+                    method.name(),
+                    format!("refused: {}", status.message()),
+                    false,
+                );
+            }
+            return Err(status);
+        }
+        Ok(identity)
+    }
+
+    /// The policy as served by `Fleet.GetPolicy`.
+    pub fn policy_pb(&self) -> pb::Policy {
+        let halt = self.halted();
+        let p = &self.policy;
+        pb::Policy {
+            max_fleet_percent_under_fault: p.max_fleet_percent_under_fault,
+            max_concurrent_experiments: p.max_concurrent_experiments,
+            allowed_fault_kinds: p.allowed_fault_kinds.clone(),
+            max_duration_ms: p.max_duration.as_millis() as u64,
+            protected_agent_labels: p.protected_agent_labels.0.clone().into_iter().collect(),
+            halted: halt.is_some(),
+            halted_reason: halt.map(|h| h.reason).unwrap_or_default(),
+            lease_ms: self.lease_ms(),
+        }
+    }
+}
+
+/// The one conversion of store failures into a gRPC status.
+pub fn store_status(e: StoreError) -> Status {
+    Status::internal(e.to_string())
+}

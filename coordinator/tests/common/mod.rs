@@ -1,0 +1,277 @@
+//! Test helpers: a development PKI in a temp dir, an in-process coordinator on 127.0.0.1 and
+//! raw mutual-TLS gRPC clients. Helpers panic with a message instead of returning errors.
+#![allow(dead_code)]
+
+pub mod http;
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use faultline_coordinator::{Config, Coordinator, Policy};
+use faultline_proto::pb::agent_session_client::AgentSessionClient;
+use faultline_proto::pb::coordinator_message::Msg as CoordMsg;
+use faultline_proto::pb::fleet_client::FleetClient;
+use faultline_proto::pb::{self, agent_message::Msg as AgentMsg};
+use faultline_proto::pki::{self, InitOptions};
+use faultline_proto::tls::{self, CertPaths, CoordinatorUrl};
+use tempfile::TempDir;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+use tonic::{Status, Streaming};
+
+pub const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A temp dir with `certs/` (CA, coordinator, admin, operator, viewer, agents node-a and
+/// node-b) and `data/` for the store.
+pub struct Env {
+    pub dir: TempDir,
+}
+
+impl Env {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = InitOptions {
+            sans: vec![],
+            agents: vec!["node-a".into(), "node-b".into()],
+            days: 1,
+            force: false,
+        };
+        pki::init_dir(&dir.path().join("certs"), &opts).expect("certs init");
+        Env { dir }
+    }
+
+    pub fn certs(&self) -> PathBuf {
+        self.dir.path().join("certs")
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn paths(&self, stem: &str) -> CertPaths {
+        CertPaths::in_dir(&self.certs(), stem)
+    }
+
+    pub fn config(&self) -> Config {
+        Config {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            metrics_listen: None,
+            data_dir: self.data(),
+            tls: self.paths("coordinator"),
+            lease: Duration::from_secs(5),
+            renew_interval: Duration::from_secs(1),
+            policy: Policy::default(),
+        }
+    }
+
+    pub async fn start(&self) -> Coordinator {
+        start(self.config()).await
+    }
+}
+
+pub async fn start(config: Config) -> Coordinator {
+    Coordinator::start(config, None)
+        .await
+        .unwrap_or_else(|e| panic!("coordinator did not start: {e}"))
+}
+
+pub fn url(c: &Coordinator) -> CoordinatorUrl {
+    CoordinatorUrl::parse(&format!("https://127.0.0.1:{}", c.grpc_addr().port())).expect("url")
+}
+
+pub async fn channel_with(c: &Coordinator, paths: &CertPaths) -> Channel {
+    tls::connect(&url(c), paths, TIMEOUT)
+        .await
+        .unwrap_or_else(|e| panic!("connect with {}: {e}", paths.cert.display()))
+}
+
+pub async fn channel(env: &Env, c: &Coordinator, stem: &str) -> Channel {
+    channel_with(c, &env.paths(stem)).await
+}
+
+pub async fn fleet(env: &Env, c: &Coordinator, stem: &str) -> FleetClient<Channel> {
+    FleetClient::new(channel(env, c, stem).await)
+}
+
+/// A channel over a caller-built rustls client configuration (for example one without a
+/// client certificate).
+pub async fn raw_channel(c: &Coordinator, config: rustls::ClientConfig) -> Channel {
+    let config = Arc::new(config);
+    let port = c.grpc_addr().port();
+    let connector = tower::service_fn(move |_uri: tonic::transport::Uri| {
+        let config = config.clone();
+        async move {
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+            let name = rustls::pki_types::ServerName::try_from("127.0.0.1")
+                .map_err(|e| io::Error::other(e.to_string()))?;
+            let tls = tokio_rustls::TlsConnector::from(config)
+                .connect(name, tcp)
+                .await?;
+            Ok::<_, io::Error>(hyper_util::rt::TokioIo::new(tls))
+        }
+    });
+    tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .expect("endpoint")
+        .connect_with_connector(connector)
+        .await
+        .expect("raw TLS channel")
+}
+
+/// A TLS 1.3 client configuration that trusts `ca` and presents no certificate.
+pub fn no_client_cert_config(ca: &Path) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in tls::load_certs(ca).expect("CA") {
+        roots.add(cert).expect("root");
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("TLS 1.3")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    config
+}
+
+pub fn hello(node: &str, labels: &[(&str, &str)]) -> pb::AgentMessage {
+    pb::AgentMessage {
+        msg: Some(AgentMsg::Hello(pb::Hello {
+            node_name: node.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<HashMap<_, _>>(),
+            capabilities: vec!["cpu".into()],
+            version: faultline_core::VERSION.into(),
+            held_faults: vec![],
+        })),
+    }
+}
+
+pub fn telemetry(cpu: f64, mem_used: u64) -> pb::AgentMessage {
+    pb::AgentMessage {
+        msg: Some(AgentMsg::Telemetry(pb::Telemetry {
+            timestamp_unix_ms: 1,
+            cpu_busy_ratio: cpu,
+            memory_total_bytes: 8 << 30,
+            memory_available_bytes: (8 << 30) - mem_used,
+            memory_used_bytes: mem_used,
+            load1: 0.5,
+            interfaces: vec![pb::InterfaceCounters {
+                name: "lo".into(),
+                rx_bytes: 10,
+                rx_packets: 1,
+                tx_bytes: 10,
+                tx_packets: 1,
+            }],
+            ..Default::default()
+        })),
+    }
+}
+
+/// The agent end of a raw AgentSession.
+pub struct AgentConn {
+    pub tx: mpsc::Sender<pb::AgentMessage>,
+    pub rx: Streaming<pb::CoordinatorMessage>,
+}
+
+impl AgentConn {
+    /// Opens the stream with `first` as its first message.
+    pub async fn open(channel: Channel, first: pb::AgentMessage) -> Result<AgentConn, Status> {
+        let (tx, rx) = mpsc::channel(16);
+        tx.send(first).await.expect("queue first message");
+        let resp = AgentSessionClient::new(channel)
+            .connect(ReceiverStream::new(rx))
+            .await?;
+        Ok(AgentConn {
+            tx,
+            rx: resp.into_inner(),
+        })
+    }
+
+    /// The next message, or the status the stream ended with (OK when it just ended).
+    pub async fn next(&mut self) -> Result<CoordMsg, Status> {
+        match tokio::time::timeout(TIMEOUT, self.rx.message()).await {
+            Err(_) => panic!("no message from the coordinator within {TIMEOUT:?}"),
+            Ok(Ok(Some(m))) => Ok(m.msg.expect("message with a body")),
+            Ok(Ok(None)) => Err(Status::ok("stream ended")),
+            Ok(Err(status)) => Err(status),
+        }
+    }
+
+    pub async fn welcome(&mut self) -> pb::Welcome {
+        match self.next().await {
+            Ok(CoordMsg::Welcome(w)) => w,
+            other => panic!("expected Welcome, got {other:?}"),
+        }
+    }
+
+    pub async fn send(&self, msg: pb::AgentMessage) {
+        self.tx.send(msg).await.expect("send to coordinator");
+    }
+}
+
+/// Opens a session as `node` with the agent certificate of `node` and waits for Welcome.
+pub async fn agent(env: &Env, c: &Coordinator, node: &str) -> (AgentConn, pb::Welcome) {
+    let ch = channel(env, c, &format!("agent-{node}")).await;
+    let mut conn = AgentConn::open(ch, hello(node, &[("zone", "a")]))
+        .await
+        .unwrap_or_else(|s| panic!("session for {node} refused: {s:?}"));
+    let welcome = conn.welcome().await;
+    (conn, welcome)
+}
+
+/// The refusal a session ends with: either at open or as the stream's first item.
+pub async fn session_refusal(channel: Channel, first: pb::AgentMessage) -> Status {
+    match AgentConn::open(channel, first).await {
+        Err(status) => status,
+        Ok(mut conn) => match conn.next().await {
+            Err(status) => status,
+            Ok(msg) => panic!("expected a refusal, got {msg:?}"),
+        },
+    }
+}
+
+pub async fn list_agents(f: &mut FleetClient<Channel>) -> Vec<pb::AgentInfo> {
+    f.list_agents(pb::ListAgentsRequest {})
+        .await
+        .expect("ListAgents")
+        .into_inner()
+        .agents
+}
+
+pub async fn audit(f: &mut FleetClient<Channel>) -> Vec<pb::AuditEntry> {
+    f.audit_log(pb::AuditLogRequest { limit: 0 })
+        .await
+        .expect("AuditLog")
+        .into_inner()
+        .entries
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics with `what` after `within`.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {within:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64
+}

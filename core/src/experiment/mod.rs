@@ -1,0 +1,1 @@
+//! Experiments: the document, validation, and the planner (blast radius and policy). Pure.
