@@ -167,7 +167,11 @@ async fn agents_reconnect_after_coordinator_restart_and_registry_survives() {
         agents["node-a"].labels.get("zone").map(String::as_str),
         Some("a")
     );
-    assert!(agent.status().borrow().connects > connects_before);
+    // The coordinator lists the agent on Hello; the agent counts the session on Welcome.
+    wait_for("the agent's own session count to move", Duration::from_secs(2), || async {
+        (agent.status().borrow().connects > connects_before).then_some(())
+    })
+    .await;
     // The restart happened well inside the 5 s lease: nothing was reverted for it.
     assert!(
         !faults.reasons().contains(&RevertReason::Lease),
