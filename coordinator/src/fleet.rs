@@ -7,6 +7,7 @@ use faultline_proto::pb::{self, fleet_server::Fleet};
 use tonic::{Request, Response, Status};
 
 use crate::authz::Method;
+use crate::experiments::{ops, Trigger};
 use crate::metrics;
 use crate::session::revert_all;
 use crate::state::{now_ms, store_status, State};
@@ -54,8 +55,10 @@ impl Fleet for FleetService {
             at_unix_ms: now_ms(),
         };
         *state.halt.lock().unwrap_or_else(|p| p.into_inner()) = Some(halt.clone());
-        // Signal first: reverting faults matters more than remembering why.
+        // Signal first: reverting faults matters more than remembering why. Running
+        // experiments go first so that they record the reverts as their abort.
         let message = format!("fleet halted by {identity}: {reason}");
+        let aborted = ops::abort_all(state, Trigger::Halt, &identity.to_string(), &message).await;
         let mut signalled = 0u32;
         for (node, session) in state.registry.sessions() {
             let msg = pb::CoordinatorMessage {
@@ -74,7 +77,9 @@ impl Fleet for FleetService {
         let _ = state.audit(
             &identity,
             Method::HaltAll.name(),
-            format!("halted: {reason}; {signalled} agents signalled"),
+            format!(
+                "halted: {reason}; {signalled} agents signalled, {aborted} experiments aborted"
+            ),
             true,
         );
         stored.map_err(|e| {
@@ -84,7 +89,7 @@ impl Fleet for FleetService {
         })?;
         Ok(Response::new(pb::HaltAllResponse {
             agents_signalled: signalled,
-            experiments_aborted: 0,
+            experiments_aborted: aborted,
         }))
     }
 

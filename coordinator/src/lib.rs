@@ -1,10 +1,11 @@
 //! The Faultline control plane: serves the `faultline.v1` gRPC API over mutual TLS, keeps the
-//! registry of agent sessions and the durable store, and exposes Prometheus metrics.
+//! registry of agent sessions, runs experiments (plan, dispatch, guards, abort, results) and the
+//! durable store, and exposes Prometheus metrics.
 #![forbid(unsafe_code)]
 
 pub mod authz;
 pub mod config;
-mod experiments;
+pub mod experiments;
 mod fleet;
 pub mod metrics;
 pub mod registry;
@@ -174,6 +175,14 @@ impl Coordinator {
             halt,
             guard,
         ));
+        let interrupted = state.experiments.recover(state.store.as_ref())?;
+        if !interrupted.is_empty() {
+            tracing::warn!(
+                "marked {} experiment(s) interrupted (they were running when the coordinator stopped): {}",
+                interrupted.len(),
+                interrupted.join(", ")
+            );
+        }
         let ready = Arc::new(AtomicBool::new(false));
         let metrics_addr = match config.metrics_listen {
             Some(addr) => {
@@ -208,7 +217,7 @@ impl Coordinator {
                 auth,
             ))
             .add_service(ExperimentsServer::with_interceptor(
-                experiments::ExperimentsService {
+                experiments::service::ExperimentsService {
                     state: state.clone(),
                 },
                 auth,
@@ -236,10 +245,12 @@ impl Coordinator {
         self.metrics_addr
     }
 
-    /// Graceful stop: stops accepting, ends every agent session, then flushes and releases the
-    /// store, so a new coordinator can open the same data directory in this process.
+    /// Graceful stop: aborts running experiments (RevertFault SHUTDOWN to their targets),
+    /// stops accepting, ends every agent session, then flushes and releases the store, so a new
+    /// coordinator can open the same data directory in this process.
     pub async fn shutdown(mut self) {
         self.ready.store(false, Ordering::SeqCst);
+        experiments::ops::shutdown_all(&self.state).await;
         self.state.shutdown.cancel();
         self.state.release_session_guard();
         match tokio::time::timeout(DRAIN_TIMEOUT, self.sessions_done.recv()).await {

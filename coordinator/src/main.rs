@@ -9,8 +9,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use faultline_coordinator::experiments::SECONDS_BUCKETS;
 use faultline_coordinator::Coordinator;
-use metrics_exporter_prometheus::PrometheusBuilder;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 
 use args::{Args, LogFormat};
 
@@ -63,7 +64,17 @@ async fn main() -> ExitCode {
         Ok(config) => config,
         Err(message) => return fail(2, &message),
     };
-    let handle = match PrometheusBuilder::new().install_recorder() {
+    // Histograms (abort latency, dispatch) need buckets to be exposed as histograms.
+    let builder = match PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS)
+    {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!("histogram buckets not installed ({e}); _seconds metrics are summaries");
+            PrometheusBuilder::new()
+        }
+    };
+    let handle = match builder.install_recorder() {
         Ok(handle) => Some(handle),
         Err(e) => {
             tracing::warn!("metrics recorder not installed: {e}; /metrics will be empty");

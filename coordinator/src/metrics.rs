@@ -110,6 +110,7 @@ pub fn describe() {
         counter!(AUTH_REFUSALS, "reason" => r.as_str()).increment(0);
     }
     counter!(AUDIT_ENTRIES).increment(0);
+    crate::experiments::describe_metrics();
 }
 
 pub fn session_opened(node: &str, session_id: &str, remote: &str, connected: usize) {

@@ -384,6 +384,9 @@ impl Session {
             Some(AgentMsg::Telemetry(t)) => registry.telemetry(node, session_id, t, now),
             Some(AgentMsg::FaultStatus(s)) => {
                 metrics::fault_status(node, &s);
+                self.state
+                    .experiments
+                    .route(self.state.store.as_ref(), node, s.clone());
                 registry.fault_status(node, session_id, s, now);
             }
             Some(AgentMsg::Hello(_)) => {

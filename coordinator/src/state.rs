@@ -1,5 +1,6 @@
 //! State shared by every service of one running coordinator: policy, registry, store, halt
-//! flag and the shutdown signal, plus the authorize-and-audit step every RPC starts with.
+//! flag, experiments table and the shutdown signal, plus the authorize-and-audit step every RPC
+//! starts with.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,6 +14,7 @@ use tonic::{Request, Status};
 
 use crate::authz::{self, Method};
 use crate::config::Policy;
+use crate::experiments::Table;
 use crate::metrics;
 use crate::registry::Registry;
 use crate::store::{AuditRecord, HaltRecord, Store, StoreError};
@@ -36,6 +38,8 @@ pub struct State {
     pub registry: Registry,
     pub halt: Mutex<Option<HaltRecord>>,
     pub shutdown: CancellationToken,
+    /// Experiments: every one's phase, and the running ones.
+    pub experiments: Table,
     /// Each session task holds a clone; shutdown drops this one and waits for the channel to
     /// close, which tells it every session has ended.
     session_guard: Mutex<Option<mpsc::Sender<()>>>,
@@ -60,6 +64,7 @@ impl State {
             registry,
             halt: Mutex::new(halt),
             shutdown: CancellationToken::new(),
+            experiments: Table::default(),
             session_guard: Mutex::new(Some(session_guard)),
             sessions: AtomicU64::new(0),
         }

@@ -144,7 +144,8 @@ async fn roles_decide_who_may_call_what() {
         "identity agent/node-a (role agent) may not call Fleet.ListAgents: agent certificates may only open an AgentSession"
     );
 
-    // A viewer reads; experiments are refused to it and unimplemented for an operator.
+    // A viewer reads; creating experiments is refused to it; an operator's empty document is
+    // refused for what it lacks.
     let mut viewer = fleet(&env, &c, "viewer").await;
     assert!(list_agents(&mut viewer).await.is_empty());
     let create = || pb::CreateExperimentRequest {
@@ -165,14 +166,9 @@ async fn roles_decide_who_may_call_what() {
     let err = ExperimentsClient::new(channel(&env, &c, "operator").await)
         .create(create())
         .await
-        .expect_err("not yet");
-    assert_eq!(err.code(), Code::Unimplemented);
-    assert!(
-        err.message()
-            .contains("experiments arrive with the experiments release"),
-        "{}",
-        err.message()
-    );
+        .expect_err("an empty document");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(err.message(), "apiVersion: is required (faultline.dev/v1)");
 
     // The admin may halt; no agent is connected, so none is signalled.
     let mut admin = fleet(&env, &c, "admin").await;
@@ -200,7 +196,12 @@ async fn roles_decide_who_may_call_what() {
     );
     assert!(!find("operator/operator", "Fleet.HaltAll").allowed);
     assert!(!find("viewer/viewer", "Experiments.Create").allowed);
-    assert!(find("operator/operator", "Experiments.Create").allowed);
+    let refused = find("operator/operator", "Experiments.Create");
+    assert!(!refused.allowed, "not carried out: {refused:?}");
+    assert_eq!(
+        refused.detail,
+        "refused: apiVersion: is required (faultline.dev/v1)"
+    );
     let halted = find("admin/admin", "Fleet.HaltAll");
     assert!(
         halted.allowed && halted.detail.contains("game day"),

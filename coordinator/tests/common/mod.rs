@@ -2,6 +2,8 @@
 //! raw mutual-TLS gRPC clients. Helpers panic with a message instead of returning errors.
 #![allow(dead_code)]
 
+pub mod agent;
+pub mod experiments;
 pub mod http;
 
 use std::collections::HashMap;
@@ -33,10 +35,15 @@ pub struct Env {
 
 impl Env {
     pub fn new() -> Self {
+        Env::with_agents(&["node-a", "node-b"])
+    }
+
+    /// An environment with agent certificates for `agents`.
+    pub fn with_agents(agents: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let opts = InitOptions {
             sans: vec![],
-            agents: vec!["node-a".into(), "node-b".into()],
+            agents: agents.iter().map(|a| a.to_string()).collect(),
             days: 1,
             force: false,
         };

@@ -1,1 +1,161 @@
 //! Experiments: the document, validation, and the planner (blast radius and policy). Pure.
+//!
+//! - [`doc`]: the `apiVersion: faultline.dev/v1, kind: Experiment` document, parsed into an
+//!   [`ExperimentSpec`] with errors that name the field path.
+//! - [`guard`], [`guard_doc`]: SLO guards (Prometheus, agent telemetry, HTTP probes), their
+//!   document form, and the plain-HTTP URLs they reach.
+//! - [`eval`]: the guard decision logic (`above`/`below` held `for` a duration, consecutive
+//!   probe failures), fed with observations by the coordinator.
+//! - [`planner`]: which agents an experiment targets under its mode, its blast radius and the
+//!   coordinator's policy, or why it may not run.
+//! - [`phase`]: the lifecycle `pending -> running -> completed | aborted | failed`
+//!   (`interrupted` when the coordinator restarted mid-run) and deterministic fault ids.
+
+pub mod doc;
+pub mod eval;
+pub mod guard;
+pub mod guard_doc;
+pub mod phase;
+pub mod planner;
+mod shuffle;
+mod url;
+
+#[cfg(test)]
+mod doc_tests;
+#[cfg(test)]
+mod planner_tests;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use crate::fault::FaultSpec;
+use crate::NodeName;
+
+pub use doc::{parse_experiment, parse_stored_experiment};
+pub use guard::{Guard, GuardKind, HttpUrl, OnError, TelemetryMetric, Threshold};
+pub use phase::{fault_id, Phase};
+pub use planner::{plan, AgentView, Exclusion, Plan, PlanInput, PlanPolicy, Refusal};
+
+/// The `apiVersion` every experiment document carries.
+pub const API_VERSION: &str = "faultline.dev/v1";
+/// The `kind` every experiment document carries.
+pub const KIND: &str = "Experiment";
+/// Most faults one experiment may hold (per target).
+pub const MAX_FAULTS: usize = 16;
+/// Most guards one experiment may hold.
+pub const MAX_GUARDS: usize = 16;
+/// Most agents `mode: fixed` and `blastRadius.maxTargets` may name.
+pub const MAX_FIXED: u32 = 10_000;
+/// Shortest experiment.
+pub const MIN_DURATION: Duration = Duration::from_secs(1);
+/// Default and range of `spec.guardInterval`.
+pub const DEFAULT_GUARD_INTERVAL: Duration = Duration::from_secs(1);
+pub const MIN_GUARD_INTERVAL: Duration = Duration::from_millis(100);
+pub const MAX_GUARD_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How many of the eligible agents an experiment takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// One agent.
+    One,
+    /// Every eligible agent.
+    All,
+    /// This many agents (1..=10000).
+    Fixed(u32),
+    /// This percent of the eligible agents (1..=100), rounded up, at least one.
+    Percent(u32),
+}
+
+impl Mode {
+    /// How many agents the mode asks for out of `eligible`.
+    pub fn ask(self, eligible: usize) -> usize {
+        match self {
+            Mode::One => 1,
+            Mode::All => eligible,
+            Mode::Fixed(n) => n as usize,
+            Mode::Percent(p) => (eligible * p as usize).div_ceil(100).max(1),
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Mode::One => f.write_str("one"),
+            Mode::All => f.write_str("all"),
+            Mode::Fixed(n) => write!(f, "fixed {n}"),
+            Mode::Percent(p) => write!(f, "percent {p}%"),
+        }
+    }
+}
+
+/// Which agents an experiment may target: by name and/or labels (both must match); both empty
+/// means every agent.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AgentSelector {
+    pub names: Vec<NodeName>,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl AgentSelector {
+    /// Why an agent does not match, or `None` when it does.
+    pub fn mismatch(&self, name: &str, labels: &BTreeMap<String, String>) -> Option<String> {
+        if !self.names.is_empty() && !self.names.iter().any(|n| n.as_str() == name) {
+            return Some("not in targets.agents.names".into());
+        }
+        let missing: Vec<String> = self
+            .labels
+            .iter()
+            .filter(|(k, v)| labels.get(*k) != Some(*v))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        if !missing.is_empty() {
+            return Some(format!("labels do not match {}", missing.join(",")));
+        }
+        None
+    }
+}
+
+/// The experiment's own blast radius, on top of the coordinator's policy.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct BlastRadius {
+    /// At most this many targets.
+    pub max_targets: Option<u32>,
+    /// At most this percent of the connected fleet (rounded down).
+    pub max_percent: Option<f64>,
+}
+
+/// What a failure to apply a fault on one target does to the experiment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnTargetFailure {
+    /// Revert everything and end the experiment as `failed`.
+    #[default]
+    Abort,
+    /// Keep the other targets running; the failure shows in the result.
+    Continue,
+}
+
+impl OnTargetFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnTargetFailure::Abort => "abort",
+            OnTargetFailure::Continue => "continue",
+        }
+    }
+}
+
+/// A validated experiment document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExperimentSpec {
+    pub name: String,
+    pub duration: Duration,
+    pub agents: AgentSelector,
+    pub mode: Mode,
+    /// Applied on every selected agent.
+    pub faults: Vec<FaultSpec>,
+    pub guards: Vec<Guard>,
+    pub guard_interval: Duration,
+    pub blast_radius: BlastRadius,
+    pub on_target_failure: OnTargetFailure,
+}

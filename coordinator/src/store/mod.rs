@@ -1,5 +1,6 @@
-//! The coordinator's durable state (agents seen, the audit log, the fleet halt flag) behind the
-//! small [`Store`] trait, with a sled implementation that flushes after every write.
+//! The coordinator's durable state (agents seen, the audit log, the fleet halt flag, experiment
+//! records) behind the small [`Store`] trait, with a sled implementation that flushes after
+//! every write.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::DirBuilderExt;
@@ -8,6 +9,8 @@ use std::sync::RwLock;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+
+use crate::experiments::record::ExperimentRecord;
 
 /// What the coordinator remembers about an agent between restarts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +91,11 @@ pub trait Store: Send + Sync {
     fn halt(&self) -> Result<Option<HaltRecord>, StoreError>;
     /// Sets (`Some`) or clears (`None`) the fleet halt.
     fn set_halt(&self, halt: Option<&HaltRecord>) -> Result<(), StoreError>;
+    /// Inserts or replaces the record of experiment `rec.name`.
+    fn put_experiment(&self, rec: &ExperimentRecord) -> Result<(), StoreError>;
+    fn experiment(&self, name: &str) -> Result<Option<ExperimentRecord>, StoreError>;
+    /// Every experiment, sorted by name.
+    fn experiments(&self) -> Result<Vec<ExperimentRecord>, StoreError>;
     /// Flushes and releases the store (and its lock on the directory); later calls fail with
     /// [`StoreError::Closed`].
     fn close(&self) -> Result<(), StoreError>;
@@ -98,6 +106,7 @@ struct Trees {
     agents: sled::Tree,
     audit: sled::Tree,
     state: sled::Tree,
+    experiments: sled::Tree,
 }
 
 /// [`Store`] on sled, in `<data-dir>/store`. Values are JSON; audit keys are the big-endian
@@ -176,6 +185,7 @@ impl SledStore {
             agents: tree("agents")?,
             audit: tree("audit")?,
             state: tree("state")?,
+            experiments: tree("experiments")?,
             db,
         };
         Ok(SledStore {
@@ -282,6 +292,40 @@ impl Store for SledStore {
         })
     }
 
+    fn put_experiment(&self, rec: &ExperimentRecord) -> Result<(), StoreError> {
+        let value = encode("experiment", rec)?;
+        self.with(|t| {
+            t.experiments
+                .insert(rec.name.as_bytes(), value)
+                .map_err(sled_err("writing an experiment"))?;
+            t.flush()
+        })
+    }
+
+    fn experiment(&self, name: &str) -> Result<Option<ExperimentRecord>, StoreError> {
+        self.with(|t| {
+            let value = t
+                .experiments
+                .get(name.as_bytes())
+                .map_err(sled_err("reading an experiment"))?;
+            value
+                .map(|v| decode("experiments", name.as_bytes(), &v))
+                .transpose()
+        })
+    }
+
+    fn experiments(&self) -> Result<Vec<ExperimentRecord>, StoreError> {
+        self.with(|t| {
+            t.experiments
+                .iter()
+                .map(|kv| {
+                    let (k, v) = kv.map_err(sled_err("reading experiments"))?;
+                    decode("experiments", &k, &v)
+                })
+                .collect()
+        })
+    }
+
     fn close(&self) -> Result<(), StoreError> {
         let trees = self.trees.write().unwrap_or_else(|p| p.into_inner()).take();
         match trees {
@@ -293,122 +337,4 @@ impl Store for SledStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn agent(name: &str, last_seen: i64) -> AgentRecord {
-        AgentRecord {
-            node_name: name.into(),
-            labels: BTreeMap::from([("zone".into(), "a".into())]),
-            capabilities: vec!["cpu".into()],
-            version: "0.1.0".into(),
-            first_seen_unix_ms: 1_000,
-            last_seen_unix_ms: last_seen,
-            remote_address: "127.0.0.1:5000".into(),
-        }
-    }
-
-    fn entry(at: i64, action: &str, allowed: bool) -> AuditRecord {
-        AuditRecord {
-            at_unix_ms: at,
-            identity: "admin/admin".into(),
-            action: action.into(),
-            detail: format!("at {at}"),
-            allowed,
-        }
-    }
-
-    #[test]
-    fn audit_keys_sort_by_time_then_sequence() {
-        assert!(audit_key(1, 99) < audit_key(2, 0));
-        assert!(audit_key(2, 1) < audit_key(2, 2));
-        assert!(
-            audit_key(255, 0) < audit_key(256, 0),
-            "big-endian, not little"
-        );
-    }
-
-    #[test]
-    fn everything_survives_reopen() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        {
-            let store = SledStore::open(dir.path()).expect("open");
-            store.put_agent(&agent("node-b", 5_000)).expect("put");
-            store.put_agent(&agent("node-a", 4_000)).expect("put");
-            store.put_agent(&agent("node-a", 6_000)).expect("replace");
-            // Same millisecond twice: the sequence keeps both, in order.
-            store
-                .append_audit(&entry(10, "Fleet.HaltAll", false))
-                .expect("audit");
-            store
-                .append_audit(&entry(20, "Fleet.HaltAll", true))
-                .expect("audit");
-            store
-                .append_audit(&entry(20, "Fleet.Resume", true))
-                .expect("audit");
-            let halt = HaltRecord {
-                reason: "game day".into(),
-                by: "admin/admin".into(),
-                at_unix_ms: 20,
-            };
-            store.set_halt(Some(&halt)).expect("halt");
-            store.close().expect("close");
-            assert!(matches!(store.agents(), Err(StoreError::Closed)));
-        }
-        // Reopening in the same process works because close() released the lock.
-        let store = SledStore::open(dir.path()).expect("reopen");
-        let agents = store.agents().expect("agents");
-        let names: Vec<_> = agents.iter().map(|a| a.node_name.as_str()).collect();
-        assert_eq!(names, ["node-a", "node-b"]);
-        assert_eq!(agents[0], agent("node-a", 6_000));
-        assert_eq!(
-            store.agent("node-b").expect("get"),
-            Some(agent("node-b", 5_000))
-        );
-        assert_eq!(store.agent("node-z").expect("get"), None);
-
-        let audit = store.audit(10).expect("audit");
-        let got: Vec<_> = audit
-            .iter()
-            .map(|e| (e.at_unix_ms, e.action.as_str(), e.allowed))
-            .collect();
-        assert_eq!(
-            got,
-            [
-                (20, "Fleet.Resume", true),
-                (20, "Fleet.HaltAll", true),
-                (10, "Fleet.HaltAll", false)
-            ]
-        );
-        assert_eq!(store.audit(1).expect("limit").len(), 1);
-        assert_eq!(
-            store.halt().expect("halt").map(|h| h.reason),
-            Some("game day".to_string())
-        );
-        store.set_halt(None).expect("clear");
-        assert_eq!(store.halt().expect("halt"), None);
-    }
-
-    #[test]
-    fn a_missing_data_dir_is_created_private() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let data = dir.path().join("a/b");
-        let store = SledStore::open(&data).expect("open");
-        let mode = std::fs::metadata(&data).expect("dir").permissions().mode() & 0o777;
-        assert_eq!(mode, 0o700);
-        assert_eq!(store.path(), data.join("store"));
-    }
-
-    #[test]
-    fn a_second_open_of_the_same_dir_is_refused_with_a_hint() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let _first = SledStore::open(dir.path()).expect("open");
-        let err = SledStore::open(dir.path()).expect_err("locked");
-        assert!(
-            err.to_string()
-                .contains("another coordinator is using this --data-dir"),
-            "{err}"
-        );
-    }
-}
+mod tests;

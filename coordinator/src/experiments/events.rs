@@ -1,0 +1,126 @@
+//! The experiments' observable events: each function here is the one place that logs an event
+//! and counts it in the `faultline_coordinator_*` experiment metrics.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use faultline_core::experiment::eval::{Outcome, Verdict};
+use faultline_core::experiment::Phase;
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+
+pub const EXPERIMENTS: &str = "faultline_coordinator_experiments";
+pub const GUARD_EVALUATIONS: &str = "faultline_coordinator_guard_evaluations_total";
+pub const GUARD_BREACHES: &str = "faultline_coordinator_guard_breaches_total";
+pub const ABORT_SECONDS: &str = "faultline_coordinator_abort_seconds";
+pub const DISPATCH_SECONDS: &str = "faultline_coordinator_fault_dispatch_seconds";
+
+/// Bucket bounds for the `_seconds` histograms (installed by main.rs).
+pub const SECONDS_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.0,
+];
+
+const GUARD_TYPES: [&str; 3] = ["prometheus", "telemetry", "http"];
+const OUTCOMES: [&str; 4] = ["ok", "no_data", "breached", "error"];
+
+/// Registers HELP text and starts the series at zero.
+pub fn describe() {
+    describe_gauge!(
+        EXPERIMENTS,
+        "Experiments known to the coordinator, by phase."
+    );
+    describe_counter!(
+        GUARD_EVALUATIONS,
+        "Guard evaluations, by guard type and outcome (ok, no_data, breached, error)."
+    );
+    describe_counter!(
+        GUARD_BREACHES,
+        "Guard breaches that aborted an experiment, by guard type."
+    );
+    describe_histogram!(
+        ABORT_SECONDS,
+        metrics::Unit::Seconds,
+        "Abort latency: trigger (guard breach detected, Abort called) to the last target's revert acknowledged."
+    );
+    describe_histogram!(
+        DISPATCH_SECONDS,
+        metrics::Unit::Seconds,
+        "Fault dispatch: ApplyFault sent to every target to the last acknowledgement."
+    );
+    for p in Phase::ALL {
+        gauge!(EXPERIMENTS, "phase" => p.as_str()).set(0.0);
+    }
+    for t in GUARD_TYPES {
+        for o in OUTCOMES {
+            counter!(GUARD_EVALUATIONS, "guard_type" => t, "outcome" => o).increment(0);
+        }
+        counter!(GUARD_BREACHES, "guard_type" => t).increment(0);
+    }
+}
+
+/// The number of experiments in each phase.
+pub fn phases(counts: &BTreeMap<Phase, usize>) {
+    for p in Phase::ALL {
+        let n = counts.get(&p).copied().unwrap_or(0);
+        gauge!(EXPERIMENTS, "phase" => p.as_str()).set(n as f64);
+    }
+}
+
+pub fn phase_changed(name: &str, phase: Phase, why: &str) {
+    match phase {
+        Phase::Aborted | Phase::Failed | Phase::Interrupted => {
+            tracing::warn!(
+                experiment = name,
+                phase = phase.as_str(),
+                "experiment {name} {phase}: {why}"
+            )
+        }
+        _ => tracing::info!(
+            experiment = name,
+            phase = phase.as_str(),
+            "experiment {name} {phase}: {why}"
+        ),
+    }
+}
+
+pub fn guard_evaluated(experiment: &str, guard: &str, guard_type: &'static str, v: &Verdict) {
+    counter!(GUARD_EVALUATIONS, "guard_type" => guard_type, "outcome" => v.outcome.as_str())
+        .increment(1);
+    match v.outcome {
+        Outcome::Breached => {
+            tracing::warn!(experiment, guard, guard_type, value = ?v.value, "guard {guard} breached: {}", v.detail);
+            counter!(GUARD_BREACHES, "guard_type" => guard_type).increment(1);
+        }
+        Outcome::Error { .. } => {
+            tracing::warn!(experiment, guard, guard_type, "guard {guard} {}", v.detail)
+        }
+        _ => tracing::debug!(experiment, guard, guard_type, "guard {guard}: {}", v.detail),
+    }
+}
+
+pub fn dispatched(experiment: &str, took: Duration, applied: usize, failed: usize) {
+    tracing::info!(
+        experiment,
+        applied,
+        failed,
+        "experiment {experiment}: every target answered ApplyFault within {took:?} ({applied} applied, {failed} failed)"
+    );
+    histogram!(DISPATCH_SECONDS).record(took.as_secs_f64());
+}
+
+pub fn abort_acknowledged(experiment: &str, trigger: &str, latency: Duration) {
+    tracing::warn!(
+        experiment,
+        trigger,
+        "experiment {experiment}: every revert acknowledged {latency:?} after the abort trigger"
+    );
+    histogram!(ABORT_SECONDS, "trigger" => trigger.to_string()).record(latency.as_secs_f64());
+}
+
+pub fn target_failed(experiment: &str, agent: &str, fault_id: &str, error: &str) {
+    tracing::warn!(
+        experiment,
+        agent,
+        fault_id,
+        "fault {fault_id} failed on {agent}: {error}"
+    );
+}

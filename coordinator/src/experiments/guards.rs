@@ -1,0 +1,122 @@
+//! The guard task of one running experiment: every `guardInterval` it observes every guard at
+//! once (Prometheus query, HTTP probe, the targets' latest telemetry), feeds the observations
+//! to the pure decision logic in core, and reports the verdicts to the run task.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use faultline_core::experiment::eval::{GuardState, Observation, Verdict};
+use faultline_core::experiment::{Guard, GuardKind, TelemetryMetric};
+use faultline_proto::pb;
+use tokio::sync::mpsc;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+
+use super::probe;
+use crate::state::{now_ms, State, TELEMETRY_INTERVAL_MS};
+
+/// Telemetry older than this (by the agent's last message) is no data.
+const STALE_MS: i64 = 3 * TELEMETRY_INTERVAL_MS as i64;
+
+/// One evaluation round.
+#[derive(Debug, Clone)]
+pub struct GuardReport {
+    /// When the round's verdicts were reached (a breach is detected at this time).
+    pub at_unix_ms: i64,
+    pub verdicts: Vec<(String, &'static str, Verdict)>,
+}
+
+/// Starts evaluating `guards` every `interval` until `stop` is cancelled or the run goes away.
+pub fn spawn(
+    state: Arc<State>,
+    guards: Vec<Guard>,
+    interval: Duration,
+    targets: Vec<String>,
+    tx: mpsc::Sender<GuardReport>,
+    stop: CancellationToken,
+) {
+    tokio::spawn(async move {
+        let mut states: Vec<GuardState> = guards.into_iter().map(GuardState::new).collect();
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let observed = tokio::select! {
+                _ = stop.cancelled() => return,
+                o = futures::future::join_all(states.iter().map(|g| observe(&state, &g.guard, &targets))) => o,
+            };
+            let at = now_ms();
+            let verdicts = states
+                .iter_mut()
+                .zip(observed)
+                .map(|(g, obs)| {
+                    let v = g.observe(at, obs);
+                    (g.guard.name.clone(), g.guard.kind.type_name(), v)
+                })
+                .collect();
+            let report = GuardReport {
+                at_unix_ms: at,
+                verdicts,
+            };
+            if tx.send(report).await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+async fn observe(state: &State, guard: &Guard, targets: &[String]) -> Observation {
+    match &guard.kind {
+        GuardKind::Prometheus {
+            url,
+            query,
+            timeout,
+            ..
+        } => match probe::prometheus(url, query, *timeout).await {
+            Ok(values) => Observation::Values(values),
+            Err(e) => Observation::Error(e),
+        },
+        GuardKind::Http { url, timeout, .. } => {
+            match probe::get(url, &url.path_and_query, *timeout).await {
+                Ok((status, _)) => Observation::Probe(Ok(status)),
+                Err(e) => Observation::Probe(Err(e)),
+            }
+        }
+        GuardKind::Telemetry { metric, .. } => {
+            let now = now_ms();
+            Observation::PerTarget(
+                targets
+                    .iter()
+                    .map(|t| {
+                        let value = state.registry.get(t).and_then(|e| {
+                            let fresh = e.connected && now - e.last_seen_unix_ms <= STALE_MS;
+                            e.telemetry
+                                .as_ref()
+                                .filter(|_| fresh)
+                                .and_then(|tm| metric_value(tm, *metric))
+                        });
+                        (t.clone(), value)
+                    })
+                    .collect(),
+            )
+        }
+    }
+}
+
+/// One telemetry metric of a sample; `None` when the sample lacks it (no PSI).
+pub fn metric_value(t: &pb::Telemetry, metric: TelemetryMetric) -> Option<f64> {
+    let psi = |line: Option<&pb::PressureLine>| line.map(|l| l.avg10);
+    let p = t.pressure.as_ref();
+    match metric {
+        TelemetryMetric::CpuBusyRatio => Some(t.cpu_busy_ratio),
+        TelemetryMetric::MemoryUsedRatio => (t.memory_total_bytes > 0)
+            .then(|| t.memory_used_bytes as f64 / t.memory_total_bytes as f64),
+        TelemetryMetric::Load1 => Some(t.load1),
+        TelemetryMetric::PsiCpuSomeAvg10 => psi(p.and_then(|p| p.cpu_some.as_ref())),
+        TelemetryMetric::PsiMemorySomeAvg10 => psi(p.and_then(|p| p.memory_some.as_ref())),
+        TelemetryMetric::PsiIoSomeAvg10 => psi(p.and_then(|p| p.io_some.as_ref())),
+    }
+}

@@ -1,0 +1,122 @@
+//! The Markdown report of an aborted experiment, and the JSON record.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use faultline_core::experiment::Phase;
+
+use super::*;
+use crate::experiments::record::*;
+
+/// 2023-11-14T22:13:20Z.
+const T0: i64 = 1_700_000_000_000;
+
+fn aborted() -> ExperimentRecord {
+    let target = |agent: &str, reverted: i64| TargetRecord {
+        agent: agent.into(),
+        fault_index: 0,
+        fault_id: format!("checkout-{agent}-0"),
+        fault: "cpu 50% x 1".into(),
+        state: TargetState::Reverted,
+        apply_sent_unix_ms: T0 + 5,
+        applied_unix_ms: T0 + 20,
+        revert_sent_unix_ms: T0 + 4_010,
+        reverted_unix_ms: reverted,
+        revert_reason: "abort".into(),
+        error: String::new(),
+        counters: BTreeMap::from([("workers".to_string(), 1)]),
+    };
+    let mut telemetry = BTreeMap::new();
+    let mut t = TelemetrySummary::default();
+    for v in [0.2, 0.6] {
+        t.cpu_busy_ratio.add(v);
+        t.memory_used_bytes.add(512.0 * 1024.0 * 1024.0);
+    }
+    telemetry.insert("node-a".to_string(), t);
+    ExperimentRecord {
+        id: "checkout".into(),
+        name: "checkout".into(),
+        phase: Phase::Aborted,
+        document: String::new(),
+        created_by: "operator/operator".into(),
+        created_unix_ms: T0 - 100,
+        started_unix_ms: T0,
+        ended_unix_ms: T0 + 4_000,
+        duration_ms: 60_000,
+        guard_interval_ms: 1000,
+        on_target_failure: "abort".into(),
+        verdict_reason:
+            "aborted: guard error-rate (prometheus) breached: 0.9000 above 0.05: breached".into(),
+        plan: PlanRecord {
+            selected: vec![PlannedAgent {
+                agent: "node-a".into(),
+                description: "zone=a".into(),
+            }],
+            excluded: vec![ExcludedAgent {
+                agent: "node-b".into(),
+                description: "zone=b".into(),
+                reason: "not matching: labels do not match zone=a".into(),
+            }],
+            faults: vec!["cpu 50% x 1".into()],
+            selection: "mode all of 1 eligible = 1 -> 1 selected".into(),
+        },
+        guards: vec![GuardInfo {
+            name: "error-rate".into(),
+            guard_type: "prometheus".into(),
+            description: "prometheus http://p:9090/ `x` above 0.05".into(),
+            on_error: "abort".into(),
+        }],
+        targets: vec![target("node-a", T0 + 4_083)],
+        guard_timeline: VecDeque::from([Sample {
+            guard: "error-rate".into(),
+            at_unix_ms: T0 + 4_000,
+            value: Some(0.9),
+            outcome: "breached".into(),
+            breached: true,
+            error: String::new(),
+            detail: "0.9000 above 0.05: breached".into(),
+        }]),
+        abort: Some(AbortRecord {
+            trigger: "guard".into(),
+            by: "error-rate".into(),
+            reason: "guard error-rate (prometheus) breached".into(),
+            guard: "error-rate".into(),
+            guard_type: "prometheus".into(),
+            observed_value: Some(0.9),
+            triggered_unix_ms: T0 + 4_000,
+            sent_unix_ms: T0 + 4_002,
+            last_revert_ack_unix_ms: T0 + 4_083,
+            latency_ms: Some(83),
+            unacknowledged: 0,
+        }),
+        telemetry,
+        log: VecDeque::from([LogEntry {
+            at_unix_ms: T0,
+            message: "started by operator/operator".into(),
+        }]),
+    }
+}
+
+#[test]
+fn markdown_tells_verdict_latency_plan_targets_guards_and_telemetry() {
+    let md = markdown(&aborted());
+    for line in [
+        "# Experiment checkout — aborted\n",
+        "| Abort latency | 83 ms (trigger to the last revert acknowledged) |",
+        "| Started | 2023-11-14T22:13:20.000Z |",
+        "| Duration | 1m planned, ran 4.000 s |",
+        "- Guard: error-rate (prometheus), observed value 0.9000",
+        "- RevertFault sent: 2023-11-14T22:13:24.002Z (+2 ms)",
+        "- Last revert acknowledged: 2023-11-14T22:13:24.083Z (+83 ms)",
+        "| node-b | no | not matching: labels do not match zone=a | zone=b |",
+        "| node-a | cpu 50% x 1 `checkout-node-a-0` | Reverted | +0.020 s | +4.083 s | abort | - | workers=1 |",
+        "| error-rate | prometheus | prometheus http://p:9090/ `x` above 0.05 | abort | 1 | 1 | 0.9000 above 0.05: breached |",
+        "| node-a | 2 | 20 / 40 / 60 % | 512 / 512 / 512 MiB | - |",
+        "- 2023-11-14T22:13:20.000Z started by operator/operator",
+    ] {
+        assert!(md.contains(line), "missing {line:?} in:\n{md}");
+    }
+    let js: serde_json::Value =
+        serde_json::from_str(&json(&aborted()).expect("json")).expect("parse");
+    assert_eq!(js["abort"]["latency_ms"], 83);
+    assert_eq!(js["targets"][0]["state"], "reverted");
+}

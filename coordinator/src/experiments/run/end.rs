@@ -1,0 +1,249 @@
+//! The end of a run: RevertFault to every target at once, failed targets and
+//! `onTargetFailure`, the verdict, the abort latency and the final record.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use faultline_core::experiment::{OnTargetFailure, Phase};
+use faultline_proto::pb;
+use faultline_proto::pb::coordinator_message::Msg as CoordMsg;
+use tokio::time::Instant;
+
+use super::{dispatch, Breach, End, Ending, Run, Trigger, REVERT_WAIT, SHUTDOWN_REVERT_WAIT};
+use crate::experiments::events;
+use crate::experiments::record::{AbortRecord, TargetState};
+use crate::state::now_ms;
+
+impl Run {
+    /// Ends the experiment: RevertFault to every target at once, then the phase.
+    pub(super) async fn end(&mut self, end: End) {
+        if self.ending.is_some() {
+            return;
+        }
+        self.guard_stop.cancel();
+        let (reason, wait) = match &end {
+            End::Completed => (pb::RevertReason::Deadline, REVERT_WAIT),
+            End::Abort {
+                trigger: Trigger::Shutdown,
+                ..
+            } => (pb::RevertReason::Shutdown, SHUTDOWN_REVERT_WAIT),
+            End::Abort { .. } => (pb::RevertReason::Abort, REVERT_WAIT),
+        };
+        let sent = self.send_reverts(reason).await;
+        let now = now_ms();
+        let (phase, verdict) = match end {
+            End::Completed => (
+                Phase::Completed,
+                format!(
+                    "completed: ran for {}",
+                    humantime::format_duration(self.spec.duration)
+                ),
+            ),
+            End::Abort {
+                trigger,
+                by,
+                reason,
+                at,
+                breach,
+            } => {
+                let phase = trigger.phase();
+                let breach = breach.unwrap_or(Breach {
+                    guard: String::new(),
+                    guard_type: String::new(),
+                    value: None,
+                });
+                self.rec.abort = Some(AbortRecord {
+                    trigger: trigger.as_str().to_string(),
+                    by,
+                    reason: reason.clone(),
+                    guard: breach.guard,
+                    guard_type: breach.guard_type,
+                    observed_value: breach.value,
+                    triggered_unix_ms: at,
+                    sent_unix_ms: now,
+                    ..Default::default()
+                });
+                (phase, format!("{phase}: {reason}"))
+            }
+        };
+        self.rec.phase = phase;
+        self.rec.ended_unix_ms = now;
+        self.rec.verdict_reason = verdict.clone();
+        self.rec.log(
+            now,
+            format!("{verdict}; RevertFault sent for {sent} fault(s)"),
+        );
+        self.ending = Some(Ending {
+            wait_until: Instant::now() + wait,
+        });
+        self.state.experiments.set_phase(&self.rec.name, phase);
+        events::phase_changed(&self.rec.name, phase, &verdict);
+        self.persist();
+        self.publish(verdict, false);
+    }
+
+    pub(super) async fn send_reverts(&mut self, reason: pb::RevertReason) -> usize {
+        let unsettled: Vec<usize> = (0..self.rec.targets.len())
+            .filter(|i| !self.rec.targets[*i].settled())
+            .collect();
+        self.revert_targets(&unsettled, reason).await
+    }
+
+    /// RevertFault for the targets `idx`, every agent in parallel; returns how many went out.
+    pub(super) async fn revert_targets(
+        &mut self,
+        idx: &[usize],
+        reason: pb::RevertReason,
+    ) -> usize {
+        let mut batches: BTreeMap<String, Vec<CoordMsg>> = BTreeMap::new();
+        for t in idx.iter().map(|i| &self.rec.targets[*i]) {
+            batches
+                .entry(t.agent.clone())
+                .or_default()
+                .push(CoordMsg::Revert(pb::RevertFault {
+                    fault_id: t.fault_id.clone(),
+                    reason: reason as i32,
+                }));
+        }
+        let results = dispatch::send_all(&self.state, batches).await;
+        let at = now_ms();
+        let mut sent = 0;
+        for i in idx {
+            let t = &mut self.rec.targets[*i];
+            match results.get(&t.agent) {
+                Some(Ok(())) => {
+                    t.revert_sent_unix_ms = at;
+                    sent += 1;
+                }
+                Some(Err(e)) => {
+                    t.error = format!(
+                        "could not send RevertFault: {e}; the agent reverts at the fault's deadline or when its lease lapses"
+                    )
+                }
+                None => {}
+            }
+        }
+        sent
+    }
+
+    /// Records a failed target and applies `onTargetFailure`.
+    pub(super) async fn target_failed(&mut self, i: usize, error: String, trigger: Trigger) {
+        let now = now_ms();
+        let t = &mut self.rec.targets[i];
+        t.state = TargetState::Failed;
+        t.error = error.clone();
+        let (agent, id, fault) = (t.agent.clone(), t.fault_id.clone(), t.fault.clone());
+        events::target_failed(&self.rec.name, &agent, &id, &error);
+        self.rec.log(
+            now,
+            format!("fault {id} ({fault}) failed on {agent}: {error}"),
+        );
+        self.dirty = true;
+        if self.ending.is_some() {
+            return;
+        }
+        let all_failed = self
+            .rec
+            .targets
+            .iter()
+            .all(|t| t.state == TargetState::Failed);
+        let reason = match self.spec.on_target_failure {
+            OnTargetFailure::Abort => {
+                format!("fault {id} ({fault}) failed on {agent}: {error} (onTargetFailure: abort)")
+            }
+            OnTargetFailure::Continue if all_failed => {
+                format!("every target failed; the last: {agent}: {error}")
+            }
+            OnTargetFailure::Continue => return,
+        };
+        self.end(End::Abort {
+            trigger,
+            by: agent,
+            reason,
+            at: now,
+            breach: None,
+        })
+        .await;
+    }
+
+    /// The coordinator is going away without a graceful abort: record it as interrupted.
+    pub(super) fn interrupt(&mut self) {
+        let now = now_ms();
+        let why = "interrupted: the coordinator shut down while the experiment ran; its agents revert when their leases lapse";
+        self.guard_stop.cancel();
+        self.rec.phase = Phase::Interrupted;
+        self.rec.ended_unix_ms = now;
+        self.rec.verdict_reason = why.into();
+        self.rec.log(now, why);
+        self.state
+            .experiments
+            .set_phase(&self.rec.name, Phase::Interrupted);
+        events::phase_changed(&self.rec.name, Phase::Interrupted, why);
+        self.persist();
+        self.publish(why, true);
+        self.state.experiments.remove_live(&self.rec.name);
+    }
+
+    /// The run is over: abort latency, unacknowledged reverts, the final record.
+    pub(super) fn finish(mut self) {
+        let now = now_ms();
+        let unsettled = self.rec.targets.iter().filter(|t| !t.settled()).count();
+        let last_ack = self
+            .rec
+            .targets
+            .iter()
+            .map(|t| t.reverted_unix_ms)
+            .max()
+            .unwrap_or(0);
+        for t in self.rec.targets.iter_mut().filter(|t| !t.settled()) {
+            if t.error.is_empty() {
+                t.error = format!(
+                    "RevertFault not acknowledged within {} s; the agent reverts at the fault's deadline or when its lease lapses",
+                    REVERT_WAIT.as_secs()
+                );
+            }
+        }
+        if let Some(a) = self.rec.abort.as_mut() {
+            a.last_revert_ack_unix_ms = last_ack;
+            a.unacknowledged = unsettled as u32;
+            if unsettled == 0 && last_ack > 0 {
+                let latency = u64::try_from(last_ack - a.triggered_unix_ms).unwrap_or(0);
+                a.latency_ms = Some(latency);
+                events::abort_acknowledged(
+                    &self.rec.name,
+                    &a.trigger,
+                    Duration::from_millis(latency),
+                );
+            }
+        }
+        let reverted = self
+            .rec
+            .targets
+            .iter()
+            .filter(|t| t.reverted_unix_ms > 0)
+            .count();
+        let failed = self
+            .rec
+            .targets
+            .iter()
+            .filter(|t| t.state == TargetState::Failed)
+            .count();
+        let mut summary = format!("{reverted} of {} fault(s) reverted", self.rec.targets.len());
+        if failed > 0 {
+            summary.push_str(&format!(", {failed} failed"));
+        }
+        if unsettled > 0 {
+            summary.push_str(&format!(", {unsettled} revert(s) not acknowledged"));
+        }
+        if self.rec.phase == Phase::Completed {
+            self.rec.verdict_reason = format!("{}; {summary}", self.rec.verdict_reason);
+        }
+        if let Some(ms) = self.rec.abort.as_ref().and_then(|a| a.latency_ms) {
+            summary.push_str(&format!("; abort latency {ms} ms"));
+        }
+        self.rec.log(now, format!("finished: {summary}"));
+        self.persist();
+        self.publish(format!("finished: {summary}"), true);
+        self.state.experiments.remove_live(&self.rec.name);
+    }
+}

@@ -1,0 +1,397 @@
+//! One task per running experiment: dispatches ApplyFault to every (target, fault), follows
+//! the agents' FaultStatus, the guards and the clock, and ends the experiment — completed at
+//! the end of its duration, aborted (API, guard, halt, shutdown) or failed (a target failed) —
+//! by sending RevertFault to every target at once and waiting (bounded) for the acks.
+
+mod dispatch;
+mod end;
+mod status;
+mod tick;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use faultline_core::experiment::{ExperimentSpec, Phase};
+use faultline_proto::convert::spec_to_pb;
+use faultline_proto::pb;
+use faultline_proto::pb::coordinator_message::Msg as CoordMsg;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::{sleep_until, Instant};
+use tokio_util::sync::CancellationToken;
+
+pub use status::late_status;
+
+use super::guards::{self, GuardReport};
+use super::record::{ExperimentRecord, Sample, TargetState};
+use super::{events, planning, Live, Snapshot};
+use crate::state::{now_ms, State};
+use crate::store::StoreError;
+
+/// How long ApplyFault may go unanswered before the target counts as failed.
+pub const APPLY_ACK_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the end of an experiment waits for revert acknowledgements.
+pub const REVERT_WAIT: Duration = Duration::from_secs(10);
+/// The same wait when the coordinator is shutting down.
+pub const SHUTDOWN_REVERT_WAIT: Duration = Duration::from_secs(2);
+/// Period of telemetry sampling, lost-agent checks and persisting.
+const TICK: Duration = Duration::from_secs(1);
+/// Above this many targets, status updates are published once per tick, not each.
+const PUBLISH_EACH_STATUS_UP_TO: usize = 256;
+
+/// What ended (or is ending) an experiment early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    Api,
+    Guard,
+    Halt,
+    TargetFailure,
+    AgentLost,
+    Shutdown,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Api => "api",
+            Trigger::Guard => "guard",
+            Trigger::Halt => "halt",
+            Trigger::TargetFailure => "target-failure",
+            Trigger::AgentLost => "agent-lost",
+            Trigger::Shutdown => "shutdown",
+        }
+    }
+
+    fn phase(self) -> Phase {
+        match self {
+            Trigger::TargetFailure | Trigger::AgentLost => Phase::Failed,
+            _ => Phase::Aborted,
+        }
+    }
+}
+
+/// Requests to a running experiment.
+#[derive(Debug)]
+pub enum Control {
+    /// End it now. The reply is the record right after RevertFault went out, and whether this
+    /// request ended it (false: it was ending already).
+    Abort {
+        trigger: Trigger,
+        by: String,
+        reason: String,
+        reply: Option<oneshot::Sender<(ExperimentRecord, bool)>>,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Breach {
+    guard: String,
+    guard_type: String,
+    value: Option<f64>,
+}
+
+#[derive(Debug, Clone)]
+enum End {
+    Completed,
+    Abort {
+        trigger: Trigger,
+        by: String,
+        reason: String,
+        at: i64,
+        breach: Option<Breach>,
+    },
+}
+
+/// Set once the end is decided and RevertFault went out.
+#[derive(Debug)]
+struct Ending {
+    wait_until: Instant,
+}
+
+struct Run {
+    state: Arc<State>,
+    spec: ExperimentSpec,
+    rec: ExperimentRecord,
+    publish: watch::Sender<Snapshot>,
+    ending: Option<Ending>,
+    dirty: bool,
+    apply_sent_at: Instant,
+    dispatched: bool,
+    guard_stop: CancellationToken,
+    /// The latest outcome per guard, to log only changes.
+    guard_outcomes: BTreeMap<String, String>,
+    lost_since: BTreeMap<String, Instant>,
+}
+
+/// Marks the experiment running, stores it, and starts its task. Returns the first snapshot.
+pub fn start(
+    state: &Arc<State>,
+    spec: ExperimentSpec,
+    mut rec: ExperimentRecord,
+    by: &str,
+) -> Result<Snapshot, StoreError> {
+    let now = now_ms();
+    rec.phase = Phase::Running;
+    rec.started_unix_ms = now;
+    rec.targets = planning::targets(&spec, &rec.plan);
+    let agents = rec.agents();
+    let fault_ids = rec.targets.iter().map(|t| t.fault_id.clone()).collect();
+    rec.log(
+        now,
+        format!(
+            "started by {by}: {} fault(s) on each of {} agent(s) for {}",
+            spec.faults.len(),
+            agents.len(),
+            humantime::format_duration(spec.duration)
+        ),
+    );
+    state.store.put_experiment(&rec)?;
+    state.experiments.set_phase(&rec.name, Phase::Running);
+    events::phase_changed(&rec.name, Phase::Running, &format!("started by {by}"));
+    let snapshot = Snapshot {
+        record: Arc::new(rec.clone()),
+        message: format!("started by {by}"),
+        finished: false,
+    };
+    let (publish, snapshot_rx) = watch::channel(snapshot.clone());
+    let (control_tx, control_rx) = mpsc::channel(16);
+    let (status_tx, status_rx) = mpsc::unbounded_channel();
+    state.experiments.insert_live(
+        &rec.name,
+        Live {
+            control: control_tx,
+            status: status_tx,
+            snapshot: snapshot_rx,
+            agents,
+            fault_ids,
+        },
+    );
+    let run = Run {
+        state: state.clone(),
+        spec,
+        rec,
+        publish,
+        ending: None,
+        dirty: false,
+        apply_sent_at: Instant::now(),
+        dispatched: false,
+        guard_stop: CancellationToken::new(),
+        guard_outcomes: BTreeMap::new(),
+        lost_since: BTreeMap::new(),
+    };
+    tokio::spawn(run.run(control_rx, status_rx));
+    Ok(snapshot)
+}
+
+impl Run {
+    async fn run(
+        mut self,
+        mut control: mpsc::Receiver<Control>,
+        mut statuses: mpsc::UnboundedReceiver<(String, pb::FaultStatus)>,
+    ) {
+        let (guard_tx, mut guard_rx) = mpsc::channel::<GuardReport>(4);
+        self.dispatch().await;
+        if self.ending.is_none() && !self.spec.guards.is_empty() {
+            guards::spawn(
+                self.state.clone(),
+                self.spec.guards.clone(),
+                self.spec.guard_interval,
+                self.rec.agents(),
+                guard_tx,
+                self.guard_stop.clone(),
+            );
+        } else {
+            drop(guard_tx);
+        }
+        let deadline = self.apply_sent_at + self.spec.duration;
+        let mut tick = tokio::time::interval_at(Instant::now() + TICK, TICK);
+        loop {
+            if self.ending.is_some() && self.rec.settled() {
+                break;
+            }
+            let wait_until = self.ending.as_ref().map(|e| e.wait_until);
+            tokio::select! {
+                Some(c) = control.recv() => self.on_control(c).await,
+                Some((node, s)) = statuses.recv() => self.on_status(&node, s).await,
+                Some(r) = guard_rx.recv(), if self.ending.is_none() => self.on_guards(r).await,
+                _ = sleep_until(deadline), if self.ending.is_none() => self.end(End::Completed).await,
+                _ = sleep_until(wait_until.unwrap_or(deadline)), if wait_until.is_some() => break,
+                _ = tick.tick() => self.on_tick().await,
+                _ = self.state.shutdown.cancelled() => {
+                    if self.ending.is_none() {
+                        self.interrupt();
+                        return;
+                    }
+                    // Shutting down while waiting for revert acks: record what is known.
+                    break;
+                }
+            }
+        }
+        self.finish();
+    }
+
+    fn publish(&mut self, message: impl Into<String>, finished: bool) {
+        self.publish.send_replace(Snapshot {
+            record: Arc::new(self.rec.clone()),
+            message: message.into(),
+            finished,
+        });
+    }
+
+    fn persist(&mut self) {
+        match self.state.store.put_experiment(&self.rec) {
+            Ok(()) => self.dirty = false,
+            Err(e) => {
+                tracing::error!(experiment = %self.rec.name, "could not store the experiment: {e}")
+            }
+        }
+    }
+
+    /// ApplyFault for every (target, fault), every agent in parallel.
+    async fn dispatch(&mut self) {
+        let deadline = self.rec.started_unix_ms + self.rec.duration_ms as i64;
+        let mut batches: BTreeMap<String, Vec<CoordMsg>> = BTreeMap::new();
+        for t in &self.rec.targets {
+            batches
+                .entry(t.agent.clone())
+                .or_default()
+                .push(CoordMsg::Apply(pb::ApplyFault {
+                    fault_id: t.fault_id.clone(),
+                    experiment_id: self.rec.id.clone(),
+                    spec: Some(spec_to_pb(&self.spec.faults[t.fault_index])),
+                    deadline_unix_ms: deadline,
+                }));
+        }
+        self.apply_sent_at = Instant::now();
+        let results = dispatch::send_all(&self.state, batches).await;
+        let sent_at = now_ms();
+        let mut failed = Vec::new();
+        for (i, t) in self.rec.targets.iter_mut().enumerate() {
+            match results.get(&t.agent) {
+                Some(Ok(())) => t.apply_sent_unix_ms = sent_at,
+                Some(Err(e)) => failed.push((i, format!("could not send ApplyFault: {e}"))),
+                None => failed.push((i, "no ApplyFault was sent".to_string())),
+            }
+        }
+        let n = self.rec.targets.len() - failed.len();
+        self.rec
+            .log(sent_at, format!("ApplyFault sent for {n} fault(s)"));
+        self.dirty = true;
+        for (i, e) in failed {
+            self.target_failed(i, e, Trigger::TargetFailure).await;
+        }
+        self.check_dispatched();
+        self.publish("ApplyFault sent", false);
+    }
+
+    /// Records the dispatch time once every target has answered ApplyFault.
+    fn check_dispatched(&mut self) {
+        if self.dispatched
+            || self
+                .rec
+                .targets
+                .iter()
+                .any(|t| t.state == TargetState::Pending && t.reverted_unix_ms == 0)
+        {
+            return;
+        }
+        self.dispatched = true;
+        let applied = self
+            .rec
+            .targets
+            .iter()
+            .filter(|t| t.applied_unix_ms > 0)
+            .count();
+        let failed = self.rec.targets.len() - applied;
+        let took = self.apply_sent_at.elapsed();
+        self.rec.log(
+            now_ms(),
+            format!(
+                "every target answered ApplyFault within {} ms: {applied} applied, {failed} failed",
+                took.as_millis()
+            ),
+        );
+        events::dispatched(&self.rec.name, took, applied, failed);
+        // Which faults are out there matters after a crash: store it now, and show it.
+        self.persist();
+        self.publish("every target answered ApplyFault", false);
+    }
+
+    async fn on_control(&mut self, c: Control) {
+        match c {
+            Control::Abort {
+                trigger,
+                by,
+                reason,
+                reply,
+            } => {
+                let ended_it = self.ending.is_none();
+                if ended_it {
+                    let at = now_ms();
+                    self.end(End::Abort {
+                        trigger,
+                        by,
+                        reason,
+                        at,
+                        breach: None,
+                    })
+                    .await;
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send((self.rec.clone(), ended_it));
+                }
+            }
+        }
+    }
+
+    async fn on_guards(&mut self, report: GuardReport) {
+        let mut abort: Option<End> = None;
+        for (name, guard_type, v) in report.verdicts {
+            events::guard_evaluated(&self.rec.name, &name, guard_type, &v);
+            let outcome = v.outcome.as_str().to_string();
+            if self.guard_outcomes.get(&name) != Some(&outcome) {
+                self.rec.log(
+                    report.at_unix_ms,
+                    format!("guard {name}: {outcome}: {}", v.detail),
+                );
+                self.guard_outcomes.insert(name.clone(), outcome.clone());
+            }
+            let error = match v.outcome {
+                faultline_core::experiment::eval::Outcome::Error { .. } => v.detail.clone(),
+                _ => String::new(),
+            };
+            if abort.is_none() && v.outcome.aborts() {
+                let what = if error.is_empty() {
+                    "breached"
+                } else {
+                    "could not be evaluated"
+                };
+                abort = Some(End::Abort {
+                    trigger: Trigger::Guard,
+                    by: name.clone(),
+                    reason: format!("guard {name} ({guard_type}) {what}: {}", v.detail),
+                    at: report.at_unix_ms,
+                    breach: Some(Breach {
+                        guard: name.clone(),
+                        guard_type: guard_type.to_string(),
+                        value: v.value,
+                    }),
+                });
+            }
+            self.rec.sample(Sample {
+                guard: name,
+                at_unix_ms: report.at_unix_ms,
+                value: v.value,
+                outcome,
+                breached: v.outcome.aborts(),
+                error,
+                detail: v.detail,
+            });
+        }
+        self.dirty = true;
+        match abort {
+            Some(end) => self.end(end).await,
+            None => self.publish("guards evaluated", false),
+        }
+    }
+}

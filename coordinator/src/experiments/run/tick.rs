@@ -1,0 +1,94 @@
+//! The run's one-second tick: telemetry sampling for the summary, the ApplyFault answer
+//! timeout, agents lost for longer than their lease, and persisting what changed.
+
+use faultline_proto::pb;
+use tokio::time::Instant;
+
+use super::{Run, Trigger, APPLY_ACK_TIMEOUT};
+use crate::experiments::record::TargetState;
+
+impl Run {
+    pub(super) async fn on_tick(&mut self) {
+        self.sample_telemetry();
+        if !self.dispatched
+            && self.ending.is_none()
+            && self.apply_sent_at.elapsed() >= APPLY_ACK_TIMEOUT
+        {
+            let late: Vec<usize> = (0..self.rec.targets.len())
+                .filter(|i| self.rec.targets[*i].state == TargetState::Pending)
+                .collect();
+            // The fault may still arrive late: revert it to be sure (best effort, no wait).
+            self.revert_targets(&late, pb::RevertReason::Abort).await;
+            for i in late {
+                let e = format!(
+                    "no answer to ApplyFault within {} s",
+                    APPLY_ACK_TIMEOUT.as_secs()
+                );
+                self.target_failed(i, e, Trigger::TargetFailure).await;
+            }
+            self.check_dispatched();
+        }
+        self.check_lost().await;
+        if self.dirty {
+            self.persist();
+            self.publish("running", false);
+        }
+    }
+
+    pub(super) fn sample_telemetry(&mut self) {
+        for agent in self.rec.agents() {
+            let Some(t) = self.state.registry.get(&agent).and_then(|e| e.telemetry) else {
+                continue;
+            };
+            let s = self.rec.telemetry.entry(agent).or_default();
+            if s.samples_seen(t.timestamp_unix_ms) {
+                continue;
+            }
+            s.cpu_busy_ratio.add(t.cpu_busy_ratio);
+            s.memory_used_bytes.add(t.memory_used_bytes as f64);
+            if t.memory_total_bytes > 0 {
+                s.memory_used_ratio
+                    .add(t.memory_used_bytes as f64 / t.memory_total_bytes as f64);
+            }
+            self.dirty = true;
+        }
+    }
+
+    /// Agents gone for longer than their lease have reverted by themselves: they failed.
+    pub(super) async fn check_lost(&mut self) {
+        let lease = self.state.lease;
+        let mut lost = Vec::new();
+        for agent in self.rec.agents() {
+            let unsettled = self
+                .rec
+                .targets
+                .iter()
+                .any(|t| t.agent == agent && !t.settled());
+            let connected = self.state.registry.get(&agent).is_some_and(|e| e.connected);
+            if connected || !unsettled {
+                self.lost_since.remove(&agent);
+                continue;
+            }
+            let since = *self
+                .lost_since
+                .entry(agent.clone())
+                .or_insert_with(Instant::now);
+            if since.elapsed() > lease {
+                lost.push(agent);
+            }
+        }
+        for agent in lost {
+            self.lost_since.remove(&agent);
+            let idx: Vec<usize> = (0..self.rec.targets.len())
+                .filter(|i| self.rec.targets[*i].agent == agent && !self.rec.targets[*i].settled())
+                .collect();
+            let e = format!(
+                "the agent was disconnected for longer than its lease ({}); it reverts its faults on lease lapse",
+                humantime::format_duration(lease)
+            );
+            for i in idx {
+                self.target_failed(i, e.clone(), Trigger::AgentLost).await;
+            }
+        }
+    }
+}
