@@ -7,12 +7,14 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
 
-.PHONY: all build demo test lint fmt deps deps-demo check-toolchain clean help
+.PHONY: all build demo bench test lint fmt deps deps-demo check-toolchain clean help
 
 all: build
 
 help:
-	@echo "make demo   certs, a coordinator and two agents on this machine, then faultctl agents list"
+	@echo "make demo   (root) a coordinator, 3 agents in network namespaces, a service, Prometheus,"
+	@echo "            then an experiment whose error-rate guard aborts it; prints the report"
+	@echo "make bench  coordinator benchmark with 100 and 1000 simulated agents (release build)"
 	@echo "make test   installs what the tests need (apt), then runs every test"
 	@echo "make build  builds every binary (debug)"
 	@echo "make lint   cargo fmt --check and clippy -D warnings"
@@ -36,6 +38,13 @@ build: check-toolchain
 demo: check-toolchain deps-demo
 	$(CARGO) build --workspace --bins
 	scripts/demo.sh
+
+# Extra flags for faultline-sim bench, e.g. make bench BENCH_ARGS="--agents 100 --runs 5".
+BENCH_ARGS ?=
+
+bench: check-toolchain
+	$(CARGO) build --release -p faultline-coordinator -p faultline-tests --bins
+	target/release/faultline-sim bench --coordinator-bin target/release/faultline-coordinator $(BENCH_ARGS)
 
 test: check-toolchain deps
 	$(CARGO) build --workspace --bins

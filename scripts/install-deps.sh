@@ -9,12 +9,15 @@ set -euo pipefail
 profile="${1:-test}"
 
 # Building: a C compiler for ring's assembly/C parts, TLS roots for cargo.
-build_pkgs=(gcc libc6-dev ca-certificates)
-# The demo: free ports and JSON from python3, /metrics with curl, process tools.
-demo_pkgs=(python3 curl procps)
-# The tests: promtool (from prometheus), ip/tc, clang/llvm/libbpf for the eBPF programs of later
-# issues.
-test_pkgs=(prometheus iproute2 curl procps clang llvm libbpf-dev python3)
+build_pkgs=(gcc libc6-dev ca-certificates clang llvm libbpf-dev)
+# The demo: python3 (the demo service, load generator, free ports, JSON), curl, process tools,
+# prometheus (scrapes and answers the error-rate guard), iproute2 (namespaces, veths, bridge),
+# util-linux (nsenter).
+demo_pkgs=(python3 curl procps prometheus iproute2 util-linux)
+# The tests: promtool (from prometheus), ip/tc, and for the netem VM test (tests/vm/): qemu, a
+# static busybox, depmod and cpio. On an image carrying a newer backported qemu-utils, installing
+# Debian 12's qemu-system-x86 replaces it; Faultline does not use qemu-utils.
+test_pkgs=(prometheus iproute2 curl procps python3 qemu-system-x86 busybox-static kmod cpio)
 
 case "$profile" in
 build) wanted=("${build_pkgs[@]}") ;;
@@ -40,7 +43,8 @@ if ! command -v dpkg >/dev/null 2>&1; then
     # Not Debian: check for the commands instead and say what is missing.
     declare -A probe=(
         [gcc]=cc [libc6-dev]="" [ca-certificates]="" [python3]=python3 [curl]=curl [procps]=ps
-        [prometheus]=promtool [iproute2]=ip [clang]=clang [llvm]=llvm-strip [libbpf-dev]=""
+        [prometheus]=prometheus [iproute2]=ip [clang]=clang [llvm]=llvm-strip [libbpf-dev]=""
+        [util-linux]=nsenter
     )
     absent=()
     for p in "${pkgs[@]}"; do

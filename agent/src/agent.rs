@@ -63,12 +63,23 @@ impl Agent {
         manager: Arc<dyn FaultManager>,
         metrics: Option<PrometheusHandle>,
     ) -> Result<Agent, AgentError> {
+        Self::start_locked(config, None, manager, metrics).await
+    }
+
+    /// [`Agent::start`] with the state dir already locked by the caller (who opened the
+    /// manager's journal inside it); `None` locks it here.
+    pub async fn start_locked(
+        config: Config,
+        state_dir: Option<StateDir>,
+        manager: Arc<dyn FaultManager>,
+        metrics: Option<PrometheusHandle>,
+    ) -> Result<Agent, AgentError> {
         let transport = Arc::new(Grpc {
             url: config.coordinator.clone(),
             certs: config.tls.clone(),
         });
         let backoff = Backoff::new(config.max_backoff);
-        Self::start_with(config, manager, metrics, transport, backoff).await
+        Self::start_with(config, manager, metrics, transport, backoff, state_dir).await
     }
 
     /// [`Agent::start`] over any transport (tests use in-memory streams).
@@ -78,6 +89,7 @@ impl Agent {
         metrics: Option<PrometheusHandle>,
         transport: Arc<dyn Transport>,
         backoff: Backoff,
+        state_dir: Option<StateDir>,
     ) -> Result<Agent, AgentError> {
         config.validate()?;
         tracing::info!(
@@ -88,7 +100,10 @@ impl Agent {
             config.labels.to_string(),
             config.state_dir.display()
         );
-        let state_dir = StateDir::open(&config.state_dir)?;
+        let state_dir = match state_dir {
+            Some(held) => held,
+            None => StateDir::open(&config.state_dir)?,
+        };
         metrics::describe();
         let recovered = manager.revert_all(RevertReason::Recovery).await;
         metrics::reverted_all(RevertReason::Recovery, &recovered);
@@ -123,6 +138,7 @@ impl Agent {
             cancel: cancel.clone(),
             backoff,
             pending: VecDeque::from(recovered),
+            events: manager.take_events(),
         };
         let task = tokio::spawn(session::run(ctx));
         Ok(Agent {

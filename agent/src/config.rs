@@ -1,4 +1,7 @@
-//! The agent's validated configuration and the start-up check that its certificate is its own.
+//! The agent's validated configuration (flags, and the `--config` file in [`file`]) and the
+//! start-up check that its certificate is its own.
+
+pub mod file;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

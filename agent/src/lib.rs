@@ -6,10 +6,15 @@
 mod agent;
 pub mod backoff;
 pub mod config;
+pub mod drivers;
+pub mod engine;
 pub mod faults;
+pub mod host;
 pub mod lease;
 pub mod metrics;
+pub mod net;
 pub mod session;
+pub mod standalone;
 pub mod state_dir;
 pub mod telemetry;
 pub mod transport;

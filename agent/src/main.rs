@@ -1,5 +1,6 @@
 //! `faultline-agent`: parses and checks the flags, then runs the agent until SIGTERM or SIGINT,
-//! which revert every fault before the process exits.
+//! which revert every fault before the process exits. Subcommands: `run` (standalone mode,
+//! faults from a file, no coordinator) and `recover` (journal recovery and sweep after a crash).
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -8,13 +9,17 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
+use faultline_agent::config::file::AgentFile;
 use faultline_agent::config::{
     check_certificate, DEFAULT_MAX_BACKOFF, DEFAULT_STATE_DIR, MAX_TELEMETRY_INTERVAL,
     MIN_TELEMETRY_INTERVAL,
 };
-use faultline_agent::faults::Unsupported;
-use faultline_agent::{Agent, Config};
+use faultline_agent::engine::limits::MAX_MAX_DURATION;
+use faultline_agent::engine::{Engine, EngineConfig};
+use faultline_agent::standalone;
+use faultline_agent::state_dir::StateDir;
+use faultline_agent::{Agent, Config, RevertReason};
 use faultline_core::{duration, Labels, NodeName};
 use faultline_proto::tls::{CertPaths, CoordinatorUrl};
 use tokio::signal::unix::{signal, SignalKind};
@@ -28,12 +33,65 @@ const USAGE: u8 = 2;
     version = faultline_core::VERSION,
     about = "The Faultline node agent: keeps a mutual-TLS session with the coordinator, reports \
              telemetry, and injects and reverts faults on this node. Every fault is reverted when \
-             the session lease lapses, on SIGTERM/SIGINT and at start-up."
+             the session lease lapses, on SIGTERM/SIGINT and at start-up.",
+    subcommand_negates_reqs = true
 )]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    daemon: Args,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Standalone mode: apply the faults of a YAML file on this host without a coordinator,
+    /// print progress, and revert them after --duration or on Ctrl-C/SIGTERM.
+    Run(RunArgs),
+    /// Revert every fault a crashed agent left in the journal of --state-dir, then sweep for
+    /// orphaned workers, guards and io files; prints what it found.
+    Recover(RecoverArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Fault file: one or more YAML documents separated by `---`, each one fault as written in
+    /// an experiment (e.g. `kind: cpu` / `load: 50` / `workers: 1`).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    file: PathBuf,
+    /// How long the faults stay applied, 1s..=7d (and at most the config's max_duration).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_run_duration)]
+    duration: Duration,
+    #[command(flatten)]
+    common: LocalArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct RecoverArgs {
+    #[command(flatten)]
+    common: LocalArgs,
+}
+
+/// Flags shared by `run` and `recover`.
+#[derive(Debug, clap::Args)]
+struct LocalArgs {
+    /// Directory of the agent's journal and lock (the daemon's, so a crash of either is
+    /// recovered by the next start of either).
+    #[arg(long, env = "FAULTLINE_STATE_DIR", value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    /// Agent config file (TOML): local limits and protected processes.
+    #[arg(long, env = "FAULTLINE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log format on stderr (the level comes from RUST_LOG, default warn).
+    #[arg(long, env = "FAULTLINE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, clap::Args)]
 struct Args {
     /// Coordinator address, https://HOST:PORT (the port defaults to 7443; there is no plaintext mode).
-    #[arg(long, env = "FAULTLINE_COORDINATOR", value_name = "URL", value_parser = parse_url)]
-    coordinator: CoordinatorUrl,
+    #[arg(long, env = "FAULTLINE_COORDINATOR", value_name = "URL", value_parser = parse_url, required = true)]
+    coordinator: Option<CoordinatorUrl>,
 
     /// This node's name: 1..=253 lowercase letters, digits, '-' or '.', starting and ending with a
     /// letter or digit. Must match the agent certificate (agent/<name>). [default: $NODE_NAME,
@@ -79,6 +137,12 @@ struct Args {
     /// Log format on stderr (the level comes from RUST_LOG, default info).
     #[arg(long, env = "FAULTLINE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+
+    /// Agent config file (TOML): local limits (allowed_kinds, max_concurrent_faults 1..=1000,
+    /// max_duration 1s..=7d, io_paths) and protected pids, process names and cgroups.
+    /// [default: built-in limits: all kinds, 16 faults, 1h]
+    #[arg(long, env = "FAULTLINE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -110,6 +174,11 @@ fn parse_listen(s: &str) -> Result<MetricsListen, String> {
             format!("{s:?} is not ADDR:PORT (e.g. 0.0.0.0:9465, 127.0.0.1:0) or \"none\"")
         }),
     }
+}
+
+fn parse_run_duration(s: &str) -> Result<Duration, String> {
+    duration::parse_in_range("--duration", s, Duration::from_secs(1), MAX_MAX_DURATION)
+        .map_err(|e| e.to_string())
 }
 
 fn parse_interval(s: &str) -> Result<Duration, String> {
@@ -172,9 +241,9 @@ fn resolve_certs(args: &Args, node: &NodeName) -> Result<CertPaths, String> {
     })
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -191,7 +260,30 @@ fn usage_error(msg: &str) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    // Worker and guard processes of the host adapters: before clap and before any runtime.
+    let argv: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    if matches!(
+        argv.get(1).map(String::as_str),
+        Some("__worker" | "__guard")
+    ) {
+        std::process::exit(faultline_agent::host::worker_main(&argv[1..]));
+    }
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Run(a)) => return run_standalone(a),
+        Some(Command::Recover(a)) => return recover(a),
+        None => {}
+    }
+    let args = cli.daemon;
+    let Some(coordinator) = args.coordinator.clone() else {
+        return usage_error("--coordinator is required");
+    };
+    let agent_file = match load_agent_file(args.config.as_deref()) {
+        Ok(f) => f,
+        Err(e) => return usage_error(&e),
+    };
     let node_name = match resolve_node_name(args.node_name.clone()) {
         Ok(n) => n,
         Err(e) => return usage_error(&e),
@@ -203,10 +295,10 @@ fn main() -> ExitCode {
     if let Err(e) = check_certificate(&tls.cert, &node_name) {
         return usage_error(&e.to_string());
     }
-    init_logging(args.log_format);
+    init_logging(args.log_format, "info");
     let metrics = match args.metrics_listen.0 {
         None => None,
-        Some(_) => match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
+        Some(_) => match install_recorder() {
             Ok(h) => Some(h),
             Err(e) => {
                 eprintln!("error: cannot install the metrics recorder: {e}");
@@ -215,7 +307,7 @@ fn main() -> ExitCode {
         },
     };
     let config = Config {
-        coordinator: args.coordinator,
+        coordinator,
         node_name,
         labels: args.labels,
         state_dir: args.state_dir,
@@ -224,14 +316,11 @@ fn main() -> ExitCode {
         telemetry_interval: args.telemetry_interval,
         max_backoff: DEFAULT_MAX_BACKOFF,
     };
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
-    match runtime.block_on(run(config, metrics)) {
+    match runtime.block_on(run(config, agent_file, metrics)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -243,12 +332,25 @@ fn main() -> ExitCode {
 
 async fn run(
     config: Config,
+    agent_file: AgentFile,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 ) -> anyhow::Result<()> {
     // Signal handlers first, so a SIGTERM during start-up is not lost.
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    let agent = Agent::start(config, Arc::new(Unsupported), metrics).await?;
+    // The state-dir lock comes before the journal inside it.
+    let state = StateDir::open(&config.state_dir)?;
+    let lease = faultline_agent::net::Lease::new();
+    let drivers =
+        faultline_agent::drivers::all(&agent_file.host_config(), Some(&config.coordinator), &lease);
+    let engine = Engine::open(
+        EngineConfig {
+            lease: Some(lease),
+            ..EngineConfig::new(state.path().join("journal"), agent_file.limits.clone())
+        },
+        drivers,
+    )?;
+    let agent = Agent::start_locked(config, Some(state), Arc::new(engine), metrics).await?;
     let name = tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
@@ -257,4 +359,117 @@ async fn run(
     agent.shutdown().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The Prometheus recorder, with real histogram buckets for every `*_seconds` metric.
+fn install_recorder() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Suffix("_seconds".into()),
+            &faultline_agent::metrics::SECONDS_BUCKETS,
+        )?
+        .install_recorder()?;
+    Ok(handle)
+}
+
+/// The `--config` file, or the built-in defaults without one.
+fn load_agent_file(path: Option<&std::path::Path>) -> Result<AgentFile, String> {
+    match path {
+        None => Ok(AgentFile::default()),
+        Some(p) => AgentFile::load(p).map_err(|e| e.to_string()),
+    }
+}
+
+/// A runtime for the subcommands, or the exit code saying why there is none.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Runtime::new().map_err(|e| {
+        eprintln!("error: cannot start the async runtime: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+fn run_standalone(a: RunArgs) -> ExitCode {
+    let agent_file = match load_agent_file(a.common.config.as_deref()) {
+        Ok(f) => f,
+        Err(e) => return usage_error(&e),
+    };
+    if let Err(e) = agent_file.limits.check_duration(a.duration) {
+        return usage_error(&format!("--duration: {e}"));
+    }
+    init_logging(a.common.log_format, "warn");
+    let opts = standalone::RunOptions {
+        file: a.file,
+        duration: a.duration,
+        state_dir: a.common.state_dir,
+        limits: agent_file.limits.clone(),
+        progress_every: standalone::PROGRESS_EVERY,
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let result = rt.block_on(async {
+        // Handlers first: a Ctrl-C or SIGTERM from now on reverts instead of killing.
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let stop = async move {
+            tokio::select! {
+                _ = int.recv() => RevertReason::Abort,
+                _ = term.recv() => RevertReason::Shutdown,
+            }
+        };
+        let drivers = faultline_agent::drivers::all(
+            &agent_file.host_config(),
+            None,
+            &faultline_agent::net::Lease::new(),
+        );
+        let mut out = std::io::stdout();
+        standalone::run(&opts, drivers, &mut out, stop)
+            .await
+            .map_err(anyhow::Error::from)
+    });
+    match result {
+        Ok(outcome) if outcome.success() => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            match e.downcast_ref::<standalone::StandaloneError>() {
+                Some(se) => ExitCode::from(se.exit_code()),
+                None => ExitCode::FAILURE,
+            }
+        }
+    }
+}
+
+fn recover(a: RecoverArgs) -> ExitCode {
+    let agent_file = match load_agent_file(a.common.config.as_deref()) {
+        Ok(f) => f,
+        Err(e) => return usage_error(&e),
+    };
+    init_logging(a.common.log_format, "warn");
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let drivers = faultline_agent::drivers::all(
+        &agent_file.host_config(),
+        None,
+        &faultline_agent::net::Lease::new(),
+    );
+    let mut out = std::io::stdout();
+    let result = rt.block_on(standalone::recover(
+        &a.common.state_dir,
+        agent_file.limits.clone(),
+        drivers,
+        &mut out,
+    ));
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
 }

@@ -1,7 +1,10 @@
 //! The agent's observable events: each function here both logs and counts one event, so a log
 //! line and its metric never drift apart.
 
-use metrics::{counter, describe_counter, describe_gauge, gauge};
+use std::time::Duration;
+
+use faultline_core::fault::{FaultKind, FaultSpec};
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 
 use crate::faults::{reason_label, RevertReason};
 
@@ -11,6 +14,18 @@ pub const TELEMETRY_SENT: &str = "faultline_agent_telemetry_sent_total";
 pub const LEASE_RENEWALS: &str = "faultline_agent_lease_renewals_total";
 pub const LEASE_LAPSES: &str = "faultline_agent_lease_lapses_total";
 pub const REVERT_ALL: &str = "faultline_agent_revert_all_total";
+pub const FAULTS_ACTIVE: &str = "faultline_agent_faults_active";
+pub const INJECTIONS: &str = "faultline_agent_fault_injections_total";
+pub const REVERTS: &str = "faultline_agent_fault_reverts_total";
+pub const REVERT_FAILURES: &str = "faultline_agent_fault_revert_failures_total";
+pub const INJECT_SECONDS: &str = "faultline_agent_fault_inject_seconds";
+pub const REVERT_SECONDS: &str = "faultline_agent_fault_revert_seconds";
+pub const SWEPT: &str = "faultline_agent_sweep_artifacts_total";
+
+/// Histogram buckets for every `*_seconds` metric: 1 ms .. 10 s.
+pub const SECONDS_BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 const REASONS: [RevertReason; 4] = [
     RevertReason::Recovery,
@@ -42,8 +57,47 @@ pub fn describe() {
         REVERT_ALL,
         "Times every fault on this node was reverted, by reason (recovery at start-up, lease lapse, shutdown, abort from the coordinator)."
     );
+    describe_gauge!(
+        FAULTS_ACTIVE,
+        "Faults in effect on this node now, by kind (applied, or reverting after a failed revert)."
+    );
+    describe_counter!(
+        INJECTIONS,
+        "Fault injections by kind and outcome: applied, failed (the system refused or the driver failed; what half-happened was reverted) or refused (bad spec or a local limit; nothing changed)."
+    );
+    describe_counter!(
+        REVERTS,
+        "Faults reverted by kind and reason (deadline, lease, abort, shutdown, recovery, failed = the fault stopped working)."
+    );
+    describe_counter!(
+        REVERT_FAILURES,
+        "Reverts that failed, by kind; the fault stays journaled and the revert is retried."
+    );
+    describe_histogram!(
+        INJECT_SECONDS,
+        metrics::Unit::Seconds,
+        "Time from receiving a fault to having it applied (limits, plan, journal, apply)."
+    );
+    describe_histogram!(
+        REVERT_SECONDS,
+        metrics::Unit::Seconds,
+        "Time the driver took to revert a fault."
+    );
+    describe_counter!(
+        SWEPT,
+        "Orphaned artifacts (workers, guards, files) that the start-up sweep removed."
+    );
+    for kind in FaultKind::ALL {
+        gauge!(FAULTS_ACTIVE, "kind" => kind.as_str()).set(0.0);
+    }
     gauge!(SESSION_CONNECTED).set(0.0);
-    for name in [RECONNECTS, TELEMETRY_SENT, LEASE_RENEWALS, LEASE_LAPSES] {
+    for name in [
+        RECONNECTS,
+        TELEMETRY_SENT,
+        LEASE_RENEWALS,
+        LEASE_LAPSES,
+        SWEPT,
+    ] {
         counter!(name).absolute(0);
     }
     for reason in REASONS {
@@ -159,6 +213,83 @@ pub fn fault_status(op: &str, s: &faultline_proto::pb::FaultStatus) {
     }
 }
 
+/// A fault was refused before anything changed (bad spec, local limit, driver refusal).
+pub fn fault_refused(kind: &str, fault_id: &str, why: &str) {
+    tracing::warn!("refused fault {fault_id} ({kind}): {why}");
+    counter!(INJECTIONS, "kind" => kind.to_string(), "outcome" => "refused").increment(1);
+}
+
+/// Applying a fault failed; what half-happened was reverted (or is being retried).
+pub fn fault_apply_failed(kind: &str, fault_id: &str, error: &str) {
+    tracing::error!("could not apply fault {fault_id} ({kind}): {error}");
+    counter!(INJECTIONS, "kind" => kind.to_string(), "outcome" => "failed").increment(1);
+}
+
+/// A fault is applied and journaled.
+pub fn fault_applied(kind: &str, fault_id: &str, spec: &FaultSpec, took: Duration) {
+    tracing::info!(
+        "applied fault {fault_id} ({}) in {} ms",
+        spec.describe(),
+        took.as_millis()
+    );
+    counter!(INJECTIONS, "kind" => kind.to_string(), "outcome" => "applied").increment(1);
+    histogram!(INJECT_SECONDS).record(took.as_secs_f64());
+}
+
+/// A fault was reverted and removed from the journal. `reason` is a reason label.
+pub fn fault_reverted(
+    kind: &str,
+    fault_id: &str,
+    reason: &str,
+    already_gone: bool,
+    took: Duration,
+) {
+    let gone = if already_gone {
+        " (nothing was left)"
+    } else {
+        ""
+    };
+    if reason == "recovery" {
+        tracing::info!("recovery: reverted fault {fault_id} ({kind}){gone}");
+    } else {
+        tracing::info!(
+            "reverted fault {fault_id} ({kind}, reason {reason}) in {} ms{gone}",
+            took.as_millis()
+        );
+    }
+    counter!(REVERTS, "kind" => kind.to_string(), "reason" => reason.to_string()).increment(1);
+    histogram!(REVERT_SECONDS).record(took.as_secs_f64());
+}
+
+/// A revert failed; the fault stays journaled and is retried.
+pub fn fault_revert_failed(kind: &str, fault_id: &str, error: &str) {
+    tracing::error!(
+        "could not revert fault {fault_id} ({kind}): {error}; it stays journaled and is retried"
+    );
+    counter!(REVERT_FAILURES, "kind" => kind.to_string()).increment(1);
+}
+
+/// The number of faults of `kind` in effect changed.
+pub fn faults_active(kind: &str, n: usize) {
+    gauge!(FAULTS_ACTIVE, "kind" => kind.to_string()).set(n as f64);
+}
+
+/// A fault stopped working before its end (e.g. its worker was OOM-killed).
+pub fn fault_health_failed(kind: &str, fault_id: &str, error: &str) {
+    tracing::error!("fault {fault_id} ({kind}) failed: {error}; reverting what is left");
+}
+
+/// Recovery met something it could not clean up completely.
+pub fn recovery_problem(line: &str) {
+    tracing::error!("{line}");
+}
+
+/// The sweep removed an orphaned artifact.
+pub fn swept(line: &str) {
+    tracing::warn!("sweep: {line}");
+    counter!(SWEPT).increment(1);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,5 +331,43 @@ mod tests {
             text.contains("faultline_agent_revert_all_total{reason=\"shutdown\"} 0"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn fault_events_count_by_kind_outcome_and_reason_with_histograms() {
+        use metrics_exporter_prometheus::Matcher;
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS)
+            .expect("buckets")
+            .build_recorder();
+        let handle = recorder.handle();
+        let spec = faultline_core::fault::doc::parse_fault("{kind: cpu, load: 50}").expect("cpu");
+        metrics::with_local_recorder(&recorder, || {
+            describe();
+            fault_applied("cpu", "f-1", &spec, Duration::from_millis(12));
+            faults_active("cpu", 1);
+            fault_refused("memory", "f-2", "limit");
+            fault_apply_failed("io", "f-3", "disk full");
+            fault_reverted("cpu", "f-1", "deadline", false, Duration::from_millis(3));
+            fault_revert_failed("process", "f-4", "EPERM");
+            swept("killed orphan cpu worker pid 1234 (fault f-9)");
+        });
+        let text = handle.render();
+        for want in [
+            "faultline_agent_faults_active{kind=\"cpu\"} 1",
+            "faultline_agent_faults_active{kind=\"network\"} 0",
+            "faultline_agent_fault_injections_total{kind=\"cpu\",outcome=\"applied\"} 1",
+            "faultline_agent_fault_injections_total{kind=\"memory\",outcome=\"refused\"} 1",
+            "faultline_agent_fault_injections_total{kind=\"io\",outcome=\"failed\"} 1",
+            "faultline_agent_fault_reverts_total{kind=\"cpu\",reason=\"deadline\"} 1",
+            "faultline_agent_fault_revert_failures_total{kind=\"process\"} 1",
+            "faultline_agent_sweep_artifacts_total 1",
+            "# TYPE faultline_agent_fault_inject_seconds histogram",
+            "faultline_agent_fault_inject_seconds_bucket{le=\"0.025\"} 1",
+            "faultline_agent_fault_inject_seconds_bucket{le=\"0.01\"} 0",
+            "faultline_agent_fault_revert_seconds_bucket{le=\"0.005\"} 1",
+        ] {
+            assert!(text.contains(want), "{want} missing:\n{text}");
+        }
     }
 }

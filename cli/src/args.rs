@@ -1,9 +1,15 @@
 //! Command-line flags of `faultctl`: global connection options and one subcommand per operation.
 
+pub mod experiment;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub use experiment::{
+    AbortArgs, ApplyArgs, DescribeCommand, GetCommand, NameArg, PhaseArg, ReportArgs, ReportFormat,
+};
 
 /// Smallest and largest accepted `--timeout`.
 pub const TIMEOUT_MIN: Duration = Duration::from_millis(100);
@@ -15,13 +21,17 @@ pub const TIMEOUT_DEFAULT: &str = "5s";
 #[command(
     name = "faultctl",
     version = faultline_core::VERSION,
-    about = "Operate a Faultline fleet: certificates, agents, audit log, policy, halt/resume.",
+    about = "Operate a Faultline fleet: experiments, certificates, agents, audit log, policy, \
+halt/resume.",
     long_about = "faultctl talks to the Faultline coordinator over mutual TLS (TLS 1.3, a client \
 certificate on every connection). The certificate is picked from --certs-dir by --identity: \
 DIR/<identity>.pem, DIR/<identity>-key.pem and the CA DIR/ca.pem, the layout written by \
 `faultctl certs init`.",
     after_help = "Examples:\n  faultctl certs init --dir ./faultline-certs --agents node-a,node-b\n  \
 faultctl --coordinator https://coord.example:7443 agents list\n  \
+faultctl --identity operator apply -f checkout-loss.yaml --dry-run\n  \
+faultctl --identity operator apply -f checkout-loss.yaml && faultctl watch checkout-loss\n  \
+faultctl report checkout-loss --format md\n  \
 faultctl --identity viewer -o json agents list\n  \
 faultctl halt --reason \"checkout latency SLO breached\""
 )]
@@ -113,6 +123,26 @@ pub enum OutputFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Create an experiment from a document and start it (role operator or higher); with
+    /// --dry-run print its plan only.
+    Apply(ApplyArgs),
+    /// Start an experiment created with `apply --no-start` (role operator or higher).
+    Start(NameArg),
+    /// List resources (role viewer or higher).
+    #[command(subcommand)]
+    Get(GetCommand),
+    /// Show one resource in full (role viewer or higher).
+    #[command(subcommand)]
+    Describe(DescribeCommand),
+    /// Follow an experiment live until it ends: phase, targets, guard values, time left.
+    /// Exits 0 when it completed, 3 when it was aborted, 4 when it failed or was interrupted
+    /// (role viewer or higher).
+    Watch(NameArg),
+    /// Abort a running experiment: every target reverts its faults at once (role operator or
+    /// higher).
+    Abort(AbortArgs),
+    /// Print an experiment's report, Markdown or JSON (role viewer or higher).
+    Report(ReportArgs),
     /// Create the development CA and certificates.
     #[command(subcommand)]
     Certs(CertsCommand),

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use faultline_proto::pb::experiments_client::ExperimentsClient;
 use faultline_proto::pb::fleet_client::FleetClient;
 use faultline_proto::tls::{self, CertPaths, CoordinatorUrl, TlsError};
 use tonic::transport::Channel;
@@ -40,6 +41,11 @@ impl Target {
     /// certificate files are missing.
     pub async fn fleet(&self) -> Result<FleetClient<Channel>, CliError> {
         Ok(FleetClient::new(self.channel().await?))
+    }
+
+    /// Opens an Experiments client (same checks as [`Target::fleet`]).
+    pub async fn experiments(&self) -> Result<ExperimentsClient<Channel>, CliError> {
+        Ok(ExperimentsClient::new(self.channel().await?))
     }
 
     async fn channel(&self) -> Result<Channel, CliError> {
@@ -119,6 +125,15 @@ impl Target {
                 timeout: humantime::format_duration(self.timeout).to_string(),
             },
             Code::InvalidArgument => CliError::InvalidArgument(message),
+            // A halt refusal gets the way out, unless the coordinator already names it.
+            Code::FailedPrecondition
+                if message.to_lowercase().contains("halt")
+                    && !message.contains("faultctl resume") =>
+            {
+                CliError::Halted { message }
+            }
+            Code::FailedPrecondition => CliError::FailedPrecondition { message },
+            Code::NotFound => CliError::NotFound { message },
             Code::Unimplemented => CliError::Unimplemented {
                 url: self.url.clone(),
                 message,
@@ -198,11 +213,39 @@ mod tests {
         assert!(e
             .to_string()
             .starts_with("coordinator unreachable at https://127.0.0.1:7443: connection reset"));
-        let e = t.status_error(Status::not_found("no such experiment"));
+        let e = t.status_error(Status::not_found("no experiment named x"));
         assert_eq!(
             e.to_string(),
-            "coordinator at https://127.0.0.1:7443 answered NOT_FOUND: no such experiment"
+            "no experiment named x\nhint: `faultctl get experiments` lists the experiments"
         );
+        let e = t.status_error(Status::resource_exhausted("busy"));
+        assert_eq!(
+            e.to_string(),
+            "coordinator at https://127.0.0.1:7443 answered RESOURCE_EXHAUSTED: busy"
+        );
+    }
+
+    #[test]
+    fn refusals_of_experiments_keep_the_coordinators_words() {
+        let t = target();
+        let msg = "spec.faults[1].load: 150 is outside 1..=100";
+        let e = t.status_error(Status::invalid_argument(msg));
+        assert_eq!(e.to_string(), msg);
+        assert_eq!(e.exit_code(), crate::error::EXIT_FAILURE);
+        let e = t.status_error(Status::failed_precondition(
+            "the fleet is halted (game day over); experiments are refused until Fleet.Resume",
+        ));
+        let text = e.to_string();
+        assert!(
+            text.starts_with("the fleet is halted (game day over)"),
+            "{text}"
+        );
+        assert!(text.contains("`faultctl resume`"), "{text}");
+        let named = "the fleet is halted (x); refused until an admin resumes it (faultctl resume)";
+        let e = t.status_error(Status::failed_precondition(named));
+        assert_eq!(e.to_string(), named, "no second hint");
+        let e = t.status_error(Status::failed_precondition("experiment x is completed"));
+        assert_eq!(e.to_string(), "experiment x is completed");
     }
 
     #[tokio::test]

@@ -9,6 +9,10 @@ use faultline_proto::{pki::PkiError, tls::TlsError};
 pub const EXIT_USAGE: i32 = 2;
 /// Exit status for every other failure.
 pub const EXIT_FAILURE: i32 = 1;
+/// `faultctl watch`: the experiment was aborted (by a guard, `faultctl abort` or a halt).
+pub const EXIT_ABORTED: i32 = 3;
+/// `faultctl watch`: the experiment failed or was interrupted by a coordinator restart.
+pub const EXIT_FAILED: i32 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -66,8 +70,30 @@ pub enum CliError {
     )]
     PermissionDenied { message: String },
 
-    #[error("invalid argument: {0}")]
+    /// The coordinator refused the input; its message names the field path, printed as is.
+    #[error("{0}")]
     InvalidArgument(String),
+
+    #[error(
+        "{message}\nhint: an admin lifts the halt with `faultctl resume` (see `faultctl policy`)"
+    )]
+    Halted { message: String },
+
+    #[error("{message}")]
+    FailedPrecondition { message: String },
+
+    #[error("{message}\nhint: `faultctl get experiments` lists the experiments")]
+    NotFound { message: String },
+
+    #[error("{path}: {reason}")]
+    Document { path: String, reason: String },
+
+    #[error("the watch of {name} ended while it was still {phase}: {reason}")]
+    WatchEnded {
+        name: String,
+        phase: String,
+        reason: String,
+    },
 
     #[error("not supported by the coordinator at {url}: {message}")]
     Unimplemented { url: String, message: String },
@@ -101,7 +127,7 @@ impl CliError {
     /// The process exit status for this error.
     pub fn exit_code(&self) -> i32 {
         match self {
-            CliError::Usage { .. } => EXIT_USAGE,
+            CliError::Usage { .. } | CliError::Document { .. } => EXIT_USAGE,
             CliError::Pki(PkiError::San(_) | PkiError::Agent(_)) => EXIT_USAGE,
             _ => EXIT_FAILURE,
         }

@@ -1,4 +1,4 @@
-//! Human-readable cell values: ages, byte sizes, percentages, timestamps, durations.
+//! Human-readable cell values: ages, byte sizes, percentages, timestamps, durations, latencies.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -54,6 +54,42 @@ pub fn timestamp(unix_ms: i64) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
+/// A Unix-ms instant as RFC 3339 in UTC with milliseconds (`"2025-11-22T05:20:01.123Z"`);
+/// `"-"` if unset.
+pub fn timestamp_ms(unix_ms: i64) -> String {
+    if unix_ms <= 0 {
+        return "-".into();
+    }
+    let t = UNIX_EPOCH + Duration::from_millis(unix_ms.unsigned_abs());
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// The time of day of a Unix-ms instant in UTC with milliseconds (`"05:20:01.123"`).
+pub fn clock_ms(unix_ms: i64) -> String {
+    let full = timestamp_ms(unix_ms);
+    match full.split_once('T') {
+        Some((_, time)) => time.trim_end_matches('Z').to_string(),
+        None => full,
+    }
+}
+
+/// Whole seconds of `ms` for live displays: `"12s"`, `"1m 5s"`; `"0s"` for 0.
+pub fn seconds(ms: u64) -> String {
+    if ms < 1000 {
+        return "0s".into();
+    }
+    humantime::format_duration(Duration::from_secs(ms / 1000)).to_string()
+}
+
+/// A latency in milliseconds: `"83 ms"`, `"1.25 s"`.
+pub fn latency_ms(ms: i64) -> String {
+    if ms < 1000 {
+        format!("{ms} ms")
+    } else {
+        format!("{:.2} s", ms as f64 / 1000.0)
+    }
+}
+
 /// Milliseconds as a human duration (`"1h"`, `"1m 30s"`); `"-"` for 0.
 pub fn duration_ms(ms: u64) -> String {
     if ms == 0 {
@@ -93,5 +129,11 @@ mod tests {
         assert_eq!(timestamp(1_700_000_000_123), "2023-11-14T22:13:20Z");
         assert_eq!(duration_ms(90_000), "1m 30s");
         assert_eq!(duration_ms(0), "-");
+        assert_eq!(timestamp_ms(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        assert_eq!(clock_ms(1_700_000_000_123), "22:13:20.123");
+        assert_eq!(seconds(65_900), "1m 5s");
+        assert_eq!(seconds(999), "0s");
+        assert_eq!(latency_ms(83), "83 ms");
+        assert_eq!(latency_ms(1250), "1.25 s");
     }
 }

@@ -1,6 +1,10 @@
 //! JSON views of the wire types for `-o json` (prost types carry no serde): every field, enums
 //! by their proto names, maps as objects with sorted keys.
 
+mod experiment;
+
+pub use experiment::{event, experiment, plan};
+
 use std::collections::HashMap;
 
 use faultline_proto::pb;

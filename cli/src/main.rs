@@ -1,13 +1,15 @@
-//! `faultctl`: the operator CLI for a Faultline coordinator (certificates, agents, audit log,
-//! policy, halt and resume).
+//! `faultctl`: the operator CLI for a Faultline coordinator (experiments, certificates, agents,
+//! audit log, policy, halt and resume).
 #![forbid(unsafe_code)]
 
 mod args;
 mod client;
 mod commands;
 mod error;
+mod faults;
 mod format;
 mod json;
+mod summary;
 mod table;
 
 use std::io::Write;
@@ -27,11 +29,14 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(commands::run(&cli)) {
-        Ok(text) => {
+    let mut stdout = std::io::stdout();
+    match runtime.block_on(commands::run(&cli, &mut stdout)) {
+        Ok(printed) => {
             // A closed pipe (`faultctl agents list | head`) is not an error worth reporting.
-            let _ = std::io::stdout().lock().write_all(text.as_bytes());
-            ExitCode::SUCCESS
+            let mut lock = stdout.lock();
+            let _ = lock.write_all(printed.text.as_bytes());
+            let _ = lock.flush();
+            ExitCode::from(printed.exit)
         }
         Err(e) => {
             eprintln!("error: {e}");

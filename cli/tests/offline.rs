@@ -109,6 +109,12 @@ fn every_command_explains_itself() {
         vec!["agents", "list", "--help"],
         vec!["audit", "--help"],
         vec!["halt", "--help"],
+        vec!["apply", "--help"],
+        vec!["get", "experiments", "--help"],
+        vec!["describe", "experiment", "--help"],
+        vec!["watch", "--help"],
+        vec!["abort", "--help"],
+        vec!["report", "--help"],
     ] {
         let out = faultctl(&args);
         assert!(out.status.success(), "{args:?}");
@@ -118,4 +124,65 @@ fn every_command_explains_itself() {
     }
     let help = text(&faultctl(&["certs", "init", "--help"]).stdout);
     assert!(help.contains("1..=3650"), "{help}");
+}
+
+#[test]
+fn experiment_argument_errors_name_the_flag_and_exit_2() {
+    let cases: &[(&[&str], &[&str])] = &[
+        (&["apply"], &["--file <FILE>"]),
+        (
+            &["apply", "-f", "x.yaml", "--dry-run", "--no-start"],
+            &["--no-start", "--dry-run"],
+        ),
+        (
+            &["get", "experiments", "--phase", "done"],
+            &["--phase", "running"],
+        ),
+        (
+            &["describe", "experiment", "Bad_Name"],
+            &["Bad_Name", "1..=63"],
+        ),
+        (&["watch", "-x"], &["'-x'"]),
+        (
+            &["abort", "exp-1", "--reason", " "],
+            &["--reason", "must not be empty"],
+        ),
+        (
+            &["report", "exp-1", "--format", "html"],
+            &["--format", "md", "json"],
+        ),
+        (&["get", "pods"], &["pods"]),
+    ];
+    for (args, needles) in cases {
+        let out = faultctl(args);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        for n in *needles {
+            assert!(stderr.contains(n), "{args:?}: missing {n:?} in {stderr}");
+        }
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+}
+
+#[test]
+fn apply_reads_the_file_before_dialling() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let missing = tmp.path().join("missing.yaml");
+    let m = missing.to_str().expect("utf-8 path");
+    // No coordinator and no certificates: the file is checked first.
+    let out = faultctl(&["--certs-dir", "/nonexistent", "apply", "-f", m]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with(&format!(
+            "error: {m}: cannot read the experiment document (-f): "
+        )),
+        "{stderr}"
+    );
+    let empty = tmp.path().join("empty.yaml");
+    std::fs::write(&empty, "\n").expect("write");
+    let out = faultctl(&["apply", "-f", empty.to_str().expect("utf-8")]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("the document is empty"), "{stderr}");
 }

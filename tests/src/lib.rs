@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod procs;
+pub mod stack;
 
 use std::collections::BTreeMap;
 use std::future::Future;

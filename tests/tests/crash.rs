@@ -18,7 +18,12 @@ struct Sleeper(Child);
 
 impl Sleeper {
     fn spawn() -> Self {
-        Sleeper(Command::new("sleep").arg("600").spawn().expect("spawn sleep"))
+        Sleeper(
+            Command::new("sleep")
+                .arg("600")
+                .spawn()
+                .expect("spawn sleep"),
+        )
     }
     fn pid(&self) -> u32 {
         self.0.id()
@@ -30,7 +35,9 @@ impl Sleeper {
 
 impl Drop for Sleeper {
     fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-CONT", &self.pid().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.pid().to_string()])
+            .status();
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -41,12 +48,15 @@ fn proc_state(pid: u32) -> Option<char> {
     stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
-/// Tests in this file run one at a time: each counts every worker of the agent binary.
+/// Tests in this file run one at a time (they measure how fast helpers disappear).
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Live worker and guard processes of our agent binary: (pid, command line).
-fn agent_helpers() -> Vec<(u32, String)> {
-    let exe = binary("faultline-agent").display().to_string();
+/// Live helpers of one agent run: its stress workers (their command line carries
+/// `--parent-pid <agent>`) and the guard holding `paused` (its `--pids` names `<pid>:<start>`).
+/// Other agents on the machine (other tests, a real agent) are never counted.
+fn helpers_of(agent_pid: u32, paused: u32) -> Vec<(u32, String)> {
+    let worker_mark = format!("--parent-pid {agent_pid} ");
+    let guard_mark = format!("{paused}:");
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
@@ -56,19 +66,21 @@ fn agent_helpers() -> Vec<(u32, String)> {
             continue;
         };
         let cmd = String::from_utf8_lossy(&raw).replace('\0', " ");
-        let exe_of = std::fs::read_link(format!("/proc/{pid}/exe"))
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
-        let ours = (cmd.contains("__worker") || cmd.contains("__guard"))
-            && (cmd.starts_with(&exe) || exe_of.starts_with(&exe));
-        if ours {
-            // A zombie is gone for our purposes: it holds no CPU, memory or files.
-            if proc_state(pid) != Some('Z') {
-                out.push((pid, cmd));
-            }
+        let ours = (cmd.contains("__worker") && cmd.contains(&worker_mark))
+            || (cmd.contains("__guard") && cmd.contains(&guard_mark));
+        // A zombie is gone for our purposes: it holds no CPU, memory or files.
+        if ours && proc_state(pid) != Some('Z') {
+            out.push((pid, cmd));
         }
     }
     out
+}
+
+fn workers(helpers: &[(u32, String)]) -> Vec<&(u32, String)> {
+    helpers
+        .iter()
+        .filter(|(_, c)| c.contains("__worker"))
+        .collect()
 }
 
 fn io_files(dir: &Path) -> Vec<String> {
@@ -136,7 +148,10 @@ impl RunningAgent {
                 return ids;
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left.min(Duration::from_millis(200))) {
+            match self
+                .lines
+                .recv_timeout(left.min(Duration::from_millis(200)))
+            {
                 Ok(line) => self.seen.push(line),
                 Err(_) if Instant::now() >= deadline => panic!(
                     "{n} faults not applied within {timeout:?}; output:\n{}",
@@ -151,6 +166,10 @@ impl RunningAgent {
         while let Ok(line) = self.lines.try_recv() {
             self.seen.push(line);
         }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     fn sigkill(&mut self) {
@@ -202,7 +221,10 @@ fn require_root() {
                 .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
         })
         .unwrap_or_default();
-    assert_eq!(uid, "0", "crash-safety tests need root (run make test as root)");
+    assert_eq!(
+        uid, "0",
+        "crash-safety tests need root (run make test as root)"
+    );
 }
 
 #[test]
@@ -229,17 +251,30 @@ fn sigkill_with_cpu_memory_io_and_pause_active_leaves_nothing_behind() {
 
     let mut agent = RunningAgent::start(&faults, &state, &config, "60s");
     agent.wait_applied(4, Duration::from_secs(20));
+    let agent_pid = agent.pid();
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(paused.state(), 'T', "the paused process is stopped");
-    assert!(!agent_helpers().is_empty(), "workers run while applied");
-    assert!(!io_files(&io_dir).is_empty(), "io files exist while applied");
+    let during = helpers_of(agent_pid, paused.pid());
+    assert_eq!(
+        workers(&during).len(),
+        3,
+        "cpu, memory and io workers run while applied: {during:?}"
+    );
+    assert!(
+        during.iter().any(|(_, c)| c.contains("__guard")),
+        "a guard holds the pause: {during:?}"
+    );
+    assert!(
+        !io_files(&io_dir).is_empty(),
+        "io files exist while applied"
+    );
 
     let killed_at = Instant::now();
     agent.sigkill();
     let mut last_worker_gone = None;
     let mut resumed = None;
     while killed_at.elapsed() < Duration::from_secs(3) {
-        if last_worker_gone.is_none() && agent_helpers().iter().all(|(_, c)| !c.contains("__worker")) {
+        if last_worker_gone.is_none() && workers(&helpers_of(agent_pid, paused.pid())).is_empty() {
             last_worker_gone = Some(killed_at.elapsed());
         }
         if resumed.is_none() && paused.state() != 'T' {
@@ -250,22 +285,38 @@ fn sigkill_with_cpu_memory_io_and_pause_active_leaves_nothing_behind() {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    let gone = last_worker_gone.unwrap_or_else(|| panic!("workers still running 3 s after SIGKILL: {:?}", agent_helpers()));
+    let gone = last_worker_gone.unwrap_or_else(|| {
+        panic!(
+            "workers still running 3 s after SIGKILL: {:?}",
+            helpers_of(agent_pid, paused.pid())
+        )
+    });
     let resumed = resumed.expect("paused process resumed after the agent died");
     eprintln!(
         "after SIGKILL of the agent: last worker gone in {} ms, paused process resumed in {} ms",
         gone.as_millis(),
         resumed.as_millis()
     );
-    assert!(gone <= Duration::from_secs(1), "last worker gone after {gone:?}");
-    assert!(resumed <= Duration::from_secs(1), "resumed after {resumed:?}");
+    assert!(
+        gone <= Duration::from_secs(1),
+        "last worker gone after {gone:?}"
+    );
+    assert!(
+        resumed <= Duration::from_secs(1),
+        "resumed after {resumed:?}"
+    );
     assert_ne!(bystander.state(), 'T', "an unrelated process is untouched");
 
     // The next start recovers the journal; a second recovery finds nothing at all.
     let first = recover(&state, &config);
     eprintln!("first recovery:\n{first}");
-    assert!(io_files(&io_dir).is_empty(), "io files removed by recovery: {:?}", io_files(&io_dir));
-    assert!(agent_helpers().is_empty(), "no guard or worker left: {:?}", agent_helpers());
+    assert!(
+        io_files(&io_dir).is_empty(),
+        "io files removed by recovery: {:?}",
+        io_files(&io_dir)
+    );
+    let left = helpers_of(agent_pid, paused.pid());
+    assert!(left.is_empty(), "no guard or worker left: {left:?}");
     let second = recover(&state, &config);
     assert!(
         second.to_lowercase().contains("nothing"),
@@ -308,13 +359,15 @@ fn sigkill_at_random_points_of_apply_and_revert() {
         // A 1 s run: kill points spread over start-up, apply, the run, and the final revert.
         let delay = Duration::from_millis(next() % 1600);
         let mut agent = RunningAgent::start(&faults, &state, &config, "1s");
+        let agent_pid = agent.pid();
         std::thread::sleep(delay);
         agent.sigkill();
         agent.drain();
         // Workers die with the agent; the guard resumes the paused process.
         let deadline = Instant::now() + Duration::from_secs(1);
         loop {
-            let workers: Vec<_> = agent_helpers().into_iter().filter(|(_, c)| c.contains("__worker")).collect();
+            let helpers = helpers_of(agent_pid, paused.pid());
+            let workers = workers(&helpers);
             let stopped = paused.state() == 'T';
             if workers.is_empty() && !stopped {
                 break;
@@ -327,9 +380,16 @@ fn sigkill_at_random_points_of_apply_and_revert() {
             std::thread::sleep(Duration::from_millis(10));
         }
         recover(&state, &config);
-        assert!(io_files(&io_dir).is_empty(), "iteration {i}: io files left: {:?}", io_files(&io_dir));
+        assert!(
+            io_files(&io_dir).is_empty(),
+            "iteration {i}: io files left: {:?}",
+            io_files(&io_dir)
+        );
         let out = recover(&state, &config);
-        assert!(out.to_lowercase().contains("nothing"), "iteration {i}: second recovery found something:\n{out}");
+        assert!(
+            out.to_lowercase().contains("nothing"),
+            "iteration {i}: second recovery found something:\n{out}"
+        );
         assert_ne!(paused.state(), 'T', "iteration {i}: process left paused");
     }
 }

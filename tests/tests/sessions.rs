@@ -168,9 +168,11 @@ async fn agents_reconnect_after_coordinator_restart_and_registry_survives() {
         Some("a")
     );
     // The coordinator lists the agent on Hello; the agent counts the session on Welcome.
-    wait_for("the agent's own session count to move", Duration::from_secs(2), || async {
-        (agent.status().borrow().connects > connects_before).then_some(())
-    })
+    wait_for(
+        "the agent's own session count to move",
+        Duration::from_secs(2),
+        || async { (agent.status().borrow().connects > connects_before).then_some(()) },
+    )
     .await;
     // The restart happened well inside the 5 s lease: nothing was reverted for it.
     assert!(

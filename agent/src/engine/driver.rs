@@ -92,8 +92,12 @@ pub trait Driver: Send + Sync + 'static {
     /// and the kinds are left out of the agent's capabilities.
     fn available(&self) -> Result<(), String>;
     fn plan(&self, ctx: &FaultCtx, spec: &FaultSpec) -> Result<Recipe, DriverError>;
-    fn apply(&self, ctx: &FaultCtx, spec: &FaultSpec, recipe: &Recipe)
-        -> Result<Recipe, DriverError>;
+    fn apply(
+        &self,
+        ctx: &FaultCtx,
+        spec: &FaultSpec,
+        recipe: &Recipe,
+    ) -> Result<Recipe, DriverError>;
     fn revert(&self, recipe: &Recipe) -> Result<RevertOutcome, DriverError>;
     fn health(&self, recipe: &Recipe) -> Health;
     /// Removes owned artifacts not named by `known` (the journal's recipes of this driver's

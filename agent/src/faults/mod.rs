@@ -8,12 +8,16 @@
 //!   SIGTERM (SHUTDOWN), and when the coordinator says RevertAll.
 //! - The session calls the manager from one task, one call at a time, in the order the
 //!   coordinator sent the messages; `held` and `capabilities` must be cheap.
+//! - Statuses the manager produces on its own (a deadline revert, a fault that stopped working,
+//!   a retried revert that finally succeeded) go out through [`FaultManager::take_events`]; the
+//!   session forwards them while connected and queues them while not.
 
 mod recording;
 mod unsupported;
 
 use faultline_proto::pb;
 use futures::future::BoxFuture;
+use tokio::sync::mpsc;
 
 pub use faultline_proto::pb::RevertReason;
 pub use recording::{Call, RecordingManager};
@@ -29,6 +33,16 @@ pub trait FaultManager: Send + Sync + 'static {
     fn revert(&self, fault_id: String, reason: RevertReason) -> BoxFuture<'_, pb::FaultStatus>;
     /// Reverts every fault the agent holds; called on lease lapse, shutdown (SIGTERM) and start-up.
     fn revert_all(&self, reason: RevertReason) -> BoxFuture<'_, Vec<pb::FaultStatus>>;
+    /// The receiver of unsolicited statuses, handed out once (to the session or the standalone
+    /// runner); `None` for managers that never produce any, or when already taken.
+    /// The session lease now runs until `until` (Welcome and every renewal): kernel-side
+    /// deadlines (eBPF maps) follow it, so a wedged agent's network faults still end with the
+    /// lease. Must not block.
+    fn lease_renewed(&self, _until: std::time::SystemTime) {}
+
+    fn take_events(&self) -> Option<mpsc::Receiver<pb::FaultStatus>> {
+        None
+    }
 }
 
 /// The label value for a revert reason in metrics and logs: `lease`, `shutdown`, ...

@@ -160,6 +160,7 @@ pub(crate) async fn start_with(
         None,
         transport,
         Backoff::seeded(Duration::from_secs(3), 1),
+        None,
     )
     .await
     .expect("agent starts");

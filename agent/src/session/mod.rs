@@ -65,6 +65,20 @@ pub struct Ctx {
     pub backoff: Backoff,
     /// Statuses to send once a session is up (e.g. from the start-up recovery).
     pub pending: VecDeque<pb::FaultStatus>,
+    /// Statuses the manager produces on its own (deadline reverts, failed faults, retried
+    /// reverts): sent at once while connected, queued in `pending` while not.
+    pub events: Option<mpsc::Receiver<pb::FaultStatus>>,
+}
+
+/// The next unsolicited status; never completes when there is no (more) event source.
+async fn next_event(events: &mut Option<mpsc::Receiver<pb::FaultStatus>>) -> pb::FaultStatus {
+    if let Some(rx) = events {
+        if let Some(s) = rx.recv().await {
+            return s;
+        }
+        *events = None;
+    }
+    std::future::pending().await
 }
 
 struct Loop {
@@ -130,6 +144,9 @@ impl Loop {
             self.lease_ms = welcome.lease_ms;
             self.lease
                 .renew(Instant::now(), Duration::from_millis(welcome.lease_ms));
+            self.ctx.manager.lease_renewed(
+                std::time::SystemTime::now() + Duration::from_millis(welcome.lease_ms),
+            );
             metrics::connected(
                 &self.target,
                 self.ctx.node_name.as_str(),
@@ -176,6 +193,10 @@ impl Loop {
                         self.on_lapse().await;
                     }
                 }
+                s = next_event(&mut self.ctx.events) => {
+                    metrics::fault_status("event (queued while disconnected)", &s);
+                    self.queue(vec![s]);
+                }
             }
         }
     }
@@ -214,8 +235,10 @@ impl Loop {
                 return End::Broken(SessionError::Closed);
             }
         }
+        // The first sample goes out with the session: the coordinator (and any guard about to
+        // evaluate this node) never has to wait a whole interval for data.
         let every = self.ctx.telemetry_interval;
-        let mut tick = tokio::time::interval_at(Instant::now() + every, every);
+        let mut tick = tokio::time::interval_at(Instant::now(), every);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -241,6 +264,14 @@ impl Loop {
                         return End::Broken(e);
                     }
                 }
+                s = next_event(&mut self.ctx.events) => {
+                    metrics::fault_status("event", &s);
+                    if send(&tx, Out::FaultStatus(s.clone())).await.is_err() {
+                        // Not lost: the next session sends it.
+                        self.queue(vec![s]);
+                        return End::Broken(SessionError::Closed);
+                    }
+                }
             }
         }
     }
@@ -258,6 +289,9 @@ impl Loop {
                 }
                 self.lease
                     .renew(Instant::now(), Duration::from_millis(self.lease_ms));
+                manager.lease_renewed(
+                    std::time::SystemTime::now() + Duration::from_millis(self.lease_ms),
+                );
                 metrics::lease_renewed(renewal.sequence, self.lease_ms);
                 self.ctx.status.send_modify(|s| s.lease_renewals += 1);
             }
@@ -319,5 +353,7 @@ impl Loop {
 mod fake;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_events;
 #[cfg(test)]
 mod tests_lease;

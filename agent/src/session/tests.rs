@@ -123,8 +123,9 @@ async fn telemetry_every_interval_with_live_values() {
             other => panic!("unexpected {other:?}"),
         }
     }
+    // The first sample goes out with the session, then one per interval.
     let secs = |n| Duration::from_secs(n);
-    assert_eq!(at, [secs(1), secs(2), secs(3)]);
+    assert_eq!(at, [secs(0), secs(1), secs(2)]);
     let status = h.agent.status();
     assert!(status.borrow().telemetry_sent >= 3);
     h.agent.shutdown().await;
@@ -208,6 +209,7 @@ async fn a_second_agent_on_the_same_state_dir_is_refused() {
         None,
         transport,
         Backoff::seeded(Duration::from_secs(3), 2),
+        None,
     )
     .await
     .expect_err("the state dir is locked");

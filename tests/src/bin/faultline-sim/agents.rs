@@ -4,125 +4,40 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use faultline_core::{Identity, Role};
 use faultline_proto::pb::{self, agent_message::Msg as Out, coordinator_message::Msg as In};
 use faultline_proto::pki::{self, Ca, Validity};
 use faultline_proto::tls::{self, CertPaths, CoordinatorUrl};
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::shared::{unix_ms, Shared};
 use crate::SimError;
 
 /// Telemetry of an untroubled simulated node, and of one whose guard should trip.
 pub const CPU_CALM: f64 = 0.05;
 pub const CPU_TRIPPED: f64 = 0.99;
 
-/// When the simulated agents answered, for one experiment.
-#[derive(Debug, Clone, Default)]
-pub struct Acks {
-    pub applied: usize,
-    pub reverted: usize,
-    pub last_applied: Option<Instant>,
-    pub last_reverted: Option<Instant>,
-    pub last_reverted_unix_ms: i64,
-}
-
-/// State shared by every simulated agent and the driver.
-#[derive(Default)]
-pub struct Shared {
-    pub connected: AtomicUsize,
-    pub sessions_opened: AtomicU64,
-    pub session_errors: AtomicU64,
-    pub telemetry_sent: AtomicU64,
-    pub leases: AtomicU64,
-    acks: Mutex<HashMap<String, Acks>>,
-    last_error: Mutex<Option<String>>,
-    pub changed: Notify,
-}
-
-impl Shared {
-    pub fn acks(&self, experiment_id: &str) -> Acks {
-        self.lock_acks()
-            .get(experiment_id)
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    pub fn last_error(&self) -> Option<String> {
-        self.last_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    fn lock_acks(&self) -> std::sync::MutexGuard<'_, HashMap<String, Acks>> {
-        self.acks.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn record(&self, experiment_id: &str, state: pb::FaultState) {
-        let now = Instant::now();
-        {
-            let mut acks = self.lock_acks();
-            let a = acks.entry(experiment_id.to_string()).or_default();
-            match state {
-                pb::FaultState::Applied => {
-                    a.applied += 1;
-                    a.last_applied = Some(now);
-                }
-                _ => {
-                    a.reverted += 1;
-                    a.last_reverted = Some(now);
-                    a.last_reverted_unix_ms = unix_ms();
-                }
-            }
-        }
-        self.changed.notify_waiters();
-    }
-
-    /// Waits until `done(acks)` holds for `experiment_id`, or `timeout` passes.
-    pub async fn wait_for(
-        &self,
-        experiment_id: &str,
-        timeout: Duration,
-        done: impl Fn(&Acks) -> bool,
-    ) -> Result<Acks, SimError> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let notified = self.changed.notified();
-            let acks = self.acks(experiment_id);
-            if done(&acks) {
-                return Ok(acks);
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return Err(SimError(format!(
-                    "experiment {experiment_id}: timed out after {timeout:?}; the agents \
-                     acknowledged {} apply(s) and {} revert(s)",
-                    acks.applied, acks.reverted
-                )));
-            }
-        }
-    }
-}
-
-pub fn unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 /// Issues `agent-<name>.pem` for every name into `dir` (which already holds the certs-init
 /// layout with ca.pem and ca-key.pem).
 pub fn issue_certs(dir: &Path, names: &[String]) -> Result<(), SimError> {
     let ca = Ca::load(&dir.join("ca.pem"), &dir.join("ca-key.pem"))?;
     for name in names {
-        let issued = ca.issue(&Identity::new(Role::Agent, name.clone()), &[], Validity::days(2))?;
-        pki::write_file(&dir.join(format!("agent-{name}.pem")), &issued.cert_pem, false)?;
+        let issued = ca.issue(
+            &Identity::new(Role::Agent, name.clone()),
+            &[],
+            Validity::days(2),
+        )?;
+        pki::write_file(
+            &dir.join(format!("agent-{name}.pem")),
+            &issued.cert_pem,
+            false,
+        )?;
         pki::write_file(
             &dir.join(format!("agent-{name}-key.pem")),
             &issued.key_pem,
@@ -157,7 +72,9 @@ impl Fleet {
         let shared = Arc::new(Shared::default());
         let (trip, trip_rx) = watch::channel(false);
         let stop = CancellationToken::new();
-        let gate = Arc::new(tokio::sync::Semaphore::new(config.connect_concurrency.max(1)));
+        let gate = Arc::new(tokio::sync::Semaphore::new(
+            config.connect_concurrency.max(1),
+        ));
         let n = config.names.len().max(1);
         let tasks = config
             .names
@@ -166,6 +83,7 @@ impl Fleet {
             .map(|(i, name)| {
                 let sim = SimAgent {
                     name: name.clone(),
+                    zone: format!("z{}", i % 3),
                     url: config.url.clone(),
                     paths: CertPaths::in_dir(&config.certs_dir, &format!("agent-{name}")),
                     interval: config.telemetry_interval,
@@ -225,6 +143,7 @@ impl Fleet {
 
 struct SimAgent {
     name: String,
+    zone: String,
     url: CoordinatorUrl,
     paths: CertPaths,
     interval: Duration,
@@ -244,11 +163,7 @@ impl SimAgent {
             }
             if let Err(e) = result {
                 self.shared.session_errors.fetch_add(1, Ordering::Relaxed);
-                *self
-                    .shared
-                    .last_error
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner()) = Some(format!("{}: {e}", self.name));
+                self.shared.set_last_error(format!("{}: {e}", self.name));
             }
             tokio::select! {
                 _ = self.stop.cancelled() => return,
@@ -260,7 +175,7 @@ impl SimAgent {
     fn hello(&self) -> pb::AgentMessage {
         let labels = [
             ("sim".to_string(), "true".to_string()),
-            ("zone".to_string(), format!("z{}", self.name.len() % 3)),
+            ("zone".to_string(), self.zone.clone()),
         ];
         pb::AgentMessage {
             msg: Some(Out::Hello(pb::Hello {
@@ -279,7 +194,11 @@ impl SimAgent {
     async fn session(&mut self) -> Result<(), SimError> {
         let (tx, rx) = mpsc::channel::<pb::AgentMessage>(256);
         let mut inbound = {
-            let _permit = self.gate.acquire().await.map_err(|e| SimError(e.to_string()))?;
+            let _permit = self
+                .gate
+                .acquire()
+                .await
+                .map_err(|e| SimError(e.to_string()))?;
             let channel = tls::connect(&self.url, &self.paths, Duration::from_secs(10)).await?;
             let mut client = pb::agent_session_client::AgentSessionClient::new(channel);
             tx.send(self.hello()).await.map_err(|_| closed())?;
@@ -308,18 +227,18 @@ impl SimAgent {
     ) -> Result<(), SimError> {
         // fault id -> experiment id
         let mut held: HashMap<String, String> = HashMap::new();
-        let mut tick = tokio::time::interval_at(
-            tokio::time::Instant::now() + self.phase,
-            self.interval,
-        );
+        let mut tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + self.phase, self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut trip_open = true;
         loop {
             tokio::select! {
                 _ = self.stop.cancelled() => return Ok(()),
                 _ = tick.tick() => self.telemetry(tx, held.len()).await?,
-                changed = self.trip.changed() => {
-                    if changed.is_ok() {
-                        self.telemetry(tx, held.len()).await?;
+                changed = self.trip.changed(), if trip_open => {
+                    match changed {
+                        Ok(()) => self.telemetry(tx, held.len()).await?,
+                        Err(_) => trip_open = false,
                     }
                 }
                 message = inbound.message() => {
@@ -343,7 +262,8 @@ impl SimAgent {
                 held.insert(a.fault_id.clone(), a.experiment_id.clone());
                 let status = status(&a.fault_id, &a.experiment_id, pb::FaultState::Applied, 0);
                 tx.send(status).await.map_err(|_| closed())?;
-                self.shared.record(&a.experiment_id, pb::FaultState::Applied);
+                self.shared
+                    .record(&a.experiment_id, pb::FaultState::Applied);
             }
             Some(In::Revert(r)) => {
                 if let Some(exp) = held.remove(&r.fault_id) {
@@ -406,7 +326,12 @@ impl SimAgent {
     }
 }
 
-fn status(fault_id: &str, experiment_id: &str, state: pb::FaultState, reason: i32) -> pb::AgentMessage {
+fn status(
+    fault_id: &str,
+    experiment_id: &str,
+    state: pb::FaultState,
+    reason: i32,
+) -> pb::AgentMessage {
     pb::AgentMessage {
         msg: Some(Out::FaultStatus(pb::FaultStatus {
             fault_id: fault_id.to_string(),

@@ -1,0 +1,174 @@
+//! Running a stress fault: starting the workers in the target's cgroups (before they work),
+//! and judging their health (an OOM kill is `oom_killed`, never a silent success).
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::{StressDriver, StressRecipe};
+use crate::engine::driver::{DriverError, Health};
+use crate::host::cgroup::{self, CgroupDir};
+use crate::host::child::Running;
+
+/// A worker that ends this close to its deadline has simply finished.
+const END_SLACK: Duration = Duration::from_secs(1);
+
+impl StressDriver {
+    pub(super) fn start(
+        &self,
+        mut r: StressRecipe,
+    ) -> Result<(StressRecipe, Vec<Running>), DriverError> {
+        let mut joined = Vec::new();
+        for d in &r.cgroups {
+            if cgroup::needs_leaf(d) {
+                let leaf = d.child(&r.leaf_name());
+                cgroup::create(&leaf.dir).map_err(|e| DriverError::Other(e.to_string()))?;
+                joined.push(leaf);
+            } else {
+                joined.push(d.clone());
+            }
+        }
+        if r.kind == "memory" {
+            r.oom_base = joined
+                .iter()
+                .filter(|d| d.hierarchy.has("memory"))
+                .filter_map(|d| Some((d.dir.clone(), cgroup::oom_kills(d)?)))
+                .collect();
+            r.host_oom_base = self.host.proc().vmstat_oom_kills();
+            r.limit_hits_base = joined
+                .iter()
+                .filter(|d| d.hierarchy.has("memory"))
+                .filter_map(|d| Some((d.dir.clone(), cgroup::limit_hits(d)?)))
+                .collect();
+        }
+        r.joined = joined;
+        let mut workers: Vec<Running> = Vec::new();
+        let result = self.start_workers(&r, &mut workers);
+        if let Err(e) = result {
+            for w in &mut workers {
+                let _ = w.kill();
+            }
+            return Err(e);
+        }
+        r.pids = workers.iter().map(|w| w.ident).collect();
+        Ok((r, workers))
+    }
+
+    fn start_workers(&self, r: &StressRecipe, out: &mut Vec<Running>) -> Result<(), DriverError> {
+        for (i, extra) in r.workers.iter().enumerate() {
+            let mut args = vec![
+                crate::host::worker::WORKER_ARG.to_string(),
+                r.kind.clone(),
+                "--fault-id".into(),
+                r.fault_id.clone(),
+                "--deadline-unix-ms".into(),
+                r.deadline_unix_ms.to_string(),
+                "--parent-pid".into(),
+                std::process::id().to_string(),
+                "--index".into(),
+                i.to_string(),
+            ];
+            args.extend(extra.iter().cloned());
+            let w = Running::start(&r.exe, &args, self.host.proc())
+                .map_err(|e| DriverError::io(format!("start worker {}", r.exe.display()), e))?;
+            out.push(w);
+            let w = out
+                .last_mut()
+                .ok_or_else(|| DriverError::Other("no worker".into()))?;
+            for d in &r.joined {
+                cgroup::join(&d.dir, w.pid()).map_err(|e| DriverError::Other(e.to_string()))?;
+            }
+            w.send("go")
+                .map_err(|e| DriverError::io(format!("tell worker pid {} to go", w.pid()), e))?;
+        }
+        Ok(())
+    }
+
+    fn failure(&self, r: &StressRecipe, w: &mut Running) -> Option<(String, Vec<(String, u64)>)> {
+        let st = w.poll_exit()?;
+        use std::os::unix::process::ExitStatusExt;
+        if r.kind == "memory" && st.signal() == Some(libc::SIGKILL) {
+            let grew = |bases: &[(PathBuf, u64)], read: fn(&CgroupDir) -> Option<u64>| {
+                bases.iter().any(|(dir, base)| {
+                    r.joined
+                        .iter()
+                        .find(|d| &d.dir == dir)
+                        .and_then(read)
+                        .is_some_and(|now| now > *base)
+                })
+            };
+            // The kill counters, or (kernels without them) the limit was hit meanwhile.
+            let cg_oom = grew(&r.oom_base, cgroup::oom_kills)
+                || grew(&r.limit_hits_base, cgroup::limit_hits);
+            let host_oom = matches!(
+                (r.host_oom_base, self.host.proc().vmstat_oom_kills()),
+                (Some(a), Some(b)) if b > a
+            );
+            if cg_oom || host_oom {
+                return Some(("oom_killed".into(), vec![("oom_killed".into(), 1)]));
+            }
+            return Some((
+                format!("memory worker pid {} was killed by SIGKILL", w.pid()),
+                Vec::new(),
+            ));
+        }
+        let deadline = UNIX_EPOCH + Duration::from_millis(r.deadline_unix_ms);
+        if SystemTime::now() + END_SLACK >= deadline {
+            return None;
+        }
+        let why = w
+            .reports()
+            .error
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default();
+        Some((
+            format!("{} worker pid {} exited early ({st}){why}", r.kind, w.pid()),
+            Vec::new(),
+        ))
+    }
+
+    pub(super) fn health_of(&self, r: &StressRecipe) -> Health {
+        let mut live = self.live();
+        let Some(l) = live.get_mut(&r.fault_id) else {
+            let n = r
+                .pids
+                .iter()
+                .filter(|p| self.host.proc().is_alive(**p))
+                .count();
+            return Health::Ok(vec![("workers_running".into(), n as u64)]);
+        };
+        let mut counters = sum_counters(&l.workers, counter_keys(&l.recipe.kind));
+        let mut running = 0u64;
+        for i in 0..l.workers.len() {
+            let (rec, w) = (&l.recipe, &mut l.workers[i]);
+            if let Some((error, extra)) = self.failure(rec, w) {
+                counters.extend(extra);
+                return Health::Failed { error, counters };
+            }
+            if w.poll_exit().is_none() {
+                running += 1;
+            }
+        }
+        counters.push(("workers_running".into(), running));
+        Health::Ok(counters)
+    }
+}
+
+fn sum_counters(workers: &[Running], keys: &[&str]) -> Vec<(String, u64)> {
+    keys.iter()
+        .map(|k| {
+            let v = workers
+                .iter()
+                .filter_map(|w| w.reports().counters.get(*k).copied())
+                .sum();
+            (k.to_string(), v)
+        })
+        .collect()
+}
+
+fn counter_keys(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "cpu" => &["cpu_ms"],
+        "memory" => &["rss_bytes"],
+        _ => &["bytes_written", "fsyncs"],
+    }
+}

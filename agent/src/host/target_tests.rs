@@ -1,0 +1,312 @@
+//! Target resolution over fake /proc and cgroup trees shaped like kubelet nodes (systemd and
+//! cgroupfs drivers, v2 and v1 layouts), and the never-targetable rules.
+
+use super::*;
+
+const CID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+const UID: &str = "5f0e1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b";
+/// The agent's fake PID, its parent and grandparent (whose parent is PID 1).
+const SELF: u32 = 500;
+
+struct Fake {
+    dir: tempfile::TempDir,
+}
+
+impl Fake {
+    /// `mounts`: (mount point under <tmp>/cg, type, super options).
+    fn new(mounts: &[(&str, &str, &str)]) -> Fake {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = Fake { dir };
+        let mut info = String::new();
+        for (i, (m, ty, opts)) in mounts.iter().enumerate() {
+            let mp = f.cg().join(m);
+            std::fs::create_dir_all(&mp).expect("mkdir mount");
+            info.push_str(&format!(
+                "{} 1 0:{i} / {} rw - {ty} {ty} {opts}\n",
+                30 + i,
+                mp.display()
+            ));
+        }
+        let me = f.proc_dir().join("self");
+        std::fs::create_dir_all(&me).expect("mkdir");
+        std::fs::write(me.join("mountinfo"), info).expect("mountinfo");
+        f.process(1, 0, "systemd", 1, "0::/init.scope\n");
+        f.process(
+            300,
+            1,
+            "containerd",
+            10,
+            "0::/system.slice/containerd.service\n",
+        );
+        f.process(400, 300, "bash", 20, "0::/\n");
+        f.process(SELF, 400, "faultline-agent", 30, "0::/\n");
+        f
+    }
+
+    fn cg(&self) -> std::path::PathBuf {
+        self.dir.path().join("cg")
+    }
+
+    fn proc_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("proc")
+    }
+
+    fn process(&self, pid: u32, ppid: u32, comm: &str, start: u64, cgroup: &str) {
+        let d = self.proc_dir().join(pid.to_string());
+        std::fs::create_dir_all(&d).expect("mkdir proc");
+        let stat = format!(
+            "{pid} ({comm}) S {ppid} {pid} {pid} 0 -1 0 0 0 0 0 5 1 0 0 20 0 1 0 {start} 1000 10"
+        );
+        std::fs::write(d.join("stat"), stat).expect("stat");
+        std::fs::write(d.join("cmdline"), format!("{comm}\0--flag\0")).expect("cmdline");
+        std::fs::write(d.join("cgroup"), cgroup).expect("cgroup");
+    }
+
+    fn mkcg(&self, rel: &str) -> std::path::PathBuf {
+        let d = self.cg().join(rel);
+        std::fs::create_dir_all(&d).expect("mkdir cgroup");
+        d
+    }
+
+    fn resolver(&self, protected: Protected) -> Resolver {
+        let cfg = HostConfig {
+            protected,
+            cgroup_root: self.cg(),
+            proc_root: self.proc_dir(),
+            ..HostConfig::default()
+        };
+        let mut r = Resolver::new(&cfg);
+        r.self_pid = SELF;
+        r
+    }
+}
+
+fn refused(r: Result<Resolved, DriverError>) -> String {
+    match r {
+        Err(DriverError::Refused(m)) => m,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+fn container(id: &str, uid: &str) -> Target {
+    Target::Container(ContainerRef {
+        container_id: id.into(),
+        pod_uid: uid.into(),
+        ..ContainerRef::default()
+    })
+}
+
+#[test]
+fn container_ids_and_pod_uids_match_both_kubelet_spellings() {
+    let systemd = format!(
+        "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{CID}.scope",
+        UID.replace('-', "_")
+    );
+    let cgroupfs = format!("/kubepods/burstable/pod{UID}/{CID}");
+    for p in [
+        &systemd,
+        &cgroupfs,
+        &format!("/system.slice/docker-{CID}.scope"),
+    ] {
+        assert!(path_has_container(p, CID), "{p}");
+        assert!(path_has_container(p, &CID[..12]), "short id in {p}");
+    }
+    assert!(!path_has_container(&format!("/x/ab{CID}"), CID));
+    assert_eq!(
+        pod_cgroup(&systemd, UID).as_deref(),
+        Some(
+            format!(
+                "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice",
+                UID.replace('-', "_")
+            )
+            .as_str()
+        )
+    );
+    assert_eq!(
+        pod_cgroup(&cgroupfs, UID).as_deref(),
+        Some(format!("/kubepods/burstable/pod{UID}").as_str())
+    );
+    assert_eq!(
+        pod_cgroup(&cgroupfs, &UID[..8]),
+        None,
+        "a prefix of a UID is another pod"
+    );
+    assert_eq!(bare_container_id(&format!("containerd://{CID}")), CID);
+    assert_eq!(
+        bare_container_id(&format!("docker://{}", CID.to_uppercase())),
+        CID
+    );
+}
+
+#[test]
+fn v2_systemd_node_container_and_pod() {
+    let f = Fake::new(&[("unified", "cgroup2", "rw")]);
+    let pod = format!(
+        "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice",
+        UID.replace('-', "_")
+    );
+    let ctr = format!("{pod}/cri-containerd-{CID}.scope");
+    let pause = format!("{pod}/cri-containerd-{}.scope", "f".repeat(64));
+    f.mkcg(&format!("unified{ctr}"));
+    f.mkcg(&format!("unified{pause}"));
+    f.process(900, 300, "pause", 100, &format!("0::{pause}\n"));
+    f.process(901, 300, "nginx", 101, &format!("0::{ctr}\n"));
+    f.process(902, 901, "nginx", 102, &format!("0::{ctr}\n"));
+    let r = f.resolver(Protected::default());
+
+    let got = r
+        .resolve(&container(&format!("containerd://{CID}"), ""))
+        .expect("container");
+    assert_eq!(got.pids, [901, 902]);
+    assert_eq!(got.cgroups.len(), 1);
+    assert_eq!(got.cgroups[0].path, ctr);
+    assert_eq!(got.cgroups[0].dir, f.cg().join(format!("unified{ctr}")));
+    assert_eq!(got.netns, Some(f.proc_dir().join("901/ns/net")));
+    assert_eq!(got.description, format!("container containerd://{CID}"));
+
+    let got = r.resolve(&container("", UID)).expect("pod");
+    assert_eq!(got.pids, [900, 901, 902]);
+    assert_eq!(got.cgroups.len(), 1);
+    assert_eq!(got.cgroups[0].path, pod);
+
+    let msg = refused(r.resolve(&container(&"e".repeat(64), "")));
+    assert!(
+        msg.contains("no process on this host is in its cgroup"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn v1_cgroupfs_node_maps_every_hierarchy() {
+    let f = Fake::new(&[
+        ("memory", "cgroup", "rw,memory"),
+        ("cpu,cpuacct", "cgroup", "rw,cpu,cpuacct"),
+        ("systemd", "cgroup", "rw,xattr,name=systemd"),
+        ("unified", "cgroup2", "rw"),
+    ]);
+    let pod = format!("/kubepods/burstable/pod{UID}");
+    let ctr = format!("{pod}/{CID}");
+    for h in ["memory", "cpu,cpuacct", "systemd"] {
+        f.mkcg(&format!("{h}{ctr}"));
+    }
+    let lines = format!("12:memory:{ctr}\n4:cpu,cpuacct:{ctr}\n1:name=systemd:{ctr}\n0::/\n");
+    f.process(700, 300, "redis-server", 70, &lines);
+    let r = f.resolver(Protected::default());
+
+    let got = r
+        .resolve(&container(&format!("docker://{CID}"), ""))
+        .expect("container");
+    let labels: Vec<String> = got.cgroups.iter().map(CgroupDir::describe).collect();
+    assert_eq!(
+        labels,
+        [
+            format!("memory:{ctr}"),
+            format!("cpu,cpuacct:{ctr}"),
+            format!("name=systemd:{ctr}"),
+            "cgroup2:/".to_string()
+        ]
+    );
+
+    let got = r.resolve(&container("", UID)).expect("pod");
+    let mut labels: Vec<String> = got.cgroups.iter().map(CgroupDir::describe).collect();
+    labels.sort();
+    assert_eq!(
+        labels,
+        [
+            format!("cpu,cpuacct:{pod}"),
+            format!("memory:{pod}"),
+            format!("name=systemd:{pod}")
+        ]
+    );
+
+    // A cgroup path: wherever it exists.
+    f.mkcg("memory/batch");
+    let got = r.resolve(&Target::Cgroup("/batch".into())).expect("cgroup");
+    assert_eq!(got.cgroups.len(), 1);
+    assert_eq!(got.cgroups[0].dir, f.cg().join("memory/batch"));
+    let msg = refused(r.resolve(&Target::Cgroup("/nope".into())));
+    assert!(
+        msg.contains("cgroup /nope does not exist in any cgroup hierarchy"),
+        "{msg}"
+    );
+
+    // The host: the root of every hierarchy.
+    let got = r.resolve(&Target::Host).expect("host");
+    assert_eq!(got.cgroups.len(), 4);
+    assert!(got.cgroups.iter().all(|c| c.dir == c.hierarchy.mount));
+    assert!(got.pids.is_empty());
+}
+
+#[test]
+fn never_targetable_processes_are_refused_with_the_reason() {
+    let f = Fake::new(&[("unified", "cgroup2", "rw")]);
+    f.process(600, 300, "sshd", 60, "0::/system.slice/ssh.service\n");
+    f.process(
+        601,
+        300,
+        "kubelet",
+        61,
+        "0::/system.slice/kubelet.service/x\n",
+    );
+    f.process(602, 300, "app", 62, "0::/apps/a\n");
+    f.process(603, 300, "app", 63, "0::/apps/a\n");
+    f.mkcg("unified/apps/a");
+    f.mkcg("unified/system.slice/kubelet.service");
+    let r = f.resolver(Protected {
+        pids: vec![603],
+        names: vec!["^sshd$".into()],
+        cgroups: vec!["/system.slice/kubelet.service/".into()],
+    });
+    let cases: &[(u32, &str)] = &[
+        (1, "pid 1 is the host's init process"),
+        (SELF, "pid 500 is the agent itself"),
+        (400, "pid 400 is an ancestor of the agent (pid 500)"),
+        (300, "pid 300 is an ancestor of the agent"),
+        (603, "pid 603 is in the agent's protected pids"),
+        (
+            600,
+            "pid 600 (sshd) matches the protected name pattern \"^sshd$\"",
+        ),
+        (
+            601,
+            "pid 601 is in the protected cgroup /system.slice/kubelet.service",
+        ),
+        (99999, "pid 99999 does not exist"),
+    ];
+    for (pid, want) in cases {
+        let msg = refused(r.resolve(&Target::Pid(*pid)));
+        assert!(msg.contains(want), "pid {pid}: {msg}");
+    }
+    let ok = r.resolve(&Target::Pid(602)).expect("an ordinary process");
+    assert_eq!(ok.pids, [602]);
+    assert_eq!(ok.cgroups[0].path, "/apps/a");
+
+    let msg = refused(r.resolve(&Target::Cgroup("/system.slice/kubelet.service/pods".into())));
+    assert!(
+        msg.contains("under the protected cgroup /system.slice/kubelet.service"),
+        "{msg}"
+    );
+    // A cgroup whose processes include a protected one is fine as a cgroup target ...
+    assert!(r.resolve(&Target::Cgroup("/apps/a".into())).is_ok());
+    // ... but a container holding the agent is not.
+    f.process(
+        SELF,
+        400,
+        "faultline-agent",
+        30,
+        &format!("0::/docker/{CID}\n"),
+    );
+    f.mkcg(&format!("unified/docker/{CID}"));
+    let msg = refused(r.resolve(&container(CID, "")));
+    assert!(msg.contains("pid 500 is the agent itself"), "{msg}");
+}
+
+#[test]
+fn bad_protected_patterns_are_reported() {
+    let p = Protected {
+        names: vec!["ok".into(), "(".into()],
+        ..Protected::default()
+    };
+    let err = p.validate().expect_err("bad regex");
+    assert!(err.starts_with("protected_names[1] \"(\""), "{err}");
+}

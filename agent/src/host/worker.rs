@@ -1,0 +1,303 @@
+//! The worker side of stress faults: `faultline-agent __worker <cpu|memory|io> --fault-id ID
+//! --deadline-unix-ms N --parent-pid P ...`. A worker dies with the agent (PR_SET_PDEATHSIG,
+//! EOF on stdin), waits for "go" (sent once it is in the target's cgroups), works until its own
+//! deadline, and reports counters as JSON lines on stdout.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::sys::signal::Signal;
+
+use super::os;
+
+pub const WORKER_ARG: &str = "__worker";
+pub const GUARD_ARG: &str = "__guard";
+
+/// Exit codes of a worker that did not run.
+pub const EXIT_USAGE: i32 = 2;
+pub const EXIT_ORPHAN: i32 = 3;
+pub const EXIT_FAILED: i32 = 4;
+
+const SLICE: Duration = Duration::from_millis(10);
+/// Most CPU time a cpu worker catches up on after being starved.
+const MAX_DEFICIT: f64 = 0.1;
+const CHUNK: usize = 1 << 20;
+const PAGE: usize = 4096;
+
+/// `--key value` pairs after the role (and kind).
+pub fn parse_opts(args: &[String]) -> Result<BTreeMap<String, String>, String> {
+    let mut out = BTreeMap::new();
+    let mut it = args.iter();
+    while let Some(k) = it.next() {
+        let key = k
+            .strip_prefix("--")
+            .ok_or_else(|| format!("unexpected argument {k:?}"))?;
+        let v = it.next().ok_or_else(|| format!("--{key} needs a value"))?;
+        out.insert(key.to_string(), v.clone());
+    }
+    Ok(out)
+}
+
+pub fn opt<T: std::str::FromStr>(o: &BTreeMap<String, String>, key: &str) -> Result<T, String> {
+    let v = o.get(key).ok_or_else(|| format!("--{key} is missing"))?;
+    v.parse()
+        .map_err(|_| format!("--{key} {v:?} is not a valid value"))
+}
+
+/// A unix-ms deadline as an `Instant` (now when it has passed).
+pub fn deadline_instant(unix_ms: u64) -> Instant {
+    let at = UNIX_EPOCH + Duration::from_millis(unix_ms);
+    let left = at
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO);
+    Instant::now() + left
+}
+
+/// Writes one JSON line to stdout; the agent keeps the latest of each counter.
+fn emit(v: serde_json::Value) {
+    let mut out = std::io::stdout().lock();
+    // A closed pipe means the agent is gone; stdin EOF ends us right after.
+    let _ = writeln!(out, "{v}").and_then(|()| out.flush());
+}
+
+/// Entry point for `__worker ...` and `__guard ...` (`args[0]` is the role).
+pub fn main(args: &[String]) -> i32 {
+    match args.first().map(String::as_str) {
+        Some(WORKER_ARG) => worker(&args[1..]),
+        Some(GUARD_ARG) => super::guard::main(&args[1..]),
+        other => {
+            eprintln!("faultline worker: unknown role {other:?}; use __worker or __guard");
+            EXIT_USAGE
+        }
+    }
+}
+
+fn worker(args: &[String]) -> i32 {
+    let Some((kind, rest)) = args.split_first() else {
+        eprintln!("faultline worker: missing kind (cpu, memory or io)");
+        return EXIT_USAGE;
+    };
+    let o = match parse_opts(rest) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("faultline worker: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    match run(kind, &o) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("faultline worker {kind}: {e}");
+            emit(serde_json::json!({ "error": e }));
+            EXIT_FAILED
+        }
+    }
+}
+
+fn run(kind: &str, o: &BTreeMap<String, String>) -> Result<i32, String> {
+    let parent: u32 = opt(o, "parent-pid")?;
+    let end = deadline_instant(opt(o, "deadline-unix-ms")?);
+    // Die with the spawner thread, then make sure it had not already gone before this point.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+        .map_err(|e| format!("PR_SET_PDEATHSIG: {e}"))?;
+    if u32::try_from(nix::unistd::getppid().as_raw()).ok() != Some(parent) {
+        return Ok(EXIT_ORPHAN);
+    }
+    let mut line = String::new();
+    let stdin = std::io::stdin();
+    if stdin.lock().read_line(&mut line).is_err() || line.trim() != "go" {
+        return Ok(0);
+    }
+    let file: Option<PathBuf> = o.get("file").map(PathBuf::from);
+    let cleanup = file.clone();
+    // Any more input is ignored; EOF means the agent is gone.
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        loop {
+            match std::io::stdin().lock().read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    if let Some(f) = &cleanup {
+                        let _ = std::fs::remove_file(f);
+                    }
+                    std::process::exit(0);
+                }
+                Ok(_) => {}
+            }
+        }
+    });
+    match kind {
+        "cpu" => cpu(opt(o, "load")?, end),
+        "memory" => memory(opt(o, "bytes")?, end)?,
+        "io" => {
+            let file = file.ok_or("--file is missing")?;
+            let r = io(&file, opt(o, "size")?, opt(o, "rate")?, end);
+            let _ = std::fs::remove_file(&file);
+            r?;
+        }
+        other => return Err(format!("unknown kind {other:?}; use cpu, memory or io")),
+    }
+    Ok(0)
+}
+
+/// Busy for `load`% of every 10 ms slice, measured on this thread's CPU clock so time lost to
+/// other processes is made up (up to 100 ms of it).
+fn cpu(load: u32, end: Instant) {
+    let share = f64::from(load.clamp(1, 100)) / 100.0;
+    let start = Instant::now();
+    let cpu0 = os::thread_cpu_time();
+    let mut forgiven = 0.0f64;
+    let mut slice_start = start;
+    let mut last_report = start;
+    while Instant::now() < end {
+        let slice_end = (slice_start + SLICE).min(end);
+        let used = (os::thread_cpu_time() - cpu0).as_secs_f64();
+        let mut target = (slice_end - start).as_secs_f64() * share - forgiven;
+        if target - used > MAX_DEFICIT {
+            forgiven += target - used - MAX_DEFICIT;
+            target = used + MAX_DEFICIT;
+        }
+        while Instant::now() < slice_end && (os::thread_cpu_time() - cpu0).as_secs_f64() < target {
+            std::hint::spin_loop();
+        }
+        let now = Instant::now();
+        if now < slice_end {
+            std::thread::sleep(slice_end - now);
+        }
+        slice_start = slice_end;
+        if Instant::now() > slice_start + SLICE {
+            slice_start = Instant::now();
+        }
+        if last_report.elapsed() >= Duration::from_secs(1) {
+            last_report = Instant::now();
+            let ms = (os::thread_cpu_time() - cpu0).as_millis() as u64;
+            emit(serde_json::json!({ "cpu_ms": ms }));
+        }
+    }
+}
+
+fn own_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * procfs::page_size())
+}
+
+/// Allocates `bytes`, writes one byte per 4 KiB page as fast as it can, and holds the memory
+/// until the deadline.
+fn memory(bytes: u64, end: Instant) -> Result<(), String> {
+    let n = usize::try_from(bytes).map_err(|_| format!("{bytes} bytes do not fit in memory"))?;
+    let mut block: Vec<u8> = Vec::new();
+    block
+        .try_reserve_exact(n)
+        .map_err(|e| format!("cannot reserve {bytes} bytes: {e}"))?;
+    let pages = block.spare_capacity_mut();
+    let step = 64 << 20;
+    let mut i = 0;
+    while i < n {
+        let upto = (i + step).min(n);
+        os::populate(&mut pages[i..upto]);
+        for page in (i..upto).step_by(PAGE) {
+            std::hint::black_box(pages[page].write(1));
+        }
+        i = upto;
+        emit(serde_json::json!({ "rss_bytes": own_rss(), "touched_bytes": i }));
+    }
+    while Instant::now() < end {
+        std::thread::sleep((end - Instant::now()).min(Duration::from_millis(500)));
+        emit(serde_json::json!({ "rss_bytes": own_rss(), "touched_bytes": n }));
+    }
+    std::hint::black_box(&block);
+    Ok(())
+}
+
+/// Writes `size` bytes into `file` in 1 MiB chunks (smaller under a low rate), fsync after
+/// each chunk, starting over when full, at most `rate` bytes/s (0 = as fast as it can).
+fn io(file: &Path, size: u64, rate: u64, end: Instant) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(file)
+        .map_err(|e| format!("{}: {e}", file.display()))?;
+    let chunk = if rate > 0 && rate < 4 * CHUNK as u64 {
+        ((rate / 4) as usize / PAGE * PAGE).clamp(PAGE, CHUNK)
+    } else {
+        CHUNK
+    };
+    let buf: Vec<u8> = (0..chunk)
+        .map(|i| (i.wrapping_mul(31) % 251) as u8)
+        .collect();
+    let start = Instant::now();
+    let (mut written, mut fsyncs, mut pos) = (0u64, 0u64, 0u64);
+    let mut last_report = start;
+    while Instant::now() < end {
+        let n = (chunk as u64).min(size - pos) as usize;
+        f.write_all(&buf[..n])
+            .and_then(|()| f.sync_all())
+            .map_err(|e| format!("{}: {e}", file.display()))?;
+        written += n as u64;
+        fsyncs += 1;
+        pos += n as u64;
+        if pos >= size {
+            pos = 0;
+            f.seek(SeekFrom::Start(0))
+                .map_err(|e| format!("{}: {e}", file.display()))?;
+        }
+        if last_report.elapsed() >= Duration::from_millis(200) {
+            last_report = Instant::now();
+            emit(serde_json::json!({ "bytes_written": written, "fsyncs": fsyncs }));
+        }
+        if rate > 0 {
+            let due = start + Duration::from_secs_f64(written as f64 / rate as f64);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep((due - now).min(end.saturating_duration_since(now)));
+            }
+        }
+    }
+    emit(serde_json::json!({ "bytes_written": written, "fsyncs": fsyncs }));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn options_parse_and_name_what_is_wrong() {
+        let o = parse_opts(&strings(&["--fault-id", "f1", "--load", "50"])).expect("parse");
+        assert_eq!(opt::<u32>(&o, "load"), Ok(50));
+        assert_eq!(opt::<String>(&o, "fault-id").as_deref(), Ok("f1"));
+        assert_eq!(
+            opt::<u32>(&o, "workers"),
+            Err("--workers is missing".to_string())
+        );
+        assert!(parse_opts(&strings(&["--load"]))
+            .expect_err("no value")
+            .contains("--load needs a value"));
+        assert!(parse_opts(&strings(&["load"]))
+            .expect_err("bare")
+            .contains("unexpected argument"));
+    }
+
+    #[test]
+    fn unknown_roles_are_usage_errors() {
+        assert_eq!(main(&strings(&["__nope"])), EXIT_USAGE);
+        assert_eq!(main(&strings(&["__worker"])), EXIT_USAGE);
+        assert_eq!(main(&strings(&["__worker", "cpu", "--load"])), EXIT_USAGE);
+    }
+
+    #[test]
+    fn a_past_deadline_is_now() {
+        let d = deadline_instant(0);
+        assert!(d <= Instant::now());
+    }
+}

@@ -1,0 +1,160 @@
+//! Loads and attaches a drop object's programs for one fault: TCX links on an interface (inside
+//! the interface's netns, on the netns thread) or cgroup links on a cgroup2 directory. Links
+//! are never pinned: the kernel detaches them when their last file descriptor closes, i.e. on
+//! revert or when the agent process dies.
+
+use std::fs::File;
+use std::path::Path;
+
+use aya::programs::cgroup_skb::CgroupSkbAttachType;
+use aya::programs::links::CgroupAttachMode;
+use aya::programs::links::FdLink;
+use aya::programs::tc::TcAttachOptions;
+use aya::programs::{CgroupSkb, LinkOrder, SchedClassifier, TcAttachType};
+use aya::Ebpf;
+
+use super::netns;
+use super::plan::Scope;
+use super::rules::Hook;
+use crate::engine::driver::DriverError;
+
+/// The object with its programs attached; dropping `links` detaches them.
+pub struct Attached {
+    pub ebpf: Ebpf,
+    pub links: Vec<FdLink>,
+    pub prog_ids: Vec<u32>,
+    pub link_ids: Vec<u32>,
+}
+
+/// Kernel name of the program for a scope and hook (functions of `ebpf/drop.bpf.c`).
+pub fn program_name(scope: &Scope, hook: Hook) -> &'static str {
+    match (scope, hook) {
+        (Scope::Interface { .. }, Hook::Ingress) => "fl_drop_tc_in",
+        (Scope::Interface { .. }, Hook::Egress) => "fl_drop_tc_eg",
+        (Scope::Cgroup { .. }, Hook::Ingress) => "fl_drop_cg_in",
+        (Scope::Cgroup { .. }, Hook::Egress) => "fl_drop_cg_eg",
+    }
+}
+
+/// Loads and attaches the programs for `hooks`. On error, whatever was attached is detached
+/// again (the links drop with the object).
+pub fn attach(ebpf: Ebpf, scope: &Scope, hooks: &[Hook]) -> Result<Attached, DriverError> {
+    let hooks = hooks.to_vec();
+    match scope {
+        Scope::Interface { netns, interface } => {
+            let iface = interface.clone();
+            let scope = scope.clone();
+            netns::run_in(netns.as_deref(), move || {
+                attach_tc(ebpf, &scope, &iface, &hooks)
+            })
+            .map_err(|e| DriverError::Other(e.to_string()))?
+        }
+        Scope::Cgroup { dir, .. } => attach_cgroup(ebpf, scope, dir, &hooks),
+    }
+}
+
+fn wrap<E: std::error::Error>(what: &str) -> impl Fn(E) -> DriverError + '_ {
+    move |e| DriverError::Other(format!("{what}: {}", super::ebpf::chain(&e)))
+}
+
+/// Records a taken link and its program's id.
+fn keep(
+    out: &mut Attached,
+    what: &str,
+    link: FdLink,
+    prog_info: Result<aya::programs::ProgramInfo, aya::programs::ProgramError>,
+) -> Result<(), DriverError> {
+    out.prog_ids.push(prog_info.map_err(wrap(what))?.id());
+    out.link_ids.push(link.info().map_err(wrap(what))?.id());
+    out.links.push(link);
+    Ok(())
+}
+
+fn attach_tc(
+    ebpf: Ebpf,
+    scope: &Scope,
+    iface: &str,
+    hooks: &[Hook],
+) -> Result<Attached, DriverError> {
+    let mut out = Attached {
+        ebpf,
+        links: Vec::new(),
+        prog_ids: Vec::new(),
+        link_ids: Vec::new(),
+    };
+    for hook in hooks {
+        let name = program_name(scope, *hook);
+        let what = format!("attaching {name} to {iface} {}", hook.as_str());
+        let prog: &mut SchedClassifier = out
+            .ebpf
+            .program_mut(name)
+            .ok_or_else(|| DriverError::Other(format!("{what}: not in the object")))?
+            .try_into()
+            .map_err(wrap(&what))?;
+        prog.load().map_err(wrap(&what))?;
+        let attach_type = match hook {
+            Hook::Ingress => TcAttachType::Ingress,
+            Hook::Egress => TcAttachType::Egress,
+        };
+        // First in the chain, so a dropped packet never reaches later programs.
+        let id = prog
+            .attach_with_options(
+                iface,
+                attach_type,
+                TcAttachOptions::TcxOrder(LinkOrder::first()),
+            )
+            .map_err(wrap(&what))?;
+        let link: FdLink = prog
+            .take_link(id)
+            .map_err(wrap(&what))?
+            .try_into()
+            .map_err(wrap(&what))?;
+        let info = prog.info();
+        keep(&mut out, &what, link, info)?;
+    }
+    Ok(out)
+}
+
+fn attach_cgroup(
+    ebpf: Ebpf,
+    scope: &Scope,
+    dir: &Path,
+    hooks: &[Hook],
+) -> Result<Attached, DriverError> {
+    let cgroup = File::open(dir)
+        .map_err(|e| DriverError::io(format!("opening cgroup {}", dir.display()), e))?;
+    let mut out = Attached {
+        ebpf,
+        links: Vec::new(),
+        prog_ids: Vec::new(),
+        link_ids: Vec::new(),
+    };
+    for hook in hooks {
+        let name = program_name(scope, *hook);
+        let what = format!("attaching {name} to cgroup {}", dir.display());
+        let prog: &mut CgroupSkb = out
+            .ebpf
+            .program_mut(name)
+            .ok_or_else(|| DriverError::Other(format!("{what}: not in the object")))?
+            .try_into()
+            .map_err(wrap(&what))?;
+        prog.load().map_err(wrap(&what))?;
+        let attach_type = match hook {
+            Hook::Ingress => CgroupSkbAttachType::Ingress,
+            Hook::Egress => CgroupSkbAttachType::Egress,
+        };
+        // A cgroup link always runs alongside other programs on the cgroup (systemd's, a
+        // CNI's); the kernel refuses mode flags on link creation, so none are passed.
+        let id = prog
+            .attach(&cgroup, attach_type, CgroupAttachMode::Single)
+            .map_err(wrap(&what))?;
+        let link: FdLink = prog
+            .take_link(id)
+            .map_err(wrap(&what))?
+            .try_into()
+            .map_err(wrap(&what))?;
+        let info = prog.info();
+        keep(&mut out, &what, link, info)?;
+    }
+    Ok(out)
+}

@@ -1,0 +1,294 @@
+//! The `drop` and `partition` driver: resolves the target to an interface in a netns (TCX
+//! links) or to a cgroup2 directory (cgroup_skb links), loads one `ebpf/drop.bpf.c` object per
+//! fault, fills its rules and deadline, attaches it with unpinned links, and holds the objects
+//! in memory until revert (revert = drop the links; the kernel also drops them if the agent
+//! dies). Counters feed Health and `faultline_agent_ebpf_packets_total`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use aya::programs::links::{FdLink, Link as _};
+use aya::Ebpf;
+use faultline_core::fault::{FaultKind, FaultSpec};
+use metrics::{counter, describe_counter};
+
+use super::attach::{self, Attached};
+use super::ebpf::{self, EbpfError};
+use super::plan::{self, Wanted};
+use super::rules::{self, Config, ProtectedTraffic};
+use super::{NetConfig, Renewable};
+use crate::engine::driver::{Driver, DriverError, FaultCtx, Health, Recipe, RevertOutcome};
+use crate::host::target::Resolver;
+
+pub use super::plan::{DropRecipe, Scope};
+
+/// Packets seen by the eBPF programs, by fault kind and verdict (`matched`, `dropped`).
+pub const EBPF_PACKETS: &str = "faultline_agent_ebpf_packets_total";
+/// Health counter names.
+pub const MATCHED: &str = "packets_matched";
+pub const DROPPED: &str = "packets_dropped";
+/// Kernel names of this driver's programs start with this.
+pub const PROGRAM_PREFIX: &str = "fl_drop_";
+
+pub fn describe_metrics() {
+    describe_counter!(
+        EBPF_PACKETS,
+        "Packets the drop/partition eBPF programs matched and dropped, by fault kind and verdict."
+    );
+}
+
+/// One applied fault's objects. Dropping it detaches the links and unloads the programs.
+struct Loaded {
+    kind: FaultKind,
+    // Field order = drop order: links first, then the object.
+    links: Vec<FdLink>,
+    ebpf: Ebpf,
+    /// The rules' config with deadline 0; the armed deadline is written over it.
+    config: Config,
+    deadline: SystemTime,
+    /// The completed recipe (what apply returned).
+    recipe: DropRecipe,
+    /// Counters already added to the metric.
+    reported: (u64, u64),
+}
+
+/// The eBPF fault driver for kinds `drop` and `partition`.
+pub struct DropDriver {
+    resolver: Resolver,
+    protected: ProtectedTraffic,
+    lease: super::Lease,
+    proc_root: PathBuf,
+    held: Mutex<BTreeMap<String, Loaded>>,
+}
+
+fn ebpf_err(e: EbpfError) -> DriverError {
+    DriverError::Other(ebpf::chain(&e))
+}
+
+impl DropDriver {
+    pub fn new(cfg: &NetConfig) -> Self {
+        DropDriver {
+            resolver: Resolver::new(&cfg.host),
+            protected: cfg.protected.clone(),
+            lease: cfg.lease.clone(),
+            proc_root: cfg.host.proc_root.clone(),
+            held: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn held(&self) -> MutexGuard<'_, BTreeMap<String, Loaded>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds counter growth since the last report to the metric; returns the totals.
+    fn report(kind: FaultKind, l: &mut Loaded) -> Result<(u64, u64), EbpfError> {
+        let (m, d) = ebpf::counters(&l.ebpf)?;
+        let k = kind.as_str();
+        counter!(EBPF_PACKETS, "fault_kind" => k, "verdict" => "matched")
+            .increment(m.saturating_sub(l.reported.0));
+        counter!(EBPF_PACKETS, "fault_kind" => k, "verdict" => "dropped")
+            .increment(d.saturating_sub(l.reported.1));
+        l.reported = (m, d);
+        Ok((m, d))
+    }
+
+    fn arm(&self, l: &mut Loaded, until: SystemTime) -> Result<(), EbpfError> {
+        let deadline_ns = ebpf::monotonic_ns(until.min(l.deadline))?;
+        ebpf::write_config(
+            &mut l.ebpf,
+            &Config {
+                deadline_ns,
+                ..l.config
+            },
+        )
+    }
+}
+
+impl Renewable for DropDriver {
+    fn renew(&self, until: SystemTime) {
+        let mut held = self.held();
+        for (id, l) in held.iter_mut() {
+            if let Err(e) = self.arm(l, until) {
+                tracing::warn!(fault_id = %id, error = %e, "cannot renew an eBPF fault's deadline");
+            }
+        }
+    }
+}
+
+impl Driver for DropDriver {
+    fn kinds(&self) -> &'static [FaultKind] {
+        &[FaultKind::Drop, FaultKind::Partition]
+    }
+
+    fn available(&self) -> Result<(), String> {
+        ebpf::load(ebpf::DROP_OBJECT).map(|_| ()).map_err(|e| {
+            format!(
+                "{} (eBPF faults need root, or CAP_BPF with CAP_NET_ADMIN)",
+                ebpf::chain(&e)
+            )
+        })
+    }
+
+    fn plan(&self, ctx: &FaultCtx, spec: &FaultSpec) -> Result<Recipe, DriverError> {
+        let w = Wanted::of(spec)?;
+        w.rules(&self.protected)?;
+        let scope = plan::scope(&self.resolver, &spec.target, w.interface.as_deref())?;
+        let hooks = rules::hooks(w.matcher.direction).to_vec();
+        let programs = hooks
+            .iter()
+            .map(|h| attach::program_name(&scope, *h).to_string())
+            .collect();
+        DropRecipe {
+            fault_id: ctx.fault_id.clone(),
+            scope,
+            hooks,
+            programs,
+            prog_ids: Vec::new(),
+            link_ids: Vec::new(),
+            holder_pid: 0,
+        }
+        .to_recipe(w.kind.as_str())
+    }
+
+    fn apply(
+        &self,
+        ctx: &FaultCtx,
+        spec: &FaultSpec,
+        recipe: &Recipe,
+    ) -> Result<Recipe, DriverError> {
+        let mut data = DropRecipe::from_recipe(recipe)?;
+        if let Some(l) = self.held().get(&data.fault_id) {
+            return l.recipe.to_recipe(&recipe.kind);
+        }
+        let w = Wanted::of(spec)?;
+        let rules = w.rules(&self.protected)?;
+        let mut obj = ebpf::load(ebpf::DROP_OBJECT).map_err(ebpf_err)?;
+        let until = self.lease.bound(ctx.deadline);
+        let deadline_ns = ebpf::monotonic_ns(until).map_err(ebpf_err)?;
+        ebpf::write_rules(&mut obj, &rules, deadline_ns).map_err(ebpf_err)?;
+        let Attached {
+            ebpf: obj,
+            links,
+            prog_ids,
+            link_ids,
+        } = attach::attach(obj, &data.scope, &data.hooks)?;
+        data.prog_ids = prog_ids;
+        data.link_ids = link_ids;
+        data.holder_pid = std::process::id();
+        tracing::info!(
+            fault_id = %data.fault_id,
+            kind = %w.kind,
+            scope = %data.scope.describe(),
+            programs = ?data.programs,
+            "eBPF fault attached"
+        );
+        self.held().insert(
+            data.fault_id.clone(),
+            Loaded {
+                kind: w.kind,
+                links,
+                ebpf: obj,
+                config: rules.config,
+                deadline: ctx.deadline,
+                recipe: data.clone(),
+                reported: (0, 0),
+            },
+        );
+        data.to_recipe(&recipe.kind)
+    }
+
+    fn revert(&self, recipe: &Recipe) -> Result<RevertOutcome, DriverError> {
+        let data = DropRecipe::from_recipe(recipe)?;
+        let taken = self.held().remove(&data.fault_id);
+        if let Some(mut l) = taken {
+            let _ = Self::report(l.kind, &mut l);
+            for link in l.links.drain(..) {
+                if let Err(e) = link.detach() {
+                    tracing::warn!(fault_id = %data.fault_id, error = %e, "detaching an eBPF link");
+                }
+            }
+            return Ok(RevertOutcome::Reverted);
+        }
+        // Not held by this process: the links died with the process that held them. A program
+        // with a recorded id that is still loaded (someone else holds it) is disarmed.
+        let left: Vec<_> = ebpf::programs_named(PROGRAM_PREFIX)
+            .into_iter()
+            .filter(|p| data.prog_ids.contains(&p.id))
+            .collect();
+        if left.is_empty() {
+            return Ok(RevertOutcome::AlreadyGone);
+        }
+        for p in &left {
+            ebpf::disarm(p).map_err(ebpf_err)?;
+        }
+        Ok(RevertOutcome::Reverted)
+    }
+
+    fn health(&self, recipe: &Recipe) -> Health {
+        let data = match DropRecipe::from_recipe(recipe) {
+            Ok(d) => d,
+            Err(e) => {
+                return Health::Failed {
+                    error: e.to_string(),
+                    counters: Vec::new(),
+                }
+            }
+        };
+        let mut held = self.held();
+        let Some(l) = held.get_mut(&data.fault_id) else {
+            return Health::Failed {
+                error: format!(
+                    "the eBPF objects of fault {} are not held by this agent process",
+                    data.fault_id
+                ),
+                counters: Vec::new(),
+            };
+        };
+        match Self::report(l.kind, l) {
+            Ok((m, d)) => Health::Ok(vec![(MATCHED.into(), m), (DROPPED.into(), d)]),
+            Err(e) => Health::Failed {
+                error: format!("reading the eBPF counters: {e}"),
+                counters: Vec::new(),
+            },
+        }
+    }
+
+    fn sweep(&self, known: &[Recipe]) -> Vec<String> {
+        let mut mine: Vec<u32> = self
+            .held()
+            .values()
+            .flat_map(|l| l.recipe.prog_ids.clone())
+            .collect();
+        for r in known {
+            if let Ok(d) = DropRecipe::from_recipe(r) {
+                mine.extend(d.prog_ids);
+            }
+        }
+        let mut lines = Vec::new();
+        for p in ebpf::programs_named(PROGRAM_PREFIX) {
+            if mine.contains(&p.id) {
+                continue;
+            }
+            let holders = ebpf::holders(&self.proc_root, p.id);
+            if !holders.is_empty() {
+                // A live process holds it (another agent on this host): its fault, not a stray.
+                tracing::info!(program = %p.name, id = p.id, ?holders, "eBPF program held by a live process; left alone");
+                continue;
+            }
+            match ebpf::disarm(&p) {
+                Ok(true) => lines.push(format!(
+                    "sweep: disarmed stray eBPF program {} (id {}): its deadline is now 0",
+                    p.name, p.id
+                )),
+                Ok(false) => {}
+                Err(e) => lines.push(format!(
+                    "sweep: cannot disarm stray eBPF program {} (id {}): {e}",
+                    p.name, p.id
+                )),
+            }
+        }
+        lines
+    }
+}

@@ -1,0 +1,248 @@
+//! The aya side of Faultline's eBPF programs: the objects `agent/build.rs` compiled from
+//! `ebpf/*.bpf.c`, loading them, writing one fault's rules and deadline into their maps, reading
+//! their per-CPU counters, and finding or disarming `fl_` programs by kernel id.
+//!
+//! Any object whose C source includes `ebpf/match.h` has the maps written here (`fl_cfg`,
+//! `fl_cidrs`, `fl_ports`, `fl_stats`), so the qdisc steering program uses the same functions.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use aya::maps::lpm_trie::{Key, LpmTrie};
+use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
+use aya::util::KernelVersion;
+use aya::{include_bytes_aligned, Ebpf, EbpfLoader};
+use nix::time::{clock_gettime, ClockId};
+
+use super::rules::{Config, Rules, CONFIG_SIZE, KEY_DATA_SIZE};
+
+/// `ebpf/drop.bpf.c`, compiled.
+pub static DROP_OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/drop.bpf.o"));
+
+/// Map names from `ebpf/match.h`.
+pub const CONFIG_MAP: &str = "fl_cfg";
+pub const CIDRS_MAP: &str = "fl_cidrs";
+pub const PORTS_MAP: &str = "fl_ports";
+pub const STATS_MAP: &str = "fl_stats";
+/// Every Faultline program's name starts with this.
+pub const PREFIX: &str = "fl_";
+
+#[derive(Debug, thiserror::Error)]
+pub enum EbpfError {
+    #[error("loading the eBPF object: {0}")]
+    Load(Box<aya::EbpfError>),
+    #[error("the eBPF object has no {0} (built from an older ebpf/ source?)")]
+    Missing(String),
+    #[error("eBPF map {map}: {source}")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: Box<MapError>,
+    },
+    #[error("reading CLOCK_MONOTONIC: {0}")]
+    Clock(nix::Error),
+}
+
+impl From<aya::EbpfError> for EbpfError {
+    fn from(e: aya::EbpfError) -> Self {
+        EbpfError::Load(Box::new(e))
+    }
+}
+
+fn map_err(map: &'static str) -> impl Fn(MapError) -> EbpfError {
+    move |source| EbpfError::Map {
+        map,
+        source: Box::new(source),
+    }
+}
+
+/// An error and its sources, `a: b: c` (aya's syscall errors keep the errno in the source).
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+/// Loads an object (maps are created, programs not yet loaded into the kernel).
+pub fn load(object: &[u8]) -> Result<Ebpf, EbpfError> {
+    Ok(EbpfLoader::new().load(object)?)
+}
+
+fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Map, EbpfError> {
+    ebpf.map_mut(name)
+        .ok_or_else(|| EbpfError::Missing(format!("map {name}")))
+}
+
+/// Writes the CIDR sets and ports of `rules`, then the configuration with `deadline_ns`
+/// (write the rules before attaching: until then the config is all zero, which is inert).
+pub fn write_rules(ebpf: &mut Ebpf, rules: &Rules, deadline_ns: u64) -> Result<(), EbpfError> {
+    {
+        let mut trie: LpmTrie<&mut MapData, [u8; KEY_DATA_SIZE], u8> =
+            LpmTrie::try_from(map_mut(ebpf, CIDRS_MAP)?).map_err(map_err(CIDRS_MAP))?;
+        for k in &rules.cidrs {
+            trie.insert(&Key::new(k.prefix_len, k.data), 1, 0)
+                .map_err(map_err(CIDRS_MAP))?;
+        }
+    }
+    {
+        let mut ports: HashMap<&mut MapData, u16, u8> =
+            HashMap::try_from(map_mut(ebpf, PORTS_MAP)?).map_err(map_err(PORTS_MAP))?;
+        for p in &rules.ports {
+            ports.insert(p, 1, 0).map_err(map_err(PORTS_MAP))?;
+        }
+    }
+    write_config(
+        ebpf,
+        &Config {
+            deadline_ns,
+            ..rules.config
+        },
+    )
+}
+
+/// Rewrites `fl_cfg[0]` (how a deadline is renewed).
+pub fn write_config(ebpf: &mut Ebpf, config: &Config) -> Result<(), EbpfError> {
+    let mut cfg: Array<&mut MapData, [u8; CONFIG_SIZE]> =
+        Array::try_from(map_mut(ebpf, CONFIG_MAP)?).map_err(map_err(CONFIG_MAP))?;
+    cfg.set(0, config.to_bytes(), 0)
+        .map_err(map_err(CONFIG_MAP))
+}
+
+/// Reads `fl_cfg[0]`.
+pub fn read_config(ebpf: &Ebpf) -> Result<Config, EbpfError> {
+    let map = ebpf
+        .map(CONFIG_MAP)
+        .ok_or_else(|| EbpfError::Missing(format!("map {CONFIG_MAP}")))?;
+    let cfg: Array<&MapData, [u8; CONFIG_SIZE]> =
+        Array::try_from(map).map_err(map_err(CONFIG_MAP))?;
+    Ok(Config::from_bytes(
+        &cfg.get(&0, 0).map_err(map_err(CONFIG_MAP))?,
+    ))
+}
+
+/// Counters of `fl_stats`, summed over CPUs: (matched, acted on).
+pub fn counters(ebpf: &Ebpf) -> Result<(u64, u64), EbpfError> {
+    let map = ebpf
+        .map(STATS_MAP)
+        .ok_or_else(|| EbpfError::Missing(format!("map {STATS_MAP}")))?;
+    let stats: PerCpuArray<&MapData, u64> =
+        PerCpuArray::try_from(map).map_err(map_err(STATS_MAP))?;
+    let sum = |i: u32| -> Result<u64, EbpfError> {
+        let v = stats.get(&i, 0).map_err(map_err(STATS_MAP))?;
+        Ok(v.iter().copied().fold(0u64, u64::saturating_add))
+    };
+    Ok((sum(0)?, sum(1)?))
+}
+
+fn monotonic_now() -> Result<Duration, EbpfError> {
+    let ts = clock_gettime(ClockId::CLOCK_MONOTONIC).map_err(EbpfError::Clock)?;
+    Ok(Duration::from(ts))
+}
+
+/// A wall-clock deadline on the `bpf_ktime_get_ns()` clock (CLOCK_MONOTONIC). A deadline in
+/// the past gives "now" (inert at once).
+pub fn monotonic_ns(deadline: SystemTime) -> Result<u64, EbpfError> {
+    let now = monotonic_now()?;
+    let left = deadline
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO);
+    Ok(u64::try_from((now + left).as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// Whether TCX links exist here (kernel 6.6 or newer); `Err` says what runs instead.
+pub fn tcx_available() -> Result<(), String> {
+    match KernelVersion::current() {
+        Ok(v) if v >= KernelVersion::new(6, 6, 0) => Ok(()),
+        Ok(v) => Err(format!(
+            "interface drops need TCX links (kernel 6.6 or newer); this kernel is {v:?}"
+        )),
+        Err(e) => Err(format!("cannot read the kernel version: {e}")),
+    }
+}
+
+/// A loaded program found by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadedProgram {
+    pub id: u32,
+    pub name: String,
+    pub map_ids: Vec<u32>,
+}
+
+/// Every loaded program whose kernel name starts with `prefix` (`fl_drop_`), bpftool-like.
+pub fn programs_named(prefix: &str) -> Vec<LoadedProgram> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter_map(|info| {
+            let name = info.name_as_str()?.to_string();
+            name.starts_with(prefix).then(|| LoadedProgram {
+                id: info.id(),
+                name,
+                map_ids: info.map_ids().ok().flatten().unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
+/// Makes a loaded program inert by zeroing the deadline of its `fl_cfg` map (used on programs
+/// this process does not hold). Returns false when it has no such map.
+pub fn disarm(program: &LoadedProgram) -> Result<bool, EbpfError> {
+    for id in &program.map_ids {
+        let Ok(data) = MapData::from_id(*id) else {
+            continue;
+        };
+        let is_cfg = data
+            .info()
+            .ok()
+            .is_some_and(|i| i.name_as_str() == Some(CONFIG_MAP));
+        if !is_cfg {
+            continue;
+        }
+        let map = Map::from_map_data(data).map_err(map_err(CONFIG_MAP))?;
+        let mut cfg: Array<MapData, [u8; CONFIG_SIZE]> =
+            Array::try_from(map).map_err(map_err(CONFIG_MAP))?;
+        let mut c = Config::from_bytes(&cfg.get(&0, 0).map_err(map_err(CONFIG_MAP))?);
+        c.deadline_ns = 0;
+        cfg.set(0, c.to_bytes(), 0).map_err(map_err(CONFIG_MAP))?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// PIDs of processes holding a file descriptor to the program (its own fd or a link's), from
+/// `/proc/*/fdinfo` (`prog_id:` lines).
+pub fn holders(proc_root: &Path, prog_id: u32) -> Vec<u32> {
+    let Ok(procs) = std::fs::read_dir(proc_root) else {
+        return Vec::new();
+    };
+    let needle = format!("prog_id:\t{prog_id}");
+    let mut out = Vec::new();
+    for p in procs.filter_map(Result::ok) {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
+            continue;
+        };
+        let holds = fds.filter_map(Result::ok).any(|fd| {
+            let is_bpf = std::fs::read_link(fd.path())
+                .map(|t| t.to_string_lossy().starts_with("anon_inode:bpf"))
+                .unwrap_or(false);
+            is_bpf
+                && std::fs::read_to_string(p.path().join("fdinfo").join(fd.file_name()))
+                    .map(|t| t.lines().any(|l| l.trim_end() == needle))
+                    .unwrap_or(false)
+        });
+        if holds {
+            out.push(pid);
+        }
+    }
+    out
+}

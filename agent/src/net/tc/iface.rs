@@ -1,0 +1,260 @@
+//! One interface under Faultline's control: its desired [`Tree`] and the steering programs of
+//! its impaired classes, and [`Iface::converge`], which moves the kernel (qdiscs, classes,
+//! steering links) to a new tree on the interface's netns thread. Converging to the same tree
+//! again repairs whatever a failed attempt left.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use faultline_core::fault::TrafficMatch;
+
+use super::classid;
+use super::qdisc::{self, Rtnl, TcError, TcPort, TC_H_CLSACT};
+use super::steer::{self, SteerError, Steering};
+use super::sync;
+use super::tree::Tree;
+use crate::net::ebpf::{self, EbpfError};
+use crate::net::netns::{self, NetnsError};
+use crate::net::rules::{self, ProtectedTraffic, RuleSpec, Rules, RulesError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IfaceError {
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error(transparent)]
+    Tc(#[from] TcError),
+    #[error("steering into {class} on {interface}: {source}")]
+    Steer {
+        class: String,
+        interface: String,
+        #[source]
+        source: Box<SteerError>,
+    },
+    #[error(transparent)]
+    Rules(#[from] RulesError),
+    #[error(transparent)]
+    Ebpf(#[from] EbpfError),
+    #[error("interface {interface} no longer exists in {netns}")]
+    Gone { interface: String, netns: String },
+}
+
+/// A steering program and the match it was loaded with.
+#[derive(Debug)]
+struct Steer {
+    matcher: TrafficMatch,
+    prog: Steering,
+}
+
+/// An interface Faultline holds a tree on.
+#[derive(Debug)]
+pub struct Iface {
+    pub netns: Option<PathBuf>,
+    pub name: String,
+    pub tree: Tree,
+    steering: BTreeMap<u16, Steer>,
+    /// The leaves as last set (what lets unchanged classes be left alone).
+    applied: sync::Applied,
+    /// Whether Faultline added the clsact qdisc (kernels without TCX) and must remove it.
+    pub clsact_added: bool,
+}
+
+/// What a convergence changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Converged {
+    /// Whether the Faultline root was deleted (the tree is empty now).
+    pub root_removed: bool,
+}
+
+/// The maps' contents for a class's match (the steering program acts on every match).
+pub fn class_rules(
+    matcher: &TrafficMatch,
+    protected: &ProtectedTraffic,
+) -> Result<Rules, RulesError> {
+    rules::encode(
+        &RuleSpec {
+            matcher,
+            peers: &[],
+            probability: 1.0,
+        },
+        protected,
+    )
+}
+
+/// Everything the netns thread needs to attach one class's steering.
+struct Attach {
+    minor: u16,
+    matcher: TrafficMatch,
+    rules: Rules,
+    deadline_ns: u64,
+}
+
+impl Iface {
+    pub fn new(netns: Option<PathBuf>, name: &str) -> Self {
+        Iface {
+            netns,
+            name: name.to_string(),
+            tree: Tree::default(),
+            steering: BTreeMap::new(),
+            applied: sync::Applied::new(),
+            clsact_added: false,
+        }
+    }
+
+    /// Packets (matched, steered) by the steering program of class `minor`.
+    pub fn counters(&self, minor: u16) -> Option<Result<(u64, u64), SteerError>> {
+        self.steering.get(&minor).map(|s| s.prog.counters())
+    }
+
+    /// Rewrites every class's kernel deadline as `bound(latest deadline of its faults)`.
+    pub fn arm(&mut self, bound: impl Fn(SystemTime) -> SystemTime) -> Result<(), IfaceError> {
+        for c in &self.tree.classes {
+            let (Some(s), Some(d)) = (self.steering.get_mut(&c.minor), c.deadline()) else {
+                continue;
+            };
+            let ns = ebpf::monotonic_ns(bound(d))?;
+            s.prog
+                .set_deadline(ns)
+                .map_err(|source| IfaceError::Steer {
+                    class: qdisc::handle_str(classid(c.minor)),
+                    interface: self.name.clone(),
+                    source: Box::new(source),
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Moves the kernel to `target` and, on success, makes it this interface's tree. Steering
+    /// programs of classes `target` lacks are detached whatever happens.
+    pub fn converge(
+        &mut self,
+        target: Tree,
+        protected: &ProtectedTraffic,
+        bound: impl Fn(SystemTime) -> SystemTime,
+    ) -> Result<Converged, IfaceError> {
+        // Steering that no longer fits a class of the target goes.
+        let stale: Vec<u16> = self
+            .steering
+            .iter()
+            .filter(|(minor, s)| {
+                !target
+                    .classes
+                    .iter()
+                    .any(|c| c.minor == **minor && c.matcher == s.matcher)
+            })
+            .map(|(m, _)| *m)
+            .collect();
+        let detach: Vec<Steer> = stale
+            .iter()
+            .filter_map(|m| self.steering.remove(m))
+            .collect();
+        let mut attach = Vec::new();
+        for c in target
+            .classes
+            .iter()
+            .filter(|c| !self.steering.contains_key(&c.minor))
+        {
+            let until = bound(c.deadline().unwrap_or_else(SystemTime::now));
+            attach.push(Attach {
+                minor: c.minor,
+                matcher: c.matcher.clone(),
+                rules: class_rules(&c.matcher, protected)?,
+                deadline_ns: ebpf::monotonic_ns(until)?,
+            });
+        }
+        let name = self.name.clone();
+        let where_ = netns::describe(self.netns.as_deref());
+        let clsact_added = self.clsact_added;
+        let tree = target.clone();
+        // Until this convergence succeeds, what is applied is unknown: a failure half way
+        // makes the next attempt redo every class.
+        let applied = std::mem::take(&mut self.applied);
+        let (attached, applied, clsact_added) = netns::run_in(self.netns.as_deref(), move || {
+            converge_here(
+                &name,
+                &where_,
+                &tree,
+                &applied,
+                detach,
+                attach,
+                clsact_added,
+            )
+        })??;
+        self.clsact_added = clsact_added;
+        self.applied = applied;
+        for (minor, matcher, prog) in attached {
+            self.steering.insert(minor, Steer { matcher, prog });
+        }
+        let root_removed = target.is_empty();
+        self.tree = target;
+        self.arm(bound)?;
+        Ok(Converged { root_removed })
+    }
+}
+
+impl Drop for Iface {
+    /// Steering still held here is dropped outside the interface's netns. A TCX link just
+    /// closes; a legacy filter would be deleted by ifindex in the wrong namespace, so it is
+    /// left for the deadline and the sweep instead.
+    fn drop(&mut self) {
+        if !steer::tcx() {
+            for (_, s) in std::mem::take(&mut self.steering) {
+                std::mem::forget(s);
+            }
+        }
+    }
+}
+
+type Attached = Vec<(u16, TrafficMatch, Steering)>;
+
+/// The netns-thread half of [`Iface::converge`].
+fn converge_here(
+    name: &str,
+    where_: &str,
+    tree: &Tree,
+    applied: &sync::Applied,
+    detach: Vec<Steer>,
+    attach: Vec<Attach>,
+    mut clsact_added: bool,
+) -> Result<(Attached, sync::Applied, bool), IfaceError> {
+    // Detach first (drop, here in the netns: a legacy filter is deleted by ifindex).
+    drop(detach);
+    let mut port = Rtnl::open()?;
+    let ifindex = qdisc::ifindex(&mut port, name)?.ok_or_else(|| IfaceError::Gone {
+        interface: name.to_string(),
+        netns: where_.to_string(),
+    })?;
+    let applied = sync::apply(&mut port, ifindex, name, tree, applied)?;
+    if !attach.is_empty() && !steer::tcx() && !clsact_added {
+        let has_clsact = port
+            .qdiscs()?
+            .iter()
+            .any(|q| q.ifindex == ifindex && q.parent == TC_H_CLSACT);
+        clsact_added = !has_clsact;
+    }
+    let mut attached = Vec::new();
+    for a in attach {
+        let class = classid(a.minor);
+        let prog = Steering::attach(name, &a.rules, class, a.deadline_ns).map_err(|source| {
+            IfaceError::Steer {
+                class: qdisc::handle_str(class),
+                interface: name.to_string(),
+                source: Box::new(source),
+            }
+        })?;
+        attached.push((a.minor, a.matcher, prog));
+    }
+    if tree.is_empty() && clsact_added {
+        remove_clsact(&mut port, ifindex)?;
+        clsact_added = false;
+    }
+    Ok((attached, applied, clsact_added))
+}
+
+/// Deletes the clsact qdisc Faultline added for legacy steering filters.
+pub fn remove_clsact(port: &mut dyn TcPort, ifindex: u32) -> Result<(), TcError> {
+    match port.qdisc_delete(ifindex, TC_H_CLSACT, 0xffff_0000) {
+        Err(e) if matches!(e.errno(), Some(libc::ENOENT) | Some(libc::EINVAL)) => Ok(()),
+        other => other,
+    }
+}

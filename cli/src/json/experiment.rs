@@ -1,0 +1,175 @@
+//! JSON views of experiments, plans, target results, guard samples and watch events, with enum
+//! values by their short names (`"running"`, `"applied"`, `"abort"`).
+
+use faultline_proto::pb;
+use serde_json::{json, Value};
+
+use super::{spec, target};
+use crate::summary;
+
+pub fn experiment(e: &pb::Experiment) -> Value {
+    json!({
+        "id": e.id,
+        "name": e.name,
+        "phase": summary::phase_name(e.phase),
+        "document": e.document,
+        "created_by": e.created_by,
+        "created_unix_ms": e.created_unix_ms,
+        "started_unix_ms": e.started_unix_ms,
+        "ended_unix_ms": e.ended_unix_ms,
+        "duration_ms": e.duration_ms,
+        "verdict_reason": e.verdict_reason,
+        "targets": e.targets.iter().map(target_result).collect::<Vec<_>>(),
+        "guard_timeline": e.guard_timeline.iter().map(guard_sample).collect::<Vec<_>>(),
+        "plan": e.plan.as_ref().map(plan),
+        "abort": e.abort.as_ref().map(abort),
+        "telemetry": e.telemetry.iter().map(telemetry).collect::<Vec<_>>(),
+        "log": e.log.iter().map(|l| json!({"at_unix_ms": l.at_unix_ms, "message": l.message})).collect::<Vec<_>>(),
+        "guards": e.guards.iter().map(|g| json!({
+            "name": g.name,
+            "type": g.r#type,
+            "description": g.description,
+            "on_error": g.on_error,
+        })).collect::<Vec<_>>(),
+        "guard_interval_ms": e.guard_interval_ms,
+        "on_target_failure": e.on_target_failure,
+    })
+}
+
+pub fn abort(a: &pb::AbortInfo) -> Value {
+    json!({
+        "trigger": a.trigger,
+        "by": a.by,
+        "reason": a.reason,
+        "guard": a.guard,
+        "guard_type": a.guard_type,
+        "observed_value": finite(a.observed_value),
+        "triggered_unix_ms": a.triggered_unix_ms,
+        "sent_unix_ms": a.sent_unix_ms,
+        "last_revert_ack_unix_ms": a.last_revert_ack_unix_ms,
+        "latency_ms": a.latency_ms,
+        "unacknowledged": a.unacknowledged,
+    })
+}
+
+fn telemetry(t: &pb::TargetTelemetry) -> Value {
+    let m = |s: &Option<pb::MetricSummary>| {
+        s.as_ref().map(|s| {
+            json!({"samples": s.samples, "min": finite(s.min), "avg": finite(s.avg), "max": finite(s.max)})
+        })
+    };
+    json!({
+        "agent": t.agent,
+        "cpu_busy_ratio": m(&t.cpu_busy_ratio),
+        "memory_used_bytes": m(&t.memory_used_bytes),
+        "memory_used_ratio": m(&t.memory_used_ratio),
+    })
+}
+
+/// NaN and infinities have no JSON form: they become null.
+fn finite(v: f64) -> Value {
+    if v.is_finite() {
+        json!(v)
+    } else {
+        Value::Null
+    }
+}
+
+pub fn plan(p: &pb::Plan) -> Value {
+    json!({
+        "selected": p.selected.iter().map(|s| json!({
+            "agent": s.agent,
+            "target": s.target.as_ref().map(target),
+            "description": s.description,
+        })).collect::<Vec<_>>(),
+        "excluded": p.excluded.iter().map(|x| json!({
+            "agent": x.agent,
+            "description": x.description,
+            "reason": x.reason,
+        })).collect::<Vec<_>>(),
+        "faults": p.faults.iter().map(spec).collect::<Vec<_>>(),
+        "selection": p.selection,
+    })
+}
+
+pub fn target_result(t: &pb::TargetResult) -> Value {
+    let counters: serde_json::Map<String, Value> = t
+        .counters
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
+    json!({
+        "agent": t.agent,
+        "fault_id": t.fault_id,
+        "state": summary::state_name(t.state),
+        "applied_unix_ms": t.applied_unix_ms,
+        "reverted_unix_ms": t.reverted_unix_ms,
+        "revert_reason": summary::reason_name(t.revert_reason),
+        "apply_sent_unix_ms": t.apply_sent_unix_ms,
+        "revert_sent_unix_ms": t.revert_sent_unix_ms,
+        "error": t.error,
+        "counters": Value::Object(counters),
+    })
+}
+
+pub fn guard_sample(s: &pb::GuardSample) -> Value {
+    json!({
+        "guard": s.guard,
+        "at_unix_ms": s.at_unix_ms,
+        "value": finite(s.value),
+        "breached": s.breached,
+        "error": s.error,
+        "detail": s.detail,
+        "outcome": s.outcome,
+    })
+}
+
+pub fn event(ev: &pb::ExperimentEvent) -> Value {
+    json!({
+        "at_unix_ms": ev.at_unix_ms,
+        "message": ev.message,
+        "elapsed_ms": ev.elapsed_ms,
+        "remaining_ms": ev.remaining_ms,
+        "latest_guards": ev.latest_guards.iter().map(guard_sample).collect::<Vec<_>>(),
+        "experiment": ev.experiment.as_ref().map(experiment),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn experiment_uses_short_enum_names_and_sorted_counters() {
+        let e = pb::Experiment {
+            name: "checkout-loss".into(),
+            phase: pb::ExperimentPhase::Aborted as i32,
+            targets: vec![pb::TargetResult {
+                agent: "node-a".into(),
+                state: pb::FaultState::Reverted as i32,
+                revert_reason: pb::RevertReason::Abort as i32,
+                counters: [("b".to_string(), 2u64), ("a".to_string(), 1u64)]
+                    .into_iter()
+                    .collect(),
+                ..Default::default()
+            }],
+            guard_timeline: vec![pb::GuardSample {
+                guard: "error-rate".into(),
+                value: f64::NAN,
+                error: "no data".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let v = experiment(&e);
+        assert_eq!(v["phase"], "aborted");
+        assert_eq!(v["targets"][0]["state"], "reverted");
+        assert_eq!(v["targets"][0]["revert_reason"], "abort");
+        assert_eq!(
+            serde_json::to_string(&v["targets"][0]["counters"]).expect("json"),
+            r#"{"a":1,"b":2}"#
+        );
+        assert_eq!(v["guard_timeline"][0]["value"], Value::Null);
+        assert_eq!(v["plan"], Value::Null);
+    }
+}

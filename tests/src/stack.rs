@@ -1,0 +1,419 @@
+//! A whole Faultline installation from the real binaries on loopback: a coordinator process,
+//! agent processes (each with its own state dir and config), an optional Prometheus from
+//! Debian's package, and gRPC clients per role. Everything is killed by PID and removed when
+//! the stack is dropped.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use faultline_proto::pb;
+use tonic::transport::Channel;
+
+use crate::procs::{http_get, require_tool, Proc};
+use crate::{binary, channel, free_port, Certs};
+
+pub struct Agent {
+    pub name: String,
+    pub proc: Proc,
+    pub metrics: SocketAddr,
+    pub state: PathBuf,
+}
+
+pub struct Stack {
+    pub certs: Certs,
+    pub dir: tempfile::TempDir,
+    pub coordinator: Option<Proc>,
+    pub grpc: SocketAddr,
+    pub coord_metrics: SocketAddr,
+    pub agents: Vec<Agent>,
+    pub lease: Duration,
+    coordinator_args: Vec<String>,
+}
+
+fn wait_ready(p: &Proc, addr: SocketAddr, timeout: Duration) -> Duration {
+    let start = Instant::now();
+    while http_get(addr, "/readyz").map(|r| r.0) != Some(200) {
+        assert!(
+            start.elapsed() < timeout,
+            "{} not ready within {timeout:?}; log:\n{}",
+            p.name,
+            p.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    start.elapsed()
+}
+
+impl Stack {
+    /// Starts a coordinator with `lease` and a policy that lets every agent be targeted.
+    pub fn start(agent_names: &[&str], lease: Duration) -> Stack {
+        let certs = Certs::new(agent_names);
+        let dir = tempfile::tempdir().expect("stack dir");
+        let grpc = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let coord_metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let config = dir.path().join("coordinator.toml");
+        std::fs::write(
+            &config,
+            "[policy]\nmax_fleet_percent_under_fault = 100\nmax_concurrent_experiments = 10\n",
+        )
+        .expect("coordinator config");
+        let coordinator_args = vec![
+            "--listen".into(),
+            grpc.to_string(),
+            "--metrics-listen".into(),
+            coord_metrics.to_string(),
+            "--data-dir".into(),
+            dir.path().join("coordinator-data").display().to_string(),
+            "--certs-dir".into(),
+            certs.path().display().to_string(),
+            "--lease".into(),
+            format!("{}ms", lease.as_millis()),
+            "--config".into(),
+            config.display().to_string(),
+        ];
+        let mut stack = Stack {
+            certs,
+            dir,
+            coordinator: None,
+            grpc,
+            coord_metrics,
+            agents: Vec::new(),
+            lease,
+            coordinator_args,
+        };
+        stack.start_coordinator();
+        stack
+    }
+
+    /// (Re)starts the coordinator process with the same flags and data dir.
+    pub fn start_coordinator(&mut self) {
+        let p = Proc::spawn(
+            "coordinator",
+            &binary("faultline-coordinator"),
+            &self.coordinator_args,
+            self.dir.path(),
+        );
+        wait_ready(&p, self.coord_metrics, Duration::from_secs(10));
+        self.coordinator = Some(p);
+    }
+
+    pub fn coordinator(&mut self) -> &mut Proc {
+        self.coordinator.as_mut().expect("coordinator running")
+    }
+
+    /// Starts an agent process; its config allows io faults under the stack dir and keeps the
+    /// default limits otherwise. Returns once it is connected.
+    pub fn spawn_agent(&mut self, name: &str, labels: &str) -> &Agent {
+        let state = self.dir.path().join(format!("state-{name}"));
+        let config = self.dir.path().join(format!("agent-{name}.toml"));
+        std::fs::write(
+            &config,
+            format!("[limits]\nio_paths = [\"{}\"]\n", self.dir.path().display()),
+        )
+        .expect("agent config");
+        let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let args: Vec<String> = vec![
+            "--coordinator".into(),
+            format!("https://{}", self.grpc),
+            "--node-name".into(),
+            name.into(),
+            "--labels".into(),
+            labels.into(),
+            "--state-dir".into(),
+            state.display().to_string(),
+            "--metrics-listen".into(),
+            metrics.to_string(),
+            "--certs-dir".into(),
+            self.certs.path().display().to_string(),
+            "--telemetry-interval".into(),
+            "500ms".into(),
+            "--config".into(),
+            config.display().to_string(),
+        ];
+        let proc = Proc::spawn(name, &binary("faultline-agent"), &args, self.dir.path());
+        wait_ready(&proc, metrics, Duration::from_secs(10));
+        self.agents.push(Agent {
+            name: name.into(),
+            proc,
+            metrics,
+            state,
+        });
+        self.agents.last().expect("just pushed")
+    }
+
+    pub async fn channel(&self, stem: &str) -> Channel {
+        channel(&self.certs, stem, self.grpc).await
+    }
+
+    pub async fn experiments(
+        &self,
+        stem: &str,
+    ) -> pb::experiments_client::ExperimentsClient<Channel> {
+        pb::experiments_client::ExperimentsClient::new(self.channel(stem).await)
+    }
+
+    /// Creates and starts an experiment as operator; panics with the coordinator's message.
+    pub async fn run_experiment(&self, document: &str) -> pb::Experiment {
+        let mut client = self.experiments("operator").await;
+        client
+            .create(pb::CreateExperimentRequest {
+                document: document.to_string(),
+                dry_run: false,
+                start: true,
+            })
+            .await
+            .unwrap_or_else(|s| panic!("Create refused: {s:?}"))
+            .into_inner()
+            .experiment
+            .expect("experiment in response")
+    }
+
+    pub async fn get(&self, name: &str) -> pb::Experiment {
+        let mut client = self.experiments("viewer").await;
+        client
+            .get(pb::GetExperimentRequest { name: name.into() })
+            .await
+            .unwrap_or_else(|s| panic!("Get {name}: {s:?}"))
+            .into_inner()
+    }
+
+    /// Waits until the experiment reaches `phase` (panics on another final phase or timeout).
+    pub async fn wait_phase(
+        &self,
+        name: &str,
+        phase: pb::ExperimentPhase,
+        timeout: Duration,
+    ) -> pb::Experiment {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let e = self.get(name).await;
+            if e.phase == phase as i32 {
+                return e;
+            }
+            let final_phase = e.phase >= pb::ExperimentPhase::Completed as i32;
+            assert!(
+                !final_phase && Instant::now() < deadline,
+                "experiment {name} is {:?} ({}), expected {phase:?}; log: {:?}",
+                pb::ExperimentPhase::try_from(e.phase),
+                e.verdict_reason,
+                e.log.iter().map(|l| l.message.clone()).collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until every target's revert is acknowledged; returns the record.
+    pub async fn wait_all_reverted(&self, name: &str, timeout: Duration) -> pb::Experiment {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let e = self.get(name).await;
+            if !e.targets.is_empty()
+                && e.targets
+                    .iter()
+                    .all(|t| t.state == pb::FaultState::Reverted as i32)
+            {
+                return e;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not every target reverted within {timeout:?}: {:?}",
+                e.targets
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Live worker processes whose parent is `pid` (an agent's stress workers).
+pub fn workers_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next().unwrap_or("");
+        let ppid: u32 = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        let cmd = std::fs::read(format!("/proc/{child}/cmdline")).unwrap_or_default();
+        if ppid == pid && state != "Z" && String::from_utf8_lossy(&cmd).contains("__worker") {
+            out.push(child);
+        }
+    }
+    out
+}
+
+/// Live `__worker` processes of the workspace's agent binary, whoever their parent is.
+pub fn all_agent_workers() -> Vec<u32> {
+    let exe = binary("faultline-agent");
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let same_exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+            .map(|p| {
+                p.starts_with(&exe)
+                    || p.display()
+                        .to_string()
+                        .starts_with(&exe.display().to_string())
+            })
+            .unwrap_or(false);
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if same_exe && String::from_utf8_lossy(&cmd).contains("__worker") {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// A Prometheus from Debian's package on loopback, scraping `targets` every second.
+pub struct Prometheus {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    pub fn start(targets: &[SocketAddr]) -> Prometheus {
+        let bin = require_tool("prometheus", "prometheus");
+        let dir = tempfile::tempdir().expect("prometheus dir");
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let list = targets
+            .iter()
+            .map(|t| format!("'{t}'"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: test\n    static_configs:\n      - targets: [{list}]\n"
+            ),
+        )
+        .expect("prometheus config");
+        let args: Vec<String> = vec![
+            format!("--config.file={}", config.display()),
+            format!("--storage.tsdb.path={}", dir.path().join("data").display()),
+            format!("--web.listen-address={addr}"),
+        ];
+        let proc = Proc::spawn("prometheus", &bin, &args, dir.path());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while http_get(addr, "/-/ready").map(|r| r.0) != Some(200) {
+            assert!(
+                Instant::now() < deadline,
+                "prometheus not ready; log:\n{}",
+                proc.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Prometheus {
+            proc,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    /// Waits until an instant query returns a non-empty result.
+    pub fn wait_for_series(&self, query: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let path = format!("/api/v1/query?query={}", urlencode(query));
+        loop {
+            if let Some((200, body)) = http_get(self.addr, &path) {
+                if body.contains("\"result\":[{") {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no series for {query} within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A tiny HTTP server on loopback whose status code and body the test sets at any time:
+/// `/healthz` answers `status`, `/metrics` serves `metrics`.
+pub struct TestService {
+    pub addr: SocketAddr,
+    state: std::sync::Arc<std::sync::Mutex<(u16, String)>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl TestService {
+    pub fn start() -> TestService {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind test service");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("addr");
+        let state = std::sync::Arc::new(std::sync::Mutex::new((200u16, String::new())));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (st, sp) = (state.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !sp.load(std::sync::atomic::Ordering::SeqCst) {
+                let Ok((mut conn, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                let _ = conn.set_nonblocking(false);
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut buf = [0u8; 2048];
+                let n = conn.read(&mut buf).unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..n]);
+                let (status, metrics) =
+                    st.lock().map(|g| g.clone()).unwrap_or((500, String::new()));
+                let (code, body) = if req.starts_with("GET /metrics") {
+                    (200, metrics)
+                } else {
+                    (status, format!("status {status}\n"))
+                };
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {code} X\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        TestService { addr, state, stop }
+    }
+
+    pub fn set_status(&self, code: u16) {
+        if let Ok(mut g) = self.state.lock() {
+            g.0 = code;
+        }
+    }
+
+    pub fn set_metrics(&self, text: &str) {
+        if let Ok(mut g) = self.state.lock() {
+            g.1 = text.to_string();
+        }
+    }
+}
+
+impl Drop for TestService {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+pub fn path_str(p: &Path) -> String {
+    p.display().to_string()
+}
