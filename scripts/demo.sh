@@ -4,8 +4,8 @@
 #   network namespace acting as a node (fl-demo-1..3 at 10.77.0.11..13, veth pairs on the host
 #   bridge fl-demo-br0); a small HTTP service on fl-demo-1 and a load generator on the host that
 #   counts errors and timeouts; Prometheus (Debian's package) scraping the load generator, the
-#   agents and the coordinator every second; then `faultctl apply` of an experiment that pauses
-#   the service and stresses CPU on two of the nodes, with an error-rate guard that breaches;
+#   agents and the coordinator every second; then `faultctl apply` of an experiment that drops
+#   half the packets to the service and stresses CPU on two of the nodes, with an error-rate guard that breaches;
 #   `faultctl watch` shows the live progress and the abort; the abort latency and the final
 #   report are printed.
 # Everything is removed on exit, on failure and on Ctrl-C: each process by PID, the network
@@ -244,6 +244,9 @@ say "network: bridge $bridge ($host_ip/24) and namespaces ${nodes[*]}"
         ip -n "$ns" addr add "$(node_ip "$ns")/24" dev eth0
         ip -n "$ns" link set lo up
         ip -n "$ns" link set eth0 up
+        # Like a real node: a default route (via the host), which is where network faults act
+        # when the experiment names no interface.
+        ip -n "$ns" route add default via "$host_ip" dev eth0
     done
 } >"$tmp/network.log" 2>&1 || fail "setting up the network failed: $(tail -n 5 "$tmp/network.log")"
 for ns in "${nodes[@]}"; do
@@ -395,7 +398,7 @@ selected="$(faultctl --identity operator -o json apply -f "$tmp/demo-experiment.
     "$python" -c 'import json, sys; print(" ".join(s["agent"] for s in json.load(sys.stdin)["plan"]["selected"]))')" ||
     fail "the JSON dry run failed"
 if [[ " $selected " != *" $service_node "* ]]; then
-    echo "note: the plan does not select $service_node, the service's node; the pause still reaches the service because the demo's nodes share one process table" >&2
+    echo "note: the plan does not select $service_node, the service's node: the drop fault will not reach the service and the guard will not breach" >&2
 fi
 echo
 say "faultctl apply -f demo-experiment.yaml"
@@ -407,7 +410,7 @@ faultctl --identity viewer watch "$experiment" || watch_rc=$?
 echo
 case "$watch_rc" in
 3) ;;
-0) fail "the experiment completed: the error-rate guard never breached (is the pause fault working? see the agent logs)" ;;
+0) fail "the experiment completed: the error-rate guard never breached (is the drop fault working? see the agent logs)" ;;
 4)
     faultctl --identity viewer describe experiment "$experiment" || true
     fail "the experiment failed (details above)"
