@@ -87,21 +87,31 @@ async fn observe(state: &State, guard: &Guard, targets: &[String]) -> Observatio
         }
         GuardKind::Telemetry { metric, .. } => {
             let now = now_ms();
-            Observation::PerTarget(
-                targets
-                    .iter()
-                    .map(|t| {
-                        let value = state.registry.get(t).and_then(|e| {
-                            let fresh = e.connected && now - e.last_seen_unix_ms <= STALE_MS;
-                            e.telemetry
-                                .as_ref()
-                                .filter(|_| fresh)
-                                .and_then(|tm| metric_value(tm, *metric))
-                        });
-                        (t.clone(), value)
-                    })
-                    .collect(),
-            )
+            let mut per_target = Vec::new();
+            for t in targets {
+                let entry = state.registry.get(t);
+                // A connected agent that has not reported yet (it sends its first sample with
+                // the session) has no data, which is not a failure to evaluate.
+                if entry
+                    .as_ref()
+                    .is_some_and(|e| e.connected && e.telemetry.is_none())
+                {
+                    continue;
+                }
+                let value = entry.and_then(|e| {
+                    let fresh = e.connected && now - e.last_seen_unix_ms <= STALE_MS;
+                    e.telemetry
+                        .as_ref()
+                        .filter(|_| fresh)
+                        .and_then(|tm| metric_value(tm, *metric))
+                });
+                per_target.push((t.clone(), value));
+            }
+            if per_target.is_empty() {
+                Observation::Values(Vec::new())
+            } else {
+                Observation::PerTarget(per_target)
+            }
         }
     }
 }
