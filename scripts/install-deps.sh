@@ -17,7 +17,7 @@ demo_pkgs=(python3 curl procps prometheus iproute2 util-linux)
 # The tests: promtool (from prometheus), ip/tc, and for the netem VM test (tests/vm/): qemu, a
 # static busybox, depmod and cpio. On an image carrying a newer backported qemu-utils, installing
 # Debian 12's qemu-system-x86 replaces it; Faultline does not use qemu-utils.
-test_pkgs=(prometheus iproute2 curl procps python3 qemu-system-x86 busybox-static kmod cpio)
+test_pkgs=(prometheus iproute2 curl procps python3 python3-venv qemu-system-x86 busybox-static kmod cpio)
 
 case "$profile" in
 build) wanted=("${build_pkgs[@]}") ;;

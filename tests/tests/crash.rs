@@ -393,3 +393,51 @@ fn sigkill_at_random_points_of_apply_and_revert() {
         assert_ne!(paused.state(), 'T', "iteration {i}: process left paused");
     }
 }
+
+#[test]
+fn recovery_of_one_agent_leaves_another_live_agents_helpers_alone() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    require_root();
+    let dir = tempfile::tempdir().expect("tmp");
+    let io_dir = dir.path().join("io");
+    std::fs::create_dir(&io_dir).expect("io dir");
+    let config = write_config(dir.path(), &io_dir);
+    let paused = Sleeper::spawn();
+    let faults = dir.path().join("faults.yaml");
+    std::fs::write(
+        &faults,
+        format!(
+            "kind: cpu\nload: 10\nworkers: 1\n---\nkind: io\npath: {}\nworkers: 1\nsize: 2Mi\nrate: 1Mi\n---\nkind: process\naction: pause\nselector: {{pid: {}}}\n",
+            io_dir.display(),
+            paused.pid()
+        ),
+    )
+    .expect("faults");
+    let mut agent = RunningAgent::start(&faults, &dir.path().join("state-a"), &config, "60s");
+    agent.wait_applied(3, Duration::from_secs(20));
+    let before = helpers_of(agent.pid(), paused.pid());
+    assert_eq!(
+        before.len(),
+        3,
+        "cpu and io workers and a guard: {before:?}"
+    );
+
+    // A second agent (another state dir, e.g. the daemon beside a standalone run) starts up and
+    // sweeps: what the first agent holds is not an orphan.
+    let out = recover(&dir.path().join("state-b"), &config);
+    assert!(
+        out.to_lowercase().contains("nothing"),
+        "the sweep touched a live agent's helpers:\n{out}"
+    );
+    let after = helpers_of(agent.pid(), paused.pid());
+    assert_eq!(
+        after.iter().map(|h| h.0).collect::<Vec<_>>(),
+        before.iter().map(|h| h.0).collect::<Vec<_>>()
+    );
+    assert_eq!(paused.state(), 'T', "still paused by the first agent");
+    assert!(
+        !io_files(&io_dir).is_empty(),
+        "the first agent's io file is kept"
+    );
+    agent.sigkill();
+}

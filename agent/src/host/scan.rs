@@ -80,6 +80,22 @@ pub struct Owned {
 }
 
 impl Owned {
+    /// True when the process that spawned this helper is another live agent (same executable,
+    /// not a helper itself, not us): the helper is that agent's, not an orphan. An agent's
+    /// workers die with it (PDEATHSIG) and its guards are re-parented to init or a subreaper,
+    /// so an orphan never has a live agent as its parent.
+    pub fn held_by_another_agent(&self, proc: &ProcTable, exe: &Path) -> bool {
+        let parent = self.stat.ppid;
+        if parent <= 1 || parent == std::process::id() {
+            return false;
+        }
+        let parent_is_agent = proc.exe(parent).is_some_and(|p| p == exe);
+        let parent_is_helper = argv_of(proc, parent, exe)
+            .and_then(|a| a.get(1).cloned())
+            .is_some_and(|r| r == WORKER_ARG || r == GUARD_ARG);
+        parent_is_agent && !parent_is_helper
+    }
+
     /// The value after `--name` in the argv.
     pub fn arg(&self, name: &str) -> Option<&str> {
         let flag = format!("--{name}");

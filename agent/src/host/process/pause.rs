@@ -164,7 +164,10 @@ impl ProcessDriver {
         let proc = self.host.proc();
         let mut lines = Vec::new();
         for o in scan::owned(proc, exe) {
-            if o.role != GUARD_ARG || ids.contains(&o.fault_id) {
+            if o.role != GUARD_ARG
+                || ids.contains(&o.fault_id)
+                || o.held_by_another_agent(proc, exe)
+            {
                 continue;
             }
             let pids = o

@@ -95,6 +95,11 @@ impl StressDriver {
                 if o.role != WORKER_ARG || ids.contains(&o.fault_id) {
                     continue;
                 }
+                if o.held_by_another_agent(proc, exe) {
+                    // Another live agent's worker: its io files are not orphans either.
+                    ids.insert(o.fault_id.clone());
+                    continue;
+                }
                 let id = o.stat.identity();
                 match os::signal(proc, id, libc::SIGKILL) {
                     Ok(true) => {
