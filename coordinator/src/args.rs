@@ -116,6 +116,12 @@ pub struct Args {
     /// Log format on stderr. Filter with RUST_LOG (default info).
     #[arg(long, env = "FAULTLINE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+
+    /// Kubeconfig file(s) for pod targets (a ':'-separated list is merged like kubectl does).
+    /// Without it, a coordinator running in a pod uses its service account; elsewhere pod
+    /// targets are refused.
+    #[arg(long, env = "KUBECONFIG", value_name = "FILE")]
+    pub kubeconfig: Option<String>,
 }
 
 /// The TLS files: explicit flags win over the --certs-dir layout.

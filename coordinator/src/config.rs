@@ -23,6 +23,10 @@ pub const FAULT_KINDS: [&str; 7] = [
 /// The label that marks an agent as protected unless the config says otherwise.
 pub const DEFAULT_PROTECTED_LABEL: (&str, &str) = ("faultline.dev/protected", "true");
 
+/// Namespaces whose pods are never targeted unless the config says otherwise: the cluster's
+/// own, and Faultline's.
+pub const DEFAULT_PROTECTED_NAMESPACES: [&str; 2] = ["kube-system", "faultline"];
+
 const MIN_DURATION: Duration = Duration::from_secs(1);
 const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -46,8 +50,13 @@ pub struct RawPolicy {
     pub allowed_fault_kinds: Option<Vec<String>>,
     /// Longest experiment, a human duration in 1s..=7d.
     pub max_duration: Option<String>,
-    /// Agents carrying all of these labels are never selected as targets.
+    /// Agents carrying all of these labels are never selected as targets (nor pods on the
+    /// nodes carrying them).
     pub protected_agent_labels: Option<BTreeMap<String, String>>,
+    /// Pods in these namespaces are never selected as targets.
+    pub protected_namespaces: Option<Vec<String>>,
+    /// Percent of a namespace's matching Running pods that may be under fault at once, 1..=100.
+    pub max_pod_percent_per_namespace: Option<f64>,
 }
 
 /// The validated blast-radius policy the coordinator enforces.
@@ -58,6 +67,8 @@ pub struct Policy {
     pub allowed_fault_kinds: Vec<String>,
     pub max_duration: Duration,
     pub protected_agent_labels: Labels,
+    pub protected_namespaces: Vec<String>,
+    pub max_pod_percent_per_namespace: f64,
 }
 
 impl Default for Policy {
@@ -69,6 +80,11 @@ impl Default for Policy {
             allowed_fault_kinds: FAULT_KINDS.iter().map(|k| k.to_string()).collect(),
             max_duration: Duration::from_secs(3600),
             protected_agent_labels: Labels(BTreeMap::from([(k.to_string(), v.to_string())])),
+            protected_namespaces: DEFAULT_PROTECTED_NAMESPACES
+                .iter()
+                .map(|n| n.to_string())
+                .collect(),
+            max_pod_percent_per_namespace: 50.0,
         }
     }
 }
@@ -152,6 +168,27 @@ impl TryFrom<RawPolicy> for Policy {
                     field: "policy.protected_agent_labels".into(),
                     message: e.to_string(),
                 })?;
+        }
+        if let Some(namespaces) = raw.protected_namespaces {
+            let mut out: Vec<String> = Vec::new();
+            for (i, ns) in namespaces.into_iter().enumerate() {
+                if !faultline_core::experiment::guard_doc::is_dns_label(&ns) {
+                    return Err(ConfigError::Field {
+                        field: format!("policy.protected_namespaces[{i}]"),
+                        message: format!("{ns:?} is not a namespace name: use 1..=63 of a-z, 0-9 and '-', starting and ending with a letter or digit"),
+                    });
+                }
+                if !out.contains(&ns) {
+                    out.push(ns);
+                }
+            }
+            policy.protected_namespaces = out;
+        }
+        if let Some(p) = raw.max_pod_percent_per_namespace {
+            if !(1.0..=100.0).contains(&p) {
+                return Err(range("policy.max_pod_percent_per_namespace", p, "1..=100"));
+            }
+            policy.max_pod_percent_per_namespace = p;
         }
         Ok(policy)
     }
@@ -245,9 +282,13 @@ max_concurrent_experiments = 3
 allowed_fault_kinds = ["network", "cpu", "network"]
 max_duration = "30m"
 protected_agent_labels = { "tier" = "db" }
+protected_namespaces = ["kube-system", "payments", "kube-system"]
+max_pod_percent_per_namespace = 25
 "#,
         )
         .expect("valid");
+        assert_eq!(p.protected_namespaces, ["kube-system", "payments"]);
+        assert_eq!(p.max_pod_percent_per_namespace, 25.0);
         assert_eq!(p.max_fleet_percent_under_fault, 25.0);
         assert_eq!(p.max_concurrent_experiments, 3);
         assert_eq!(p.allowed_fault_kinds, vec!["network", "cpu"]);
@@ -269,6 +310,8 @@ protected_agent_labels = { "tier" = "db" }
             d.protected_agent_labels.to_string(),
             "faultline.dev/protected=true"
         );
+        assert_eq!(d.protected_namespaces, ["kube-system", "faultline"]);
+        assert_eq!(d.max_pod_percent_per_namespace, 50.0);
     }
 
     #[test]
@@ -289,6 +332,14 @@ protected_agent_labels = { "tier" = "db" }
             (
                 "[policy]\nmax_concurrent_experiments = -4\n",
                 "policy.max_concurrent_experiments: -4 is outside 1..=1000",
+            ),
+            (
+                "[policy]\nmax_pod_percent_per_namespace = 0\n",
+                "policy.max_pod_percent_per_namespace: 0 is outside 1..=100",
+            ),
+            (
+                "[policy]\nprotected_namespaces = [\"ok\", \"Not_OK\"]\n",
+                "policy.protected_namespaces[1]: \"Not_OK\" is not a namespace name: use 1..=63 of a-z, 0-9 and '-', starting and ending with a letter or digit",
             ),
             (
                 "[policy]\nmax_duration = \"8d\"\n",

@@ -7,6 +7,7 @@ pub mod authz;
 pub mod config;
 pub mod experiments;
 mod fleet;
+pub mod kube;
 pub mod metrics;
 pub mod registry;
 mod session;
@@ -30,6 +31,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 pub use config::Policy;
+pub use kube::PodAccess;
 pub use session::HELLO_TIMEOUT;
 use state::State;
 use store::{SledStore, Store, StoreError};
@@ -121,16 +123,25 @@ impl std::fmt::Debug for Coordinator {
 
 impl Coordinator {
     /// Opens the store, binds both listeners, serves in background tasks; returns once
-    /// listening.
+    /// listening. Without Kubernetes access: pod targets are refused.
     pub async fn start(
         config: Config,
         metrics: Option<PrometheusHandle>,
+    ) -> Result<Coordinator, CoordinatorError> {
+        Self::start_with_pods(config, metrics, PodAccess::none()).await
+    }
+
+    /// [`Coordinator::start`] with access to the Kubernetes API for pod targets.
+    pub async fn start_with_pods(
+        config: Config,
+        metrics: Option<PrometheusHandle>,
+        pods: PodAccess,
     ) -> Result<Coordinator, CoordinatorError> {
         validate_timing(config.lease, config.renew_interval)?;
         crate::metrics::describe();
         let tls = Arc::new(ReloadingServerConfig::new(config.tls.clone())?);
         let store = Arc::new(SledStore::open(&config.data_dir)?);
-        let started = Self::start_with_store(config, metrics, tls, store.clone()).await;
+        let started = Self::start_with_store(config, metrics, tls, store.clone(), pods).await;
         if started.is_err() {
             let _ = store.close();
         }
@@ -142,6 +153,7 @@ impl Coordinator {
         metrics: Option<PrometheusHandle>,
         tls: Arc<ReloadingServerConfig>,
         store: Arc<SledStore>,
+        pods: PodAccess,
     ) -> Result<Coordinator, CoordinatorError> {
         let registry = registry::Registry::from_records(store.agents()?);
         let halt = store.halt()?;
@@ -166,7 +178,7 @@ impl Coordinator {
             })?;
         let (guard, sessions_done) = mpsc::channel(1);
         let store: Arc<dyn Store> = store;
-        let state = Arc::new(State::new(
+        let mut state = State::new(
             config.policy,
             config.lease,
             config.renew_interval,
@@ -174,7 +186,9 @@ impl Coordinator {
             registry,
             halt,
             guard,
-        ));
+        );
+        state.pods = pods;
+        let state = Arc::new(state);
         let interrupted = state.experiments.recover(state.store.as_ref())?;
         if !interrupted.is_empty() {
             tracing::warn!(

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use faultline_coordinator::experiments::SECONDS_BUCKETS;
-use faultline_coordinator::Coordinator;
+use faultline_coordinator::kube::KubeSource;
+use faultline_coordinator::{Coordinator, PodAccess};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 
 use args::{Args, LogFormat};
@@ -82,8 +83,19 @@ async fn main() -> ExitCode {
         }
     };
     let stop = stop_signal();
+    let pods = match KubeSource::detect(args.kubeconfig.as_deref())
+        .connect()
+        .await
+    {
+        Ok(access) => access,
+        Err(e) => return fail(2, &e.to_string()),
+    };
+    match &pods {
+        PodAccess::Cluster(_) => tracing::info!("pod targets resolved through the Kubernetes API"),
+        PodAccess::Unavailable(why) => tracing::info!("pod targets are refused: {why}"),
+    }
     let (lease, data_dir) = (config.lease, config.data_dir.clone());
-    let coordinator = match Coordinator::start(config, handle).await {
+    let coordinator = match Coordinator::start_with_pods(config, handle, pods).await {
         Ok(c) => c,
         Err(e) => {
             let code = if e.is_usage() { 2 } else { 1 };

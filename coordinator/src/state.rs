@@ -15,6 +15,7 @@ use tonic::{Request, Status};
 use crate::authz::{self, Method};
 use crate::config::Policy;
 use crate::experiments::Table;
+use crate::kube::PodAccess;
 use crate::metrics;
 use crate::registry::Registry;
 use crate::store::{AuditRecord, HaltRecord, Store, StoreError};
@@ -40,6 +41,9 @@ pub struct State {
     pub shutdown: CancellationToken,
     /// Experiments: every one's phase, and the running ones.
     pub experiments: Table,
+    /// The Kubernetes API for pod targets, or why there is none (none unless set after
+    /// [`State::new`]).
+    pub pods: PodAccess,
     /// Each session task holds a clone; shutdown drops this one and waits for the channel to
     /// close, which tells it every session has ended.
     session_guard: Mutex<Option<mpsc::Sender<()>>>,
@@ -65,6 +69,7 @@ impl State {
             halt: Mutex::new(halt),
             shutdown: CancellationToken::new(),
             experiments: Table::default(),
+            pods: PodAccess::none(),
             session_guard: Mutex::new(Some(session_guard)),
             sessions: AtomicU64::new(0),
         }

@@ -240,7 +240,7 @@ async fn policy_refusals_say_why() {
     let r = create(&mut ops, &doc("pods", "  duration: 5s\n  targets: {mode: all, pods: {namespace: shop}}\n  faults: [{kind: cpu, load: 5}]\n"), true).await;
     assert_eq!(
         refused(r),
-        (Code::InvalidArgument, "spec.targets.pods: pod targets need the Kubernetes integration, which this coordinator does not have yet".into())
+        (Code::FailedPrecondition, "spec.targets.pods: pod targets are not available: the coordinator has no Kubernetes access: it does not run in a cluster (KUBERNETES_SERVICE_HOST is unset) and neither --kubeconfig nor KUBECONFIG is given".into())
     );
     let r = create(
         &mut ops,

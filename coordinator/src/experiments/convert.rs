@@ -1,7 +1,8 @@
 //! Experiment records to wire messages (`pb::Experiment`, `pb::Plan`, `pb::ExperimentEvent`).
 
 use faultline_core::experiment::{parse_stored_experiment, Phase};
-use faultline_proto::convert::spec_to_pb;
+use faultline_core::fault::Target;
+use faultline_proto::convert::{self as wire, spec_to_pb};
 use faultline_proto::pb;
 
 use super::record::{
@@ -66,7 +67,10 @@ pub fn plan_to_pb(p: &PlanRecord, faults: Vec<pb::FaultSpec>) -> pb::Plan {
             .iter()
             .map(|s| pb::PlannedTarget {
                 agent: s.agent.clone(),
-                target: None,
+                target: s
+                    .pod
+                    .as_ref()
+                    .map(|p| wire::target_to_pb(&Target::Container(p.to_container()))),
                 description: s.description.clone(),
             })
             .collect(),

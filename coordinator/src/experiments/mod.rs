@@ -51,6 +51,8 @@ pub struct Live {
     pub snapshot: tokio_watch::Receiver<Snapshot>,
     /// The agents it targets (under fault until the run is over).
     pub agents: Vec<String>,
+    /// The UIDs of the pods it targets (pod experiments).
+    pub pods: Vec<String>,
     /// The ids of the faults it dispatches.
     pub fault_ids: Vec<String>,
 }
@@ -153,6 +155,15 @@ impl Table {
             .live
             .values()
             .flat_map(|l| l.agents.iter().cloned())
+            .collect()
+    }
+
+    /// UIDs of the pods targeted by runs that are not over.
+    pub fn pods_under_fault(&self) -> BTreeSet<String> {
+        self.lock()
+            .live
+            .values()
+            .flat_map(|l| l.pods.iter().cloned())
             .collect()
     }
 

@@ -13,6 +13,7 @@ use tonic::Status;
 use super::planning;
 use super::record::ExperimentRecord;
 use super::run::{self, Control, Trigger, SHUTDOWN_REVERT_WAIT};
+use crate::kube::KubeError;
 use crate::state::{now_ms, State};
 use crate::store::StoreError;
 
@@ -48,6 +49,10 @@ pub enum OpError {
     Store(#[from] StoreError),
     #[error("the run of experiment {0:?} did not answer in time")]
     NoAnswer(String),
+    #[error("spec.targets.pods: pod targets are not available: {0}")]
+    NoKubernetes(String),
+    #[error("spec.targets.pods: could not resolve the pods: {0}")]
+    Kubernetes(KubeError),
 }
 
 impl OpError {
@@ -56,9 +61,11 @@ impl OpError {
         let m = self.to_string();
         match self {
             OpError::Invalid(_) | OpError::Argument { .. } => Status::invalid_argument(m),
-            OpError::Halted { .. } | OpError::Refused(_) | OpError::WrongPhase { .. } => {
-                Status::failed_precondition(m)
-            }
+            OpError::Halted { .. }
+            | OpError::Refused(_)
+            | OpError::WrongPhase { .. }
+            | OpError::NoKubernetes(_) => Status::failed_precondition(m),
+            OpError::Kubernetes(_) => Status::unavailable(m),
             OpError::NotFound(_) => Status::not_found(m),
             OpError::Exists { .. } => Status::already_exists(m),
             OpError::Store(_) => Status::internal(m),
@@ -110,7 +117,7 @@ pub async fn create(
             });
         }
     }
-    let mut plan = planning::plan_now(state, &spec).map_err(OpError::Refused)?;
+    let mut plan = planning::plan_now(state, &spec).await?;
     let now = now_ms();
     if dry_run {
         if let Some(h) = state.halted() {
@@ -164,7 +171,7 @@ pub async fn start(
     }
     let spec =
         parse_experiment(&rec.document, state.policy.max_duration).map_err(OpError::Invalid)?;
-    rec.plan = planning::plan_now(state, &spec).map_err(OpError::Refused)?;
+    rec.plan = planning::plan_now(state, &spec).await?;
     rec.log(
         now_ms(),
         format!("planned again at start: {}", rec.plan.selection),

@@ -1,18 +1,24 @@
-//! Planning against the live fleet: the planner's input from the registry, the policy and the
-//! running experiments, and the plan as recorded (with each agent's labels).
+//! Planning against the live fleet: the planner's input from the registry, the policy, the
+//! running experiments and (for pod targets) the Kubernetes API, and the plan as recorded (with
+//! each agent's labels, or each pod).
 
 use std::collections::BTreeMap;
 
+use faultline_core::experiment::pods::describe_pod_fault;
 use faultline_core::experiment::{
-    fault_id, plan, AgentView, ExperimentSpec, OnError, Phase, PlanInput, PlanPolicy, Refusal,
+    aim, fault_id, plan, plan_pods, AgentView, ExperimentSpec, OnError, Phase, PlanInput,
+    PlanPolicy, PodPlanInput, PodSelector,
 };
 use faultline_core::fault::FaultKind;
 use faultline_core::Labels;
 
+use super::ops::OpError;
 use super::record::{
-    ExcludedAgent, ExperimentRecord, GuardInfo, PlanRecord, PlannedAgent, TargetRecord, TargetState,
+    ExcludedAgent, ExperimentRecord, GuardInfo, PlanRecord, PlannedAgent, PodRef, TargetRecord,
+    TargetState,
 };
 use crate::config::Policy;
+use crate::kube::{self, PodAccess};
 use crate::state::State;
 
 /// The policy in the planner's terms.
@@ -27,13 +33,15 @@ pub fn plan_policy(p: &Policy) -> PlanPolicy {
             .collect(),
         max_duration: p.max_duration,
         protected_agent_labels: p.protected_agent_labels.0.clone(),
+        protected_namespaces: p.protected_namespaces.clone(),
+        max_pod_percent_per_namespace: p.max_pod_percent_per_namespace,
     }
 }
 
-/// Plans `spec` against the fleet as it is now.
-pub fn plan_now(state: &State, spec: &ExperimentSpec) -> Result<PlanRecord, Refusal> {
-    let agents = state.registry.list();
-    let views: Vec<AgentView> = agents
+fn agent_views(state: &State) -> Vec<AgentView> {
+    state
+        .registry
+        .list()
         .iter()
         .map(|a| AgentView {
             name: a.node_name.clone(),
@@ -41,7 +49,84 @@ pub fn plan_now(state: &State, spec: &ExperimentSpec) -> Result<PlanRecord, Refu
             connected: a.connected,
             faults_held: a.held_faults.len(),
         })
-        .collect();
+        .collect()
+}
+
+/// Plans `spec` against the fleet (and for pod targets, the cluster) as it is now.
+pub async fn plan_now(state: &State, spec: &ExperimentSpec) -> Result<PlanRecord, OpError> {
+    match &spec.pods {
+        Some(selector) => plan_pods_now(state, spec, selector).await,
+        None => plan_agents_now(state, spec),
+    }
+}
+
+/// Resolves the pod selector through the Kubernetes API and plans the pods.
+async fn plan_pods_now(
+    state: &State,
+    spec: &ExperimentSpec,
+    selector: &PodSelector,
+) -> Result<PlanRecord, OpError> {
+    let cluster = match &state.pods {
+        PodAccess::Cluster(c) => c.clone(),
+        PodAccess::Unavailable(why) => return Err(OpError::NoKubernetes(why.clone())),
+    };
+    let view = kube::resolve(cluster.as_ref(), selector)
+        .await
+        .map_err(OpError::Kubernetes)?;
+    let agents = agent_views(state);
+    let policy = plan_policy(&state.policy);
+    let under_fault = state.experiments.under_fault();
+    let pods_under_fault = state.experiments.pods_under_fault();
+    let p = plan_pods(&PodPlanInput {
+        spec,
+        selector,
+        pods: &view.pods,
+        nodes: &view.nodes,
+        agents: &agents,
+        policy: &policy,
+        running_experiments: state.experiments.running_count() as u32,
+        under_fault: &under_fault,
+        pods_under_fault: &pods_under_fault,
+    })
+    .map_err(OpError::Refused)?;
+    Ok(PlanRecord {
+        selected: p
+            .targets
+            .iter()
+            .map(|t| {
+                let pod = PodRef::from_container(&t.container);
+                PlannedAgent {
+                    agent: t.node.clone(),
+                    description: pod.describe(),
+                    pod: Some(pod),
+                }
+            })
+            .collect(),
+        excluded: p
+            .excluded
+            .iter()
+            .map(|x| ExcludedAgent {
+                agent: if x.node.is_empty() {
+                    "-".to_string()
+                } else {
+                    x.node.clone()
+                },
+                description: format!("pod {}", x.pod),
+                reason: x.reason.to_string(),
+            })
+            .collect(),
+        faults: spec
+            .faults
+            .iter()
+            .map(|f| describe_pod_fault(f, selector))
+            .collect(),
+        selection: format!("pods ({selector}): {}", p.selection),
+    })
+}
+
+fn plan_agents_now(state: &State, spec: &ExperimentSpec) -> Result<PlanRecord, OpError> {
+    let agents = state.registry.list();
+    let views = agent_views(state);
     let labels: BTreeMap<&str, String> = agents
         .iter()
         .map(|a| (a.node_name.as_str(), Labels(a.labels.clone()).to_string()))
@@ -55,7 +140,8 @@ pub fn plan_now(state: &State, spec: &ExperimentSpec) -> Result<PlanRecord, Refu
         policy: &policy,
         running_experiments: running,
         under_fault: &under_fault,
-    })?;
+    })
+    .map_err(OpError::Refused)?;
     let describe = |a: &str| labels.get(a).cloned().unwrap_or_default();
     Ok(PlanRecord {
         selected: p
@@ -64,6 +150,7 @@ pub fn plan_now(state: &State, spec: &ExperimentSpec) -> Result<PlanRecord, Refu
             .map(|a| PlannedAgent {
                 agent: a.clone(),
                 description: describe(a),
+                pod: None,
             })
             .collect(),
         excluded: p
@@ -123,16 +210,24 @@ pub fn new_record(
     }
 }
 
-/// One target record per (selected agent, fault), all pending.
+/// One target record per (selected agent, fault), or (selected pod or container, fault), all
+/// pending.
 pub fn targets(spec: &ExperimentSpec, plan: &PlanRecord) -> Vec<TargetRecord> {
     let mut out = Vec::new();
     for agent in &plan.selected {
         for (i, f) in spec.faults.iter().enumerate() {
+            let (id, fault) = match &agent.pod {
+                None => (fault_id(&spec.name, &agent.agent, i), f.describe()),
+                Some(p) => (
+                    fault_id(&spec.name, &p.key(), i),
+                    aim(f, &p.to_container()).describe(),
+                ),
+            };
             out.push(TargetRecord {
                 agent: agent.agent.clone(),
                 fault_index: i,
-                fault_id: fault_id(&spec.name, &agent.agent, i),
-                fault: f.describe(),
+                fault_id: id,
+                fault,
                 state: TargetState::Pending,
                 apply_sent_unix_ms: 0,
                 applied_unix_ms: 0,
@@ -141,6 +236,7 @@ pub fn targets(spec: &ExperimentSpec, plan: &PlanRecord) -> Vec<TargetRecord> {
                 revert_reason: String::new(),
                 error: String::new(),
                 counters: BTreeMap::new(),
+                pod: agent.pod.clone(),
             });
         }
     }

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use faultline_core::experiment::Phase;
+use faultline_core::fault::ContainerRef;
 use serde::{Deserialize, Serialize};
 
 /// Guard samples kept per experiment (oldest dropped first).
@@ -58,8 +59,67 @@ pub struct PlanRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlannedAgent {
     pub agent: String,
-    /// The agent's labels.
+    /// The agent's labels, or the pod (and container) for pod targets.
     pub description: String,
+    /// For pod targets: the pod or container the faults are aimed at, on node `agent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodRef>,
+}
+
+/// A Kubernetes pod, or one container of it, as targeted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodRef {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    /// Empty: the whole pod.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub container: String,
+    /// The runtime's container ID (no `containerd://` prefix); empty for the whole pod.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub container_id: String,
+}
+
+impl PodRef {
+    pub fn from_container(c: &ContainerRef) -> PodRef {
+        PodRef {
+            namespace: c.pod_namespace.clone(),
+            name: c.pod_name.clone(),
+            uid: c.pod_uid.clone(),
+            container: c.container_name.clone(),
+            container_id: c.container_id.clone(),
+        }
+    }
+
+    pub fn to_container(&self) -> ContainerRef {
+        ContainerRef {
+            container_id: self.container_id.clone(),
+            pod_uid: self.uid.clone(),
+            pod_namespace: self.namespace.clone(),
+            pod_name: self.name.clone(),
+            container_name: self.container.clone(),
+        }
+    }
+
+    /// `shop/checkout-1` or `shop/checkout-1/app`; also the key its fault ids derive from.
+    pub fn key(&self) -> String {
+        if self.container.is_empty() {
+            format!("{}/{}", self.namespace, self.name)
+        } else {
+            format!("{}/{}/{}", self.namespace, self.name, self.container)
+        }
+    }
+
+    /// For people: `pod shop/checkout-1 (uid ...)`, `container app (0a1b2c3d4e5f) of pod ...`.
+    pub fn describe(&self) -> String {
+        let pod = format!("pod {}/{} (uid {})", self.namespace, self.name, self.uid);
+        if self.container.is_empty() {
+            pod
+        } else {
+            let id: String = self.container_id.chars().take(12).collect();
+            format!("container {} ({id}) of {pod}", self.container)
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,6 +173,9 @@ pub struct TargetRecord {
     pub error: String,
     #[serde(default)]
     pub counters: BTreeMap<String, u64>,
+    /// For pod targets: the pod or container this fault is aimed at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodRef>,
 }
 
 impl TargetRecord {
@@ -245,7 +308,20 @@ impl ExperimentRecord {
         }
     }
 
-    /// The agents this experiment targets, sorted, without repeats.
+    /// UIDs of the pods this experiment targets, sorted, without repeats.
+    pub fn pod_uids(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .plan
+            .selected
+            .iter()
+            .filter_map(|p| p.pod.as_ref().map(|p| p.uid.clone()))
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// The agents this experiment targets (for pods: their nodes), sorted, without repeats.
     pub fn agents(&self) -> Vec<String> {
         let mut v: Vec<String> = self.plan.selected.iter().map(|p| p.agent.clone()).collect();
         v.sort();

@@ -24,6 +24,7 @@ fn aborted() -> ExperimentRecord {
         revert_reason: "abort".into(),
         error: String::new(),
         counters: BTreeMap::from([("workers".to_string(), 1)]),
+        pod: None,
     };
     let mut telemetry = BTreeMap::new();
     let mut t = TelemetrySummary::default();
@@ -50,6 +51,7 @@ fn aborted() -> ExperimentRecord {
             selected: vec![PlannedAgent {
                 agent: "node-a".into(),
                 description: "zone=a".into(),
+                pod: None,
             }],
             excluded: vec![ExcludedAgent {
                 agent: "node-b".into(),

@@ -5,13 +5,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::de::IgnoredAny;
 use serde::Deserialize;
 
 use super::guard_doc::{duration_field, is_dns_label, RawGuard};
+use super::pods_doc::RawPods;
 use super::*;
-use crate::fault::doc::{parse_document, RawFault, Scalar};
-use crate::fault::{join, SpecError};
+use crate::fault::doc::{parse_document, RawFault, RawSelector, Scalar};
+use crate::fault::{join, FaultSpec, SpecError};
 use crate::Labels;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -47,8 +47,8 @@ pub struct RawSpec {
 #[serde(deny_unknown_fields)]
 pub struct RawTargets {
     pub agents: Option<RawAgents>,
-    /// Reserved for the Kubernetes integration.
-    pub pods: Option<IgnoredAny>,
+    /// Kubernetes pods (instead of agents).
+    pub pods: Option<RawPods>,
     pub mode: Option<String>,
     pub value: Option<Scalar>,
 }
@@ -184,6 +184,16 @@ impl RawSpec {
             .as_ref()
             .ok_or_else(|| SpecError::new("spec.targets", "is required (agents and mode)"))?;
         let (agents, mode) = targets.to_selection()?;
+        let pods = match &targets.pods {
+            None => None,
+            Some(_) if targets.agents.is_some() => {
+                return Err(SpecError::new(
+                    "spec.targets",
+                    "give agents or pods, not both",
+                ))
+            }
+            Some(p) => Some(p.to_selector()?),
+        };
         if self.faults.is_empty() || self.faults.len() > MAX_FAULTS {
             return Err(SpecError::new(
                 "spec.faults",
@@ -194,7 +204,13 @@ impl RawSpec {
             .faults
             .iter()
             .enumerate()
-            .map(|(i, f)| f.to_spec(&format!("spec.faults[{i}]")))
+            .map(|(i, f)| {
+                let path = format!("spec.faults[{i}]");
+                match pods {
+                    None => f.to_spec(&path),
+                    Some(_) => pod_fault(f, &path),
+                }
+            })
             .collect::<Result<Vec<_>, _>>()?;
         if self.guards.len() > MAX_GUARDS {
             return Err(SpecError::new(
@@ -245,6 +261,7 @@ impl RawSpec {
             name: name.to_string(),
             duration,
             agents,
+            pods,
             mode,
             faults,
             guards,
@@ -255,14 +272,41 @@ impl RawSpec {
     }
 }
 
+/// A fault of a pod experiment: the selected pods are its target, so it names none itself (a
+/// process fault names no selector either); the coordinator aims it at each pod or container.
+fn pod_fault(f: &RawFault, path: &str) -> Result<FaultSpec, SpecError> {
+    if f.target.is_some() {
+        return Err(SpecError::new(
+            join(path, "target"),
+            "with spec.targets.pods the selected pods are the target; leave target out",
+        ));
+    }
+    if f.kind.trim() != "process" {
+        return f.to_spec(path);
+    }
+    if f.selector.is_some() {
+        return Err(SpecError::new(
+            join(path, "selector"),
+            "with spec.targets.pods a process fault acts on the processes of the selected pods (or containers); leave selector out",
+        ));
+    }
+    // Validate with a stand-in selector; the real one is set for each pod by `aim`.
+    let with_selector = RawFault {
+        selector: Some(RawSelector {
+            pod: Some("0".into()),
+            ..RawSelector::default()
+        }),
+        ..f.clone()
+    };
+    let mut spec = with_selector.to_spec(path)?;
+    if let crate::fault::Fault::Process(p) = &mut spec.fault {
+        p.selector = crate::fault::ProcessSelector::Container(Default::default());
+    }
+    Ok(spec)
+}
+
 impl RawTargets {
     fn to_selection(&self) -> Result<(AgentSelector, Mode), SpecError> {
-        if self.pods.is_some() {
-            return Err(SpecError::new(
-                "spec.targets.pods",
-                "pod targets need the Kubernetes integration, which this coordinator does not have yet",
-            ));
-        }
         let raw = self.agents.clone().unwrap_or_default();
         let mut names: Vec<NodeName> = Vec::new();
         for (i, n) in raw.names.iter().enumerate() {

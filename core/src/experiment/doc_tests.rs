@@ -150,7 +150,7 @@ fn invalid_documents_name_the_field_path() {
         (doc(&OK_SPEC.replace("{mode: all}", "{mode: percent}")), "spec.targets.value: is required with mode percent"),
         (doc(&OK_SPEC.replace("{mode: all}", "{mode: fixed, value: 0}")), "spec.targets.value: 0 is outside 1..=10000"),
         (doc(&OK_SPEC.replace("{mode: all}", "{mode: one, value: 2}")), "spec.targets.value: mode one takes no value"),
-        (doc(&OK_SPEC.replace("{mode: all}", "{mode: all, pods: {namespace: shop}}")), "spec.targets.pods: pod targets need the Kubernetes integration, which this coordinator does not have yet"),
+        (doc(&OK_SPEC.replace("{mode: all}", "{mode: all, agents: {}, pods: {namespace: shop}}")), "spec.targets: give agents or pods, not both"),
         (doc(&OK_SPEC.replace("{mode: all}", "{mode: all, agents: {names: [Node_A]}}")), "spec.targets.agents.names[0]: node name \"Node_A\" is invalid"),
         (doc(&OK_SPEC.replace("{mode: all}", "{mode: all, agents: {names: [a, a]}}")), "spec.targets.agents.names[1]: \"a\" is listed twice"),
         (doc(&OK_SPEC.replace("{mode: all}", "{mode: all, agents: {labels: {\"-z\": a}}}")), "spec.targets.agents.labels: label key \"-z\" is invalid"),

@@ -8,6 +8,8 @@
 //!   probe failures), fed with observations by the coordinator.
 //! - [`planner`]: which agents an experiment targets under its mode, its blast radius and the
 //!   coordinator's policy, or why it may not run.
+//! - [`pods`], [`pods_doc`], [`pod_planner`]: Kubernetes pod targets (`spec.targets.pods`), the
+//!   cluster as the planner sees it, and which pods an experiment targets.
 //! - [`phase`]: the lifecycle `pending -> running -> completed | aborted | failed`
 //!   (`interrupted` when the coordinator restarted mid-run) and deterministic fault ids.
 
@@ -17,6 +19,9 @@ pub mod guard;
 pub mod guard_doc;
 pub mod phase;
 pub mod planner;
+pub mod pod_planner;
+pub mod pods;
+pub mod pods_doc;
 mod shuffle;
 mod url;
 
@@ -24,6 +29,10 @@ mod url;
 mod doc_tests;
 #[cfg(test)]
 mod planner_tests;
+#[cfg(test)]
+mod pod_planner_tests;
+#[cfg(test)]
+mod pods_doc_tests;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -36,6 +45,8 @@ pub use doc::{parse_experiment, parse_stored_experiment};
 pub use guard::{Guard, GuardKind, HttpUrl, OnError, TelemetryMetric, Threshold};
 pub use phase::{fault_id, Phase};
 pub use planner::{plan, AgentView, Exclusion, Plan, PlanInput, PlanPolicy, Refusal};
+pub use pod_planner::{plan_pods, ExcludedPod, PodExclusion, PodPlan, PodPlanInput};
+pub use pods::{aim, ContainerView, NodeView, PodSelector, PodTarget, PodView};
 
 /// The `apiVersion` every experiment document carries.
 pub const API_VERSION: &str = "faultline.dev/v1";
@@ -150,9 +161,13 @@ impl OnTargetFailure {
 pub struct ExperimentSpec {
     pub name: String,
     pub duration: Duration,
+    /// Agents to target (empty when `pods` is given).
     pub agents: AgentSelector,
+    /// Kubernetes pods to target instead of agents (`spec.targets.pods`).
+    pub pods: Option<PodSelector>,
     pub mode: Mode,
-    /// Applied on every selected agent.
+    /// Applied on every selected agent (or pod, or container). With pod targets the faults
+    /// carry no target of their own; see [`aim`].
     pub faults: Vec<FaultSpec>,
     pub guards: Vec<Guard>,
     pub guard_interval: Duration,

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;
 
+use super::pod_planner::ExcludedPod;
 use super::shuffle::stable_shuffle;
 use super::ExperimentSpec;
 use crate::fault::FaultKind;
@@ -30,8 +31,13 @@ pub struct PlanPolicy {
     pub max_concurrent_experiments: u32,
     pub allowed_fault_kinds: Vec<FaultKind>,
     pub max_duration: Duration,
-    /// Agents carrying all of these labels are never selected (empty: none is protected).
+    /// Agents carrying all of these labels are never selected (empty: none is protected); for
+    /// pod targets, neither are the pods on nodes carrying them.
     pub protected_agent_labels: BTreeMap<String, String>,
+    /// Pods in these namespaces are never selected.
+    pub protected_namespaces: Vec<String>,
+    /// Share of a namespace's matching Running pods that may be under fault at once, 1..=100.
+    pub max_pod_percent_per_namespace: f64,
 }
 
 /// Everything the planner looks at.
@@ -113,6 +119,18 @@ pub enum Refusal {
     LimitAllowsNone {
         limit: String,
     },
+    /// A limit leaves no room for even one pod.
+    PodLimitAllowsNone {
+        limit: String,
+    },
+    /// The pod selector matched no pod at all.
+    NoPodMatches {
+        selector: String,
+    },
+    /// No pod is eligible; the reasons per pod.
+    NoPodEligible {
+        excluded: Vec<ExcludedPod>,
+    },
 }
 
 impl fmt::Display for Refusal {
@@ -155,21 +173,44 @@ impl fmt::Display for Refusal {
             Refusal::LimitAllowsNone { limit } => {
                 write!(f, "no agent can be selected: {limit} allows 0 targets")
             }
+            Refusal::PodLimitAllowsNone { limit } => {
+                write!(f, "no pod can be selected: {limit} allows 0 pods")
+            }
+            Refusal::NoPodMatches { selector } => write!(
+                f,
+                "no pod can be selected: no pod matches spec.targets.pods ({selector})"
+            ),
+            Refusal::NoPodEligible { excluded } => {
+                let shown: Vec<String> = excluded
+                    .iter()
+                    .take(10)
+                    .map(|x| format!("{}: {}", x.pod, x.reason))
+                    .collect();
+                let more = excluded.len().saturating_sub(shown.len());
+                write!(f, "no pod can be selected: {}", shown.join("; "))?;
+                if more > 0 {
+                    write!(f, "; and {more} more")?;
+                }
+                Ok(())
+            }
         }
     }
 }
 
 /// `pct` percent of `n`, rounded down.
-fn percent_floor(n: usize, pct: f64) -> usize {
+pub(super) fn percent_floor(n: usize, pct: f64) -> usize {
     ((n as f64) * pct / 100.0 + 1e-9).floor().max(0.0) as usize
 }
 
-/// Plans an experiment.
-pub fn plan(input: &PlanInput<'_>) -> Result<Plan, Refusal> {
-    let PlanInput { spec, policy, .. } = *input;
-    if input.running_experiments >= policy.max_concurrent_experiments {
+/// The checks every plan starts with: concurrent experiments, duration, fault kinds.
+pub(super) fn check_policy(
+    spec: &ExperimentSpec,
+    policy: &PlanPolicy,
+    running_experiments: u32,
+) -> Result<(), Refusal> {
+    if running_experiments >= policy.max_concurrent_experiments {
         return Err(Refusal::TooManyExperiments {
-            running: input.running_experiments,
+            running: running_experiments,
             max: policy.max_concurrent_experiments,
         });
     }
@@ -188,6 +229,13 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, Refusal> {
             });
         }
     }
+    Ok(())
+}
+
+/// Plans an experiment that targets agents.
+pub fn plan(input: &PlanInput<'_>) -> Result<Plan, Refusal> {
+    let PlanInput { spec, policy, .. } = *input;
+    check_policy(spec, policy, input.running_experiments)?;
 
     let mut agents: Vec<&AgentView> = input.agents.iter().collect();
     agents.sort_by(|a, b| a.name.cmp(&b.name));

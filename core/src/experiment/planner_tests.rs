@@ -23,6 +23,7 @@ fn spec(name: &str, mode: Mode) -> ExperimentSpec {
         name: name.into(),
         duration: Duration::from_secs(30),
         agents: AgentSelector::default(),
+        pods: None,
         mode,
         faults: vec![cpu()],
         guards: vec![],
@@ -39,6 +40,8 @@ fn policy(fleet_pct: f64) -> PlanPolicy {
         allowed_fault_kinds: FaultKind::ALL.to_vec(),
         max_duration: Duration::from_secs(3600),
         protected_agent_labels: BTreeMap::from([("tier".to_string(), "db".to_string())]),
+        protected_namespaces: vec!["kube-system".into()],
+        max_pod_percent_per_namespace: 50.0,
     }
 }
 

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use faultline_core::experiment::{ExperimentSpec, Phase};
+use faultline_core::experiment::{aim, ExperimentSpec, Phase};
 use faultline_proto::convert::spec_to_pb;
 use faultline_proto::pb;
 use faultline_proto::pb::coordinator_message::Msg as CoordMsg;
@@ -163,6 +163,7 @@ pub fn start(
             status: status_tx,
             snapshot: snapshot_rx,
             agents,
+            pods: rec.pod_uids(),
             fault_ids,
         },
     );
@@ -252,13 +253,18 @@ impl Run {
         let deadline = self.rec.started_unix_ms + self.rec.duration_ms as i64;
         let mut batches: BTreeMap<String, Vec<CoordMsg>> = BTreeMap::new();
         for t in &self.rec.targets {
+            let fault = &self.spec.faults[t.fault_index];
+            let spec = match &t.pod {
+                None => spec_to_pb(fault),
+                Some(pod) => spec_to_pb(&aim(fault, &pod.to_container())),
+            };
             batches
                 .entry(t.agent.clone())
                 .or_default()
                 .push(CoordMsg::Apply(pb::ApplyFault {
                     fault_id: t.fault_id.clone(),
                     experiment_id: self.rec.id.clone(),
-                    spec: Some(spec_to_pb(&self.spec.faults[t.fault_index])),
+                    spec: Some(spec),
                     deadline_unix_ms: deadline,
                 }));
         }

@@ -1,0 +1,192 @@
+//! The workloads as shipped: what the agent DaemonSet and the coordinator Deployment hold, least
+//! privilege RBAC, and config files the binaries accept.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use super::{object, yaml_docs};
+
+fn env_of(container: &Value) -> BTreeMap<String, Value> {
+    container["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .map(|e| (e["name"].as_str().expect("name").to_string(), e.clone()))
+        .collect()
+}
+
+#[test]
+fn the_agent_daemonset_has_what_the_agent_needs_and_no_more() {
+    let f = "daemonset/manifests/40-agent.yaml";
+    let ds = object(f, "DaemonSet", "faultline-agent");
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(pod["hostPID"], true);
+    assert_eq!(pod["hostNetwork"], true);
+    assert_eq!(pod["dnsPolicy"], "ClusterFirstWithHostNet");
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    assert_eq!(
+        pod["tolerations"],
+        serde_json::json!([{"operator": "Exists"}])
+    );
+    assert!(pod["terminationGracePeriodSeconds"].as_u64() >= Some(60));
+    let class = pod["priorityClassName"]
+        .as_str()
+        .expect("priorityClassName");
+    let pc = object(
+        "daemonset/manifests/20-priorityclass.yaml",
+        "PriorityClass",
+        class,
+    );
+    assert!(pc["value"].as_i64() >= Some(1_000_000));
+    let c = &pod["containers"][0];
+    let sc = &c["securityContext"];
+    assert_eq!(sc["privileged"], false);
+    assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    assert_eq!(
+        sc["capabilities"]["add"],
+        serde_json::json!([
+            "NET_ADMIN",
+            "SYS_ADMIN",
+            "BPF",
+            "PERFMON",
+            "KILL",
+            "SYS_PTRACE"
+        ])
+    );
+    let env = env_of(c);
+    assert_eq!(
+        env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"],
+        "spec.nodeName"
+    );
+    assert_eq!(
+        env["FAULTLINE_COORDINATOR"]["value"],
+        "https://faultline-coordinator.faultline.svc:7443"
+    );
+    let metrics = env["FAULTLINE_METRICS_LISTEN"]["value"]
+        .as_str()
+        .expect("metrics");
+    let port: u64 = metrics
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(c["readinessProbe"]["httpGet"]["port"].as_u64(), Some(port));
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(c["livenessProbe"]["httpGet"]["port"].as_u64(), Some(port));
+    for k in ["requests", "limits"] {
+        for r in ["cpu", "memory"] {
+            assert!(
+                c["resources"][k][r].is_string(),
+                "resources.{k}.{r} missing"
+            );
+        }
+    }
+    let mounts: BTreeMap<String, String> = c["volumeMounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .map(|m| {
+            (
+                m["mountPath"].as_str().expect("path").to_string(),
+                m["name"].as_str().expect("name").to_string(),
+            )
+        })
+        .collect();
+    let host_paths: BTreeMap<String, String> = pod["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .filter_map(|v| {
+            Some((
+                v["name"].as_str()?.to_string(),
+                v["hostPath"]["path"].as_str()?.to_string(),
+            ))
+        })
+        .collect();
+    assert_eq!(host_paths[&mounts["/sys/fs/cgroup"]], "/sys/fs/cgroup");
+    let state = env["FAULTLINE_STATE_DIR"]["value"]
+        .as_str()
+        .expect("state dir");
+    assert_eq!(host_paths[&mounts[state]], "/var/lib/faultline");
+
+    // The shipped agent config is one the agent accepts.
+    let cm = object(f, "ConfigMap", "faultline-agent-config");
+    let toml = cm["data"]["agent.toml"].as_str().expect("agent.toml");
+    faultline_agent::config::file::AgentFile::from_toml(toml)
+        .unwrap_or_else(|e| panic!("{f}: agent.toml is refused by the agent: {e}"));
+}
+
+#[test]
+fn the_coordinator_deployment_and_rbac_are_least_privilege() {
+    let f = "daemonset/manifests/30-coordinator.yaml";
+    let d = object(f, "Deployment", "faultline-coordinator");
+    assert_eq!(d["spec"]["replicas"], 1);
+    assert_eq!(d["spec"]["strategy"]["type"], "Recreate");
+    let pod = &d["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert!(pod["securityContext"]["runAsUser"].as_u64() > Some(0));
+    let c = &pod["containers"][0];
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(args.contains(&"--listen=0.0.0.0:7443"), "{args:?}");
+    assert!(args.contains(&"--metrics-listen=0.0.0.0:9466"), "{args:?}");
+    let claim = pod["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find_map(|v| v["persistentVolumeClaim"]["claimName"].as_str())
+        .expect("a PVC for the store");
+    object(f, "PersistentVolumeClaim", claim);
+    let svc = object(f, "Service", "faultline-coordinator");
+    let ports: Vec<u64> = svc["spec"]["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .filter_map(|p| p["port"].as_u64())
+        .collect();
+    assert_eq!(ports, [7443, 9466]);
+
+    // The shipped policy is one the coordinator accepts, with Faultline's own namespace
+    // protected.
+    let cm = object(f, "ConfigMap", "faultline-coordinator-config");
+    let policy = faultline_coordinator::config::parse_policy(
+        cm["data"]["coordinator.toml"]
+            .as_str()
+            .expect("coordinator.toml"),
+    )
+    .unwrap_or_else(|e| panic!("{f}: coordinator.toml is refused by the coordinator: {e}"));
+    assert!(policy
+        .protected_namespaces
+        .contains(&"faultline".to_string()));
+    assert!(policy
+        .protected_namespaces
+        .contains(&"kube-system".to_string()));
+
+    // RBAC: read-only pods and nodes for the coordinator; nothing for the agent.
+    let rbac = yaml_docs("daemonset/manifests/10-rbac.yaml");
+    let role = rbac
+        .iter()
+        .find(|d| d["kind"] == "ClusterRole")
+        .expect("a ClusterRole");
+    assert_eq!(
+        role["rules"],
+        serde_json::json!([{"apiGroups": [""], "resources": ["pods", "nodes"], "verbs": ["get", "list", "watch"]}])
+    );
+    let bound: Vec<Value> = rbac
+        .iter()
+        .filter(|d| d["kind"] == "ClusterRoleBinding" || d["kind"] == "RoleBinding")
+        .flat_map(|b| b["subjects"].as_array().cloned().unwrap_or_default())
+        .collect();
+    assert!(
+        bound.iter().all(|s| s["name"] == "faultline-coordinator"),
+        "{bound:?}"
+    );
+}
