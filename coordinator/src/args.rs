@@ -57,7 +57,8 @@ pub struct Args {
     )]
     pub metrics_listen: MetricsListen,
 
-    /// Directory of the coordinator's store (agents seen, audit log, halt state); created 0700
+    /// Directory of the coordinator's store (agents seen, experiments and their results, audit
+    /// log, halt state); created 0700
     /// if missing. Only one coordinator may use it at a time.
     #[arg(
         long,
