@@ -242,3 +242,51 @@ async fn agent_reverts_everything_when_its_lease_lapses() {
     );
     agent.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordinator_picks_up_rotated_certificates_without_restart() {
+    let certs = Certs::new(&[]);
+    let data = tempfile::tempdir().expect("data dir");
+    let coord = start_coordinator(&certs, data.path(), 0, Duration::from_secs(5)).await;
+    let addr = coord.grpc_addr();
+    assert!(list_agents(&certs, addr).await.is_empty());
+
+    // Keep the old admin identity, then rotate everything (new CA, new server certificate)
+    // in place, as an operator re-running `faultctl certs init --force` would.
+    let old = tempfile::tempdir().expect("old certs");
+    for f in ["ca.pem", "admin.pem", "admin-key.pem"] {
+        std::fs::copy(certs.path().join(f), old.path().join(f)).expect("copy old cert");
+    }
+    faultline_proto::pki::init_dir(
+        certs.path(),
+        &faultline_proto::pki::InitOptions {
+            sans: vec![],
+            agents: vec![],
+            days: 1,
+            force: true,
+        },
+    )
+    .expect("rotate");
+
+    // New connections use the new files: the new admin is served...
+    assert!(list_agents(&certs, addr).await.is_empty());
+    // ...and a client of the old CA no longer gets in (it cannot even verify the server).
+    let old_paths = faultline_proto::tls::CertPaths::in_dir(old.path(), "admin");
+    let refused = async {
+        let channel =
+            faultline_proto::tls::connect(&url(addr), &old_paths, Duration::from_secs(3)).await?;
+        faultline_proto::pb::fleet_client::FleetClient::new(channel)
+            .list_agents(faultline_proto::pb::ListAgentsRequest {})
+            .await
+            .map_err(|s| faultline_proto::tls::TlsError::Connect {
+                url: addr.to_string(),
+                reason: s.to_string(),
+            })
+    }
+    .await;
+    assert!(
+        refused.is_err(),
+        "an old-CA client must be refused after the rotation"
+    );
+    coord.shutdown().await;
+}
