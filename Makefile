@@ -48,7 +48,7 @@ bench: check-toolchain
 
 test: check-toolchain deps
 	$(CARGO) build --workspace --bins
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace --no-fail-fast
 
 lint: check-toolchain
 	$(CARGO) fmt --all -- --check

@@ -26,13 +26,43 @@ fn repo_root() -> std::path::PathBuf {
         .to_path_buf()
 }
 
+/// A copy of this test binary and the golden data where the VM sees them. The VM mounts fresh
+/// tmpfs over /tmp, /run and /var/tmp, so a checkout under one of those (a CI clone in /tmp)
+/// would be invisible inside it; the VM cache directory never is. Removed on drop.
+struct Staged(std::path::PathBuf);
+
+impl Staged {
+    fn new() -> Staged {
+        let cache = std::env::var_os("FL_VM_CACHE")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| "/var/cache/faultline-vm".into());
+        let dir = cache.join(format!("stage-{}", std::process::id()));
+        let golden = dir.join("golden");
+        std::fs::create_dir_all(&golden).unwrap_or_else(|e| panic!("{}: {e}", golden.display()));
+        let exe = std::env::current_exe().expect("test executable");
+        std::fs::copy(&exe, dir.join("test-bin")).expect("stage the test binary");
+        let src = repo_root().join("agent/tests/golden");
+        for entry in std::fs::read_dir(&src).expect("golden dir").flatten() {
+            std::fs::copy(entry.path(), golden.join(entry.file_name())).expect("stage golden data");
+        }
+        Staged(dir)
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 #[test]
 fn netem_in_a_vm() {
     require_root();
-    let exe = std::env::current_exe().expect("test executable");
+    let staged = Staged::new();
     let cmd = format!(
-        "{INSIDE_ENV}=1 {} --ignored --exact inside_the_vm --nocapture --test-threads 1",
-        exe.display()
+        "{INSIDE_ENV}=1 FL_GOLDEN_DIR={} {} --ignored --exact inside_the_vm --nocapture --test-threads 1",
+        staged.0.join("golden").display(),
+        staged.0.join("test-bin").display()
     );
     let run = repo_root().join("tests/vm/run.sh");
     let started = std::time::Instant::now();
