@@ -197,6 +197,18 @@ pub struct CertsInitArgs {
     /// Regenerate everything, including the CA. Certificates signed by the old CA stop working.
     #[arg(long)]
     pub force: bool,
+
+    /// After writing the files, print (instead of the summary) the two Kubernetes Secrets the
+    /// manifests in daemonset/manifests mount: faultline-coordinator-tls (ca.pem, coordinator
+    /// pair) and faultline-agent-tls (ca.pem and every agent-*.pem pair in the directory). Pipe
+    /// it to `kubectl apply -f -`. ca-key.pem and the admin/operator/viewer certificates are
+    /// never included.
+    #[arg(long)]
+    pub kubernetes: bool,
+
+    /// Namespace of the Secrets printed by --kubernetes (a DNS label, 1..=63 characters).
+    #[arg(long, default_value = "faultline", value_name = "NAMESPACE")]
+    pub namespace: String,
 }
 
 #[derive(Debug, Subcommand)]

@@ -154,3 +154,82 @@ fn bad_days_and_sans_are_refused_naming_the_flag() {
     assert!(stderr.contains("--san \"not a host\""), "{stderr}");
     assert!(!dir.exists(), "nothing may be written for refused input");
 }
+
+#[test]
+fn kubernetes_secrets_carry_exactly_the_mounted_files() {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().join("c");
+    let ds = d.to_str().expect("utf-8 path");
+    let out = faultctl(&[
+        "certs",
+        "init",
+        "--dir",
+        ds,
+        "--agents",
+        "node-a,node-b",
+        "--kubernetes",
+        "--namespace",
+        "chaos",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let yaml = text(&out.stdout);
+    let docs: Vec<serde_json::Value> = yaml
+        .split("\n---\n")
+        .map(|doc| serde_yaml_ng::from_str(doc).expect("YAML document"))
+        .collect();
+    assert_eq!(docs.len(), 2, "{yaml}");
+    let want = [
+        (
+            "faultline-coordinator-tls",
+            vec!["ca.pem", "coordinator-key.pem", "coordinator.pem"],
+        ),
+        (
+            "faultline-agent-tls",
+            vec![
+                "agent-node-a-key.pem",
+                "agent-node-a.pem",
+                "agent-node-b-key.pem",
+                "agent-node-b.pem",
+                "ca.pem",
+            ],
+        ),
+    ];
+    for (doc, (name, files)) in docs.iter().zip(want) {
+        assert_eq!(doc["kind"], "Secret");
+        assert_eq!(doc["metadata"]["name"], name);
+        assert_eq!(doc["metadata"]["namespace"], "chaos");
+        let data = doc["data"].as_object().expect("data");
+        let mut keys: Vec<&str> = data.keys().map(String::as_str).collect();
+        keys.sort();
+        assert_eq!(
+            keys, files,
+            "{name}: only what the manifests mount (never ca-key.pem or admin)"
+        );
+        for (file, b64) in data {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(b64.as_str().expect("base64 string"))
+                .expect("valid base64");
+            assert_eq!(
+                decoded,
+                std::fs::read(d.join(file)).expect("file"),
+                "{name}/{file}"
+            );
+        }
+    }
+    let bad = faultctl(&[
+        "certs",
+        "init",
+        "--dir",
+        ds,
+        "--kubernetes",
+        "--namespace",
+        "Not_A_Namespace",
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        text(&bad.stderr).contains("--namespace"),
+        "{}",
+        text(&bad.stderr)
+    );
+}

@@ -25,7 +25,13 @@ pub fn init(
         days: args.days,
         force: args.force,
     };
+    if args.kubernetes {
+        check_namespace(&args.namespace)?;
+    }
     let files = pki::init_dir(dir, &opts)?;
+    if args.kubernetes {
+        return kubernetes_secrets(dir, &args.namespace);
+    }
     match output {
         OutputFormat::Json => pretty(&json!({
             "dir": dir.display().to_string(),
@@ -36,6 +42,82 @@ pub fn init(
         })),
         OutputFormat::Table => Ok(render(dir, &files, &agents, &sans)),
     }
+}
+
+fn check_namespace(ns: &str) -> Result<(), CliError> {
+    let ok = !ns.is_empty()
+        && ns.len() <= 63
+        && ns
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !ns.starts_with('-')
+        && !ns.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(CliError::Usage {
+            flag: "--namespace",
+            reason: format!(
+                "{ns:?} is not a namespace: use 1..=63 lowercase letters, digits or '-', starting and ending with a letter or digit"
+            ),
+        })
+    }
+}
+
+/// The Secrets `daemonset/manifests` mounts, as one YAML stream for `kubectl apply -f -`.
+fn kubernetes_secrets(dir: &Path, namespace: &str) -> Result<String, CliError> {
+    use base64::Engine as _;
+    let read = |name: &str| -> Result<(String, String), CliError> {
+        let path = dir.join(name);
+        let bytes = std::fs::read(&path).map_err(|source| {
+            CliError::Pki(pki::PkiError::Io {
+                path: path.clone(),
+                source,
+            })
+        })?;
+        Ok((
+            name.to_string(),
+            base64::engine::general_purpose::STANDARD.encode(bytes),
+        ))
+    };
+    let mut agent_files = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(|source| {
+        CliError::Pki(pki::PkiError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })
+    })?;
+    let mut names: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("agent-") && n.ends_with(".pem"))
+        .collect();
+    names.sort();
+    for n in &names {
+        agent_files.push(read(n)?);
+    }
+    let secret = |name: &str, files: &[(String, String)]| {
+        let mut out = format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: {namespace}\n  labels:\n    app.kubernetes.io/part-of: faultline\ntype: Opaque\ndata:\n"
+        );
+        for (file, b64) in files {
+            out.push_str(&format!("  {file}: {b64}\n"));
+        }
+        out
+    };
+    let coordinator = [
+        read("ca.pem")?,
+        read("coordinator.pem")?,
+        read("coordinator-key.pem")?,
+    ];
+    let mut agents = vec![read("ca.pem")?];
+    agents.extend(agent_files);
+    Ok(format!(
+        "# Faultline TLS Secrets for daemonset/manifests (from {}).\n# Apply: faultctl certs init ... --kubernetes | kubectl apply -f -\n{}---\n{}",
+        dir.display(),
+        secret("faultline-coordinator-tls", &coordinator),
+        secret("faultline-agent-tls", &agents)
+    ))
 }
 
 /// Validated, de-duplicated `--agents` entries, in the order given.
