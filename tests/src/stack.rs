@@ -31,7 +31,8 @@ pub struct Stack {
     coordinator_args: Vec<String>,
 }
 
-fn wait_ready(p: &Proc, addr: SocketAddr, timeout: Duration) -> Duration {
+/// Polls `addr`'s `/readyz` until 200; returns how long it took (panics with `p`'s log).
+pub fn wait_ready(p: &Proc, addr: SocketAddr, timeout: Duration) -> Duration {
     let start = Instant::now();
     while http_get(addr, "/readyz").map(|r| r.0) != Some(200) {
         assert!(
@@ -102,9 +103,17 @@ impl Stack {
         self.coordinator.as_mut().expect("coordinator running")
     }
 
-    /// Starts an agent process; its config allows io faults under the stack dir and keeps the
-    /// default limits otherwise. Returns once it is connected.
+    /// Starts an agent process and returns once it is connected.
     pub fn spawn_agent(&mut self, name: &str, labels: &str) -> &Agent {
+        self.start_agent(name, labels);
+        let a = self.agents.last().expect("just started");
+        wait_ready(&a.proc, a.metrics, Duration::from_secs(10));
+        a
+    }
+
+    /// Starts an agent process without waiting for it; its config allows io faults under the
+    /// stack dir and keeps the default limits otherwise.
+    pub fn start_agent(&mut self, name: &str, labels: &str) -> &Agent {
         let state = self.dir.path().join(format!("state-{name}"));
         let config = self.dir.path().join(format!("agent-{name}.toml"));
         std::fs::write(
@@ -132,7 +141,6 @@ impl Stack {
             config.display().to_string(),
         ];
         let proc = Proc::spawn(name, &binary("faultline-agent"), &args, self.dir.path());
-        wait_ready(&proc, metrics, Duration::from_secs(10));
         self.agents.push(Agent {
             name: name.into(),
             proc,

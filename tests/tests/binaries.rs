@@ -2,110 +2,21 @@
 //! loopback, time from agent start to connected, `/metrics` accepted by `promtool check metrics`,
 //! `faultctl agents list` per role, and a clean exit on SIGTERM.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use faultline_tests::procs::{http_get, require_tool, run, Proc};
+use faultline_tests::procs::{http_get, require_tool, run};
+use faultline_tests::stack::{wait_ready, Stack};
 use faultline_tests::*;
-
-struct Stack {
-    certs: Certs,
-    _dirs: Vec<tempfile::TempDir>,
-    logs: tempfile::TempDir,
-    coordinator: Proc,
-    grpc: SocketAddr,
-    coord_metrics: SocketAddr,
-}
-
-fn start_stack(agents: &[&str]) -> Stack {
-    let certs = Certs::new(agents);
-    let data = tempfile::tempdir().expect("data");
-    let logs = tempfile::tempdir().expect("logs");
-    let grpc = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let coord_metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let args: Vec<String> = vec![
-        "--listen".into(),
-        grpc.to_string(),
-        "--metrics-listen".into(),
-        coord_metrics.to_string(),
-        "--data-dir".into(),
-        data.path().display().to_string(),
-        "--certs-dir".into(),
-        certs.path().display().to_string(),
-        "--lease".into(),
-        "5s".into(),
-    ];
-    let coordinator = Proc::spawn(
-        "coordinator",
-        &binary("faultline-coordinator"),
-        &args,
-        logs.path(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while http_get(coord_metrics, "/readyz").map(|r| r.0) != Some(200) {
-        assert!(
-            Instant::now() < deadline,
-            "coordinator not ready within 10 s; log:\n{}",
-            coordinator.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Stack {
-        certs,
-        _dirs: vec![data],
-        logs,
-        coordinator,
-        grpc,
-        coord_metrics,
-    }
-}
-
-fn spawn_agent(stack: &mut Stack, name: &str, labels: &str) -> (Proc, SocketAddr) {
-    let state = tempfile::tempdir().expect("state");
-    let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let args: Vec<String> = vec![
-        "--coordinator".into(),
-        format!("https://{}", stack.grpc),
-        "--node-name".into(),
-        name.into(),
-        "--labels".into(),
-        labels.into(),
-        "--state-dir".into(),
-        state.path().display().to_string(),
-        "--metrics-listen".into(),
-        metrics.to_string(),
-        "--certs-dir".into(),
-        stack.certs.path().display().to_string(),
-        "--telemetry-interval".into(),
-        "1s".into(),
-    ];
-    let p = Proc::spawn(name, &binary("faultline-agent"), &args, stack.logs.path());
-    stack._dirs.push(state);
-    (p, metrics)
-}
-
-fn wait_ready(p: &Proc, metrics: SocketAddr, timeout: Duration) -> Duration {
-    let start = Instant::now();
-    while http_get(metrics, "/readyz").map(|r| r.0) != Some(200) {
-        assert!(
-            start.elapsed() < timeout,
-            "{} not connected within {timeout:?}; log:\n{}",
-            p.name,
-            p.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    start.elapsed()
-}
 
 #[test]
 fn binaries_connect_quickly_and_faultctl_lists_them_by_role() {
-    let mut stack = start_stack(&["bin-a", "bin-b"]);
+    let mut stack = Stack::start(&["bin-a", "bin-b"], Duration::from_secs(5));
     let t0 = Instant::now();
-    let (mut a, ma) = spawn_agent(&mut stack, "bin-a", "zone=a,role=web");
-    let (mut b, mb) = spawn_agent(&mut stack, "bin-b", "zone=b");
-    let ta = wait_ready(&a, ma, Duration::from_secs(5));
-    let tb = wait_ready(&b, mb, Duration::from_secs(5));
+    stack.start_agent("bin-a", "zone=a,role=web");
+    stack.start_agent("bin-b", "zone=b");
+    let [a, b] = [&stack.agents[0], &stack.agents[1]];
+    let ta = wait_ready(&a.proc, a.metrics, Duration::from_secs(5));
+    let tb = wait_ready(&b.proc, b.metrics, Duration::from_secs(5));
     eprintln!(
         "agent start -> connected: bin-a {} ms, bin-b {} ms (both within {} ms of the first spawn)",
         ta.as_millis(),
@@ -175,7 +86,8 @@ fn binaries_connect_quickly_and_faultctl_lists_them_by_role() {
     assert!(out.to_lowercase().contains("permission denied"), "{out}");
 
     // SIGTERM: agents revert everything and exit 0; then the coordinator.
-    for p in [&mut a, &mut b] {
+    for agent in stack.agents.iter_mut() {
+        let p = &mut agent.proc;
         let status = p.signal_and_wait("TERM", Duration::from_secs(10));
         assert!(
             status.success(),
@@ -189,22 +101,23 @@ fn binaries_connect_quickly_and_faultctl_lists_them_by_role() {
             p.log_text()
         );
     }
-    let status = stack
-        .coordinator
-        .signal_and_wait("TERM", Duration::from_secs(15));
+    let coordinator = stack.coordinator();
+    let status = coordinator.signal_and_wait("TERM", Duration::from_secs(15));
     assert!(
         status.success(),
         "coordinator exit {status:?}; log:\n{}",
-        stack.coordinator.log_text()
+        coordinator.log_text()
     );
 }
 
 #[test]
 fn metrics_of_both_binaries_pass_promtool() {
     let promtool = require_tool("promtool", "prometheus");
-    let mut stack = start_stack(&["prom-a"]);
-    let (agent, ma) = spawn_agent(&mut stack, "prom-a", "zone=a");
-    wait_ready(&agent, ma, Duration::from_secs(5));
+    let mut stack = Stack::start(&["prom-a"], Duration::from_secs(5));
+    stack.start_agent("prom-a", "zone=a");
+    let agent = &stack.agents[0];
+    let ma = agent.metrics;
+    wait_ready(&agent.proc, ma, Duration::from_secs(5));
     // Let a couple of renewals and telemetry samples happen so counters exist.
     std::thread::sleep(Duration::from_millis(2500));
 
