@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::{Arc, Mutex};
 
+mod support;
+
 use faultline_core::Role;
 use faultline_proto::pb::{self, fleet_server::Fleet, fleet_server::FleetServer};
-use faultline_proto::pki::{self, InitOptions};
-use faultline_proto::tls::{self, CertPaths, ReloadingServerConfig, TlsIncoming};
+use faultline_proto::tls;
 use tonic::{Request, Response, Status};
 
 const BIN: &str = env!("CARGO_BIN_EXE_faultctl");
@@ -141,48 +142,21 @@ struct Fake {
     url: String,
     certs: PathBuf,
     seen: Arc<Mutex<Seen>>,
-    _stop: tokio::sync::oneshot::Sender<()>,
-    _tmp: tempfile::TempDir,
+    _server: support::Listening,
 }
 
-fn init(dir: &Path) {
-    let opts = InitOptions {
-        sans: vec![],
-        agents: vec![],
-        days: 1,
-        force: false,
-    };
-    pki::init_dir(dir, &opts).unwrap_or_else(|e| panic!("certs in {}: {e}", dir.display()));
-}
+use support::init_certs as init;
 
 async fn start() -> Fake {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let certs = tmp.path().join("certs");
-    init(&certs);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind 127.0.0.1:0");
-    let addr = listener.local_addr().expect("local addr");
-    let config = ReloadingServerConfig::new(CertPaths::in_dir(&certs, "coordinator"))
-        .expect("server TLS config");
-    let incoming = TlsIncoming::new(listener, Arc::new(config));
     let seen = Arc::new(Mutex::new(Seen::default()));
     let service =
         FleetServer::with_interceptor(FakeFleet { seen: seen.clone() }, tls::authenticate);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming_shutdown(incoming, async {
-                let _ = stopped.await;
-            }),
-    );
+    let server = support::serve(tonic::service::Routes::new(service)).await;
     Fake {
-        url: format!("https://{addr}"),
-        certs,
+        url: server.url.clone(),
+        certs: server.certs.clone(),
         seen,
-        _stop: stop,
-        _tmp: tmp,
+        _server: server,
     }
 }
 

@@ -6,11 +6,13 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::{Arc, Mutex};
 
+#[path = "../support/mod.rs"]
+mod support;
+
 use faultline_core::Role;
 use faultline_proto::pb::experiments_server::ExperimentsServer;
 use faultline_proto::pb::{self, experiments_server::Experiments};
-use faultline_proto::pki::{self, InitOptions};
-use faultline_proto::tls::{self, CertPaths, ReloadingServerConfig, TlsIncoming};
+use faultline_proto::tls;
 use tonic::{Request, Response, Status};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_faultctl");
@@ -306,44 +308,19 @@ pub struct Server {
     pub url: String,
     pub certs: PathBuf,
     pub seen: Arc<Mutex<Seen>>,
-    _stop: tokio::sync::oneshot::Sender<()>,
-    _tmp: tempfile::TempDir,
+    _server: support::Listening,
 }
 
 pub async fn start() -> Server {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let certs = tmp.path().join("certs");
-    let opts = InitOptions {
-        sans: vec![],
-        agents: vec![],
-        days: 1,
-        force: false,
-    };
-    pki::init_dir(&certs, &opts).expect("certs init");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind 127.0.0.1:0");
-    let addr = listener.local_addr().expect("local addr");
-    let config = ReloadingServerConfig::new(CertPaths::in_dir(&certs, "coordinator"))
-        .expect("server TLS config");
-    let incoming = TlsIncoming::new(listener, Arc::new(config));
     let seen = Arc::new(Mutex::new(Seen::default()));
     let service =
         ExperimentsServer::with_interceptor(Fake { seen: seen.clone() }, tls::authenticate);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming_shutdown(incoming, async {
-                let _ = stopped.await;
-            }),
-    );
+    let server = support::serve(tonic::service::Routes::new(service)).await;
     Server {
-        url: format!("https://{addr}"),
-        certs,
+        url: server.url.clone(),
+        certs: server.certs.clone(),
         seen,
-        _stop: stop,
-        _tmp: tmp,
+        _server: server,
     }
 }
 
@@ -367,7 +344,7 @@ impl Server {
     }
 
     pub fn document(&self, name: &str, text: &str) -> String {
-        let path = self._tmp.path().join(name);
+        let path = self._server.dir().join(name);
         std::fs::write(&path, text).expect("write document");
         path.display().to_string()
     }
