@@ -12,6 +12,8 @@ use faultline_tests::procs::require_tool;
 use serde::Deserialize;
 use serde_json::Value;
 
+#[path = "manifests/chart.rs"]
+mod chart;
 #[path = "manifests/promql.rs"]
 mod promql;
 #[path = "manifests/workloads.rs"]
@@ -66,7 +68,7 @@ fn run_ok(cmd: &mut Command, what: &str) -> String {
 }
 
 fn alert_rules() -> Vec<Value> {
-    let rules = yaml_docs("daemonset/alerts/faultline.rules.yaml");
+    let rules = yaml_docs("daemonset/chart/faultline/files/faultline.rules.yaml");
     rules[0]["groups"]
         .as_array()
         .expect("groups")
@@ -78,7 +80,7 @@ fn alert_rules() -> Vec<Value> {
 #[test]
 fn promtool_checks_and_unit_tests_the_alerting_rules() {
     let promtool = require_tool("promtool", "prometheus");
-    let alerts = root().join("daemonset/alerts");
+    let alerts = root().join("daemonset/chart/faultline/files");
     let out = run_ok(
         Command::new(&promtool).current_dir(&alerts).args([
             "check",
@@ -113,7 +115,7 @@ fn promtool_checks_and_unit_tests_the_alerting_rules() {
     ] {
         assert!(names.contains(required), "no alert {required}: {names:?}");
     }
-    let tests = yaml_docs("daemonset/alerts/faultline.rules.test.yaml");
+    let tests = yaml_docs("daemonset/chart/faultline/files/faultline.rules.test.yaml");
     let fired: BTreeSet<String> = tests[0]["tests"]
         .as_array()
         .expect("tests")
@@ -131,12 +133,16 @@ fn promtool_checks_and_unit_tests_the_alerting_rules() {
         .iter()
         .map(|r| r["expr"].as_str().expect("expr").to_string())
         .collect();
-    check_metrics("daemonset/alerts/faultline.rules.yaml", &exprs);
+    check_metrics(
+        "daemonset/chart/faultline/files/faultline.rules.yaml",
+        &exprs,
+    );
 }
 
 fn dashboard() -> Value {
-    serde_json::from_str(&read("daemonset/dashboards/faultline.json"))
-        .unwrap_or_else(|e| panic!("daemonset/dashboards/faultline.json is not JSON: {e}"))
+    serde_json::from_str(&read("daemonset/chart/faultline/files/faultline.json")).unwrap_or_else(
+        |e| panic!("daemonset/chart/faultline/files/faultline.json is not JSON: {e}"),
+    )
 }
 
 fn exprs_of(v: &Value, out: &mut Vec<String>) {
@@ -178,18 +184,18 @@ fn the_dashboard_parses_and_queries_only_metrics_the_code_exports() {
     let mut exprs = Vec::new();
     exprs_of(&d, &mut exprs);
     assert!(exprs.len() >= 20, "{exprs:?}");
-    check_metrics("daemonset/dashboards/faultline.json", &exprs);
+    check_metrics("daemonset/chart/faultline/files/faultline.json", &exprs);
 }
 
 #[test]
 fn operator_and_grafana_manifests_match_their_sources() {
-    let hint = "run daemonset/generate.sh after editing daemonset/alerts or daemonset/dashboards";
+    let hint = "run daemonset/generate.sh after editing the chart's files/";
     let rule = object(
         "daemonset/manifests/monitoring/prometheusrule.yaml",
         "PrometheusRule",
         "faultline",
     );
-    let plain = &yaml_docs("daemonset/alerts/faultline.rules.yaml")[0];
+    let plain = &yaml_docs("daemonset/chart/faultline/files/faultline.rules.yaml")[0];
     assert_eq!(&rule["spec"], plain, "the PrometheusRule differs: {hint}");
     let cm = object(
         "daemonset/manifests/monitoring/grafana-dashboard.yaml",
