@@ -152,6 +152,7 @@ pub enum Command {
     /// Show the audit log of mutations, newest first (role viewer or higher).
     Audit(AuditArgs),
     /// Show the coordinator's policy, lease and halt state (role viewer or higher).
+    #[command(long_about = POLICY_HELP)]
     Policy,
     /// Revert every fault on every agent and refuse new experiments until `faultctl resume`
     /// (role admin).
@@ -161,6 +162,32 @@ pub enum Command {
     /// Print the version of faultctl (needs no coordinator).
     Version,
 }
+
+/// `faultctl policy --help`: what each row means and where it is set.
+const POLICY_HELP: &str = "Show the coordinator's blast-radius policy, its agent lease and \
+whether the fleet is halted (role viewer or higher).
+
+The policy comes from the [policy] table of the coordinator's --config file, read when the \
+coordinator starts; it is not changed at runtime (edit the file and restart the coordinator). \
+Each row names its key:
+
+  halted                       \"yes: REASON\" after `faultctl halt` (no experiment runs) until
+                               `faultctl resume`
+  max fleet under fault        policy.max_fleet_percent_under_fault, 1..=100: percent of the
+                               connected agents under fault at once (pod experiments count
+                               the pods' nodes)
+  max concurrent experiments   policy.max_concurrent_experiments, 1..=1000
+  max experiment duration      policy.max_duration, 1s..=7d
+  allowed fault kinds          policy.allowed_fault_kinds
+  protected agent labels       policy.protected_agent_labels: agents carrying all of them,
+                               and pods on their nodes, are never targets
+  protected namespaces         policy.protected_namespaces (namespace names, DNS-1123 labels;
+                               default kube-system, faultline): pods there are never targets
+  max namespace under fault    policy.max_pod_percent_per_namespace, 1..=100 (default 50):
+                               percent (rounded down) of a namespace's matching Running pods
+                               under fault at once, pods held by other experiments included
+  agent lease                  the coordinator's --lease: how long an agent keeps its faults
+                               without hearing from the coordinator";
 
 #[derive(Debug, Subcommand)]
 pub enum CertsCommand {

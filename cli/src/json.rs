@@ -215,6 +215,8 @@ pub fn policy(p: &pb::Policy) -> Value {
         "allowed_fault_kinds": p.allowed_fault_kinds,
         "max_duration_ms": p.max_duration_ms,
         "protected_agent_labels": string_map(&p.protected_agent_labels),
+        "protected_namespaces": p.protected_namespaces,
+        "max_pod_percent_per_namespace": p.max_pod_percent_per_namespace,
         "halted": p.halted,
         "halted_reason": p.halted_reason,
         "lease_ms": p.lease_ms,

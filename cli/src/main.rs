@@ -11,6 +11,7 @@ mod format;
 mod json;
 mod summary;
 mod table;
+mod targets;
 
 use std::io::Write;
 use std::process::ExitCode;

@@ -3,6 +3,8 @@
 
 use faultline_proto::pb::{self, ExperimentPhase, FaultState};
 
+use crate::targets::{self, Kind};
+
 /// The short phase name (`"running"`), as `faultctl` prints and `--phase` accepts it.
 pub fn phase_name(phase: i32) -> &'static str {
     match ExperimentPhase::try_from(phase) {
@@ -52,8 +54,14 @@ pub fn reason_name(reason: i32) -> &'static str {
 /// How the (agent, fault) pairs of an experiment stand.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TargetCounts {
-    /// Distinct agents among the targets.
+    /// Distinct agents among the targets (for pod targets: the pods' nodes).
     pub agents: usize,
+    /// What the targets are.
+    pub kind: Kind,
+    /// Distinct pods among the targets; 0 for agent targets.
+    pub pods: usize,
+    /// Distinct targets: agents, pods, or containers.
+    pub targets: usize,
     /// (agent, fault) pairs.
     pub faults: usize,
     /// Pairs the agent acknowledged as applied at some point.
@@ -67,17 +75,31 @@ pub struct TargetCounts {
 }
 
 pub fn counts(e: &pb::Experiment) -> TargetCounts {
-    let mut agents: Vec<&str> = e.targets.iter().map(|t| t.agent.as_str()).collect();
-    agents.sort_unstable();
-    agents.dedup();
+    let kind = targets::experiment_kind(e);
+    let (mut n, mut pods, mut agents) = targets::distinct(
+        e.targets
+            .iter()
+            .map(|t| (t.agent.as_str(), targets::container(t.target.as_ref()))),
+    );
+    // Before the first fault goes out (or from a coordinator that does not name the pod of
+    // each result), the plan tells.
+    if agents == 0 || (kind.is_pods() && pods == 0) {
+        if let Some(p) = &e.plan {
+            (n, pods, agents) = targets::distinct(
+                p.selected
+                    .iter()
+                    .map(|s| (s.agent.as_str(), targets::container(s.target.as_ref()))),
+            );
+        }
+    }
     let mut c = TargetCounts {
-        agents: agents.len(),
+        agents,
+        kind,
+        pods,
+        targets: n,
         faults: e.targets.len(),
         ..Default::default()
     };
-    if c.agents == 0 {
-        c.agents = e.plan.as_ref().map_or(0, |p| p.selected.len());
-    }
     for t in &e.targets {
         if t.applied_unix_ms > 0 {
             c.applied += 1;
@@ -267,6 +289,9 @@ mod tests {
             c,
             TargetCounts {
                 agents: 3,
+                kind: Kind::Agents,
+                pods: 0,
+                targets: 3,
                 faults: 4,
                 applied: 2,
                 holding: 1,

@@ -110,6 +110,8 @@ impl Fleet for FakeFleet {
             allowed_fault_kinds: vec!["network".into()],
             max_duration_ms: 3_600_000,
             lease_ms: 5_000,
+            protected_namespaces: vec!["kube-system".into(), "payments".into()],
+            max_pod_percent_per_namespace: 25.0,
             ..Default::default()
         }))
     }
@@ -275,6 +277,37 @@ async fn audit_and_policy() {
     assert_eq!(v["max_fleet_percent_under_fault"], 50.0);
     assert_eq!(v["lease_ms"], 5000);
     assert_eq!(v["halted"], false);
+    assert_eq!(
+        v["protected_namespaces"],
+        serde_json::json!(["kube-system", "payments"])
+    );
+    assert_eq!(v["max_pod_percent_per_namespace"], 25.0);
+
+    let out = fake.faultctl(&["--identity", "viewer", "policy"]).await;
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rows: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        rows[6..],
+        [
+            "protected agent labels      -",
+            "protected namespaces        kube-system, payments",
+            "max namespace under fault   25% of its matching pods",
+            "agent lease                 5s",
+        ],
+        "{stdout}"
+    );
+
+    let out = fake.faultctl(&["policy", "--help"]).await;
+    let help = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for needle in [
+        "[policy] table of the coordinator's --config file",
+        "protected namespaces         policy.protected_namespaces (namespace names, DNS-1123 labels;",
+        "max namespace under fault    policy.max_pod_percent_per_namespace, 1..=100 (default 50):",
+    ] {
+        assert!(help.contains(needle), "policy --help lacks {needle:?}:\n{help}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

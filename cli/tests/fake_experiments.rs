@@ -41,6 +41,58 @@ async fn apply_dry_run_prints_the_plan_and_sends_dry_run() {
     assert!(!seen.creates[0].start);
 }
 
+const PODS_DOC: &str = "apiVersion: faultline.dev/v1\nkind: Experiment\n\
+metadata: {name: checkout-pods}\nspec:\n  targets:\n    pods: {namespace: shop, labelSelector: \
+app=checkout, containers: [app]}\n    mode: all\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_dry_run_of_pod_targets_names_pods_and_their_nodes() {
+    let s = start().await;
+    let file = s.document("pods.yaml", PODS_DOC);
+    let out = s
+        .faultctl(&["--identity", "operator", "apply", "-f", &file, "--dry-run"])
+        .await;
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        stdout,
+        "dry run: experiment checkout-pods would run for 30s on 2 container(s) in 2 pod(s) on 2 \
+         node(s); nothing was created\n\
+         \n\
+         Selected containers (2):\n  \
+           POD                  NODE    CONTAINER\n  \
+           shop/checkout-abcde  node-a  app (a1b2c3d4e5f6)\n  \
+           shop/checkout-fghij  node-b  app (f6e5d4c3b2a1)\n\
+         Selection: pods (namespace shop, labelSelector app=checkout, containers app): mode all \
+         of 3 eligible pods = 3; namespace share 2 -> 2 pod(s) selected on 2 node(s)\n\
+         Faults on each selected container (1):\n  \
+           1. cpu load 80%, 1 worker\n\
+         Excluded pods (4):\n  \
+           POD                        NODE    REASON\n  \
+           kube-system/coredns-x2x7q  node-a  protected namespace kube-system \
+         (policy.protected_namespaces)\n  \
+           shop/checkout-klmno        node-c  no agent on node node-c: no Faultline agent has \
+         connected from it\n  \
+           shop/checkout-pqrst        -       not Running (phase Pending)\n  \
+           shop/checkout-vwxyz        node-b  over namespace share \
+         (policy.max_pod_percent_per_namespace 50% of 5 matching Running pod(s) in shop = 2, 0 \
+         already under fault, room 2)\n"
+    );
+    assert_eq!(s.seen.lock().expect("lock").creates[0].document, PODS_DOC);
+
+    let out = s
+        .faultctl(&["-o", "json", "apply", "-f", &file, "--dry-run"])
+        .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["plan"]["target_kind"], "pods");
+    assert_eq!(v["plan"]["excluded"][3]["pod"], "shop/checkout-vwxyz");
+    let pod = &v["plan"]["selected"][1]["target"]["container"];
+    assert_eq!(pod["pod_name"], "checkout-fghij");
+    assert_eq!(pod["container_name"], "app");
+    assert_eq!(v["plan"]["selected"][1]["agent"], "node-b");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_starts_unless_no_start_and_json_has_both_parts() {
     let s = start().await;

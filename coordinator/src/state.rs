@@ -166,6 +166,8 @@ impl State {
             halted: halt.is_some(),
             halted_reason: halt.map(|h| h.reason).unwrap_or_default(),
             lease_ms: self.lease_ms(),
+            protected_namespaces: p.protected_namespaces.clone(),
+            max_pod_percent_per_namespace: p.max_pod_percent_per_namespace,
         }
     }
 }

@@ -140,6 +140,30 @@ fn a_bad_config_file_exits_2_naming_the_field() {
         "{}",
         stderr(&out)
     );
+    // The pod policy: the refusal names the field and what it accepts.
+    for (text, want) in [
+        (
+            "[policy]\nmax_pod_percent_per_namespace = 0\n",
+            "policy.max_pod_percent_per_namespace: 0 is outside 1..=100",
+        ),
+        (
+            "[policy]\nmax_pod_percent_per_namespace = 101\n",
+            "policy.max_pod_percent_per_namespace: 101 is outside 1..=100",
+        ),
+        (
+            "[policy]\nprotected_namespaces = [\"kube-system\", \"Payments_EU\"]\n",
+            "policy.protected_namespaces[1]: \"Payments_EU\" is not a namespace name: use 1..=63 \
+             of a-z, 0-9 and '-', starting and ending with a letter or digit",
+        ),
+    ] {
+        std::fs::write(&file, text).expect("write");
+        let out = run_owned(&with(
+            &base_args(&env),
+            &["--config", &file.display().to_string()],
+        ));
+        assert_eq!(out.status.code(), Some(2), "{text}: {}", stderr(&out));
+        assert!(stderr(&out).contains(want), "{text}: {}", stderr(&out));
+    }
 }
 
 #[test]
@@ -210,7 +234,17 @@ async fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitSta
 #[tokio::test]
 async fn runs_serves_metrics_and_exits_0_on_sigterm() {
     let env = Env::new();
-    let args = with(&base_args(&env), &["--lease", "3s"]);
+    let config = env.dir.path().join("coordinator.toml");
+    std::fs::write(
+        &config,
+        "[policy]\nprotected_namespaces = [\"kube-system\", \"payments\"]\n\
+         max_pod_percent_per_namespace = 20\n",
+    )
+    .expect("write config");
+    let args = with(
+        &base_args(&env),
+        &["--lease", "3s", "--config", &config.display().to_string()],
+    );
     let child = Command::new(BIN)
         .args(&args)
         .env("RUST_LOG", "info")
@@ -269,6 +303,9 @@ async fn runs_serves_metrics_and_exits_0_on_sigterm() {
         .expect("GetPolicy")
         .into_inner();
     assert_eq!(policy.lease_ms, 3000);
+    // The pod policy of --config, as the coordinator enforces it.
+    assert_eq!(policy.protected_namespaces, ["kube-system", "payments"]);
+    assert_eq!(policy.max_pod_percent_per_namespace, 20.0);
 
     let stopping = Instant::now();
     sigterm(&child.0);

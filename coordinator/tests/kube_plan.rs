@@ -165,6 +165,19 @@ async fn the_dry_run_lists_every_pod_with_its_reason() {
             "node-b | pod shop/checkout-7d4f9b6c5-zzzzz | terminating (deletion requested)",
         ]
     );
+    assert_eq!(plan.target_kind, "pods");
+    let excluded_pods: Vec<&str> = plan.excluded.iter().map(|x| x.pod.as_str()).collect();
+    assert_eq!(
+        excluded_pods,
+        [
+            "kube-system/coredns-5d78c9869d-x2x7q",
+            "shop/checkout-7d4f9b6c5-klmno",
+            "shop/checkout-7d4f9b6c5-nrdy1",
+            "shop/checkout-7d4f9b6c5-pqrst",
+            "shop/checkout-7d4f9b6c5-uvwxy",
+            "shop/checkout-7d4f9b6c5-zzzzz",
+        ]
+    );
     assert!(
         plan.selection.starts_with(
             "pods (namespaces kube-system,shop, labelSelector app=checkout, containers app): mode all of 3 eligible pods = 3;"
@@ -237,7 +250,7 @@ async fn a_run_sends_each_fault_to_the_pods_node_aimed_at_its_container() {
     let kill = spec_from_pb(applies[1].spec.as_ref().expect("spec"), "apply").expect("valid spec");
     assert_eq!(kill.target, Target::Host);
     match kill.fault {
-        Fault::Process(p) => assert_eq!(p.selector, ProcessSelector::Container(want)),
+        Fault::Process(p) => assert_eq!(p.selector, ProcessSelector::Container(want.clone())),
         other => panic!("expected a process fault, got {other:?}"),
     }
     let ids: Vec<&str> = applies.iter().map(|a| a.fault_id.as_str()).collect();
@@ -265,6 +278,35 @@ async fn a_run_sends_each_fault_to_the_pods_node_aimed_at_its_container() {
         .targets
         .iter()
         .all(|t| t.agent == "node-a" || t.agent == "node-b"));
+    // Each result names the container it is aimed at, on the pod's node.
+    let aimed: Vec<(String, Target)> = running
+        .targets
+        .iter()
+        .map(|t| {
+            (
+                t.agent.clone(),
+                faultline_proto::convert::target_from_pb(t.target.as_ref()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        aimed[..2],
+        [
+            ("node-a".to_string(), Target::Container(want.clone())),
+            ("node-a".to_string(), Target::Container(want.clone())),
+        ]
+    );
+    assert_eq!(
+        aimed[2].1,
+        Target::Container(container("checkout-7d4f9b6c5-fghij", true))
+    );
+    assert_eq!(running.plan.as_ref().expect("plan").target_kind, "pods");
+    assert!(
+        running.log.iter().any(|l| l.message
+            == "started by operator/operator: 2 fault(s) on each of 3 container(s) in 3 pod(s) on 2 node(s) for 30s"),
+        "{:?}",
+        running.log
+    );
 
     // While it runs, its pods are under fault for every other experiment.
     let again = pods_doc(
@@ -313,6 +355,33 @@ async fn a_run_sends_each_fault_to_the_pods_node_aimed_at_its_container() {
         .collect();
     let applied: Vec<String> = applies.iter().map(|a| a.fault_id.clone()).collect();
     assert_eq!(reverted, applied);
+
+    // The report names pods with their node, not agents.
+    let md = s
+        .ops
+        .report(pb::ReportRequest {
+            name: "checkout-chaos".into(),
+            format: "md".into(),
+        })
+        .await
+        .expect("report")
+        .into_inner()
+        .markdown;
+    for expected in [
+        "\nFaults on each selected container (2):\n",
+        "\n| Pod | Node | Selected | Reason | Target |\n",
+        &format!(
+            "\n| shop/checkout-7d4f9b6c5-abcde | node-a | yes | - | container app ({}) of pod shop/checkout-7d4f9b6c5-abcde (uid {}) |\n",
+            &want.container_id[..12],
+            want.pod_uid
+        ),
+        "\n| shop/checkout-7d4f9b6c5-pqrst | - | no | not Running (phase Pending) | - |\n",
+        "\n| Pod | Node | Fault | State |",
+        "\n| shop/checkout-7d4f9b6c5-abcde/app | node-a | drop ",
+    ] {
+        assert!(md.contains(expected), "missing {expected:?} in:\n{md}");
+    }
+    assert!(!md.contains("| Agent |"), "{md}");
     drop(s.agents);
     s.c.shutdown().await;
     drop(s.env);
@@ -481,4 +550,67 @@ async fn without_the_kubernetes_api_pod_targets_are_refused_with_the_reason() {
         err.message()
     );
     c.shutdown().await;
+}
+
+#[tokio::test]
+async fn get_policy_serves_the_pod_policy_that_planning_enforces() {
+    let env = Env::with_agents(&NODES);
+    let c = common::start(env.config_with(Policy::default())).await;
+    let policy = common::fleet(&env, &c, "viewer")
+        .await
+        .get_policy(pb::GetPolicyRequest {})
+        .await
+        .expect("GetPolicy")
+        .into_inner();
+    assert_eq!(policy.protected_namespaces, ["kube-system", "faultline"]);
+    assert_eq!(policy.max_pod_percent_per_namespace, 50.0);
+    c.shutdown().await;
+
+    // As the coordinator's config file sets them.
+    let configured = faultline_coordinator::config::parse_policy(
+        "[policy]\nmax_fleet_percent_under_fault = 100\nprotected_namespaces = [\"shop\"]\n\
+         max_pod_percent_per_namespace = 100\n",
+    )
+    .expect("valid config");
+    let mut s = setup(configured).await;
+    let policy = common::fleet(&s.env, &s.c, "viewer")
+        .await
+        .get_policy(pb::GetPolicyRequest {})
+        .await
+        .expect("GetPolicy")
+        .into_inner();
+    assert_eq!(policy.protected_namespaces, ["shop"]);
+    assert_eq!(policy.max_pod_percent_per_namespace, 100.0);
+    let document = pods_doc(
+        "dns",
+        "{namespaces: [shop, kube-system]}",
+        "mode: all",
+        "[{kind: cpu, load: 10}]",
+    );
+    let plan = dry_run(&mut s.ops, &document).await.expect("dry run");
+    assert_eq!(
+        plan.selected
+            .iter()
+            .map(|t| t.agent.as_str())
+            .collect::<Vec<_>>(),
+        ["node-a"],
+        "kube-system is no longer protected and 100% of its one pod may be under fault"
+    );
+    assert!(
+        plan.selected[0]
+            .description
+            .starts_with("pod kube-system/coredns-5d78c9869d-x2x7q"),
+        "{:?}",
+        plan.selected
+    );
+    assert!(
+        excluded(&plan).contains(
+            &"node-a | pod shop/checkout-7d4f9b6c5-abcde | protected namespace shop (policy.protected_namespaces)"
+                .to_string()
+        ),
+        "{:?}",
+        excluded(&plan)
+    );
+    drop(s.agents);
+    s.c.shutdown().await;
 }

@@ -60,6 +60,23 @@ pub fn render_policy(p: &pb::Policy) -> String {
     ]);
     table.row(["allowed fault kinds".to_string(), kinds]);
     table.row(["protected agent labels".to_string(), protected]);
+    table.row([
+        "protected namespaces".to_string(),
+        if p.protected_namespaces.is_empty() {
+            "-".to_string()
+        } else {
+            p.protected_namespaces.join(", ")
+        },
+    ]);
+    table.row([
+        "max namespace under fault".to_string(),
+        // 0 is outside 1..=100: a coordinator that predates pod targets.
+        if p.max_pod_percent_per_namespace > 0.0 {
+            format!("{}% of its matching pods", p.max_pod_percent_per_namespace)
+        } else {
+            "-".to_string()
+        },
+    ]);
     table.row(["agent lease".to_string(), format::duration_ms(p.lease_ms)]);
     table.render()
 }
@@ -114,6 +131,8 @@ mod tests {
             halted: true,
             halted_reason: "SLO breach".into(),
             lease_ms: 5_000,
+            protected_namespaces: vec!["kube-system".into(), "faultline".into()],
+            max_pod_percent_per_namespace: 25.0,
         };
         let text = render_policy(&p);
         assert!(
@@ -128,5 +147,13 @@ mod tests {
         );
         assert!(text.contains("faultline.dev/protected=true"), "{text}");
         assert!(text.contains("agent lease                 5s\n"), "{text}");
+        assert!(
+            text.contains("protected namespaces        kube-system, faultline\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("max namespace under fault   25% of its matching pods\n"),
+            "{text}"
+        );
     }
 }

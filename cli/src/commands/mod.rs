@@ -3,7 +3,7 @@
 mod agents;
 mod audit;
 mod certs;
-mod experiments;
+pub(crate) mod experiments;
 mod fleet;
 
 use std::io::{IsTerminal, Write};

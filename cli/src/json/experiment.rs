@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 
 use super::{spec, target};
 use crate::summary;
+use crate::targets;
 
 pub fn experiment(e: &pb::Experiment) -> Value {
     json!({
@@ -84,11 +85,13 @@ pub fn plan(p: &pb::Plan) -> Value {
         })).collect::<Vec<_>>(),
         "excluded": p.excluded.iter().map(|x| json!({
             "agent": x.agent,
+            "pod": (!x.pod.is_empty()).then_some(&x.pod),
             "description": x.description,
             "reason": x.reason,
         })).collect::<Vec<_>>(),
         "faults": p.faults.iter().map(spec).collect::<Vec<_>>(),
         "selection": p.selection,
+        "target_kind": if targets::plan_kind(p).is_pods() { "pods" } else { "agents" },
     })
 }
 
@@ -100,6 +103,7 @@ pub fn target_result(t: &pb::TargetResult) -> Value {
         .collect();
     json!({
         "agent": t.agent,
+        "target": t.target.as_ref().map(target),
         "fault_id": t.fault_id,
         "state": summary::state_name(t.state),
         "applied_unix_ms": t.applied_unix_ms,
@@ -171,5 +175,22 @@ mod tests {
         );
         assert_eq!(v["guard_timeline"][0]["value"], Value::Null);
         assert_eq!(v["plan"], Value::Null);
+        assert_eq!(v["targets"][0]["target"], Value::Null);
+    }
+
+    #[test]
+    fn pod_targets_carry_the_pod_and_the_kind() {
+        use crate::commands::experiments::fixture;
+        let v = experiment(&fixture::pods_running());
+        assert_eq!(v["plan"]["target_kind"], "pods");
+        assert_eq!(v["plan"]["excluded"][1]["pod"], "shop/checkout-pqrst");
+        assert_eq!(v["plan"]["excluded"][1]["agent"], "-");
+        let pod = &v["targets"][1]["target"]["container"];
+        assert_eq!(pod["pod_namespace"], "shop");
+        assert_eq!(pod["pod_name"], "checkout-fghij");
+        assert_eq!(v["targets"][1]["agent"], "node-b");
+        let v = experiment(&fixture::running());
+        assert_eq!(v["plan"]["target_kind"], "agents");
+        assert_eq!(v["plan"]["excluded"][0]["pod"], Value::Null);
     }
 }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::{Arc, Mutex};
 
+mod pods;
 #[path = "../support/mod.rs"]
 mod support;
 
@@ -73,6 +74,7 @@ fn plan() -> pb::Plan {
             agent: "node-b".into(),
             description: "zone=b".into(),
             reason: "not connected".into(),
+            pod: String::new(),
         }],
         faults: vec![spec_cpu()],
         ..Default::default()
@@ -154,6 +156,21 @@ impl Experiments for Fake {
                 "the fleet is halted (game day over): new experiments are refused until \
                  Fleet.Resume",
             ));
+        }
+        if r.document.contains("pods:") {
+            let plan = pods::plan(spec_cpu());
+            let mut e = experiment(
+                "checkout-pods",
+                pb::ExperimentPhase::Unspecified,
+                pb::FaultState::Unspecified,
+            );
+            e.id.clear();
+            e.duration_ms = 30_000;
+            e.plan = Some(plan.clone());
+            return Ok(Response::new(pb::CreateExperimentResponse {
+                experiment: Some(e),
+                plan: Some(plan),
+            }));
         }
         let phase = if r.start {
             pb::ExperimentPhase::Running

@@ -81,10 +81,12 @@ pub fn plan_to_pb(p: &PlanRecord, faults: Vec<pb::FaultSpec>) -> pb::Plan {
                 agent: x.agent.clone(),
                 description: x.description.clone(),
                 reason: x.reason.clone(),
+                pod: x.pod.clone().unwrap_or_default(),
             })
             .collect(),
         faults,
         selection: p.selection.clone(),
+        target_kind: p.target_kind().to_string(),
     }
 }
 
@@ -100,6 +102,10 @@ fn target_to_pb(t: &TargetRecord) -> pb::TargetResult {
         counters: t.counters.clone().into_iter().collect(),
         apply_sent_unix_ms: t.apply_sent_unix_ms,
         revert_sent_unix_ms: t.revert_sent_unix_ms,
+        target: t
+            .pod
+            .as_ref()
+            .map(|p| wire::target_to_pb(&Target::Container(p.to_container()))),
     }
 }
 

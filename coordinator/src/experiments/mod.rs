@@ -11,6 +11,7 @@ mod convert;
 mod events;
 mod guards;
 pub mod ops;
+mod plan_record;
 mod planning;
 mod probe;
 pub mod record;

@@ -113,6 +113,7 @@ async fn plan_pods_now(
                 },
                 description: format!("pod {}", x.pod),
                 reason: x.reason.to_string(),
+                pod: Some(x.pod.clone()),
             })
             .collect(),
         faults: spec
@@ -160,6 +161,7 @@ fn plan_agents_now(state: &State, spec: &ExperimentSpec) -> Result<PlanRecord, O
                 agent: a.clone(),
                 description: describe(a),
                 reason: why.to_string(),
+                pod: None,
             })
             .collect(),
         faults: spec.faults.iter().map(|f| f.describe()).collect(),

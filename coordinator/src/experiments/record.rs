@@ -4,8 +4,9 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use faultline_core::experiment::Phase;
-use faultline_core::fault::ContainerRef;
 use serde::{Deserialize, Serialize};
+
+pub use super::plan_record::{ExcludedAgent, PlanRecord, PlannedAgent, PodRef};
 
 /// Guard samples kept per experiment (oldest dropped first).
 pub const MAX_GUARD_SAMPLES: usize = 3600;
@@ -44,89 +45,6 @@ pub struct ExperimentRecord {
     pub telemetry: BTreeMap<String, TelemetrySummary>,
     #[serde(default)]
     pub log: VecDeque<LogEntry>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct PlanRecord {
-    pub selected: Vec<PlannedAgent>,
-    pub excluded: Vec<ExcludedAgent>,
-    /// One line per fault, in document order.
-    pub faults: Vec<String>,
-    /// How the number of targets was reached.
-    pub selection: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PlannedAgent {
-    pub agent: String,
-    /// The agent's labels, or the pod (and container) for pod targets.
-    pub description: String,
-    /// For pod targets: the pod or container the faults are aimed at, on node `agent`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pod: Option<PodRef>,
-}
-
-/// A Kubernetes pod, or one container of it, as targeted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PodRef {
-    pub namespace: String,
-    pub name: String,
-    pub uid: String,
-    /// Empty: the whole pod.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub container: String,
-    /// The runtime's container ID (no `containerd://` prefix); empty for the whole pod.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub container_id: String,
-}
-
-impl PodRef {
-    pub fn from_container(c: &ContainerRef) -> PodRef {
-        PodRef {
-            namespace: c.pod_namespace.clone(),
-            name: c.pod_name.clone(),
-            uid: c.pod_uid.clone(),
-            container: c.container_name.clone(),
-            container_id: c.container_id.clone(),
-        }
-    }
-
-    pub fn to_container(&self) -> ContainerRef {
-        ContainerRef {
-            container_id: self.container_id.clone(),
-            pod_uid: self.uid.clone(),
-            pod_namespace: self.namespace.clone(),
-            pod_name: self.name.clone(),
-            container_name: self.container.clone(),
-        }
-    }
-
-    /// `shop/checkout-1` or `shop/checkout-1/app`; also the key its fault ids derive from.
-    pub fn key(&self) -> String {
-        if self.container.is_empty() {
-            format!("{}/{}", self.namespace, self.name)
-        } else {
-            format!("{}/{}/{}", self.namespace, self.name, self.container)
-        }
-    }
-
-    /// For people: `pod shop/checkout-1 (uid ...)`, `container app (0a1b2c3d4e5f) of pod ...`.
-    pub fn describe(&self) -> String {
-        let pod = format!("pod {}/{} (uid {})", self.namespace, self.name, self.uid);
-        if self.container.is_empty() {
-            pod
-        } else {
-            let id: String = self.container_id.chars().take(12).collect();
-            format!("container {} ({id}) of {pod}", self.container)
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExcludedAgent {
-    pub agent: String,
-    pub description: String,
-    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -61,10 +61,7 @@ fn stat(s: &Stat, scale: f64, unit: &str) -> String {
 
 pub fn markdown(rec: &ExperimentRecord) -> String {
     let mut o = String::new();
-    let p = |o: &mut String, line: String| {
-        o.push_str(&line);
-        o.push('\n');
-    };
+    let p = line;
     p(
         &mut o,
         format!("# Experiment {} — {}\n", rec.name, rec.phase),
@@ -154,66 +151,8 @@ pub fn markdown(rec: &ExperimentRecord) -> String {
         o.push('\n');
     }
 
-    p(&mut o, "## Plan\n".into());
-    p(&mut o, format!("{}\n", rec.plan.selection));
-    p(
-        &mut o,
-        format!(
-            "Faults on each selected agent ({}):\n",
-            rec.plan.faults.len()
-        ),
-    );
-    for (i, f) in rec.plan.faults.iter().enumerate() {
-        p(&mut o, format!("{}. {f}", i + 1));
-    }
-    o.push('\n');
-    p(
-        &mut o,
-        "| Agent | Selected | Reason | Labels |\n|---|---|---|---|".into(),
-    );
-    for s in &rec.plan.selected {
-        p(
-            &mut o,
-            format!("| {} | yes | - | {} |", s.agent, cell(&s.description)),
-        );
-    }
-    for x in &rec.plan.excluded {
-        p(
-            &mut o,
-            format!(
-                "| {} | no | {} | {} |",
-                x.agent,
-                cell(&x.reason),
-                cell(&x.description)
-            ),
-        );
-    }
-    o.push('\n');
-
-    if !rec.targets.is_empty() {
-        p(&mut o, "## Targets\n".into());
-        p(&mut o, "| Agent | Fault | State | Applied | Reverted | Reason | Error | Counters |\n|---|---|---|---|---|---|---|---|".into());
-        for t in &rec.targets {
-            let counters: Vec<String> =
-                t.counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            p(
-                &mut o,
-                format!(
-                    "| {} | {} `{}` | {:?} | {} | {} | {} | {} | {} |",
-                    t.agent,
-                    cell(&t.fault),
-                    t.fault_id,
-                    t.state,
-                    rel(rec, t.applied_unix_ms),
-                    rel(rec, t.reverted_unix_ms),
-                    cell(&t.revert_reason),
-                    cell(&t.error),
-                    cell(&counters.join(", "))
-                ),
-            );
-        }
-        o.push('\n');
-    }
+    plan_section(&mut o, rec);
+    targets_section(&mut o, rec);
 
     if !rec.guards.is_empty() {
         p(
@@ -280,7 +219,15 @@ pub fn markdown(rec: &ExperimentRecord) -> String {
             &mut o,
             "## Telemetry while running (min / avg / max)\n".into(),
         );
-        p(&mut o, "| Agent | Samples | CPU busy | Memory used | Memory used ratio |\n|---|---|---|---|---|".into());
+        let who = if rec.plan.targets_pods() {
+            "Node"
+        } else {
+            "Agent"
+        };
+        p(
+            &mut o,
+            format!("| {who} | Samples | CPU busy | Memory used | Memory used ratio |\n|---|---|---|---|---|"),
+        );
         for (agent, t) in &rec.telemetry {
             p(
                 &mut o,
@@ -302,6 +249,123 @@ pub fn markdown(rec: &ExperimentRecord) -> String {
         p(&mut o, format!("- {} {}", at(l.at_unix_ms), l.message));
     }
     o
+}
+
+/// Appends `text` and a newline.
+fn line(o: &mut String, text: String) {
+    o.push_str(&text);
+    o.push('\n');
+}
+
+/// How the targets were chosen, the faults, and every candidate with why it was or was not
+/// selected: agents with their labels, or pods with their node.
+fn plan_section(o: &mut String, rec: &ExperimentRecord) {
+    let plan = &rec.plan;
+    line(o, "## Plan\n".into());
+    line(o, format!("{}\n", plan.selection));
+    line(
+        o,
+        format!(
+            "Faults on each selected {} ({}):\n",
+            plan.target_noun(),
+            plan.faults.len()
+        ),
+    );
+    for (i, f) in plan.faults.iter().enumerate() {
+        line(o, format!("{}. {f}", i + 1));
+    }
+    o.push('\n');
+    if plan.targets_pods() {
+        line(
+            o,
+            "| Pod | Node | Selected | Reason | Target |\n|---|---|---|---|---|".into(),
+        );
+        for s in &plan.selected {
+            let pod = s.pod.as_ref().map_or("-".to_string(), |p| p.pod_name());
+            line(
+                o,
+                format!(
+                    "| {} | {} | yes | - | {} |",
+                    cell(&pod),
+                    cell(&s.agent),
+                    cell(&s.description)
+                ),
+            );
+        }
+        for x in &plan.excluded {
+            let pod = x.pod.clone().unwrap_or_else(|| x.description.clone());
+            line(
+                o,
+                format!(
+                    "| {} | {} | no | {} | - |",
+                    cell(&pod),
+                    cell(&x.agent),
+                    cell(&x.reason)
+                ),
+            );
+        }
+    } else {
+        line(
+            o,
+            "| Agent | Selected | Reason | Labels |\n|---|---|---|---|".into(),
+        );
+        for s in &plan.selected {
+            line(
+                o,
+                format!("| {} | yes | - | {} |", s.agent, cell(&s.description)),
+            );
+        }
+        for x in &plan.excluded {
+            line(
+                o,
+                format!(
+                    "| {} | no | {} | {} |",
+                    x.agent,
+                    cell(&x.reason),
+                    cell(&x.description)
+                ),
+            );
+        }
+    }
+    o.push('\n');
+}
+
+/// One row per (target, fault): the agent, or the pod (or container) and its node.
+fn targets_section(o: &mut String, rec: &ExperimentRecord) {
+    if rec.targets.is_empty() {
+        return;
+    }
+    let pods = rec.plan.targets_pods() || rec.targets.iter().any(|t| t.pod.is_some());
+    line(o, "## Targets\n".into());
+    if pods {
+        line(o, "| Pod | Node | Fault | State | Applied | Reverted | Reason | Error | Counters |\n|---|---|---|---|---|---|---|---|---|".into());
+    } else {
+        line(o, "| Agent | Fault | State | Applied | Reverted | Reason | Error | Counters |\n|---|---|---|---|---|---|---|---|".into());
+    }
+    for t in &rec.targets {
+        let counters: Vec<String> = t.counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let who = if pods {
+            let pod = t.pod.as_ref().map_or("-".to_string(), |p| p.key());
+            format!("{} | {}", cell(&pod), t.agent)
+        } else {
+            t.agent.clone()
+        };
+        line(
+            o,
+            format!(
+                "| {who} | {} `{}` | {:?} | {} | {} | {} | {} | {} |",
+                cell(&t.fault),
+                t.fault_id,
+                t.state,
+                rel(rec, t.applied_unix_ms),
+                rel(rec, t.reverted_unix_ms),
+                cell(&t.revert_reason),
+                cell(&t.error),
+                cell(&counters.join(", "))
+            ),
+        );
+    }
+    o.push('\n');
 }
 
 #[cfg(test)]

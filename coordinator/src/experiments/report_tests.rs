@@ -57,6 +57,7 @@ fn aborted() -> ExperimentRecord {
                 agent: "node-b".into(),
                 description: "zone=b".into(),
                 reason: "not matching: labels do not match zone=a".into(),
+                pod: None,
             }],
             faults: vec!["cpu 50% x 1".into()],
             selection: "mode all of 1 eligible = 1 -> 1 selected".into(),
@@ -121,4 +122,63 @@ fn markdown_tells_verdict_latency_plan_targets_guards_and_telemetry() {
         serde_json::from_str(&json(&aborted()).expect("json")).expect("parse");
     assert_eq!(js["abort"]["latency_ms"], 83);
     assert_eq!(js["targets"][0]["state"], "reverted");
+}
+
+/// The aborted experiment, aimed at one pod on node-a; another pod was not Running.
+fn aborted_on_a_pod() -> ExperimentRecord {
+    let pod = PodRef {
+        namespace: "shop".into(),
+        name: "checkout-1".into(),
+        uid: "uid-1".into(),
+        container: String::new(),
+        container_id: String::new(),
+    };
+    let mut rec = aborted();
+    rec.plan = PlanRecord {
+        selected: vec![PlannedAgent {
+            agent: "node-a".into(),
+            description: pod.describe(),
+            pod: Some(pod.clone()),
+        }],
+        excluded: vec![ExcludedAgent {
+            agent: "-".into(),
+            description: "pod shop/checkout-2".into(),
+            reason: "not Running (phase Pending)".into(),
+            pod: Some("shop/checkout-2".into()),
+        }],
+        faults: vec!["cpu 50% x 1".into()],
+        selection: "pods (namespace shop): mode all of 1 eligible pods = 1".into(),
+    };
+    rec.targets[0].pod = Some(pod);
+    rec.targets[0].fault_id = "checkout-shop-checkout-1-0".into();
+    rec
+}
+
+#[test]
+fn markdown_names_pods_and_their_nodes_for_pod_targets() {
+    let rec = aborted_on_a_pod();
+    let md = markdown(&rec);
+    for line in [
+        "\nFaults on each selected pod (1):\n",
+        "\n| Pod | Node | Selected | Reason | Target |\n|---|---|---|---|---|\n",
+        "\n| shop/checkout-1 | node-a | yes | - | pod shop/checkout-1 (uid uid-1) |\n",
+        "\n| shop/checkout-2 | - | no | not Running (phase Pending) | - |\n",
+        "\n| Pod | Node | Fault | State | Applied | Reverted | Reason | Error | Counters |\n",
+        "\n| shop/checkout-1 | node-a | cpu 50% x 1 `checkout-shop-checkout-1-0` | Reverted | +0.020 s | +4.083 s | abort | - | workers=1 |\n",
+        "\n| Node | Samples | CPU busy |",
+    ] {
+        assert!(md.contains(line), "missing {line:?} in:\n{md}");
+    }
+    assert!(!md.contains("Agent"), "{md}");
+    assert_eq!(rec.plan.target_kind(), "pods");
+    assert_eq!(rec.plan.targets_phrase(), "1 pod(s) on 1 node(s)");
+    // The JSON report carries the pods as stored.
+    let js: serde_json::Value = serde_json::from_str(&json(&rec).expect("json")).expect("parse");
+    assert_eq!(js["plan"]["excluded"][0]["pod"], "shop/checkout-2");
+    assert_eq!(js["targets"][0]["pod"]["name"], "checkout-1");
+    // Agent plans keep saying agents.
+    let agents = aborted();
+    assert_eq!(agents.plan.target_kind(), "agents");
+    assert_eq!(agents.plan.targets_phrase(), "1 agent(s)");
+    assert!(markdown(&agents).contains("\nFaults on each selected agent (1):\n"));
 }

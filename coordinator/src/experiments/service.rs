@@ -37,11 +37,11 @@ impl ExperimentsService {
 
 fn summary(rec: &ExperimentRecord) -> String {
     format!(
-        "{} is {}: {} fault(s) on {} agent(s), {} excluded",
+        "{} is {}: {} fault(s) on {}, {} excluded",
         rec.name,
         rec.phase,
         rec.plan.faults.len(),
-        rec.plan.selected.len(),
+        rec.plan.targets_phrase(),
         rec.plan.excluded.len()
     )
 }
@@ -60,9 +60,9 @@ impl Experiments for ExperimentsService {
                 format!("created {}", summary(&c.record))
             } else {
                 format!(
-                    "dry run of {}: {} agent(s) would be selected",
+                    "dry run of {}: {} would be selected",
                     c.record.name,
-                    c.record.plan.selected.len()
+                    c.record.plan.targets_phrase()
                 )
             }
         });

@@ -42,10 +42,91 @@ pub fn plan() -> pb::Plan {
             agent: "node-c".into(),
             description: "zone=b".into(),
             reason: "over blast radius (maxTargets 2)".into(),
+            pod: String::new(),
         }],
         faults: vec![pause(), cpu()],
         selection: String::new(),
+        target_kind: "agents".into(),
     }
+}
+
+/// A pod in namespace shop as a target (container `app` when `container` is set).
+pub fn pod_target(name: &str, container: bool) -> pb::Target {
+    pb::Target {
+        target: Some(pb::target::Target::Container(pb::ContainerTarget {
+            container_id: if container {
+                format!("{:0<64}", name.len())
+            } else {
+                String::new()
+            },
+            pod_uid: format!("uid-{name}"),
+            pod_namespace: "shop".into(),
+            pod_name: name.into(),
+            container_name: if container {
+                "app".into()
+            } else {
+                String::new()
+            },
+        })),
+    }
+}
+
+/// Three checkout pods on two nodes, two excluded; the faults aim at the whole pods.
+pub fn pods_plan() -> pb::Plan {
+    let selected = |node: &str, pod: &str| pb::PlannedTarget {
+        agent: node.into(),
+        target: Some(pod_target(pod, false)),
+        description: format!("pod shop/{pod} (uid uid-{pod})"),
+    };
+    let excluded = |node: &str, pod: &str, reason: &str| pb::ExcludedTarget {
+        agent: node.into(),
+        description: format!("pod {pod}"),
+        reason: reason.into(),
+        pod: pod.into(),
+    };
+    pb::Plan {
+        selected: vec![
+            selected("node-a", "checkout-abcde"),
+            selected("node-b", "checkout-fghij"),
+            selected("node-b", "checkout-vwxyz"),
+        ],
+        excluded: vec![
+            excluded(
+                "node-a",
+                "kube-system/coredns-x2x7q",
+                "protected namespace kube-system (policy.protected_namespaces)",
+            ),
+            excluded("-", "shop/checkout-pqrst", "not Running (phase Pending)"),
+        ],
+        faults: vec![cpu()],
+        selection: "pods (namespace shop, labelSelector app=checkout): mode all of 3 eligible \
+                    pods = 3 -> 3 pod(s) selected on 2 node(s)"
+            .into(),
+        target_kind: "pods".into(),
+    }
+}
+
+/// The pod experiment running: one cpu fault applied on each pod.
+pub fn pods_running() -> pb::Experiment {
+    let mut e = running();
+    e.name = "checkout-pods".into();
+    e.plan = Some(pods_plan());
+    e.targets = [
+        "node-a:checkout-abcde",
+        "node-b:checkout-fghij",
+        "node-b:checkout-vwxyz",
+    ]
+    .into_iter()
+    .map(|t| {
+        let (node, pod) = t.split_once(':').expect("node:pod");
+        pb::TargetResult {
+            target: Some(pod_target(pod, false)),
+            fault_id: format!("checkout-pods-shop-{pod}-0"),
+            ..result(node, 0, pb::FaultState::Applied, 0)
+        }
+    })
+    .collect();
+    e
 }
 
 fn result(agent: &str, fault: usize, state: pb::FaultState, reverted: i64) -> pb::TargetResult {

@@ -1,6 +1,7 @@
 //! The experiment commands: `apply`, `start`, `get experiments`, `describe experiment`,
 //! `abort`, `report` (and `watch` in [`watch`]), each a call of the Experiments service.
 
+mod plan;
 mod render;
 mod tables;
 pub mod watch;

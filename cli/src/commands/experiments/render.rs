@@ -3,11 +3,12 @@
 
 use faultline_proto::pb;
 
-use crate::faults;
 use crate::format;
 use crate::summary::{self, TargetCounts};
 use crate::table::{Align, Table};
+use crate::targets;
 
+pub use super::plan::plan;
 pub use super::tables::{guards_table, targets_table, telemetry_table};
 
 /// How many target rows `describe` prints before summarising the rest.
@@ -15,50 +16,13 @@ const MAX_TARGET_ROWS: usize = 200;
 /// How many of the latest log entries `describe` prints.
 const MAX_LOG_LINES: usize = 30;
 
-/// The plan: selected agents, the faults each gets, and the excluded agents with the reason.
-pub fn plan(p: &pb::Plan) -> String {
-    let mut out = String::new();
-    out.push_str(&format!("Selected agents ({}):\n", p.selected.len()));
-    if p.selected.is_empty() {
-        out.push_str("  (none)\n");
-    } else {
-        let mut t = Table::new(&["AGENT", "DETAIL"]);
-        for s in &p.selected {
-            t.row([s.agent.as_str(), s.description.as_str()]);
-        }
-        out.push_str(&indent(&t.render()));
-    }
-    if !p.selection.is_empty() {
-        out.push_str(&format!("Selection: {}\n", p.selection));
-    }
-    out.push_str(&format!(
-        "Faults on each selected agent ({}):\n",
-        p.faults.len()
-    ));
-    for (i, f) in p.faults.iter().enumerate() {
-        out.push_str(&format!("  {}. {}\n", i + 1, faults::describe(f)));
-    }
-    out.push_str(&format!("Excluded agents ({}):\n", p.excluded.len()));
-    if p.excluded.is_empty() {
-        out.push_str("  (none)\n");
-    } else {
-        let mut t = Table::new(&["AGENT", "REASON", "DETAIL"]);
-        for x in &p.excluded {
-            t.row([x.agent.as_str(), x.reason.as_str(), x.description.as_str()]);
-        }
-        out.push_str(&indent(&t.render()));
-    }
-    out
-}
-
 /// The answer to `apply --dry-run`.
 pub fn dry_run(e: Option<&pb::Experiment>, p: &pb::Plan) -> String {
     let name = e.map_or("(unnamed)", |e| e.name.as_str());
     let duration = e.map_or("-".to_string(), |e| format::duration_ms(e.duration_ms));
     format!(
-        "dry run: experiment {name} would run for {duration} on {} agent(s); nothing was \
-         created\n\n{}",
-        p.selected.len(),
+        "dry run: experiment {name} would run for {duration} on {}; nothing was created\n\n{}",
+        targets::plan_phrase(p),
         plan(p)
     )
 }
@@ -67,12 +31,19 @@ pub fn dry_run(e: Option<&pb::Experiment>, p: &pb::Plan) -> String {
 pub fn created(e: &pb::Experiment, p: Option<&pb::Plan>) -> String {
     let phase = summary::phase_name(e.phase);
     let p = p.or(e.plan.as_ref());
-    let (agents, nfaults, excluded) = p.map_or((0, 0, 0), |p| {
-        (p.selected.len(), p.faults.len(), p.excluded.len())
+    let (on, nfaults, excluded, noun) = p.map_or(("0 agent(s)".to_string(), 0, 0, "agent"), |p| {
+        let kind = targets::plan_kind(p);
+        let noun = if kind.is_pods() { "pod" } else { "agent" };
+        (
+            targets::plan_phrase(p),
+            p.faults.len(),
+            p.excluded.len(),
+            noun,
+        )
     });
     let mut out = format!(
-        "experiment {} created (id {}), phase {phase}: {nfaults} fault(s) on each of {agents} \
-         agent(s) for {}, {excluded} agent(s) excluded\n",
+        "experiment {} created (id {}), phase {phase}: {nfaults} fault(s) on each of {on} for \
+         {}, {excluded} {noun}(s) excluded\n",
         e.name,
         if e.id.is_empty() { "-" } else { &e.id },
         format::duration_ms(e.duration_ms),
@@ -94,7 +65,7 @@ pub fn list(experiments: &[pb::Experiment], now_ms: i64) -> String {
         return "no experiments: create one with `faultctl apply -f FILE`\n".into();
     }
     let mut t = Table::new(&[
-        "NAME", "PHASE", "AGENTS", "FAULTS", "CREATED", "RAN", "DURATION", "VERDICT",
+        "NAME", "PHASE", "TARGETS", "FAULTS", "CREATED", "RAN", "DURATION", "VERDICT",
     ])
     .align(2, Align::Right)
     .align(3, Align::Right);
@@ -104,7 +75,7 @@ pub fn list(experiments: &[pb::Experiment], now_ms: i64) -> String {
         t.row([
             e.name.clone(),
             summary::phase_name(e.phase).to_string(),
-            c.agents.to_string(),
+            format!("{} {}", c.targets, c.kind.plural()),
             c.faults.to_string(),
             format::ago(now_ms, e.created_unix_ms),
             ran,
@@ -118,8 +89,13 @@ pub fn list(experiments: &[pb::Experiment], now_ms: i64) -> String {
 /// The counts of a target set in words.
 pub fn counts_line(c: &TargetCounts) -> String {
     format!(
-        "{} agent(s), {} fault(s): {} applied, {} reverted, {} failed, {} pending",
-        c.agents, c.faults, c.applied, c.reverted, c.failed, c.pending
+        "{}, {} fault(s): {} applied, {} reverted, {} failed, {} pending",
+        targets::phrase(c.kind, c.targets, c.pods, c.agents),
+        c.faults,
+        c.applied,
+        c.reverted,
+        c.failed,
+        c.pending
     )
 }
 
@@ -170,7 +146,11 @@ pub fn describe(e: &pb::Experiment, now_ms: i64) -> String {
     if e.targets.is_empty() {
         out.push_str("  (none yet)\n");
     } else {
-        out.push_str(&indent(&targets_table(&e.targets, MAX_TARGET_ROWS)));
+        out.push_str(&indent(&targets_table(
+            &e.targets,
+            targets::experiment_kind(e),
+            MAX_TARGET_ROWS,
+        )));
     }
 
     out.push_str("\nGuards\n");
@@ -191,7 +171,10 @@ pub fn describe(e: &pb::Experiment, now_ms: i64) -> String {
 
     if !e.telemetry.is_empty() {
         out.push_str("\nTelemetry while running (min / avg / max)\n");
-        out.push_str(&indent(&telemetry_table(&e.telemetry)));
+        out.push_str(&indent(&telemetry_table(
+            &e.telemetry,
+            targets::experiment_kind(e),
+        )));
     }
 
     if !e.log.is_empty() {
@@ -301,7 +284,7 @@ pub(super) fn dash(s: &str) -> String {
 }
 
 /// Indents every line by two spaces (empty lines stay empty).
-fn indent(text: &str) -> String {
+pub(super) fn indent(text: &str) -> String {
     let mut out = String::new();
     for line in text.lines() {
         if !line.is_empty() {

@@ -61,14 +61,15 @@ fn list_has_one_row_per_experiment() {
         .collect();
     assert_eq!(
         rows[0],
-        ["NAME", "PHASE", "AGENTS", "FAULTS", "CREATED", "RAN", "DURATION", "VERDICT"]
+        ["NAME", "PHASE", "TARGETS", "FAULTS", "CREATED", "RAN", "DURATION", "VERDICT"]
     );
     assert_eq!(
-        rows[1][..9],
+        rows[1][..10],
         [
             "checkout-loss",
             "aborted",
             "2",
+            "agents",
             "4",
             "10s",
             "ago",
@@ -83,6 +84,7 @@ fn list_has_one_row_per_experiment() {
             "checkout-loss",
             "running",
             "2",
+            "agents",
             "4",
             "10s",
             "ago",
@@ -142,7 +144,7 @@ fn describe_has_every_section() {
 #[test]
 fn long_target_lists_are_cut_with_a_pointer_to_json() {
     let e = fixture::running();
-    let text = targets_table(&e.targets, 2);
+    let text = targets_table(&e.targets, crate::targets::Kind::Agents, 2);
     assert_eq!(text.lines().count(), 4, "{text}");
     assert!(
         text.ends_with("... and 2 more (faultctl -o json describe experiment NAME has them all)\n")
@@ -205,4 +207,101 @@ fn describe_shows_guard_definitions_telemetry_and_log_when_sent() {
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
+}
+
+#[test]
+fn pod_dry_run_names_each_pod_with_its_node() {
+    let text = dry_run(Some(&fixture::pods_running()), &fixture::pods_plan());
+    assert_eq!(
+        text,
+        "dry run: experiment checkout-pods would run for 1m on 3 pod(s) on 2 node(s); nothing \
+         was created\n\
+         \n\
+         Selected pods (3):\n  \
+           POD                  NODE    CONTAINER\n  \
+           shop/checkout-abcde  node-a  (whole pod)\n  \
+           shop/checkout-fghij  node-b  (whole pod)\n  \
+           shop/checkout-vwxyz  node-b  (whole pod)\n\
+         Selection: pods (namespace shop, labelSelector app=checkout): mode all of 3 eligible \
+         pods = 3 -> 3 pod(s) selected on 2 node(s)\n\
+         Faults on each selected pod (1):\n  \
+           1. cpu load 80%, 1 worker\n\
+         Excluded pods (2):\n  \
+           POD                        NODE    REASON\n  \
+           kube-system/coredns-x2x7q  node-a  protected namespace kube-system \
+         (policy.protected_namespaces)\n  \
+           shop/checkout-pqrst        -       not Running (phase Pending)\n"
+    );
+    assert!(
+        !text.contains("agent"),
+        "pods are not called agents: {text}"
+    );
+}
+
+#[test]
+fn container_targets_are_counted_in_their_pods() {
+    let mut p = fixture::pods_plan();
+    for (s, pod) in p
+        .selected
+        .iter_mut()
+        .zip(["checkout-abcde", "checkout-fghij"])
+    {
+        s.target = Some(fixture::pod_target(pod, true));
+    }
+    p.selected.truncate(2);
+    let text = plan(&p);
+    assert!(
+        text.starts_with(
+            "Selected containers (2):\n  \
+               POD                  NODE    CONTAINER\n  \
+               shop/checkout-abcde  node-a  app (140000000000)\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("Faults on each selected container (1):\n"),
+        "{text}"
+    );
+    assert!(text.contains("Excluded pods (2):\n"), "{text}");
+    assert!(dry_run(None, &p).contains(" on 2 container(s) in 2 pod(s) on 2 node(s);"));
+}
+
+#[test]
+fn pod_experiments_say_pods_in_apply_get_and_describe() {
+    let e = fixture::pods_running();
+    assert!(
+        created(&e, None).starts_with(
+            "experiment checkout-pods created (id exp-0001), phase running: 1 fault(s) on each \
+             of 3 pod(s) on 2 node(s) for 1m, 2 pod(s) excluded\n"
+        ),
+        "{}",
+        created(&e, None)
+    );
+    let rows: Vec<Vec<String>> = list(&[e.clone(), fixture::running()], T0 + 10_000)
+        .lines()
+        .map(|l| l.split_whitespace().map(String::from).collect())
+        .collect();
+    assert_eq!(rows[1][..5], ["checkout-pods", "running", "3", "pods", "3"]);
+    assert_eq!(
+        rows[2][..5],
+        ["checkout-loss", "running", "2", "agents", "4"]
+    );
+
+    let mut e = e;
+    e.telemetry = vec![pb::TargetTelemetry {
+        agent: "node-a".into(),
+        ..Default::default()
+    }];
+    let text = describe(&e, T0 + 10_000);
+    for expected in [
+        "Targets:     3 pod(s) on 2 node(s), 3 fault(s): 3 applied, 0 reverted, 0 failed, 0 \
+         pending\n",
+        "\nPlan\n  Selected pods (3):\n",
+        "\nTarget results\n  POD                  NODE    FAULT  ",
+        "\n  shop/checkout-fghij  node-b  checkout-pods-shop-checkout-fghij-0  applied  ",
+        "\nTelemetry while running (min / avg / max)\n  NODE    SAMPLES",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    assert!(!text.contains("AGENT"), "{text}");
 }

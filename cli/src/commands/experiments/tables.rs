@@ -7,17 +7,32 @@ use super::render::{clock_or_dash, dash};
 use crate::format;
 use crate::summary;
 use crate::table::{Align, Table};
+use crate::targets::{self, Kind};
 
-/// One row per (agent, fault), at most `max_rows` rows.
-pub fn targets_table(targets: &[pb::TargetResult], max_rows: usize) -> String {
-    let mut t = Table::new(&[
-        "AGENT", "FAULT", "STATE", "APPLIED", "REVERTED", "REASON", "COUNTERS", "ERROR",
-    ]);
+/// One row per (agent, fault), or for pod targets per (pod or container, fault) with the
+/// pod's node; at most `max_rows` rows.
+pub fn targets_table(targets: &[pb::TargetResult], kind: Kind, max_rows: usize) -> String {
+    const AFTER: [&str; 7] = [
+        "FAULT", "STATE", "APPLIED", "REVERTED", "REASON", "COUNTERS", "ERROR",
+    ];
+    let who: &[&str] = if kind.is_pods() {
+        &["POD", "NODE"]
+    } else {
+        &["AGENT"]
+    };
+    let headers: Vec<&str> = who.iter().chain(AFTER.iter()).copied().collect();
+    let mut t = Table::new(&headers);
     for r in targets.iter().take(max_rows) {
         let mut counters: Vec<String> =
             r.counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
         counters.sort();
-        t.row([
+        let mut row = Vec::with_capacity(headers.len());
+        if kind.is_pods() {
+            row.push(
+                targets::container(r.target.as_ref()).map_or("-".to_string(), targets::target_key),
+            );
+        }
+        row.extend([
             r.agent.clone(),
             r.fault_id.clone(),
             summary::state_name(r.state).to_string(),
@@ -31,6 +46,7 @@ pub fn targets_table(targets: &[pb::TargetResult], max_rows: usize) -> String {
             },
             dash(&r.error),
         ]);
+        t.row(row);
     }
     let mut text = t.render();
     if targets.len() > max_rows {
@@ -94,10 +110,12 @@ pub fn guards_table(e: &pb::Experiment) -> String {
     t.render()
 }
 
-/// Per target: CPU busy and memory used, min / avg / max over the run.
-pub fn telemetry_table(rows: &[pb::TargetTelemetry]) -> String {
-    let mut t = Table::new(&["AGENT", "SAMPLES", "CPU BUSY", "MEM USED", "MEM USED %"])
-        .align(1, Align::Right);
+/// Per agent (for pod targets: per node): CPU busy and memory used, min / avg / max over the
+/// run.
+pub fn telemetry_table(rows: &[pb::TargetTelemetry], kind: Kind) -> String {
+    let who = if kind.is_pods() { "NODE" } else { "AGENT" };
+    let mut t =
+        Table::new(&[who, "SAMPLES", "CPU BUSY", "MEM USED", "MEM USED %"]).align(1, Align::Right);
     let triple = |m: &Option<pb::MetricSummary>, f: &dyn Fn(f64) -> String| {
         m.as_ref()
             .filter(|m| m.samples > 0)

@@ -15,6 +15,7 @@ use crate::error::{CliError, EXIT_ABORTED, EXIT_FAILED};
 use crate::format;
 use crate::json;
 use crate::summary;
+use crate::targets;
 
 /// Once the experiment has ended, how long to keep reading for the last revert acks.
 const SETTLE: Duration = Duration::from_secs(12);
@@ -193,6 +194,7 @@ pub fn block(ev: &pb::ExperimentEvent) -> Option<String> {
         time_of(ev, e)
     );
     out.push_str(&format!("targets    {}\n", render::counts_line(&c)));
+    let pods = c.kind.is_pods();
     for t in e.targets.iter().take(MAX_LIVE_TARGETS) {
         let mut detail = summary::state_name(t.state).to_string();
         if t.revert_reason != 0 {
@@ -201,7 +203,12 @@ pub fn block(ev: &pb::ExperimentEvent) -> Option<String> {
         if !t.error.is_empty() {
             detail.push_str(&format!(": {}", t.error));
         }
-        out.push_str(&format!("  {:<20} {:<40} {detail}\n", t.agent, t.fault_id));
+        // Pods read `shop/checkout-1 on node-a`; agents by their name.
+        let who = match targets::container(t.target.as_ref()) {
+            Some(pod) if pods => format!("{} on {}", targets::target_key(pod), t.agent),
+            _ => t.agent.clone(),
+        };
+        out.push_str(&format!("  {who:<20} {:<40} {detail}\n", t.fault_id));
     }
     if e.targets.len() > MAX_LIVE_TARGETS {
         out.push_str(&format!(

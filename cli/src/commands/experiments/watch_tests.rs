@@ -55,6 +55,26 @@ fn block_lists_targets_and_guards() {
 }
 
 #[test]
+fn block_names_pod_targets_with_their_node() {
+    let text = block(&fixture::event(fixture::pods_running(), T0 + 3_000, "")).expect("block");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[1],
+        "targets    3 pod(s) on 2 node(s), 3 fault(s): 3 applied, 0 reverted, 0 failed, 0 \
+         pending"
+    );
+    assert_eq!(
+        lines[2],
+        "  shop/checkout-abcde on node-a checkout-pods-shop-checkout-abcde-0      applied"
+    );
+    assert!(
+        outcome(&fixture::pods_running()).contains("\ntargets: 3 pod(s) on 2 node(s), 3 fault(s)"),
+        "{}",
+        outcome(&fixture::pods_running())
+    );
+}
+
+#[test]
 fn outcome_gives_verdict_abort_latency_and_the_report_command() {
     let text = outcome(&fixture::aborted());
     assert_eq!(

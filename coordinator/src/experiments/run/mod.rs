@@ -136,12 +136,12 @@ pub fn start(
     rec.targets = planning::targets(&spec, &rec.plan);
     let agents = rec.agents();
     let fault_ids = rec.targets.iter().map(|t| t.fault_id.clone()).collect();
+    let on = rec.plan.targets_phrase();
     rec.log(
         now,
         format!(
-            "started by {by}: {} fault(s) on each of {} agent(s) for {}",
+            "started by {by}: {} fault(s) on each of {on} for {}",
             spec.faults.len(),
-            agents.len(),
             humantime::format_duration(spec.duration)
         ),
     );
