@@ -12,8 +12,12 @@ use faultline_tests::procs::require_tool;
 use serde::Deserialize;
 use serde_json::Value;
 
+#[path = "manifests/capabilities.rs"]
+mod capabilities;
 #[path = "manifests/chart.rs"]
 mod chart;
+#[path = "manifests/pods.rs"]
+mod pods;
 #[path = "manifests/promql.rs"]
 mod promql;
 #[path = "manifests/workloads.rs"]

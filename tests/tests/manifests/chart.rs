@@ -52,7 +52,7 @@ fn template(namespace: &str, sets: &[&str]) -> Output {
 }
 
 /// The objects the chart renders into `namespace` with `sets`, by "Kind/name".
-fn render(namespace: &str, sets: &[&str]) -> BTreeMap<String, Value> {
+pub(super) fn render(namespace: &str, sets: &[&str]) -> BTreeMap<String, Value> {
     let out = template(namespace, sets);
     assert!(
         out.status.success(),

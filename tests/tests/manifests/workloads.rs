@@ -48,8 +48,6 @@ fn the_agent_daemonset_has_what_the_agent_needs_and_no_more() {
         serde_json::json!([
             "NET_ADMIN",
             "SYS_ADMIN",
-            "BPF",
-            "PERFMON",
             "KILL",
             "SYS_PTRACE"
         ])
