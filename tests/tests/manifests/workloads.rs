@@ -45,12 +45,7 @@ fn the_agent_daemonset_has_what_the_agent_needs_and_no_more() {
     assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
     assert_eq!(
         sc["capabilities"]["add"],
-        serde_json::json!([
-            "NET_ADMIN",
-            "SYS_ADMIN",
-            "KILL",
-            "SYS_PTRACE"
-        ])
+        serde_json::json!(["NET_ADMIN", "SYS_ADMIN", "KILL", "SYS_PTRACE"])
     );
     let env = env_of(c);
     assert_eq!(
