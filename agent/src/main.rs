@@ -1,6 +1,7 @@
-//! `faultline-agent`: parses and checks the flags, then runs the agent until SIGTERM or SIGINT,
-//! which revert every fault before the process exits. Subcommands: `run` (standalone mode,
-//! faults from a file, no coordinator) and `recover` (journal recovery and sweep after a crash).
+//! `faultline-agent`: parses and checks the flags, joins the host's cgroup namespace, then runs
+//! the agent until SIGTERM or SIGINT, which revert every fault before the process exits.
+//! Subcommands: `run` (standalone mode, faults from a file, no coordinator) and `recover`
+//! (journal recovery and sweep after a crash).
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -17,12 +18,16 @@ use faultline_agent::config::{
 };
 use faultline_agent::engine::limits::MAX_MAX_DURATION;
 use faultline_agent::engine::{Engine, EngineConfig};
+use faultline_agent::host::cgroupns;
 use faultline_agent::standalone;
 use faultline_agent::state_dir::StateDir;
 use faultline_agent::{Agent, Config, RevertReason};
 use faultline_core::{duration, Labels, NodeName};
 use faultline_proto::tls::{CertPaths, CoordinatorUrl};
 use tokio::signal::unix::{signal, SignalKind};
+
+/// What joining the host's cgroup namespace at start did.
+type CgroupNsOutcome = Result<cgroupns::Joined, cgroupns::CgroupNsError>;
 
 /// Exit code for bad flags (as clap uses).
 const USAGE: u8 = 2;
@@ -271,9 +276,13 @@ fn main() -> ExitCode {
         std::process::exit(faultline_agent::host::worker_main(&argv[1..]));
     }
     let cli = Cli::parse();
+    // Before any thread exists (a namespace change reaches only threads created after it): the
+    // host's cgroup namespace, so pods' /proc/<pid>/cgroup read from the hierarchy root. Logged
+    // once logging is set up.
+    let cgroupns = cgroupns::join_host(std::path::Path::new("/proc"));
     match cli.command {
-        Some(Command::Run(a)) => return run_standalone(a),
-        Some(Command::Recover(a)) => return recover(a),
+        Some(Command::Run(a)) => return run_standalone(a, &cgroupns),
+        Some(Command::Recover(a)) => return recover(a, &cgroupns),
         None => {}
     }
     let args = cli.daemon;
@@ -296,6 +305,7 @@ fn main() -> ExitCode {
         return usage_error(&e.to_string());
     }
     init_logging(args.log_format, "info");
+    cgroupns::log(&cgroupns);
     let metrics = match args.metrics_listen.0 {
         None => None,
         Some(_) => match install_recorder() {
@@ -389,7 +399,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     })
 }
 
-fn run_standalone(a: RunArgs) -> ExitCode {
+fn run_standalone(a: RunArgs, cgroupns: &CgroupNsOutcome) -> ExitCode {
     let agent_file = match load_agent_file(a.common.config.as_deref()) {
         Ok(f) => f,
         Err(e) => return usage_error(&e),
@@ -398,6 +408,7 @@ fn run_standalone(a: RunArgs) -> ExitCode {
         return usage_error(&format!("--duration: {e}"));
     }
     init_logging(a.common.log_format, "warn");
+    cgroupns::log(cgroupns);
     let opts = standalone::RunOptions {
         file: a.file,
         duration: a.duration,
@@ -442,12 +453,13 @@ fn run_standalone(a: RunArgs) -> ExitCode {
     }
 }
 
-fn recover(a: RecoverArgs) -> ExitCode {
+fn recover(a: RecoverArgs, cgroupns: &CgroupNsOutcome) -> ExitCode {
     let agent_file = match load_agent_file(a.common.config.as_deref()) {
         Ok(f) => f,
         Err(e) => return usage_error(&e),
     };
     init_logging(a.common.log_format, "warn");
+    cgroupns::log(cgroupns);
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(code) => return code,

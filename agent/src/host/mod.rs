@@ -2,12 +2,14 @@
 //! resolution with the never-targetable rules, stress worker processes (cpu, memory, io) and
 //! process kill/pause with a guard that resumes paused processes even if the agent dies.
 //!
-//! Layout: [`proc`] and [`cgroup`] read the system; [`target`] resolves targets; [`os`] holds
+//! Layout: [`proc`] and [`cgroup`] read the system; [`cgroupns`] joins the host's cgroup
+//! namespace at start; [`target`] resolves targets; [`os`] holds
 //! the spawner thread and identity-checked signals; [`worker`] and [`guard`] are the child
 //! processes (`faultline-agent __worker ...`, `__guard ...`); [`stress`] and [`process`] are the
 //! [`Driver`]s the engine calls; [`scan`] finds owned artifacts by name for revert and sweep.
 
 pub mod cgroup;
+pub mod cgroupns;
 pub mod child;
 pub mod guard;
 pub mod os;

@@ -9,6 +9,7 @@ use faultline_core::fault::{ContainerRef, Target};
 use regex::Regex;
 
 use super::cgroup::{self, CgroupDir, CgroupFs, CgroupLine, Hierarchy};
+use super::cgroupns;
 use super::proc::{ProcTable, Stat};
 use super::{HostConfig, Protected};
 use crate::engine::driver::DriverError;
@@ -116,6 +117,13 @@ pub fn pod_cgroup(path: &str, uid: &str) -> Option<String> {
     Some(comps[..=at].join("/"))
 }
 
+/// Whether a cgroup path is the container's (with a container ID) or inside the pod (without).
+fn in_container(c: &ContainerRef, path: &str) -> bool {
+    let id = bare_container_id(&c.container_id);
+    (id.is_empty() || path_has_container(path, &id))
+        && (c.pod_uid.is_empty() || pod_cgroup(path, &c.pod_uid).is_some())
+}
+
 /// Target resolution over a process table and cgroup mounts.
 #[derive(Debug, Clone)]
 pub struct Resolver {
@@ -180,8 +188,17 @@ impl Resolver {
                 if dirs.is_empty() {
                     let where_: Vec<String> =
                         hs.iter().map(|h| h.mount.display().to_string()).collect();
+                    let ns = match hs.iter().find(|h| cgroupns::outside_namespace(&h.root)) {
+                        Some(h) => format!(
+                            "; {} shows the hierarchy from {}, outside the agent's cgroup namespace: {}",
+                            h.mount.display(),
+                            h.root,
+                            cgroupns::CONSEQUENCE
+                        ),
+                        None => String::new(),
+                    };
                     return Err(DriverError::Refused(format!(
-                        "cgroup {path} does not exist in any cgroup hierarchy (looked under {})",
+                        "cgroup {path} does not exist in any cgroup hierarchy (looked under {}){ns}",
                         where_.join(", ")
                     )));
                 }
@@ -203,6 +220,9 @@ impl Resolver {
                     return Err(DriverError::Refused(why));
                 }
                 let lines = self.lines(*pid);
+                if let Some(l) = lines.iter().find(|l| cgroupns::outside_namespace(&l.path)) {
+                    return Err(DriverError::Refused(cgroupns::refusal(*pid, l)));
+                }
                 Ok(Resolved {
                     description: format!("pid {pid} ({})", st.comm),
                     pids: vec![*pid],
@@ -223,15 +243,10 @@ impl Resolver {
 
     /// Processes of a container or pod, oldest first, with their cgroup lines.
     pub fn container_members(&self, c: &ContainerRef) -> Vec<(Stat, Vec<CgroupLine>)> {
-        let id = bare_container_id(&c.container_id);
         let mut out = Vec::new();
         for pid in self.proc.pids().unwrap_or_default() {
             let lines = self.lines(pid);
-            let hit = lines.iter().any(|l| {
-                (id.is_empty() || path_has_container(&l.path, &id))
-                    && (c.pod_uid.is_empty() || pod_cgroup(&l.path, &c.pod_uid).is_some())
-            });
-            if hit {
+            if lines.iter().any(|l| in_container(c, &l.path)) {
                 if let Ok(st) = self.proc.stat(pid) {
                     out.push((st, lines));
                 }
@@ -259,7 +274,13 @@ impl Resolver {
             )));
         };
         let checker = Checker::new(self);
-        for (st, _) in &members {
+        for (st, lines) in &members {
+            if let Some(l) = lines.iter().find(|l| cgroupns::outside_namespace(&l.path)) {
+                return Err(DriverError::Refused(format!(
+                    "{description}: {}",
+                    cgroupns::refusal(st.pid, l)
+                )));
+            }
             if let Some(why) = checker.why(st.pid, Some(st)) {
                 return Err(DriverError::Refused(format!("{description}: {why}")));
             }
@@ -280,7 +301,15 @@ impl Resolver {
             }
             per.into_values().collect()
         } else {
-            cgroup::dirs_for_lines(hs, first_lines)
+            // Only the hierarchies where the container has its own cgroup: on a v1 node the
+            // v2 line names the runtime's cgroup (`/system.slice/containerd.service`), which
+            // holds every container of the node.
+            let own: Vec<CgroupLine> = first_lines
+                .iter()
+                .filter(|l| in_container(c, &l.path))
+                .cloned()
+                .collect();
+            cgroup::dirs_for_lines(hs, &own)
         };
         Ok(Resolved {
             description,
@@ -336,6 +365,12 @@ impl<'a> Checker<'a> {
         }
         if !r.protection.cgroups.is_empty() {
             for l in r.lines(pid) {
+                if cgroupns::outside_namespace(&l.path) {
+                    return Some(format!(
+                        "cannot tell whether pid {pid} is in a protected cgroup: {}",
+                        cgroupns::refusal(pid, &l)
+                    ));
+                }
                 if let Some(p) = r.protection.cgroup_of(&l.path) {
                     return Some(format!(
                         "pid {pid} is in the protected cgroup {p} ({}) (agent config)",

@@ -196,6 +196,8 @@ fn v1_cgroupfs_node_maps_every_hierarchy() {
     let got = r
         .resolve(&container(&format!("docker://{CID}"), ""))
         .expect("container");
+    // Not the v2 line (`0::/`): that cgroup is not the container's, and a cgroup-scoped fault
+    // there would hit the whole node.
     let labels: Vec<String> = got.cgroups.iter().map(CgroupDir::describe).collect();
     assert_eq!(
         labels,
@@ -203,7 +205,6 @@ fn v1_cgroupfs_node_maps_every_hierarchy() {
             format!("memory:{ctr}"),
             format!("cpu,cpuacct:{ctr}"),
             format!("name=systemd:{ctr}"),
-            "cgroup2:/".to_string()
         ]
     );
 
@@ -235,6 +236,96 @@ fn v1_cgroupfs_node_maps_every_hierarchy() {
     assert_eq!(got.cgroups.len(), 4);
     assert!(got.cgroups.iter().all(|c| c.dir == c.hierarchy.mount));
     assert!(got.pids.is_empty());
+}
+
+#[test]
+fn a_v1_container_in_the_runtimes_v2_cgroup_gets_only_its_own_cgroups() {
+    let f = Fake::new(&[("pids", "cgroup", "rw,pids"), ("unified", "cgroup2", "rw")]);
+    let runtime = "/system.slice/containerd.service";
+    let ctr = format!("/kubepods/burstable/pod{UID}/{CID}");
+    f.mkcg(&format!("pids{ctr}"));
+    f.mkcg(&format!("unified{runtime}"));
+    f.process(
+        710,
+        300,
+        "app",
+        71,
+        &format!("8:pids:{ctr}\n0::{runtime}\n"),
+    );
+    let r = f.resolver(Protected::default());
+    for target in [container(CID, UID), container(CID, "")] {
+        let got = r.resolve(&target).expect("container");
+        let labels: Vec<String> = got.cgroups.iter().map(CgroupDir::describe).collect();
+        assert_eq!(labels, [format!("pids:{ctr}")], "{target:?}");
+    }
+}
+
+/// Lines as a process in a private cgroup namespace reads them (the kernel's own text, captured
+/// on cgroup v2 with `unshare -C`): every hierarchy path climbs with `..`.
+#[test]
+fn paths_relative_to_a_private_cgroup_namespace_are_refused_not_misresolved() {
+    let f = Fake::new(&[("pids", "cgroup", "rw,pids"), ("unified", "cgroup2", "rw")]);
+    let pod = format!(
+        "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice",
+        UID.replace('-', "_")
+    );
+    let ctr = format!("{pod}/cri-containerd-{CID}.scope");
+    f.mkcg(&format!("unified{ctr}"));
+    f.mkcg(&format!("pids{ctr}"));
+    // Where joining the `..` path to a mount lands (<mount>/../..): a directory that exists.
+    let rel = format!("/../..{ctr}");
+    let decoy = f.cg().join("unified").join(&rel[1..]);
+    std::fs::create_dir_all(&decoy).expect("mkdir decoy");
+    f.process(720, 300, "app", 72, &format!("8:pids:{rel}\n0::{rel}\n"));
+    let r = f.resolver(Protected::default());
+    for target in [container(CID, UID), container("", UID), Target::Pid(720)] {
+        let msg = refused(r.resolve(&target));
+        assert!(
+            msg.contains(&format!("pid 720 reads as cgroup pids:{rel}, a path relative to the agent's own cgroup namespace")),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("run the agent with hostPID and CAP_SYS_ADMIN"),
+            "{msg}"
+        );
+    }
+    // With protected cgroups, a process whose cgroup cannot be placed is not targetable at all.
+    let r = f.resolver(Protected {
+        cgroups: vec!["/system.slice".into()],
+        ..Protected::default()
+    });
+    let why = r.why_protected(720).expect("refused");
+    assert!(
+        why.starts_with("cannot tell whether pid 720 is in a protected cgroup: "),
+        "{why}"
+    );
+    let h = &r.hierarchies().expect("mounts")[1];
+    assert_eq!(h.dir(&rel), None, "a `..` path maps to no directory");
+}
+
+#[test]
+fn a_cgroup_target_seen_from_a_private_namespace_says_so() {
+    let f = Fake::new(&[]);
+    let unified = f.cg().join("unified");
+    std::fs::create_dir_all(&unified).expect("mkdir");
+    std::fs::write(
+        f.proc_dir().join("self/mountinfo"),
+        format!(
+            "41 31 0:38 /../.. {} rw,relatime - cgroup2 cgroup2 rw\n",
+            unified.display()
+        ),
+    )
+    .expect("mountinfo");
+    let r = f.resolver(Protected::default());
+    let msg = refused(r.resolve(&Target::Cgroup("/kubepods".into())));
+    assert!(
+        msg.contains("cgroup /kubepods does not exist in any cgroup hierarchy"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("shows the hierarchy from /../.., outside the agent's cgroup namespace"),
+        "{msg}"
+    );
 }
 
 #[test]

@@ -89,8 +89,12 @@ impl Hierarchy {
     }
 
     /// The directory of a hierarchy path (`/kubepods/pod1`), whether or not it exists; `None`
-    /// when the path is outside what this mount shows.
+    /// when the path is outside what this mount shows, or climbs with `..` (a path read in a
+    /// private cgroup namespace: joining it to the mount would name some other directory).
     pub fn dir(&self, path: &str) -> Option<PathBuf> {
+        if super::cgroupns::outside_namespace(path) {
+            return None;
+        }
         let root = self.root.trim_end_matches('/');
         let rel = path.strip_prefix(root)?;
         if !(rel.is_empty() || rel.starts_with('/')) {
