@@ -17,8 +17,9 @@ demo_pkgs=(python3 curl procps prometheus iproute2 util-linux)
 # The tests: promtool (from prometheus), ip/tc, and for the netem VM test (tests/vm/): qemu, a
 # static busybox, depmod and cpio. On an image carrying a newer backported qemu-utils, installing
 # Debian 12's qemu-system-x86 replaces it; Faultline does not use qemu-utils. curl and openssl
-# fetch and check the pinned Helm build (scripts/fetch-helm.sh) for the chart tests.
-test_pkgs=(prometheus iproute2 curl openssl procps python3 python3-venv qemu-system-x86 busybox-static kmod cpio)
+# fetch and check the pinned Helm build (scripts/fetch-helm.sh) for the chart tests; systemd
+# (systemd-analyze, systemctl --root, systemd-sysusers) checks the bare-metal units offline.
+test_pkgs=(prometheus iproute2 curl openssl systemd procps python3 python3-venv qemu-system-x86 busybox-static kmod cpio)
 
 case "$profile" in
 build) wanted=("${build_pkgs[@]}") ;;
@@ -45,7 +46,7 @@ if ! command -v dpkg >/dev/null 2>&1; then
     declare -A probe=(
         [gcc]=cc [libc6-dev]="" [ca-certificates]="" [python3]=python3 [curl]=curl [procps]=ps
         [prometheus]=prometheus [iproute2]=ip [clang]=clang [llvm]=llvm-strip [libbpf-dev]=""
-        [util-linux]=nsenter [openssl]=openssl
+        [util-linux]=nsenter [openssl]=openssl [systemd]=systemd-analyze
     )
     absent=()
     for p in "${pkgs[@]}"; do

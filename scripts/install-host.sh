@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Installs the Faultline agent and/or coordinator as systemd services on a bare-metal or VM host
+# (docs/bare-metal.md). Run as root from a checkout after `cargo build --release`.
+#
+#   scripts/install-host.sh [--root DIR] [--bin-dir DIR] agent|coordinator|faultctl ...
+#
+# Puts the binaries in /usr/local/bin, the units in /etc/systemd/system, and the example env
+# and TOML files in /etc/faultline unless a file is already there (your edits are never
+# overwritten). For the coordinator it creates the system user `faultline` (systemd-sysusers).
+# Then it enables the units; it starts nothing: fill in /etc/faultline/*.env and the
+# certificates first, then `systemctl start faultline-agent` / `faultline-coordinator`.
+#
+# --root DIR   install into DIR instead of / (an image or a test); systemctl and
+#              systemd-sysusers then work offline on DIR.
+# --bin-dir    where the built binaries are (default: target/release of this checkout).
+set -euo pipefail
+here="$(cd "$(dirname "$0")/.." && pwd)"
+root=""
+bin_dir="$here/target/release"
+parts=()
+
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --root) root="${2:?--root needs a directory}"; shift 2 ;;
+    --bin-dir) bin_dir="${2:?--bin-dir needs a directory}"; shift 2 ;;
+    -h|--help) usage; exit 0 ;;
+    agent|coordinator|faultctl) parts+=("$1"); shift ;;
+    *) echo "error: unknown argument '$1': give agent, coordinator and/or faultctl (see --help)" >&2; exit 2 ;;
+  esac
+done
+if [ ${#parts[@]} -eq 0 ]; then
+  echo "error: say what to install: agent, coordinator and/or faultctl (see --help)" >&2
+  exit 2
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "error: run as root (it writes /usr/local/bin, /etc/systemd/system and /etc/faultline)" >&2
+  exit 2
+fi
+if [ -n "$root" ]; then
+  mkdir -p "$root"
+  root="$(cd "$root" && pwd)"
+fi
+
+# install_new SRC DEST MODE [GROUP]: copies SRC unless DEST exists.
+install_new() {
+  if [ -e "$2" ]; then
+    echo "    kept $2 (already there)"
+  else
+    install -D -m "$3" -g "${4:-root}" "$1" "$2"
+    echo "    wrote $2"
+  fi
+}
+
+binary() {
+  local exe="$bin_dir/$1"
+  if [ ! -x "$exe" ]; then
+    echo "error: $exe is missing: build it first (cargo build --release -p ${2:-$1}) or pass --bin-dir" >&2
+    exit 2
+  fi
+  install -D -m 0755 "$exe" "$root/usr/local/bin/$1"
+  echo "    wrote $root/usr/local/bin/$1"
+}
+
+systemctl_enable() {
+  if [ -n "$root" ]; then
+    systemctl --root="$root" enable "$1" >/dev/null
+  else
+    systemctl daemon-reload
+    systemctl enable "$1" >/dev/null
+  fi
+  echo "    enabled $1 (not started)"
+}
+
+for part in "${parts[@]}"; do
+  echo "==> $part"
+  case "$part" in
+    faultctl)
+      binary faultctl faultline-cli
+      ;;
+    agent)
+      binary faultline-agent
+      install -D -m 0644 "$here/agent/dist/faultline-agent.service" \
+        "$root/etc/systemd/system/faultline-agent.service"
+      echo "    wrote $root/etc/systemd/system/faultline-agent.service"
+      install -d -m 0755 "$root/etc/faultline"
+      install_new "$here/agent/dist/agent.env" "$root/etc/faultline/agent.env" 0600
+      install_new "$here/agent/dist/agent.toml" "$root/etc/faultline/agent.toml" 0644
+      systemctl_enable faultline-agent.service
+      ;;
+    coordinator)
+      binary faultline-coordinator
+      install -D -m 0644 "$here/coordinator/dist/faultline.sysusers" \
+        "$root/usr/lib/sysusers.d/faultline.conf"
+      if [ -n "$root" ]; then systemd-sysusers --root="$root" >/dev/null; else systemd-sysusers; fi
+      echo "    system user faultline ready"
+      install -D -m 0644 "$here/coordinator/dist/faultline-coordinator.service" \
+        "$root/etc/systemd/system/faultline-coordinator.service"
+      echo "    wrote $root/etc/systemd/system/faultline-coordinator.service"
+      install -d -m 0755 "$root/etc/faultline"
+      gid="$(awk -F: '$1 == "faultline" {print $3}' "$root/etc/group")"
+      install_new "$here/coordinator/dist/coordinator.env" "$root/etc/faultline/coordinator.env" 0640 "$gid"
+      install_new "$here/coordinator/dist/coordinator.toml" "$root/etc/faultline/coordinator.toml" 0640 "$gid"
+      systemctl_enable faultline-coordinator.service
+      ;;
+  esac
+done
+
+cat <<'EOF'
+==> next
+    1. certificates into /etc/faultline/tls (faultctl certs init; docs/bare-metal.md): the
+       coordinator's key readable by group faultline (chgrp faultline, chmod 0640);
+    2. edit /etc/faultline/*.env (the coordinator's address, this host's node name);
+    3. systemctl start faultline-coordinator / faultline-agent, and check /readyz.
+EOF
