@@ -31,6 +31,17 @@ pub struct Stack {
     coordinator_args: Vec<String>,
 }
 
+/// The value of `faultline_coordinator_agents_connected` on the coordinator's `/metrics` at
+/// `addr` (panics with the exposition when it is missing).
+pub fn agents_connected(addr: SocketAddr) -> f64 {
+    let (code, body) = http_get(addr, "/metrics").expect("coordinator /metrics");
+    assert_eq!(code, 200, "/metrics answered {code}");
+    body.lines()
+        .find_map(|l| l.strip_prefix("faultline_coordinator_agents_connected "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no faultline_coordinator_agents_connected in:\n{body}"))
+}
+
 /// Polls `addr`'s `/readyz` until 200; returns how long it took (panics with `p`'s log).
 pub fn wait_ready(p: &Proc, addr: SocketAddr, timeout: Duration) -> Duration {
     let start = Instant::now();

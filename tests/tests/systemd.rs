@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use faultline_tests::procs::{http_get, require_tool, Proc};
-use faultline_tests::stack::wait_ready;
+use faultline_tests::procs::{require_tool, Proc};
+use faultline_tests::stack::{agents_connected, wait_ready};
 use faultline_tests::{binary, free_port};
 use serde::Deserialize;
 use serde_json::Value;
@@ -376,13 +376,11 @@ fn both_daemons_start_from_the_shipped_env_files_as_their_units_start_them() {
     let took = wait_ready(&agent, agent_metrics, Duration::from_secs(20));
     println!("the agent was ready {took:?} after start");
 
-    let (code, body) = http_get(coord_metrics, "/metrics").expect("coordinator /metrics");
-    assert_eq!(code, 200);
-    let connected = body
-        .lines()
-        .find(|l| l.starts_with("faultline_coordinator_agents_connected"))
-        .unwrap_or_else(|| panic!("no agents_connected metric:\n{body}"));
-    assert!(connected.ends_with(" 1"), "{connected}");
+    assert_eq!(
+        agents_connected(coord_metrics),
+        1.0,
+        "the coordinator counts one agent"
+    );
 
     // The store belongs to the unit's user and UMask=0077 keeps it private.
     let state = dir.join("var/lib/faultline-coordinator");

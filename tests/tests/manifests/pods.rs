@@ -17,8 +17,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine;
-use faultline_tests::procs::{http_get, require_tool, Proc};
-use faultline_tests::stack::wait_ready;
+use faultline_tests::procs::{require_tool, Proc};
+use faultline_tests::stack::{agents_connected, wait_ready};
 use faultline_tests::{binary, free_port};
 use serde::Deserialize;
 use serde_json::Value;
@@ -438,13 +438,11 @@ fn run_install(sets: &[&str], cert_manager: bool) {
         .find(|l| l.starts_with("CapEff:"))
         .expect("CapEff");
     assert!(caps.ends_with("0000000000000000"), "{caps}");
-    let (code, body) = http_get(coordinator.ready.0, "/metrics").expect("coordinator /metrics");
-    assert_eq!(code, 200);
-    let connected = body
-        .lines()
-        .find(|l| l.starts_with("faultline_coordinator_agents_connected"))
-        .unwrap_or_else(|| panic!("no agents_connected metric:\n{body}"));
-    assert!(connected.ends_with(" 1"), "{connected}");
+    assert_eq!(
+        agents_connected(coordinator.ready.0),
+        1.0,
+        "the coordinator counts one agent"
+    );
     assert!(
         agent.proc.log_text().contains(NODE),
         "the agent's log does not name {NODE}:\n{}",
