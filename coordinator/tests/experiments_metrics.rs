@@ -11,6 +11,7 @@ use common::experiments::*;
 use common::http::{http_get, promtool_check, sample};
 use common::*;
 use faultline_coordinator::experiments::SECONDS_BUCKETS;
+use faultline_proto::pb;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 
 #[tokio::test]
@@ -117,6 +118,44 @@ async fn experiment_metrics_follow_a_guard_abort() {
     assert!(
         text.contains("# TYPE faultline_coordinator_abort_seconds histogram"),
         "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "faultline_coordinator_abort_unacknowledged_total{trigger=\"guard\"}"
+        ),
+        0.0,
+        "every revert was acknowledged"
+    );
+
+    // A wedged agent never acknowledges its revert: the abort is counted as unacknowledged and
+    // kept out of the latency histogram.
+    a.ignore_reverts();
+    let text = doc(
+        "wedged",
+        "  duration: 60s\n  targets: {mode: all}\n  faults: [{kind: cpu, load: 5}]\n",
+    );
+    create(&mut ops, &text, true).await.expect("started");
+    wait_applied(&mut ops, "wedged").await;
+    ops.abort(pb::AbortExperimentRequest {
+        name: "wedged".into(),
+        reason: "test".into(),
+    })
+    .await
+    .expect("abort");
+    watch_to_end(&mut ops, "wedged", Duration::from_secs(20)).await;
+    let text = http_get(m, "/metrics").await.1;
+    assert_eq!(
+        sample(
+            &text,
+            "faultline_coordinator_abort_unacknowledged_total{trigger=\"api\"}"
+        ),
+        1.0,
+        "{text}"
+    );
+    assert!(
+        !text.contains("faultline_coordinator_abort_seconds_count{trigger=\"api\"}"),
+        "an unacknowledged abort has no latency: {text}"
     );
     promtool_check(&text);
     c.shutdown().await;

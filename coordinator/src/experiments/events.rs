@@ -12,6 +12,7 @@ pub const EXPERIMENTS: &str = "faultline_coordinator_experiments";
 pub const GUARD_EVALUATIONS: &str = "faultline_coordinator_guard_evaluations_total";
 pub const GUARD_BREACHES: &str = "faultline_coordinator_guard_breaches_total";
 pub const ABORT_SECONDS: &str = "faultline_coordinator_abort_seconds";
+pub const ABORT_UNACKNOWLEDGED: &str = "faultline_coordinator_abort_unacknowledged_total";
 pub const DISPATCH_SECONDS: &str = "faultline_coordinator_fault_dispatch_seconds";
 
 /// Bucket bounds for the `_seconds` histograms (installed by main.rs).
@@ -41,6 +42,10 @@ pub fn describe() {
         metrics::Unit::Seconds,
         "Abort latency: trigger (guard breach detected, Abort called) to the last target's revert acknowledged."
     );
+    describe_counter!(
+        ABORT_UNACKNOWLEDGED,
+        "Aborts in which some target did not acknowledge its revert in time (those faults end at their deadline or when the agent's lease lapses), by trigger."
+    );
     describe_histogram!(
         DISPATCH_SECONDS,
         metrics::Unit::Seconds,
@@ -48,6 +53,9 @@ pub fn describe() {
     );
     for p in Phase::ALL {
         gauge!(EXPERIMENTS, "phase" => p.as_str()).set(0.0);
+    }
+    for t in super::run::Trigger::ALL {
+        counter!(ABORT_UNACKNOWLEDGED, "trigger" => t.as_str()).increment(0);
     }
     for t in GUARD_TYPES {
         for o in OUTCOMES {
@@ -114,6 +122,23 @@ pub fn abort_acknowledged(experiment: &str, trigger: &str, latency: Duration) {
         "experiment {experiment}: every revert acknowledged {latency:?} after the abort trigger"
     );
     histogram!(ABORT_SECONDS, "trigger" => trigger.to_string()).record(latency.as_secs_f64());
+}
+
+/// An abort ended with `unacknowledged` reverts unanswered after `waited`: the abort latency is
+/// unknown, and those faults last until their deadline or the agent's lease.
+pub fn abort_unacknowledged(
+    experiment: &str,
+    trigger: &str,
+    unacknowledged: usize,
+    waited: Duration,
+) {
+    tracing::warn!(
+        experiment,
+        trigger,
+        unacknowledged,
+        "experiment {experiment}: {unacknowledged} revert(s) not acknowledged {waited:?} after the abort trigger; those faults end at their deadline or when their agent's lease lapses"
+    );
+    counter!(ABORT_UNACKNOWLEDGED, "trigger" => trigger.to_string()).increment(1);
 }
 
 pub fn target_failed(experiment: &str, agent: &str, fault_id: &str, error: &str) {

@@ -35,6 +35,8 @@ pub enum Received {
 #[derive(Debug)]
 struct Shared {
     on_apply: OnApply,
+    /// RevertFault is recorded but never answered.
+    silent_reverts: bool,
     cpu: f64,
     received: Vec<Received>,
     held: BTreeMap<String, String>,
@@ -85,6 +87,7 @@ impl TestAgent {
         conn.welcome().await;
         let shared = Arc::new(Mutex::new(Shared {
             on_apply: OnApply::Apply,
+            silent_reverts: false,
             cpu: 0.1,
             received: Vec::new(),
             held: BTreeMap::new(),
@@ -101,6 +104,11 @@ impl TestAgent {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
         self.shared.lock().expect("test agent state")
+    }
+
+    /// From now on RevertFault gets no answer (a wedged agent).
+    pub fn ignore_reverts(&self) {
+        self.shared.lock().expect("state").silent_reverts = true;
     }
 
     pub fn on_apply(&self, a: OnApply) {
@@ -246,6 +254,9 @@ fn handle(s: &mut Shared, msg: Option<CoordMsg>) -> Vec<pb::AgentMessage> {
         }
         Some(CoordMsg::Revert(r)) => {
             s.received.push(Received::Revert(r.clone(), now));
+            if s.silent_reverts {
+                return vec![];
+            }
             let exp = s.held.remove(&r.fault_id).unwrap_or_default();
             let reason =
                 pb::RevertReason::try_from(r.reason).unwrap_or(pb::RevertReason::Unspecified);

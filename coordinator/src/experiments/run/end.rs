@@ -214,6 +214,14 @@ impl Run {
                     &a.trigger,
                     Duration::from_millis(latency),
                 );
+            } else if unsettled > 0 {
+                let waited = u64::try_from(now - a.triggered_unix_ms).unwrap_or(0);
+                events::abort_unacknowledged(
+                    &self.rec.name,
+                    &a.trigger,
+                    unsettled,
+                    Duration::from_millis(waited),
+                );
             }
         }
         let reverted = self

@@ -51,6 +51,15 @@ pub enum Trigger {
 }
 
 impl Trigger {
+    pub const ALL: [Trigger; 6] = [
+        Trigger::Api,
+        Trigger::Guard,
+        Trigger::Halt,
+        Trigger::TargetFailure,
+        Trigger::AgentLost,
+        Trigger::Shutdown,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Trigger::Api => "api",
