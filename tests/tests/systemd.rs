@@ -439,6 +439,8 @@ fn install_host_sets_up_a_root_offline_and_keeps_edited_config() {
     for exe in ["faultline-agent", "faultline-coordinator", "faultctl"] {
         assert_eq!(mode(&format!("usr/local/bin/{exe}")).0, 0o755, "{exe}");
     }
+    // The units' Documentation= page.
+    assert!(r.join("usr/share/doc/faultline/bare-metal.md").is_file());
     let passwd = std::fs::read_to_string(r.join("etc/passwd")).expect("passwd");
     let user = passwd
         .lines()

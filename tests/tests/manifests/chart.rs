@@ -257,6 +257,12 @@ fn cert_manager_issues_every_identity_and_the_workloads_mount_its_files() {
         .filter_map(Value::as_str)
         .collect();
     assert!(dns.contains(&"faultline-coordinator.chaos.svc"), "{dns:?}");
+    // faultctl through a port-forward checks the name it dialled.
+    assert!(dns.contains(&"localhost"), "{dns:?}");
+    assert_eq!(
+        coord["ipAddresses"],
+        serde_json::json!(["127.0.0.1", "::1"])
+    );
     for node in ["node-a", "node-b.example"] {
         let cert = &objs[&format!("Certificate/faultline-agent-{node}")]["spec"];
         assert_eq!(cert["uris"][0], format!("spiffe://faultline/agent/{node}"));
@@ -345,7 +351,7 @@ fn an_image_digest_wins_over_the_tag() {
 
 #[test]
 fn bad_values_are_refused_with_the_field_and_its_range() {
-    let cases: [(&str, &str); 7] = [
+    let cases: [(&str, &str); 9] = [
         (
             "coordinator.policy.maxPodPercentPerNamespace=150",
             "at '/coordinator/policy/maxPodPercentPerNamespace': maximum: got 150, want 100",
@@ -365,6 +371,14 @@ fn bad_values_are_refused_with_the_field_and_its_range() {
         (
             "tls.source=certManager",
             "tls.certManager.agentNodes: list the node names to issue agent certificates for",
+        ),
+        (
+            "coordinator.policy.maxDuration=30d",
+            "coordinator.policy.maxDuration: 30d is outside 1s..=7d",
+        ),
+        (
+            "agent.limits.maxDuration=500ms",
+            "agent.limits.maxDuration: 500ms is outside 1s..=7d",
         ),
         (
             "agent.bogus=1",

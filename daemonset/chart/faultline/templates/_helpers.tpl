@@ -26,6 +26,7 @@ faultline-coordinator.{{ .Release.Namespace }}.svc
 {{/* coordinator.toml; its checksum rolls the coordinator when it changes. */}}
 {{- define "faultline.coordinatorConfig" -}}
 {{- $p := .Values.coordinator.policy -}}
+{{- include "faultline.checkDuration" (list "coordinator.policy.maxDuration" $p.maxDuration) -}}
 # Blast-radius policy; every field is optional (docs/experiments.md, docs/kubernetes.md).
 [policy]
 max_fleet_percent_under_fault = {{ $p.maxFleetPercentUnderFault }}
@@ -40,8 +41,26 @@ max_pod_percent_per_namespace = {{ $p.maxPodPercentPerNamespace }}
 
 {{/* agent.toml; its checksum rolls the agents when it changes. */}}
 {{- define "faultline.agentConfig" -}}
+{{- include "faultline.checkDuration" (list "agent.limits.maxDuration" .Values.agent.limits.maxDuration) -}}
 # The agent's own limits, enforced even if the coordinator asks for more.
 [limits]
 max_concurrent_faults = {{ .Values.agent.limits.maxConcurrentFaults }}
 max_duration = {{ .Values.agent.limits.maxDuration | quote }}
+{{- end }}
+
+{{/* Fails unless duration (list field value) is within 1s..=7d, as the binaries require:
+     a sum of <n>ms, <n>s, <n>m, <n>h and <n>d parts (values.schema.json checks the form). */}}
+{{- define "faultline.checkDuration" -}}
+{{- $field := index . 0 -}}
+{{- $value := index . 1 | toString -}}
+{{- $ms := 0 -}}
+{{- range regexFindAll "[0-9]+(ms|s|m|h|d)" $value -1 -}}
+{{- $n := regexFind "^[0-9]+" . -}}
+{{- $unit := trimPrefix $n . -}}
+{{- $scale := get (dict "ms" 1 "s" 1000 "m" 60000 "h" 3600000 "d" 86400000) $unit -}}
+{{- $ms = add $ms (mul (atoi $n) $scale) -}}
+{{- end -}}
+{{- if or (lt (int64 $ms) 1000) (gt (int64 $ms) 604800000) -}}
+{{- fail (printf "%s: %s is outside 1s..=7d" $field $value) -}}
+{{- end -}}
 {{- end }}
