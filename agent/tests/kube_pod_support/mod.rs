@@ -3,7 +3,7 @@
 //! cgroup2 and in v1 hierarchies, each pod with its own network namespace wired to the node's
 //! namespace, a pause process and a UDP sender — and per-pod counts of what reached the peer.
 //! Drop guards kill every process by PID, then remove every cgroup and namespace. The cgroup
-//! side is in [`cgroups`].
+//! side is in [`cgroups`]; CPU, memory and process views for resource faults in [`resources`].
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -24,8 +24,12 @@ use faultline_core::fault::{
 use crate::net_ebpf_support::{ip, udp_in, Ns};
 
 mod cgroups;
+mod resources;
 
 pub use cgroups::*;
+// Not every test crate that includes these helpers uses the resource views.
+#[allow(unused_imports)]
+pub use resources::*;
 
 /// The peer both pods send to: an address of the node namespace.
 pub const PEER: &str = "10.201.0.1";

@@ -85,7 +85,8 @@ impl ProcessDriver {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether a process is one of our own workers or guards (never selected by pattern).
+    /// Whether a process is one of our own workers or guards (never selected by pattern or by
+    /// container, even when a stress fault placed it in the container's cgroups).
     fn is_ours(&self, argv: &[String]) -> bool {
         let ours = self
             .host
@@ -141,6 +142,10 @@ impl ProcessDriver {
             }
             ProcessSelector::Container(c) => {
                 for (st, _) in r.container_members(c) {
+                    // A stress worker of ours placed in the container is not the container's.
+                    if proc.cmdline(st.pid).is_ok_and(|argv| self.is_ours(&argv)) {
+                        continue;
+                    }
                     match checker.why(st.pid, Some(&st)) {
                         Some(why) => skipped.push(why),
                         None => found.push(st),
