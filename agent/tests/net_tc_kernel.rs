@@ -1,7 +1,7 @@
 //! The `network` driver against this machine's kernel (root; HTB, TBF, TCX; no netem here):
 //! two network namespaces joined by a veth pair, a tbf fault steered onto one TCP port, its
 //! measured throughput, the tree as `tc` shows it, composition, refusals, revert and the
-//! restore of the previous root.
+//! restore of the previous root (ingress: `net_tc_ingress`).
 
 mod net_tc_support;
 
@@ -174,7 +174,7 @@ fn faults_compose_into_one_tree_and_conflicts_are_refused() {
 }
 
 #[test]
-fn custom_roots_ingress_and_unknown_interfaces_are_refused_before_any_change() {
+fn custom_roots_and_unknown_interfaces_are_refused_before_any_change_but_ingress_is_not() {
     let _serial = serial();
     require_root();
     let pair = Pair::new("refuse");
@@ -195,11 +195,16 @@ fn custom_roots_ingress_and_unknown_interfaces_are_refused_before_any_change() {
     if let Fault::Network(n) = &mut ingress.fault {
         n.matcher.direction = Direction::Ingress;
     }
-    let e = d.plan(&ctx("ingress"), &ingress).expect_err("ingress");
+    // Ingress leaves the interface's root alone (its tree is on an IFB): not refused.
+    let planned = d
+        .plan(&ctx("ingress"), &ingress)
+        .expect("ingress does not replace the custom root");
+    assert_eq!(planned.data["sides"], serde_json::json!(["ingress"]));
     assert!(
-        e.to_string()
-            .starts_with("match.direction: ingress is not supported"),
-        "{e}"
+        planned.data["ifb"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("flifb")),
+        "{planned:?}"
     );
 
     let mut unknown = tbf_spec(&pair, &[], 10_000_000);

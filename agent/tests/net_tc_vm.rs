@@ -3,7 +3,7 @@
 //! read-only over 9p, and runs this very test binary inside it (`inside_the_vm`). Inside, the
 //! `network` driver applies netem through rtnetlink on a veth between two namespaces and the
 //! test measures: delay 100ms (RTT +100 ms), delay 50ms jitter 10ms, loss 30% over 10,000
-//! packets; the kernel's dump of Faultline-made netem qdiscs equals the golden dump of the same
+//! packets; ingress refused on this kernel (no TCX); the kernel's dump of Faultline-made netem qdiscs equals the golden dump of the same
 //! qdisc made by `tc`; revert gives the interface its original root back.
 
 mod net_tc_support;
@@ -14,7 +14,9 @@ use std::time::Duration;
 use faultline_agent::engine::driver::{Recipe, RevertOutcome};
 use faultline_agent::net::tc::encode;
 use faultline_agent::net::tc::qdisc::{Rtnl, TcPort, TC_H_ROOT};
-use faultline_core::fault::{Fault, FaultSpec, Netem, NetworkFault, Target, TrafficMatch};
+use faultline_core::fault::{
+    Direction, Fault, FaultSpec, Netem, NetworkFault, Target, TrafficMatch,
+};
 use net_tc_support::*;
 
 const INSIDE_ENV: &str = "FL_IN_VM";
@@ -175,6 +177,35 @@ fn dumps_match_golden(pair: &Pair) {
     ));
 }
 
+/// `delay: 100ms` with `direction: ingress` on va is refused before any change on this kernel
+/// (6.1: no TCX links, and its IFB drops what `bpf_redirect` sends it, measured: every
+/// redirected packet counted in the IFB's `RX dropped`).
+fn ingress_is_refused_without_tcx(pair: &Pair, d: &dyn faultline_agent::engine::driver::Driver) {
+    let before = pair.tc_a("qdisc show");
+    let mut spec = netem_spec(
+        pair,
+        Netem {
+            delay_us: 100_000,
+            ..Netem::default()
+        },
+    );
+    if let Fault::Network(n) = &mut spec.fault {
+        n.matcher.direction = Direction::Ingress;
+    }
+    let e = d
+        .plan(&ctx("ingress-delay"), &spec)
+        .expect_err("ingress without TCX");
+    result(format!("ingress delay on this kernel: refused: {e}"));
+    assert!(
+        e.to_string()
+            .starts_with("match.direction: ingress needs kernel 6.6 or newer"),
+        "{e}"
+    );
+    let links = sh(&format!("ip -n {} -o link show", pair.a));
+    assert!(!links.contains("flifb"), "{links}");
+    assert_eq!(pair.tc_a("qdisc show"), before, "changed before refusing");
+}
+
 #[test]
 #[ignore = "runs inside the VM started by netem_in_a_vm"]
 fn inside_the_vm() {
@@ -230,6 +261,7 @@ fn inside_the_vm() {
         "median added {added_median:.2} ms, want 100 +-10%"
     );
     assert_eq!(d.revert(&r).expect("revert"), RevertOutcome::Reverted);
+    ingress_is_refused_without_tcx(&pair, d.as_ref());
 
     // delay 50ms jitter 10ms (uniform): mean +50 ms, every sample within 40..60 ms (+ base).
     let r = apply(

@@ -1,9 +1,12 @@
 //! The `network` fault driver: netem and tbf leaves in a Faultline HTB tree on an interface of
-//! the target's netns (one tree per interface, composed from every network fault there and set
-//! as desired state), with a steering program that sends only matching egress packets into
-//! the impaired class while the deadline (cut to the lease) is ahead. Revert gives the
-//! interface its kernel-default root qdisc back; the sweep removes Faultline roots nobody
-//! holds. Plan refuses, before any change, what cannot be applied or restored exactly.
+//! the target's netns (one tree per interface and direction, composed from every network fault
+//! there and set as desired state), with a steering program that sends only matching packets
+//! into the impaired class while the deadline (cut to the lease) is ahead. Egress trees hang on
+//! the interface; ingress trees on an IFB device the interface's ingress steering redirects
+//! matching packets to (`direction: both` is a member of both trees). Revert gives the
+//! interface its kernel-default root qdisc back and deletes the IFB with its last fault; the
+//! sweep removes Faultline roots and IFBs nobody holds. Plan refuses, before any change, what
+//! cannot be applied or restored exactly.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
@@ -11,71 +14,26 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::SystemTime;
 
-use faultline_core::fault::{Direction, Fault, FaultKind, FaultSpec, NetworkFault, Target};
-use serde::{Deserialize, Serialize};
+use faultline_core::fault::{Fault, FaultKind, FaultSpec, NetworkFault, Target};
 
 use super::netns::{self, NetnsError};
 use super::rules::ProtectedTraffic;
 use super::tc::iface::{self, Iface, IfaceError};
-use super::tc::orphans;
 use super::tc::qdisc::{self, handle_str, Rtnl, TcError};
 use super::tc::tree::Member;
-use super::tc::{classid, steer, sync};
+use super::tc::{classid, ifb, orphans, steer, sync, Side};
 use super::{Lease, NetConfig, Renewable};
 use crate::engine::driver::{Driver, DriverError, FaultCtx, Health, Recipe, RevertOutcome};
 use crate::host::target::Resolver;
 
-/// Health counter names.
+/// Health counter names (both sides together; each side also as `egress_`/`ingress_` + name).
 pub const MATCHED: &str = "packets_matched";
 pub const STEERED: &str = "packets_steered";
 
-/// The recipe's `data`: where the fault's tree is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NetworkRecipe {
-    pub fault_id: String,
-    /// None = the agent's (host) netns.
-    pub netns: Option<PathBuf>,
-    /// Inode of that netns at plan time: a path that later names another namespace (a
-    /// reused PID) is not ours to touch.
-    #[serde(default)]
-    pub netns_inode: Option<u64>,
-    pub interface: String,
-    /// Filled by apply: the impaired class (`fa17:2`).
-    #[serde(default)]
-    pub class: Option<String>,
-    /// Filled by apply: Faultline added a clsact qdisc for a legacy steering filter.
-    #[serde(default)]
-    pub clsact_added: bool,
-}
-
-impl NetworkRecipe {
-    fn from_recipe(r: &Recipe) -> Result<Self, DriverError> {
-        serde_json::from_value(r.data.clone())
-            .map_err(|e| DriverError::Other(format!("unreadable network recipe: {e}")))
-    }
-
-    fn to_recipe(&self) -> Result<Recipe, DriverError> {
-        Ok(Recipe {
-            kind: FaultKind::Network.as_str().to_string(),
-            data: serde_json::to_value(self)
-                .map_err(|e| DriverError::Other(format!("encoding the recipe: {e}")))?,
-        })
-    }
-
-    fn key(&self) -> Key {
-        (self.netns.clone(), self.interface.clone())
-    }
-
-    fn describe(&self) -> String {
-        format!(
-            "interface {} in {}",
-            self.interface,
-            netns::describe(self.netns.as_deref())
-        )
-    }
-}
-
-type Key = (Option<PathBuf>, String);
+#[path = "network_recipe.rs"]
+mod recipe;
+use recipe::Key;
+pub use recipe::{sides, NetworkRecipe};
 
 /// The driver for kind `network`.
 pub struct NetworkDriver {
@@ -177,6 +135,42 @@ impl NetworkDriver {
         }
     }
 
+    /// Removes the fault from the tree of `side`; true when it was there to remove.
+    fn revert_side(&self, data: &NetworkRecipe, side: Side) -> Result<bool, DriverError> {
+        let key = data.key(side);
+        let mut ifaces = self.ifaces();
+        if !Self::same_netns(data) {
+            // The namespace is gone (and its qdiscs and IFB with it) or is another one now:
+            // forget the fault, and the side with its last fault.
+            if let Some(i) = ifaces.get_mut(&key) {
+                i.tree = i.tree.without(&data.fault_id);
+                if i.tree.is_empty() {
+                    ifaces.remove(&key);
+                }
+            }
+            return Ok(false);
+        }
+        let Some(i) = ifaces.get_mut(&key) else {
+            drop(ifaces);
+            let ns = data.netns.as_deref();
+            return match side {
+                Side::Egress => orphans::remove(ns, &data.interface, data.clsact_added),
+                Side::Ingress => orphans::remove_ingress(ns, data.dev(side)?),
+            }
+            .map_err(iface_err);
+        };
+        let held = i.tree.class_of(&data.fault_id).is_some();
+        let target = i.tree.without(&data.fault_id);
+        let lease = self.lease.clone();
+        let done = i
+            .converge(target, &self.protected, |d| lease.bound(d))
+            .map_err(iface_err)?;
+        if done.root_removed {
+            ifaces.remove(&key);
+        }
+        Ok(held)
+    }
+
     fn member(ctx: &FaultCtx, n: &NetworkFault) -> Member {
         Member {
             fault_id: ctx.fault_id.clone(),
@@ -211,19 +205,23 @@ impl Driver for NetworkDriver {
 
     fn plan(&self, ctx: &FaultCtx, spec: &FaultSpec) -> Result<Recipe, DriverError> {
         let n = network_fault(spec)?;
-        if n.matcher.direction != Direction::Egress {
-            return Err(DriverError::Refused(format!(
-                "match.direction: {} is not supported for network faults: netem and tbf shape the packets an interface sends (egress); impair the other end's egress, or use drop/partition for ingress",
-                n.matcher.direction.as_str()
-            )));
+        let sides = sides(n.matcher.direction);
+        if sides.contains(&Side::Ingress) {
+            super::ebpf::tcx_available().map_err(|why| {
+                DriverError::Refused(format!(
+                    "match.direction: {} needs kernel 6.6 or newer: received packets reach the ingress tree through a TCX program's redirect to an IFB device (older kernels have no TCX links, and before 6.4 an IFB drops what bpf_redirect sends it); impair the other end's egress instead, or use drop/partition ({})",
+                    n.matcher.direction.as_str(),
+                    why.rsplit("; ").next().unwrap_or(&why)
+                ))
+            })?;
         }
         iface::class_rules(&n.matcher, &self.protected)
             .map_err(|e| DriverError::Refused(e.to_string()))?;
         let ns = self.netns_of(&spec.target)?;
         let name =
             netns::pick_interface(ns.as_deref(), n.interface.as_deref()).map_err(netns_err)?;
-        let (n2, ns2) = (name.clone(), ns.clone());
-        netns::run_in(ns.as_deref(), move || -> Result<(), TcError> {
+        let (n2, ns2, s2) = (name.clone(), ns.clone(), sides.clone());
+        let ifb = netns::run_in(ns.as_deref(), move || -> Result<Option<String>, TcError> {
             let mut port = Rtnl::open()?;
             let ifindex = qdisc::ifindex(&mut port, &n2)?.ok_or_else(|| {
                 TcError::Refused(format!(
@@ -231,15 +229,28 @@ impl Driver for NetworkDriver {
                     netns::describe(ns2.as_deref())
                 ))
             })?;
-            sync::check_root(&mut port, ifindex, &n2).map(drop)
+            if s2.contains(&Side::Egress) {
+                sync::check_root(&mut port, ifindex, &n2)?;
+            }
+            if !s2.contains(&Side::Ingress) {
+                return Ok(None);
+            }
+            let dev = ifb::name(ifindex);
+            let links = port.links_with_kind()?;
+            if let Some(l) = links.iter().find(|l| l.name == dev) {
+                ifb::check_kind(l)?;
+                sync::check_root(&mut port, l.ifindex, &dev)?;
+            }
+            Ok(Some(dev))
         })
         .map_err(netns_err)?
         .map_err(tc_err)?;
-        let key = (ns.clone(), name.clone());
-        if let Some(i) = self.ifaces().get(&key) {
-            i.tree
-                .with(&Self::member(ctx, n), &name)
-                .map_err(|e| DriverError::Refused(e.to_string()))?;
+        for side in &sides {
+            if let Some(i) = self.ifaces().get(&(ns.clone(), name.clone(), *side)) {
+                i.tree
+                    .with(&Self::member(ctx, n), &i.dev)
+                    .map_err(|e| DriverError::Refused(e.to_string()))?;
+            }
         }
         NetworkRecipe {
             fault_id: ctx.fault_id.clone(),
@@ -248,6 +259,9 @@ impl Driver for NetworkDriver {
             interface: name,
             class: None,
             clsact_added: false,
+            sides,
+            ifb,
+            ingress_class: None,
         }
         .to_recipe()
     }
@@ -267,30 +281,41 @@ impl Driver for NetworkDriver {
             )));
         }
         let mut ifaces = self.ifaces();
-        let i = ifaces
-            .entry(data.key())
-            .or_insert_with(|| Iface::new(data.netns.clone(), &data.interface));
-        let target = i
-            .tree
-            .with(&Self::member(ctx, n), &data.interface)
-            .map_err(|e| DriverError::Refused(e.to_string()))?;
-        let lease = self.lease.clone();
-        if let Err(e) = i.converge(target, &self.protected, |d| lease.bound(d)) {
-            // A first fault that failed half way: forget the interface, so revert takes the
-            // "not held" path and removes whatever root was made.
-            if i.tree.is_empty() {
-                ifaces.remove(&data.key());
+        for side in data.sides.clone() {
+            let key = data.key(side);
+            let dev = data.dev(side)?.to_string();
+            let i = ifaces
+                .entry(key.clone())
+                .or_insert_with(|| Iface::on(data.netns.clone(), &data.interface, side, &dev));
+            let target = i
+                .tree
+                .with(&Self::member(ctx, n), &dev)
+                .map_err(|e| DriverError::Refused(e.to_string()))?;
+            let lease = self.lease.clone();
+            if let Err(e) = i.converge(target, &self.protected, |d| lease.bound(d)) {
+                // A first fault that failed half way: forget the side, so revert takes the
+                // "not held" path and removes whatever root (or IFB) was made.
+                if i.tree.is_empty() {
+                    ifaces.remove(&key);
+                }
+                return Err(iface_err(e));
             }
-            return Err(iface_err(e));
+            let class = i
+                .tree
+                .class_of(&ctx.fault_id)
+                .map(|c| handle_str(classid(c.minor)));
+            match side {
+                Side::Egress => {
+                    data.clsact_added = i.clsact_added;
+                    data.class = class;
+                }
+                Side::Ingress => data.ingress_class = class,
+            }
         }
-        data.clsact_added = i.clsact_added;
-        data.class = i
-            .tree
-            .class_of(&ctx.fault_id)
-            .map(|c| handle_str(classid(c.minor)));
         tracing::info!(
             fault_id = %ctx.fault_id,
             class = ?data.class,
+            ingress_class = ?data.ingress_class,
             where_ = %data.describe(),
             "network fault applied"
         );
@@ -299,40 +324,13 @@ impl Driver for NetworkDriver {
 
     fn revert(&self, recipe: &Recipe) -> Result<RevertOutcome, DriverError> {
         let data = NetworkRecipe::from_recipe(recipe)?;
-        let key = data.key();
-        let mut ifaces = self.ifaces();
-        if !Self::same_netns(&data) {
-            // The namespace is gone (and its qdiscs with it) or is another one now: forget
-            // the fault, and the interface with its last fault.
-            if let Some(i) = ifaces.get_mut(&key) {
-                i.tree = i.tree.without(&data.fault_id);
-                if i.tree.is_empty() {
-                    ifaces.remove(&key);
-                }
-            }
-            return Ok(RevertOutcome::AlreadyGone);
+        let mut reverted = false;
+        // Egress first, then ingress; each side on its own, so a failure on one leaves the
+        // other reverted and a retry finishes the job.
+        for side in data.sides.clone() {
+            reverted |= self.revert_side(&data, side)?;
         }
-        let Some(i) = ifaces.get_mut(&key) else {
-            drop(ifaces);
-            return Ok(
-                match orphans::remove(data.netns.as_deref(), &data.interface, data.clsact_added)
-                    .map_err(iface_err)?
-                {
-                    true => RevertOutcome::Reverted,
-                    false => RevertOutcome::AlreadyGone,
-                },
-            );
-        };
-        let held = i.tree.class_of(&data.fault_id).is_some();
-        let target = i.tree.without(&data.fault_id);
-        let lease = self.lease.clone();
-        let done = i
-            .converge(target, &self.protected, |d| lease.bound(d))
-            .map_err(iface_err)?;
-        if done.root_removed {
-            ifaces.remove(&key);
-        }
-        Ok(if held {
+        Ok(if reverted {
             RevertOutcome::Reverted
         } else {
             RevertOutcome::AlreadyGone
@@ -350,26 +348,44 @@ impl Driver for NetworkDriver {
             }
         };
         let ifaces = self.ifaces();
-        let class = ifaces
-            .get(&data.key())
-            .and_then(|i| Some((i, i.tree.class_of(&data.fault_id)?.minor)));
-        let Some((i, minor)) = class else {
-            return Health::Failed {
-                error: format!(
-                    "the qdisc tree of fault {} is not held by this agent process",
-                    data.fault_id
-                ),
-                counters: Vec::new(),
+        let (mut matched, mut steered) = (0u64, 0u64);
+        let mut per_side = Vec::new();
+        for side in &data.sides {
+            let class = ifaces
+                .get(&data.key(*side))
+                .and_then(|i| Some((i, i.tree.class_of(&data.fault_id)?.minor)));
+            let Some((i, minor)) = class else {
+                return Health::Failed {
+                    error: format!(
+                        "the {} qdisc tree of fault {} is not held by this agent process",
+                        side.as_str(),
+                        data.fault_id
+                    ),
+                    counters: Vec::new(),
+                };
             };
-        };
-        match i.counters(minor) {
-            Some(Ok((m, s))) => Health::Ok(vec![(MATCHED.into(), m), (STEERED.into(), s)]),
-            Some(Err(e)) => Health::Failed {
-                error: format!("reading the steering counters: {e}"),
-                counters: Vec::new(),
-            },
-            None => Health::Ok(Vec::new()),
+            match i.counters(minor) {
+                Some(Ok((m, s))) => {
+                    matched = matched.saturating_add(m);
+                    steered = steered.saturating_add(s);
+                    per_side.push((format!("{}_{MATCHED}", side.as_str()), m));
+                    per_side.push((format!("{}_{STEERED}", side.as_str()), s));
+                }
+                Some(Err(e)) => {
+                    return Health::Failed {
+                        error: format!("reading the {} steering counters: {e}", side.as_str()),
+                        counters: Vec::new(),
+                    }
+                }
+                None => {}
+            }
         }
+        if per_side.is_empty() {
+            return Health::Ok(Vec::new());
+        }
+        let mut counters = vec![(MATCHED.into(), matched), (STEERED.into(), steered)];
+        counters.extend(per_side);
+        Health::Ok(counters)
     }
 
     fn sweep(&self, known: &[Recipe]) -> Vec<String> {
@@ -385,11 +401,15 @@ impl Driver for NetworkDriver {
             .filter_map(|r| NetworkRecipe::from_recipe(r).ok())
         {
             if Self::same_netns(&r) {
-                keep.entry(r.netns.clone()).or_default().push(r.interface);
+                let names = keep.entry(r.netns.clone()).or_default();
+                names.extend(r.ifb.clone());
+                if r.sides.contains(&Side::Egress) {
+                    names.push(r.interface);
+                }
             }
         }
-        for (ns, name) in self.ifaces().keys() {
-            keep.entry(ns.clone()).or_default().push(name.clone());
+        for i in self.ifaces().values() {
+            keep.entry(i.netns.clone()).or_default().push(i.dev.clone());
         }
         keep.into_iter()
             .flat_map(|(ns, names)| orphans::sweep(ns, names))

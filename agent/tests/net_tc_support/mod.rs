@@ -70,17 +70,27 @@ impl Pair {
             sh(&format!("ip -n {ns} link set {dev} up"));
             sh(&format!("ip -n {ns} link set lo up"));
         }
-        // A small receive buffer on B: what the receiver has not read yet stays small, so
-        // bytes read over a window are bytes that arrived in it.
-        sh(&format!(
-            "ip netns exec {} sysctl -qw net.ipv4.tcp_rmem='4096 131072 131072'",
-            p.b
-        ));
+        // A small receive buffer on both ends: what the receiver has not read yet stays
+        // small, so bytes read over a window are bytes that arrived in it.
+        for ns in [&p.a, &p.b] {
+            sh(&format!(
+                "ip netns exec {ns} sysctl -qw net.ipv4.tcp_rmem='4096 131072 131072'"
+            ));
+        }
         p
     }
 
     pub fn path_a(&self) -> String {
         format!("/run/netns/{}", self.a)
+    }
+
+    pub fn path_b(&self) -> String {
+        format!("/run/netns/{}", self.b)
+    }
+
+    /// `ip ARGS` inside A.
+    pub fn ip_a(&self, args: &str) -> String {
+        sh(&format!("ip -n {} {args}", self.a))
     }
 
     pub fn tc_a(&self, args: &str) -> String {

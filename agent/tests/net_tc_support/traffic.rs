@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::{sh, spawn_in, Pair, A_IP, B_IP};
 
-/// A TCP stream A -> B whose received bytes are counted.
+/// A TCP stream A -> B (or B -> A) whose received bytes are counted.
 pub struct Flow {
     pub received: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
@@ -18,13 +18,23 @@ pub struct Flow {
 }
 
 impl Flow {
+    /// A -> B, to B's `port`.
     pub fn start(pair: &Pair, port: u16) -> Flow {
+        Flow::between(&pair.path_a(), &pair.path_b(), B_IP, port)
+    }
+
+    /// B -> A, to A's `port` (traffic A's interface receives).
+    pub fn start_into_a(pair: &Pair, port: u16) -> Flow {
+        Flow::between(&pair.path_b(), &pair.path_a(), A_IP, port)
+    }
+
+    fn between(from: &str, to: &str, to_ip: &str, port: u16) -> Flow {
         let received = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let addr: SocketAddr = format!("{B_IP}:{port}").parse().expect("addr");
+        let addr: SocketAddr = format!("{to_ip}:{port}").parse().expect("addr");
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (r, s) = (received.clone(), stop.clone());
-        let rx = spawn_in(&format!("/run/netns/{}", pair.b), move || {
+        let rx = spawn_in(to, move || {
             let l = TcpListener::bind(addr).expect("bind");
             ready_tx.send(()).expect("ready");
             let (mut c, _) = l.accept().expect("accept");
@@ -44,7 +54,7 @@ impl Flow {
             .recv_timeout(Duration::from_secs(5))
             .expect("receiver ready");
         let s = stop.clone();
-        let tx = spawn_in(&pair.path_a(), move || {
+        let tx = spawn_in(from, move || {
             let mut c = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
             c.set_write_timeout(Some(Duration::from_millis(200))).ok();
             let buf = vec![0x5au8; 1 << 16];

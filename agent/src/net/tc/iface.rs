@@ -1,6 +1,7 @@
-//! One interface under Faultline's control: its desired [`Tree`] and the steering programs of
-//! its impaired classes, and [`Iface::converge`], which moves the kernel (qdiscs, classes,
-//! steering links) to a new tree on the interface's netns thread. Converging to the same tree
+//! One side (egress or ingress) of an interface under Faultline's control: its desired
+//! [`Tree`] and the steering programs of its impaired classes, and [`Iface::converge`], which
+//! moves the kernel (qdiscs, classes, steering links, and for ingress the IFB device that
+//! carries the tree) to a new tree on the interface's netns thread. Converging to the same tree
 //! again repairs whatever a failed attempt left.
 
 use std::collections::BTreeMap;
@@ -9,11 +10,10 @@ use std::time::SystemTime;
 
 use faultline_core::fault::TrafficMatch;
 
-use super::classid;
 use super::qdisc::{self, Rtnl, TcError, TcPort, TC_H_CLSACT};
-use super::steer::{self, SteerError, Steering};
-use super::sync;
+use super::steer::{self, Hook, SteerError, Steering};
 use super::tree::Tree;
+use super::{classid, ifb, sync, Side};
 use crate::net::ebpf::{self, EbpfError};
 use crate::net::netns::{self, NetnsError};
 use crate::net::rules::{self, ProtectedTraffic, RuleSpec, Rules, RulesError};
@@ -46,11 +46,15 @@ struct Steer {
     prog: Steering,
 }
 
-/// An interface Faultline holds a tree on.
+/// One side of an interface Faultline holds a tree on.
 #[derive(Debug)]
 pub struct Iface {
     pub netns: Option<PathBuf>,
+    /// The interface whose packets are impaired (where steering is attached).
     pub name: String,
+    pub side: Side,
+    /// The device that carries the tree: the interface itself (egress) or its IFB (ingress).
+    pub dev: String,
     pub tree: Tree,
     steering: BTreeMap<u16, Steer>,
     /// The leaves as last set (what lets unchanged classes be left alone).
@@ -90,10 +94,18 @@ struct Attach {
 }
 
 impl Iface {
+    /// The egress side of `name`.
     pub fn new(netns: Option<PathBuf>, name: &str) -> Self {
+        Iface::on(netns, name, Side::Egress, name)
+    }
+
+    /// The `side` of `name`, its tree on `dev` (for ingress, the IFB [`ifb::name`]).
+    pub fn on(netns: Option<PathBuf>, name: &str, side: Side, dev: &str) -> Self {
         Iface {
             netns,
             name: name.to_string(),
+            side,
+            dev: dev.to_string(),
             tree: Tree::default(),
             steering: BTreeMap::new(),
             applied: sync::Applied::new(),
@@ -162,23 +174,19 @@ impl Iface {
                 deadline_ns: ebpf::monotonic_ns(until)?,
             });
         }
-        let name = self.name.clone();
-        let where_ = netns::describe(self.netns.as_deref());
+        let place = Place {
+            name: self.name.clone(),
+            side: self.side,
+            dev: self.dev.clone(),
+            where_: netns::describe(self.netns.as_deref()),
+        };
         let clsact_added = self.clsact_added;
         let tree = target.clone();
         // Until this convergence succeeds, what is applied is unknown: a failure half way
         // makes the next attempt redo every class.
         let applied = std::mem::take(&mut self.applied);
         let (attached, applied, clsact_added) = netns::run_in(self.netns.as_deref(), move || {
-            converge_here(
-                &name,
-                &where_,
-                &tree,
-                &applied,
-                detach,
-                attach,
-                clsact_added,
-            )
+            converge_here(&place, &tree, &applied, detach, attach, clsact_added)
         })??;
         self.clsact_added = clsact_added;
         self.applied = applied;
@@ -207,24 +215,37 @@ impl Drop for Iface {
 
 type Attached = Vec<(u16, TrafficMatch, Steering)>;
 
+/// Where a convergence acts.
+struct Place {
+    name: String,
+    side: Side,
+    dev: String,
+    where_: String,
+}
+
 /// The netns-thread half of [`Iface::converge`].
 fn converge_here(
-    name: &str,
-    where_: &str,
+    place: &Place,
     tree: &Tree,
     applied: &sync::Applied,
     detach: Vec<Steer>,
     attach: Vec<Attach>,
-    mut clsact_added: bool,
+    clsact_added: bool,
 ) -> Result<(Attached, sync::Applied, bool), IfaceError> {
-    // Detach first (drop, here in the netns: a legacy filter is deleted by ifindex).
+    // Detach first (drop, here in the netns: a legacy filter is deleted by ifindex). For
+    // ingress this also comes before the IFB goes: a redirect to a vanished device drops.
     drop(detach);
     let mut port = Rtnl::open()?;
+    if place.side == Side::Ingress {
+        return converge_ingress(&mut port, place, tree, applied, attach);
+    }
+    let name = place.name.as_str();
     let ifindex = qdisc::ifindex(&mut port, name)?.ok_or_else(|| IfaceError::Gone {
         interface: name.to_string(),
-        netns: where_.to_string(),
+        netns: place.where_.clone(),
     })?;
     let applied = sync::apply(&mut port, ifindex, name, tree, applied)?;
+    let mut clsact_added = clsact_added;
     if !attach.is_empty() && !steer::tcx() && !clsact_added {
         let has_clsact = port
             .qdiscs()?
@@ -232,23 +253,55 @@ fn converge_here(
             .any(|q| q.ifindex == ifindex && q.parent == TC_H_CLSACT);
         clsact_added = !has_clsact;
     }
-    let mut attached = Vec::new();
-    for a in attach {
-        let class = classid(a.minor);
-        let prog = Steering::attach(name, &a.rules, class, a.deadline_ns).map_err(|source| {
-            IfaceError::Steer {
-                class: qdisc::handle_str(class),
-                interface: name.to_string(),
-                source: Box::new(source),
-            }
-        })?;
-        attached.push((a.minor, a.matcher, prog));
-    }
+    let attached = attach_all(name, Hook::Egress, attach)?;
     if tree.is_empty() && clsact_added {
         remove_clsact(&mut port, ifindex)?;
         clsact_added = false;
     }
     Ok((attached, applied, clsact_added))
+}
+
+/// The ingress side: the tree on the IFB (made when missing, deleted with the last class),
+/// then the redirects to it — in that order, so no packet is redirected to a device without
+/// its tree.
+fn converge_ingress(
+    port: &mut Rtnl,
+    place: &Place,
+    tree: &Tree,
+    applied: &sync::Applied,
+    attach: Vec<Attach>,
+) -> Result<(Attached, sync::Applied, bool), IfaceError> {
+    if tree.is_empty() {
+        ifb::delete(port, &place.dev)?;
+        return Ok((Vec::new(), sync::Applied::new(), false));
+    }
+    if qdisc::ifindex(port, &place.name)?.is_none() {
+        return Err(IfaceError::Gone {
+            interface: place.name.clone(),
+            netns: place.where_.clone(),
+        });
+    }
+    let ifb_index = ifb::ensure(port, &place.dev)?;
+    let applied = sync::apply(port, ifb_index, &place.dev, tree, applied)?;
+    let attached = attach_all(&place.name, Hook::Ingress { ifb: ifb_index }, attach)?;
+    Ok((attached, applied, false))
+}
+
+fn attach_all(name: &str, hook: Hook, attach: Vec<Attach>) -> Result<Attached, IfaceError> {
+    let mut attached = Vec::new();
+    for a in attach {
+        let class = classid(a.minor);
+        let prog =
+            Steering::attach(name, hook, &a.rules, class, a.deadline_ns).map_err(|source| {
+                IfaceError::Steer {
+                    class: qdisc::handle_str(class),
+                    interface: name.to_string(),
+                    source: Box::new(source),
+                }
+            })?;
+        attached.push((a.minor, a.matcher, prog));
+    }
+    Ok(attached)
 }
 
 /// Deletes the clsact qdisc Faultline added for legacy steering filters.

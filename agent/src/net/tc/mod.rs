@@ -1,6 +1,7 @@
 //! Faultline's qdisc tree on an interface, over rtnetlink: `TCA_OPTIONS` encoders ([`encode`],
 //! [`dist`]), the rtnetlink port ([`qdisc`]), the desired-state tree ([`tree`], [`sync`]) and
-//! the TCX program that steers matching packets into impaired classes ([`steer`]).
+//! the TCX program that steers matching packets into impaired classes ([`steer`]); ingress
+//! trees live on an IFB device ([`ifb`]).
 //!
 //! Handles (all reserved for Faultline; a sweep recognises the tree by its root handle):
 //! - `fa17:` the HTB root, replacing the interface's kernel-default root qdisc;
@@ -12,11 +13,32 @@
 pub mod dist;
 pub mod encode;
 pub mod iface;
+pub mod ifb;
 pub mod orphans;
 pub mod qdisc;
 pub mod steer;
 pub mod sync;
 pub mod tree;
+
+/// Which packets of an interface a tree impairs: those it sends (the tree is on the interface)
+/// or those it receives (the tree is on the interface's IFB device, [`ifb::name`]).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    Egress,
+    Ingress,
+}
+
+impl Side {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Egress => "egress",
+            Side::Ingress => "ingress",
+        }
+    }
+}
 
 /// Major of the Faultline HTB root handle.
 pub const ROOT_MAJOR: u16 = 0xfa17;

@@ -140,7 +140,7 @@ impl Rtnl {
         Ok(Rtnl { rt, handle })
     }
 
-    fn request(
+    pub(super) fn request(
         &mut self,
         op: impl Fn() -> String,
         msg: RouteNetlinkMessage,

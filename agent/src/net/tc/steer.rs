@@ -1,5 +1,7 @@
-//! Loads `ebpf/steer.bpf.c` for one impaired class and attaches it to an interface's egress:
-//! matching packets get `skb->priority` = the class id while the deadline is ahead. On kernels
+//! Loads `ebpf/steer.bpf.c` for one impaired class and attaches it to an interface's egress
+//! (`fl_steer_eg`: matching packets get `skb->priority` = the class id while the deadline is
+//! ahead) or ingress (`fl_steer_in`: the same, then a redirect to the interface's IFB device,
+//! whose tree impairs them; TCX kernels only). On kernels
 //! with TCX (6.6+) the link is a TCX link, never pinned, so the kernel detaches it when the
 //! agent dies; older kernels get a clsact `bpf` filter (aya's netlink attach), which outlives
 //! the agent until the deadline in its map makes it inert and the next start's sweep removes
@@ -10,22 +12,44 @@ use aya::programs::tc::{qdisc_add_clsact, qdisc_detach_program, TcAttachType, Tc
 use aya::programs::SchedClassifier;
 use aya::{include_bytes_aligned, Ebpf};
 
+use super::Side;
 use crate::net::ebpf::{self, EbpfError};
 use crate::net::rules::{Config, Rules};
 
 /// `ebpf/steer.bpf.c`, compiled by `agent/build.rs`.
 pub static STEER_OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/steer.bpf.o"));
-/// The program's (kernel) name.
+/// The egress program's (kernel) name.
 pub const PROGRAM: &str = "fl_steer_eg";
-/// The map holding the class id.
+/// The ingress program's (kernel) name.
+pub const INGRESS_PROGRAM: &str = "fl_steer_in";
+/// The map holding the class id (`[0]`) and the IFB's ifindex (`[1]`).
 const CLASS_MAP: &str = "fl_steer_to";
+
+/// The steering program of a side.
+pub fn program(side: Side) -> &'static str {
+    match side {
+        Side::Egress => PROGRAM,
+        Side::Ingress => INGRESS_PROGRAM,
+    }
+}
+
+/// Where a class's steering program sends matching packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    /// The interface's egress: into the class of the interface's own tree.
+    Egress,
+    /// The interface's ingress: into the class of the tree on the IFB of this ifindex.
+    Ingress { ifb: u32 },
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SteerError {
     #[error(transparent)]
     Ebpf(#[from] EbpfError),
-    #[error("eBPF program {PROGRAM}: {0}")]
+    #[error("eBPF steering program: {0}")]
     Program(#[from] aya::programs::ProgramError),
+    #[error("steering ingress packets needs TCX links (kernel 6.6 or newer): {0}")]
+    NoTcx(String),
     #[error("eBPF map {CLASS_MAP}: {0}")]
     Map(#[from] aya::maps::MapError),
     #[error("adding the clsact qdisc to {interface} for the steering filter: {source}")]
@@ -56,14 +80,22 @@ pub fn tcx() -> bool {
 }
 
 impl Steering {
-    /// Loads the program with `rules` and `classid`, sets its deadline, and attaches it to the
-    /// egress of `interface` in the calling thread's netns.
+    /// Loads the program of `hook` with `rules` and `classid`, sets its deadline, and attaches
+    /// it to `interface` in the calling thread's netns.
     pub fn attach(
         interface: &str,
+        hook: Hook,
         rules: &Rules,
         classid: u32,
         deadline_ns: u64,
     ) -> Result<Steering, SteerError> {
+        let (name, attach_type, ifb) = match hook {
+            Hook::Egress => (PROGRAM, TcAttachType::Egress, 0),
+            Hook::Ingress { ifb } => {
+                ebpf::tcx_available().map_err(SteerError::NoTcx)?;
+                (INGRESS_PROGRAM, TcAttachType::Ingress, ifb)
+            }
+        };
         let mut bpf = ebpf::load(STEER_OBJECT)?;
         {
             let map = bpf
@@ -71,6 +103,7 @@ impl Steering {
                 .ok_or_else(|| EbpfError::Missing(format!("map {CLASS_MAP}")))?;
             let mut to: Array<&mut MapData, u32> = Array::try_from(map)?;
             to.set(0, classid, 0)?;
+            to.set(1, ifb, 0)?;
         }
         ebpf::write_rules(&mut bpf, rules, deadline_ns)?;
         if !tcx() {
@@ -86,11 +119,11 @@ impl Steering {
             }
         }
         let prog: &mut SchedClassifier = bpf
-            .program_mut(PROGRAM)
-            .ok_or_else(|| EbpfError::Missing(format!("program {PROGRAM}")))?
+            .program_mut(name)
+            .ok_or_else(|| EbpfError::Missing(format!("program {name}")))?
             .try_into()?;
         prog.load()?;
-        prog.attach(interface, TcAttachType::Egress)?;
+        prog.attach(interface, attach_type)?;
         Ok(Steering {
             ebpf: bpf,
             config: Config {
@@ -140,14 +173,18 @@ pub fn detach_stale(interface: &str) -> Result<bool, SteerError> {
     }
 }
 
-/// Whether a steering program is attached to the egress of `interface` now (TCX kernels).
-/// TCX links die with their process and Faultline never pins them, so an attached program
-/// means a live agent process owns the interface's tree.
-pub fn live_steering(interface: &str) -> bool {
+/// Whether a steering program of `side` is attached to `interface` now (TCX kernels). TCX
+/// links die with their process and Faultline never pins them, so an attached program means a
+/// live agent process owns the side's tree (the interface's, or its IFB's for ingress).
+pub fn live_steering(interface: &str, side: Side) -> bool {
     if !tcx() {
         return false;
     }
-    SchedClassifier::query_tcx(interface, TcAttachType::Egress)
-        .map(|(_, progs)| progs.iter().any(|p| p.name_as_str() == Some(PROGRAM)))
+    let attach_type = match side {
+        Side::Egress => TcAttachType::Egress,
+        Side::Ingress => TcAttachType::Ingress,
+    };
+    SchedClassifier::query_tcx(interface, attach_type)
+        .map(|(_, progs)| progs.iter().any(|p| p.name_as_str() == Some(program(side))))
         .unwrap_or(false)
 }
