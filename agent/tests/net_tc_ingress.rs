@@ -6,8 +6,6 @@
 
 mod net_tc_support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use faultline_agent::engine::driver::{Driver, Health, Recipe, RevertOutcome};
@@ -17,7 +15,6 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 const CHILD_ENV: &str = "FL_TC_INGRESS_CHILD_NETNS";
-const LINE_RATE_FLOOR: f64 = 50_000_000.0;
 const RATE: f64 = 10_000_000.0;
 
 fn spec(netns: &str, direction: Direction, ports: &[u16]) -> FaultSpec {
@@ -257,39 +254,8 @@ fn child_holds_an_ingress_fault() {
         "killed-ingress-holder",
         &spec(&netns, Direction::Ingress, &[5001]),
     );
-    println!("FL-CHILD applied");
+    println!("{APPLIED}");
     std::thread::sleep(Duration::from_secs(120));
-}
-
-/// The child process, killed by PID when dropped.
-struct Holder(Child);
-
-impl Drop for Holder {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_holder(netns: &str) -> Holder {
-    let exe = std::env::current_exe().expect("test executable");
-    let mut child = Command::new(exe)
-        .args(["--ignored", "--exact", "child_holds_an_ingress_fault"])
-        .args(["--nocapture", "--test-threads", "1"])
-        .env(CHILD_ENV, netns)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn the holder");
-    let out = child.stdout.take().expect("stdout");
-    let holder = Holder(child);
-    for line in BufReader::new(out).lines() {
-        match line {
-            Ok(l) if l.contains("FL-CHILD applied") => return holder,
-            Ok(_) => continue,
-            Err(_) => break,
-        }
-    }
-    panic!("the holder process exited before applying its fault")
 }
 
 #[test]
@@ -298,7 +264,7 @@ fn sigkill_of_the_holder_stops_the_redirect_and_the_sweep_deletes_the_ifb() {
     require_root();
     let pair = Pair::new("ingk");
     let ifb = ifb_of_va(&pair);
-    let mut holder = start_holder(&pair.path_a());
+    let mut holder = start_holder("child_holds_an_ingress_fault", CHILD_ENV, &pair.path_a());
     assert!(pair.ip_a("-o link show").contains(&ifb));
 
     // Another agent's sweep leaves a tree a live process steers into alone.
@@ -317,13 +283,7 @@ fn sigkill_of_the_holder_stops_the_redirect_and_the_sweep_deletes_the_ifb() {
     let killed = Instant::now();
     kill(Pid::from_raw(holder.0.id() as i32), Signal::SIGKILL).expect("SIGKILL");
     let _ = holder.0.wait();
-    let mut took = None;
-    while killed.elapsed() < Duration::from_secs(3) {
-        if flow.rate_over(Duration::from_millis(50)) > LINE_RATE_FLOOR {
-            took = Some(killed.elapsed());
-            break;
-        }
-    }
+    let took = time_to_line_rate(&flow, killed, Duration::from_secs(3));
     let after = flow.rate_over(Duration::from_millis(500));
     drop(flow);
     println!(

@@ -35,16 +35,7 @@ fn a_lease_that_is_not_renewed_ends_ingress_steering() {
     let _serial = serial();
     require_root();
     let pair = Pair::new("inl");
-    let lease = faultline_agent::net::Lease::new();
-    let cfg = faultline_agent::net::NetConfig {
-        lease: lease.clone(),
-        ..Default::default()
-    };
-    let d = faultline_agent::net::network::drivers(&cfg)
-        .into_iter()
-        .next()
-        .expect("driver");
-    lease.renew(SystemTime::now() + Duration::from_secs(60));
+    let (d, lease) = leased_driver();
     let c = ctx("leased-in");
     let s = spec(&pair.path_a(), Direction::Ingress);
     let planned = d.plan(&c, &s).expect("plan");
@@ -55,13 +46,7 @@ fn a_lease_that_is_not_renewed_ends_ingress_steering() {
     assert!(shaped < 11_000_000.0, "not shaping: {}", mbit(shaped));
     let renewed = Instant::now();
     lease.renew(SystemTime::now());
-    let mut took = None;
-    while renewed.elapsed() < Duration::from_secs(3) {
-        if flow.rate_over(Duration::from_millis(50)) > 50_000_000.0 {
-            took = Some(renewed.elapsed());
-            break;
-        }
-    }
+    let took = time_to_line_rate(&flow, renewed, Duration::from_secs(3));
     drop(flow);
     println!(
         "ingress, lease cut to now: shaped {} before; line rate after {took:?}",

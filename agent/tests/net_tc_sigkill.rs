@@ -6,8 +6,6 @@
 
 mod net_tc_support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use faultline_agent::engine::driver::{FaultCtx, RevertOutcome};
@@ -17,7 +15,6 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 const CHILD_ENV: &str = "FL_TC_CHILD_NETNS";
-const LINE_RATE_FLOOR: f64 = 50_000_000.0;
 
 fn spec(netns: &str) -> FaultSpec {
     FaultSpec {
@@ -48,55 +45,8 @@ fn child_holds_a_tbf_fault() {
     let s = spec(&netns);
     let planned = d.plan(&c, &s).expect("plan");
     d.apply(&c, &s, &planned).expect("apply");
-    println!("FL-CHILD applied");
+    println!("{APPLIED}");
     std::thread::sleep(Duration::from_secs(120));
-}
-
-/// The child process, killed by PID when dropped.
-struct Holder(Child);
-
-impl Drop for Holder {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_holder(netns: &str) -> Holder {
-    let exe = std::env::current_exe().expect("test executable");
-    let mut child = Command::new(exe)
-        .args([
-            "--ignored",
-            "--exact",
-            "child_holds_a_tbf_fault",
-            "--nocapture",
-        ])
-        .args(["--test-threads", "1"])
-        .env(CHILD_ENV, netns)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn the holder");
-    let out = child.stdout.take().expect("stdout");
-    let holder = Holder(child);
-    let mut lines = BufReader::new(out).lines();
-    loop {
-        match lines.next() {
-            Some(Ok(l)) if l.contains("FL-CHILD applied") => break,
-            Some(Ok(_)) => continue,
-            _ => panic!("the holder process exited before applying its fault"),
-        }
-    }
-    holder
-}
-
-/// Samples 50 ms windows until the flow runs above `floor`; the time that took.
-fn time_to_line_rate(flow: &Flow, since: Instant, limit: Duration) -> Option<Duration> {
-    while since.elapsed() < limit {
-        if flow.rate_over(Duration::from_millis(50)) > LINE_RATE_FLOOR {
-            return Some(since.elapsed());
-        }
-    }
-    None
 }
 
 #[test]
@@ -104,7 +54,7 @@ fn sigkill_of_the_holder_bypasses_the_impaired_class_within_a_second() {
     let _serial = serial();
     require_root();
     let pair = Pair::new("kill");
-    let mut holder = start_holder(&pair.path_a());
+    let mut holder = start_holder("child_holds_a_tbf_fault", CHILD_ENV, &pair.path_a());
     assert!(pair
         .tc_a("qdisc show dev va")
         .contains("qdisc htb fa17: root"));
@@ -199,16 +149,7 @@ fn a_lease_that_is_not_renewed_ends_steering() {
     let _serial = serial();
     require_root();
     let pair = Pair::new("lease");
-    let lease = faultline_agent::net::Lease::new();
-    let cfg = faultline_agent::net::NetConfig {
-        lease: lease.clone(),
-        ..Default::default()
-    };
-    let d = faultline_agent::net::network::drivers(&cfg)
-        .into_iter()
-        .next()
-        .expect("driver");
-    lease.renew(SystemTime::now() + Duration::from_secs(60));
+    let (d, lease) = leased_driver();
     let c = ctx("leased");
     let s = spec(&pair.path_a());
     let planned = d.plan(&c, &s).expect("plan");

@@ -1,6 +1,7 @@
 //! Helpers of the qdisc tests: two network namespaces joined by a veth pair (removed by Drop
 //! even when a test fails), work on threads inside a namespace, `tc` to look at the result,
-//! the network driver; traffic ([`traffic`]) and golden data ([`golden`]).
+//! the network driver; traffic ([`traffic`]), golden data ([`golden`]) and fault-holding child
+//! processes ([`holder`]).
 #![allow(dead_code)]
 
 use std::fs::File;
@@ -140,8 +141,11 @@ pub fn mbit(bps: f64) -> String {
 }
 
 pub mod golden;
+pub mod holder;
 pub mod traffic;
 #[allow(unused_imports)]
 pub use golden::*;
+#[allow(unused_imports)]
+pub use holder::*;
 #[allow(unused_imports)]
 pub use traffic::*;
