@@ -60,10 +60,7 @@ impl Rtnl {
             .filter_map(|m| match m {
                 RouteNetlinkMessage::NewLink(l) => Some(Link {
                     ifindex: l.header.index,
-                    name: l.attributes.iter().find_map(|a| match a {
-                        LinkAttribute::IfName(n) => Some(n.clone()),
-                        _ => None,
-                    })?,
+                    name: super::qdisc::link_name(l)?,
                     kind: kind_of(l),
                 }),
                 _ => None,

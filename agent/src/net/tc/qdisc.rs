@@ -210,7 +210,7 @@ fn nla_value(nla: &DefaultNla) -> Vec<u8> {
     buf[4..4 + nla.value_len()].to_vec()
 }
 
-fn link_name(m: &LinkMessage) -> Option<String> {
+pub(super) fn link_name(m: &LinkMessage) -> Option<String> {
     m.attributes.iter().find_map(|a| match a {
         LinkAttribute::IfName(n) => Some(n.clone()),
         _ => None,
@@ -221,17 +221,10 @@ const CREATE: u16 = NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
 
 impl TcPort for Rtnl {
     fn links(&mut self) -> Result<Vec<(u32, String)>, TcError> {
-        let msgs = self.request(
-            || "listing interfaces".into(),
-            RouteNetlinkMessage::GetLink(LinkMessage::default()),
-            NLM_F_DUMP,
-        )?;
-        Ok(msgs
-            .iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewLink(l) => Some((l.header.index, link_name(l)?)),
-                _ => None,
-            })
+        Ok(self
+            .links_with_kind()?
+            .into_iter()
+            .map(|l| (l.ifindex, l.name))
             .collect())
     }
 
