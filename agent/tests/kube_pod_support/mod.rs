@@ -6,21 +6,19 @@
 //! side is in [`cgroups`]; CPU, memory and process views for resource faults in [`resources`].
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use faultline_agent::host::cgroup::Hierarchy;
 use faultline_core::fault::{
     Cidr, ContainerRef, DropFault, Fault, FaultSpec, Protocol, Target, TrafficMatch,
 };
 
+pub use crate::net_ebpf_support::count_by_source;
 use crate::net_ebpf_support::{ip, udp_in, Ns};
 
 mod cgroups;
@@ -305,40 +303,6 @@ impl Node {
         assert_eq!(strangers, 0, "datagrams from unknown sources: {got:?}");
         (of(&addrs[0]), of(&addrs[1]))
     }
-}
-
-/// Counts the datagrams arriving on `rx` by source address while `run` runs, then until
-/// 200 ms of quiet.
-pub fn count_by_source<F: FnOnce()>(rx: &UdpSocket, run: F) -> BTreeMap<IpAddr, usize> {
-    rx.set_read_timeout(Some(Duration::from_millis(50)))
-        .expect("timeout");
-    let rx = rx.try_clone().expect("clone socket");
-    let done = Arc::new(AtomicBool::new(false));
-    let d = done.clone();
-    let receiver = std::thread::spawn(move || {
-        let mut counts = BTreeMap::new();
-        let mut buf = [0u8; 64];
-        let mut quiet_since: Option<Instant> = None;
-        loop {
-            match rx.recv_from(&mut buf) {
-                Ok((_, from)) => {
-                    *counts.entry(from.ip()).or_insert(0) += 1;
-                    quiet_since = None;
-                }
-                Err(_) if d.load(Ordering::SeqCst) => {
-                    let q = *quiet_since.get_or_insert_with(Instant::now);
-                    if q.elapsed() > Duration::from_millis(200) {
-                        break;
-                    }
-                }
-                Err(_) => {}
-            }
-        }
-        counts
-    });
-    run();
-    done.store(true, Ordering::SeqCst);
-    receiver.join().expect("receiver thread")
 }
 
 /// A `drop` of every UDP datagram to PEER:PORT (probability 1), aimed at `target`.

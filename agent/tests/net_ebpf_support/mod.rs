@@ -3,7 +3,7 @@
 //! those namespaces, loss measurement by sequence numbers, and driver plumbing.
 #![allow(dead_code)]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -279,19 +279,25 @@ pub fn counter(d: &dyn Driver, r: &Recipe, name: &str) -> u64 {
 
 /// Counts the datagrams arriving on `rx` while `run` runs, then until 200 ms of quiet.
 pub fn count_while<F: FnOnce()>(rx: &UdpSocket, run: F) -> usize {
+    count_by_source(rx, run).values().sum()
+}
+
+/// Counts the datagrams arriving on `rx` by source address while `run` runs, then until
+/// 200 ms of quiet.
+pub fn count_by_source<F: FnOnce()>(rx: &UdpSocket, run: F) -> BTreeMap<IpAddr, usize> {
     rx.set_read_timeout(Some(Duration::from_millis(50)))
         .expect("timeout");
     let rx = rx.try_clone().expect("clone socket");
     let done = Arc::new(AtomicBool::new(false));
     let d = done.clone();
     let receiver = std::thread::spawn(move || {
-        let mut count = 0;
+        let mut counts = BTreeMap::new();
         let mut buf = [0u8; 64];
         let mut quiet_since: Option<Instant> = None;
         loop {
-            match rx.recv(&mut buf) {
-                Ok(_) => {
-                    count += 1;
+            match rx.recv_from(&mut buf) {
+                Ok((_, from)) => {
+                    *counts.entry(from.ip()).or_insert(0) += 1;
                     quiet_since = None;
                 }
                 Err(_) if d.load(Ordering::SeqCst) => {
@@ -303,7 +309,7 @@ pub fn count_while<F: FnOnce()>(rx: &UdpSocket, run: F) -> usize {
                 Err(_) => {}
             }
         }
-        count
+        counts
     });
     run();
     done.store(true, Ordering::SeqCst);
