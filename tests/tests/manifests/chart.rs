@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -14,7 +15,13 @@ use super::{root, run_ok};
 
 const CHART: &str = "daemonset/chart/faultline";
 
+/// The pinned helm, fetched and checked once per test binary.
 fn helm() -> PathBuf {
+    static HELM: OnceLock<PathBuf> = OnceLock::new();
+    HELM.get_or_init(fetch_helm).clone()
+}
+
+fn fetch_helm() -> PathBuf {
     let script = root().join("scripts/fetch-helm.sh");
     let out = Command::new("bash")
         .arg(&script)
