@@ -24,6 +24,9 @@ use crate::transport::{Grpc, Transport};
 
 /// How long `shutdown` waits for the session loop to finish its current step.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// The most SIGTERM waits for every fault to be reverted; what is left stays journaled and is
+/// reverted by the next start (the journal recovery), and the log names it.
+const SHUTDOWN_REVERT_BOUND: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -172,8 +175,19 @@ impl Agent {
             }
         }
         tracing::info!("shutting down: reverting all faults");
-        let statuses = self.manager.revert_all(RevertReason::Shutdown).await;
-        metrics::reverted_all(RevertReason::Shutdown, &statuses);
+        let reverting = self.manager.revert_all(RevertReason::Shutdown);
+        match tokio::time::timeout(SHUTDOWN_REVERT_BOUND, reverting).await {
+            Ok(statuses) => metrics::reverted_all(RevertReason::Shutdown, &statuses),
+            Err(_) => {
+                let left: Vec<String> = self
+                    .manager
+                    .held()
+                    .into_iter()
+                    .map(|h| h.fault_id)
+                    .collect();
+                metrics::shutdown_revert_overran(SHUTDOWN_REVERT_BOUND, &left);
+            }
+        }
         // Releases the state-dir lock only after everything is reverted.
         self.state_dir.take();
     }

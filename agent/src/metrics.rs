@@ -13,6 +13,8 @@ pub const RECONNECTS: &str = "faultline_agent_reconnects_total";
 pub const TELEMETRY_SENT: &str = "faultline_agent_telemetry_sent_total";
 pub const LEASE_RENEWALS: &str = "faultline_agent_lease_renewals_total";
 pub const LEASE_LAPSES: &str = "faultline_agent_lease_lapses_total";
+pub const UNVOUCHED: &str = "faultline_agent_faults_unvouched_total";
+pub const VOUCH_EXPIRED: &str = "faultline_agent_fault_vouch_expired_total";
 pub const REVERT_ALL: &str = "faultline_agent_revert_all_total";
 pub const FAULTS_ACTIVE: &str = "faultline_agent_faults_active";
 pub const INJECTIONS: &str = "faultline_agent_fault_injections_total";
@@ -27,11 +29,12 @@ pub const SECONDS_BUCKETS: [f64; 13] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-const REASONS: [RevertReason; 4] = [
+const REASONS: [RevertReason; 5] = [
     RevertReason::Recovery,
     RevertReason::Lease,
     RevertReason::Shutdown,
     RevertReason::Abort,
+    RevertReason::Unvouched,
 ];
 
 /// Registers HELP text and zero values, so every series is visible from the first scrape.
@@ -54,6 +57,14 @@ pub fn describe() {
         "Times the session lease lapsed, each of which reverted every fault."
     );
     describe_counter!(
+        UNVOUCHED,
+        "Faults reverted because the coordinator stopped vouching for them (a Welcome or renewal did not name them)."
+    );
+    describe_counter!(
+        VOUCH_EXPIRED,
+        "Faults reverted because no renewal vouched for them for a whole lease while the session stayed up."
+    );
+    describe_counter!(
         REVERT_ALL,
         "Times every fault on this node was reverted, by reason (recovery at start-up, lease lapse, shutdown, abort from the coordinator)."
     );
@@ -67,7 +78,7 @@ pub fn describe() {
     );
     describe_counter!(
         REVERTS,
-        "Faults reverted by kind and reason (deadline, lease, abort, shutdown, recovery, failed = the fault stopped working)."
+        "Faults reverted by kind and reason (deadline, lease, abort, shutdown, recovery, unvouched, failed = the fault stopped working)."
     );
     describe_counter!(
         REVERT_FAILURES,
@@ -96,6 +107,8 @@ pub fn describe() {
         TELEMETRY_SENT,
         LEASE_RENEWALS,
         LEASE_LAPSES,
+        UNVOUCHED,
+        VOUCH_EXPIRED,
         SWEPT,
     ] {
         counter!(name).absolute(0);
@@ -171,11 +184,41 @@ pub fn lease_renewed(sequence: u64, lease_ms: u64) {
     counter!(LEASE_RENEWALS).increment(1);
 }
 
+/// The coordinator no longer vouches for a fault this agent holds (a renewal or Welcome did
+/// not name it, or an apply finished after it was withdrawn): it is reverted now.
+pub fn unvouched(fault_id: &str) {
+    tracing::warn!(
+        fault_id,
+        "fault {fault_id}: the coordinator no longer vouches for it; reverting it"
+    );
+    counter!(UNVOUCHED).increment(1);
+}
+
+/// A held fault's vouch ran out (no renewal named it for a whole lease): it is reverted now.
+pub fn vouch_expired(fault_id: &str, lease_ms: u64) {
+    tracing::warn!(
+        fault_id,
+        "fault {fault_id}: no renewal vouched for it within the lease ({lease_ms} ms); reverting it"
+    );
+    counter!(VOUCH_EXPIRED).increment(1);
+}
+
 /// The lease lapsed; every fault is about to be reverted.
 pub fn lease_lapsed(lease_ms: u64) {
     tracing::error!("lease lapsed: reverting all faults (no renewal within {lease_ms} ms)");
     counter!(LEASE_LAPSES).increment(1);
     gauge!(SESSION_CONNECTED).set(0.0);
+}
+
+/// SIGTERM's revert-all did not finish within its bound: these faults are left (journaled; the
+/// next start reverts them).
+pub fn shutdown_revert_overran(bound: std::time::Duration, left: &[String]) {
+    tracing::error!(
+        "shutdown: reverting every fault took longer than {bound:?}; exiting with {} fault(s) not reverted (they stay in the journal and the next start reverts them): {}",
+        left.len(),
+        left.join(", ")
+    );
+    counter!(REVERT_ALL, "reason" => "shutdown-overran").increment(1);
 }
 
 /// `revert_all(reason)` finished with these statuses.

@@ -273,6 +273,8 @@ pub async fn run<W: Write>(
     let started = Instant::now();
     let start_ms = unix_ms(SystemTime::now());
     let deadline_ms = start_ms + opts.duration.as_millis() as i64;
+    // Every fault ends together, counted on the monotonic clock from here.
+    let t0 = Instant::now();
     say(
         r.out,
         format!(
@@ -294,6 +296,7 @@ pub async fn run<W: Write>(
                 experiment_id: EXPERIMENT.into(),
                 spec: Some(spec_to_pb(spec)),
                 deadline_unix_ms: deadline_ms,
+                remaining_ms: opts.duration.saturating_sub(t0.elapsed()).as_millis() as u64,
             })
             .await;
         if s.state == pb::FaultState::Applied as i32 {

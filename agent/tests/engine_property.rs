@@ -181,6 +181,7 @@ fn run_case(seed: u64) -> Result<usize, String> {
                     experiment_id: "prop".into(),
                     spec: Some(spec(&mut rng)),
                     deadline_unix_ms: deadline(),
+                    remaining_ms: 0,
                 };
                 inc.call(&world, inc.engine().apply(req)).map(|_| ())
             }
@@ -229,6 +230,7 @@ fn run_case(seed: u64) -> Result<usize, String> {
                     experiment_id: "prop".into(),
                     spec: Some(spec(&mut rng)),
                     deadline_unix_ms: deadline(),
+                    remaining_ms: 0,
                 };
                 inc.call(&world, inc.engine().apply(req)).map(|_| ())
             }

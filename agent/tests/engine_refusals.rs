@@ -19,6 +19,7 @@ fn wire(id: &str, kind: Option<Kind>) -> pb::ApplyFault {
         experiment_id: "exp-1".into(),
         spec: Some(pb::FaultSpec { target: None, kind }),
         deadline_unix_ms: now_ms() + 60_000,
+        remaining_ms: 60_000,
     }
 }
 
@@ -113,9 +114,10 @@ async fn bad_specs_name_the_field_and_change_nothing() {
         (
             pb::ApplyFault {
                 deadline_unix_ms: now_ms() - 1000,
+                remaining_ms: 0,
                 ..cpu("f-9", 60)
             },
-            "deadline_unix_ms: ",
+            "remaining_ms: 0 leaves the fault no time",
         ),
     ];
     for (req, want) in cases {

@@ -74,6 +74,7 @@ impl AgentSession for FakeCoordinator {
                 session_id: "session-1".into(),
                 lease_ms: self.lease.as_millis() as u64,
                 telemetry_interval_ms: 1000,
+                vouched_fault_ids: vec![],
             })),
         };
         let lease_ms = self.lease.as_millis() as u64;
@@ -85,6 +86,7 @@ impl AgentSession for FakeCoordinator {
                     msg: Some(In::Lease(pb::LeaseRenewal {
                         lease_ms,
                         sequence: seq,
+                        vouched_fault_ids: vec![],
                     })),
                 };
                 Some((Ok(m), seq + 1))

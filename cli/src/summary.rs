@@ -41,13 +41,9 @@ pub fn state_name(state: i32) -> &'static str {
 
 /// The short revert reason (`"abort"`); `"-"` when unset.
 pub fn reason_name(reason: i32) -> &'static str {
-    match pb::RevertReason::try_from(reason) {
-        Ok(pb::RevertReason::Deadline) => "deadline",
-        Ok(pb::RevertReason::Lease) => "lease",
-        Ok(pb::RevertReason::Abort) => "abort",
-        Ok(pb::RevertReason::Shutdown) => "shutdown",
-        Ok(pb::RevertReason::Recovery) => "recovery",
-        Ok(pb::RevertReason::Unspecified) | Err(_) => "-",
+    match faultline_proto::convert::revert_reason_name(reason) {
+        "" => "-",
+        name => name,
     }
 }
 

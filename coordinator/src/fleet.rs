@@ -9,7 +9,6 @@ use tonic::{Request, Response, Status};
 use crate::authz::Method;
 use crate::experiments::{ops, Trigger};
 use crate::metrics;
-use crate::session::revert_all;
 use crate::state::{now_ms, store_status, State};
 use crate::store::HaltRecord;
 
@@ -59,18 +58,13 @@ impl Fleet for FleetService {
         // experiments go first so that they record the reverts as their abort.
         let message = format!("fleet halted by {identity}: {reason}");
         let aborted = ops::abort_all(state, Trigger::Halt, &identity.to_string(), &message).await;
+        // Nothing is vouched for while halted, so every renewal from now on makes the agents
+        // revert whatever they hold; the RevertAll says so at once and with the reason.
+        state.vouches.withdraw_all();
         let mut signalled = 0u32;
-        for (node, session) in state.registry.sessions() {
-            let msg = pb::CoordinatorMessage {
-                msg: Some(revert_all(&message)),
-            };
-            match session.push.try_send(msg) {
-                Ok(()) => signalled += 1,
-                Err(e) => tracing::warn!(
-                    node,
-                    "could not signal RevertAll ({e}); the agent reverts when its lease lapses"
-                ),
-            }
+        for (_, session) in state.registry.sessions() {
+            session.revert_all.order(message.clone());
+            signalled += 1;
         }
         metrics::halted(true, &halt.by, &reason, signalled as usize);
         let stored = state.store.set_halt(Some(&halt));

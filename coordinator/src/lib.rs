@@ -13,6 +13,7 @@ pub mod registry;
 mod session;
 mod state;
 pub mod store;
+mod vouch;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -44,6 +45,9 @@ pub const DEFAULT_RENEW_INTERVAL: Duration = Duration::from_secs(1);
 pub const MIN_LEASE: Duration = Duration::from_secs(1);
 /// Longest lease allowed.
 pub const MAX_LEASE: Duration = Duration::from_secs(60);
+
+/// How often the coordinator records that it is alive (see [`store::Store::put_heartbeat`]).
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 
 /// How long shutdown waits for connections and sessions to end before cutting them.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -189,14 +193,19 @@ impl Coordinator {
         );
         state.pods = pods;
         let state = Arc::new(state);
-        let interrupted = state.experiments.recover(state.store.as_ref())?;
-        if !interrupted.is_empty() {
-            tracing::warn!(
-                "marked {} experiment(s) interrupted (they were running when the coordinator stopped): {}",
-                interrupted.len(),
-                interrupted.join(", ")
-            );
+        // Before any session can say Hello: the experiments found running are resumed (and
+        // vouch for their faults again) or ended, so the first Welcome is already right.
+        let down_from = state.store.heartbeat()?.unwrap_or(0);
+        for rec in state.experiments.recover(state.store.as_ref())? {
+            let name = rec.name.clone();
+            match experiments::run::resume(&state, rec, down_from)? {
+                experiments::run::Resumed::Resumed => {}
+                experiments::run::Resumed::Ended(why) => {
+                    tracing::warn!(experiment = %name, "experiment {name} {why}")
+                }
+            }
         }
+        spawn_heartbeat(&state);
         let ready = Arc::new(AtomicBool::new(false));
         let metrics_addr = match config.metrics_listen {
             Some(addr) => {
@@ -285,6 +294,28 @@ impl Coordinator {
         }
         tracing::info!(addr = %self.grpc_addr, "coordinator stopped");
     }
+}
+
+/// Writes the heartbeat every second (off the async threads), so the next start knows when
+/// this coordinator stopped.
+fn spawn_heartbeat(state: &Arc<State>) {
+    let state = state.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+        loop {
+            tokio::select! {
+                _ = state.shutdown.cancelled() => return,
+                _ = tick.tick() => {
+                    let store = state.store.clone();
+                    let at = state::now_ms();
+                    let wrote = tokio::task::spawn_blocking(move || store.put_heartbeat(at)).await;
+                    if let Ok(Err(e)) = wrote {
+                        tracing::warn!("could not write the heartbeat: {e}");
+                    }
+                }
+            }
+        }
+    });
 }
 
 fn endpoints(metrics: Option<PrometheusHandle>, ready: Arc<AtomicBool>) -> Endpoints {

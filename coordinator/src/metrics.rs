@@ -10,6 +10,7 @@ pub const LEASE_RENEWALS: &str = "faultline_coordinator_lease_renewals_total";
 pub const AUTH_REFUSALS: &str = "faultline_coordinator_auth_refusals_total";
 pub const HALTED: &str = "faultline_coordinator_halted";
 pub const AUDIT_ENTRIES: &str = "faultline_coordinator_audit_entries_total";
+pub const UNVOUCHED_ON_HELLO: &str = "faultline_coordinator_unvouched_faults_total";
 
 /// Why a session stream ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +101,11 @@ pub fn describe() {
         "1 while the fleet is halted (Fleet.HaltAll), else 0."
     );
     describe_counter!(AUDIT_ENTRIES, "Entries appended to the audit log.");
+    describe_counter!(
+        UNVOUCHED_ON_HELLO,
+        "Faults an agent said it held (Hello) that no running experiment vouched for; the agent reverts them on Welcome."
+    );
+    counter!(UNVOUCHED_ON_HELLO).increment(0);
     gauge!(AGENTS_CONNECTED).set(0.0);
     counter!(SESSIONS_OPENED).increment(0);
     for r in CloseReason::ALL {
@@ -111,6 +117,22 @@ pub fn describe() {
     }
     counter!(AUDIT_ENTRIES).increment(0);
     crate::experiments::describe_metrics();
+}
+
+/// An agent's Hello named faults nobody vouches for (a restarted coordinator, a lost store, an
+/// experiment that ended while the agent was away): the Welcome omits them.
+pub fn unvouched_on_hello(node: &str, faults: &[String]) {
+    if faults.is_empty() {
+        return;
+    }
+    tracing::warn!(
+        node,
+        count = faults.len(),
+        "agent {node} holds {} fault(s) that no running experiment vouches for; it reverts them on Welcome: {}",
+        faults.len(),
+        faults.join(", ")
+    );
+    counter!(UNVOUCHED_ON_HELLO).increment(faults.len() as u64);
 }
 
 pub fn session_opened(node: &str, session_id: &str, remote: &str, connected: usize) {

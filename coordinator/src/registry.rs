@@ -2,10 +2,10 @@
 //! telemetry and held faults, and a handle to push messages into each live session.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use faultline_proto::pb;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::store::AgentRecord;
@@ -18,6 +18,37 @@ pub struct SessionHandle {
     pub push: mpsc::Sender<pb::CoordinatorMessage>,
     /// Cancelled to end the session from outside (a newer session replaced it).
     pub end: CancellationToken,
+    /// A RevertAll for this session to send (the fleet halt): a flag, not a slot in `push`, so
+    /// it is never lost to a full queue.
+    pub revert_all: Arc<RevertAllOrder>,
+}
+
+/// A RevertAll waiting to be sent by one session.
+#[derive(Debug, Default)]
+pub struct RevertAllOrder {
+    message: Mutex<Option<String>>,
+    notify: Notify,
+}
+
+impl RevertAllOrder {
+    /// Orders a RevertAll; a second order before the first went out replaces its message.
+    pub fn order(&self, message: String) {
+        *self.message.lock().unwrap_or_else(|p| p.into_inner()) = Some(message);
+        self.notify.notify_one();
+    }
+
+    /// Completes when an order is waiting (at once if one came before this call).
+    pub async fn ordered(&self) {
+        self.notify.notified().await;
+    }
+
+    /// The waiting order's message, taken.
+    pub fn take(&self) -> Option<String> {
+        self.message
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
 }
 
 /// Everything the coordinator knows about one agent.
@@ -255,6 +286,7 @@ mod tests {
             session_id: id.into(),
             push: tx,
             end: CancellationToken::new(),
+            revert_all: Arc::default(),
         };
         (h, rx)
     }

@@ -19,7 +19,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::authz::Method;
 use crate::metrics::{self, CloseReason, RefusalReason};
-use crate::registry::{Arrival, SessionHandle};
+use crate::registry::{Arrival, RevertAllOrder, SessionHandle};
 use crate::state::{now_ms, State, TELEMETRY_INTERVAL_MS};
 
 /// How long a new session may take to say Hello.
@@ -233,7 +233,7 @@ impl Session {
             labels: hello.labels,
             capabilities: hello.capabilities,
             version: hello.version,
-            held_faults: hello.held_faults,
+            held_faults: hello.held_faults.clone(),
             remote_address: self.remote.clone(),
             now_unix_ms: now_ms(),
         };
@@ -244,10 +244,12 @@ impl Session {
             Labels(arrival.labels.clone()),
             arrival.held_faults.len()
         );
+        let orders = Arc::new(RevertAllOrder::default());
         let handle = SessionHandle {
             session_id: session_id.clone(),
             push,
             end: end.clone(),
+            revert_all: orders.clone(),
         };
         let (record, replaced) = state.registry.connect(arrival, handle);
         let detail = match &replaced {
@@ -268,10 +270,33 @@ impl Session {
             state.registry.connected_count(),
         );
 
+        // Reconcile what the agent holds with what we vouch for: running experiments adopt
+        // the faults they own, and the Welcome below omits every other one, so the agent
+        // reverts those at once.
+        let hello_at = now_ms();
+        let held: Vec<(String, String)> = hello
+            .held_faults
+            .iter()
+            .map(|h| (h.fault_id.clone(), h.experiment_id.clone()))
+            .collect();
+        let unvouched = reconcile(&state, &node, &held, hello_at);
+        if !unvouched.is_empty() {
+            let _ = state.audit(
+                &self.identity,
+                "AgentSession.Reconcile",
+                format!(
+                    "{node} holds {} fault(s) no running experiment vouches for; the Welcome omits them, so it reverts them: {}",
+                    unvouched.len(),
+                    unvouched.join(", ")
+                ),
+                true,
+            );
+        }
         let welcome = CoordMsg::Welcome(pb::Welcome {
             session_id: session_id.clone(),
             lease_ms: state.lease_ms(),
             telemetry_interval_ms: TELEMETRY_INTERVAL_MS,
+            vouched_fault_ids: state.vouched_for(&node),
         });
         let mut ended = if self.send_msg(welcome).await {
             None
@@ -323,9 +348,20 @@ impl Session {
                     let _ = self.out.try_send(Err(Status::deadline_exceeded(why.clone())));
                     break (CloseReason::Silent, why);
                 }
+                _ = orders.ordered() => {
+                    if let Some(message) = orders.take() {
+                        if !self.send_msg(revert_all(&message)).await {
+                            ended = Some((CloseReason::Disconnect, "could not send RevertAll".into()));
+                        }
+                    }
+                }
                 _ = renew.tick() => {
                     sequence += 1;
-                    let lease = CoordMsg::Lease(pb::LeaseRenewal { lease_ms: state.lease_ms(), sequence });
+                    let lease = CoordMsg::Lease(pb::LeaseRenewal {
+                        lease_ms: state.lease_ms(),
+                        sequence,
+                        vouched_fault_ids: state.vouched_for(&node),
+                    });
                     if !self.send_msg(lease).await {
                         ended = Some((CloseReason::Disconnect, "could not send a lease renewal".into()));
                         continue;
@@ -404,6 +440,23 @@ struct ValidHello {
     capabilities: Vec<String>,
     version: String,
     held_faults: Vec<pb::HeldFault>,
+}
+
+/// Hands the faults `node` says it holds to the running experiments that vouch for them
+/// (they adopt them); returns the ones nobody vouches for, as `fault (experiment)`, counted and
+/// logged: the Welcome omits them and the agent reverts them.
+fn reconcile(state: &State, node: &str, held: &[(String, String)], hello_at: i64) -> Vec<String> {
+    state.experiments.agent_back(node, held, hello_at);
+    let unvouched: Vec<String> = held
+        .iter()
+        .filter(|(fault, _)| state.vouches.owner(node, fault).is_none())
+        .map(|(fault, exp)| match exp.as_str() {
+            "" => fault.clone(),
+            e => format!("{fault} ({e})"),
+        })
+        .collect();
+    metrics::unvouched_on_hello(node, &unvouched);
+    unvouched
 }
 
 /// The RevertAll sent to every agent while the fleet is halted.

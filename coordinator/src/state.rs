@@ -19,6 +19,7 @@ use crate::kube::PodAccess;
 use crate::metrics;
 use crate::registry::Registry;
 use crate::store::{AuditRecord, HaltRecord, Store, StoreError};
+use crate::vouch::Vouches;
 
 /// The telemetry interval the coordinator asks agents for, in Welcome.
 pub const TELEMETRY_INTERVAL_MS: u64 = 1000;
@@ -41,6 +42,8 @@ pub struct State {
     pub shutdown: CancellationToken,
     /// Experiments: every one's phase, and the running ones.
     pub experiments: Table,
+    /// The faults each agent should hold: what every Welcome and LeaseRenewal names.
+    pub vouches: Vouches,
     /// The Kubernetes API for pod targets, or why there is none (none unless set after
     /// [`State::new`]).
     pub pods: PodAccess,
@@ -69,6 +72,7 @@ impl State {
             halt: Mutex::new(halt),
             shutdown: CancellationToken::new(),
             experiments: Table::default(),
+            vouches: Vouches::default(),
             pods: PodAccess::none(),
             session_guard: Mutex::new(Some(session_guard)),
             sessions: AtomicU64::new(0),
@@ -101,6 +105,14 @@ impl State {
 
     pub fn halted(&self) -> Option<HaltRecord> {
         self.halt.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The faults `node` should hold now: nothing while the fleet is halted.
+    pub fn vouched_for(&self, node: &str) -> Vec<String> {
+        if self.halted().is_some() {
+            return Vec::new();
+        }
+        self.vouches.wanted(node)
     }
 
     pub fn lease_ms(&self) -> u64 {

@@ -152,7 +152,7 @@ async fn an_agent_that_never_answers_fails_after_the_apply_timeout_and_a_lost_ag
     let tb = e.targets.iter().find(|t| t.agent == "node-b").expect("b");
     assert_eq!(
         tb.error,
-        "the agent was disconnected for longer than its lease (5s); it reverts its faults on lease lapse"
+        "the agent was disconnected for longer than its lease (5s): its lease lapsed, so it reverted its faults"
     );
     assert_eq!(
         phase(&e),

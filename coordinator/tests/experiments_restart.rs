@@ -110,7 +110,8 @@ async fn channel_to(env: &Env, b: &Binary, stem: &str) -> tonic::transport::Chan
 }
 
 #[tokio::test]
-async fn a_killed_coordinator_leaves_the_experiment_interrupted_with_a_readable_report() {
+async fn a_killed_coordinator_resumes_and_records_an_agent_that_did_not_come_back_as_reverted_by_lease(
+) {
     let env = Env::new();
     let config = env.dir.path().join("coordinator.toml");
     std::fs::write(&config, "[policy]\nmax_fleet_percent_under_fault = 100\n").expect("config");
@@ -127,6 +128,8 @@ async fn a_killed_coordinator_leaves_the_experiment_interrupted_with_a_readable_
         .expect("started");
     wait_applied(&mut ops, "crashed").await;
     assert_eq!(a.held(), ["crashed-node-a-0"]);
+    // Let a heartbeat or two reach the store.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
 
     let mut first = first;
     nix::sys::signal::kill(
@@ -135,38 +138,36 @@ async fn a_killed_coordinator_leaves_the_experiment_interrupted_with_a_readable_
     )
     .expect("SIGKILL");
     first.0.wait().expect("reap");
-    assert!(
-        a.reverts().is_empty(),
-        "a killed coordinator sends nothing; the agent's lease does the rest"
-    );
+    let killed_at = now_ms();
+    // This agent never comes back (it was connected to the dead process).
+    drop(a);
 
     let second = spawn(&env, &config);
     let mut viewer = ExperimentsClient::new(channel_to(&env, &second, "viewer").await);
     let e = get(&mut viewer, "crashed").await;
-    assert_eq!(phase(&e), pb::ExperimentPhase::Interrupted);
-    assert!(
-        e.verdict_reason
-            .starts_with("interrupted: the coordinator stopped while the experiment was running"),
-        "{}",
+    assert_eq!(
+        phase(&e),
+        pb::ExperimentPhase::Running,
+        "an experiment whose end has not passed is resumed: {}",
         e.verdict_reason
     );
-    assert!(e.ended_unix_ms >= e.started_unix_ms);
-    assert_eq!(e.targets[0].state, pb::FaultState::Applied as i32);
     assert!(
-        e.targets[0]
-            .error
-            .contains("the agent reverts on lease lapse"),
+        e.log.iter().any(|l| l
+            .message
+            .starts_with("resumed: the coordinator was down from")),
         "{:?}",
-        e.targets[0]
+        e.log
     );
-    let running = viewer
-        .list(pb::ListExperimentsRequest {
-            phase: "running".into(),
-        })
-        .await
-        .expect("list")
-        .into_inner();
-    assert!(running.experiments.is_empty(), "nothing is left running");
+    // The agent is not back within its lease (2 s): its lease lapsed, so it reverted.
+    let e = wait_phase(&mut viewer, "crashed", pb::ExperimentPhase::Failed).await;
+    let t = &e.targets[0];
+    assert_eq!(t.revert_reason, pb::RevertReason::Lease as i32, "{t:?}");
+    assert!(
+        t.error.starts_with(
+            "the agent did not come back within its lease (2s) after the coordinator restarted"
+        ),
+        "{t:?}"
+    );
     let report = viewer
         .report(pb::ReportRequest {
             name: "crashed".into(),
@@ -176,16 +177,26 @@ async fn a_killed_coordinator_leaves_the_experiment_interrupted_with_a_readable_
         .expect("report")
         .into_inner();
     assert!(
-        report
-            .markdown
-            .starts_with("# Experiment crashed — interrupted"),
+        report.markdown.starts_with("# Experiment crashed — failed"),
+        "{}",
+        report.markdown
+    );
+    assert!(
+        report.markdown.contains("| Coordinator down |"),
         "{}",
         report.markdown
     );
     let json: serde_json::Value = serde_json::from_str(&report.json).expect("json");
-    assert_eq!(json["phase"], "interrupted");
-    assert_eq!(json["plan"]["selected"][0]["agent"], "node-a");
-    drop(a);
+    let gap = &json["gaps"][0];
+    let (from, to) = (
+        gap["from_unix_ms"].as_i64().expect("from"),
+        gap["to_unix_ms"].as_i64().expect("to"),
+    );
+    assert!(
+        from <= killed_at && killed_at - from <= 2_500,
+        "the gap starts at the last heartbeat before the kill: {from} vs kill at {killed_at}"
+    );
+    assert!(to >= killed_at, "the gap ends at the restart");
     drop(second);
     tokio::time::sleep(Duration::from_millis(10)).await;
 }

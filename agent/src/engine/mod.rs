@@ -12,13 +12,17 @@
 //! 4. Start-up (`revert_all(RECOVERY)`): every journal entry is reverted, then every driver
 //!    sweeps for owned artifacts that no remaining entry names.
 //!
-//! Every mutation runs under one async lock, one at a time, so a deadline and an order from the
-//! coordinator never revert the same fault twice.
+//! Every mutation of a fault runs under that fault's lock ([`locks`]), so a deadline and an
+//! order from the coordinator never revert the same fault twice, while different faults never
+//! wait for each other. Every driver call has a time limit ([`EngineConfig::driver_timeout`]):
+//! a call that overruns counts as failed, and an apply that finishes late is reverted again.
 
 pub mod driver;
+#[cfg(any(test, feature = "test-util"))]
 pub mod fake;
 pub mod journal;
 pub mod limits;
+mod locks;
 mod ops;
 mod recovery;
 mod revert;
@@ -47,6 +51,8 @@ use journal::Unreadable;
 pub const HEALTH_EVERY: Duration = Duration::from_millis(250);
 /// How often failed reverts are retried.
 pub const RETRY_EVERY: Duration = Duration::from_secs(5);
+/// How long one driver call (plan, apply, revert, health, sweep) may take.
+pub const DRIVER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Unsolicited statuses buffered for the session (or the standalone runner).
 pub const EVENTS_CAPACITY: usize = 1024;
 
@@ -61,6 +67,8 @@ pub struct EngineConfig {
     pub limits: Limits,
     pub health_every: Duration,
     pub retry_every: Duration,
+    /// How long one driver call may take before it counts as failed.
+    pub driver_timeout: Duration,
     /// The lease the network drivers' kernel-side deadlines follow (none in standalone mode).
     pub lease: Option<crate::net::Lease>,
 }
@@ -72,6 +80,7 @@ impl EngineConfig {
             limits,
             health_every: HEALTH_EVERY,
             retry_every: RETRY_EVERY,
+            driver_timeout: DRIVER_TIMEOUT,
             lease: None,
         }
     }
@@ -121,6 +130,8 @@ struct Held {
     /// Cancels the deadline/health task of this fault.
     watch: Option<CancellationToken>,
     counters: Vec<(String, u64)>,
+    /// The fault's end on this process's monotonic clock (none for entries of an earlier run).
+    until: Option<tokio::time::Instant>,
 }
 
 impl Held {
@@ -131,6 +142,7 @@ impl Held {
             spec,
             watch: None,
             counters: Vec::new(),
+            until: None,
         }
     }
 
@@ -158,15 +170,19 @@ pub(crate) struct Inner {
     limits: Limits,
     health_every: Duration,
     retry_every: Duration,
+    driver_timeout: Duration,
     faults: Mutex<BTreeMap<String, Held>>,
+    /// Applies past the limits check that are not in `faults` yet (counted against max_faults).
+    applying: Mutex<usize>,
     lease: Option<crate::net::Lease>,
     /// The statuses of the latest reverts, so reverting a fault again (the coordinator's order
     /// crossing the agent's own deadline revert) answers with the same status.
     recent: Mutex<std::collections::VecDeque<pb::FaultStatus>>,
     /// Journal entries that could not be decoded; removed by the next recovery.
     unreadable: Mutex<Vec<Unreadable>>,
-    /// Serializes every mutation (apply, revert, deadline, health, retry, recovery).
-    op: tokio::sync::Mutex<()>,
+    /// Serializes the mutations of each fault (apply, revert, deadline, health, retry), and
+    /// recovery against all of them.
+    locks: locks::Locks,
     events_tx: mpsc::Sender<pb::FaultStatus>,
     events_rx: Mutex<Option<mpsc::Receiver<pb::FaultStatus>>>,
     cancel: CancellationToken,
@@ -250,11 +266,13 @@ impl Engine {
             limits: config.limits,
             health_every: config.health_every,
             retry_every: config.retry_every,
+            driver_timeout: config.driver_timeout,
             faults: Mutex::new(faults),
+            applying: Mutex::new(0),
             lease: config.lease,
             recent: Mutex::new(std::collections::VecDeque::new()),
             unreadable: Mutex::new(unreadable),
-            op: tokio::sync::Mutex::new(()),
+            locks: locks::Locks::default(),
             events_tx,
             events_rx: Mutex::new(Some(events_rx)),
             cancel: CancellationToken::new(),
@@ -323,6 +341,10 @@ impl FaultManager for Engine {
                 spec: h.spec.clone(),
                 deadline_unix_ms: h.entry.deadline_unix_ms,
                 applied_unix_ms: h.entry.applied_unix_ms,
+                remaining_ms: h
+                    .until
+                    .map(|u| u.saturating_duration_since(tokio::time::Instant::now()))
+                    .map_or(0, |d| d.as_millis() as u64),
             })
             .collect()
     }

@@ -2,7 +2,7 @@
 //! deadline, a failed health check and the retry timer. Each runs under `Inner::op`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant as StdInstant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant as StdInstant, SystemTime};
 
 use faultline_core::fault::{FaultKind, FaultSpec};
 use faultline_proto::convert::spec_from_pb;
@@ -32,12 +32,40 @@ impl Failure {
     }
 }
 
-/// Runs a blocking driver call off the async executor; a panic becomes an error.
+/// Runs a blocking driver call off the async executor, for at most `limit`; a panic becomes an
+/// error, and so does a call that overruns (it keeps running on its own thread: see
+/// [`call_or_late`]).
 pub(super) async fn call<T: Send + 'static>(
     what: &'static str,
+    limit: Duration,
     f: impl FnOnce() -> Result<T, DriverError> + Send + 'static,
 ) -> Result<T, Failure> {
-    match tokio::task::spawn_blocking(f).await {
+    call_or_late(what, limit, f, |_| {}).await
+}
+
+/// [`call`], and when the call overruns `limit`, `late` runs with its result once it finally
+/// returns (to undo what a late apply did).
+pub(super) async fn call_or_late<T: Send + 'static>(
+    what: &'static str,
+    limit: Duration,
+    f: impl FnOnce() -> Result<T, DriverError> + Send + 'static,
+    late: impl FnOnce(Result<T, DriverError>) + Send + 'static,
+) -> Result<T, Failure> {
+    let mut handle = tokio::task::spawn_blocking(f);
+    let joined = match tokio::time::timeout(limit, &mut handle).await {
+        Ok(joined) => joined,
+        Err(_) => {
+            tokio::spawn(async move {
+                if let Ok(r) = handle.await {
+                    late(r);
+                }
+            });
+            return Err(Failure::Error(format!(
+                "driver {what} did not return within {limit:?}"
+            )));
+        }
+    };
+    match joined {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(DriverError::Refused(why))) => Err(Failure::Refused(why)),
         Ok(Err(e)) => Err(Failure::Error(e.to_string())),
@@ -61,7 +89,78 @@ struct Prepared {
     kind: FaultKind,
     driver: Arc<dyn Driver>,
     ctx: FaultCtx,
-    remaining: Duration,
+    /// The fault's end on the monotonic clock, counted from the order's arrival.
+    until: tokio::time::Instant,
+    /// Counts this apply against max_faults until it is in the fault table.
+    _slot: Slot,
+}
+
+/// One apply between the limits check and the fault table.
+struct Slot(Arc<Inner>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut n = self.0.applying.lock().unwrap_or_else(|p| p.into_inner());
+        *n = n.saturating_sub(1);
+    }
+}
+
+/// How long the fault may last from its arrival: `remaining_ms`, counted on this agent's
+/// monotonic clock, so a skewed clock neither stretches nor blocks a fault. A coordinator that
+/// sends no `remaining_ms` (older ones) gets `deadline_unix_ms` read against this agent's clock.
+fn remaining_of(req: &pb::ApplyFault) -> Result<Duration, String> {
+    if req.remaining_ms > 0 {
+        return Ok(Duration::from_millis(req.remaining_ms));
+    }
+    let now = now_ms();
+    if req.deadline_unix_ms <= now {
+        return Err(format!(
+            "remaining_ms: 0 leaves the fault no time (and deadline_unix_ms {} is not in the future; now is {now})",
+            req.deadline_unix_ms
+        ));
+    }
+    Ok(Duration::from_millis((req.deadline_unix_ms - now) as u64))
+}
+
+/// An apply that overran its time limit returned after all: whatever it did is undone again,
+/// unless the fault is held as applied now (a later apply of the same id that succeeded).
+fn late_apply(
+    engine: std::sync::Weak<Inner>,
+    driver: Arc<dyn Driver>,
+    fault_id: String,
+    late: Result<super::driver::Recipe, DriverError>,
+) {
+    let recipe = match late {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::info!("the late apply of fault {fault_id} failed after all: {e}");
+            return;
+        }
+    };
+    let Some(inner) = engine.upgrade() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let _op = inner.locks.fault(&fault_id).await;
+        let held = inner
+            .faults()
+            .get(&fault_id)
+            .is_some_and(|h| h.entry.state == EntryState::Applied);
+        if held {
+            return;
+        }
+        let limit = inner.driver_timeout;
+        match call("revert", limit, move || driver.revert(&recipe)).await {
+            Ok(_) => tracing::warn!(
+                "fault {fault_id}: its apply returned after the time limit; reverted what it did"
+            ),
+            Err(f) => metrics::fault_revert_failed(
+                "late-apply",
+                &fault_id,
+                &format!("undoing a late apply: {}", f.text()),
+            ),
+        }
+    });
 }
 
 /// Fault ids name artifacts, so they must be short and plain.
@@ -102,12 +201,13 @@ fn failed(req: &pb::ApplyFault, error: String) -> pb::FaultStatus {
 impl Inner {
     pub(super) async fn apply(self: &Arc<Self>, req: pb::ApplyFault) -> pb::FaultStatus {
         let started = StdInstant::now();
-        let _op = self.op.lock().await;
+        let received = tokio::time::Instant::now();
+        let _op = self.locks.fault(&req.fault_id).await;
         if let Some(s) = self.current_status(&req.fault_id) {
             return s;
         }
         let label = kind_of(req.spec.as_ref());
-        let p = match self.prepare(&req) {
+        let p = match self.prepare(&req, received) {
             Ok(p) => p,
             Err(why) => {
                 metrics::fault_refused(label, &req.fault_id, &why);
@@ -116,7 +216,7 @@ impl Inner {
         };
         let plan = {
             let (d, ctx, spec) = (p.driver.clone(), p.ctx.clone(), p.spec.clone());
-            call("plan", move || d.plan(&ctx, &spec)).await
+            call("plan", self.driver_timeout, move || d.plan(&ctx, &spec)).await
         };
         let recipe = match plan {
             Ok(r) => r,
@@ -138,7 +238,7 @@ impl Inner {
             recipe,
             state: EntryState::Planned,
             applied_unix_ms: 0,
-            deadline_unix_ms: req.deadline_unix_ms,
+            deadline_unix_ms: unix_ms(p.ctx.deadline),
             last_error: String::new(),
             revert_reason: None,
         };
@@ -154,6 +254,7 @@ impl Inner {
                 spec: Some(p.spec_pb.clone()),
                 watch: None,
                 counters: Vec::new(),
+                until: Some(p.until),
             },
         );
         let applied = {
@@ -163,7 +264,15 @@ impl Inner {
                 p.spec.clone(),
                 entry.recipe.clone(),
             );
-            call("apply", move || d.apply(&ctx, &spec, &r)).await
+            let (undo, weak) = (p.driver.clone(), Arc::downgrade(self));
+            let id = req.fault_id.clone();
+            call_or_late(
+                "apply",
+                self.driver_timeout,
+                move || d.apply(&ctx, &spec, &r),
+                move |late| late_apply(weak, undo, id, late),
+            )
+            .await
         };
         let done = match applied {
             Ok(done) => done,
@@ -175,13 +284,8 @@ impl Inner {
         if let Err(e) = self.put(&entry).await {
             return self.undo_apply(entry, Failure::Error(e.to_string())).await;
         }
-        // The deadline counts from now, not from when the request arrived: apply took time.
-        let remaining = Duration::from_millis((req.deadline_unix_ms - now_ms()).max(0) as u64);
-        let token = watch::spawn_watch(
-            self,
-            entry.fault_id.clone(),
-            tokio::time::Instant::now() + remaining.min(p.remaining),
-        );
+        // The deadline counts from the order's arrival on the monotonic clock: apply took time.
+        let token = watch::spawn_watch(self, entry.fault_id.clone(), p.until);
         if let Some(h) = self.faults().get_mut(&entry.fault_id) {
             h.entry = entry.clone();
             h.watch = Some(token);
@@ -229,7 +333,11 @@ impl Inner {
     }
 
     /// Validation and local limits: an error here means nothing was changed.
-    fn prepare(&self, req: &pb::ApplyFault) -> Result<Prepared, String> {
+    fn prepare(
+        self: &Arc<Self>,
+        req: &pb::ApplyFault,
+        received: tokio::time::Instant,
+    ) -> Result<Prepared, String> {
         check_fault_id(&req.fault_id)?;
         let spec_pb = req
             .spec
@@ -246,19 +354,18 @@ impl Inner {
         let driver = self
             .driver_for(kind.as_str())
             .ok_or_else(|| format!("fault kind {kind} is not supported by this agent yet"))?;
-        let now = now_ms();
-        if req.deadline_unix_ms <= now {
-            return Err(format!(
-                "deadline_unix_ms: {} is not in the future (now is {now})",
-                req.deadline_unix_ms
-            ));
-        }
-        let remaining = Duration::from_millis((req.deadline_unix_ms - now) as u64);
-        let held = self.faults().len();
-        self.limits.check(&spec, "spec", remaining, held)?;
+        let remaining = remaining_of(req)?;
+        let slot = {
+            let mut applying = self.applying.lock().unwrap_or_else(|p| p.into_inner());
+            let held = self.faults().len() + *applying;
+            self.limits.check(&spec, "spec", remaining, held)?;
+            *applying += 1;
+            Slot(self.clone())
+        };
         let ctx = FaultCtx {
             fault_id: req.fault_id.clone(),
-            deadline: UNIX_EPOCH + Duration::from_millis(req.deadline_unix_ms as u64),
+            // On this agent's clock, whatever the coordinator's says.
+            deadline: SystemTime::now() + remaining,
         };
         Ok(Prepared {
             spec_pb: faultline_proto::convert::spec_to_pb(&spec),
@@ -266,7 +373,8 @@ impl Inner {
             kind,
             driver,
             ctx,
-            remaining,
+            until: received + remaining,
+            _slot: slot,
         })
     }
 
@@ -279,7 +387,7 @@ impl Inner {
         let undone = match self.driver_for(&kind) {
             Some(d) => {
                 let r = entry.recipe.clone();
-                call("revert", move || d.revert(&r)).await
+                call("revert", self.driver_timeout, move || d.revert(&r)).await
             }
             None => Err(Failure::Error(format!("no driver for kind {kind}"))),
         };

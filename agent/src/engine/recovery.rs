@@ -15,7 +15,7 @@ use crate::metrics;
 
 impl Inner {
     pub(super) async fn recover(self: &Arc<Self>) -> Recovery {
-        let _op = self.op.lock().await;
+        let _all = self.locks.all().await;
         let mut rec = Recovery::default();
         let unreadable =
             std::mem::take(&mut *self.unreadable.lock().unwrap_or_else(|p| p.into_inner()));
@@ -60,7 +60,7 @@ impl Inner {
                 .filter(|h| kinds.iter().any(|k| k.as_str() == h.entry.kind))
                 .map(|h| h.entry.recipe.clone())
                 .collect();
-            let lines = call("sweep", move || Ok(d.sweep(&known)))
+            let lines = call("sweep", self.driver_timeout, move || Ok(d.sweep(&known)))
                 .await
                 .unwrap_or_else(|f| vec![format!("failed: {}", f.text())]);
             for line in lines {

@@ -15,16 +15,7 @@ use crate::metrics;
 
 /// The revert reason stored in the journal (a label) back as the wire enum.
 pub(super) fn reason_from_label(label: &str) -> RevertReason {
-    [
-        RevertReason::Deadline,
-        RevertReason::Lease,
-        RevertReason::Abort,
-        RevertReason::Shutdown,
-        RevertReason::Recovery,
-    ]
-    .into_iter()
-    .find(|r| reason_label(*r) == label)
-    .unwrap_or(RevertReason::Unspecified)
+    faultline_proto::convert::revert_reason_from_name(label)
 }
 
 impl Inner {
@@ -55,12 +46,12 @@ impl Inner {
         fault_id: &str,
         reason: RevertReason,
     ) -> pb::FaultStatus {
-        let _op = self.op.lock().await;
+        let _op = self.locks.fault(fault_id).await;
         self.revert_locked(fault_id, reason, reason_label(reason))
             .await
     }
 
-    /// Reverts one fault; the caller holds `op`. `label` is the reason in metrics and the journal.
+    /// Reverts one fault; the caller holds its lock. `label` is the reason in metrics and the journal.
     pub(super) async fn revert_locked(
         self: &Arc<Self>,
         fault_id: &str,
@@ -91,7 +82,7 @@ impl Inner {
         let out = match self.driver_for(&entry.kind) {
             Some(d) => {
                 let r = entry.recipe.clone();
-                call("revert", move || d.revert(&r)).await
+                call("revert", self.driver_timeout, move || d.revert(&r)).await
             }
             None => Err(Failure::Error(format!("no driver for kind {}", entry.kind))),
         };
@@ -146,14 +137,15 @@ impl Inner {
         s
     }
 
+    /// Reverts every fault, all at once (each under its own lock, so one slow revert does not
+    /// hold up the others).
     pub(super) async fn revert_all(self: &Arc<Self>, reason: RevertReason) -> Vec<pb::FaultStatus> {
-        let _op = self.op.lock().await;
         let ids: Vec<String> = self.faults().keys().cloned().collect();
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            out.push(self.revert_locked(&id, reason, reason_label(reason)).await);
-        }
-        out
+        let reverts = ids.iter().map(|id| async move {
+            let _op = self.locks.fault(id).await;
+            self.revert_locked(id, reason, reason_label(reason)).await
+        });
+        futures::future::join_all(reverts).await
     }
 
     pub(super) fn update_active(&self, kind: &str) {

@@ -76,7 +76,7 @@ pub(super) fn spawn_retry(inner: &Arc<Inner>) {
 impl Inner {
     /// The fault's deadline passed: revert it (reason DEADLINE) and report it.
     pub(super) async fn on_deadline(self: &Arc<Self>, fault_id: &str, token: &CancellationToken) {
-        let _op = self.op.lock().await;
+        let _op = self.locks.fault(fault_id).await;
         if token.is_cancelled() {
             return;
         }
@@ -96,7 +96,7 @@ impl Inner {
             (h.entry.kind.clone(), h.entry.recipe.clone())
         };
         let d = self.driver_for(&kind)?;
-        let health = call("health", move || Ok(d.health(&recipe))).await;
+        let health = call("health", self.driver_timeout, move || Ok(d.health(&recipe))).await;
         let health = match health {
             Ok(h) => h,
             Err(f) => {
@@ -120,7 +120,7 @@ impl Inner {
         error: String,
         counters: Vec<(String, u64)>,
     ) {
-        let _op = self.op.lock().await;
+        let _op = self.locks.fault(fault_id).await;
         if token.is_cancelled() {
             return;
         }
@@ -160,7 +160,6 @@ impl Inner {
 
     /// Retries every failed revert; a success is reported as REVERTED with the first reason.
     pub(super) async fn retry_failed(self: &Arc<Self>) {
-        let _op = self.op.lock().await;
         let failed: Vec<(String, String)> = self
             .faults()
             .values()
@@ -176,6 +175,14 @@ impl Inner {
             .collect();
         for (id, label) in failed {
             tracing::info!("retrying the revert of fault {id}");
+            let _op = self.locks.fault(&id).await;
+            let still_failed = self
+                .faults()
+                .get(&id)
+                .is_some_and(|h| h.entry.state == EntryState::RevertFailed);
+            if !still_failed {
+                continue;
+            }
             let s = self
                 .revert_locked(&id, reason_from_label(&label), &label)
                 .await;

@@ -12,16 +12,16 @@
 //!   a retried revert that finally succeeded) go out through [`FaultManager::take_events`]; the
 //!   session forwards them while connected and queues them while not.
 
+#[cfg(any(test, feature = "test-util"))]
 mod recording;
-mod unsupported;
 
 use faultline_proto::pb;
 use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 
 pub use faultline_proto::pb::RevertReason;
+#[cfg(any(test, feature = "test-util"))]
 pub use recording::{Call, RecordingManager};
-pub use unsupported::Unsupported;
 
 /// The safety hook the fault issues build on. Implementations must be idempotent.
 pub trait FaultManager: Send + Sync + 'static {
@@ -47,13 +47,9 @@ pub trait FaultManager: Send + Sync + 'static {
 
 /// The label value for a revert reason in metrics and logs: `lease`, `shutdown`, ...
 pub fn reason_label(reason: RevertReason) -> &'static str {
-    match reason {
-        RevertReason::Unspecified => "unspecified",
-        RevertReason::Deadline => "deadline",
-        RevertReason::Lease => "lease",
-        RevertReason::Abort => "abort",
-        RevertReason::Shutdown => "shutdown",
-        RevertReason::Recovery => "recovery",
+    match faultline_proto::convert::revert_reason_name(reason as i32) {
+        "" => "unspecified",
+        name => name,
     }
 }
 

@@ -42,6 +42,8 @@ impl Call {
 struct State {
     calls: Vec<(Instant, Call)>,
     held: BTreeMap<String, pb::HeldFault>,
+    /// How long each apply takes (tokio time).
+    apply_delay: std::time::Duration,
 }
 
 /// Records calls with the (tokio) time they arrived; `apply` succeeds and holds the fault until
@@ -67,6 +69,11 @@ impl RecordingManager {
             state: Mutex::new(State::default()),
             count: watch::channel(0).0,
         }
+    }
+
+    /// Makes every later apply take `delay` (a slow driver).
+    pub fn delay_apply(&self, delay: std::time::Duration) {
+        self.lock().apply_delay = delay;
     }
 
     /// Pretends `fault` was applied before (for example by an earlier session).
@@ -154,9 +161,14 @@ impl FaultManager for RecordingManager {
             spec: req.spec,
             deadline_unix_ms: req.deadline_unix_ms,
             applied_unix_ms: out.at_unix_ms,
+            remaining_ms: req.remaining_ms,
         };
-        self.lock().held.insert(req.fault_id, held);
-        Box::pin(async move { out })
+        let delay = self.lock().apply_delay;
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            self.lock().held.insert(req.fault_id, held);
+            out
+        })
     }
 
     fn revert(&self, fault_id: String, reason: RevertReason) -> BoxFuture<'_, pb::FaultStatus> {

@@ -26,10 +26,13 @@ use crate::transport::{Inbound, Transport};
 
 pub(crate) const LEASE: Duration = Duration::from_secs(5);
 
-/// One session stream as the coordinator sees it.
+/// One session stream as the coordinator sees it. Like the real coordinator, it vouches for
+/// every fault it sends ApplyFault for until it sends RevertFault or RevertAll, and every
+/// Welcome and renewal names them (shared by every stream of one harness).
 pub(crate) struct Conn {
     pub(crate) outbound: mpsc::Receiver<pb::AgentMessage>,
     pub(crate) inbound: mpsc::Sender<Result<pb::CoordinatorMessage, tonic::Status>>,
+    pub(crate) vouched: Arc<Mutex<std::collections::BTreeSet<String>>>,
 }
 
 impl Conn {
@@ -59,7 +62,38 @@ impl Conn {
         }
     }
 
+    /// The faults the next Welcome or renewal names.
+    pub(crate) fn vouched(&self) -> Vec<String> {
+        self.vouched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Stops vouching for `id` without ordering its revert (as a coordinator that forgot it).
+    pub(crate) fn forget(&self, id: &str) {
+        self.vouched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+    }
+
     pub(crate) async fn send(&self, msg: In) {
+        {
+            let mut v = self.vouched.lock().unwrap_or_else(|p| p.into_inner());
+            match &msg {
+                In::Apply(a) => {
+                    v.insert(a.fault_id.clone());
+                }
+                In::Revert(r) => {
+                    v.remove(&r.fault_id);
+                }
+                In::RevertAll(_) => v.clear(),
+                _ => {}
+            }
+        }
         self.inbound
             .send(Ok(pb::CoordinatorMessage { msg: Some(msg) }))
             .await
@@ -71,6 +105,7 @@ impl Conn {
             session_id: session_id.into(),
             lease_ms: lease.as_millis() as u64,
             telemetry_interval_ms: 1000,
+            vouched_fault_ids: self.vouched(),
         }))
         .await;
     }
@@ -79,6 +114,7 @@ impl Conn {
         self.send(In::Lease(pb::LeaseRenewal {
             lease_ms: LEASE.as_millis() as u64,
             sequence,
+            vouched_fault_ids: self.vouched(),
         }))
         .await;
     }
@@ -88,6 +124,7 @@ impl Conn {
 pub(crate) struct FakeTransport {
     pub(crate) conns: mpsc::UnboundedSender<Conn>,
     pub(crate) refusals: Mutex<VecDeque<tonic::Status>>,
+    pub(crate) vouched: Arc<Mutex<std::collections::BTreeSet<String>>>,
 }
 
 impl Transport for FakeTransport {
@@ -108,6 +145,7 @@ impl Transport for FakeTransport {
             let _ = self.conns.send(Conn {
                 outbound,
                 inbound: tx,
+                vouched: self.vouched.clone(),
             });
             Ok(ReceiverStream::new(rx).boxed())
         })
@@ -120,6 +158,8 @@ impl Transport for FakeTransport {
 
 pub(crate) struct Harness {
     pub(crate) agent: Agent,
+    /// What every stream's Welcome and renewals vouch for.
+    pub(crate) vouched: Arc<Mutex<std::collections::BTreeSet<String>>>,
     pub(crate) conns: mpsc::UnboundedReceiver<Conn>,
     pub(crate) state: tempfile::TempDir,
 }
@@ -148,9 +188,11 @@ pub(crate) async fn start_with(
 ) -> Harness {
     let state = tempfile::tempdir().expect("tempdir");
     let (tx, conns) = mpsc::unbounded_channel();
+    let vouched: Arc<Mutex<std::collections::BTreeSet<String>>> = Arc::default();
     let transport = Arc::new(FakeTransport {
         conns: tx,
         refusals: Mutex::new(refusals.into()),
+        vouched: vouched.clone(),
     });
     let mut cfg = config(state.path());
     cfg.labels = Labels::parse("zone=a,role=web").expect("labels");
@@ -166,6 +208,7 @@ pub(crate) async fn start_with(
     .expect("agent starts");
     Harness {
         agent,
+        vouched,
         conns,
         state,
     }

@@ -4,8 +4,15 @@
 //! Lease rule: a broken stream does not revert anything (faults survive a reconnect inside the
 //! lease); only a lapse does, once per lapse, wherever the loop is at that moment (in a session,
 //! connecting, or waiting to retry).
+//!
+//! Vouch rule ([`vouch`]): the agent holds a fault only while the coordinator vouches for it.
+//! Every Welcome and renewal names the faults it wants held; anything else is reverted at once,
+//! and a fault whose vouch runs out is reverted even while the session stays up.
+//!
+//! Fault orders run beside the loop ([`orders`]): a slow apply never delays a renewal, telemetry
+//! or another fault's revert.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,16 +34,22 @@ use crate::telemetry::Sampler;
 use crate::transport::{Inbound, Transport};
 
 mod error;
+mod orders;
+mod vouch;
 mod wire;
 
 use error::FailureLog;
 pub use error::SessionError;
+use orders::{Done, Op, Orders};
+use vouch::Vouches;
 use wire::{agent_msg, coordinator_reason, open, send};
 
 /// How long the coordinator has to answer Hello with Welcome.
 pub const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
 /// Fault statuses kept for the next session while disconnected (oldest dropped first).
 const PENDING_LIMIT: usize = 1000;
+/// How often held faults are checked against their vouch.
+const VOUCH_CHECK_EVERY: Duration = Duration::from_millis(250);
 
 /// What the agent's session looks like right now.
 #[derive(Clone, Debug, Default)]
@@ -88,6 +101,10 @@ struct Loop {
     lease_ms: u64,
     sampler: Sampler,
     sampler_failed: bool,
+    vouches: Vouches,
+    orders: Orders,
+    done: mpsc::UnboundedReceiver<Done>,
+    vouch_check: tokio::time::Interval,
 }
 
 enum End {
@@ -99,6 +116,9 @@ enum End {
 /// Runs sessions until `ctx.cancel` fires.
 pub async fn run(ctx: Ctx) {
     let target = ctx.transport.target();
+    let (orders, done) = Orders::new(ctx.manager.clone());
+    let mut vouch_check = tokio::time::interval(VOUCH_CHECK_EVERY);
+    vouch_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut l = Loop {
         ctx,
         target,
@@ -106,6 +126,10 @@ pub async fn run(ctx: Ctx) {
         lease_ms: 0,
         sampler: Sampler::new(),
         sampler_failed: false,
+        vouches: Vouches::default(),
+        orders,
+        done,
+        vouch_check,
     };
     l.run().await;
     l.ctx.status.send_modify(|s| s.connected = false);
@@ -147,6 +171,7 @@ impl Loop {
             self.ctx.manager.lease_renewed(
                 std::time::SystemTime::now() + Duration::from_millis(welcome.lease_ms),
             );
+            self.vouched(&welcome.vouched_fault_ids);
             metrics::connected(
                 &self.target,
                 self.ctx.node_name.as_str(),
@@ -197,8 +222,81 @@ impl Loop {
                     metrics::fault_status("event (queued while disconnected)", &s);
                     self.queue(vec![s]);
                 }
+                Some(d) = self.done.recv() => {
+                    if let Some(s) = self.finished(d) {
+                        metrics::fault_status("order (queued while disconnected)", &s);
+                        self.queue(vec![s]);
+                    }
+                }
+                _ = self.vouch_check.tick() => self.check_vouches(),
             }
         }
+    }
+
+    /// Every fault this agent holds or is applying now.
+    fn present(&mut self) -> BTreeSet<String> {
+        let mut ids: BTreeSet<String> = self
+            .ctx
+            .manager
+            .held()
+            .into_iter()
+            .map(|h| h.fault_id)
+            .collect();
+        ids.extend(self.orders.in_flight());
+        ids
+    }
+
+    /// A Welcome or renewal named `ids`: whatever else is held or being applied is reverted.
+    fn vouched(&mut self, ids: &[String]) {
+        let until = Instant::now() + Duration::from_millis(self.lease_ms);
+        let present = self.present();
+        for id in self.vouches.renewed(ids, until, &present) {
+            metrics::unvouched(&id);
+            self.revert(id, RevertReason::Unvouched);
+        }
+    }
+
+    /// Held faults whose vouch ran out are reverted (reason LEASE).
+    fn check_vouches(&mut self) {
+        let held: BTreeSet<String> = self
+            .ctx
+            .manager
+            .held()
+            .into_iter()
+            .map(|h| h.fault_id)
+            .collect();
+        self.vouches.forget_gone(&held);
+        let in_flight = self.orders.in_flight();
+        let held: BTreeSet<String> = held.difference(&in_flight).cloned().collect();
+        for id in self.vouches.expired(&held, Instant::now()) {
+            metrics::vouch_expired(&id, self.lease_ms);
+            self.revert(id, RevertReason::Lease);
+        }
+    }
+
+    fn revert(&mut self, id: String, reason: RevertReason) {
+        self.vouches.reverting(&id);
+        self.orders.revert(id, reason);
+    }
+
+    /// An order finished: its status to send, if any. An apply that finished after its fault
+    /// was withdrawn is reverted at once.
+    fn finished(&mut self, d: Done) -> Option<pb::FaultStatus> {
+        let id = d.status.fault_id.clone();
+        match d.op {
+            Op::Apply => {
+                let applied = d.status.state == pb::FaultState::Applied as i32;
+                if applied && !self.vouches.holds(&id, Instant::now()) {
+                    metrics::unvouched(&id);
+                    self.revert(id, RevertReason::Unvouched);
+                }
+            }
+            Op::Revert => {
+                let gone = d.status.state == pb::FaultState::Reverted as i32;
+                self.vouches.revert_ended(&id, gone);
+            }
+        }
+        Some(d.status)
     }
 
     async fn on_lapse(&mut self) {
@@ -245,11 +343,7 @@ impl Loop {
                 biased;
                 _ = self.ctx.cancel.cancelled() => return End::Cancelled,
                 msg = inbound.next() => match msg {
-                    Some(Ok(m)) => {
-                        if let Err(e) = self.handle(m, &tx).await {
-                            return End::Broken(e);
-                        }
-                    }
+                    Some(Ok(m)) => self.handle(m),
                     Some(Err(status)) => return End::Broken(SessionError::from_status(status)),
                     None => return End::Broken(SessionError::Closed),
                 },
@@ -272,15 +366,23 @@ impl Loop {
                         return End::Broken(SessionError::Closed);
                     }
                 }
+                Some(d) = self.done.recv() => {
+                    let op = match d.op { Op::Apply => "apply", Op::Revert => "revert" };
+                    if let Some(s) = self.finished(d) {
+                        metrics::fault_status(op, &s);
+                        if send(&tx, Out::FaultStatus(s.clone())).await.is_err() {
+                            self.queue(vec![s]);
+                            return End::Broken(SessionError::Closed);
+                        }
+                    }
+                }
+                _ = self.vouch_check.tick() => self.check_vouches(),
             }
         }
     }
 
-    async fn handle(
-        &mut self,
-        msg: pb::CoordinatorMessage,
-        tx: &mpsc::Sender<pb::AgentMessage>,
-    ) -> Result<(), SessionError> {
+    /// One message from the coordinator; fault orders start here and report through `done`.
+    fn handle(&mut self, msg: pb::CoordinatorMessage) {
         let manager = self.ctx.manager.clone();
         match msg.msg {
             Some(In::Lease(renewal)) => {
@@ -294,17 +396,18 @@ impl Loop {
                 );
                 metrics::lease_renewed(renewal.sequence, self.lease_ms);
                 self.ctx.status.send_modify(|s| s.lease_renewals += 1);
+                self.vouched(&renewal.vouched_fault_ids);
             }
             Some(In::Apply(req)) => {
-                let s = manager.apply(req).await;
-                metrics::fault_status("apply", &s);
-                send(tx, Out::FaultStatus(s)).await?;
+                // The order vouches for its fault for one lease.
+                let now = Instant::now();
+                let until = now + Duration::from_millis(self.lease_ms);
+                self.vouches.ordered(&req.fault_id, until);
+                self.orders.apply(req, now);
             }
             Some(In::Revert(r)) => {
                 let reason = coordinator_reason(r.reason);
-                let s = manager.revert(r.fault_id, reason).await;
-                metrics::fault_status("revert", &s);
-                send(tx, Out::FaultStatus(s)).await?;
+                self.revert(r.fault_id, reason);
             }
             Some(In::RevertAll(r)) => {
                 let reason = coordinator_reason(r.reason);
@@ -314,10 +417,9 @@ impl Loop {
                     "coordinator ordered every fault reverted: {}",
                     r.message
                 );
-                let statuses = manager.revert_all(reason).await;
-                metrics::reverted_all(reason, &statuses);
-                for s in statuses {
-                    send(tx, Out::FaultStatus(s)).await?;
+                for id in self.present() {
+                    self.vouches.withdraw(&id);
+                    self.revert(id, reason);
                 }
             }
             Some(In::Welcome(w)) => {
@@ -325,7 +427,6 @@ impl Loop {
             }
             None => tracing::debug!("ignoring an empty coordinator message"),
         }
-        Ok(())
     }
 
     async fn send_telemetry(
@@ -357,3 +458,5 @@ mod tests;
 mod tests_events;
 #[cfg(test)]
 mod tests_lease;
+#[cfg(test)]
+mod tests_vouch;

@@ -32,25 +32,11 @@ fn state_to_pb(s: TargetState) -> pb::FaultState {
 
 /// `deadline`, `abort`, ... as stored; the wire enum back.
 pub fn reason_name(r: i32) -> String {
-    match pb::RevertReason::try_from(r).unwrap_or(pb::RevertReason::Unspecified) {
-        pb::RevertReason::Unspecified => String::new(),
-        pb::RevertReason::Deadline => "deadline".into(),
-        pb::RevertReason::Lease => "lease".into(),
-        pb::RevertReason::Abort => "abort".into(),
-        pb::RevertReason::Shutdown => "shutdown".into(),
-        pb::RevertReason::Recovery => "recovery".into(),
-    }
+    faultline_proto::convert::revert_reason_name(r).to_string()
 }
 
 fn reason_to_pb(name: &str) -> pb::RevertReason {
-    match name {
-        "deadline" => pb::RevertReason::Deadline,
-        "lease" => pb::RevertReason::Lease,
-        "abort" => pb::RevertReason::Abort,
-        "shutdown" => pb::RevertReason::Shutdown,
-        "recovery" => pb::RevertReason::Recovery,
-        _ => pb::RevertReason::Unspecified,
-    }
+    faultline_proto::convert::revert_reason_from_name(name)
 }
 
 /// The faults of a stored document, for `Plan.faults`.

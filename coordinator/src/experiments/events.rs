@@ -14,6 +14,8 @@ pub const GUARD_BREACHES: &str = "faultline_coordinator_guard_breaches_total";
 pub const ABORT_SECONDS: &str = "faultline_coordinator_abort_seconds";
 pub const ABORT_UNACKNOWLEDGED: &str = "faultline_coordinator_abort_unacknowledged_total";
 pub const DISPATCH_SECONDS: &str = "faultline_coordinator_fault_dispatch_seconds";
+pub const RESUMED: &str = "faultline_coordinator_experiments_resumed_total";
+pub const REVERTS_RESENT: &str = "faultline_coordinator_reverts_resent_total";
 
 /// Bucket bounds for the `_seconds` histograms (installed by main.rs).
 pub const SECONDS_BUCKETS: [f64; 14] = [
@@ -44,8 +46,18 @@ pub fn describe() {
     );
     describe_counter!(
         ABORT_UNACKNOWLEDGED,
-        "Aborts in which some target did not acknowledge its revert in time (those faults end at their deadline or when the agent's lease lapses), by trigger."
+        "Aborts in which some target did not acknowledge its revert within the wait, by trigger. Nothing vouches for those faults any more: a connected agent reverts them at its next lease renewal, a disconnected one when its lease lapses."
     );
+    describe_counter!(
+        RESUMED,
+        "Experiments found running at start-up and resumed (their end had not passed)."
+    );
+    describe_counter!(
+        REVERTS_RESENT,
+        "RevertFault orders sent again because the first was not acknowledged."
+    );
+    counter!(RESUMED).increment(0);
+    counter!(REVERTS_RESENT).increment(0);
     describe_histogram!(
         DISPATCH_SECONDS,
         metrics::Unit::Seconds,
@@ -125,7 +137,7 @@ pub fn abort_acknowledged(experiment: &str, trigger: &str, latency: Duration) {
 }
 
 /// An abort ended with `unacknowledged` reverts unanswered after `waited`: the abort latency is
-/// unknown, and those faults last until their deadline or the agent's lease.
+/// unknown. Nothing vouches for those faults any more (see `vouch.rs`).
 pub fn abort_unacknowledged(
     experiment: &str,
     trigger: &str,
@@ -136,9 +148,25 @@ pub fn abort_unacknowledged(
         experiment,
         trigger,
         unacknowledged,
-        "experiment {experiment}: {unacknowledged} revert(s) not acknowledged {waited:?} after the abort trigger; those faults end at their deadline or when their agent's lease lapses"
+        "experiment {experiment}: {unacknowledged} revert(s) not acknowledged {waited:?} after the abort trigger; nothing vouches for those faults any more, so a connected agent reverts them at its next lease renewal and a disconnected one when its lease lapses"
     );
     counter!(ABORT_UNACKNOWLEDGED, "trigger" => trigger.to_string()).increment(1);
+}
+
+/// A run found `running` at start-up was resumed.
+pub fn resumed(experiment: &str, message: &str) {
+    tracing::warn!(experiment, "experiment {experiment} {message}");
+    counter!(RESUMED).increment(1);
+}
+
+/// RevertFault went out again for `n` unacknowledged faults.
+pub fn reverts_resent(experiment: &str, n: usize) {
+    tracing::info!(
+        experiment,
+        n,
+        "experiment {experiment}: RevertFault sent again for {n} unacknowledged fault(s)"
+    );
+    counter!(REVERTS_RESENT).increment(n as u64);
 }
 
 pub fn target_failed(experiment: &str, agent: &str, fault_id: &str, error: &str) {

@@ -15,8 +15,8 @@ mod plan_record;
 mod planning;
 mod probe;
 pub mod record;
-mod report;
-mod run;
+pub(crate) mod report;
+pub mod run;
 pub mod service;
 mod watch;
 
@@ -31,7 +31,6 @@ pub use events::{describe as describe_metrics, SECONDS_BUCKETS};
 use record::ExperimentRecord;
 pub use run::Trigger;
 
-use crate::state::now_ms;
 use crate::store::{Store, StoreError};
 
 /// The latest state of a running experiment, for Get and Watch.
@@ -48,7 +47,7 @@ pub struct Snapshot {
 #[derive(Debug)]
 pub struct Live {
     pub control: mpsc::Sender<run::Control>,
-    pub status: mpsc::UnboundedSender<(String, pb::FaultStatus)>,
+    pub status: mpsc::UnboundedSender<run::FromAgent>,
     pub snapshot: tokio_watch::Receiver<Snapshot>,
     /// The agents it targets (under fault until the run is over).
     pub agents: Vec<String>,
@@ -81,27 +80,15 @@ impl Table {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Loads the phases of the stored experiments; the ones stored `running` were cut short
-    /// by a coordinator that stopped without reverting them: they become `interrupted`.
-    pub fn recover(&self, store: &dyn Store) -> Result<Vec<String>, StoreError> {
-        let mut interrupted = Vec::new();
+    /// Loads the phases of the stored experiments and returns the ones stored `running`: a
+    /// coordinator stopped without ending them, and the caller resumes or ends each
+    /// ([`run::resume`]).
+    pub fn recover(&self, store: &dyn Store) -> Result<Vec<ExperimentRecord>, StoreError> {
+        let mut running = Vec::new();
         for mut rec in store.experiments()? {
             if rec.phase == Phase::Running {
-                let now = now_ms();
-                let why = "interrupted: the coordinator stopped while the experiment was running; \
-                           its agents reverted its faults when their leases lapsed";
-                rec.phase = Phase::Interrupted;
-                rec.ended_unix_ms = now;
-                rec.verdict_reason = why.to_string();
-                for t in rec.targets.iter_mut().filter(|t| !t.settled()) {
-                    t.error = "the coordinator restarted before the revert was acknowledged; \
-                               the agent reverts on lease lapse"
-                        .into();
-                }
-                rec.log(now, why);
-                store.put_experiment(&rec)?;
-                events::phase_changed(&rec.name, rec.phase, why);
-                interrupted.push(rec.name.clone());
+                running.push(rec);
+                continue;
             } else if rec.phase.is_terminal() && !rec.settled() {
                 // Ended, but the coordinator stopped before every revert was acknowledged.
                 let mut changed = false;
@@ -111,7 +98,8 @@ impl Table {
                     .filter(|t| !t.settled() && t.error.is_empty())
                 {
                     t.error = "the coordinator stopped before the revert was acknowledged; \
-                               the agent reverts at the fault's deadline or on lease lapse"
+                               nothing vouches for the fault any more, so its agent reverts it \
+                               at its next Hello or lease renewal"
                         .into();
                     changed = true;
                 }
@@ -122,7 +110,7 @@ impl Table {
             self.lock().phases.insert(rec.name.clone(), rec.phase);
         }
         self.publish_phases();
-        Ok(interrupted)
+        Ok(running)
     }
 
     fn publish_phases(&self) {
@@ -216,6 +204,23 @@ impl Table {
         self.lock().live.keys().cloned().collect()
     }
 
+    /// `node` opened a new session holding `held` (fault id, experiment id): every running
+    /// experiment that targets it hears of it, to adopt what it owns and to notice what is gone.
+    pub fn agent_back(&self, node: &str, held: &[(String, String)], at: i64) {
+        let inner = self.lock();
+        for live in inner
+            .live
+            .values()
+            .filter(|l| l.agents.iter().any(|a| a == node))
+        {
+            let _ = live.status.send(run::FromAgent::Back {
+                node: node.to_string(),
+                held: held.iter().map(|(f, _)| f.clone()).collect(),
+                at,
+            });
+        }
+    }
+
     /// Hands a fault status from `node`'s session to the experiment it belongs to. Statuses
     /// of experiments no longer running (late revert acks) update the stored record.
     pub fn route(&self, store: &dyn Store, node: &str, status: pb::FaultStatus) {
@@ -225,7 +230,11 @@ impl Table {
                 let name = inner.faults.get(&status.fault_id)?;
                 inner.live.get(name)
             });
-            live.map(|l| l.status.send((node.to_string(), status.clone())).is_ok())
+            live.map(|l| {
+                l.status
+                    .send(run::FromAgent::Status(node.to_string(), status.clone()))
+                    .is_ok()
+            })
         };
         if sent == Some(true) || status.experiment_id.is_empty() {
             return;

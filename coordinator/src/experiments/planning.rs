@@ -207,6 +207,7 @@ pub fn new_record(
         targets: Vec::new(),
         guard_timeline: Default::default(),
         abort: None,
+        gaps: Vec::new(),
         telemetry: BTreeMap::new(),
         log: Default::default(),
     }

@@ -45,6 +45,17 @@ pub struct ExperimentRecord {
     pub telemetry: BTreeMap<String, TelemetrySummary>,
     #[serde(default)]
     pub log: VecDeque<LogEntry>,
+    /// Times the coordinator was down while the experiment ran, and resumed it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gaps: Vec<Gap>,
+}
+
+/// The coordinator was down from `from_unix_ms` (its last heartbeat in the store) to
+/// `to_unix_ms` (its restart), and resumed the experiment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gap {
+    pub from_unix_ms: i64,
+    pub to_unix_ms: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -310,6 +321,7 @@ impl ExperimentRecord {
             abort: self.abort.clone(),
             telemetry: self.telemetry.clone(),
             log: VecDeque::new(),
+            gaps: self.gaps.clone(),
         }
     }
 }

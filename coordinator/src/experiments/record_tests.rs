@@ -43,6 +43,7 @@ fn record() -> ExperimentRecord {
         abort: None,
         telemetry: BTreeMap::new(),
         log: VecDeque::new(),
+        gaps: Vec::new(),
     }
 }
 

@@ -12,6 +12,11 @@ pub fn json(rec: &ExperimentRecord) -> Result<String, serde_json::Error> {
     serde_json::to_string_pretty(rec)
 }
 
+/// An instant as RFC 3339 with milliseconds; `-` when unset.
+pub fn stamp(ms: i64) -> String {
+    at(ms)
+}
+
 fn at(ms: i64) -> String {
     if ms <= 0 {
         return "-".into();
@@ -100,6 +105,17 @@ pub fn markdown(rec: &ExperimentRecord) -> String {
         &mut o,
         format!("| On target failure | {} |", rec.on_target_failure),
     );
+    for g in &rec.gaps {
+        p(
+            &mut o,
+            format!(
+                "| Coordinator down | {} to {} ({:.1} s) |",
+                at(g.from_unix_ms),
+                at(g.to_unix_ms),
+                (g.to_unix_ms - g.from_unix_ms).max(0) as f64 / 1000.0
+            ),
+        );
+    }
     if let Some(a) = &rec.abort {
         let latency = match a.latency_ms {
             Some(ms) => format!("{ms} ms (trigger to the last revert acknowledged)"),

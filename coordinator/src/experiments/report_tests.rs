@@ -96,6 +96,7 @@ fn aborted() -> ExperimentRecord {
             at_unix_ms: T0,
             message: "started by operator/operator".into(),
         }]),
+        gaps: Vec::new(),
     }
 }
 

@@ -96,6 +96,11 @@ pub trait Store: Send + Sync {
     fn experiment(&self, name: &str) -> Result<Option<ExperimentRecord>, StoreError>;
     /// Every experiment, sorted by name.
     fn experiments(&self) -> Result<Vec<ExperimentRecord>, StoreError>;
+    /// When the coordinator that used this store last said it was alive (unix ms).
+    fn heartbeat(&self) -> Result<Option<i64>, StoreError>;
+    /// Records that the coordinator is alive at `at_unix_ms` (written every second, so the
+    /// next start knows when this one stopped).
+    fn put_heartbeat(&self, at_unix_ms: i64) -> Result<(), StoreError>;
     /// Flushes and releases the store (and its lock on the directory); later calls fail with
     /// [`StoreError::Closed`].
     fn close(&self) -> Result<(), StoreError>;
@@ -125,6 +130,7 @@ impl std::fmt::Debug for SledStore {
 }
 
 const HALT_KEY: &[u8] = b"halted";
+const HEARTBEAT_KEY: &[u8] = b"heartbeat";
 
 fn sled_err(op: &'static str) -> impl FnOnce(sled::Error) -> StoreError {
     move |source| StoreError::Sled { op, source }
@@ -270,6 +276,25 @@ impl Store for SledStore {
                     decode("audit", &k, &v)
                 })
                 .collect()
+        })
+    }
+
+    fn heartbeat(&self) -> Result<Option<i64>, StoreError> {
+        self.with(|t| {
+            let value = t
+                .state
+                .get(HEARTBEAT_KEY)
+                .map_err(sled_err("reading state"))?;
+            Ok(value.and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok().map(i64::from_be_bytes)))
+        })
+    }
+
+    fn put_heartbeat(&self, at_unix_ms: i64) -> Result<(), StoreError> {
+        self.with(|t| {
+            t.state
+                .insert(HEARTBEAT_KEY, &at_unix_ms.to_be_bytes())
+                .map_err(sled_err("writing state"))?;
+            t.flush()
         })
     }
 

@@ -146,6 +146,7 @@ fn experiment_records_survive_reopen() {
         abort: None,
         telemetry: Default::default(),
         log: Default::default(),
+        gaps: vec![],
     };
     {
         let store = SledStore::open(dir.path()).expect("open");

@@ -118,6 +118,22 @@ pub async fn wait_applied(client: &mut ExperimentsClient<Channel>, name: &str) -
     .await
 }
 
+/// Polls Get until `name` is in `want` (within 15 s).
+pub async fn wait_phase(
+    client: &mut ExperimentsClient<Channel>,
+    name: &str,
+    want: pb::ExperimentPhase,
+) -> pb::Experiment {
+    super::eventually(Duration::from_secs(15), "the phase", || {
+        let mut client = client.clone();
+        async move {
+            let e = get(&mut client, name).await;
+            (e.phase == want as i32).then_some(e)
+        }
+    })
+    .await
+}
+
 /// A tiny HTTP/1.1 server on 127.0.0.1: answers every request with the status and body that
 /// `respond(path)` gives at that moment. Aborted on drop.
 pub struct TinyHttp {

@@ -75,6 +75,7 @@ impl Run {
         );
         self.ending = Some(Ending {
             wait_until: Instant::now() + wait,
+            reason,
         });
         self.state.experiments.set_phase(&self.rec.name, phase);
         events::phase_changed(&self.rec.name, phase, &verdict);
@@ -97,6 +98,8 @@ impl Run {
     ) -> usize {
         let mut batches: BTreeMap<String, Vec<CoordMsg>> = BTreeMap::new();
         for t in idx.iter().map(|i| &self.rec.targets[*i]) {
+            // Withdrawn first: the next renewal carries the revert even if this order is lost.
+            self.state.vouches.withdraw(&t.agent, &t.fault_id);
             batches
                 .entry(t.agent.clone())
                 .or_default()
@@ -117,7 +120,7 @@ impl Run {
                 }
                 Some(Err(e)) => {
                     t.error = format!(
-                        "could not send RevertFault: {e}; the agent reverts at the fault's deadline or when its lease lapses"
+                        "could not send RevertFault ({e}); it is sent again, and the agent's next lease renewal no longer vouches for the fault"
                     )
                 }
                 None => {}
@@ -132,6 +135,9 @@ impl Run {
         let t = &mut self.rec.targets[i];
         t.state = TargetState::Failed;
         t.error = error.clone();
+        // A failed target holds nothing we want: whatever half-arrived is reverted by the
+        // agent at its next renewal.
+        self.state.vouches.withdraw(&t.agent, &t.fault_id);
         let (agent, id, fault) = (t.agent.clone(), t.fault_id.clone(), t.fault.clone());
         events::target_failed(&self.rec.name, &agent, &id, &error);
         self.rec.log(
@@ -169,8 +175,9 @@ impl Run {
     /// The coordinator is going away without a graceful abort: record it as interrupted.
     pub(super) fn interrupt(&mut self) {
         let now = now_ms();
-        let why = "interrupted: the coordinator shut down while the experiment ran; its agents revert when their leases lapse";
+        let why = "interrupted: the coordinator shut down while the experiment ran; nothing vouches for its faults, so its agents revert them at their next Hello or when their lease lapses";
         self.guard_stop.cancel();
+        self.state.vouches.withdraw_experiment(&self.rec.name);
         self.rec.phase = Phase::Interrupted;
         self.rec.ended_unix_ms = now;
         self.rec.verdict_reason = why.into();
@@ -187,6 +194,7 @@ impl Run {
     /// The run is over: abort latency, unacknowledged reverts, the final record.
     pub(super) fn finish(mut self) {
         let now = now_ms();
+        self.state.vouches.withdraw_experiment(&self.rec.name);
         let unsettled = self.rec.targets.iter().filter(|t| !t.settled()).count();
         let last_ack = self
             .rec
@@ -198,7 +206,7 @@ impl Run {
         for t in self.rec.targets.iter_mut().filter(|t| !t.settled()) {
             if t.error.is_empty() {
                 t.error = format!(
-                    "RevertFault not acknowledged within {} s; the agent reverts at the fault's deadline or when its lease lapses",
+                    "RevertFault not acknowledged within {} s; nothing vouches for the fault any more, so a connected agent reverts it at its next lease renewal and a disconnected one when its lease lapses",
                     REVERT_WAIT.as_secs()
                 );
             }

@@ -5,6 +5,7 @@
 
 mod dispatch;
 mod end;
+mod resume;
 mod status;
 mod tick;
 
@@ -20,6 +21,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
+pub use resume::{resume, Resumed};
 pub use status::late_status;
 
 use super::guards::{self, GuardReport};
@@ -36,6 +38,8 @@ pub const REVERT_WAIT: Duration = Duration::from_secs(10);
 pub const SHUTDOWN_REVERT_WAIT: Duration = Duration::from_secs(2);
 /// Period of telemetry sampling, lost-agent checks and persisting.
 const TICK: Duration = Duration::from_secs(1);
+/// How often an unacknowledged RevertFault is sent again while the run waits for its ack.
+pub const REVERT_RESEND_EVERY: Duration = Duration::from_secs(2);
 /// Above this many targets, status updates are published once per tick, not each.
 const PUBLISH_EACH_STATUS_UP_TO: usize = 256;
 
@@ -115,6 +119,20 @@ enum End {
 #[derive(Debug)]
 struct Ending {
     wait_until: Instant,
+    /// The reason of the RevertFault orders (sent again until acknowledged).
+    reason: pb::RevertReason,
+}
+
+/// What an agent's session tells a running experiment.
+#[derive(Debug)]
+pub enum FromAgent {
+    Status(String, pb::FaultStatus),
+    /// The agent said Hello (a new session) holding these faults; `at` is when the Hello came.
+    Back {
+        node: String,
+        held: Vec<String>,
+        at: i64,
+    },
 }
 
 struct Run {
@@ -130,6 +148,13 @@ struct Run {
     /// The latest outcome per guard, to log only changes.
     guard_outcomes: BTreeMap<String, String>,
     lost_since: BTreeMap<String, Instant>,
+    /// When the experiment's duration is over.
+    deadline: Instant,
+    /// Agents that came back with a new session, judged a tick later (their queued statuses
+    /// arrive right after the Welcome and tell more than the Hello's list).
+    backs: Vec<(String, Vec<String>, i64, Instant)>,
+    /// Set for a run resumed after a coordinator restart: until then, its agents may come back.
+    return_by: Option<Instant>,
 }
 
 /// Marks the experiment running, stores it, and starts its task. Returns the first snapshot.
@@ -143,8 +168,6 @@ pub fn start(
     rec.phase = Phase::Running;
     rec.started_unix_ms = now;
     rec.targets = planning::targets(&spec, &rec.plan);
-    let agents = rec.agents();
-    let fault_ids = rec.targets.iter().map(|t| t.fault_id.clone()).collect();
     let on = rec.plan.targets_phrase();
     rec.log(
         now,
@@ -162,7 +185,22 @@ pub fn start(
         message: format!("started by {by}"),
         finished: false,
     };
-    let (publish, snapshot_rx) = watch::channel(snapshot.clone());
+    let deadline = Instant::now() + spec.duration;
+    launch(state, spec, rec, snapshot.clone(), deadline, None);
+    Ok(snapshot)
+}
+
+/// Registers the run in the table and starts its task. `return_by` is set for a resumed run
+/// (nothing is dispatched; its agents have until then to come back).
+fn launch(
+    state: &Arc<State>,
+    spec: ExperimentSpec,
+    rec: ExperimentRecord,
+    snapshot: Snapshot,
+    deadline: Instant,
+    return_by: Option<Instant>,
+) {
+    let (publish, snapshot_rx) = watch::channel(snapshot);
     let (control_tx, control_rx) = mpsc::channel(16);
     let (status_tx, status_rx) = mpsc::unbounded_channel();
     state.experiments.insert_live(
@@ -171,9 +209,9 @@ pub fn start(
             control: control_tx,
             status: status_tx,
             snapshot: snapshot_rx,
-            agents,
+            agents: rec.agents(),
             pods: rec.pod_uids(),
-            fault_ids,
+            fault_ids: rec.targets.iter().map(|t| t.fault_id.clone()).collect(),
         },
     );
     let run = Run {
@@ -184,23 +222,27 @@ pub fn start(
         ending: None,
         dirty: false,
         apply_sent_at: Instant::now(),
-        dispatched: false,
+        dispatched: return_by.is_some(),
         guard_stop: CancellationToken::new(),
         guard_outcomes: BTreeMap::new(),
         lost_since: BTreeMap::new(),
+        deadline,
+        backs: Vec::new(),
+        return_by,
     };
     tokio::spawn(run.run(control_rx, status_rx));
-    Ok(snapshot)
 }
 
 impl Run {
     async fn run(
         mut self,
         mut control: mpsc::Receiver<Control>,
-        mut statuses: mpsc::UnboundedReceiver<(String, pb::FaultStatus)>,
+        mut statuses: mpsc::UnboundedReceiver<FromAgent>,
     ) {
         let (guard_tx, mut guard_rx) = mpsc::channel::<GuardReport>(4);
-        self.dispatch().await;
+        if self.return_by.is_none() {
+            self.dispatch().await;
+        }
         if self.ending.is_none() && !self.spec.guards.is_empty() {
             guards::spawn(
                 self.state.clone(),
@@ -213,7 +255,7 @@ impl Run {
         } else {
             drop(guard_tx);
         }
-        let deadline = self.apply_sent_at + self.spec.duration;
+        let deadline = self.deadline;
         let mut tick = tokio::time::interval_at(Instant::now() + TICK, TICK);
         loop {
             if self.ending.is_some() && self.rec.settled() {
@@ -222,7 +264,10 @@ impl Run {
             let wait_until = self.ending.as_ref().map(|e| e.wait_until);
             tokio::select! {
                 Some(c) = control.recv() => self.on_control(c).await,
-                Some((node, s)) = statuses.recv() => self.on_status(&node, s).await,
+                Some(m) = statuses.recv() => match m {
+                    FromAgent::Status(node, s) => self.on_status(&node, s).await,
+                    FromAgent::Back { node, held, at } => self.on_agent_back(node, held, at).await,
+                },
                 Some(r) = guard_rx.recv(), if self.ending.is_none() => self.on_guards(r).await,
                 _ = sleep_until(deadline), if self.ending.is_none() => self.end(End::Completed).await,
                 _ = sleep_until(wait_until.unwrap_or(deadline)), if wait_until.is_some() => break,
@@ -260,8 +305,13 @@ impl Run {
     /// ApplyFault for every (target, fault), every agent in parallel.
     async fn dispatch(&mut self) {
         let deadline = self.rec.started_unix_ms + self.rec.duration_ms as i64;
+        let remaining_ms = u64::try_from(deadline - now_ms()).unwrap_or(0);
         let mut batches: BTreeMap<String, Vec<CoordMsg>> = BTreeMap::new();
         for t in &self.rec.targets {
+            // The vouch comes first, so no renewal after the order can omit the fault.
+            self.state
+                .vouches
+                .vouch(&t.agent, &t.fault_id, &self.rec.name);
             let fault = &self.spec.faults[t.fault_index];
             let spec = match &t.pod {
                 None => spec_to_pb(fault),
@@ -275,6 +325,7 @@ impl Run {
                     experiment_id: self.rec.id.clone(),
                     spec: Some(spec),
                     deadline_unix_ms: deadline,
+                    remaining_ms,
                 }));
         }
         self.apply_sent_at = Instant::now();

@@ -4,8 +4,10 @@
 use faultline_proto::pb;
 use tokio::time::Instant;
 
-use super::{Run, Trigger, APPLY_ACK_TIMEOUT};
+use super::{Run, Trigger, APPLY_ACK_TIMEOUT, REVERT_RESEND_EVERY};
+use crate::experiments::events;
 use crate::experiments::record::TargetState;
+use crate::state::now_ms;
 
 impl Run {
     pub(super) async fn on_tick(&mut self) {
@@ -29,10 +31,33 @@ impl Run {
             self.check_dispatched();
         }
         self.check_lost().await;
+        self.check_returns().await;
+        self.resend_reverts().await;
         if self.dirty {
             self.persist();
             self.publish("running", false);
         }
+    }
+
+    /// While the run waits for revert acks: RevertFault again for every fault not acknowledged
+    /// within [`REVERT_RESEND_EVERY`] (or whose order could not be sent).
+    pub(super) async fn resend_reverts(&mut self) {
+        let Some(reason) = self.ending.as_ref().map(|e| e.reason) else {
+            return;
+        };
+        let now = now_ms();
+        let every = REVERT_RESEND_EVERY.as_millis() as i64;
+        let due: Vec<usize> = (0..self.rec.targets.len())
+            .filter(|i| {
+                let t = &self.rec.targets[*i];
+                !t.settled() && now - t.revert_sent_unix_ms >= every
+            })
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        events::reverts_resent(&self.rec.name, due.len());
+        self.revert_targets(&due, reason).await;
     }
 
     pub(super) fn sample_telemetry(&mut self) {
@@ -83,7 +108,7 @@ impl Run {
                 .filter(|i| self.rec.targets[*i].agent == agent && !self.rec.targets[*i].settled())
                 .collect();
             let e = format!(
-                "the agent was disconnected for longer than its lease ({}); it reverts its faults on lease lapse",
+                "the agent was disconnected for longer than its lease ({}): its lease lapsed, so it reverted its faults",
                 humantime::format_duration(lease)
             );
             for i in idx {
