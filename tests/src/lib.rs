@@ -263,3 +263,11 @@ pub fn free_port() -> u16 {
         .expect("addr")
         .port()
 }
+
+/// Milliseconds since the Unix epoch, by this machine's clock.
+pub fn now_unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
