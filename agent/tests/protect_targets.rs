@@ -383,6 +383,21 @@ fn a_protected_namespaces_pod_is_refused_as_every_target_form_and_another_pod_is
     }
     agent.run(&drop_in(&shop.ns.path()), 1, || {}).applied();
     assert_eq!((state(ks_pid), state(shop_pid)), ('S', 'S'));
+
+    // A pod the kubelet's log directories do not name is in an unknown namespace: protected.
+    let logs = pods.logs.path();
+    let shop_dir = logs.join(format!("shop_checkout-1_{}", shop.uid));
+    std::fs::remove_dir(&shop_dir).expect("remove the shop pod's log dir");
+    let run = agent.run(&cpu_on(&format!("{{pid: {shop_pid}}}")), 1, || {});
+    run.refused_with(&format!(
+        "pid {shop_pid} is in pod {}, whose namespace the agent cannot tell ({} has no <namespace>_<name>_{} directory",
+        shop.uid,
+        logs.display(),
+        shop.uid
+    ));
+    run.refused_with(
+        "a pod of unknown namespace counts as protected (agent config limits.protected_namespaces)",
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
