@@ -347,9 +347,9 @@ impl<'a> Checker<'a> {
     }
 }
 
-/// Every cgroup below `d` (not `d` itself): (hierarchy path, directory).
+/// `d` and every cgroup below it: (hierarchy path, directory).
 fn subtree(d: &CgroupDir) -> Vec<(String, std::path::PathBuf)> {
-    let mut out = Vec::new();
+    let mut out = vec![(d.path.clone(), d.dir.clone())];
     let mut stack = vec![(d.path.clone(), d.dir.clone())];
     while let Some((path, dir)) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else {

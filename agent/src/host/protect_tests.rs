@@ -224,6 +224,34 @@ fn processes_and_cgroups_of_protected_namespaces_are_refused_with_the_rule() {
     }
 }
 
+/// On a v1 node the runtime's cgroup2 cgroup holds every container's processes: a cgroup-skb
+/// drop there would reach kube-system's pods, whose own cgroups are only in v1.
+#[test]
+fn a_cgroup_directly_holding_a_protected_pods_process_is_refused() {
+    let f = Fake::new(&[("pids", "cgroup", "rw,pids"), ("unified", "cgroup2", "rw")]);
+    let runtime = "/system.slice/containerd.service";
+    let ctr = format!("/kubepods/burstable/pod{KS_UID}/{CID}");
+    f.mkcg(&format!("pids{ctr}"));
+    let dir = f.mkcg(&format!("unified{runtime}"));
+    std::fs::write(dir.join("cgroup.procs"), "860\n").expect("procs");
+    f.process(
+        860,
+        300,
+        "coredns",
+        86,
+        &format!("8:pids:{ctr}\n0::{runtime}\n"),
+    );
+    f.pod("kube-system", "coredns-1", KS_UID);
+    let r = f.resolver(kube_system());
+    let msg = refused(r.resolve(&Target::Cgroup(runtime.into())));
+    assert!(
+        msg.starts_with(&format!("cgroup {runtime} holds a protected process (cgroup2 {runtime}): pid 860 is in pod kube-system/coredns-1")),
+        "{msg}"
+    );
+    let r = f.resolver(Protected::default());
+    assert!(r.resolve(&Target::Cgroup(runtime.into())).is_ok());
+}
+
 #[test]
 fn the_agents_own_namespace_is_always_protected() {
     let f = pod_node();
