@@ -453,12 +453,14 @@ fn a_netns_target_that_is_no_network_namespace_is_refused_at_once_naming_the_fie
             "netns {what}: run refused in {:?}, network plan in {took:?}",
             run.took
         );
+        // The refusal itself (the plan) is timed here; the whole run also starts the binary
+        // and recovers its journal, and its bound only shows that nothing blocked.
         assert!(
             took < Duration::from_millis(100),
             "network plan took {took:?}"
         );
         assert!(
-            run.took < Duration::from_secs(1),
+            run.took < Duration::from_secs(3),
             "the run took {:?}",
             run.took
         );
