@@ -144,7 +144,8 @@ struct Args {
     log_format: LogFormat,
 
     /// Agent config file (TOML): local limits (allowed_kinds, max_concurrent_faults 1..=1000,
-    /// max_duration 1s..=7d, io_paths) and protected pids, process names and cgroups.
+    /// max_duration 1s..=7d, io_paths) and protected pids, process names, cgroups and
+    /// Kubernetes namespaces (protected_namespaces, pod_logs_dir).
     /// [default: built-in limits: all kinds, 16 faults, 1h]
     #[arg(long, env = "FAULTLINE_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,

@@ -136,6 +136,7 @@ fn the_agent_without_cap_sys_admin_warns_and_refuses_the_pod() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = s.fault_file(dir.path());
     let state = dir.path().join("state");
+    let config = s.node.agent_config(dir.path());
     let out: Output = s
         .private(&[
             "setpriv",
@@ -148,6 +149,8 @@ fn the_agent_without_cap_sys_admin_warns_and_refuses_the_pod() {
             "5s",
             "--state-dir",
             state.to_str().expect("utf-8 path"),
+            "--config",
+            config.to_str().expect("utf-8 path"),
         ])
         .env("RUST_LOG", "warn")
         .output()
@@ -187,6 +190,7 @@ fn the_agent_joins_the_host_cgroup_namespace_and_drops_only_the_pods_datagrams()
     let dir = tempfile::tempdir().expect("tempdir");
     let file = s.fault_file(dir.path());
     let state = dir.path().join("state");
+    let config = s.node.agent_config(dir.path());
     let (pod, neighbour) = s.node.burst(N);
     assert_eq!(
         (pod, neighbour),
@@ -204,6 +208,8 @@ fn the_agent_joins_the_host_cgroup_namespace_and_drops_only_the_pods_datagrams()
             "60s",
             "--state-dir",
             state.to_str().expect("utf-8 path"),
+            "--config",
+            config.to_str().expect("utf-8 path"),
         ])
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
 
 use faultline_core::duration;
+use faultline_core::experiment::guard_doc::is_dns_label;
 use faultline_core::fault::FaultKind;
 use serde::Deserialize;
 
@@ -14,8 +15,12 @@ use crate::engine::limits::{
 };
 use crate::host::{HostConfig, Protected};
 
-/// Process names (regexes on comm) protected when the config file does not say otherwise.
+/// Process names (regexes on comm and command line) protected when the config file does not
+/// say otherwise.
 pub const DEFAULT_PROTECTED_NAMES: [&str; 4] = ["^sshd$", "^kubelet$", "^containerd$", "^dockerd$"];
+/// Kubernetes namespaces protected when the config file does not say otherwise (the agent's
+/// own namespace is protected on top of the list).
+pub const DEFAULT_PROTECTED_NAMESPACES: [&str; 1] = ["kube-system"];
 /// The highest PID Linux hands out (`/proc/sys/kernel/pid_max` at most 2^22).
 pub const MAX_PID: u32 = 1 << 22;
 
@@ -35,6 +40,8 @@ struct RawLimits {
     protected_pids: Option<Vec<i64>>,
     protected_names: Option<Vec<String>>,
     protected_cgroups: Option<Vec<String>>,
+    protected_namespaces: Option<Vec<String>>,
+    pod_logs_dir: Option<String>,
     io_paths: Option<Vec<String>>,
 }
 
@@ -42,10 +49,14 @@ struct RawLimits {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProtectedList {
     pub pids: Vec<u32>,
-    /// Regexes on the process name (comm), each checked to compile.
+    /// Regexes on the process name (comm) and command line, each checked to compile.
     pub names: Vec<String>,
     /// Absolute cgroup paths; everything under them is protected.
     pub cgroups: Vec<String>,
+    /// Kubernetes namespaces (DNS-1123 labels) whose pods are never targets.
+    pub namespaces: Vec<String>,
+    /// The kubelet's pod log directories, where pods' namespaces are read.
+    pub pod_logs_dir: PathBuf,
 }
 
 impl Default for ProtectedList {
@@ -57,6 +68,11 @@ impl Default for ProtectedList {
                 .map(|s| s.to_string())
                 .collect(),
             cgroups: Vec::new(),
+            namespaces: DEFAULT_PROTECTED_NAMESPACES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            pod_logs_dir: PathBuf::from(crate::host::pods::DEFAULT_POD_LOGS_DIR),
         }
     }
 }
@@ -134,7 +150,9 @@ impl AgentFile {
                 pids: self.protected.pids.clone(),
                 names: self.protected.names.clone(),
                 cgroups: self.protected.cgroups.clone(),
+                namespaces: self.protected.namespaces.clone(),
             },
+            pod_logs_dir: self.protected.pod_logs_dir.clone(),
             io_paths: self.limits.io_paths.clone(),
             ..HostConfig::default()
         }
@@ -243,6 +261,20 @@ fn validate(raw: RawLimits) -> Result<AgentFile, Bad> {
                     .map(|p| p.display().to_string())
             })
             .collect::<Result<_, _>>()?;
+    }
+    if let Some(namespaces) = raw.protected_namespaces {
+        for (i, n) in namespaces.iter().enumerate() {
+            if !is_dns_label(n) {
+                return Err(bad(
+                    format!("limits.protected_namespaces[{i}]"),
+                    format!("{n:?} is not a namespace name (1..=63 of a-z, 0-9, -, starting and ending alphanumeric)"),
+                ));
+            }
+        }
+        protected.namespaces = namespaces;
+    }
+    if let Some(dir) = raw.pod_logs_dir {
+        protected.pod_logs_dir = absolute("limits.pod_logs_dir", &dir)?;
     }
     if let Some(paths) = raw.io_paths {
         limits.io_paths = paths

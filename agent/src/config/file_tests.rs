@@ -17,6 +17,11 @@ fn empty_file_gives_the_defaults() {
     );
     assert_eq!(f.protected.names, DEFAULT_PROTECTED_NAMES);
     assert!(f.protected.pids.is_empty() && f.protected.cgroups.is_empty());
+    assert_eq!(f.protected.namespaces, ["kube-system"]);
+    assert_eq!(f.protected.pod_logs_dir, PathBuf::from("/var/log/pods"));
+    let host = f.host_config();
+    assert_eq!(host.protected.namespaces, ["kube-system"]);
+    assert_eq!(host.pod_logs_dir, PathBuf::from("/var/log/pods"));
 }
 
 #[test]
@@ -30,6 +35,8 @@ max_duration = "30m"
 protected_pids = [1234, 99]
 protected_names = ["^sshd$", "^postgres"]
 protected_cgroups = ["/system.slice/kubelet.service/"]
+protected_namespaces = ["kube-system", "faultline", "monitoring"]
+pod_logs_dir = "/srv/kubelet/pod-logs/"
 io_paths = ["/data/chaos/"]
 "#,
     )
@@ -46,6 +53,16 @@ io_paths = ["/data/chaos/"]
     assert_eq!(f.protected.pids, vec![1234, 99]);
     assert_eq!(f.protected.names, vec!["^sshd$", "^postgres"]);
     assert_eq!(f.protected.cgroups, vec!["/system.slice/kubelet.service"]);
+    assert_eq!(
+        f.protected.namespaces,
+        ["kube-system", "faultline", "monitoring"]
+    );
+    assert_eq!(
+        f.host_config().pod_logs_dir,
+        PathBuf::from("/srv/kubelet/pod-logs")
+    );
+    let off = AgentFile::from_toml("[limits]\nprotected_namespaces = []\n").expect("valid");
+    assert!(off.protected.namespaces.is_empty());
 }
 
 #[test]
@@ -82,6 +99,14 @@ fn errors_name_the_field_and_the_range() {
         (
             "[limits]\nprotected_cgroups = [\"kubepods\"]",
             "limits.protected_cgroups[0]: \"kubepods\" must be an absolute path",
+        ),
+        (
+            "[limits]\nprotected_namespaces = [\"kube-system\", \"Kube_System\"]",
+            "limits.protected_namespaces[1]: \"Kube_System\" is not a namespace name (1..=63 of a-z, 0-9, -, starting and ending alphanumeric)",
+        ),
+        (
+            "[limits]\npod_logs_dir = \"var/log/pods\"",
+            "limits.pod_logs_dir: \"var/log/pods\" must be an absolute path without '..'",
         ),
         (
             "[limits]\nio_paths = [\"/tmp/../etc\"]",

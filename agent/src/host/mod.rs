@@ -3,7 +3,9 @@
 //! process kill/pause with a guard that resumes paused processes even if the agent dies.
 //!
 //! Layout: [`proc`] and [`cgroup`] read the system; [`cgroupns`] joins the host's cgroup
-//! namespace at start; [`target`] resolves targets; [`os`] holds
+//! namespace at start; [`pods`] reads the kubelet's pods from cgroup paths and its log
+//! directories; [`nsfile`] opens network namespace files safely; [`target`] resolves targets
+//! and [`protect`] holds the never-targetable rules it checks; [`os`] holds
 //! the spawner thread and identity-checked signals; [`worker`] and [`guard`] are the child
 //! processes (`faultline-agent __worker ...`, `__guard ...`); [`stress`] and [`process`] are the
 //! [`Driver`]s the engine calls; [`scan`] finds owned artifacts by name for revert and sweep.
@@ -11,10 +13,15 @@
 pub mod cgroup;
 pub mod cgroupns;
 pub mod child;
+#[cfg(test)]
+mod fake_tree;
 pub mod guard;
+pub mod nsfile;
 pub mod os;
+pub mod pods;
 pub mod proc;
 pub mod process;
+pub mod protect;
 pub mod scan;
 pub mod stress;
 pub mod target;
@@ -30,16 +37,21 @@ use crate::engine::driver::{Driver, DriverError};
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Protected {
     pub pids: Vec<u32>,
-    /// Regular expressions matched against a process name (comm).
+    /// Regular expressions matched against a process's name (comm) and its command line
+    /// (argv joined by spaces): a match on either protects it.
     pub names: Vec<String>,
-    /// cgroup paths; everything at or below them is protected.
+    /// cgroup paths; everything at or below them is protected, and so is every cgroup above
+    /// them as a cgroup target.
     pub cgroups: Vec<String>,
+    /// Kubernetes namespaces whose pods' processes, cgroups and network namespaces are never
+    /// targets (the agent's own namespace always is).
+    pub namespaces: Vec<String>,
 }
 
 impl Protected {
     /// Checks that every name pattern compiles; the error names the entry.
     pub fn validate(&self) -> Result<(), String> {
-        match target::Protection::new(self).errors.into_iter().next() {
+        match protect::Protection::new(self).errors.into_iter().next() {
             Some(e) => Err(e),
             None => Ok(()),
         }
@@ -55,6 +67,9 @@ pub struct HostConfig {
     /// Where cgroup hierarchies are mounted (mounts elsewhere are ignored).
     pub cgroup_root: PathBuf,
     pub proc_root: PathBuf,
+    /// The kubelet's pod log directories (`<namespace>_<name>_<uid>`): where the agent learns
+    /// which namespace a pod is in.
+    pub pod_logs_dir: PathBuf,
     /// The executable re-run as worker and guard; `None` = this process's own (read once, when
     /// the drivers are made, so a replaced binary still works). Tests point it at the built
     /// `faultline-agent`.
@@ -68,6 +83,7 @@ impl Default for HostConfig {
             io_paths: vec![PathBuf::from("/tmp"), PathBuf::from("/var/tmp")],
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
             proc_root: PathBuf::from("/proc"),
+            pod_logs_dir: PathBuf::from(pods::DEFAULT_POD_LOGS_DIR),
             agent_exe: None,
         }
     }

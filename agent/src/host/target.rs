@@ -1,18 +1,26 @@
-//! Resolves a fault's target (host, cgroup path, PID, container or pod) to processes, cgroups
-//! and network namespace through `/proc` and the cgroup mounts alone, and refuses what may never
-//! be targeted: PID 1, the agent and its ancestors, and the agent config's protected list.
+//! Resolves a fault's target (host, network namespace, cgroup path, PID, container or pod) to
+//! processes, cgroups and network namespace through `/proc`, the cgroup mounts and the
+//! kubelet's pod log directories alone, and refuses what may never be targeted (the rules are
+//! in [`super::protect`]): every target form is checked in canonical form, a cgroup path
+//! also as the filesystem resolves it, a network namespace by its nsfs inode.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use faultline_core::fault::{ContainerRef, Target};
-use regex::Regex;
 
 use super::cgroup::{self, CgroupDir, CgroupFs, CgroupLine, Hierarchy};
 use super::cgroupns;
+use super::nsfile;
 use super::proc::{ProcTable, Stat};
-use super::{HostConfig, Protected};
+use super::HostConfig;
 use crate::engine::driver::DriverError;
+
+pub use super::pods::{bare_container_id, path_has_container, pod_cgroup};
+pub use super::protect::{Checker, Protection};
+
+/// The field a netns target's refusals name (the wire name; `target.netns` in documents).
+pub const NETNS_FIELD: &str = "spec.target.netns_path";
 
 /// What a target stands for on this host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,97 +32,6 @@ pub struct Resolved {
     /// The target's cgroup in every hierarchy (the roots for the host).
     pub cgroups: Vec<CgroupDir>,
     pub netns: Option<PathBuf>,
-}
-
-/// The protected list, compiled.
-#[derive(Debug, Clone, Default)]
-pub struct Protection {
-    pids: Vec<u32>,
-    names: Vec<Regex>,
-    cgroups: Vec<String>,
-    /// Patterns that do not compile; the drivers report them as unavailable.
-    pub errors: Vec<String>,
-}
-
-impl Protection {
-    pub fn new(p: &Protected) -> Self {
-        let mut names = Vec::new();
-        let mut errors = Vec::new();
-        for (i, n) in p.names.iter().enumerate() {
-            match Regex::new(n) {
-                Ok(r) => names.push(r),
-                Err(e) => errors.push(format!("protected_names[{i}] {n:?} is not a regex: {e}")),
-            }
-        }
-        Protection {
-            pids: p.pids.clone(),
-            names,
-            cgroups: p.cgroups.iter().map(|c| normalize(c)).collect(),
-            errors,
-        }
-    }
-
-    /// The protected cgroup that holds `path`, if any.
-    pub fn cgroup_of(&self, path: &str) -> Option<&str> {
-        let path = normalize(path);
-        self.cgroups
-            .iter()
-            .find(|p| under(&path, p))
-            .map(String::as_str)
-    }
-}
-
-fn normalize(p: &str) -> String {
-    let t = p.trim().trim_end_matches('/');
-    if t.is_empty() {
-        "/".into()
-    } else if t.starts_with('/') {
-        t.into()
-    } else {
-        format!("/{t}")
-    }
-}
-
-/// Whether `path` is `base` or below it (both normalized).
-fn under(path: &str, base: &str) -> bool {
-    base == "/" || path == base || path.starts_with(&format!("{base}/"))
-}
-
-/// The container ID without a `containerd://`-style prefix, lowercased.
-pub fn bare_container_id(id: &str) -> String {
-    id.rsplit("://").next().unwrap_or(id).to_ascii_lowercase()
-}
-
-/// Whether a cgroup path names a container: a path component holding the ID right after its
-/// start or a non-hex character (`/docker/<id>`, `cri-containerd-<id>.scope`, `crio-<id>`).
-pub fn path_has_container(path: &str, id: &str) -> bool {
-    !id.is_empty()
-        && path.split('/').any(|comp| {
-            comp.match_indices(id)
-                .any(|(at, _)| at == 0 || !comp.as_bytes()[at - 1].is_ascii_hexdigit())
-        })
-}
-
-/// The path up to the pod's own cgroup, if the path is in the pod: `pod<uid>` as cgroupfs
-/// writes it (`/kubepods/burstable/pod<uid>`) or as systemd does, dashes turned to
-/// underscores (`kubepods-burstable-pod<uid_>.slice`).
-pub fn pod_cgroup(path: &str, uid: &str) -> Option<String> {
-    let uid = uid.to_ascii_lowercase();
-    let spellings = [
-        format!("pod{}", uid.replace('_', "-")),
-        format!("pod{}", uid.replace('-', "_")),
-    ];
-    let comps: Vec<&str> = path.split('/').collect();
-    let at = comps.iter().position(|comp| {
-        spellings.iter().any(|s| {
-            comp.match_indices(s.as_str()).any(|(i, _)| {
-                let before_ok = i == 0 || matches!(comp.as_bytes()[i - 1], b'-' | b'_');
-                let after = &comp[i + s.len()..];
-                before_ok && (after.is_empty() || after.starts_with('.'))
-            })
-        })
-    })?;
-    Some(comps[..=at].join("/"))
 }
 
 /// Whether a cgroup path is the container's (with a container ID) or inside the pod (without).
@@ -130,6 +47,8 @@ pub struct Resolver {
     pub proc: ProcTable,
     pub cgroups: CgroupFs,
     pub protection: Protection,
+    /// The kubelet's pod log directories (`<namespace>_<name>_<uid>`).
+    pub pods_dir: PathBuf,
     /// The agent's PID (a fake one in tests of fake trees).
     pub self_pid: u32,
 }
@@ -140,6 +59,7 @@ impl Resolver {
             proc: ProcTable::new(&cfg.proc_root),
             cgroups: CgroupFs::new(&cfg.proc_root, &cfg.cgroup_root),
             protection: Protection::new(&cfg.protected),
+            pods_dir: cfg.pod_logs_dir.clone(),
             self_pid: std::process::id(),
         }
     }
@@ -172,46 +92,8 @@ impl Resolver {
                     .collect(),
                 netns: None,
             }),
-            Target::Netns(p) => Ok(Resolved {
-                description: format!("netns {p}"),
-                pids: Vec::new(),
-                cgroups: Vec::new(),
-                netns: Some(PathBuf::from(p)),
-            }),
-            Target::Cgroup(path) => {
-                if let Some(p) = self.protection.cgroup_of(path) {
-                    return Err(DriverError::Refused(format!(
-                        "cgroup {path} is under the protected cgroup {p} (agent config)"
-                    )));
-                }
-                let dirs = cgroup::dirs_for_path(&hs, path);
-                if dirs.is_empty() {
-                    let where_: Vec<String> =
-                        hs.iter().map(|h| h.mount.display().to_string()).collect();
-                    let ns = match hs.iter().find(|h| cgroupns::outside_namespace(&h.root)) {
-                        Some(h) => format!(
-                            "; {} shows the hierarchy from {}, outside the agent's cgroup namespace: {}",
-                            h.mount.display(),
-                            h.root,
-                            cgroupns::CONSEQUENCE
-                        ),
-                        None => String::new(),
-                    };
-                    return Err(DriverError::Refused(format!(
-                        "cgroup {path} does not exist in any cgroup hierarchy (looked under {}){ns}",
-                        where_.join(", ")
-                    )));
-                }
-                let mut pids: Vec<u32> = dirs.iter().flat_map(|d| cgroup::procs(&d.dir)).collect();
-                pids.sort_unstable();
-                pids.dedup();
-                Ok(Resolved {
-                    description: format!("cgroup {path}"),
-                    pids,
-                    cgroups: dirs,
-                    netns: None,
-                })
-            }
+            Target::Netns(p) => self.resolve_netns(p),
+            Target::Cgroup(path) => self.resolve_cgroup(&hs, path),
             Target::Pid(pid) => {
                 let st = self.proc.stat(*pid).map_err(|_| {
                     DriverError::Refused(format!("pid {pid} does not exist on this host"))
@@ -234,7 +116,74 @@ impl Resolver {
         }
     }
 
-    fn lines(&self, pid: u32) -> Vec<CgroupLine> {
+    /// A network namespace path: it must open as a network namespace (nsfs, type net; checked
+    /// before any open that could block) that no protected process lives in.
+    fn resolve_netns(&self, p: &str) -> Result<Resolved, DriverError> {
+        let refuse = |what: String| DriverError::Refused(format!("{NETNS_FIELD}: {p} {what}"));
+        let ns = nsfile::open_netns(std::path::Path::new(p)).map_err(|e| {
+            let hint = match e {
+                nsfile::NsFileError::Open(_) => "",
+                _ => "; a netns target is a network namespace file such as /run/netns/NAME or /proc/PID/ns/net",
+            };
+            refuse(format!("{}{hint}", e.sentence()))
+        })?;
+        if let Some(why) = Checker::new(self).why_netns(ns.dev, ns.ino) {
+            return Err(refuse(format!("is {why}")));
+        }
+        Ok(Resolved {
+            description: format!("netns {p}"),
+            pids: Vec::new(),
+            cgroups: Vec::new(),
+            netns: Some(PathBuf::from(p)),
+        })
+    }
+
+    /// A cgroup path, canonical (`..` refused), in every hierarchy where it exists; checked as
+    /// written and as each directory resolves on the filesystem.
+    fn resolve_cgroup(&self, hs: &[Hierarchy], given: &str) -> Result<Resolved, DriverError> {
+        let path = super::protect::canonical_cgroup(given)
+            .map_err(|e| DriverError::Refused(format!("spec.target.cgroup: {e}")))?;
+        let checker = Checker::new(self);
+        if let Some(why) = checker.why_cgroup(&path, &[]) {
+            return Err(DriverError::Refused(why));
+        }
+        let dirs = cgroup::dirs_for_path(hs, &path);
+        if dirs.is_empty() {
+            let where_: Vec<String> = hs.iter().map(|h| h.mount.display().to_string()).collect();
+            let ns = match hs.iter().find(|h| cgroupns::outside_namespace(&h.root)) {
+                Some(h) => format!(
+                    "; {} shows the hierarchy from {}, outside the agent's cgroup namespace: {}",
+                    h.mount.display(),
+                    h.root,
+                    cgroupns::CONSEQUENCE
+                ),
+                None => String::new(),
+            };
+            return Err(DriverError::Refused(format!(
+                "cgroup {path} does not exist in any cgroup hierarchy (looked under {}){ns}",
+                where_.join(", ")
+            )));
+        }
+        for d in &dirs {
+            let real = super::protect::real_path(d)
+                .map_err(|e| DriverError::Refused(format!("cgroup {path}: {e}")))?;
+            let why = checker.why_cgroup(&real, std::slice::from_ref(d));
+            if let Some(why) = why {
+                return Err(DriverError::Refused(why));
+            }
+        }
+        let mut pids: Vec<u32> = dirs.iter().flat_map(|d| cgroup::procs(&d.dir)).collect();
+        pids.sort_unstable();
+        pids.dedup();
+        Ok(Resolved {
+            description: format!("cgroup {path}"),
+            pids,
+            cgroups: dirs,
+            netns: None,
+        })
+    }
+
+    pub(crate) fn lines(&self, pid: u32) -> Vec<CgroupLine> {
         self.proc
             .cgroup_text(pid)
             .map(|t| cgroup::parse_proc_cgroup(&t))
@@ -266,6 +215,10 @@ impl Resolver {
         } else {
             format!("container {}", c.container_id)
         };
+        let checker = Checker::new(self);
+        if let Some(why) = checker.why_namespace(&c.pod_namespace) {
+            return Err(DriverError::Refused(format!("{description}: {why}")));
+        }
         let members = self.container_members(c);
         let Some((first, first_lines)) = members.first() else {
             return Err(DriverError::Refused(format!(
@@ -273,7 +226,6 @@ impl Resolver {
                 self.proc.root().display()
             )));
         };
-        let checker = Checker::new(self);
         for (st, lines) in &members {
             if let Some(l) = lines.iter().find(|l| cgroupns::outside_namespace(&l.path)) {
                 return Err(DriverError::Refused(format!(
@@ -317,69 +269,6 @@ impl Resolver {
             cgroups,
             netns: Some(self.proc.path(first.pid, "ns/net")),
         })
-    }
-}
-
-/// Protection checks with the agent's ancestry read once.
-pub struct Checker<'a> {
-    r: &'a Resolver,
-    ancestors: Vec<u32>,
-}
-
-impl<'a> Checker<'a> {
-    pub fn new(r: &'a Resolver) -> Self {
-        Checker {
-            r,
-            ancestors: r.proc.ancestors(r.self_pid),
-        }
-    }
-
-    /// Why `pid` (whose stat is given when known) may not be targeted.
-    pub fn why(&self, pid: u32, st: Option<&Stat>) -> Option<String> {
-        let r = self.r;
-        if pid == 1 {
-            return Some("pid 1 is the host's init process and is never targetable".into());
-        }
-        if pid == r.self_pid {
-            return Some(format!("pid {pid} is the agent itself"));
-        }
-        if self.ancestors.contains(&pid) {
-            return Some(format!(
-                "pid {pid} is an ancestor of the agent (pid {})",
-                r.self_pid
-            ));
-        }
-        if r.protection.pids.contains(&pid) {
-            return Some(format!(
-                "pid {pid} is in the agent's protected pids (agent config)"
-            ));
-        }
-        if let Some(st) = st {
-            if let Some(re) = r.protection.names.iter().find(|re| re.is_match(&st.comm)) {
-                return Some(format!(
-                    "pid {pid} ({}) matches the protected name pattern {:?} (agent config)",
-                    st.comm,
-                    re.as_str()
-                ));
-            }
-        }
-        if !r.protection.cgroups.is_empty() {
-            for l in r.lines(pid) {
-                if cgroupns::outside_namespace(&l.path) {
-                    return Some(format!(
-                        "cannot tell whether pid {pid} is in a protected cgroup: {}",
-                        cgroupns::refusal(pid, &l)
-                    ));
-                }
-                if let Some(p) = r.protection.cgroup_of(&l.path) {
-                    return Some(format!(
-                        "pid {pid} is in the protected cgroup {p} ({}) (agent config)",
-                        l.path
-                    ));
-                }
-            }
-        }
-        None
     }
 }
 

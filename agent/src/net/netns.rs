@@ -1,11 +1,14 @@
 //! Runs work inside a network namespace on a dedicated thread that calls `setns` (never on an
 //! async executor's thread), and finds interfaces there: the list of interfaces and the one of
 //! the default route, read from `/proc/thread-self/net/*` so they reflect that thread's netns.
+//! Namespace files are opened through [`nsfile::open_netns`], which refuses anything that is
+//! not a network namespace before an open that could block (a FIFO) or wake a device.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use nix::sched::{setns, CloneFlags};
+
+use crate::host::nsfile::{self, NsFileError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetnsError {
@@ -13,7 +16,7 @@ pub enum NetnsError {
     Open {
         path: PathBuf,
         #[source]
-        source: std::io::Error,
+        source: NsFileError,
     },
     #[error("cannot enter network namespace {path}: {source}")]
     Enter {
@@ -65,10 +68,12 @@ where
         None => None,
         Some(p) => Some((
             p.to_path_buf(),
-            File::open(p).map_err(|source| NetnsError::Open {
-                path: p.to_path_buf(),
-                source,
-            })?,
+            nsfile::open_netns(p)
+                .map_err(|source| NetnsError::Open {
+                    path: p.to_path_buf(),
+                    source,
+                })?
+                .file,
         )),
     };
     let handle = std::thread::Builder::new()
@@ -223,6 +228,28 @@ mod tests {
         let main = std::thread::current().id();
         let other = run_in(None, move || std::thread::current().id()).expect("run");
         assert_ne!(main, other);
+    }
+
+    #[test]
+    fn a_fifo_is_refused_at_once_not_opened() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("initctl");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .expect("mkfifo");
+        let started = std::time::Instant::now();
+        let e = run_in(Some(&fifo), || ()).expect_err("a fifo is no netns");
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(200),
+            "took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "cannot open network namespace {}: not a network namespace (a fifo)",
+                fifo.display()
+            )
+        );
     }
 
     #[test]

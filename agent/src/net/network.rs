@@ -116,7 +116,6 @@ impl NetworkDriver {
     fn netns_of(&self, target: &Target) -> Result<Option<PathBuf>, DriverError> {
         match target {
             Target::Host => Ok(None),
-            Target::Netns(p) => Ok(Some(PathBuf::from(p))),
             Target::Cgroup(p) => Err(DriverError::Refused(format!(
                 "target: cgroup {p} has no network namespace of its own; target the host, a netns, a pid or a container for a network fault"
             ))),

@@ -175,6 +175,9 @@ pub struct Node {
     pub layout: Layout,
     /// V1Only: the runtime's cgroup2 cgroup holding every container process.
     pub runtime_path: Option<String>,
+    /// The kubelet's pod log directories (`shop_checkout-<i>_<uid>`), where the agent reads
+    /// which namespace a pod is in.
+    pub pod_logs: tempfile::TempDir,
 }
 
 impl Node {
@@ -191,6 +194,7 @@ impl Node {
             mounts,
             layout,
             runtime_path: None,
+            pod_logs: tempfile::tempdir().expect("tempdir"),
         };
         if layout == Layout::V1Only {
             let path = format!("{}/system.slice/containerd.service", node.tree.top);
@@ -215,6 +219,12 @@ impl Node {
             hierarchies.insert(0, self.mounts.v2.clone());
         }
 
+        std::fs::create_dir(
+            self.pod_logs
+                .path()
+                .join(format!("shop_checkout-{i}_{uid}")),
+        )
+        .expect("pod log dir");
         let ns = Ns::new();
         self.wire(&ns, i);
         // The pause process starts first (the oldest process of the pod), then the app.
@@ -279,6 +289,21 @@ impl Node {
         self.ns
             .exec(&["addr", "add", &format!("10.201.{i}.1/24"), "dev", &n]);
         self.ns.exec(&["link", "set", &n, "up"]);
+    }
+
+    /// An agent config file in `dir` that points the agent at this node's pod log directories
+    /// (the default protected namespaces apply: the pods are in `shop`).
+    pub fn agent_config(&self, dir: &Path) -> std::path::PathBuf {
+        let file = dir.join("agent.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "[limits]\npod_logs_dir = \"{}\"\n",
+                self.pod_logs.path().display()
+            ),
+        )
+        .expect("write the agent config");
+        file
     }
 
     /// Both pods send `n` datagrams at the same time; returns what reached the peer from

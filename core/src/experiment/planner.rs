@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::pod_planner::ExcludedPod;
 use super::shuffle::stable_shuffle;
 use super::ExperimentSpec;
-use crate::fault::FaultKind;
+use crate::fault::{ContainerRef, Fault, FaultKind, FaultSpec, ProcessSelector, Target};
 use crate::Labels;
 
 /// One agent as the planner sees it.
@@ -111,6 +111,14 @@ pub enum Refusal {
         kind: FaultKind,
         allowed: Vec<FaultKind>,
     },
+    /// A fault names a container or pod (as its target or process selector) in a protected
+    /// namespace. The agents refuse it too, and also when a pid, cgroup, netns or name pattern
+    /// lands in such a pod, which only they can see.
+    ProtectedNamespace {
+        index: usize,
+        field: &'static str,
+        namespace: String,
+    },
     /// No agent is eligible; the reasons per agent.
     NoneEligible {
         excluded: Vec<(String, Exclusion)>,
@@ -154,6 +162,14 @@ impl fmt::Display for Refusal {
                     if allowed.is_empty() { "none".to_string() } else { allowed.join(", ") }
                 )
             }
+            Refusal::ProtectedNamespace {
+                index,
+                field,
+                namespace,
+            } => write!(
+                f,
+                "spec.faults[{index}].{field}: namespace {namespace} is protected (policy.protected_namespaces)"
+            ),
             Refusal::NoneEligible { excluded } => {
                 if excluded.is_empty() {
                     return f.write_str("no agent can be selected: no agent has ever connected to this coordinator");
@@ -228,8 +244,37 @@ pub(super) fn check_policy(
                 allowed: policy.allowed_fault_kinds.clone(),
             });
         }
+        if let Some((field, namespace)) =
+            named_namespace(f).filter(|(_, ns)| policy.protected_namespaces.iter().any(|p| p == ns))
+        {
+            return Err(Refusal::ProtectedNamespace {
+                index,
+                field,
+                namespace: namespace.to_string(),
+            });
+        }
     }
     Ok(())
+}
+
+fn named(c: &ContainerRef) -> Option<&str> {
+    (!c.pod_namespace.is_empty()).then_some(c.pod_namespace.as_str())
+}
+
+/// The Kubernetes namespace a fault names for its container or pod, with the field.
+fn named_namespace(f: &FaultSpec) -> Option<(&'static str, &str)> {
+    if let Target::Container(c) = &f.target {
+        if let Some(ns) = named(c) {
+            return Some(("target.podNamespace", ns));
+        }
+    }
+    match &f.fault {
+        Fault::Process(p) => match &p.selector {
+            ProcessSelector::Container(c) => named(c).map(|ns| ("selector.podNamespace", ns)),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 /// Plans an experiment that targets agents.

@@ -327,3 +327,43 @@ fn selected_count_and_eligibility_hold_for_random_inputs() {
         }
     }
 }
+
+#[test]
+fn a_fault_naming_a_pod_of_a_protected_namespace_is_refused() {
+    use crate::fault::{ContainerRef, ProcessAction, ProcessFault, ProcessSelector};
+    let agents = vec![agent("node-a", &[], true)];
+    let pod = |ns: &str| ContainerRef {
+        pod_uid: "11111111-2222-3333-4444-555555555555".into(),
+        pod_namespace: ns.into(),
+        ..ContainerRef::default()
+    };
+    let mut s = spec("protected-ns", Mode::All);
+    s.faults = vec![
+        cpu(),
+        FaultSpec {
+            target: Target::Container(pod("kube-system")),
+            ..cpu()
+        },
+    ];
+    assert_eq!(
+        run(&s, &agents, &policy(100.0)).expect_err("refused").to_string(),
+        "spec.faults[1].target.podNamespace: namespace kube-system is protected (policy.protected_namespaces)"
+    );
+    s.faults = vec![FaultSpec {
+        target: Target::Host,
+        fault: Fault::Process(ProcessFault {
+            action: ProcessAction::Pause,
+            selector: ProcessSelector::Container(pod("kube-system")),
+            count: 0,
+        }),
+    }];
+    assert_eq!(
+        run(&s, &agents, &policy(100.0)).expect_err("refused").to_string(),
+        "spec.faults[0].selector.podNamespace: namespace kube-system is protected (policy.protected_namespaces)"
+    );
+    s.faults = vec![FaultSpec {
+        target: Target::Container(pod("shop")),
+        ..cpu()
+    }];
+    assert!(run(&s, &agents, &policy(100.0)).is_ok());
+}

@@ -211,6 +211,14 @@ fn the_default_install_runs_in_the_release_namespace_and_protects_it() {
         toml.contains(r#"protected_namespaces = ["kube-system", "chaos"]"#),
         "{toml}"
     );
+    // The agents enforce the same list on their own.
+    let agent = objs["ConfigMap/faultline-agent-config"]["data"]["agent.toml"]
+        .as_str()
+        .expect("agent.toml");
+    assert!(
+        agent.contains(r#"protected_namespaces = ["kube-system", "chaos"]"#),
+        "{agent}"
+    );
     assert_eq!(
         ds["spec"]["template"]["spec"]["containers"][0]["image"],
         "registry.example.com/faultline/faultline:0.1.0"

@@ -107,8 +107,31 @@ fn the_agent_daemonset_has_what_the_agent_needs_and_no_more() {
     // The shipped agent config is one the agent accepts.
     let cm = object(f, "ConfigMap", "faultline-agent-config");
     let toml = cm["data"]["agent.toml"].as_str().expect("agent.toml");
-    faultline_agent::config::file::AgentFile::from_toml(toml)
+    let agent = faultline_agent::config::file::AgentFile::from_toml(toml)
         .unwrap_or_else(|e| panic!("{f}: agent.toml is refused by the agent: {e}"));
+
+    // The agent enforces the coordinator's protected namespaces on its own, reading pods'
+    // namespaces from the kubelet's log directories, mounted read-only from the host.
+    let cm = object(
+        "daemonset/manifests/30-coordinator.yaml",
+        "ConfigMap",
+        "faultline-coordinator-config",
+    );
+    let policy = faultline_coordinator::config::parse_policy(
+        cm["data"]["coordinator.toml"]
+            .as_str()
+            .expect("coordinator.toml"),
+    )
+    .expect("coordinator.toml");
+    assert_eq!(agent.protected.namespaces, policy.protected_namespaces);
+    let logs = agent.protected.pod_logs_dir.display().to_string();
+    assert_eq!(host_paths[&mounts[&logs]], "/var/log/pods");
+    let read_only = c["volumeMounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .any(|m| m["mountPath"] == logs.as_str() && m["readOnly"] == true);
+    assert!(read_only, "{logs} is mounted read-only");
 }
 
 #[test]

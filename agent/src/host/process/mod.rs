@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use super::child::Running;
 use super::proc::{Identity, Stat};
+use super::protect::{matches_process, Checker};
 use super::stress::unix_ms;
-use super::target::Checker;
 use super::worker::{GUARD_ARG, WORKER_ARG};
 use super::{os, Host};
 use crate::engine::driver::{Driver, DriverError, FaultCtx, Health, Recipe, RevertOutcome};
@@ -131,7 +131,8 @@ impl ProcessDriver {
                     if argv.is_empty() || st.state == 'Z' || self.is_ours(&argv) {
                         continue;
                     }
-                    if !(re.is_match(&st.comm) || re.is_match(&argv.join(" "))) {
+                    // The same two strings the protected names are matched against.
+                    if !matches_process(&re, &st.comm, &argv) {
                         continue;
                     }
                     match checker.why(pid, Some(&st)) {
@@ -141,6 +142,12 @@ impl ProcessDriver {
                 }
             }
             ProcessSelector::Container(c) => {
+                if let Some(why) = checker.why_namespace(&c.pod_namespace) {
+                    return Err(DriverError::Refused(format!(
+                        "selector: {}: {why}",
+                        describe(sel)
+                    )));
+                }
                 for (st, _) in r.container_members(c) {
                     // A stress worker of ours placed in the container is not the container's.
                     if proc.cmdline(st.pid).is_ok_and(|argv| self.is_ours(&argv)) {

@@ -46,6 +46,11 @@ max_pod_percent_per_namespace = {{ $p.maxPodPercentPerNamespace }}
 [limits]
 max_concurrent_faults = {{ .Values.agent.limits.maxConcurrentFaults }}
 max_duration = {{ .Values.agent.limits.maxDuration | quote }}
+# Pods here are never targets, by any target form, whatever the coordinator sends: the
+# coordinator's protected namespaces (the release namespace included), enforced again here.
+protected_namespaces = [{{ range $i, $n := append .Values.coordinator.policy.protectedNamespaces .Release.Namespace | uniq }}{{ if $i }}, {{ end }}{{ $n | quote }}{{ end }}]
+# The kubelet's pod log directories (mounted read-only): where the agent reads pods' namespaces.
+pod_logs_dir = "/var/log/pods"
 {{- end }}
 
 {{/* Fails unless duration (list field value) is within 1s..=7d, as the binaries require:
