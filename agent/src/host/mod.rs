@@ -15,6 +15,7 @@ pub mod guard;
 pub mod os;
 pub mod proc;
 pub mod process;
+pub mod rootfs;
 pub mod scan;
 pub mod stress;
 pub mod target;
@@ -139,7 +140,7 @@ pub fn worker_main(args: &[String]) -> i32 {
         args.first().map(String::as_str),
         Some(worker::WORKER_ARG | worker::GUARD_ARG)
     ) {
-        os::close_inherited_fds();
+        os::close_inherited_fds(worker::passed_fds_through(args));
     }
     worker::main(args)
 }
