@@ -3,6 +3,10 @@
 //! when it fails.
 #![allow(dead_code)]
 
+mod standalone;
+
+pub use standalone::*;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
