@@ -103,7 +103,10 @@ fn a_cgroup_wide_kill_of_the_agent_resumes_the_paused_target_within_a_second() {
     let (code, _) = agent.finish();
     assert_eq!(code, None, "the agent died of SIGKILL");
     assert!(
-        wait_for(Duration::from_secs(2), || guards_of(&id).is_empty().then_some(())).is_some(),
+        wait_for(Duration::from_secs(2), || guards_of(&id)
+            .is_empty()
+            .then_some(()))
+        .is_some(),
         "the guard exits once it has resumed the target"
     );
 
@@ -111,7 +114,10 @@ fn a_cgroup_wide_kill_of_the_agent_resumes_the_paused_target_within_a_second() {
     let (code, out) = recover(&state, &[]);
     println!("recover: {out}");
     assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains(&id), "recovery reverts the journaled pause: {out}");
+    assert!(
+        out.contains(&id),
+        "recovery reverts the journaled pause: {out}"
+    );
     assert!(matches!(target.state(), 'S' | 'R'));
 }
 
@@ -139,10 +145,15 @@ fn a_kill_of_the_targets_cgroup_takes_its_guard_and_is_no_failure() {
     assert_eq!(procs, want, "the guard joined the target's cgroup");
 
     group.kill_all();
-    assert_eq!(target.ended_by_signal(), Some(9), "the target died with its cgroup");
+    assert_eq!(
+        target.ended_by_signal(),
+        Some(9),
+        "the target died with its cgroup"
+    );
     assert!(
-        wait_for(Duration::from_secs(2), || matches!(state(guard), '?' | 'Z').then_some(()))
-            .is_some(),
+        wait_for(Duration::from_secs(2), || matches!(state(guard), '?' | 'Z')
+            .then_some(()))
+        .is_some(),
         "the guard died with the target's cgroup"
     );
     match fault.health() {

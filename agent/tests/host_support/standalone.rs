@@ -39,7 +39,10 @@ impl V2Group {
     /// The path as `/proc/<pid>/cgroup` shows it in the `0::` line.
     pub fn path(&self) -> String {
         let mount = cgroup2_mount();
-        format!("/{}", self.dir.strip_prefix(&mount).expect("below").display())
+        format!(
+            "/{}",
+            self.dir.strip_prefix(&mount).expect("below").display()
+        )
     }
 
     pub fn procs(&self) -> Vec<u32> {
@@ -175,7 +178,10 @@ impl AgentRun {
                 return l;
             }
         }
-        panic!("no line starting with {prefix:?} from faultline-agent run: {:#?}", self.seen);
+        panic!(
+            "no line starting with {prefix:?} from faultline-agent run: {:#?}",
+            self.seen
+        );
     }
 
     /// The fault id of the first `applied <id> <kind>` line.
@@ -196,7 +202,9 @@ impl AgentRun {
         {
             self.seen.push(l);
         }
-        let st = wait_for(Duration::from_secs(5), || self.child.try_wait().ok().flatten());
+        let st = wait_for(Duration::from_secs(5), || {
+            self.child.try_wait().ok().flatten()
+        });
         (st.and_then(|s| s.code()), self.seen.clone())
     }
 }
