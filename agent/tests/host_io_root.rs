@@ -17,6 +17,7 @@ use faultline_agent::engine::driver::{DriverError, RevertOutcome};
 use faultline_agent::host::proc::ProcTable;
 use faultline_agent::host::{scan, Protected};
 use faultline_core::fault::{ContainerRef, Target};
+use host_support::standalone::*;
 use host_support::*;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());

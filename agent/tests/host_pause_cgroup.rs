@@ -16,6 +16,7 @@ use faultline_agent::engine::driver::Health;
 use faultline_agent::host::proc::ProcTable;
 use faultline_agent::host::{scan, Protected};
 use faultline_core::fault::{ProcessAction, ProcessSelector};
+use host_support::standalone::*;
 use host_support::*;
 use nix::sys::{ptrace, wait};
 use nix::unistd::Pid;

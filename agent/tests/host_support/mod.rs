@@ -3,9 +3,7 @@
 //! when it fails.
 #![allow(dead_code)]
 
-mod standalone;
-
-pub use standalone::*;
+pub mod standalone;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

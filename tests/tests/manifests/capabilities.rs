@@ -198,7 +198,11 @@ fn the_daemonset_capabilities_are_what_the_faults_need() {
         std::fs::read_dir(inside)
             .map(|rd| {
                 rd.filter_map(Result::ok)
-                    .filter(|e| e.file_name().to_string_lossy().starts_with(".faultline-io-"))
+                    .filter(|e| {
+                        e.file_name()
+                            .to_string_lossy()
+                            .starts_with(".faultline-io-")
+                    })
                     .filter_map(|e| e.metadata().ok())
                     .map(|m| m.len())
                     .sum()
@@ -235,7 +239,10 @@ fn the_daemonset_capabilities_are_what_the_faults_need() {
         "{}",
         under.2
     );
-    assert!(under.3 > 0, "the io worker writes in the process's filesystem");
+    assert!(
+        under.3 > 0,
+        "the io worker writes in the process's filesystem"
+    );
     assert_eq!(
         seen.iter().filter(|l| l.starts_with("reverted ")).count(),
         5,
