@@ -3,10 +3,12 @@
 //! process kill/pause with a guard that resumes paused processes even if the agent dies.
 //!
 //! Layout: [`proc`] and [`cgroup`] read the system; [`cgroupns`] joins the host's cgroup
-//! namespace at start; [`target`] resolves targets; [`os`] holds
-//! the spawner thread and identity-checked signals; [`worker`] and [`guard`] are the child
-//! processes (`faultline-agent __worker ...`, `__guard ...`); [`stress`] and [`process`] are the
-//! [`Driver`]s the engine calls; [`scan`] finds owned artifacts by name for revert and sweep.
+//! namespace at start; [`target`] resolves targets; [`os`] holds the spawner thread, the
+//! descriptors handed to children and identity-checked signals; [`rootfs`] opens directories
+//! and files in a process's filesystem without following links; [`worker`] and [`guard`] are
+//! the child processes (`faultline-agent __worker ...`, `__guard ...`); [`stress`] and
+//! [`process`] are the [`Driver`]s the engine calls; [`scan`] finds owned artifacts by name for
+//! revert and sweep.
 
 pub mod cgroup;
 pub mod cgroupns;
@@ -51,7 +53,8 @@ impl Protected {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostConfig {
     pub protected: Protected,
-    /// The only directories io faults may write into (and the sweep scans).
+    /// The only directories io faults may write into (and the sweep scans), as paths in the
+    /// target's filesystem.
     pub io_paths: Vec<PathBuf>,
     /// Where cgroup hierarchies are mounted (mounts elsewhere are ignored).
     pub cgroup_root: PathBuf,
