@@ -78,7 +78,7 @@ fn pause_stops_the_target_and_revert_resumes_it() {
         Health::Ok(c) => assert!(c.contains(&("stopped".to_string(), 1)), "{c:?}"),
         h => panic!("unhealthy pause: {h:?}"),
     }
-    let guard = fault.recipe.data["guard"]["pid"]
+    let guard = fault.recipe.data["guards"][0]["pid"]
         .as_u64()
         .expect("guard pid") as u32;
     assert_ne!(state(guard), '?', "the guard runs during the pause");

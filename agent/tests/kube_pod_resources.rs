@@ -325,6 +325,16 @@ fn pause_round(s: &mut Setup) {
         "only the container's app is stopped"
     );
     assert_eq!(states, ['T', 'S', 'S'], "the app stopped, the others run");
+    // The guard lives in the container's own cgroups (the leaf, in every hierarchy), not in
+    // the agent's, so a kill of the agent's cgroup cannot take it along.
+    let guard = fault.recipe.data["guards"][0]["pid"]
+        .as_u64()
+        .expect("guard pid") as u32;
+    assert_eq!(
+        cgroup_lines(guard),
+        cgroup_lines(t.app.pid()),
+        "the pause guard lives in the app's cgroups"
+    );
     assert_eq!(fault.revert(), RevertOutcome::Reverted);
     let st = run_state(t.app.pid());
     assert_eq!(st, 'S', "resumed");

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Write};
+use std::os::fd::BorrowedFd;
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
@@ -33,12 +34,25 @@ pub struct Running {
 impl Running {
     /// Starts `exe args...` from the spawner thread with piped stdin and stdout.
     pub fn start(exe: &Path, args: &[String], proc: &ProcTable) -> io::Result<Running> {
+        Self::start_with_fds(exe, args, proc, &[])
+    }
+
+    /// As [`Running::start`], handing `fds` to the child as descriptors 3, 4, ...
+    pub fn start_with_fds(
+        exe: &Path,
+        args: &[String],
+        proc: &ProcTable,
+        fds: &[BorrowedFd<'_>],
+    ) -> io::Result<Running> {
         let mut cmd = Command::new(exe);
         cmd.args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        let mut child = os::spawn(cmd)?;
+        let copies = os::pass_fds(&mut cmd, fds)?;
+        let spawned = os::spawn(cmd);
+        drop(copies);
+        let mut child = spawned?;
         let ident = match proc.identity(child.id()) {
             Some(i) => i,
             None => {

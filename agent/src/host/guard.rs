@@ -1,7 +1,11 @@
 //! The pause guard: `faultline-agent __guard --fault-id ID --deadline-unix-ms N --pids
 //! pid:start,...`. Its only job is to SIGCONT the paused processes when the agent says
 //! "release", when its stdin reaches EOF (the agent died), or at the deadline, whichever comes
-//! first. It deliberately has no PR_SET_PDEATHSIG: it must outlive the agent.
+//! first. It deliberately has no PR_SET_PDEATHSIG: it must outlive the agent. Once it says
+//! "ready" the agent moves it into the cgroups of the processes it watches (see
+//! `process::placement`), so a kill of the agent's whole cgroup does not reach it; it creates
+//! no thread or process after that point. The identities it carries (pid and start time) make
+//! sure a recycled PID is never signalled.
 
 use std::io::{BufRead, Write};
 use std::sync::mpsc;

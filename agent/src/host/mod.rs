@@ -5,10 +5,12 @@
 //! Layout: [`proc`] and [`cgroup`] read the system; [`cgroupns`] joins the host's cgroup
 //! namespace at start; [`pods`] reads the kubelet's pods from cgroup paths and its log
 //! directories; [`nsfile`] opens network namespace files safely; [`target`] resolves targets
-//! and [`protect`] holds the never-targetable rules it checks; [`os`] holds
-//! the spawner thread and identity-checked signals; [`worker`] and [`guard`] are the child
-//! processes (`faultline-agent __worker ...`, `__guard ...`); [`stress`] and [`process`] are the
-//! [`Driver`]s the engine calls; [`scan`] finds owned artifacts by name for revert and sweep.
+//! and [`protect`] holds the never-targetable rules it checks; [`os`] holds the spawner thread,
+//! the descriptors handed to children and identity-checked signals; [`rootfs`] opens
+//! directories and files in a process's filesystem without following links; [`worker`] and
+//! [`guard`] are the child processes (`faultline-agent __worker ...`, `__guard ...`); [`stress`]
+//! and [`process`] are the [`Driver`]s the engine calls; [`scan`] finds owned artifacts by name
+//! for revert and sweep.
 
 pub mod cgroup;
 pub mod cgroupns;
@@ -22,6 +24,7 @@ pub mod pods;
 pub mod proc;
 pub mod process;
 pub mod protect;
+pub mod rootfs;
 pub mod scan;
 pub mod stress;
 pub mod target;
@@ -62,7 +65,8 @@ impl Protected {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostConfig {
     pub protected: Protected,
-    /// The only directories io faults may write into (and the sweep scans).
+    /// The only directories io faults may write into (and the sweep scans), as paths in the
+    /// target's filesystem.
     pub io_paths: Vec<PathBuf>,
     /// Where cgroup hierarchies are mounted (mounts elsewhere are ignored).
     pub cgroup_root: PathBuf,
@@ -155,7 +159,7 @@ pub fn worker_main(args: &[String]) -> i32 {
         args.first().map(String::as_str),
         Some(worker::WORKER_ARG | worker::GUARD_ARG)
     ) {
-        os::close_inherited_fds();
+        os::close_inherited_fds(worker::passed_fds_through(args));
     }
     worker::main(args)
 }

@@ -1,11 +1,13 @@
 //! The OS calls that need care: one long-lived spawner thread starts every worker and guard
 //! (PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, so it must never be
-//! a tokio or short-lived thread), signals to a process identity through a pidfd (a reused PID
-//! is never hit), and the calling thread's CPU clock.
+//! a tokio or short-lived thread), descriptors handed to a child at fixed numbers, signals to
+//! a process identity through a pidfd (a reused PID is never hit), and the calling thread's
+//! CPU clock.
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::io::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus};
 use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
@@ -48,6 +50,60 @@ pub fn spawn(cmd: Command) -> io::Result<Child> {
     answer
         .recv()
         .map_err(|_| io::Error::other("the spawner thread did not answer"))?
+}
+
+/// The first descriptor number handed to a child by [`pass_fds`]: `fds[i]` becomes `3 + i`.
+pub const FIRST_PASSED_FD: RawFd = 3;
+
+/// Arranges for `fds` to be open in the child of `cmd` as descriptors 3, 4, ... (everything
+/// else of ours is close-on-exec). Returns copies that must stay open until the child is
+/// spawned.
+#[allow(unsafe_code)]
+pub fn pass_fds(cmd: &mut Command, fds: &[BorrowedFd<'_>]) -> io::Result<Vec<OwnedFd>> {
+    // Copies above every target number first, so that no dup2 below overwrites a source.
+    let min = FIRST_PASSED_FD + RawFd::try_from(fds.len()).map_err(io::Error::other)? + 8;
+    let mut copies = Vec::with_capacity(fds.len());
+    for fd in fds {
+        // SAFETY: fcntl(F_DUPFD_CLOEXEC) on a descriptor we borrow; no memory is touched.
+        let c = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) };
+        if c < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the kernel just returned this descriptor and nothing else owns it.
+        copies.push(unsafe { OwnedFd::from_raw_fd(c) });
+    }
+    let raw: Vec<RawFd> = copies.iter().map(AsRawFd::as_raw_fd).collect();
+    // SAFETY: the closure runs in the forked child before exec and calls only dup2, which is
+    // async-signal-safe, on descriptors that are open there (inherited copies); it allocates
+    // nothing. dup2 clears close-on-exec on the new number, so exactly these survive exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            for (i, src) in raw.iter().enumerate() {
+                let dst = FIRST_PASSED_FD + i as RawFd;
+                if libc::dup2(*src, dst) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    Ok(copies)
+}
+
+/// Takes ownership of descriptor `fd`, handed to this process by [`pass_fds`]. Call it once
+/// per number, at start, after [`close_inherited_fds`] kept it.
+#[allow(unsafe_code)]
+pub fn take_passed_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_GETFD only reads the descriptor's flags.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(io::Error::other(format!(
+            "descriptor {fd} was not passed: {}",
+            io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: the descriptor is open (checked above), it was handed over at exec and this
+    // function is its only taker, so nothing else owns or closes it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 fn last_errno() -> i32 {
@@ -156,14 +212,16 @@ pub fn wait_child(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     }
 }
 
-/// Closes every descriptor above stderr. A worker or guard calls it first thing: it must not
-/// keep anything of the agent's alive (the state-dir lock, eBPF links, sockets) should a
-/// library have left a descriptor without close-on-exec; the guard outlives the agent.
+/// Closes every descriptor above `keep_through` (2 = all but stdio; more for the descriptors
+/// [`pass_fds`] handed over). A worker or guard calls it first thing: it must not keep anything
+/// of the agent's alive (the state-dir lock, eBPF links, sockets) should a library have left a
+/// descriptor without close-on-exec; the guard outlives the agent.
 #[allow(unsafe_code)]
-pub fn close_inherited_fds() {
+pub fn close_inherited_fds(keep_through: RawFd) {
+    let first = u32::try_from(keep_through.max(2) + 1).unwrap_or(3);
     // SAFETY: close_range takes integers only; this runs at the start of the child's main,
-    // before it opens anything, so no descriptor above 2 is in use by this process.
-    let rc = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    // before it opens anything, so no descriptor above `keep_through` is in use by it.
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0u32) };
     if rc == 0 {
         return;
     }
@@ -172,7 +230,7 @@ pub fn close_inherited_fds() {
     let fds: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
         .map(|rd| {
             rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                .filter(|fd| *fd > 2)
+                .filter(|fd| *fd > keep_through.max(2))
                 .collect()
         })
         .unwrap_or_default();

@@ -10,9 +10,14 @@ use super::worker::{GUARD_ARG, WORKER_ARG};
 pub const IO_FILE_PREFIX: &str = ".faultline-io-";
 pub const CGROUP_PREFIX: &str = "faultline-fault-";
 
-/// The io file of worker `n` of a fault.
+/// The io file name of worker `n` of a fault.
+pub fn io_file_name(fault_id: &str, n: u32) -> String {
+    format!("{IO_FILE_PREFIX}{fault_id}-{n}")
+}
+
+/// The io file of worker `n` of a fault in `dir`.
 pub fn io_file(dir: &Path, fault_id: &str, n: u32) -> PathBuf {
-    dir.join(format!("{IO_FILE_PREFIX}{fault_id}-{n}"))
+    dir.join(io_file_name(fault_id, n))
 }
 
 /// The fault id in an io file name, if it is one of ours.
@@ -130,6 +135,19 @@ fn argv_of(proc: &ProcTable, pid: u32, exe: &Path) -> Option<Vec<String>> {
         }
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
+}
+
+/// Whether `pid` is one of our workers or guards (a process of `exe` in a helper role).
+pub fn is_helper(proc: &ProcTable, exe: &Path, pid: u32) -> bool {
+    let Ok(argv) = proc.cmdline(pid) else {
+        return false;
+    };
+    let role = matches!(
+        argv.get(1).map(String::as_str),
+        Some(WORKER_ARG | GUARD_ARG)
+    );
+    role && (argv.first().is_some_and(|a| Path::new(a) == exe)
+        || proc.exe(pid).is_some_and(|p| p == exe))
 }
 
 /// Every live worker and guard of `exe`, found by its argv.

@@ -2,18 +2,42 @@
 //! --deadline-unix-ms N --parent-pid P ...`. A worker dies with the agent (PR_SET_PDEATHSIG,
 //! EOF on stdin), waits for "go" (sent once it is in the target's cgroups), works until its own
 //! deadline, and reports counters as JSON lines on stdout.
+//!
+//! An io worker opens nothing by path: the agent creates its file in the target's filesystem
+//! (see [`rootfs`](super::rootfs)) and hands it over as descriptor 3, with the directory as
+//! descriptor 4 so that the worker can remove the file (by name, never following a link) when
+//! it ends.
 
 use std::collections::BTreeMap;
+use std::fs::File;
 use std::io::{BufRead, Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::os::fd::RawFd;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sys::signal::Signal;
 
 use super::os;
+use super::rootfs::Dir;
 
 pub const WORKER_ARG: &str = "__worker";
 pub const GUARD_ARG: &str = "__guard";
+
+/// The descriptors an io worker gets: its file, and the directory the file is in.
+pub const IO_FILE_FD: RawFd = os::FIRST_PASSED_FD;
+pub const IO_DIR_FD: RawFd = os::FIRST_PASSED_FD + 1;
+
+/// The highest descriptor a child started with `args` was handed (2 = none beyond stdio).
+pub fn passed_fds_through(args: &[String]) -> RawFd {
+    match (
+        args.first().map(String::as_str),
+        args.get(1).map(String::as_str),
+    ) {
+        (Some(WORKER_ARG), Some("io")) => IO_DIR_FD,
+        _ => 2,
+    }
+}
 
 /// Exit codes of a worker that did not run.
 pub const EXIT_USAGE: i32 = 2;
@@ -105,21 +129,28 @@ fn run(kind: &str, o: &BTreeMap<String, String>) -> Result<i32, String> {
     if u32::try_from(nix::unistd::getppid().as_raw()).ok() != Some(parent) {
         return Ok(EXIT_ORPHAN);
     }
+    let io_file = if kind == "io" {
+        Some(IoFile::take(o)?)
+    } else {
+        None
+    };
     let mut line = String::new();
     let stdin = std::io::stdin();
     if stdin.lock().read_line(&mut line).is_err() || line.trim() != "go" {
+        if let Some(f) = &io_file {
+            f.remove();
+        }
         return Ok(0);
     }
-    let file: Option<PathBuf> = o.get("file").map(PathBuf::from);
-    let cleanup = file.clone();
+    let cleanup = io_file.as_ref().map(IoFile::remover);
     // Any more input is ignored; EOF means the agent is gone.
     std::thread::spawn(move || {
         let mut buf = [0u8; 64];
         loop {
             match std::io::stdin().lock().read(&mut buf) {
                 Ok(0) | Err(_) => {
-                    if let Some(f) = &cleanup {
-                        let _ = std::fs::remove_file(f);
+                    if let Some((dir, name)) = &cleanup {
+                        let _ = dir.remove(name);
                     }
                     std::process::exit(0);
                 }
@@ -131,14 +162,57 @@ fn run(kind: &str, o: &BTreeMap<String, String>) -> Result<i32, String> {
         "cpu" => cpu(opt(o, "load")?, end),
         "memory" => memory(opt(o, "bytes")?, end)?,
         "io" => {
-            let file = file.ok_or("--file is missing")?;
-            let r = io(&file, opt(o, "size")?, opt(o, "rate")?, end);
-            let _ = std::fs::remove_file(&file);
+            let mut f = io_file.ok_or("no io file")?;
+            let r = io(&mut f, opt(o, "size")?, opt(o, "rate")?, end);
+            f.remove();
             r?;
         }
         other => return Err(format!("unknown kind {other:?}; use cpu, memory or io")),
     }
     Ok(0)
+}
+
+/// The file an io worker writes, handed over by the agent, and where it is.
+struct IoFile {
+    file: File,
+    dir: Arc<Dir>,
+    name: String,
+    /// `/proc/<pid>/root/tmp/.faultline-io-...`, for messages.
+    shown: PathBuf,
+}
+
+impl IoFile {
+    fn take(o: &BTreeMap<String, String>) -> Result<IoFile, String> {
+        let name: String = opt(o, "file")?;
+        let dir_shown = PathBuf::from(o.get("dir").map_or("the io directory", String::as_str));
+        let shown = dir_shown.join(&name);
+        let file =
+            os::take_passed_fd(IO_FILE_FD).map_err(|e| format!("{}: {e}", shown.display()))?;
+        let dir = os::take_passed_fd(IO_DIR_FD)
+            .map_err(|e| format!("{}: {e}", dir_shown.display()))
+            .and_then(|fd| Dir::from_fd(fd, dir_shown).map_err(|e| e.to_string()))?;
+        let file = File::from(file);
+        let meta = file
+            .metadata()
+            .map_err(|e| format!("{}: {e}", shown.display()))?;
+        if !meta.is_file() {
+            return Err(format!("{}: not a regular file", shown.display()));
+        }
+        Ok(IoFile {
+            file,
+            dir: Arc::new(dir),
+            name,
+            shown,
+        })
+    }
+
+    fn remover(&self) -> (Arc<Dir>, String) {
+        (self.dir.clone(), self.name.clone())
+    }
+
+    fn remove(&self) {
+        let _ = self.dir.remove(&self.name);
+    }
 }
 
 /// Busy for `load`% of every 10 ms slice, measured on this thread's CPU clock so time lost to
@@ -212,17 +286,11 @@ fn memory(bytes: u64, end: Instant) -> Result<(), String> {
     Ok(())
 }
 
-/// Writes `size` bytes into `file` in 1 MiB chunks (smaller under a low rate), fsync after
+/// Writes `size` bytes into the file in 1 MiB chunks (smaller under a low rate), fsync after
 /// each chunk, starting over when full, at most `rate` bytes/s (0 = as fast as it can).
-fn io(file: &Path, size: u64, rate: u64, end: Instant) -> Result<(), String> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(file)
-        .map_err(|e| format!("{}: {e}", file.display()))?;
+fn io(io: &mut IoFile, size: u64, rate: u64, end: Instant) -> Result<(), String> {
+    let file = io.shown.clone();
+    let f = &mut io.file;
     let chunk = if rate > 0 && rate < 4 * CHUNK as u64 {
         ((rate / 4) as usize / PAGE * PAGE).clamp(PAGE, CHUNK)
     } else {

@@ -3,6 +3,8 @@
 //! when it fails.
 #![allow(dead_code)]
 
+pub mod standalone;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};

@@ -2,12 +2,14 @@
 //! kernel: `faultline-agent run` as root with the bounding set cut to the rendered DaemonSet's
 //! `add` list (everything else dropped, no-new-privs as allowPrivilegeEscalation: false asks)
 //! drops UDP inside a network namespace it finds through another user's process, puts a tbf
-//! rate limit under the HTB root there, runs a CPU worker in that process's cgroups and pauses
-//! it, then reverts all four; and with any one capability of the list taken away, the run fails.
+//! rate limit under the HTB root there, runs a CPU worker in that process's cgroups, pauses
+//! it and writes an io file in its filesystem, then reverts all five; and with any one
+//! capability of the list taken away, the run fails.
 //!
-//! Another user's process is what makes the list matter: reading its /proc/<pid>/ns/net needs
-//! SYS_PTRACE, signalling it KILL, joining its netns SYS_ADMIN (which also admits bpf() and the
-//! TCX attachment), the qdiscs NET_ADMIN. Needs root, iproute2, util-linux (setpriv) and python3.
+//! Another user's process is what makes the list matter: reading its /proc/<pid>/ns/net and
+//! opening its /proc/<pid>/root need SYS_PTRACE, signalling it KILL, joining its netns SYS_ADMIN
+//! (which also admits bpf() and the TCX attachment), the qdiscs NET_ADMIN. Needs root, iproute2,
+//! util-linux (setpriv) and python3.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -90,6 +92,7 @@ fn state_of(pid: u32) -> char {
 fn run_with(
     caps: &[String],
     faults: &std::path::Path,
+    config: &std::path::Path,
     state: &std::path::Path,
     count: usize,
     during: impl FnOnce(),
@@ -104,6 +107,8 @@ fn run_with(
             .arg(faults)
             .args(["--duration", "3s", "--state-dir"])
             .arg(state)
+            .arg("--config")
+            .arg(config)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -165,6 +170,15 @@ fn the_daemonset_capabilities_are_what_the_faults_need() {
     );
 
     let dir = tempfile::tempdir().expect("tempdir");
+    // The io directory, as the process sees it (its mount namespace shows the host's /tmp).
+    let io_dir = dir.path().join("io");
+    std::fs::create_dir(&io_dir).expect("mkdir io");
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!("[limits]\nio_paths = [\"{}\"]\n", io_dir.display()),
+    )
+    .expect("write agent.toml");
     let faults = dir.path().join("faults.yaml");
     std::fs::write(
         &faults,
@@ -173,13 +187,31 @@ fn the_daemonset_capabilities_are_what_the_faults_need() {
              target: {{pid: {pid}}}\n---\n\
              kind: network\ninterface: lo\nrate: 10mbit\nmatch: {{ports: [8888]}}\ntarget: {{pid: {pid}}}\n---\n\
              kind: cpu\nload: 10\nworkers: 1\ntarget: {{pid: {pid}}}\n---\n\
-             kind: process\naction: pause\nselector: {{pid: {pid}}}\n"
+             kind: process\naction: pause\nselector: {{pid: {pid}}}\n---\n\
+             kind: io\npath: {}\nworkers: 1\nsize: 1Mi\nrate: 1Mi\ntarget: {{pid: {pid}}}\n",
+            io_dir.display()
         ),
     )
     .expect("write faults");
+    let io_bytes = || -> u64 {
+        let inside = format!("/proc/{pid}/root{}", io_dir.display());
+        std::fs::read_dir(inside)
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .filter(|e| {
+                        e.file_name()
+                            .to_string_lossy()
+                            .starts_with(".faultline-io-")
+                    })
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    };
 
-    let mut under = (u32::MAX, ' ', String::new());
-    let (ok, seen) = run_with(&add, &faults, &dir.path().join("state"), 4, || {
+    let mut under = (u32::MAX, ' ', String::new(), 0);
+    let (ok, seen) = run_with(&add, &faults, &config, &dir.path().join("state"), 5, || {
         let qdiscs = Command::new("tc")
             .args(["-n", &ns.0, "qdisc", "show", "dev", "lo"])
             .output()
@@ -188,11 +220,13 @@ fn the_daemonset_capabilities_are_what_the_faults_need() {
             udp_delivered(&ns.0),
             state_of(pid),
             String::from_utf8_lossy(&qdiscs.stdout).into_owned(),
+            io_bytes(),
         );
     });
     println!(
-        "with {add:?}: {}/100 datagrams delivered under the drop, the process in state {}, qdiscs:\n{}",
-        under.0, under.1, under.2
+        "with {add:?}: {}/100 datagrams delivered under the drop, the process in state {}, \
+         {} bytes in its io file, qdiscs:\n{}",
+        under.0, under.1, under.3, under.2
     );
     assert!(
         ok,
@@ -205,11 +239,16 @@ fn the_daemonset_capabilities_are_what_the_faults_need() {
         "{}",
         under.2
     );
+    assert!(
+        under.3 > 0,
+        "the io worker writes in the process's filesystem"
+    );
     assert_eq!(
         seen.iter().filter(|l| l.starts_with("reverted ")).count(),
-        4,
+        5,
         "{seen:#?}"
     );
+    assert_eq!(io_bytes(), 0, "the io file is gone after the revert");
     assert_eq!(
         udp_delivered(&ns.0),
         100,
@@ -222,7 +261,7 @@ fn the_daemonset_capabilities_are_what_the_faults_need() {
         let mut fewer = add.clone();
         fewer.remove(i);
         let state = dir.path().join(format!("state-{i}"));
-        let (ok, seen) = run_with(&fewer, &faults, &state, 4, || {});
+        let (ok, seen) = run_with(&fewer, &faults, &config, &state, 5, || {});
         let failed: Vec<&String> = seen.iter().filter(|l| l.starts_with("failed ")).collect();
         println!("without {cap}: {failed:?}");
         assert!(

@@ -366,7 +366,7 @@ fn an_image_digest_wins_over_the_tag() {
 
 #[test]
 fn bad_values_are_refused_with_the_field_and_its_range() {
-    let cases: [(&str, &str); 9] = [
+    let cases: [(&str, &str); 11] = [
         (
             "coordinator.policy.maxPodPercentPerNamespace=150",
             "at '/coordinator/policy/maxPodPercentPerNamespace': maximum: got 150, want 100",
@@ -394,6 +394,14 @@ fn bad_values_are_refused_with_the_field_and_its_range() {
         (
             "agent.limits.maxDuration=500ms",
             "agent.limits.maxDuration: 500ms is outside 1s..=7d",
+        ),
+        (
+            "agent.limits.ioPaths[0]=/tmp/../etc",
+            "agent.limits.ioPaths[0]: \"/tmp/../etc\" must be an absolute path without '..'",
+        ),
+        (
+            "agent.limits.ioPaths[0]=tmp",
+            "at '/agent/limits/ioPaths/0': 'tmp' does not match pattern '^/'",
         ),
         (
             "agent.bogus=1",

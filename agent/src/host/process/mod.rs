@@ -1,11 +1,15 @@
 //! The process driver: `kill` sends a signal to the selected processes (pid, name pattern or
-//! container; oldest first when counted), `pause` stops them with SIGSTOP under the watch of a
-//! guard process that resumes them if the agent dies. Protected processes are never touched.
+//! container; oldest first when counted), `pause` stops them with SIGSTOP under the watch of
+//! guard processes that live in the paused processes' cgroups and resume them if the agent dies.
+//! Protected processes are never touched.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 mod pause;
+mod placement;
+
+pub use pause::{resume, still_stopped, Resumed};
 
 use faultline_core::fault::{Fault, FaultKind, FaultSpec, ProcessAction, ProcessSelector};
 use regex::Regex;
@@ -43,7 +47,11 @@ pub struct ProcessRecipe {
     /// Kill: the processes the signal reached. Pause: those stopped.
     #[serde(default)]
     pub signalled: Vec<Identity>,
+    /// Pause: the guard processes, one per cgroup the paused processes are in.
     #[serde(default)]
+    pub guards: Vec<Identity>,
+    /// The single guard of recipes journaled by earlier agents; read for their revert only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guard: Option<Identity>,
     #[serde(default)]
     pub applied: bool,
@@ -65,7 +73,13 @@ impl ProcessRecipe {
 
 struct Live {
     recipe: ProcessRecipe,
-    guard: Option<Running>,
+    guards: Vec<LiveGuard>,
+}
+
+/// A running pause guard and the processes it resumes.
+struct LiveGuard {
+    running: Running,
+    pids: Vec<Identity>,
 }
 
 pub struct ProcessDriver {
@@ -242,6 +256,7 @@ impl Driver for ProcessDriver {
             victims,
             skipped,
             signalled: Vec::new(),
+            guards: Vec::new(),
             guard: None,
             applied: false,
         }
@@ -263,14 +278,13 @@ impl Driver for ProcessDriver {
             return Ok(recipe.clone());
         }
         let id = r.fault_id.clone();
-        let (r, guard) = if r.action == "pause" {
-            let (r, g) = self.pause(r)?;
-            (r, Some(g))
+        let (r, guards) = if r.action == "pause" {
+            self.pause(r)?
         } else {
-            (self.kill(r)?, None)
+            (self.kill(r)?, Vec::new())
         };
         let out = r.to_recipe()?;
-        live.insert(id, Live { recipe: r, guard });
+        live.insert(id, Live { recipe: r, guards });
         Ok(out)
     }
 
@@ -281,7 +295,7 @@ impl Driver for ProcessDriver {
             // A signal cannot be taken back.
             return Ok(RevertOutcome::AlreadyGone);
         }
-        self.revert_pause(&r, live.and_then(|l| l.guard))
+        self.revert_pause(&r, live.map(|l| l.guards).unwrap_or_default())
     }
 
     fn health(&self, recipe: &Recipe) -> Health {

@@ -1,8 +1,9 @@
 //! Undoing a stress fault and sweeping orphans: workers (by identity, and by the fault id in
-//! their argv), io files and leaf cgroups, all found by their deterministic names.
+//! their argv), io files (in the target's filesystem, see [`io`](super::io)) and leaf cgroups,
+//! all found by their deterministic names.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use super::{StressDriver, StressRecipe};
@@ -48,22 +49,9 @@ impl StressDriver {
                 id.pid
             ));
         }
-        let mut files: HashSet<PathBuf> = r.files.iter().cloned().collect();
-        if let Some(dir) = &r.io_dir {
-            files.extend(
-                scan::io_files(dir)
-                    .into_iter()
-                    .filter(|(_, id)| *id == r.fault_id)
-                    .map(|(p, _)| p),
-            );
-        }
-        for f in files {
-            match std::fs::remove_file(&f) {
-                Ok(()) => did = true,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => errors.push(format!("remove {}: {e}", f.display())),
-            }
-        }
+        let (removed, errs) = self.remove_io_files(r);
+        did |= removed;
+        errors.extend(errs);
         for d in &r.cgroups {
             let leaf = d.dir.join(r.leaf_name());
             match remove_cgroup(&leaf) {
@@ -118,23 +106,7 @@ impl StressDriver {
                 }
             }
         }
-        for dir in &self.host.io_paths {
-            for (f, id) in scan::io_files(dir) {
-                if ids.contains(&id) {
-                    continue;
-                }
-                match std::fs::remove_file(&f) {
-                    Ok(()) => lines.push(format!(
-                        "removed orphan io file {} (fault {id})",
-                        f.display()
-                    )),
-                    Err(e) => lines.push(format!(
-                        "could not remove orphan io file {}: {e}",
-                        f.display()
-                    )),
-                }
-            }
-        }
+        lines.extend(self.sweep_io_files(&ids));
         for h in self.host.resolver.hierarchies().unwrap_or_default() {
             for (dir, id) in scan::cgroups_below(&h.mount, 8) {
                 if ids.contains(&id) {

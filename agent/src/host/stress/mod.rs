@@ -3,8 +3,11 @@
 //! and removes them, their files and their leaf cgroups on revert and sweep.
 
 mod cleanup;
+mod io;
 mod plan;
 mod run;
+
+pub use io::IoTarget;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -35,7 +38,13 @@ pub struct StressRecipe {
     pub cgroups: Vec<CgroupDir>,
     /// Kind-specific arguments of each worker.
     pub workers: Vec<Vec<String>>,
+    /// io: the directory in the target's filesystem and the file names.
+    #[serde(default)]
+    pub io: Option<IoTarget>,
+    /// Host paths of io files, as recipes of earlier agents named them; read for their revert.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub io_dir: Option<PathBuf>,
     #[serde(default)]
     pub pids: Vec<Identity>,
@@ -123,7 +132,7 @@ impl Driver for StressDriver {
                 self.host.resolver.cgroups.root().display()
             )));
         }
-        let (workers, files, io_dir) = self.plan_workers(ctx, spec, &resolved.cgroups)?;
+        let (workers, io) = self.plan_workers(ctx, spec, &resolved)?;
         StressRecipe {
             fault_id: ctx.fault_id.clone(),
             kind: spec.kind().as_str().into(),
@@ -132,8 +141,9 @@ impl Driver for StressDriver {
             exe,
             cgroups: resolved.cgroups,
             workers,
-            files,
-            io_dir,
+            io,
+            files: Vec::new(),
+            io_dir: None,
             pids: Vec::new(),
             joined: Vec::new(),
             oom_base: Vec::new(),

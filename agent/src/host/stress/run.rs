@@ -1,6 +1,7 @@
 //! Running a stress fault: starting the workers in the target's cgroups (before they work),
 //! and judging their health (an OOM kill is `oom_killed`, never a silent success).
 
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -8,6 +9,7 @@ use super::{StressDriver, StressRecipe};
 use crate::engine::driver::{DriverError, Health};
 use crate::host::cgroup::{self, CgroupDir};
 use crate::host::child::Running;
+use crate::host::rootfs::Dir;
 
 /// A worker that ends this close to its deadline has simply finished.
 const END_SLACK: Duration = Duration::from_secs(1);
@@ -41,8 +43,17 @@ impl StressDriver {
                 .collect();
         }
         r.joined = joined;
+        // io: the files exist (created exclusively, in the target's filesystem) before any
+        // worker starts; each worker gets its own as a descriptor.
+        let files = match &r.io {
+            Some(t) => {
+                let (dir, fds) = self.create_io_files(t)?;
+                Some((dir, fds))
+            }
+            None => None,
+        };
         let mut workers: Vec<Running> = Vec::new();
-        let result = self.start_workers(&r, &mut workers);
+        let result = self.start_workers(&r, files.as_ref(), &mut workers);
         if let Err(e) = result {
             for w in &mut workers {
                 let _ = w.kill();
@@ -53,7 +64,12 @@ impl StressDriver {
         Ok((r, workers))
     }
 
-    fn start_workers(&self, r: &StressRecipe, out: &mut Vec<Running>) -> Result<(), DriverError> {
+    fn start_workers(
+        &self,
+        r: &StressRecipe,
+        io: Option<&(Dir, Vec<OwnedFd>)>,
+        out: &mut Vec<Running>,
+    ) -> Result<(), DriverError> {
         for (i, extra) in r.workers.iter().enumerate() {
             let mut args = vec![
                 crate::host::worker::WORKER_ARG.to_string(),
@@ -68,7 +84,16 @@ impl StressDriver {
                 i.to_string(),
             ];
             args.extend(extra.iter().cloned());
-            let w = Running::start(&r.exe, &args, self.host.proc())
+            let fds: Vec<BorrowedFd<'_>> = match io {
+                Some((dir, files)) => {
+                    let file = files
+                        .get(i)
+                        .ok_or_else(|| DriverError::Other(format!("no io file for worker {i}")))?;
+                    vec![file.as_fd(), dir.fd()]
+                }
+                None => Vec::new(),
+            };
+            let w = Running::start_with_fds(&r.exe, &args, self.host.proc(), &fds)
                 .map_err(|e| DriverError::io(format!("start worker {}", r.exe.display()), e))?;
             out.push(w);
             let w = out

@@ -42,6 +42,11 @@ max_pod_percent_per_namespace = {{ $p.maxPodPercentPerNamespace }}
 {{/* agent.toml; its checksum rolls the agents when it changes. */}}
 {{- define "faultline.agentConfig" -}}
 {{- include "faultline.checkDuration" (list "agent.limits.maxDuration" .Values.agent.limits.maxDuration) -}}
+{{- range $i, $p := .Values.agent.limits.ioPaths -}}
+{{- if or (not (hasPrefix "/" $p)) (regexMatch "(^|/)[.][.](/|$)" $p) -}}
+{{- fail (printf "agent.limits.ioPaths[%d]: %q must be an absolute path without '..'" $i $p) -}}
+{{- end -}}
+{{- end -}}
 # The agent's own limits, enforced even if the coordinator asks for more.
 [limits]
 max_concurrent_faults = {{ .Values.agent.limits.maxConcurrentFaults }}
@@ -51,6 +56,9 @@ max_duration = {{ .Values.agent.limits.maxDuration | quote }}
 protected_namespaces = [{{ range $i, $n := append .Values.coordinator.policy.protectedNamespaces .Release.Namespace | uniq }}{{ if $i }}, {{ end }}{{ $n | quote }}{{ end }}]
 # The kubelet's pod log directories (mounted read-only): where the agent reads pods' namespaces.
 pod_logs_dir = "/var/log/pods"
+# Directories io faults may write in, in the target's filesystem (a container's through
+# /proc/<pid>/root, the node's for the host target).
+io_paths = [{{ range $i, $p := .Values.agent.limits.ioPaths }}{{ if $i }}, {{ end }}{{ $p | quote }}{{ end }}]
 {{- end }}
 
 {{/* Fails unless duration (list field value) is within 1s..=7d, as the binaries require:
