@@ -19,7 +19,8 @@ demo_pkgs=(python3 curl procps prometheus iproute2 util-linux)
 # Debian 12's qemu-system-x86 replaces it; Faultline does not use qemu-utils. curl and openssl
 # fetch and check the pinned Helm build (scripts/fetch-helm.sh) for the chart tests; systemd
 # (systemd-analyze, systemctl --root, systemd-sysusers) checks the bare-metal units offline.
-test_pkgs=(prometheus iproute2 curl openssl systemd procps python3 python3-venv qemu-system-x86 busybox-static kmod cpio)
+# faketime (libfaketime) runs an agent with its clock 10 minutes off (tests/tests/clock_skew.rs).
+test_pkgs=(prometheus iproute2 curl openssl systemd procps python3 python3-venv qemu-system-x86 busybox-static kmod cpio faketime)
 
 case "$profile" in
 build) wanted=("${build_pkgs[@]}") ;;
