@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use faultline_admin::Endpoints;
 use faultline_core::duration::DurationError;
-use faultline_proto::http::{self, Endpoints};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -124,9 +124,10 @@ impl Agent {
                     }),
                     ready: Arc::new(move || ready_rx.borrow().connected),
                 };
-                let bound = http::serve(addr, endpoints, cancel.clone().cancelled_owned())
-                    .await
-                    .map_err(|source| AgentError::MetricsListen { addr, source })?;
+                let bound =
+                    faultline_admin::serve(addr, endpoints, cancel.clone().cancelled_owned())
+                        .await
+                        .map_err(|source| AgentError::MetricsListen { addr, source })?;
                 tracing::info!("serving /metrics, /healthz and /readyz on {bound}");
                 Some(bound)
             }

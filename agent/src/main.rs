@@ -23,7 +23,7 @@ use faultline_agent::standalone;
 use faultline_agent::state_dir::StateDir;
 use faultline_agent::{Agent, Config, RevertReason};
 use faultline_core::{duration, Labels, NodeName};
-use faultline_proto::tls::{CertPaths, CoordinatorUrl};
+use faultline_identity::tls::{CertPaths, CoordinatorUrl};
 use tokio::signal::unix::{signal, SignalKind};
 
 /// What joining the host's cgroup namespace at start did.

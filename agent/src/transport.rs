@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use faultline_identity::tls::{self, CertPaths, CoordinatorUrl};
 use faultline_proto::pb;
-use faultline_proto::tls::{self, CertPaths, CoordinatorUrl};
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::StreamExt;
@@ -47,7 +47,15 @@ impl Transport for Grpc {
                 .await
                 .map_err(|e| match e {
                     // The log line already names the coordinator.
-                    tls::TlsError::Connect { reason, .. } => SessionError::Connect(reason),
+                    tls::TlsError::Connect { reason, .. }
+                    | tls::TlsError::ServerCertificate { reason, .. } => {
+                        SessionError::Connect(reason)
+                    }
+                    // The coordinator refused our certificate in the handshake (a TLS alert).
+                    tls::TlsError::Refused { cert, reason, .. } => SessionError::Refused {
+                        code: "TLS handshake",
+                        message: format!("client certificate {} refused: {reason}", cert.display()),
+                    },
                     other => SessionError::Connect(tls::error_chain(&other)),
                 })?;
             let mut client = pb::agent_session_client::AgentSessionClient::new(channel);

@@ -9,7 +9,7 @@ use clap::{Parser, ValueEnum};
 use faultline_coordinator::config::load_policy;
 use faultline_coordinator::{Config, Policy, MAX_LEASE, MIN_LEASE};
 use faultline_core::duration::parse_in_range;
-use faultline_proto::tls::CertPaths;
+use faultline_identity::tls::{CertPaths, HandshakeLimits, DEFAULT_MAX_HANDSHAKES};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -114,6 +114,27 @@ pub struct Args {
     #[arg(long, env = "FAULTLINE_CLIENT_CA", value_name = "FILE")]
     pub client_ca: Option<PathBuf>,
 
+    /// TLS handshakes in progress at once. While all are taken, new connections wait
+    /// unaccepted in the listen backlog (they are not dropped). Range 1..=65535.
+    #[arg(
+        long,
+        env = "FAULTLINE_MAX_HANDSHAKES",
+        default_value_t = DEFAULT_MAX_HANDSHAKES as u32,
+        value_parser = clap::value_parser!(u32).range(1..=65535),
+        value_name = "N"
+    )]
+    pub max_handshakes: u32,
+
+    /// How long a TLS handshake may take from accept; a connection still handshaking after it
+    /// is closed. Range 1s..=2m.
+    #[arg(
+        long,
+        env = "FAULTLINE_HANDSHAKE_TIMEOUT",
+        default_value = "10s",
+        value_name = "DURATION"
+    )]
+    pub handshake_timeout: String,
+
     /// Log format on stderr. Filter with RUST_LOG (default info).
     #[arg(long, env = "FAULTLINE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -174,6 +195,13 @@ pub fn to_config(args: &Args) -> Result<Config, String> {
     .map_err(|e| e.to_string())?;
     faultline_coordinator::validate_timing(lease, renew_interval).map_err(|e| e.to_string())?;
     let tls = tls_paths(args)?;
+    let handshake_timeout = parse_in_range(
+        "--handshake-timeout",
+        &args.handshake_timeout,
+        Duration::from_secs(1),
+        Duration::from_secs(120),
+    )
+    .map_err(|e| e.to_string())?;
     let policy = match &args.config {
         Some(path) => load_policy(path).map_err(|e| e.to_string())?,
         None => Policy::default(),
@@ -183,6 +211,10 @@ pub fn to_config(args: &Args) -> Result<Config, String> {
         metrics_listen: args.metrics_listen.0,
         data_dir: args.data_dir.clone(),
         tls,
+        handshakes: HandshakeLimits {
+            max_concurrent: args.max_handshakes as usize,
+            timeout: handshake_timeout,
+        },
         lease,
         renew_interval,
         policy,
@@ -245,5 +277,41 @@ mod tests {
         assert_eq!(c.metrics_listen, None);
         let err = Args::try_parse_from(["x", "--metrics-listen", "nowhere"]).expect_err("bad");
         assert!(err.to_string().contains("--metrics-listen"), "{err}");
+    }
+
+    #[test]
+    fn handshake_limits_and_their_ranges() {
+        let c = to_config(&args(&["--certs-dir", "/c"])).expect("defaults");
+        assert_eq!(c.handshakes, HandshakeLimits::default());
+        assert_eq!(c.handshakes.max_concurrent, 256);
+        assert_eq!(c.handshakes.timeout, Duration::from_secs(10));
+        let c = to_config(&args(&[
+            "--certs-dir",
+            "/c",
+            "--max-handshakes",
+            "8",
+            "--handshake-timeout",
+            "2s",
+        ]))
+        .expect("set");
+        assert_eq!(c.handshakes.max_concurrent, 8);
+        assert_eq!(c.handshakes.timeout, Duration::from_secs(2));
+        let err = to_config(&args(&[
+            "--certs-dir",
+            "/c",
+            "--handshake-timeout",
+            "500ms",
+        ]))
+        .expect_err("too short");
+        assert_eq!(
+            err,
+            "--handshake-timeout: 500ms is outside the allowed range 1s..=2m"
+        );
+        for bad in ["0", "65536", "many"] {
+            let err = Args::try_parse_from(["x", "--max-handshakes", bad]).expect_err(bad);
+            assert!(err.to_string().contains("--max-handshakes"), "{err}");
+        }
+        let err = Args::try_parse_from(["x", "--max-handshakes", "0"]).expect_err("0");
+        assert!(err.to_string().contains("1..=65535"), "{err}");
     }
 }

@@ -2,7 +2,7 @@
 //! per-method role check whose refusals say which identity was refused for what.
 
 use faultline_core::{Identity, Role};
-use faultline_proto::tls::{self, AuthFailure, PeerInfo};
+use faultline_identity::tls;
 use tonic::{Request, Status};
 
 use crate::metrics::{self, RefusalReason};
@@ -135,21 +135,13 @@ pub fn check(identity: &Identity, method: Method) -> Result<(), Status> {
     }
 }
 
-/// The interceptor on every service: [`tls::authenticate`], plus counting its refusals.
+/// The interceptor on every service: [`tls::authenticate`], plus counting its refusals. Client
+/// certificates are verified (and refusals counted) in the TLS handshake, so this refuses only
+/// a connection that did not come through the mutual-TLS listener.
 #[allow(clippy::result_large_err)]
 pub fn authenticate(req: Request<()>) -> Result<Request<()>, Status> {
-    let reason = match req.extensions().get::<PeerInfo>().map(|p| &p.identity) {
-        Some(Err(AuthFailure::NoCertificate)) => Some(RefusalReason::NoCertificate),
-        Some(Err(AuthFailure::Rejected(_))) => Some(RefusalReason::CertificateRejected),
-        Some(Err(AuthFailure::NoIdentity)) => Some(RefusalReason::NoIdentity),
-        Some(Ok(_)) => None,
-        None => Some(RefusalReason::NoCertificate),
-    };
     tls::authenticate(req).inspect_err(|status| {
-        metrics::auth_refused(
-            reason.unwrap_or(RefusalReason::NoIdentity),
-            status.message(),
-        );
+        metrics::auth_refused(RefusalReason::NoCertificate, status.message());
     })
 }
 

@@ -21,11 +21,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use faultline_proto::http::{self, Endpoints};
+use faultline_admin::Endpoints;
+use faultline_identity::tls::{
+    CertPaths, HandshakeLimits, ReloadingServerConfig, TlsError, TlsIncoming,
+};
 use faultline_proto::pb::agent_session_server::AgentSessionServer;
 use faultline_proto::pb::experiments_server::ExperimentsServer;
 use faultline_proto::pb::fleet_server::FleetServer;
-use faultline_proto::tls::{CertPaths, ReloadingServerConfig, TlsError, TlsIncoming};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -62,6 +64,9 @@ pub struct Config {
     /// The sled store lives in `<data_dir>/store`.
     pub data_dir: PathBuf,
     pub tls: CertPaths,
+    /// TLS handshakes in progress at once and how long each may take
+    /// (`--max-handshakes`, `--handshake-timeout`).
+    pub handshakes: HandshakeLimits,
     /// Lease granted to agents, 1s..=60s.
     pub lease: Duration,
     /// Period of lease renewals; shorter than `lease`.
@@ -211,13 +216,13 @@ impl Coordinator {
             Some(addr) => {
                 let endpoints = endpoints(metrics, ready.clone());
                 let stop = state.shutdown.clone().cancelled_owned();
-                let bound = http::serve(addr, endpoints, stop).await.map_err(|source| {
-                    CoordinatorError::Bind {
+                let bound = faultline_admin::serve(addr, endpoints, stop)
+                    .await
+                    .map_err(|source| CoordinatorError::Bind {
                         flag: "--metrics-listen",
                         addr,
                         source,
-                    }
-                })?;
+                    })?;
                 Some(bound)
             }
             None => None,
@@ -245,7 +250,12 @@ impl Coordinator {
                 },
                 auth,
             ));
-        let incoming = TlsIncoming::new(listener, tls);
+        let incoming = TlsIncoming::new(
+            listener,
+            tls,
+            config.handshakes,
+            Arc::new(crate::metrics::Handshakes),
+        );
         let stop = state.shutdown.clone().cancelled_owned();
         let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, stop));
         ready.store(true, Ordering::SeqCst);

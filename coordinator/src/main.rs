@@ -99,7 +99,7 @@ async fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let code = if e.is_usage() { 2 } else { 1 };
-            return fail(code, &faultline_proto::tls::error_chain(&e));
+            return fail(code, &faultline_identity::tls::error_chain(&e));
         }
     };
     let metrics = coordinator

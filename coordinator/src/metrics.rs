@@ -1,6 +1,7 @@
 //! The coordinator's observable events: each function here is the one place that both logs an
 //! event and counts it in the `faultline_coordinator_*` Prometheus metrics.
 
+use faultline_identity::tls::{HandshakeFailure, HandshakeObserver, HandshakeRefusal};
 use metrics::{counter, describe_counter, describe_gauge, gauge};
 
 pub const AGENTS_CONNECTED: &str = "faultline_coordinator_agents_connected";
@@ -8,6 +9,8 @@ pub const SESSIONS_OPENED: &str = "faultline_coordinator_sessions_opened_total";
 pub const SESSIONS_CLOSED: &str = "faultline_coordinator_sessions_closed_total";
 pub const LEASE_RENEWALS: &str = "faultline_coordinator_lease_renewals_total";
 pub const AUTH_REFUSALS: &str = "faultline_coordinator_auth_refusals_total";
+pub const HANDSHAKE_FAILURES: &str = "faultline_coordinator_tls_handshake_failures_total";
+pub const HANDSHAKES_IN_FLIGHT: &str = "faultline_coordinator_tls_handshakes_in_flight";
 pub const HALTED: &str = "faultline_coordinator_halted";
 pub const AUDIT_ENTRIES: &str = "faultline_coordinator_audit_entries_total";
 pub const UNVOUCHED_ON_HELLO: &str = "faultline_coordinator_unvouched_faults_total";
@@ -50,11 +53,11 @@ impl CloseReason {
 /// Why a caller was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RefusalReason {
-    /// No client certificate on the connection.
+    /// No client certificate in the TLS handshake.
     NoCertificate,
-    /// Unknown CA, expired, not yet valid.
+    /// Unknown CA, expired, not yet valid, not for client authentication (in the handshake).
     CertificateRejected,
-    /// A valid certificate without a Faultline identity.
+    /// A valid certificate without a Faultline identity (in the handshake).
     NoIdentity,
     /// The caller's role may not call the method.
     Role,
@@ -82,6 +85,30 @@ impl RefusalReason {
     }
 }
 
+/// Why a TLS handshake failed for a reason other than the client's credentials (those are
+/// [`RefusalReason`]s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeFailureReason {
+    /// Not finished within `--handshake-timeout`.
+    Timeout,
+    /// Not TLS, an old protocol version, the client's own alert, closed mid-handshake.
+    Error,
+}
+
+impl HandshakeFailureReason {
+    pub const ALL: [HandshakeFailureReason; 2] = [
+        HandshakeFailureReason::Timeout,
+        HandshakeFailureReason::Error,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandshakeFailureReason::Timeout => "timeout",
+            HandshakeFailureReason::Error => "error",
+        }
+    }
+}
+
 /// Registers HELP text and starts every series at zero, so `/metrics` shows all of them from
 /// the first scrape.
 pub fn describe() {
@@ -95,6 +122,14 @@ pub fn describe() {
     describe_counter!(
         AUTH_REFUSALS,
         "Calls refused by authentication or authorization, by reason."
+    );
+    describe_counter!(
+        HANDSHAKE_FAILURES,
+        "TLS handshakes that failed for another reason than the client certificate, by reason (timeout, error)."
+    );
+    describe_gauge!(
+        HANDSHAKES_IN_FLIGHT,
+        "TLS handshakes in progress; at --max-handshakes further connections wait unaccepted."
     );
     describe_gauge!(
         HALTED,
@@ -115,6 +150,10 @@ pub fn describe() {
     for r in RefusalReason::ALL {
         counter!(AUTH_REFUSALS, "reason" => r.as_str()).increment(0);
     }
+    for r in HandshakeFailureReason::ALL {
+        counter!(HANDSHAKE_FAILURES, "reason" => r.as_str()).increment(0);
+    }
+    gauge!(HANDSHAKES_IN_FLIGHT).set(0.0);
     counter!(AUDIT_ENTRIES).increment(0);
     crate::experiments::describe_metrics();
 }
@@ -177,6 +216,52 @@ pub fn lease_renewed(node: &str, sequence: u64) {
 pub fn auth_refused(reason: RefusalReason, message: &str) {
     tracing::warn!(reason = reason.as_str(), "refused: {message}");
     counter!(AUTH_REFUSALS, "reason" => reason.as_str()).increment(1);
+}
+
+/// The TLS listener's events: a refused client certificate is an auth refusal (logged at warn
+/// with the peer address and the identity the certificate claims); a timed-out or broken
+/// handshake is counted apart and logged at debug (port scanners and TCP health checks do it).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Handshakes;
+
+impl HandshakeObserver for Handshakes {
+    fn failed(&self, refusal: &HandshakeRefusal) {
+        let remote = refusal.remote.to_string();
+        let presented = refusal
+            .presented
+            .as_ref()
+            .map(|id| id.to_string())
+            .unwrap_or_default();
+        let auth = match refusal.failure {
+            HandshakeFailure::NoCertificate => Some(RefusalReason::NoCertificate),
+            HandshakeFailure::CertificateRejected(_) => Some(RefusalReason::CertificateRejected),
+            HandshakeFailure::NoIdentity => Some(RefusalReason::NoIdentity),
+            HandshakeFailure::TimedOut(_) | HandshakeFailure::Failed(_) => None,
+        };
+        match auth {
+            Some(reason) => {
+                tracing::warn!(
+                    reason = reason.as_str(),
+                    %remote,
+                    presented,
+                    "refused in the TLS handshake: {refusal}"
+                );
+                counter!(AUTH_REFUSALS, "reason" => reason.as_str()).increment(1);
+            }
+            None => {
+                let reason = match refusal.failure {
+                    HandshakeFailure::TimedOut(_) => HandshakeFailureReason::Timeout,
+                    _ => HandshakeFailureReason::Error,
+                };
+                tracing::debug!(reason = reason.as_str(), %remote, "{refusal}");
+                counter!(HANDSHAKE_FAILURES, "reason" => reason.as_str()).increment(1);
+            }
+        }
+    }
+
+    fn in_flight(&self, handshakes: usize) {
+        gauge!(HANDSHAKES_IN_FLIGHT).set(handshakes as f64);
+    }
 }
 
 pub fn halted(halted: bool, by: &str, reason: &str, agents_signalled: usize) {

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use faultline_core::{Identity, Labels, NodeName};
+use faultline_identity::tls::PeerInfo;
 use faultline_proto::pb::agent_message::Msg as AgentMsg;
 use faultline_proto::pb::coordinator_message::Msg as CoordMsg;
 use faultline_proto::pb::{self, agent_session_server::AgentSession};
-use faultline_proto::tls::PeerInfo;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant, MissedTickBehavior};
 use tokio_stream::wrappers::ReceiverStream;

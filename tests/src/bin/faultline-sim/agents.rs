@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use faultline_core::{Identity, Role};
+use faultline_identity::pki::{self, Ca, Validity};
+use faultline_identity::tls::{self, CertPaths, CoordinatorUrl};
 use faultline_proto::pb::{self, agent_message::Msg as Out, coordinator_message::Msg as In};
-use faultline_proto::pki::{self, Ca, Validity};
-use faultline_proto::tls::{self, CertPaths, CoordinatorUrl};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
