@@ -31,7 +31,9 @@ use time::OffsetDateTime;
 use crate::cert::CertInfo;
 use crate::tls::load_certs;
 
-/// How far `notBefore` is set in the past, for agents whose clock is a little behind.
+/// How far `notBefore` is set in the past, for agents whose clock is a little behind: this, or
+/// a tenth of the lifetime if that is less (so the lifetime an agent sees stays close to the
+/// configured one, and its renewal at two thirds of it comes when expected).
 pub const CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
 
 #[derive(Debug, thiserror::Error)]
@@ -164,7 +166,7 @@ impl AgentIssuer {
     }
 
     /// Issues `spiffe://faultline/agent/<node>` for the key of `csr_der`, valid from
-    /// max(now − [`CLOCK_SKEW`], `not_before_floor`) for the issuer's lifetime (never past the
+    /// max(now − min([`CLOCK_SKEW`], lifetime/10), `not_before_floor`) for the issuer's lifetime (never past the
     /// CA's own expiry).
     pub fn issue(
         &self,
@@ -184,7 +186,7 @@ impl AgentIssuer {
             },
         )?;
         let now = SystemTime::now();
-        let mut not_before = now - CLOCK_SKEW;
+        let mut not_before = now - CLOCK_SKEW.min(self.ttl / 10);
         if let Some(floor) = not_before_floor {
             not_before = not_before.max(floor);
         }
