@@ -286,7 +286,8 @@ impl SimAgent {
             Some(In::Lease(_)) => {
                 self.shared.leases.fetch_add(1, Ordering::Relaxed);
             }
-            Some(In::Welcome(_)) | None => {}
+            // Simulated agents never ask for a certificate.
+            Some(In::Welcome(_)) | Some(In::Certificate(_)) | None => {}
         }
         Ok(())
     }
