@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use faultline_core::{Identity, Role};
 use faultline_tests::procs::{http_get, run, Proc};
-use faultline_tests::stack::wait_ready;
+use faultline_tests::stack::{wait_ready, workers_of};
 use faultline_tests::{binary, free_port, Certs};
 
 struct Issuing {
@@ -280,4 +280,67 @@ fn a_revoked_agent_is_cut_off_within_a_second_and_refused_in_the_handshake() {
     assert!(ok, "{audit}");
     assert!(audit.contains("Fleet.RevokeAgent"), "{audit}");
     assert!(audit.contains("revoked agent/host-r: disk stolen"), "{audit}");
+}
+
+/// The serial of the certificate stored in a state dir.
+fn stored_serial(state: &Path) -> Option<String> {
+    let certs = faultline_identity::tls::load_certs(&state.join("identity/agent.pem")).ok()?;
+    faultline_identity::cert::CertInfo::parse(&certs[0])
+        .ok()
+        .map(|i| i.serial)
+}
+
+#[test]
+fn an_agent_renews_three_times_keeping_one_session_and_its_fault() {
+    // The shortest lifetime the flag allows: renewals come about every 40 s.
+    let c = Issuing::start("1m");
+    let token = c.token(&[]);
+    let (agent, metrics) = c.agent("host-rot", Some(&c.token_file("host-rot", &token)));
+    wait_ready(&agent, metrics, Duration::from_secs(5));
+    let enrolled_at = Instant::now();
+    let doc = c.dir.path().join("rot.yaml");
+    std::fs::write(
+        &doc,
+        "apiVersion: faultline.dev/v1\nkind: Experiment\nmetadata: {name: rot}\nspec:\n  duration: 170s\n  targets:\n    agents: {names: [host-rot]}\n    mode: all\n  faults:\n    - {kind: cpu, load: 5, workers: 1}\n",
+    )
+    .expect("doc");
+    let (ok, out) = c.faultctl(&["--identity", "operator", "apply", "-f", &doc.display().to_string()]);
+    assert!(ok, "{out}");
+    // The fault is a CPU worker process of the agent: the same PID must live throughout.
+    let workers = || workers_of(agent.pid());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while workers().is_empty() {
+        assert!(Instant::now() < deadline, "the fault never applied:\n{}", agent.log_text());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let worker = workers();
+
+    let mut serials = vec![stored_serial(&c.state("host-rot")).expect("enrolled serial")];
+    let mut renewed_at = Vec::new();
+    let deadline = enrolled_at + Duration::from_secs(160);
+    while serials.len() < 4 {
+        assert!(Instant::now() < deadline, "only {} renewals:\n{}", serials.len() - 1, agent.log_text());
+        std::thread::sleep(Duration::from_millis(250));
+        let now = stored_serial(&c.state("host-rot")).expect("serial");
+        if Some(&now) != serials.last() {
+            renewed_at.push(enrolled_at.elapsed());
+            serials.push(now);
+            // Every renewal keeps the one session and the fault.
+            assert_eq!(c.metric("faultline_coordinator_sessions_opened_total "), 1.0);
+            assert_eq!(workers(), worker, "the fault's worker must live on");
+            assert_eq!(http_get(metrics, "/readyz").map(|r| r.0), Some(200));
+        }
+    }
+    println!("renewals at {renewed_at:?} after enrollment (lifetime 60 s)");
+    assert_eq!(
+        c.metric("faultline_coordinator_certificates_issued_total{via=\"renew\"} "),
+        3.0
+    );
+    assert_eq!(c.metric("faultline_coordinator_sessions_opened_total "), 1.0);
+    assert!(renewed_at[0] > Duration::from_secs(30), "{renewed_at:?}");
+    // The enrollment certificate has long expired: a restart connects with the renewed one.
+    assert!(enrolled_at.elapsed() > Duration::from_secs(70));
+    drop(agent);
+    let (again, metrics) = c.agent("host-rot", None);
+    wait_ready(&again, metrics, Duration::from_secs(5));
 }
