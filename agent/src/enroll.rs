@@ -70,7 +70,10 @@ impl EnrollError {
         match self {
             EnrollError::Connect { .. } => true,
             EnrollError::Refused { code, .. } => {
-                matches!(code.as_str(), "UNAVAILABLE" | "RESOURCE_EXHAUSTED" | "INTERNAL")
+                matches!(
+                    code.as_str(),
+                    "UNAVAILABLE" | "RESOURCE_EXHAUSTED" | "INTERNAL"
+                )
             }
             _ => false,
         }
@@ -150,16 +153,16 @@ impl IdentityFiles {
     /// Why the stored certificate cannot be used now, or `None` when it can.
     pub fn unusable(&self, node: &NodeName) -> Option<String> {
         let Some(info) = self.current() else {
-            return Some(format!("{} is missing or unreadable", self.cert().display()));
+            return Some(format!(
+                "{} is missing or unreadable",
+                self.cert().display()
+            ));
         };
         if !self.key().exists() {
             return Some(format!("{} is missing", self.key().display()));
         }
         if info.identity != Some(Identity::new(Role::Agent, node.as_str())) {
-            return Some(format!(
-                "{} is not for agent/{node}",
-                self.cert().display()
-            ));
+            return Some(format!("{} is not for agent/{node}", self.cert().display()));
         }
         let now = SystemTime::now();
         if now >= info.not_after {
@@ -254,7 +257,10 @@ pub fn read_token(flag: Option<&str>, file: Option<&Path>) -> Result<Option<Stri
             }
             let token = text.trim().to_string();
             if token.is_empty() {
-                return Err(format!("--join-token-file {}: the file is empty", path.display()));
+                return Err(format!(
+                    "--join-token-file {}: the file is empty",
+                    path.display()
+                ));
             }
             Ok(Some(token))
         }

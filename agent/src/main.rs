@@ -141,7 +141,12 @@ struct Args {
     /// with it on the coordinator's enrollment listener, keeps its key (0600) and certificate
     /// in <state-dir>/identity and renews them itself; once enrolled the token is not needed
     /// again unless the stored certificate has expired.
-    #[arg(long, env = "FAULTLINE_JOIN_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "FAULTLINE_JOIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
     join_token: Option<String>,
 
     /// A file holding the join token (mode 0600); instead of --join-token.
@@ -277,9 +282,11 @@ fn resolve_identity(
     let explicit = args.certs_dir.is_some() || args.tls_cert.is_some() || args.tls_key.is_some();
     if explicit {
         if token.is_some() {
-            return Err("--join-token/--join-token-file enroll an agent that has no certificate \
+            return Err(
+                "--join-token/--join-token-file enroll an agent that has no certificate \
                         files; they cannot be combined with --certs-dir, --tls-cert or --tls-key"
-                .into());
+                    .into(),
+            );
         }
         let tls = resolve_certs(args, node)?;
         check_certificate(&tls.cert, node).map_err(|e| e.to_string())?;

@@ -9,9 +9,7 @@ use clap::{Parser, ValueEnum};
 use faultline_coordinator::config::load_policy;
 use faultline_coordinator::enroll::ratelimit::DEFAULT_ATTEMPTS_PER_MINUTE;
 use faultline_coordinator::enroll::{MAX_AGENT_CERT_TTL, MIN_AGENT_CERT_TTL};
-use faultline_coordinator::{
-    Config, EnrollmentConfig, IssuerConfig, Policy, MAX_LEASE, MIN_LEASE,
-};
+use faultline_coordinator::{Config, EnrollmentConfig, IssuerConfig, Policy, MAX_LEASE, MIN_LEASE};
 use faultline_core::duration::parse_in_range;
 use faultline_identity::tls::{CertPaths, HandshakeLimits, DEFAULT_MAX_HANDSHAKES};
 
@@ -157,11 +155,21 @@ pub struct Args {
     /// The issuing CA for agent certificates (PEM): the CA certificate first, then its chain
     /// if it is an intermediate (cert-manager's tls.crt). Clients must trust its root
     /// (--client-ca). Needs --issuer-key.
-    #[arg(long, env = "FAULTLINE_ISSUER_CERT", value_name = "FILE", requires = "issuer_key")]
+    #[arg(
+        long,
+        env = "FAULTLINE_ISSUER_CERT",
+        value_name = "FILE",
+        requires = "issuer_key"
+    )]
     pub issuer_cert: Option<PathBuf>,
 
     /// The issuing CA's private key (PEM, PKCS#8 "PRIVATE KEY"). Needs --issuer-cert.
-    #[arg(long, env = "FAULTLINE_ISSUER_KEY", value_name = "FILE", requires = "issuer_cert")]
+    #[arg(
+        long,
+        env = "FAULTLINE_ISSUER_KEY",
+        value_name = "FILE",
+        requires = "issuer_cert"
+    )]
     pub issuer_key: Option<PathBuf>,
 
     /// Lifetime of the agent certificates the issuer signs; agents renew at two thirds of it.

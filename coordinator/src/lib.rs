@@ -408,7 +408,10 @@ impl Coordinator {
             }
         }
         if let Some(mut task) = self.enroll_server.take() {
-            if tokio::time::timeout(DRAIN_TIMEOUT, &mut task).await.is_err() {
+            if tokio::time::timeout(DRAIN_TIMEOUT, &mut task)
+                .await
+                .is_err()
+            {
                 task.abort();
             }
         }

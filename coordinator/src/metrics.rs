@@ -359,7 +359,10 @@ pub fn enrollment(ok: bool, claimed: &str, detail: &str) {
 pub fn renewal(node: &str, outcome: Result<&str, &str>) {
     match outcome {
         Ok(not_after) => {
-            tracing::info!(node, "renewed the certificate of agent/{node} (valid until {not_after})");
+            tracing::info!(
+                node,
+                "renewed the certificate of agent/{node} (valid until {not_after})"
+            );
             counter!(CERTIFICATES_ISSUED, "via" => "renew").increment(1);
         }
         Err(why) => tracing::warn!(node, "certificate renewal for agent/{node} refused: {why}"),

@@ -162,14 +162,24 @@ fn agent_entry(v: &serde_json::Value, name: &str) -> serde_json::Value {
 /// Waits for the agent process to exit and returns its log.
 fn exits_with(mut p: Proc) -> String {
     let status = p.wait(Duration::from_secs(20));
-    assert!(!status.success(), "the agent should have exited with an error");
+    assert!(
+        !status.success(),
+        "the agent should have exited with an error"
+    );
     p.log_text()
 }
 
 #[test]
 fn a_join_token_is_all_an_agent_needs_and_it_is_refused_when_expired_or_used_up() {
     let c = Issuing::start("24h");
-    let token = c.token(&["--uses", "1", "--labels", "rack=r4", "--description", "test"]);
+    let token = c.token(&[
+        "--uses",
+        "1",
+        "--labels",
+        "rack=r4",
+        "--description",
+        "test",
+    ]);
     let file = c.token_file("host-a", &token);
 
     // Token to connected.
@@ -185,7 +195,11 @@ fn a_join_token_is_all_an_agent_needs_and_it_is_refused_when_expired_or_used_up(
     let key = identity.join("agent-key.pem");
     let mode = std::fs::metadata(&key).expect("key").permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "{}", key.display());
-    let dir_mode = std::fs::metadata(&identity).expect("dir").permissions().mode() & 0o777;
+    let dir_mode = std::fs::metadata(&identity)
+        .expect("dir")
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(dir_mode, 0o700);
     let id = faultline_identity::spiffe::identity_of_file(&identity.join("agent.pem"))
         .expect("identity");
@@ -199,7 +213,10 @@ fn a_join_token_is_all_an_agent_needs_and_it_is_refused_when_expired_or_used_up(
     let second = c.token_file("host-b", &token);
     let (b, _) = c.agent("host-b", Some(&second));
     let log = exits_with(b);
-    assert!(log.contains("has been used 1 of 1 times (by host-a)"), "{log}");
+    assert!(
+        log.contains("has been used 1 of 1 times (by host-a)"),
+        "{log}"
+    );
     assert!(!c.state("host-b").join("identity/agent.pem").exists());
 
     // --ttl 1s used 2 s later: refused, saying it expired.
@@ -208,21 +225,30 @@ fn a_join_token_is_all_an_agent_needs_and_it_is_refused_when_expired_or_used_up(
     std::thread::sleep(Duration::from_secs(2));
     let (late, _) = c.agent("host-c", Some(&c.token_file("host-c", &short)));
     let log = exits_with(late);
-    assert!(log.contains(&format!("join token {id} expired at ")), "{log}");
+    assert!(
+        log.contains(&format!("join token {id} expired at ")),
+        "{log}"
+    );
 
     // A restart needs no token: the stored certificate is used.
     drop(agent);
     let start = Instant::now();
     let (again, metrics) = c.agent("host-a", None);
     wait_ready(&again, metrics, Duration::from_secs(5));
-    println!("restart with the stored certificate to connected: {:?}", start.elapsed());
+    println!(
+        "restart with the stored certificate to connected: {:?}",
+        start.elapsed()
+    );
 
     // Every attempt is in the audit log.
     let (ok, audit) = c.faultctl(&["-o", "json", "audit", "--limit", "50"]);
     assert!(ok, "{audit}");
     assert!(audit.contains("Enrollment.Enroll"), "{audit}");
     assert!(audit.contains("Tokens.Create"), "{audit}");
-    assert!(!audit.contains(&token[7..]), "the secret must not be audited");
+    assert!(
+        !audit.contains(&token[7..]),
+        "the secret must not be audited"
+    );
 }
 
 #[test]
@@ -250,7 +276,9 @@ fn a_revoked_agent_is_cut_off_within_a_second_and_refused_in_the_handshake() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let log = c.coordinator.log_text();
-        if log.contains("refused in the TLS handshake") && log.contains("is revoked: node host-r was revoked by admin/admin") {
+        if log.contains("refused in the TLS handshake")
+            && log.contains("is revoked: node host-r was revoked by admin/admin")
+        {
             break;
         }
         assert!(Instant::now() < deadline, "no handshake refusal in:\n{log}");
@@ -279,7 +307,10 @@ fn a_revoked_agent_is_cut_off_within_a_second_and_refused_in_the_handshake() {
     let (ok, audit) = c.faultctl(&["-o", "json", "audit", "--limit", "50"]);
     assert!(ok, "{audit}");
     assert!(audit.contains("Fleet.RevokeAgent"), "{audit}");
-    assert!(audit.contains("revoked agent/host-r: disk stolen"), "{audit}");
+    assert!(
+        audit.contains("revoked agent/host-r: disk stolen"),
+        "{audit}"
+    );
 }
 
 /// The serial of the certificate stored in a state dir.
@@ -304,13 +335,23 @@ fn an_agent_renews_three_times_keeping_one_session_and_its_fault() {
         "apiVersion: faultline.dev/v1\nkind: Experiment\nmetadata: {name: rot}\nspec:\n  duration: 170s\n  targets:\n    agents: {names: [host-rot]}\n    mode: all\n  faults:\n    - {kind: cpu, load: 5, workers: 1}\n",
     )
     .expect("doc");
-    let (ok, out) = c.faultctl(&["--identity", "operator", "apply", "-f", &doc.display().to_string()]);
+    let (ok, out) = c.faultctl(&[
+        "--identity",
+        "operator",
+        "apply",
+        "-f",
+        &doc.display().to_string(),
+    ]);
     assert!(ok, "{out}");
     // The fault is a CPU worker process of the agent: the same PID must live throughout.
     let workers = || workers_of(agent.pid());
     let deadline = Instant::now() + Duration::from_secs(10);
     while workers().is_empty() {
-        assert!(Instant::now() < deadline, "the fault never applied:\n{}", agent.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "the fault never applied:\n{}",
+            agent.log_text()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let worker = workers();
@@ -319,14 +360,22 @@ fn an_agent_renews_three_times_keeping_one_session_and_its_fault() {
     let mut renewed_at = Vec::new();
     let deadline = enrolled_at + Duration::from_secs(160);
     while serials.len() < 4 {
-        assert!(Instant::now() < deadline, "only {} renewals:\n{}", serials.len() - 1, agent.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "only {} renewals:\n{}",
+            serials.len() - 1,
+            agent.log_text()
+        );
         std::thread::sleep(Duration::from_millis(250));
         let now = stored_serial(&c.state("host-rot")).expect("serial");
         if Some(&now) != serials.last() {
             renewed_at.push(enrolled_at.elapsed());
             serials.push(now);
             // Every renewal keeps the one session and the fault.
-            assert_eq!(c.metric("faultline_coordinator_sessions_opened_total "), 1.0);
+            assert_eq!(
+                c.metric("faultline_coordinator_sessions_opened_total "),
+                1.0
+            );
             assert_eq!(workers(), worker, "the fault's worker must live on");
             assert_eq!(http_get(metrics, "/readyz").map(|r| r.0), Some(200));
         }
@@ -336,11 +385,43 @@ fn an_agent_renews_three_times_keeping_one_session_and_its_fault() {
         c.metric("faultline_coordinator_certificates_issued_total{via=\"renew\"} "),
         3.0
     );
-    assert_eq!(c.metric("faultline_coordinator_sessions_opened_total "), 1.0);
+    assert_eq!(
+        c.metric("faultline_coordinator_sessions_opened_total "),
+        1.0
+    );
     assert!(renewed_at[0] > Duration::from_secs(30), "{renewed_at:?}");
     // The enrollment certificate has long expired: a restart connects with the renewed one.
     assert!(enrolled_at.elapsed() > Duration::from_secs(70));
     drop(agent);
     let (again, metrics) = c.agent("host-rot", None);
     wait_ready(&again, metrics, Duration::from_secs(5));
+}
+
+#[test]
+fn faultctl_refuses_bad_token_flags_naming_the_flag_and_range() {
+    for (args, wanted) in [
+        (
+            vec!["--ttl", "0s"],
+            "--ttl: 0s is outside the allowed range 1s..=7days",
+        ),
+        (
+            vec!["--ttl", "8d"],
+            "--ttl: 8days is outside the allowed range 1s..=7days",
+        ),
+        (vec!["--uses", "0"], "'--uses <N>': 0 is not in 1..=10000"),
+        (
+            vec!["--uses", "10001"],
+            "'--uses <N>': 10001 is not in 1..=10000",
+        ),
+        (
+            vec!["--labels", "bad key=1"],
+            "'--labels <K=V,...>': label key \"bad key\" is invalid",
+        ),
+    ] {
+        let mut all = vec!["tokens", "create"];
+        all.extend_from_slice(&args);
+        let (ok, out) = run(&binary("faultctl"), &all);
+        assert!(!ok, "{args:?} accepted: {out}");
+        assert!(out.contains(wanted), "{args:?}: {out}");
+    }
 }

@@ -41,8 +41,8 @@ mod wire;
 
 use error::FailureLog;
 pub use error::SessionError;
-pub use renew::Renew;
 use orders::{Done, Op, Orders};
+pub use renew::Renew;
 use vouch::Vouches;
 use wire::{agent_msg, coordinator_reason, open, send};
 

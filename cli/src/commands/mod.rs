@@ -45,9 +45,7 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> Result<Printed, CliError> {
         }
         Command::Tokens(TokensCommand::Create(args)) => tokens::create(&target, args, o).await,
         Command::Tokens(TokensCommand::List) => tokens::list(&target, o).await,
-        Command::Tokens(TokensCommand::Revoke(args)) => {
-            tokens::revoke(&target, &args.id, o).await
-        }
+        Command::Tokens(TokensCommand::Revoke(args)) => tokens::revoke(&target, &args.id, o).await,
         Command::Audit(args) => audit::show(&target, args.limit, o).await,
         Command::Policy => fleet::policy(&target, o).await,
         Command::Halt(args) => fleet::halt(&target, &args.reason, o).await,

@@ -82,7 +82,14 @@ pub async fn list(target: &Target, output: OutputFormat) -> Result<String, CliEr
         OutputFormat::Table => {
             let now = format::now_unix_ms();
             let mut table = Table::new(&[
-                "ID", "STATE", "USED", "EXPIRES", "LABELS", "NODES", "CREATED BY", "DESCRIPTION",
+                "ID",
+                "STATE",
+                "USED",
+                "EXPIRES",
+                "LABELS",
+                "NODES",
+                "CREATED BY",
+                "DESCRIPTION",
             ]);
             for t in &r.tokens {
                 let state = if t.revoked {

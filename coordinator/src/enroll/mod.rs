@@ -28,8 +28,7 @@ use faultline_identity::token::JoinToken;
 
 use crate::state::now_ms;
 use crate::store::{
-    EnrollStore, EnrollmentRecord, IssuedRecord, RevocationRecord, Revoked, StoreError,
-    TokenRecord,
+    EnrollStore, EnrollmentRecord, IssuedRecord, RevocationRecord, Revoked, StoreError, TokenRecord,
 };
 use ratelimit::RateLimiter;
 pub use revocations::{when, Revocations};
@@ -91,7 +90,9 @@ pub enum Refusal {
     #[error("{0}")]
     Denied(String),
     /// This coordinator has no issuer.
-    #[error("this coordinator issues no certificates (start it with --issuer-cert and --issuer-key)")]
+    #[error(
+        "this coordinator issues no certificates (start it with --issuer-cert and --issuer-key)"
+    )]
     NoIssuer,
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -203,9 +204,9 @@ impl Pki {
 
     /// A revoked node's new certificates start after the revocation.
     fn not_before_floor(&self, node: &str) -> Option<SystemTime> {
-        self.revocations.of_node(node).map(|r| {
-            UNIX_EPOCH + Duration::from_millis(r.revoked.at_unix_ms.max(0) as u64 + 1000)
-        })
+        self.revocations
+            .of_node(node)
+            .map(|r| UNIX_EPOCH + Duration::from_millis(r.revoked.at_unix_ms.max(0) as u64 + 1000))
     }
 
     fn record_issued(&self, node: &str, issued: &IssuedAgent, via: &str) -> Result<(), Refusal> {
@@ -362,4 +363,67 @@ impl Pki {
 /// `SystemTime` to unix ms (for tests and messages).
 pub fn unix_ms(t: SystemTime) -> i64 {
     ms(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SledStore;
+    use faultline_identity::pki::csr::NewKey;
+
+    fn pki(dir: &std::path::Path) -> Pki {
+        faultline_identity::pki::init_dir(
+            &dir.join("certs"),
+            &faultline_identity::pki::InitOptions {
+                sans: vec![],
+                agents: vec![],
+                days: 1,
+                force: false,
+            },
+        )
+        .expect("dev CA");
+        let issuer = AgentIssuer::load(
+            &dir.join("certs/ca.pem"),
+            &dir.join("certs/ca-key.pem"),
+            Duration::from_secs(3600),
+        )
+        .expect("issuer");
+        let store = Arc::new(SledStore::open(&dir.join("data")).expect("store"));
+        Pki::new(Some(issuer), String::new(), store, 30).expect("pki")
+    }
+
+    #[test]
+    fn renewal_is_refused_for_a_session_opened_before_the_revocation() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pki = pki(dir.path());
+        let node: NodeName = "node-a".parse().expect("node");
+        let csr = || NewKey::generate(&node).expect("key").csr_der().to_vec();
+        let opened = now_ms() - 1;
+        let first = pki
+            .renew(&node, &csr(), opened)
+            .expect("renewal before revocation");
+        let rec = pki.revoke("node-a", "admin/admin", "lost").expect("revoke");
+        assert_eq!(rec.serials, vec![first.serial.clone()]);
+        let e = pki.renew(&node, &csr(), opened).expect_err("refused");
+        assert!(
+            e.to_string()
+                .starts_with("renewal refused: node node-a was revoked by admin/admin at "),
+            "{e}"
+        );
+        assert!(e.to_string().ends_with(": lost"), "{e}");
+        assert_eq!(e.status().code(), tonic::Code::PermissionDenied);
+        // A session that opened after the revocation (its certificate passed the handshake
+        // check, so it is a new one) renews, and the new certificate starts after it.
+        std::thread::sleep(Duration::from_millis(5));
+        let later = pki
+            .renew(&node, &csr(), now_ms())
+            .expect("new session renews");
+        assert!(later.not_before_unix_ms > rec.revoked.at_unix_ms);
+        // A CSR whose signature does not verify is refused naming the field.
+        let mut bad = csr();
+        let last = bad.len() - 1;
+        bad[last] ^= 0x01;
+        let e = pki.renew(&node, &bad, now_ms()).expect_err("bad csr");
+        assert!(e.to_string().starts_with("csr_der: "), "{e}");
+    }
 }

@@ -70,7 +70,10 @@ mod tests {
             assert!(r.attempt(a, t0).is_ok(), "attempt {i}");
         }
         let wait = r.attempt(a, t0).expect_err("7th");
-        assert!(wait > Duration::from_secs(9) && wait <= Duration::from_secs(10), "{wait:?}");
+        assert!(
+            wait > Duration::from_secs(9) && wait <= Duration::from_secs(10),
+            "{wait:?}"
+        );
         // Another address has its own bucket.
         assert!(r.attempt(b, t0).is_ok());
         // After 10 s one more attempt.

@@ -115,8 +115,8 @@ impl Tokens for TokensService {
             );
             message
         };
-        let new = NewToken::try_from(req.get_ref())
-            .map_err(|m| Status::invalid_argument(refuse(m)))?;
+        let new =
+            NewToken::try_from(req.get_ref()).map_err(|m| Status::invalid_argument(refuse(m)))?;
         if !self.pki.has_issuer() {
             return Err(Refusal::NoIssuer.status().map_message(refuse));
         }
@@ -125,8 +125,7 @@ impl Tokens for TokensService {
         let (token, rec) = blocking(move || {
             // Ids are short: make another on the rare collision.
             for _ in 0..16 {
-                let token =
-                    JoinToken::generate().map_err(|e| Refusal::Issuer(e.to_string()))?;
+                let token = JoinToken::generate().map_err(|e| Refusal::Issuer(e.to_string()))?;
                 if pki.store().token(token.id())?.is_some() {
                     continue;
                 }

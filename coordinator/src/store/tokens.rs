@@ -113,7 +113,10 @@ impl SledStore {
         self.with(|trees| trees.flush())
     }
 
-    fn all<T: serde::de::DeserializeOwned>(&self, tree: &'static str) -> Result<Vec<T>, StoreError> {
+    fn all<T: serde::de::DeserializeOwned>(
+        &self,
+        tree: &'static str,
+    ) -> Result<Vec<T>, StoreError> {
         self.tree(tree)?
             .iter()
             .map(|kv| {
@@ -134,9 +137,7 @@ impl EnrollStore for SledStore {
             .tree(TOKENS)?
             .get(id.as_bytes())
             .map_err(sled_err("reading a token"))?;
-        value
-            .map(|v| decode(TOKENS, id.as_bytes(), &v))
-            .transpose()
+        value.map(|v| decode(TOKENS, id.as_bytes(), &v)).transpose()
     }
 
     fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {

@@ -198,4 +198,3 @@ pub(crate) fn parse_san(san: &str) -> Result<SanType, PkiError> {
             .map_err(|_| PkiError::San(san.to_string()))?,
     ))
 }
-

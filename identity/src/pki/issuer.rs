@@ -175,7 +175,9 @@ impl AgentIssuer {
         not_before_floor: Option<SystemTime>,
     ) -> Result<IssuedAgent, IssuerError> {
         if csr_der.is_empty() {
-            return Err(IssuerError::Csr("empty; send a PKCS#10 request (DER)".into()));
+            return Err(IssuerError::Csr(
+                "empty; send a PKCS#10 request (DER)".into(),
+            ));
         }
         let csr = CertificateSigningRequestParams::from_der(&csr_der.to_vec().into()).map_err(
             |e| match e {

@@ -21,9 +21,9 @@ mod dev;
 pub mod issuer;
 
 #[cfg(feature = "dev-pki")]
-pub use ca::{Ca, Issued, Usage, Validity};
-#[cfg(feature = "dev-pki")]
 pub(crate) use ca::parse_san;
+#[cfg(feature = "dev-pki")]
+pub use ca::{Ca, Issued, Usage, Validity};
 #[cfg(feature = "dev-pki")]
 pub use dev::{init_dir, InitFile, InitOptions};
 #[cfg(feature = "issuer")]

@@ -21,8 +21,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use super::client_verify::describe_server_cert_error;
 use super::client::server_only_client_config;
+use super::client_verify::describe_server_cert_error;
 use super::{alert_name, client_config, error_chain, CertPaths, CoordinatorUrl, TlsError};
 
 /// A TLS stream whose first bytes were already read; they are replayed first.

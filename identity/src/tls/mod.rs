@@ -35,8 +35,7 @@ pub use dial::{connect, connect_server_only};
 pub use files::{load_certs, load_key, CertPaths};
 pub use incoming::{
     AnonymousPeer, HandshakeLimits, HandshakeObserver, HandshakeRefusal, LogHandshakes, PeerInfo,
-    TlsConn,
-    TlsIncoming, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_HANDSHAKES,
+    TlsConn, TlsIncoming, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_HANDSHAKES,
 };
 pub use server_config::ReloadingServerConfig;
 pub use server_verify::HandshakeFailure;
