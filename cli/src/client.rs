@@ -43,6 +43,15 @@ impl Target {
         Ok(FleetClient::new(self.channel().await?))
     }
 
+    /// Opens a Tokens client (same checks as [`Target::fleet`]).
+    pub async fn tokens(
+        &self,
+    ) -> Result<faultline_proto::pb::tokens_client::TokensClient<Channel>, CliError> {
+        Ok(faultline_proto::pb::tokens_client::TokensClient::new(
+            self.channel().await?,
+        ))
+    }
+
     /// Opens an Experiments client (same checks as [`Target::fleet`]).
     pub async fn experiments(&self) -> Result<ExperimentsClient<Channel>, CliError> {
         Ok(ExperimentsClient::new(self.channel().await?))

@@ -118,6 +118,15 @@ impl Fleet for FakeFleet {
         }))
     }
 
+    async fn revoke_agent(
+        &self,
+        req: Request<pb::RevokeAgentRequest>,
+    ) -> Result<Response<pb::RevokeAgentResponse>, Status> {
+        require(&req, Role::Admin, "Fleet.RevokeAgent")?;
+        // Revocation is tested against the real coordinator (tests/tests/enroll.rs).
+        Err(Status::unimplemented("not faked"))
+    }
+
     async fn audit_log(
         &self,
         req: Request<pb::AuditLogRequest>,

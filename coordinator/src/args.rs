@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use faultline_coordinator::config::load_policy;
-use faultline_coordinator::{Config, Policy, MAX_LEASE, MIN_LEASE};
+use faultline_coordinator::enroll::ratelimit::DEFAULT_ATTEMPTS_PER_MINUTE;
+use faultline_coordinator::enroll::{MAX_AGENT_CERT_TTL, MIN_AGENT_CERT_TTL};
+use faultline_coordinator::{Config, EnrollmentConfig, IssuerConfig, Policy, MAX_LEASE, MIN_LEASE};
 use faultline_core::duration::parse_in_range;
 use faultline_identity::tls::{CertPaths, HandshakeLimits, DEFAULT_MAX_HANDSHAKES};
 
@@ -139,6 +141,58 @@ pub struct Args {
     #[arg(long, env = "FAULTLINE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
 
+    /// Enrollment listener: TLS that authenticates only the coordinator (agents enrolling
+    /// have no certificate yet), serving nothing but Enrollment. "none" serves none. Started
+    /// only with --issuer-cert and --issuer-key.
+    #[arg(
+        long,
+        env = "FAULTLINE_ENROLL_LISTEN",
+        default_value = "0.0.0.0:7444",
+        value_name = "ADDR"
+    )]
+    pub enroll_listen: MetricsListen,
+
+    /// The issuing CA for agent certificates (PEM): the CA certificate first, then its chain
+    /// if it is an intermediate (cert-manager's tls.crt). Clients must trust its root
+    /// (--client-ca). Needs --issuer-key.
+    #[arg(
+        long,
+        env = "FAULTLINE_ISSUER_CERT",
+        value_name = "FILE",
+        requires = "issuer_key"
+    )]
+    pub issuer_cert: Option<PathBuf>,
+
+    /// The issuing CA's private key (PEM, PKCS#8 "PRIVATE KEY"). Needs --issuer-cert.
+    #[arg(
+        long,
+        env = "FAULTLINE_ISSUER_KEY",
+        value_name = "FILE",
+        requires = "issuer_cert"
+    )]
+    pub issuer_key: Option<PathBuf>,
+
+    /// Lifetime of the agent certificates the issuer signs; agents renew at two thirds of it.
+    /// Range 1m..=30d.
+    #[arg(
+        long,
+        env = "FAULTLINE_AGENT_CERT_TTL",
+        default_value = "24h",
+        value_name = "DURATION"
+    )]
+    pub agent_cert_ttl: String,
+
+    /// Enrollment attempts allowed per minute from one source address (also the burst).
+    /// Range 1..=10000.
+    #[arg(
+        long,
+        env = "FAULTLINE_ENROLL_ATTEMPTS_PER_MINUTE",
+        default_value_t = DEFAULT_ATTEMPTS_PER_MINUTE,
+        value_parser = clap::value_parser!(u32).range(1..=10000),
+        value_name = "N"
+    )]
+    pub enroll_attempts_per_minute: u32,
+
     /// Kubeconfig file(s) for pod targets (a ':'-separated list is merged like kubectl does).
     /// Without it, a coordinator running in a pod uses its service account; elsewhere pod
     /// targets are refused.
@@ -180,6 +234,31 @@ pub fn tls_paths(args: &Args) -> Result<CertPaths, String> {
             ))
         }
     }
+}
+
+/// The issuer and enrollment flags.
+pub fn to_enrollment(args: &Args) -> Result<EnrollmentConfig, String> {
+    let ttl = parse_in_range(
+        "--agent-cert-ttl",
+        &args.agent_cert_ttl,
+        MIN_AGENT_CERT_TTL,
+        MAX_AGENT_CERT_TTL,
+    )
+    .map_err(|e| e.to_string())?;
+    let issuer = match (&args.issuer_cert, &args.issuer_key) {
+        (Some(cert), Some(key)) => Some(IssuerConfig {
+            cert: cert.clone(),
+            key: key.clone(),
+            agent_cert_ttl: ttl,
+        }),
+        (None, None) => None,
+        _ => return Err("--issuer-cert and --issuer-key go together".into()),
+    };
+    Ok(EnrollmentConfig {
+        issuer,
+        listen: args.enroll_listen.0,
+        attempts_per_minute: args.enroll_attempts_per_minute,
+    })
 }
 
 /// Validates the flags (and the config file) into a library configuration.
@@ -277,6 +356,41 @@ mod tests {
         assert_eq!(c.metrics_listen, None);
         let err = Args::try_parse_from(["x", "--metrics-listen", "nowhere"]).expect_err("bad");
         assert!(err.to_string().contains("--metrics-listen"), "{err}");
+    }
+
+    #[test]
+    fn enrollment_flags_and_their_ranges() {
+        let e = to_enrollment(&args(&[])).expect("defaults");
+        assert_eq!(e.issuer, None);
+        assert_eq!(e.listen.map(|a| a.port()), Some(7444));
+        assert_eq!(e.attempts_per_minute, 30);
+        let e = to_enrollment(&args(&[
+            "--issuer-cert",
+            "/i.pem",
+            "--issuer-key",
+            "/i-key.pem",
+            "--agent-cert-ttl",
+            "1m",
+            "--enroll-listen",
+            "none",
+        ]))
+        .expect("set");
+        let issuer = e.issuer.expect("issuer");
+        assert_eq!(issuer.agent_cert_ttl, Duration::from_secs(60));
+        assert_eq!(issuer.cert, PathBuf::from("/i.pem"));
+        assert_eq!(e.listen, None);
+        for bad in ["59s", "31d"] {
+            let err = to_enrollment(&args(&["--agent-cert-ttl", bad])).expect_err(bad);
+            assert!(err.starts_with("--agent-cert-ttl: "), "{err}");
+            assert!(
+                err.ends_with(" is outside the allowed range 1m..=30days"),
+                "{err}"
+            );
+        }
+        let err = Args::try_parse_from(["x", "--issuer-cert", "/i.pem"]).expect_err("alone");
+        assert!(err.to_string().contains("--issuer-key"), "{err}");
+        let err = Args::try_parse_from(["x", "--enroll-attempts-per-minute", "0"]).expect_err("0");
+        assert!(err.to_string().contains("1..=10000"), "{err}");
     }
 
     #[test]

@@ -23,6 +23,10 @@ pub enum Method {
     ExperimentWatch,
     ExperimentReport,
     Connect,
+    RevokeAgent,
+    TokensCreate,
+    TokensList,
+    TokensRevoke,
 }
 
 /// The roles a method needs.
@@ -50,6 +54,10 @@ impl Method {
             Method::ExperimentWatch => "Experiments.Watch",
             Method::ExperimentReport => "Experiments.Report",
             Method::Connect => "AgentSession.Connect",
+            Method::RevokeAgent => "Fleet.RevokeAgent",
+            Method::TokensCreate => "Tokens.Create",
+            Method::TokensList => "Tokens.List",
+            Method::TokensRevoke => "Tokens.Revoke",
         }
     }
 
@@ -65,7 +73,12 @@ impl Method {
             Method::ExperimentCreate | Method::ExperimentStart | Method::ExperimentAbort => {
                 Need::Operate
             }
-            Method::HaltAll | Method::Resume => Need::Administer,
+            Method::HaltAll
+            | Method::Resume
+            | Method::RevokeAgent
+            | Method::TokensCreate
+            | Method::TokensList
+            | Method::TokensRevoke => Need::Administer,
             Method::Connect => Need::Agent,
         }
     }
@@ -76,6 +89,9 @@ impl Method {
             self,
             Method::HaltAll
                 | Method::Resume
+                | Method::RevokeAgent
+                | Method::TokensCreate
+                | Method::TokensRevoke
                 | Method::ExperimentCreate
                 | Method::ExperimentStart
                 | Method::ExperimentAbort
@@ -194,6 +210,10 @@ mod tests {
             ExperimentWatch,
             ExperimentReport,
             Connect,
+            RevokeAgent,
+            TokensCreate,
+            TokensList,
+            TokensRevoke,
         ];
         let allowed = |role: Role| -> Vec<&str> {
             all.iter()
@@ -217,7 +237,16 @@ mod tests {
         let operator = allowed(Role::Operator);
         assert_eq!(operator.len(), 10);
         assert!(!operator.contains(&"Fleet.HaltAll") && !operator.contains(&"Fleet.Resume"));
-        assert_eq!(allowed(Role::Admin).len(), 12);
+        assert_eq!(allowed(Role::Admin).len(), 16);
+        for admin_only in [
+            "Fleet.RevokeAgent",
+            "Tokens.Create",
+            "Tokens.List",
+            "Tokens.Revoke",
+        ] {
+            assert!(allowed(Role::Admin).contains(&admin_only));
+            assert!(!operator.contains(&admin_only), "{admin_only}");
+        }
         assert!(allowed(Role::Coordinator).is_empty());
     }
 }

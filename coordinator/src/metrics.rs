@@ -5,6 +5,8 @@ use faultline_identity::tls::{HandshakeFailure, HandshakeObserver, HandshakeRefu
 use metrics::{counter, describe_counter, describe_gauge, gauge};
 
 pub const AGENTS_CONNECTED: &str = "faultline_coordinator_agents_connected";
+pub const ENROLLMENTS: &str = "faultline_coordinator_enrollments_total";
+pub const CERTIFICATES_ISSUED: &str = "faultline_coordinator_certificates_issued_total";
 pub const SESSIONS_OPENED: &str = "faultline_coordinator_sessions_opened_total";
 pub const SESSIONS_CLOSED: &str = "faultline_coordinator_sessions_closed_total";
 pub const LEASE_RENEWALS: &str = "faultline_coordinator_lease_renewals_total";
@@ -28,15 +30,18 @@ pub enum CloseReason {
     Shutdown,
     /// Ended before Welcome: no valid Hello, or a Hello for another node.
     Refused,
+    /// The node was revoked (`Fleet.RevokeAgent`).
+    Revoked,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 5] = [
+    pub const ALL: [CloseReason; 6] = [
         CloseReason::Disconnect,
         CloseReason::Silent,
         CloseReason::Replaced,
         CloseReason::Shutdown,
         CloseReason::Refused,
+        CloseReason::Revoked,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -46,6 +51,7 @@ impl CloseReason {
             CloseReason::Replaced => "replaced",
             CloseReason::Shutdown => "shutdown",
             CloseReason::Refused => "refused",
+            CloseReason::Revoked => "revoked",
         }
     }
 }
@@ -63,15 +69,18 @@ pub enum RefusalReason {
     Role,
     /// An agent said Hello for a node that is not its own.
     NodeName,
+    /// A revoked certificate (in the handshake).
+    Revoked,
 }
 
 impl RefusalReason {
-    pub const ALL: [RefusalReason; 5] = [
+    pub const ALL: [RefusalReason; 6] = [
         RefusalReason::NoCertificate,
         RefusalReason::CertificateRejected,
         RefusalReason::NoIdentity,
         RefusalReason::Role,
         RefusalReason::NodeName,
+        RefusalReason::Revoked,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -81,6 +90,7 @@ impl RefusalReason {
             RefusalReason::NoIdentity => "no_identity",
             RefusalReason::Role => "role",
             RefusalReason::NodeName => "node_name",
+            RefusalReason::Revoked => "revoked",
         }
     }
 }
@@ -116,7 +126,7 @@ pub fn describe() {
     describe_counter!(SESSIONS_OPENED, "Agent sessions opened (Welcome sent).");
     describe_counter!(
         SESSIONS_CLOSED,
-        "Agent session streams ended, by reason (disconnect, silent, replaced, shutdown, refused)."
+        "Agent session streams ended, by reason (disconnect, silent, replaced, shutdown, refused, revoked)."
     );
     describe_counter!(LEASE_RENEWALS, "Lease renewals sent to agents.");
     describe_counter!(
@@ -141,6 +151,20 @@ pub fn describe() {
         "Faults an agent said it held (Hello) that no running experiment vouched for; the agent reverts them on Welcome."
     );
     counter!(UNVOUCHED_ON_HELLO).increment(0);
+    describe_counter!(
+        ENROLLMENTS,
+        "Enrollment attempts on the enrollment listener, by outcome (enrolled, refused)."
+    );
+    describe_counter!(
+        CERTIFICATES_ISSUED,
+        "Agent certificates issued, by how (enroll, renew)."
+    );
+    for outcome in ["enrolled", "refused"] {
+        counter!(ENROLLMENTS, "outcome" => outcome).increment(0);
+    }
+    for via in ["enroll", "renew"] {
+        counter!(CERTIFICATES_ISSUED, "via" => via).increment(0);
+    }
     gauge!(AGENTS_CONNECTED).set(0.0);
     counter!(SESSIONS_OPENED).increment(0);
     for r in CloseReason::ALL {
@@ -236,6 +260,7 @@ impl HandshakeObserver for Handshakes {
             HandshakeFailure::NoCertificate => Some(RefusalReason::NoCertificate),
             HandshakeFailure::CertificateRejected(_) => Some(RefusalReason::CertificateRejected),
             HandshakeFailure::NoIdentity => Some(RefusalReason::NoIdentity),
+            HandshakeFailure::Revoked(_) => Some(RefusalReason::Revoked),
             HandshakeFailure::TimedOut(_) | HandshakeFailure::Failed(_) => None,
         };
         match auth {
@@ -316,4 +341,30 @@ pub fn fault_status(node: &str, status: &faultline_proto::pb::FaultStatus) {
         error = %status.error,
         "fault status from {node}"
     );
+}
+
+/// An enrollment attempt (audited by the caller).
+pub fn enrollment(ok: bool, claimed: &str, detail: &str) {
+    if ok {
+        tracing::info!(identity = claimed, "enrollment: {claimed} {detail}");
+        counter!(ENROLLMENTS, "outcome" => "enrolled").increment(1);
+        counter!(CERTIFICATES_ISSUED, "via" => "enroll").increment(1);
+    } else {
+        tracing::warn!(identity = claimed, "enrollment: {claimed} {detail}");
+        counter!(ENROLLMENTS, "outcome" => "refused").increment(1);
+    }
+}
+
+/// A certificate renewal over a session.
+pub fn renewal(node: &str, outcome: Result<&str, &str>) {
+    match outcome {
+        Ok(not_after) => {
+            tracing::info!(
+                node,
+                "renewed the certificate of agent/{node} (valid until {not_after})"
+            );
+            counter!(CERTIFICATES_ISSUED, "via" => "renew").increment(1);
+        }
+        Err(why) => tracing::warn!(node, "certificate renewal for agent/{node} refused: {why}"),
+    }
 }

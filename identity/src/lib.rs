@@ -6,15 +6,22 @@
 //!   require the coordinator's identity in the server certificate and turn a refusal alert into
 //!   a sentence.
 //! - [`spiffe`]: the `spiffe://faultline/<role>/<name>` identity in a certificate.
-//! - [`pki`] (feature `dev-pki`): the development CA of `faultctl certs init`. Certificate
-//!   generation (rcgen) lives only behind that feature, so the daemons do not build it.
+//! - [`cert`]: the facts of a certificate (serial, validity, key, identity).
+//! - [`pki`] (rcgen, by feature): the coordinator's issuer (`issuer`), the agent's key and
+//!   certificate request (`csr`), and the development CA of `faultctl certs init` (`dev-pki`,
+//!   faultctl and tests only).
+//! - [`token`]: join tokens: made, parsed, hashed and compared in constant time.
+//! - [`revocation`]: the revocation check the coordinator's handshake consults.
 //! - `test_util` (feature `test-util`, test targets only): certificates a server must refuse and
 //!   a raw TLS client.
 #![forbid(unsafe_code)]
 
-#[cfg(feature = "dev-pki")]
+pub mod cert;
+#[cfg(any(feature = "issuer", feature = "csr"))]
 pub mod pki;
+pub mod revocation;
 pub mod spiffe;
 #[cfg(feature = "test-util")]
 pub mod test_util;
 pub mod tls;
+pub mod token;

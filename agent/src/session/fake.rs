@@ -58,6 +58,7 @@ impl Conn {
                 Out::FaultStatus(s) => return s,
                 Out::Telemetry(_) => continue,
                 Out::Hello(h) => panic!("unexpected Hello {h:?}"),
+                Out::RenewCertificate(_) => panic!("unexpected RenewCertificate"),
             }
         }
     }

@@ -2,6 +2,7 @@
 //! certificate, and a server check that requires the coordinator's identity; and the
 //! coordinator URL.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use rustls::client::WebPkiServerVerifier;
@@ -13,21 +14,35 @@ use super::{provider, CertPaths, TlsError};
 
 /// Builds a client configuration from files on disk (read anew at every call).
 pub fn client_config(paths: &CertPaths) -> Result<Arc<ClientConfig>, TlsError> {
-    let provider = provider();
-    let roots = load_roots(&paths.ca)?;
-    let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
-        .build()
-        .map_err(|e| TlsError::Ca {
-            path: paths.ca.clone(),
-            reason: e.to_string(),
-        })?;
-    let mut config = ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(CoordinatorVerifier { webpki }))
+    let mut config = verifying_coordinator(&paths.ca)?
         .with_client_auth_cert(load_certs(&paths.cert)?, load_key(&paths.key)?)?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// A client configuration with no certificate of its own (enrollment): it still requires the
+/// coordinator's identity from the server.
+pub(crate) fn server_only_client_config(ca: &Path) -> Result<Arc<ClientConfig>, TlsError> {
+    let mut config = verifying_coordinator(ca)?.with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+fn verifying_coordinator(
+    ca: &Path,
+) -> Result<rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert>, TlsError> {
+    let provider = provider();
+    let roots = load_roots(ca)?;
+    let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+        .build()
+        .map_err(|e| TlsError::Ca {
+            path: ca.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    Ok(ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(CoordinatorVerifier { webpki })))
 }
 
 /// A parsed `https://host:port` coordinator address.

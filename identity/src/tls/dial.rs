@@ -21,6 +21,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
+use super::client::server_only_client_config;
 use super::client_verify::describe_server_cert_error;
 use super::{alert_name, client_config, error_chain, CertPaths, CoordinatorUrl, TlsError};
 
@@ -245,6 +246,27 @@ pub async fn connect(
     connect_timeout: Duration,
 ) -> Result<tonic::transport::Channel, TlsError> {
     let config = client_config(paths)?;
+    connect_with(url, config, &paths.cert, connect_timeout).await
+}
+
+/// Opens a gRPC channel to the coordinator's enrollment listener: TLS 1.3 that authenticates
+/// the server only (the coordinator's identity, chain to `ca`, host name), for a client that
+/// has no certificate yet.
+pub async fn connect_server_only(
+    url: &CoordinatorUrl,
+    ca: &Path,
+    connect_timeout: Duration,
+) -> Result<tonic::transport::Channel, TlsError> {
+    let config = server_only_client_config(ca)?;
+    connect_with(url, config, ca, connect_timeout).await
+}
+
+async fn connect_with(
+    url: &CoordinatorUrl,
+    config: Arc<ClientConfig>,
+    cert: &Path,
+    connect_timeout: Duration,
+) -> Result<tonic::transport::Channel, TlsError> {
     let server_name = ServerName::try_from(url.host.clone()).map_err(|e| TlsError::Url {
         url: url.to_string(),
         reason: format!("host is not a valid DNS name or IP address: {e}"),
@@ -261,7 +283,7 @@ pub async fn connect(
     )
     .await
     .map_err(|_| timed_out())?
-    .map_err(|e| e.into_tls_error(url, &paths.cert))?;
+    .map_err(|e| e.into_tls_error(url, cert))?;
     let first = Arc::new(Mutex::new(Some(first)));
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{authority}"))
         .map_err(|e| TlsError::Url {

@@ -104,20 +104,28 @@ pub struct PeerInfo {
     pub identity: Identity,
 }
 
-/// A server-side TLS connection carrying its [`PeerInfo`].
-pub struct TlsConn {
-    inner: tokio_rustls::server::TlsStream<TcpStream>,
-    peer: PeerInfo,
+/// What the server knows about the peer of a connection on a listener that asks for no client
+/// certificate (the enrollment listener): only its address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnonymousPeer {
+    pub remote: SocketAddr,
 }
 
-impl Connected for TlsConn {
-    type ConnectInfo = PeerInfo;
-    fn connect_info(&self) -> PeerInfo {
+/// A server-side TLS connection carrying what is known of its peer: [`PeerInfo`] on the
+/// mutual-TLS listener, [`AnonymousPeer`] on a server-only one.
+pub struct TlsConn<P = PeerInfo> {
+    inner: tokio_rustls::server::TlsStream<TcpStream>,
+    peer: P,
+}
+
+impl<P: Clone + Send + Sync + 'static> Connected for TlsConn<P> {
+    type ConnectInfo = P;
+    fn connect_info(&self) -> P {
         self.peer.clone()
     }
 }
 
-impl AsyncRead for TlsConn {
+impl<P: Unpin> AsyncRead for TlsConn<P> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -127,7 +135,7 @@ impl AsyncRead for TlsConn {
     }
 }
 
-impl AsyncWrite for TlsConn {
+impl<P: Unpin> AsyncWrite for TlsConn<P> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -168,20 +176,87 @@ impl InFlight {
     }
 }
 
+/// Turns a finished handshake into the connection to yield, or says why it may not be used.
+type Finish<P> = fn(
+    tokio_rustls::server::TlsStream<TcpStream>,
+    SocketAddr,
+) -> Result<TlsConn<P>, HandshakeFailure>;
+
 /// Accepts TCP connections, runs TLS handshakes concurrently (up to the cap) and yields the
 /// authenticated connections. Failed handshakes are reported and dropped; they never stall the
 /// accept loop beyond the cap described in the module docs.
-pub struct TlsIncoming {
-    rx: tokio::sync::mpsc::Receiver<Result<TlsConn, io::Error>>,
+pub struct TlsIncoming<P = PeerInfo> {
+    rx: tokio::sync::mpsc::Receiver<Result<TlsConn<P>, io::Error>>,
     task: tokio::task::JoinHandle<()>,
 }
 
+/// The mutual-TLS listener: the verified identity travels with the connection.
+fn with_identity(
+    stream: tokio_rustls::server::TlsStream<TcpStream>,
+    remote: SocketAddr,
+) -> Result<TlsConn, HandshakeFailure> {
+    let identity = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(identity_of);
+    match identity {
+        Some(identity) => {
+            tracing::debug!(%remote, %identity, "TLS handshake done");
+            Ok(TlsConn {
+                inner: stream,
+                peer: PeerInfo { remote, identity },
+            })
+        }
+        // The verifier refuses such certificates; never reached.
+        None => Err(HandshakeFailure::NoIdentity),
+    }
+}
+
+fn anonymous(
+    stream: tokio_rustls::server::TlsStream<TcpStream>,
+    remote: SocketAddr,
+) -> Result<TlsConn<AnonymousPeer>, HandshakeFailure> {
+    tracing::debug!(%remote, "TLS handshake done (server authentication only)");
+    Ok(TlsConn {
+        inner: stream,
+        peer: AnonymousPeer { remote },
+    })
+}
+
 impl TlsIncoming {
+    /// The mutual-TLS listener: `config` must require client certificates.
     pub fn new(
         listener: TcpListener,
         config: Arc<ReloadingServerConfig>,
         limits: HandshakeLimits,
         observer: Arc<dyn HandshakeObserver>,
+    ) -> Self {
+        Self::spawn(listener, config, limits, observer, with_identity)
+    }
+}
+
+impl TlsIncoming<AnonymousPeer> {
+    /// A listener that authenticates only the server ([`ReloadingServerConfig::server_only`]):
+    /// the enrollment listener.
+    pub fn server_only(
+        listener: TcpListener,
+        config: Arc<ReloadingServerConfig>,
+        limits: HandshakeLimits,
+        observer: Arc<dyn HandshakeObserver>,
+    ) -> Self {
+        Self::spawn(listener, config, limits, observer, anonymous)
+    }
+}
+
+impl<P: Send + 'static> TlsIncoming<P> {
+    fn spawn(
+        listener: TcpListener,
+        config: Arc<ReloadingServerConfig>,
+        limits: HandshakeLimits,
+        observer: Arc<dyn HandshakeObserver>,
+        finish: Finish<P>,
     ) -> Self {
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let slots = Arc::new(Semaphore::new(limits.max_concurrent.max(1)));
@@ -218,35 +293,24 @@ impl TlsIncoming {
                     in_flight.add(-1);
                     drop(slot);
                     let failure = match result {
-                        Ok(Ok(stream)) => {
-                            let identity = stream
-                                .get_ref()
-                                .1
-                                .peer_certificates()
-                                .and_then(|chain| chain.first())
-                                .and_then(identity_of);
-                            match identity {
-                                Some(identity) => {
-                                    tracing::debug!(%remote, %identity, "TLS handshake done");
-                                    let peer = PeerInfo { remote, identity };
-                                    let _ = tx
-                                        .send(Ok(TlsConn {
-                                            inner: stream,
-                                            peer,
-                                        }))
-                                        .await;
-                                    return;
-                                }
-                                // The verifier refuses such certificates; never reached.
-                                None => HandshakeFailure::NoIdentity,
+                        Ok(Ok(stream)) => match finish(stream, remote) {
+                            Ok(conn) => {
+                                let _ = tx.send(Ok(conn)).await;
+                                return;
                             }
-                        }
-                        Ok(Err(e)) => HandshakeFailure::from_io(&e),
+                            Err(failure) => failure,
+                        },
+                        Ok(Err(e)) => match (HandshakeFailure::from_io(&e), presented.revoked) {
+                            (HandshakeFailure::CertificateRejected(_), Some(why)) => {
+                                HandshakeFailure::Revoked(why)
+                            }
+                            (failure, _) => failure,
+                        },
                         Err(_) => HandshakeFailure::TimedOut(limits.timeout),
                     };
                     observer.failed(&HandshakeRefusal {
                         remote,
-                        presented,
+                        presented: presented.identity,
                         failure,
                     });
                 });
@@ -256,14 +320,14 @@ impl TlsIncoming {
     }
 }
 
-impl Drop for TlsIncoming {
+impl<P> Drop for TlsIncoming<P> {
     fn drop(&mut self) {
         self.task.abort();
     }
 }
 
-impl futures::Stream for TlsIncoming {
-    type Item = Result<TlsConn, io::Error>;
+impl<P> futures::Stream for TlsIncoming<P> {
+    type Item = Result<TlsConn<P>, io::Error>;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.rx.poll_recv(cx)
     }

@@ -31,11 +31,11 @@ use rustls::AlertDescription;
 
 pub use authn::{authenticate, caller};
 pub use client::{client_config, CoordinatorUrl};
-pub use dial::connect;
+pub use dial::{connect, connect_server_only};
 pub use files::{load_certs, load_key, CertPaths};
 pub use incoming::{
-    HandshakeLimits, HandshakeObserver, HandshakeRefusal, LogHandshakes, PeerInfo, TlsConn,
-    TlsIncoming, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_HANDSHAKES,
+    AnonymousPeer, HandshakeLimits, HandshakeObserver, HandshakeRefusal, LogHandshakes, PeerInfo,
+    TlsConn, TlsIncoming, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_HANDSHAKES,
 };
 pub use server_config::ReloadingServerConfig;
 pub use server_verify::HandshakeFailure;

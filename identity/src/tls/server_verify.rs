@@ -18,32 +18,45 @@ use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
+use crate::cert::CertInfo;
+use crate::revocation::RevocationCheck;
 use crate::spiffe::identity_of;
 
-tokio::task_local! {
-    /// The identity the client's certificate claims, recorded by the verifier for the handshake
-    /// task that runs it (so a refusal can say who was refused, not only from where).
-    static PRESENTED: RefCell<Option<Identity>>;
+/// What the verifier learnt about the client's certificate, for the refusal report.
+#[derive(Debug, Default)]
+pub(crate) struct Presented {
+    /// The identity the certificate claims (verified or not).
+    pub(crate) identity: Option<Identity>,
+    /// Why the revocation check refused it.
+    pub(crate) revoked: Option<String>,
 }
 
-/// Runs a server handshake future, returning its output and the identity the client's
-/// certificate claimed (verified or not), if it presented one.
+tokio::task_local! {
+    /// Recorded by the verifier for the handshake task that runs it (so a refusal can say who
+    /// was refused and why, not only from where).
+    static PRESENTED: RefCell<Presented>;
+}
+
+/// Runs a server handshake future, returning its output and what the client's certificate
+/// claimed, if it presented one.
 pub(crate) async fn recording_presented<F: std::future::Future>(
     handshake: F,
-) -> (F::Output, Option<Identity>) {
+) -> (F::Output, Presented) {
     PRESENTED
-        .scope(RefCell::new(None), async move {
+        .scope(RefCell::new(Presented::default()), async move {
             let out = handshake.await;
-            let presented = PRESENTED.with(|p| p.borrow_mut().take());
+            let presented = PRESENTED.with(|p| std::mem::take(&mut *p.borrow_mut()));
             (out, presented)
         })
         .await
 }
 
-/// Webpki's chain check plus "the leaf names a Faultline identity", both inside the handshake.
+/// Webpki's chain check, "the leaf names a Faultline identity" and the revocation check, all
+/// inside the handshake.
 #[derive(Debug)]
 pub(crate) struct FaultlineClientVerifier {
     pub(crate) webpki: Arc<dyn ClientCertVerifier>,
+    pub(crate) revocations: Option<Arc<dyn RevocationCheck>>,
 }
 
 impl ClientCertVerifier for FaultlineClientVerifier {
@@ -63,15 +76,23 @@ impl ClientCertVerifier for FaultlineClientVerifier {
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
         let identity = identity_of(end_entity);
-        let _ = PRESENTED.try_with(|p| *p.borrow_mut() = identity.clone());
+        let _ = PRESENTED.try_with(|p| p.borrow_mut().identity = identity.clone());
         self.webpki
             .verify_client_cert(end_entity, intermediates, now)?;
-        match identity {
-            Some(_) => Ok(ClientCertVerified::assertion()),
+        if identity.is_none() {
             // Only this verifier produces ApplicationVerificationFailure (alert access_denied);
             // HandshakeFailure::from_io reads it back as NoIdentity.
-            None => Err(CertificateError::ApplicationVerificationFailure.into()),
+            return Err(CertificateError::ApplicationVerificationFailure.into());
         }
+        if let Some(check) = &self.revocations {
+            let info = CertInfo::parse(end_entity)
+                .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+            if let Some(why) = check.revoked(&info) {
+                let _ = PRESENTED.try_with(|p| p.borrow_mut().revoked = Some(why));
+                return Err(CertificateError::Revoked.into());
+            }
+        }
+        Ok(ClientCertVerified::assertion())
     }
     fn verify_tls12_signature(
         &self,
@@ -101,6 +122,8 @@ pub enum HandshakeFailure {
     NoCertificate,
     /// The chain did not verify: unknown CA, expired, not yet valid, wrong key usage, ...
     CertificateRejected(String),
+    /// A valid chain, but the certificate is revoked (alert `certificate_revoked`); why.
+    Revoked(String),
     /// A valid chain whose leaf carries no `spiffe://faultline/<role>/<name>` (alert
     /// `access_denied`).
     NoIdentity,
@@ -119,6 +142,7 @@ impl HandshakeFailure {
             self,
             HandshakeFailure::NoCertificate
                 | HandshakeFailure::CertificateRejected(_)
+                | HandshakeFailure::Revoked(_)
                 | HandshakeFailure::NoIdentity
         )
     }
@@ -160,6 +184,7 @@ impl std::fmt::Display for HandshakeFailure {
             HandshakeFailure::CertificateRejected(why) => {
                 write!(f, "client certificate refused: {why}")
             }
+            HandshakeFailure::Revoked(why) => write!(f, "client certificate refused: {why}"),
             HandshakeFailure::NoIdentity => f.write_str(
                 "client certificate carries no Faultline identity (expected a SAN URI spiffe://faultline/<role>/<name>)",
             ),

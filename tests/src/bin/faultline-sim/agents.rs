@@ -301,7 +301,8 @@ impl SimAgent {
                     self.shared.record(&exp, pb::FaultState::Reverted);
                 }
             }
-            Some(In::Welcome(_)) | None => {}
+            // Simulated agents never ask for a certificate.
+            Some(In::Welcome(_)) | Some(In::Certificate(_)) | None => {}
         }
         Ok(())
     }
