@@ -15,7 +15,9 @@ use crate::experiments::record::{AbortRecord, TargetState};
 use crate::state::now_ms;
 
 impl Run {
-    /// Ends the experiment: RevertFault to every target at once, then the phase.
+    /// Ends the experiment. Write-ahead: the decision (phase, verdict, abort) is stored first,
+    /// so a coordinator that dies right after never resumes what it was ending; then the vouches
+    /// are withdrawn and RevertFault goes to every target at once.
     pub(super) async fn end(&mut self, end: End) {
         if self.ending.is_some() {
             return;
@@ -29,7 +31,6 @@ impl Run {
             } => (pb::RevertReason::Shutdown, SHUTDOWN_REVERT_WAIT),
             End::Abort { .. } => (pb::RevertReason::Abort, REVERT_WAIT),
         };
-        let sent = self.send_reverts(reason).await;
         let now = now_ms();
         let (phase, verdict) = match end {
             End::Completed => (
@@ -60,7 +61,6 @@ impl Run {
                     guard_type: breach.guard_type,
                     observed_value: breach.value,
                     triggered_unix_ms: at,
-                    sent_unix_ms: now,
                     ..Default::default()
                 });
                 (phase, format!("{phase}: {reason}"))
@@ -69,17 +69,24 @@ impl Run {
         self.rec.phase = phase;
         self.rec.ended_unix_ms = now;
         self.rec.verdict_reason = verdict.clone();
-        self.rec.log(
-            now,
-            format!("{verdict}; RevertFault sent for {sent} fault(s)"),
-        );
         self.ending = Some(Ending {
             wait_until: Instant::now() + wait,
             reason,
         });
+        self.persist();
+        self.state.vouches.withdraw_experiment(&self.rec.name);
+        let sent = self.send_reverts(reason).await;
+        let sent_at = now_ms();
+        if let Some(a) = self.rec.abort.as_mut() {
+            a.sent_unix_ms = sent_at;
+        }
+        self.rec.log(
+            sent_at,
+            format!("{verdict}; RevertFault sent for {sent} fault(s)"),
+        );
+        self.dirty = true;
         self.state.experiments.set_phase(&self.rec.name, phase);
         events::phase_changed(&self.rec.name, phase, &verdict);
-        self.persist();
         self.publish(verdict, false);
     }
 

@@ -240,7 +240,19 @@ impl Run {
         mut statuses: mpsc::UnboundedReceiver<FromAgent>,
     ) {
         let (guard_tx, mut guard_rx) = mpsc::channel::<GuardReport>(4);
-        if self.return_by.is_none() {
+        // A halt that came while this run was being planned or started: HaltAll sets the flag
+        // before it aborts the live runs, so a run it did not see sees the flag here.
+        if let Some(h) = self.state.halted() {
+            let reason = format!("the fleet was halted by {} while it started: {}", h.by, h.reason);
+            self.end(End::Abort {
+                trigger: Trigger::Halt,
+                by: h.by,
+                reason,
+                at: now_ms(),
+                breach: None,
+            })
+            .await;
+        } else if self.return_by.is_none() {
             self.dispatch().await;
         }
         if self.ending.is_none() && !self.spec.guards.is_empty() {

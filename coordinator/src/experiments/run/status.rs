@@ -60,7 +60,14 @@ impl Run {
                 pb::FaultState::Reverted => {
                     if t.reverted_unix_ms == 0 {
                         t.reverted_unix_ms = now;
-                        t.revert_reason = reason_name(s.reason);
+                        // A renewal without the fault can overtake the RevertFault it follows:
+                        // the agent then says "unvouched", but the revert is the one we ordered.
+                        let ordered = self.ending.as_ref().map(|e| e.reason);
+                        let reason = match ordered {
+                            Some(r) if s.reason == pb::RevertReason::Unvouched as i32 => r as i32,
+                            _ => s.reason,
+                        };
+                        t.revert_reason = reason_name(reason);
                         if !s.error.is_empty() && t.error.is_empty() {
                             t.error = s.error.clone();
                         }
