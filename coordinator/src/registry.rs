@@ -10,6 +10,44 @@ use tokio_util::sync::CancellationToken;
 
 use crate::store::AgentRecord;
 
+/// Reverted and failed faults' statuses are kept this long after they arrive (10 minutes).
+pub const GONE_STATUS_KEPT_MS: i64 = 10 * 60 * 1000;
+/// At most this many fault statuses are kept per agent; beyond it the oldest go first, gone
+/// faults before held ones.
+pub const MAX_FAULT_STATUSES: usize = 256;
+
+/// A fault's latest status and when the coordinator received it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeenStatus {
+    pub status: pb::FaultStatus,
+    pub received_unix_ms: i64,
+}
+
+impl SeenStatus {
+    fn gone(&self) -> bool {
+        self.status.state == pb::FaultState::Reverted as i32
+            || self.status.state == pb::FaultState::Failed as i32
+    }
+}
+
+/// Drops what [`GONE_STATUS_KEPT_MS`] and [`MAX_FAULT_STATUSES`] no longer keep.
+fn prune_statuses(statuses: &mut BTreeMap<String, SeenStatus>, now: i64) {
+    statuses.retain(|_, s| !s.gone() || now - s.received_unix_ms < GONE_STATUS_KEPT_MS);
+    let excess = statuses.len().saturating_sub(MAX_FAULT_STATUSES);
+    if excess == 0 {
+        return;
+    }
+    let mut by_age: Vec<(bool, i64, String)> = statuses
+        .iter()
+        .map(|(id, s)| (!s.gone(), s.received_unix_ms, id.clone()))
+        .collect();
+    // Gone ones first (false < true), oldest first.
+    by_age.sort();
+    for (_, _, id) in by_age.into_iter().take(excess) {
+        statuses.remove(&id);
+    }
+}
+
 /// How to reach one live session.
 #[derive(Debug, Clone)]
 pub struct SessionHandle {
@@ -65,8 +103,9 @@ pub struct AgentEntry {
     pub remote_address: String,
     pub telemetry: Option<pb::Telemetry>,
     pub held_faults: Vec<pb::HeldFault>,
-    /// The latest status report per fault id.
-    pub fault_status: BTreeMap<String, pb::FaultStatus>,
+    /// The latest status report per fault id: those of reverted and failed faults for
+    /// [`GONE_STATUS_KEPT_MS`], at most [`MAX_FAULT_STATUSES`] in all.
+    pub fault_status: BTreeMap<String, SeenStatus>,
     pub session: Option<SessionHandle>,
 }
 
@@ -207,16 +246,20 @@ impl Registry {
         });
     }
 
-    /// Keeps the latest status per fault; a fault reported reverted or failed is no longer held.
+    /// Keeps the latest status per fault (pruned, see [`AgentEntry::fault_status`]); a fault
+    /// reported reverted or failed is no longer held.
     pub fn fault_status(&self, node_name: &str, session_id: &str, s: pb::FaultStatus, now: i64) {
         self.update(node_name, session_id, |e| {
             e.last_seen_unix_ms = now;
-            let gone = s.state == pb::FaultState::Reverted as i32
-                || s.state == pb::FaultState::Failed as i32;
-            if gone {
-                e.held_faults.retain(|h| h.fault_id != s.fault_id);
+            let seen = SeenStatus {
+                status: s,
+                received_unix_ms: now,
+            };
+            if seen.gone() {
+                e.held_faults.retain(|h| h.fault_id != seen.status.fault_id);
             }
-            e.fault_status.insert(s.fault_id.clone(), s);
+            e.fault_status.insert(seen.status.fault_id.clone(), seen);
+            prune_statuses(&mut e.fault_status, now);
         });
     }
 
@@ -374,5 +417,102 @@ mod tests {
         let a = reg.get("node-a").expect("a");
         assert!(a.held_faults.is_empty());
         assert!(a.fault_status.contains_key("f1"));
+    }
+
+    fn status(id: &str, state: pb::FaultState) -> pb::FaultStatus {
+        pb::FaultStatus {
+            fault_id: id.into(),
+            state: state as i32,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn statuses_of_gone_faults_are_pruned_after_a_while() {
+        let reg = Registry::default();
+        let (h, _rx) = handle("s1");
+        reg.connect(arrival("node-a", 0), h);
+        reg.fault_status(
+            "node-a",
+            "s1",
+            status("held", pb::FaultState::Applied),
+            1_000,
+        );
+        reg.fault_status(
+            "node-a",
+            "s1",
+            status("gone", pb::FaultState::Reverted),
+            1_000,
+        );
+        reg.fault_status(
+            "node-a",
+            "s1",
+            status("broke", pb::FaultState::Failed),
+            2_000,
+        );
+        let ids = |reg: &Registry| -> Vec<String> {
+            reg.get("node-a")
+                .expect("a")
+                .fault_status
+                .into_keys()
+                .collect()
+        };
+        assert_eq!(ids(&reg), ["broke", "gone", "held"]);
+        // Just before the limit nothing goes; after it, the reverted and failed ones do.
+        reg.fault_status(
+            "node-a",
+            "s1",
+            status("other", pb::FaultState::Applied),
+            1_000 + GONE_STATUS_KEPT_MS - 1,
+        );
+        assert_eq!(ids(&reg), ["broke", "gone", "held", "other"]);
+        reg.fault_status(
+            "node-a",
+            "s1",
+            status("other", pb::FaultState::Applied),
+            2_000 + GONE_STATUS_KEPT_MS,
+        );
+        assert_eq!(
+            ids(&reg),
+            ["held", "other"],
+            "held faults are kept however old"
+        );
+    }
+
+    #[test]
+    fn statuses_are_capped_per_agent_dropping_gone_then_oldest() {
+        let reg = Registry::default();
+        let (h, _rx) = handle("s1");
+        reg.connect(arrival("node-a", 0), h);
+        // A flood of statuses for faults the agent made up, all at once.
+        for i in 0..10_000 {
+            reg.fault_status(
+                "node-a",
+                "s1",
+                status(&format!("made-up-{i:05}"), pb::FaultState::Applied),
+                10 + i,
+            );
+        }
+        let a = reg.get("node-a").expect("a");
+        assert_eq!(a.fault_status.len(), MAX_FAULT_STATUSES);
+        assert!(
+            a.fault_status.contains_key("made-up-09999"),
+            "the newest stay"
+        );
+        assert!(
+            !a.fault_status.contains_key("made-up-09743"),
+            "the oldest went"
+        );
+        // At the cap, a gone fault's status goes before any held one's, even the oldest.
+        reg.fault_status(
+            "node-a",
+            "s1",
+            status("gone", pb::FaultState::Reverted),
+            20_000,
+        );
+        let a = reg.get("node-a").expect("a");
+        assert_eq!(a.fault_status.len(), MAX_FAULT_STATUSES);
+        assert!(!a.fault_status.contains_key("gone"));
+        assert!(a.fault_status.contains_key("made-up-09744"));
     }
 }
