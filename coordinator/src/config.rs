@@ -1,5 +1,6 @@
 //! The coordinator's configuration file (TOML): a raw serde shape that refuses unknown fields,
-//! validated into a [`Policy`] whose errors name the field path and the allowed range.
+//! validated into a [`Policy`] and a [`Retention`] whose errors name the field path and the
+//! allowed range.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -8,6 +9,8 @@ use std::time::Duration;
 use faultline_core::duration;
 use faultline_core::Labels;
 use serde::Deserialize;
+
+use crate::store::retention::{self, Retention};
 
 /// Every fault kind Faultline knows (the `kind` oneof of `FaultSpec`).
 pub const FAULT_KINDS: [&str; 7] = [
@@ -36,6 +39,31 @@ const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
 pub struct RawConfig {
     #[serde(default)]
     pub policy: RawPolicy,
+    #[serde(default)]
+    pub retention: RawRetention,
+}
+
+/// The `[retention]` table as written; absent fields take their defaults.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetention {
+    /// Audit entries older than this are removed, a human duration in 1d..=10y.
+    pub audit_max_age: Option<String>,
+    /// The most audit entries kept, 1000..=100000000.
+    pub audit_max_entries: Option<i64>,
+    /// Ended experiments that ended longer ago are removed, 1h..=10y.
+    pub experiments_max_age: Option<String>,
+    /// The most ended experiments kept, 1..=1000000.
+    pub experiments_max_count: Option<i64>,
+    /// How often pruning runs, 1m..=24h.
+    pub prune_interval: Option<String>,
+}
+
+/// The whole validated configuration file.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FileConfig {
+    pub policy: Policy,
+    pub retention: Retention,
 }
 
 /// The `[policy]` table as written; absent fields take their defaults.
@@ -113,10 +141,74 @@ pub enum ConfigError {
     },
 }
 
-impl TryFrom<RawConfig> for Policy {
+impl TryFrom<RawConfig> for FileConfig {
     type Error = ConfigError;
     fn try_from(raw: RawConfig) -> Result<Self, Self::Error> {
-        Policy::try_from(raw.policy)
+        Ok(FileConfig {
+            policy: Policy::try_from(raw.policy)?,
+            retention: Retention::try_from(raw.retention)?,
+        })
+    }
+}
+
+fn duration_field(
+    field: &str,
+    value: &str,
+    (min, max): (Duration, Duration),
+) -> Result<Duration, ConfigError> {
+    duration::parse_in_range(field, value, min, max).map_err(|e| ConfigError::Field {
+        field: field.into(),
+        message: strip_field(&e.to_string(), field),
+    })
+}
+
+fn count_field(field: &str, n: i64, (min, max): (u64, u64)) -> Result<u64, ConfigError> {
+    u64::try_from(n)
+        .ok()
+        .filter(|n| (min..=max).contains(n))
+        .ok_or_else(|| range(field, n, &format!("{min}..={max}")))
+}
+
+impl TryFrom<RawRetention> for Retention {
+    type Error = ConfigError;
+    fn try_from(raw: RawRetention) -> Result<Self, Self::Error> {
+        let mut r = Retention::default();
+        if let Some(d) = raw.audit_max_age {
+            r.audit_max_age = duration_field(
+                "retention.audit_max_age",
+                &d,
+                retention::AUDIT_MAX_AGE_RANGE,
+            )?;
+        }
+        if let Some(n) = raw.audit_max_entries {
+            r.audit_max_entries = count_field(
+                "retention.audit_max_entries",
+                n,
+                retention::AUDIT_MAX_ENTRIES_RANGE,
+            )?;
+        }
+        if let Some(d) = raw.experiments_max_age {
+            r.experiments_max_age = duration_field(
+                "retention.experiments_max_age",
+                &d,
+                retention::EXPERIMENTS_MAX_AGE_RANGE,
+            )?;
+        }
+        if let Some(n) = raw.experiments_max_count {
+            r.experiments_max_count = count_field(
+                "retention.experiments_max_count",
+                n,
+                retention::EXPERIMENTS_MAX_COUNT_RANGE,
+            )?;
+        }
+        if let Some(d) = raw.prune_interval {
+            r.prune_interval = duration_field(
+                "retention.prune_interval",
+                &d,
+                retention::PRUNE_INTERVAL_RANGE,
+            )?;
+        }
+        Ok(r)
     }
 }
 
@@ -156,11 +248,7 @@ impl TryFrom<RawPolicy> for Policy {
         }
         if let Some(d) = raw.max_duration {
             policy.max_duration =
-                duration::parse_in_range("policy.max_duration", &d, MIN_DURATION, MAX_DURATION)
-                    .map_err(|e| ConfigError::Field {
-                        field: "policy.max_duration".into(),
-                        message: strip_field(&e.to_string(), "policy.max_duration"),
-                    })?;
+                duration_field("policy.max_duration", &d, (MIN_DURATION, MAX_DURATION))?;
         }
         if let Some(labels) = raw.protected_agent_labels {
             policy.protected_agent_labels =
@@ -212,21 +300,31 @@ fn strip_field(message: &str, field: &str) -> String {
 }
 
 /// Parses and validates the text of a configuration file.
-pub fn parse_policy(text: &str) -> Result<Policy, ConfigError> {
+pub fn parse_config(text: &str) -> Result<FileConfig, ConfigError> {
     let raw: RawConfig = toml::from_str(text).map_err(|e| describe_toml_error(text, &e))?;
-    Policy::try_from(raw)
+    FileConfig::try_from(raw)
+}
+
+/// The `[policy]` of a configuration file's text (the whole file is validated).
+pub fn parse_policy(text: &str) -> Result<Policy, ConfigError> {
+    parse_config(text).map(|c| c.policy)
 }
 
 /// Reads, parses and validates a configuration file; errors name the file.
-pub fn load_policy(path: &Path) -> Result<Policy, ConfigError> {
+pub fn load_config(path: &Path) -> Result<FileConfig, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    parse_policy(&text).map_err(|e| ConfigError::InFile {
+    parse_config(&text).map_err(|e| ConfigError::InFile {
         path: path.to_path_buf(),
         source: Box::new(e),
     })
+}
+
+/// The `[policy]` of a configuration file.
+pub fn load_policy(path: &Path) -> Result<Policy, ConfigError> {
+    load_config(path).map(|c| c.policy)
 }
 
 /// Turns a TOML/serde error into one that names the dotted field path (`policy.foo`), found
@@ -392,6 +490,80 @@ max_pod_percent_per_namespace = 25
         assert!(
             err.to_string()
                 .starts_with("policy.protected_agent_labels: label key \"-x\" is invalid"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn retention_defaults_and_overrides() {
+        let d = parse_config("").expect("empty").retention;
+        assert_eq!(d, Retention::default());
+        assert_eq!(d.audit_max_age, Duration::from_secs(90 * 24 * 3600));
+        assert_eq!(d.audit_max_entries, 1_000_000);
+        assert_eq!(d.experiments_max_age, Duration::from_secs(30 * 24 * 3600));
+        assert_eq!(d.experiments_max_count, 10_000);
+        assert_eq!(d.prune_interval, Duration::from_secs(3600));
+        let r = parse_config(
+            r#"
+[retention]
+audit_max_age = "400d"
+audit_max_entries = 5000
+experiments_max_age = "2h"
+experiments_max_count = 3
+prune_interval = "10m"
+"#,
+        )
+        .expect("valid")
+        .retention;
+        assert_eq!(r.audit_max_age, Duration::from_secs(400 * 24 * 3600));
+        assert_eq!(r.audit_max_entries, 5000);
+        assert_eq!(r.experiments_max_age, Duration::from_secs(7200));
+        assert_eq!(r.experiments_max_count, 3);
+        assert_eq!(r.prune_interval, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn retention_errors_name_the_field_and_range() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "[retention]\naudit_max_age = \"1h\"\n",
+                "retention.audit_max_age: 1h is outside the allowed range 1day..=10years",
+            ),
+            (
+                "[retention]\naudit_max_entries = 10\n",
+                "retention.audit_max_entries: 10 is outside 1000..=100000000",
+            ),
+            (
+                "[retention]\nexperiments_max_age = \"30m\"\n",
+                "retention.experiments_max_age: 30m is outside the allowed range 1h..=10years",
+            ),
+            (
+                "[retention]\nexperiments_max_count = 0\n",
+                "retention.experiments_max_count: 0 is outside 1..=1000000",
+            ),
+            (
+                "[retention]\nexperiments_max_count = -1\n",
+                "retention.experiments_max_count: -1 is outside 1..=1000000",
+            ),
+            (
+                "[retention]\nprune_interval = \"2d\"\n",
+                "retention.prune_interval: 2days is outside the allowed range 1m..=1day",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = parse_config(text).expect_err(text);
+            assert_eq!(err.to_string(), *want, "{text}");
+        }
+        let err = parse_config("[retention]\naudit_days = 3\n").expect_err("unknown");
+        assert!(
+            err.to_string()
+                .starts_with("retention.audit_days: unknown field `audit_days`"),
+            "{err}"
+        );
+        let err = parse_config("[retention]\nprune_interval = \"soon\"\n").expect_err("syntax");
+        assert!(
+            err.to_string()
+                .starts_with("retention.prune_interval: \"soon\" is not a duration"),
             "{err}"
         );
     }
