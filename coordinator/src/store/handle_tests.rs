@@ -173,8 +173,11 @@ async fn ten_thousand_sessions_writing_at_once_are_group_committed() {
         "group commit: {flushes} flushes for {} writes",
         2 * N
     );
+    // Polling 10,000 tasks in a row costs the runtime itself 0.1-0.4 s in a debug build on a
+    // shared machine; a flush per write would add 10,000 of them. (The hung-disk test above is
+    // the sharp check that no flush runs on the runtime's thread.)
     assert!(
-        worst < Duration::from_secs(1),
+        worst < Duration::from_secs(2),
         "the runtime stalled {worst:?} while {N} sessions wrote"
     );
 }
