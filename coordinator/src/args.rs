@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use faultline_coordinator::config::load_policy;
+use faultline_coordinator::config::{load_config, FileConfig};
 use faultline_coordinator::enroll::ratelimit::DEFAULT_ATTEMPTS_PER_MINUTE;
 use faultline_coordinator::enroll::{MAX_AGENT_CERT_TTL, MIN_AGENT_CERT_TTL};
-use faultline_coordinator::{Config, EnrollmentConfig, IssuerConfig, Policy, MAX_LEASE, MIN_LEASE};
+use faultline_coordinator::{Config, EnrollmentConfig, IssuerConfig, MAX_LEASE, MIN_LEASE};
 use faultline_core::duration::parse_in_range;
 use faultline_identity::tls::{CertPaths, HandshakeLimits, DEFAULT_MAX_HANDSHAKES};
 
@@ -96,9 +96,10 @@ pub struct Args {
     )]
     pub renew_interval: String,
 
-    /// Configuration file (TOML) with the [policy] table; without it the default policy
-    /// applies (50% of the fleet, 5 experiments, every fault kind, 1h, protected label
-    /// faultline.dev/protected=true).
+    /// Configuration file (TOML) with the [policy] and [retention] tables; without it the
+    /// defaults apply (50% of the fleet, 5 experiments, every fault kind, 1h, protected label
+    /// faultline.dev/protected=true; audit log kept 90 days and at most 1,000,000 entries,
+    /// ended experiments 30 days and at most 10,000).
     #[arg(long, env = "FAULTLINE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
@@ -281,9 +282,9 @@ pub fn to_config(args: &Args) -> Result<Config, String> {
         Duration::from_secs(120),
     )
     .map_err(|e| e.to_string())?;
-    let policy = match &args.config {
-        Some(path) => load_policy(path).map_err(|e| e.to_string())?,
-        None => Policy::default(),
+    let file = match &args.config {
+        Some(path) => load_config(path).map_err(|e| e.to_string())?,
+        None => FileConfig::default(),
     };
     Ok(Config {
         listen: args.listen,
@@ -296,7 +297,8 @@ pub fn to_config(args: &Args) -> Result<Config, String> {
         },
         lease,
         renew_interval,
-        policy,
+        policy: file.policy,
+        retention: file.retention,
     })
 }
 
@@ -427,5 +429,30 @@ mod tests {
         }
         let err = Args::try_parse_from(["x", "--max-handshakes", "0"]).expect_err("0");
         assert!(err.to_string().contains("1..=65535"), "{err}");
+    }
+
+    #[test]
+    fn the_config_file_sets_policy_and_retention() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("coordinator.toml");
+        std::fs::write(
+            &path,
+            "[policy]\nmax_concurrent_experiments = 2\n[retention]\naudit_max_age = \"7d\"\n",
+        )
+        .expect("write");
+        let file = path.to_str().expect("utf-8 path");
+        let c = to_config(&args(&["--certs-dir", "/c", "--config", file])).expect("config");
+        assert_eq!(c.policy.max_concurrent_experiments, 2);
+        assert_eq!(
+            c.retention.audit_max_age,
+            Duration::from_secs(7 * 24 * 3600)
+        );
+        assert_eq!(c.retention.experiments_max_count, 10_000, "default");
+        std::fs::write(&path, "[retention]\nprune_interval = \"1s\"\n").expect("write");
+        let err = to_config(&args(&["--certs-dir", "/c", "--config", file])).expect_err("range");
+        assert!(
+            err.ends_with("retention.prune_interval: 1s is outside the allowed range 1m..=1day"),
+            "{err}"
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! The coordinator's configuration file (TOML): a raw serde shape that refuses unknown fields,
-//! validated into a [`Policy`] whose errors name the field path and the allowed range.
+//! validated into a [`Policy`] and a [`Retention`] whose errors name the field path and the
+//! allowed range.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -8,6 +9,8 @@ use std::time::Duration;
 use faultline_core::duration;
 use faultline_core::Labels;
 use serde::Deserialize;
+
+use crate::store::retention::{self, Retention};
 
 /// Every fault kind Faultline knows (the `kind` oneof of `FaultSpec`).
 pub const FAULT_KINDS: [&str; 7] = [
@@ -36,6 +39,31 @@ const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
 pub struct RawConfig {
     #[serde(default)]
     pub policy: RawPolicy,
+    #[serde(default)]
+    pub retention: RawRetention,
+}
+
+/// The `[retention]` table as written; absent fields take their defaults.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetention {
+    /// Audit entries older than this are removed, a human duration in 1d..=10y.
+    pub audit_max_age: Option<String>,
+    /// The most audit entries kept, 1000..=100000000.
+    pub audit_max_entries: Option<i64>,
+    /// Ended experiments that ended longer ago are removed, 1h..=10y.
+    pub experiments_max_age: Option<String>,
+    /// The most ended experiments kept, 1..=1000000.
+    pub experiments_max_count: Option<i64>,
+    /// How often pruning runs, 1m..=24h.
+    pub prune_interval: Option<String>,
+}
+
+/// The whole validated configuration file.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FileConfig {
+    pub policy: Policy,
+    pub retention: Retention,
 }
 
 /// The `[policy]` table as written; absent fields take their defaults.
@@ -113,10 +141,74 @@ pub enum ConfigError {
     },
 }
 
-impl TryFrom<RawConfig> for Policy {
+impl TryFrom<RawConfig> for FileConfig {
     type Error = ConfigError;
     fn try_from(raw: RawConfig) -> Result<Self, Self::Error> {
-        Policy::try_from(raw.policy)
+        Ok(FileConfig {
+            policy: Policy::try_from(raw.policy)?,
+            retention: Retention::try_from(raw.retention)?,
+        })
+    }
+}
+
+fn duration_field(
+    field: &str,
+    value: &str,
+    (min, max): (Duration, Duration),
+) -> Result<Duration, ConfigError> {
+    duration::parse_in_range(field, value, min, max).map_err(|e| ConfigError::Field {
+        field: field.into(),
+        message: strip_field(&e.to_string(), field),
+    })
+}
+
+fn count_field(field: &str, n: i64, (min, max): (u64, u64)) -> Result<u64, ConfigError> {
+    u64::try_from(n)
+        .ok()
+        .filter(|n| (min..=max).contains(n))
+        .ok_or_else(|| range(field, n, &format!("{min}..={max}")))
+}
+
+impl TryFrom<RawRetention> for Retention {
+    type Error = ConfigError;
+    fn try_from(raw: RawRetention) -> Result<Self, Self::Error> {
+        let mut r = Retention::default();
+        if let Some(d) = raw.audit_max_age {
+            r.audit_max_age = duration_field(
+                "retention.audit_max_age",
+                &d,
+                retention::AUDIT_MAX_AGE_RANGE,
+            )?;
+        }
+        if let Some(n) = raw.audit_max_entries {
+            r.audit_max_entries = count_field(
+                "retention.audit_max_entries",
+                n,
+                retention::AUDIT_MAX_ENTRIES_RANGE,
+            )?;
+        }
+        if let Some(d) = raw.experiments_max_age {
+            r.experiments_max_age = duration_field(
+                "retention.experiments_max_age",
+                &d,
+                retention::EXPERIMENTS_MAX_AGE_RANGE,
+            )?;
+        }
+        if let Some(n) = raw.experiments_max_count {
+            r.experiments_max_count = count_field(
+                "retention.experiments_max_count",
+                n,
+                retention::EXPERIMENTS_MAX_COUNT_RANGE,
+            )?;
+        }
+        if let Some(d) = raw.prune_interval {
+            r.prune_interval = duration_field(
+                "retention.prune_interval",
+                &d,
+                retention::PRUNE_INTERVAL_RANGE,
+            )?;
+        }
+        Ok(r)
     }
 }
 
@@ -156,11 +248,7 @@ impl TryFrom<RawPolicy> for Policy {
         }
         if let Some(d) = raw.max_duration {
             policy.max_duration =
-                duration::parse_in_range("policy.max_duration", &d, MIN_DURATION, MAX_DURATION)
-                    .map_err(|e| ConfigError::Field {
-                        field: "policy.max_duration".into(),
-                        message: strip_field(&e.to_string(), "policy.max_duration"),
-                    })?;
+                duration_field("policy.max_duration", &d, (MIN_DURATION, MAX_DURATION))?;
         }
         if let Some(labels) = raw.protected_agent_labels {
             policy.protected_agent_labels =
@@ -212,21 +300,31 @@ fn strip_field(message: &str, field: &str) -> String {
 }
 
 /// Parses and validates the text of a configuration file.
-pub fn parse_policy(text: &str) -> Result<Policy, ConfigError> {
+pub fn parse_config(text: &str) -> Result<FileConfig, ConfigError> {
     let raw: RawConfig = toml::from_str(text).map_err(|e| describe_toml_error(text, &e))?;
-    Policy::try_from(raw)
+    FileConfig::try_from(raw)
+}
+
+/// The `[policy]` of a configuration file's text (the whole file is validated).
+pub fn parse_policy(text: &str) -> Result<Policy, ConfigError> {
+    parse_config(text).map(|c| c.policy)
 }
 
 /// Reads, parses and validates a configuration file; errors name the file.
-pub fn load_policy(path: &Path) -> Result<Policy, ConfigError> {
+pub fn load_config(path: &Path) -> Result<FileConfig, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    parse_policy(&text).map_err(|e| ConfigError::InFile {
+    parse_config(&text).map_err(|e| ConfigError::InFile {
         path: path.to_path_buf(),
         source: Box::new(e),
     })
+}
+
+/// The `[policy]` of a configuration file.
+pub fn load_policy(path: &Path) -> Result<Policy, ConfigError> {
+    load_config(path).map(|c| c.policy)
 }
 
 /// Turns a TOML/serde error into one that names the dotted field path (`policy.foo`), found
@@ -269,147 +367,5 @@ fn describe_toml_error(text: &str, e: &toml::de::Error) -> ConfigError {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn example_file_parses() {
-        let p = parse_policy(
-            r#"
-[policy]
-max_fleet_percent_under_fault = 25      # 1..=100
-max_concurrent_experiments = 3
-allowed_fault_kinds = ["network", "cpu", "network"]
-max_duration = "30m"
-protected_agent_labels = { "tier" = "db" }
-protected_namespaces = ["kube-system", "payments", "kube-system"]
-max_pod_percent_per_namespace = 25
-"#,
-        )
-        .expect("valid");
-        assert_eq!(p.protected_namespaces, ["kube-system", "payments"]);
-        assert_eq!(p.max_pod_percent_per_namespace, 25.0);
-        assert_eq!(p.max_fleet_percent_under_fault, 25.0);
-        assert_eq!(p.max_concurrent_experiments, 3);
-        assert_eq!(p.allowed_fault_kinds, vec!["network", "cpu"]);
-        assert_eq!(p.max_duration, Duration::from_secs(1800));
-        assert_eq!(p.protected_agent_labels.to_string(), "tier=db");
-    }
-
-    #[test]
-    fn empty_file_is_the_default_policy() {
-        assert_eq!(parse_policy("").expect("empty"), Policy::default());
-        assert_eq!(
-            parse_policy("[policy]\n").expect("empty"),
-            Policy::default()
-        );
-        let d = Policy::default();
-        assert_eq!(d.max_fleet_percent_under_fault, 50.0);
-        assert_eq!(d.allowed_fault_kinds.len(), 7);
-        assert_eq!(
-            d.protected_agent_labels.to_string(),
-            "faultline.dev/protected=true"
-        );
-        assert_eq!(d.protected_namespaces, ["kube-system", "faultline"]);
-        assert_eq!(d.max_pod_percent_per_namespace, 50.0);
-    }
-
-    #[test]
-    fn errors_name_the_field_and_range() {
-        let cases: &[(&str, &str)] = &[
-            (
-                "[policy]\nmax_fleet_percent_under_fault = 150\n",
-                "policy.max_fleet_percent_under_fault: 150 is outside 1..=100",
-            ),
-            (
-                "[policy]\nmax_fleet_percent_under_fault = 0.5\n",
-                "policy.max_fleet_percent_under_fault: 0.5 is outside 1..=100",
-            ),
-            (
-                "[policy]\nmax_concurrent_experiments = 0\n",
-                "policy.max_concurrent_experiments: 0 is outside 1..=1000",
-            ),
-            (
-                "[policy]\nmax_concurrent_experiments = -4\n",
-                "policy.max_concurrent_experiments: -4 is outside 1..=1000",
-            ),
-            (
-                "[policy]\nmax_pod_percent_per_namespace = 0\n",
-                "policy.max_pod_percent_per_namespace: 0 is outside 1..=100",
-            ),
-            (
-                "[policy]\nprotected_namespaces = [\"ok\", \"Not_OK\"]\n",
-                "policy.protected_namespaces[1]: \"Not_OK\" is not a namespace name: use 1..=63 of a-z, 0-9 and '-', starting and ending with a letter or digit",
-            ),
-            (
-                "[policy]\nmax_duration = \"8d\"\n",
-                "policy.max_duration: 8days is outside the allowed range 1s..=7days",
-            ),
-            (
-                "[policy]\nmax_duration = \"0s\"\n",
-                "policy.max_duration: 0s is outside the allowed range 1s..=7days",
-            ),
-        ];
-        for (text, want) in cases {
-            let err = parse_policy(text).expect_err(text);
-            assert_eq!(err.to_string(), *want, "{text}");
-        }
-    }
-
-    #[test]
-    fn unknown_and_mistyped_fields_are_named_with_their_path() {
-        let err = parse_policy("[policy]\nmax_fleet_percent = 10\n").expect_err("unknown");
-        let msg = err.to_string();
-        assert!(
-            msg.starts_with("policy.max_fleet_percent: unknown field `max_fleet_percent`"),
-            "{msg}"
-        );
-        assert!(msg.contains("max_fleet_percent_under_fault"), "{msg}");
-
-        let err = parse_policy("[polcy]\n").expect_err("unknown table");
-        assert!(
-            err.to_string().starts_with("polcy: unknown field `polcy`"),
-            "{err}"
-        );
-
-        let err = parse_policy("[policy]\nmax_duration = 5\n").expect_err("type");
-        assert!(
-            err.to_string()
-                .starts_with("policy.max_duration: invalid type"),
-            "{err}"
-        );
-
-        let err = parse_policy("[policy]\nallowed_fault_kinds = [\"cpu\", \"meteor\"]\n")
-            .expect_err("kind");
-        assert_eq!(
-            err.to_string(),
-            "policy.allowed_fault_kinds[1]: \"meteor\" is not a fault kind; use any of \
-             network, drop, partition, cpu, memory, io, process"
-        );
-
-        let err = parse_policy("[policy]\nprotected_agent_labels = { \"-x\" = \"y\" }\n")
-            .expect_err("label");
-        assert!(
-            err.to_string()
-                .starts_with("policy.protected_agent_labels: label key \"-x\" is invalid"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn load_names_the_file() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("coordinator.toml");
-        std::fs::write(&path, "[policy]\nmax_concurrent_experiments = 5000\n").expect("write");
-        let err = load_policy(&path).expect_err("range");
-        assert_eq!(
-            err.to_string(),
-            format!(
-                "config file {}: policy.max_concurrent_experiments: 5000 is outside 1..=1000",
-                path.display()
-            )
-        );
-        let err = load_policy(&dir.path().join("missing.toml")).expect_err("missing");
-        assert!(err.to_string().starts_with("reading config file"), "{err}");
-    }
-}
+#[path = "config_tests.rs"]
+mod tests;

@@ -1,8 +1,15 @@
 //! The `Fleet` service: the agent list, the fleet-wide halt and resume, the policy, the audit
 //! log, and revoking an agent.
+//!
+//! The halt is a safety action: it reverts first and is never held up or refused by the audit
+//! log. When its entry (or the halt flag) cannot be written, the fleet is halted all the same
+//! and the caller gets `INTERNAL` saying what was done and what could not be written. Resume
+//! is an ordinary mutation: its entry is written first, and when it cannot be, the fleet stays
+//! halted (`UNAVAILABLE`).
 
 use std::sync::Arc;
 
+use faultline_core::Identity;
 use faultline_proto::pb::{self, fleet_server::Fleet};
 use tonic::{Request, Response, Status};
 
@@ -44,69 +51,18 @@ impl Fleet for FleetService {
         &self,
         req: Request<pb::HaltAllRequest>,
     ) -> Result<Response<pb::HaltAllResponse>, Status> {
-        let state = &self.state;
-        let identity = state.authorize(&req, Method::HaltAll)?;
-        let reason = match req.get_ref().reason.trim() {
-            "" => "no reason given".to_string(),
-            r => r.to_string(),
-        };
-        let halt = HaltRecord {
-            reason: reason.clone(),
-            by: identity.to_string(),
-            at_unix_ms: now_ms(),
-        };
-        *state.halt.lock().unwrap_or_else(|p| p.into_inner()) = Some(halt.clone());
-        // Signal first: reverting faults matters more than remembering why. Running
-        // experiments go first so that they record the reverts as their abort.
-        let message = format!("fleet halted by {identity}: {reason}");
-        let aborted = ops::abort_all(state, Trigger::Halt, &identity.to_string(), &message).await;
-        // Nothing is vouched for while halted, so every renewal from now on makes the agents
-        // revert whatever they hold; the RevertAll says so at once and with the reason.
-        state.vouches.withdraw_all();
-        let mut signalled = 0u32;
-        for (_, session) in state.registry.sessions() {
-            session.revert_all.order(message.clone());
-            signalled += 1;
-        }
-        metrics::halted(true, &halt.by, &reason, signalled as usize);
-        let stored = state.store.set_halt(Some(&halt));
-        let _ = state.audit(
-            &identity,
-            Method::HaltAll.name(),
-            format!(
-                "halted: {reason}; {signalled} agents signalled, {aborted} experiments aborted"
-            ),
-            true,
-        );
-        stored.map_err(|e| {
-            Status::internal(format!(
-                "{signalled} agents were signalled, but the halt could not be stored: {e}"
-            ))
-        })?;
-        Ok(Response::new(pb::HaltAllResponse {
-            agents_signalled: signalled,
-            experiments_aborted: aborted,
-        }))
+        let identity = self.state.authorize(&req, Method::HaltAll)?;
+        halt(&self.state, &identity, &req.get_ref().reason)
+            .await
+            .map(Response::new)
     }
 
     async fn resume(
         &self,
         req: Request<pb::ResumeRequest>,
     ) -> Result<Response<pb::ResumeResponse>, Status> {
-        let state = &self.state;
-        let identity = state.authorize(&req, Method::Resume)?;
-        let was = state.halt.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let stored = state.store.set_halt(None);
-        let detail = match &was {
-            Some(h) => format!("resumed (halted by {}: {})", h.by, h.reason),
-            None => "resumed (the fleet was not halted)".to_string(),
-        };
-        metrics::halted(false, &identity.to_string(), "", 0);
-        let _ = state.audit(&identity, Method::Resume.name(), detail, true);
-        stored.map_err(store_status)?;
-        Ok(Response::new(pb::ResumeResponse {
-            was_halted: was.is_some(),
-        }))
+        let identity = self.state.authorize(&req, Method::Resume)?;
+        resume(&self.state, &identity).await.map(Response::new)
     }
 
     async fn get_policy(
@@ -135,6 +91,7 @@ impl Fleet for FleetService {
             .state
             .store
             .audit(limit as usize)
+            .await
             .map_err(store_status)?
             .into_iter()
             .map(|r| pb::AuditEntry {
@@ -208,4 +165,80 @@ impl Fleet for FleetService {
             revoked_serials: revoked.serials,
         }))
     }
+}
+
+/// `Fleet.HaltAll`: reverts everything at once, then records the halt and its audit entry.
+pub async fn halt(
+    state: &State,
+    identity: &Identity,
+    reason: &str,
+) -> Result<pb::HaltAllResponse, Status> {
+    let reason = match reason.trim() {
+        "" => "no reason given".to_string(),
+        r => r.to_string(),
+    };
+    let halt = HaltRecord {
+        reason: reason.clone(),
+        by: identity.to_string(),
+        at_unix_ms: now_ms(),
+    };
+    *state.halt.lock().unwrap_or_else(|p| p.into_inner()) = Some(halt.clone());
+    // Stored before anything is aborted (a few ms): a coordinator that dies mid-halt comes back
+    // halted and resumes nothing. Then running experiments go first, so that they record the
+    // reverts as their abort.
+    let stored = state.store.set_halt(Some(halt.clone())).await;
+    let message = format!("fleet halted by {identity}: {reason}");
+    let aborted = ops::abort_all(state, Trigger::Halt, &identity.to_string(), &message).await;
+    // Nothing is vouched for while halted, so every renewal from now on makes the agents
+    // revert whatever they hold; the RevertAll says so at once and with the reason.
+    state.vouches.withdraw_all();
+    let mut signalled = 0u32;
+    for (_, session) in state.registry.sessions() {
+        session.revert_all.order(message.clone());
+        signalled += 1;
+    }
+    metrics::halted(true, &halt.by, &reason, signalled as usize);
+    let detail =
+        format!("halted: {reason}; {signalled} agents signalled, {aborted} experiments aborted");
+    let audited = state
+        .audit_durable(identity, Method::HaltAll.name(), detail, true)
+        .await;
+    let done = format!(
+        "the fleet is halted ({signalled} agents signalled, {aborted} experiments aborted)"
+    );
+    match (stored, audited) {
+        (Ok(()), Ok(())) => Ok(pb::HaltAllResponse {
+            agents_signalled: signalled,
+            experiments_aborted: aborted,
+        }),
+        (Err(e), Ok(())) => Err(Status::internal(format!(
+            "{done}, but the halt could not be stored, so a restarted coordinator would not be halted: {e}"
+        ))),
+        (Ok(()), Err(e)) => Err(Status::internal(format!(
+            "{done}, but the audit log could not be written: {e}"
+        ))),
+        (Err(e), Err(a)) => Err(Status::internal(format!(
+            "{done}, but neither the halt ({e}) nor its audit entry ({a}) could be stored"
+        ))),
+    }
+}
+
+/// `Fleet.Resume`: audited first; the fleet stays halted when that fails.
+pub async fn resume(state: &State, identity: &Identity) -> Result<pb::ResumeResponse, Status> {
+    let was = state.halted();
+    let detail = match &was {
+        Some(h) => format!("resumed (halted by {}: {})", h.by, h.reason),
+        None => "resumed (the fleet was not halted)".to_string(),
+    };
+    state
+        .audit_first(identity, Method::Resume, detail)
+        .await
+        .map_err(|e| e.status())?;
+    let was = state.halt.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let stored = state.store.set_halt(None).await;
+    metrics::halted(false, &identity.to_string(), "", 0);
+    stored.map_err(store_status)?;
+    Ok(pb::ResumeResponse {
+        was_halted: was.is_some(),
+    })
 }

@@ -3,6 +3,8 @@
 //! durable store, and exposes Prometheus metrics.
 #![forbid(unsafe_code)]
 
+#[cfg(test)]
+mod audit_tests;
 pub mod authz;
 pub mod config;
 pub mod enroll;
@@ -14,6 +16,8 @@ pub mod registry;
 mod session;
 mod state;
 pub mod store;
+#[cfg(test)]
+mod test_support;
 mod vouch;
 
 use std::net::SocketAddr;
@@ -42,7 +46,8 @@ pub use enroll::{EnrollmentConfig, IssuerConfig};
 pub use kube::PodAccess;
 pub use session::HELLO_TIMEOUT;
 use state::State;
-use store::{SledStore, Store, StoreError};
+use store::retention::{self, Retention};
+use store::{SledStore, StoreError, StoreHandle};
 
 /// Default lease granted to agents.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(5);
@@ -77,6 +82,8 @@ pub struct Config {
     /// Period of lease renewals; shorter than `lease`.
     pub renew_interval: Duration,
     pub policy: Policy,
+    /// How long the audit log and ended experiments are kept (`[retention]`).
+    pub retention: Retention,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -185,11 +192,20 @@ impl Coordinator {
             .as_ref()
             .map(|i| AgentIssuer::load(&i.cert, &i.key, i.agent_cert_ttl))
             .transpose()?;
-        let store = Arc::new(SledStore::open(&config.data_dir)?);
-        let started =
-            Self::start_with_store(config, metrics, store.clone(), pods, issuer, enrollment).await;
+        let (store, shared) = StoreHandle::open_shared(&config.data_dir).await?;
+        let store = Arc::new(store);
+        let started = Self::start_with_store(
+            config,
+            metrics,
+            store.clone(),
+            shared,
+            pods,
+            issuer,
+            enrollment,
+        )
+        .await;
         if started.is_err() {
-            let _ = store.close();
+            let _ = store.close().await;
         }
         started
     }
@@ -197,24 +213,27 @@ impl Coordinator {
     async fn start_with_store(
         config: Config,
         metrics: Option<PrometheusHandle>,
-        store: Arc<SledStore>,
+        store: Arc<StoreHandle>,
+        enroll_store: Arc<SledStore>,
         pods: PodAccess,
         issuer: Option<AgentIssuer>,
         enrollment: EnrollmentConfig,
     ) -> Result<Coordinator, CoordinatorError> {
         let ca_bundle_pem = std::fs::read_to_string(&config.tls.ca).unwrap_or_default();
+        // The enrollment tables (tokens, issued certificates, revocations) are read and
+        // written from blocking tasks on the same sled database.
         let pki = Arc::new(enroll::Pki::new(
             issuer,
             ca_bundle_pem,
-            store.clone(),
+            enroll_store,
             enrollment.attempts_per_minute,
         )?);
         let tls = Arc::new(ReloadingServerConfig::with_revocations(
             config.tls.clone(),
             pki.revocations.clone(),
         )?);
-        let registry = registry::Registry::from_records(store.agents()?);
-        let halt = store.halt()?;
+        let registry = registry::Registry::from_records(store.agents().await?);
+        let halt = store.halt().await?;
         crate::metrics::halted_restored(
             halt.is_some(),
             halt.as_ref().map_or("", |h| h.reason.as_str()),
@@ -255,7 +274,6 @@ impl Coordinator {
             (None, _) => None,
         };
         let (guard, sessions_done) = mpsc::channel(1);
-        let store: Arc<dyn Store> = store;
         let mut state = State::new(
             config.policy,
             config.lease,
@@ -269,8 +287,8 @@ impl Coordinator {
         let state = Arc::new(state);
         // Before any session can say Hello: the experiments found running are resumed (and
         // vouch for their faults again) or ended, so the first Welcome is already right.
-        let down_from = state.store.heartbeat()?.unwrap_or(0);
-        for rec in state.experiments.recover(state.store.as_ref())? {
+        let down_from = state.store.heartbeat().await?.unwrap_or(0);
+        for rec in state.experiments.recover(&state.store).await? {
             let name = rec.name.clone();
             match experiments::run::resume(&state, rec, down_from)? {
                 experiments::run::Resumed::Resumed => {}
@@ -280,6 +298,7 @@ impl Coordinator {
             }
         }
         spawn_heartbeat(&state);
+        spawn_pruning(&state, config.retention.clone());
         let ready = Arc::new(AtomicBool::new(false));
         let metrics_addr = match config.metrics_listen {
             Some(addr) => {
@@ -415,30 +434,53 @@ impl Coordinator {
                 task.abort();
             }
         }
-        if let Err(e) = self.state.store.close() {
+        if let Err(e) = self.state.store.close().await {
             tracing::error!("closing the store: {e}");
         }
         tracing::info!(addr = %self.grpc_addr, "coordinator stopped");
     }
 }
 
-/// Writes the heartbeat every second (off the async threads), so the next start knows when
+/// Writes the heartbeat every second (on the store thread), so the next start knows when
 /// this coordinator stopped.
 fn spawn_heartbeat(state: &Arc<State>) {
     let state = state.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = state.shutdown.cancelled() => return,
                 _ = tick.tick() => {
-                    let store = state.store.clone();
-                    let at = state::now_ms();
-                    let wrote = tokio::task::spawn_blocking(move || store.put_heartbeat(at)).await;
-                    if let Ok(Err(e)) = wrote {
+                    if let Err(e) = state.store.put_heartbeat(state::now_ms()).await {
                         tracing::warn!("could not write the heartbeat: {e}");
                     }
                 }
+            }
+        }
+    });
+}
+
+/// One retention pass (logged and counted by it); a failure is logged, the next pass tries
+/// again.
+async fn prune(state: &State, r: &Retention) {
+    let now = state::now_ms();
+    if let Err(e) = retention::prune(&state.store, &state.experiments, r, now).await {
+        tracing::error!("retention: pruning the store failed: {e}");
+    }
+}
+
+/// Retention at once, then every `prune_interval`, in the background: a first start on a long
+/// history prunes while the coordinator already serves.
+fn spawn_pruning(state: &Arc<State>, r: Retention) {
+    let state = state.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(r.prune_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = state.shutdown.cancelled() => return,
+                _ = tick.tick() => prune(&state, &r).await,
             }
         }
     });

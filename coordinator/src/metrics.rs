@@ -1,8 +1,10 @@
 //! The coordinator's observable events: each function here is the one place that both logs an
 //! event and counts it in the `faultline_coordinator_*` Prometheus metrics.
 
+use std::time::Duration;
+
 use faultline_identity::tls::{HandshakeFailure, HandshakeObserver, HandshakeRefusal};
-use metrics::{counter, describe_counter, describe_gauge, gauge};
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 
 pub const AGENTS_CONNECTED: &str = "faultline_coordinator_agents_connected";
 pub const ENROLLMENTS: &str = "faultline_coordinator_enrollments_total";
@@ -16,6 +18,10 @@ pub const HANDSHAKES_IN_FLIGHT: &str = "faultline_coordinator_tls_handshakes_in_
 pub const HALTED: &str = "faultline_coordinator_halted";
 pub const AUDIT_ENTRIES: &str = "faultline_coordinator_audit_entries_total";
 pub const UNVOUCHED_ON_HELLO: &str = "faultline_coordinator_unvouched_faults_total";
+pub const AUDIT_FAILURES: &str = "faultline_coordinator_audit_failures_total";
+pub const STORE_WRITE_FAILURES: &str = "faultline_coordinator_store_write_failures_total";
+pub const STORE_COMMIT_SECONDS: &str = "faultline_coordinator_store_commit_seconds";
+pub const STORE_PRUNED: &str = "faultline_coordinator_store_pruned_total";
 
 /// Why a session stream ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,6 +185,28 @@ pub fn describe() {
     }
     gauge!(HANDSHAKES_IN_FLIGHT).set(0.0);
     counter!(AUDIT_ENTRIES).increment(0);
+    describe_counter!(
+        AUDIT_FAILURES,
+        "Audit entries that could not be written. The mutation they were for was refused, except a halt or the abort of a running experiment, which went ahead."
+    );
+    counter!(AUDIT_FAILURES).increment(0);
+    describe_counter!(
+        STORE_WRITE_FAILURES,
+        "Store writes that failed (applied or made durable), including refusals by a full store queue."
+    );
+    counter!(STORE_WRITE_FAILURES).increment(0);
+    describe_histogram!(
+        STORE_COMMIT_SECONDS,
+        metrics::Unit::Seconds,
+        "Group commits of the store thread: one flush for every write queued since the last."
+    );
+    describe_counter!(
+        STORE_PRUNED,
+        "Records removed by retention, by kind (audit, experiment)."
+    );
+    for kind in ["audit", "experiment"] {
+        counter!(STORE_PRUNED, "kind" => kind).increment(0);
+    }
     crate::experiments::describe_metrics();
 }
 
@@ -327,6 +355,35 @@ pub fn audit_failed(identity: &str, action: &str, error: &str) {
         action,
         "audit entry could not be written: {error}"
     );
+    counter!(AUDIT_FAILURES).increment(1);
+}
+
+/// A store write failed. `told`: its caller hears of it (and says more); otherwise this is the
+/// only place it shows.
+pub fn store_write_failed(what: &str, error: &crate::store::StoreError, told: bool) {
+    if !told {
+        tracing::error!(what, "store: could not write the {what} record: {error}");
+    }
+    counter!(STORE_WRITE_FAILURES).increment(1);
+}
+
+/// The store thread flushed `writes` writes at once.
+pub fn store_committed(writes: usize, took: Duration) {
+    tracing::trace!(writes, "store: committed {writes} write(s) in {took:?}");
+    histogram!(STORE_COMMIT_SECONDS).record(took.as_secs_f64());
+}
+
+/// Retention removed these.
+pub fn store_pruned(audit_entries: u64, experiments: u64) {
+    if audit_entries + experiments > 0 {
+        tracing::info!(
+            audit_entries,
+            experiments,
+            "retention removed {audit_entries} audit entries and {experiments} ended experiments"
+        );
+    }
+    counter!(STORE_PRUNED, "kind" => "audit").increment(audit_entries);
+    counter!(STORE_PRUNED, "kind" => "experiment").increment(experiments);
 }
 
 pub fn fault_status(node: &str, status: &faultline_proto::pb::FaultStatus) {

@@ -10,6 +10,44 @@ use tokio_util::sync::CancellationToken;
 
 use crate::store::AgentRecord;
 
+/// Reverted and failed faults' statuses are kept this long after they arrive (10 minutes).
+pub const GONE_STATUS_KEPT_MS: i64 = 10 * 60 * 1000;
+/// At most this many fault statuses are kept per agent; beyond it the oldest go first, gone
+/// faults before held ones.
+pub const MAX_FAULT_STATUSES: usize = 256;
+
+/// A fault's latest status and when the coordinator received it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeenStatus {
+    pub status: pb::FaultStatus,
+    pub received_unix_ms: i64,
+}
+
+impl SeenStatus {
+    fn gone(&self) -> bool {
+        self.status.state == pb::FaultState::Reverted as i32
+            || self.status.state == pb::FaultState::Failed as i32
+    }
+}
+
+/// Drops what [`GONE_STATUS_KEPT_MS`] and [`MAX_FAULT_STATUSES`] no longer keep.
+fn prune_statuses(statuses: &mut BTreeMap<String, SeenStatus>, now: i64) {
+    statuses.retain(|_, s| !s.gone() || now - s.received_unix_ms < GONE_STATUS_KEPT_MS);
+    let excess = statuses.len().saturating_sub(MAX_FAULT_STATUSES);
+    if excess == 0 {
+        return;
+    }
+    let mut by_age: Vec<(bool, i64, String)> = statuses
+        .iter()
+        .map(|(id, s)| (!s.gone(), s.received_unix_ms, id.clone()))
+        .collect();
+    // Gone ones first (false < true), oldest first.
+    by_age.sort();
+    for (_, _, id) in by_age.into_iter().take(excess) {
+        statuses.remove(&id);
+    }
+}
+
 /// How to reach one live session.
 #[derive(Debug, Clone)]
 pub struct SessionHandle {
@@ -65,8 +103,9 @@ pub struct AgentEntry {
     pub remote_address: String,
     pub telemetry: Option<pb::Telemetry>,
     pub held_faults: Vec<pb::HeldFault>,
-    /// The latest status report per fault id.
-    pub fault_status: BTreeMap<String, pb::FaultStatus>,
+    /// The latest status report per fault id: those of reverted and failed faults for
+    /// [`GONE_STATUS_KEPT_MS`], at most [`MAX_FAULT_STATUSES`] in all.
+    pub fault_status: BTreeMap<String, SeenStatus>,
     pub session: Option<SessionHandle>,
 }
 
@@ -207,16 +246,20 @@ impl Registry {
         });
     }
 
-    /// Keeps the latest status per fault; a fault reported reverted or failed is no longer held.
+    /// Keeps the latest status per fault (pruned, see [`AgentEntry::fault_status`]); a fault
+    /// reported reverted or failed is no longer held.
     pub fn fault_status(&self, node_name: &str, session_id: &str, s: pb::FaultStatus, now: i64) {
         self.update(node_name, session_id, |e| {
             e.last_seen_unix_ms = now;
-            let gone = s.state == pb::FaultState::Reverted as i32
-                || s.state == pb::FaultState::Failed as i32;
-            if gone {
-                e.held_faults.retain(|h| h.fault_id != s.fault_id);
+            let seen = SeenStatus {
+                status: s,
+                received_unix_ms: now,
+            };
+            if seen.gone() {
+                e.held_faults.retain(|h| h.fault_id != seen.status.fault_id);
             }
-            e.fault_status.insert(s.fault_id.clone(), s);
+            e.fault_status.insert(seen.status.fault_id.clone(), seen);
+            prune_statuses(&mut e.fault_status, now);
         });
     }
 
@@ -277,129 +320,5 @@ impl Registry {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn handle(id: &str) -> (SessionHandle, mpsc::Receiver<pb::CoordinatorMessage>) {
-        let (tx, rx) = mpsc::channel(4);
-        let h = SessionHandle {
-            session_id: id.into(),
-            push: tx,
-            end: CancellationToken::new(),
-            revert_all: Arc::default(),
-        };
-        (h, rx)
-    }
-
-    fn arrival(name: &str, now: i64) -> Arrival {
-        Arrival {
-            node_name: name.into(),
-            labels: BTreeMap::from([("zone".into(), "a".into())]),
-            capabilities: vec![],
-            version: "0.1.0".into(),
-            held_faults: vec![],
-            remote_address: "127.0.0.1:1".into(),
-            now_unix_ms: now,
-        }
-    }
-
-    #[test]
-    fn connect_replace_and_disconnect() {
-        let stored = AgentRecord {
-            node_name: "old-node".into(),
-            labels: BTreeMap::new(),
-            capabilities: vec![],
-            version: "0.0.9".into(),
-            first_seen_unix_ms: 1,
-            last_seen_unix_ms: 2,
-            remote_address: String::new(),
-        };
-        let reg = Registry::from_records(vec![stored]);
-        let (h1, _rx1) = handle("s1");
-        let (rec, replaced) = reg.connect(arrival("node-a", 100), h1);
-        assert!(replaced.is_none());
-        assert_eq!((rec.first_seen_unix_ms, rec.last_seen_unix_ms), (100, 100));
-        assert_eq!(reg.connected_count(), 1);
-
-        reg.telemetry("node-a", "s1", pb::Telemetry::default(), 150);
-        let (h2, _rx2) = handle("s2");
-        let (rec, replaced) = reg.connect(arrival("node-a", 200), h2);
-        assert_eq!(replaced.map(|h| h.session_id), Some("s1".to_string()));
-        assert_eq!(rec.first_seen_unix_ms, 100, "first seen is kept");
-
-        // The replaced session ending does not disconnect the new one, nor update it.
-        reg.seen("node-a", "s1", 999);
-        assert_eq!(reg.disconnect("node-a", "s1", 250), None);
-        let a = reg.get("node-a").expect("entry");
-        assert!(a.connected);
-        assert_eq!(a.last_seen_unix_ms, 200);
-
-        let rec = reg
-            .disconnect("node-a", "s2", 300)
-            .expect("current session");
-        assert_eq!(rec.last_seen_unix_ms, 300);
-        let names: Vec<_> = reg
-            .list()
-            .into_iter()
-            .map(|e| (e.node_name, e.connected))
-            .collect();
-        assert_eq!(
-            names,
-            [
-                ("node-a".to_string(), false),
-                ("old-node".to_string(), false)
-            ]
-        );
-        assert_eq!(reg.connected_count(), 0);
-        assert!(reg.sessions().is_empty());
-    }
-
-    /// HaltAll's RevertAll is a flag beside the session's queue, so a full queue (an agent that
-    /// stopped reading) cannot drop it; the session sends it as soon as it gets to it.
-    #[tokio::test]
-    async fn a_revert_all_order_is_not_lost_to_a_full_queue() {
-        let (h, _rx) = handle("s1");
-        while h.push.try_send(pb::CoordinatorMessage::default()).is_ok() {}
-        assert!(
-            matches!(
-                h.push.try_send(pb::CoordinatorMessage::default()),
-                Err(mpsc::error::TrySendError::Full(_))
-            ),
-            "the queue is full"
-        );
-        h.revert_all.order("fleet halted by admin/a: first".into());
-        h.revert_all.order("fleet halted by admin/a: again".into());
-        // Ordered before anyone waited: the wait still completes at once.
-        tokio::time::timeout(std::time::Duration::from_secs(1), h.revert_all.ordered())
-            .await
-            .expect("the order is seen");
-        assert_eq!(
-            h.revert_all.take().as_deref(),
-            Some("fleet halted by admin/a: again"),
-            "the latest order's message"
-        );
-        assert_eq!(h.revert_all.take(), None, "sent once");
-    }
-
-    #[test]
-    fn reverted_faults_are_no_longer_held() {
-        let reg = Registry::default();
-        let (h, _rx) = handle("s1");
-        let mut a = arrival("node-a", 1);
-        a.held_faults = vec![pb::HeldFault {
-            fault_id: "f1".into(),
-            ..Default::default()
-        }];
-        reg.connect(a, h);
-        assert_eq!(reg.get("node-a").expect("a").to_pb().held_faults.len(), 1);
-        let status = pb::FaultStatus {
-            fault_id: "f1".into(),
-            state: pb::FaultState::Reverted as i32,
-            ..Default::default()
-        };
-        reg.fault_status("node-a", "s1", status, 2);
-        let a = reg.get("node-a").expect("a");
-        assert!(a.held_faults.is_empty());
-        assert!(a.fault_status.contains_key("f1"));
-    }
-}
+#[path = "registry_tests.rs"]
+mod tests;

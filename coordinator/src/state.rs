@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use faultline_core::Identity;
 use faultline_identity::tls;
@@ -19,25 +19,35 @@ use crate::experiments::Table;
 use crate::kube::PodAccess;
 use crate::metrics;
 use crate::registry::Registry;
-use crate::store::{AuditRecord, HaltRecord, Store, StoreError};
+use crate::store::{AuditRecord, HaltRecord, StoreError, StoreHandle};
 use crate::vouch::Vouches;
 
 /// The telemetry interval the coordinator asks agents for, in Welcome.
 pub const TELEMETRY_INTERVAL_MS: u64 = 1000;
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+pub use faultline_core::clock::now_ms;
+
+/// A mutation refused because its audit entry could not be written: nothing changed.
+#[derive(Debug, thiserror::Error)]
+#[error("the audit log could not be written ({source}), so {action} was refused and nothing changed; retry once the coordinator's store is writable")]
+pub struct Unaudited {
+    pub action: &'static str,
+    pub source: StoreError,
+}
+
+impl Unaudited {
+    /// `UNAVAILABLE`: nothing was done, and a retry may succeed.
+    pub fn status(&self) -> Status {
+        Status::unavailable(self.to_string())
+    }
 }
 
 pub struct State {
     pub policy: Policy,
     pub lease: Duration,
     pub renew_interval: Duration,
-    pub store: Arc<dyn Store>,
+    /// The store thread; no store I/O happens on the async threads.
+    pub store: Arc<StoreHandle>,
     pub registry: Registry,
     pub halt: Mutex<Option<HaltRecord>>,
     pub shutdown: CancellationToken,
@@ -59,7 +69,7 @@ impl State {
         policy: Policy,
         lease: Duration,
         renew_interval: Duration,
-        store: Arc<dyn Store>,
+        store: Arc<StoreHandle>,
         registry: Registry,
         halt: Option<HaltRecord>,
         session_guard: mpsc::Sender<()>,
@@ -120,7 +130,9 @@ impl State {
         self.lease.as_millis() as u64
     }
 
-    /// Appends an audit entry (and logs and counts it).
+    /// Queues an audit entry, logged and counted once it is written (or could not be); never
+    /// waits. The entry of a mutation, which must be on disk before the mutation, goes through
+    /// [`State::audit_first`] instead.
     pub fn audit(
         &self,
         identity: &Identity,
@@ -128,14 +140,27 @@ impl State {
         detail: impl Into<String>,
         allowed: bool,
     ) -> Result<(), StoreError> {
-        let rec = AuditRecord {
-            at_unix_ms: now_ms(),
-            identity: identity.to_string(),
-            action: action.to_string(),
-            detail: detail.into(),
-            allowed,
+        let rec = entry(identity, action, detail.into(), allowed);
+        let (who, what, detail) = (rec.identity.clone(), rec.action.clone(), rec.detail.clone());
+        let then = move |r: &Result<(), StoreError>| match r {
+            Ok(()) => metrics::audit_written(&who, &what, &detail, allowed),
+            Err(e) => metrics::audit_failed(&who, &what, &e.to_string()),
         };
-        match self.store.append_audit(&rec) {
+        self.store
+            .append_audit(rec.clone(), then)
+            .inspect_err(|e| metrics::audit_failed(&rec.identity, action, &e.to_string()))
+    }
+
+    /// Writes an audit entry and returns once it is durable (logged and counted either way).
+    pub async fn audit_durable(
+        &self,
+        identity: &Identity,
+        action: &str,
+        detail: impl Into<String>,
+        allowed: bool,
+    ) -> Result<(), StoreError> {
+        let rec = entry(identity, action, detail.into(), allowed);
+        match self.store.append_audit_durable(rec.clone()).await {
             Ok(()) => {
                 metrics::audit_written(&rec.identity, action, &rec.detail, allowed);
                 Ok(())
@@ -145,6 +170,22 @@ impl State {
                 Err(e)
             }
         }
+    }
+
+    /// The audit entry of a mutation `method` is about to carry out (`detail` says what),
+    /// durable before it returns: when it cannot be written the mutation is refused.
+    pub async fn audit_first(
+        &self,
+        identity: &Identity,
+        method: Method,
+        detail: impl Into<String>,
+    ) -> Result<(), Unaudited> {
+        self.audit_durable(identity, method.name(), detail, true)
+            .await
+            .map_err(|source| Unaudited {
+                action: method.name(),
+                source,
+            })
     }
 
     /// The caller of `req` when its role may call `method`; refusals of mutations and of
@@ -182,6 +223,16 @@ impl State {
             protected_namespaces: p.protected_namespaces.clone(),
             max_pod_percent_per_namespace: p.max_pod_percent_per_namespace,
         }
+    }
+}
+
+fn entry(identity: &Identity, action: &str, detail: String, allowed: bool) -> AuditRecord {
+    AuditRecord {
+        at_unix_ms: now_ms(),
+        identity: identity.to_string(),
+        action: action.to_string(),
+        detail,
+        allowed,
     }
 }
 

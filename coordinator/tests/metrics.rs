@@ -43,6 +43,11 @@ async fn metrics_follow_sessions_and_refusals() {
         "faultline_coordinator_tls_handshakes_in_flight",
         "faultline_coordinator_halted",
         "faultline_coordinator_audit_entries_total",
+        "faultline_coordinator_audit_failures_total",
+        "faultline_coordinator_store_write_failures_total",
+        "faultline_coordinator_store_pruned_total",
+        "faultline_coordinator_fault_statuses_coalesced_total",
+        "faultline_coordinator_fault_statuses_dropped_total",
     ] {
         assert!(
             body_before.contains(&format!("# HELP {name} ")),

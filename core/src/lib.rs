@@ -2,6 +2,7 @@
 //! and their validation. Pure: no tokio, tonic, kube or libc.
 #![forbid(unsafe_code)]
 
+pub mod clock;
 pub mod duration;
 pub mod experiment;
 pub mod fault;

@@ -71,6 +71,7 @@ pub fn coordinator_config(
         lease,
         renew_interval: Duration::from_secs(1),
         policy: Default::default(),
+        retention: Default::default(),
     }
 }
 

@@ -16,6 +16,28 @@ pub const ABORT_UNACKNOWLEDGED: &str = "faultline_coordinator_abort_unacknowledg
 pub const DISPATCH_SECONDS: &str = "faultline_coordinator_fault_dispatch_seconds";
 pub const RESUMED: &str = "faultline_coordinator_experiments_resumed_total";
 pub const REVERTS_RESENT: &str = "faultline_coordinator_reverts_resent_total";
+pub const STATUSES_COALESCED: &str = "faultline_coordinator_fault_statuses_coalesced_total";
+pub const STATUSES_DROPPED: &str = "faultline_coordinator_fault_statuses_dropped_total";
+
+/// Why a FaultStatus was not handed to any experiment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dropped {
+    /// About a fault of a running experiment that the sending agent does not hold.
+    Foreign,
+    /// A late revert acknowledgement while too many are being recorded already.
+    LateBusy,
+}
+
+impl Dropped {
+    pub const ALL: [Dropped; 2] = [Dropped::Foreign, Dropped::LateBusy];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dropped::Foreign => "foreign",
+            Dropped::LateBusy => "late_busy",
+        }
+    }
+}
 
 /// Bucket bounds for the `_seconds` histograms (installed by main.rs).
 pub const SECONDS_BUCKETS: [f64; 14] = [
@@ -56,8 +78,20 @@ pub fn describe() {
         REVERTS_RESENT,
         "RevertFault orders sent again because the first was not acknowledged."
     );
+    describe_counter!(
+        STATUSES_COALESCED,
+        "FaultStatus messages that replaced a waiting one of the same fault and state because the experiment's queue was full."
+    );
+    describe_counter!(
+        STATUSES_DROPPED,
+        "FaultStatus messages handed to no experiment, by reason: foreign (a fault the sending agent does not hold), late_busy (a late revert acknowledgement while 64 are being recorded)."
+    );
     counter!(RESUMED).increment(0);
     counter!(REVERTS_RESENT).increment(0);
+    counter!(STATUSES_COALESCED).increment(0);
+    for d in Dropped::ALL {
+        counter!(STATUSES_DROPPED, "reason" => d.as_str()).increment(0);
+    }
     describe_histogram!(
         DISPATCH_SECONDS,
         metrics::Unit::Seconds,
@@ -176,4 +210,22 @@ pub fn target_failed(experiment: &str, agent: &str, fault_id: &str, error: &str)
         fault_id,
         "fault {fault_id} failed on {agent}: {error}"
     );
+}
+
+/// A status replaced a waiting one in a full experiment queue (see `mailbox.rs`).
+pub fn status_coalesced() {
+    counter!(STATUSES_COALESCED).increment(1);
+}
+
+/// A status from `node` went to no experiment. Logged at debug only: a flood must not become a
+/// flood of log lines; the counter shows it.
+pub fn status_dropped(node: &str, fault_id: &str, why: Dropped) {
+    tracing::debug!(
+        node,
+        fault_id,
+        reason = why.as_str(),
+        "ignoring a fault status from {node} for {fault_id} ({})",
+        why.as_str()
+    );
+    counter!(STATUSES_DROPPED, "reason" => why.as_str()).increment(1);
 }

@@ -4,12 +4,15 @@
 //!
 //! - [`service`]: the gRPC edge (authorization, audit, one conversion of errors to `Status`).
 //! - [`ops`]: create, start, abort, halt and shutdown, serialized by one planning lock.
-//! - [`run`]: one task per running experiment; [`guards`] evaluates its guards.
+//! - [`run`]: one task per running experiment; [`guards`] evaluates its guards; [`mailbox`] is
+//!   its bounded queue of agent statuses, which [`Table::route`] fills only with the statuses of
+//!   a fault from the agent that holds it.
 //! - [`record`], [`convert`], [`report`]: the stored record, its wire form and its reports.
 
 mod convert;
 mod events;
 mod guards;
+pub mod mailbox;
 pub mod ops;
 mod plan_record;
 mod planning;
@@ -21,17 +24,25 @@ pub mod service;
 mod watch;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use faultline_core::experiment::Phase;
 use faultline_proto::pb;
 use tokio::sync::{mpsc, watch as tokio_watch};
 
+use events::Dropped;
 pub use events::{describe as describe_metrics, SECONDS_BUCKETS};
+use mailbox::Mailbox;
 use record::ExperimentRecord;
 pub use run::Trigger;
 
-use crate::store::{Store, StoreError};
+use crate::state::now_ms;
+use crate::store::{StoreError, StoreHandle};
+
+/// Late revert acknowledgements being recorded at once, at most; more are dropped (counted),
+/// so that no agent can fill the store's queue with them.
+pub const MAX_LATE_STATUSES: usize = 64;
 
 /// The latest state of a running experiment, for Get and Watch.
 #[derive(Debug, Clone)]
@@ -47,30 +58,35 @@ pub struct Snapshot {
 #[derive(Debug)]
 pub struct Live {
     pub control: mpsc::Sender<run::Control>,
-    pub status: mpsc::UnboundedSender<run::FromAgent>,
+    /// Statuses and Hellos from its agents (bounded; see [`mailbox`]).
+    pub status: Arc<Mailbox>,
     pub snapshot: tokio_watch::Receiver<Snapshot>,
     /// The agents it targets (under fault until the run is over).
     pub agents: Vec<String>,
     /// The UIDs of the pods it targets (pod experiments).
     pub pods: Vec<String>,
-    /// The ids of the faults it dispatches.
-    pub fault_ids: Vec<String>,
+    /// Each fault it dispatches: (fault id, the agent that holds it).
+    pub faults: Vec<(String, String)>,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
     live: HashMap<String, Live>,
-    /// Fault id -> experiment name, for statuses that do not name their experiment (an agent
-    /// acknowledging a RevertFault for a fault it never applied).
-    faults: HashMap<String, String>,
+    /// Fault id -> (experiment name, the agent that holds it) of every live run: a status is
+    /// routed only when it comes from that agent.
+    faults: HashMap<String, (String, String)>,
     /// The phase of every experiment known, by name.
     phases: BTreeMap<String, Phase>,
+    /// When each ended experiment ended (unix ms), for retention.
+    ended: HashMap<String, i64>,
 }
 
 /// Every experiment's phase, and the running ones' handles.
 #[derive(Debug, Default)]
 pub struct Table {
     inner: Mutex<Inner>,
+    /// Late revert acknowledgements queued to the store and not yet recorded.
+    late_in_flight: Arc<AtomicUsize>,
     /// Held while planning and starting, so two plans never see the same free capacity.
     pub plan_lock: tokio::sync::Mutex<()>,
 }
@@ -83,9 +99,9 @@ impl Table {
     /// Loads the phases of the stored experiments and returns the ones stored `running`: a
     /// coordinator stopped without ending them, and the caller resumes or ends each
     /// ([`run::resume`]).
-    pub fn recover(&self, store: &dyn Store) -> Result<Vec<ExperimentRecord>, StoreError> {
+    pub async fn recover(&self, store: &StoreHandle) -> Result<Vec<ExperimentRecord>, StoreError> {
         let mut running = Vec::new();
-        for mut rec in store.experiments()? {
+        for mut rec in store.experiments().await? {
             if rec.phase == Phase::Running {
                 running.push(rec);
                 continue;
@@ -104,13 +120,60 @@ impl Table {
                     changed = true;
                 }
                 if changed {
-                    store.put_experiment(&rec)?;
+                    store.put_experiment_durable(&rec).await?;
                 }
             }
-            self.lock().phases.insert(rec.name.clone(), rec.phase);
+            let mut inner = self.lock();
+            inner.phases.insert(rec.name.clone(), rec.phase);
+            if rec.phase.is_terminal() {
+                let at = match rec.ended_unix_ms {
+                    0 => rec.created_unix_ms,
+                    at => at,
+                };
+                inner.ended.insert(rec.name.clone(), at);
+            }
         }
         self.publish_phases();
         Ok(running)
+    }
+
+    /// Ended experiments that retention removes: those that ended before `ended_before`
+    /// (unix ms), and beyond the newest `keep_at_most`, those that ended first. Never a
+    /// pending or running one, nor one whose run is still live.
+    pub fn prunable(&self, ended_before: i64, keep_at_most: u64) -> Vec<String> {
+        let inner = self.lock();
+        let mut ended: Vec<(i64, &String)> = inner
+            .ended
+            .iter()
+            .filter(|(name, _)| !inner.live.contains_key(*name))
+            .filter(|(name, _)| inner.phases.get(*name).is_some_and(|p| p.is_terminal()))
+            .map(|(name, at)| (*at, name))
+            .collect();
+        ended.sort();
+        let excess = ended
+            .len()
+            .saturating_sub(usize::try_from(keep_at_most).unwrap_or(usize::MAX));
+        ended
+            .iter()
+            .enumerate()
+            .filter(|(i, (at, _))| *i < excess || *at < ended_before)
+            .map(|(_, (_, name))| (*name).clone())
+            .collect()
+    }
+
+    /// Forgets experiments whose records retention removed.
+    pub fn forget(&self, names: &[String]) {
+        if names.is_empty() {
+            return;
+        }
+        {
+            let mut inner = self.lock();
+            for name in names {
+                inner.phases.remove(name);
+                inner.ended.remove(name);
+            }
+        }
+        self.publish_phases();
     }
 
     fn publish_phases(&self) {
@@ -122,7 +185,15 @@ impl Table {
     }
 
     pub fn set_phase(&self, name: &str, phase: Phase) {
-        self.lock().phases.insert(name.to_string(), phase);
+        {
+            let mut inner = self.lock();
+            inner.phases.insert(name.to_string(), phase);
+            if phase.is_terminal() {
+                inner.ended.entry(name.to_string()).or_insert_with(now_ms);
+            } else {
+                inner.ended.remove(name);
+            }
+        }
         self.publish_phases();
     }
 
@@ -158,8 +229,10 @@ impl Table {
 
     pub fn insert_live(&self, name: &str, live: Live) {
         let mut inner = self.lock();
-        for id in &live.fault_ids {
-            inner.faults.insert(id.clone(), name.to_string());
+        for (id, agent) in &live.faults {
+            inner
+                .faults
+                .insert(id.clone(), (name.to_string(), agent.clone()));
         }
         inner.live.insert(name.to_string(), live);
     }
@@ -167,7 +240,7 @@ impl Table {
     pub fn remove_live(&self, name: &str) {
         let mut inner = self.lock();
         if let Some(live) = inner.live.remove(name) {
-            for id in &live.fault_ids {
+            for (id, _) in &live.faults {
                 inner.faults.remove(id);
             }
         }
@@ -200,6 +273,12 @@ impl Table {
         v
     }
 
+    /// Messages waiting in the queue of run `name`.
+    #[cfg(test)]
+    pub fn queued(&self, name: &str) -> Option<usize> {
+        self.lock().live.get(name).map(|l| l.status.len())
+    }
+
     pub fn live_names(&self) -> Vec<String> {
         self.lock().live.keys().cloned().collect()
     }
@@ -213,7 +292,7 @@ impl Table {
             .values()
             .filter(|l| l.agents.iter().any(|a| a == node))
         {
-            let _ = live.status.send(run::FromAgent::Back {
+            live.status.push(run::FromAgent::Back {
                 node: node.to_string(),
                 held: held.iter().map(|(f, _)| f.clone()).collect(),
                 at,
@@ -221,30 +300,87 @@ impl Table {
         }
     }
 
-    /// Hands a fault status from `node`'s session to the experiment it belongs to. Statuses
-    /// of experiments no longer running (late revert acks) update the stored record.
-    pub fn route(&self, store: &dyn Store, node: &str, status: pb::FaultStatus) {
-        let sent = {
-            let inner = self.lock();
-            let live = inner.live.get(&status.experiment_id).or_else(|| {
-                let name = inner.faults.get(&status.fault_id)?;
-                inner.live.get(name)
-            });
-            live.map(|l| {
-                l.status
-                    .send(run::FromAgent::Status(node.to_string(), status.clone()))
-                    .is_ok()
-            })
-        };
-        if sent == Some(true) || status.experiment_id.is_empty() {
-            return;
+    /// Hands a fault status from `node`'s session to the experiment it belongs to; never
+    /// waits. Only the agent that holds a fault may report on it: a status for a live run's
+    /// fault from any other agent is dropped here (counted), so it cannot take room in the
+    /// run's queue. A late revert acknowledgement (its run is over) updates the stored record,
+    /// on the store thread.
+    pub fn route(&self, store: &StoreHandle, node: &str, status: pb::FaultStatus) {
+        enum To {
+            Run(Arc<Mailbox>),
+            Foreign,
+            Late,
+            Nowhere,
         }
-        if let Err(e) = run::late_status(store, node, &status) {
-            tracing::warn!(
-                node,
-                experiment = %status.experiment_id,
-                "could not record a late fault status: {e}"
-            );
+        let to = {
+            let inner = self.lock();
+            match inner.faults.get(&status.fault_id) {
+                Some((name, agent)) if agent == node => inner
+                    .live
+                    .get(name)
+                    .map_or(To::Nowhere, |l| To::Run(l.status.clone())),
+                Some(_) => To::Foreign,
+                None => {
+                    let ended = inner
+                        .phases
+                        .get(&status.experiment_id)
+                        .is_some_and(|p| *p != Phase::Running);
+                    if ended && status.state == pb::FaultState::Reverted as i32 {
+                        To::Late
+                    } else {
+                        To::Nowhere
+                    }
+                }
+            }
+        };
+        match to {
+            To::Run(mailbox) => mailbox.push(run::FromAgent::Status(node.to_string(), status)),
+            To::Foreign => events::status_dropped(node, &status.fault_id, Dropped::Foreign),
+            To::Late => self.record_late(store, node, status),
+            To::Nowhere => {}
+        }
+    }
+
+    fn record_late(&self, store: &StoreHandle, node: &str, status: pb::FaultStatus) {
+        let Some(slot) = LateSlot::take(&self.late_in_flight) else {
+            events::status_dropped(node, &status.fault_id, Dropped::LateBusy);
+            return;
+        };
+        let node = node.to_string();
+        let queued = store.queue_write("late fault status", move |s| {
+            let _slot = slot;
+            run::late_status(s, &node, &status).inspect_err(|e| {
+                tracing::warn!(
+                    node,
+                    experiment = %status.experiment_id,
+                    "could not record a late fault status: {e}"
+                )
+            })
+        });
+        if let Err(e) = queued {
+            tracing::warn!("could not queue a late fault status: {e}");
         }
     }
 }
+
+/// One of the [`MAX_LATE_STATUSES`] places; given back when dropped (recorded or not).
+struct LateSlot(Arc<AtomicUsize>);
+
+impl LateSlot {
+    fn take(in_flight: &Arc<AtomicUsize>) -> Option<LateSlot> {
+        let taken = in_flight.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < MAX_LATE_STATUSES).then_some(n + 1)
+        });
+        taken.ok().map(|_| LateSlot(in_flight.clone()))
+    }
+}
+
+impl Drop for LateSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+#[path = "route_tests.rs"]
+mod route_tests;

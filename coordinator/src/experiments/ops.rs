@@ -1,5 +1,11 @@
 //! What can be done to experiments — create (with dry run), start, abort, read — plus the
 //! fleet-wide halt and the graceful shutdown, with errors that say why.
+//!
+//! Every mutation writes its audit entry, durably, before it changes anything, and is refused
+//! (`UNAVAILABLE`) when the entry cannot be written. The one exception is the abort of a
+//! running experiment: reverting faults is never held up by the audit log, so that abort is
+//! carried out first and audited after; when that entry cannot be written the caller gets an
+//! error saying the experiment was aborted but not audited.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,8 +19,9 @@ use tonic::Status;
 use super::planning;
 use super::record::ExperimentRecord;
 use super::run::{self, Control, Trigger, SHUTDOWN_REVERT_WAIT};
+use crate::authz::Method;
 use crate::kube::KubeError;
-use crate::state::{now_ms, State};
+use crate::state::{now_ms, State, Unaudited};
 use crate::store::StoreError;
 
 /// How long Abort waits for the run to confirm RevertFault went out.
@@ -53,6 +60,19 @@ pub enum OpError {
     NoKubernetes(String),
     #[error("spec.targets.pods: could not resolve the pods: {0}")]
     Kubernetes(KubeError),
+    /// Refused: its audit entry could not be written; nothing changed.
+    #[error(transparent)]
+    Unaudited(#[from] Unaudited),
+    /// Carried out (a safety action), but its audit entry could not be written.
+    #[error("{done}, but the audit log could not be written: {source}")]
+    DoneUnaudited { done: String, source: StoreError },
+}
+
+impl OpError {
+    /// True when the error is about the audit log itself (there is no point auditing it).
+    pub fn is_audit(&self) -> bool {
+        matches!(self, OpError::Unaudited(_) | OpError::DoneUnaudited { .. })
+    }
 }
 
 impl OpError {
@@ -70,6 +90,8 @@ impl OpError {
             OpError::Exists { .. } => Status::already_exists(m),
             OpError::Store(_) => Status::internal(m),
             OpError::NoAnswer(_) => Status::unavailable(m),
+            OpError::Unaudited(e) => e.status(),
+            OpError::DoneUnaudited { .. } => Status::internal(m),
         }
     }
 }
@@ -80,6 +102,18 @@ pub struct Created {
     pub record: ExperimentRecord,
     /// False for a dry run.
     pub stored: bool,
+}
+
+/// The audit line of an experiment that is (about to be) in `phase`.
+pub fn summary(rec: &ExperimentRecord, phase: Phase) -> String {
+    format!(
+        "{} is {}: {} fault(s) on {}, {} excluded",
+        rec.name,
+        phase,
+        rec.plan.faults.len(),
+        rec.plan.targets_phrase(),
+        rec.plan.excluded.len()
+    )
 }
 
 fn halted(state: &State) -> Result<(), OpError> {
@@ -108,7 +142,7 @@ pub async fn create(
         let known = state.experiments.phase(&spec.name);
         let known = match known {
             Some(p) => Some(p),
-            None => state.store.experiment(&spec.name)?.map(|r| r.phase),
+            None => state.store.experiment(&spec.name).await?.map(|r| r.phase),
         };
         if let Some(phase) = known {
             return Err(OpError::Exists {
@@ -136,7 +170,19 @@ pub async fn create(
         });
     }
     rec.log(now, format!("created by {by}: {}", rec.plan.selection));
-    state.store.put_experiment(&rec)?;
+    let phase = if start {
+        Phase::Running
+    } else {
+        Phase::Pending
+    };
+    state
+        .audit_first(
+            identity,
+            Method::ExperimentCreate,
+            format!("created {}", summary(&rec, phase)),
+        )
+        .await?;
+    state.store.put_experiment_durable(&rec).await?;
     state.experiments.set_phase(&rec.name, Phase::Pending);
     if !start {
         return Ok(Created {
@@ -144,7 +190,7 @@ pub async fn create(
             stored: true,
         });
     }
-    let snapshot = run::start(state, spec, rec, &by)?;
+    let snapshot = run::start(state, spec, rec, &by).await?;
     Ok(Created {
         record: (*snapshot.record).clone(),
         stored: true,
@@ -160,7 +206,8 @@ pub async fn start(
     let _planning = state.experiments.plan_lock.lock().await;
     let mut rec = state
         .store
-        .experiment(name)?
+        .experiment(name)
+        .await?
         .ok_or_else(|| OpError::NotFound(name.to_string()))?;
     if rec.phase != Phase::Pending {
         return Err(OpError::WrongPhase {
@@ -176,7 +223,14 @@ pub async fn start(
         now_ms(),
         format!("planned again at start: {}", rec.plan.selection),
     );
-    let snapshot = run::start(state, spec, rec, &identity.to_string())?;
+    state
+        .audit_first(
+            identity,
+            Method::ExperimentStart,
+            format!("started {}", summary(&rec, Phase::Running)),
+        )
+        .await?;
+    let snapshot = run::start(state, spec, rec, &identity.to_string()).await?;
     Ok((*snapshot.record).clone())
 }
 
@@ -202,7 +256,22 @@ pub async fn abort(
             .await;
         if sent.is_ok() {
             return match tokio::time::timeout(ABORT_REPLY_TIMEOUT, rx).await {
-                Ok(Ok((rec, true))) => Ok(rec),
+                Ok(Ok((rec, true))) => {
+                    // Reverting came first; now the audit entry, which cannot undo it.
+                    let detail = format!("aborted {}: {}", rec.name, rec.verdict_reason);
+                    let audited = state
+                        .audit_durable(identity, Method::ExperimentAbort.name(), detail, true)
+                        .await;
+                    match audited {
+                        Ok(()) => Ok(rec),
+                        Err(source) => Err(OpError::DoneUnaudited {
+                            done: format!(
+                                "experiment {name:?} was aborted (RevertFault sent to its targets)"
+                            ),
+                            source,
+                        }),
+                    }
+                }
                 Ok(Ok((rec, false))) => Err(OpError::WrongPhase {
                     name: name.to_string(),
                     phase: rec.phase,
@@ -215,7 +284,8 @@ pub async fn abort(
     let _planning = state.experiments.plan_lock.lock().await;
     let mut rec = state
         .store
-        .experiment(name)?
+        .experiment(name)
+        .await?
         .ok_or_else(|| OpError::NotFound(name.to_string()))?;
     if rec.phase != Phase::Pending {
         return Err(OpError::WrongPhase {
@@ -229,7 +299,15 @@ pub async fn abort(
     rec.ended_unix_ms = now;
     rec.verdict_reason = format!("aborted before it started: {reason}");
     rec.log(now, rec.verdict_reason.clone());
-    state.store.put_experiment(&rec)?;
+    // Nothing runs yet, so nothing to revert: an ordinary mutation, audited first.
+    state
+        .audit_first(
+            identity,
+            Method::ExperimentAbort,
+            format!("aborted {}: {}", rec.name, rec.verdict_reason),
+        )
+        .await?;
+    state.store.put_experiment_durable(&rec).await?;
     state.experiments.set_phase(name, Phase::Aborted);
     Ok(rec)
 }
@@ -288,19 +366,20 @@ pub async fn shutdown_all(state: &State) {
 }
 
 /// The latest record of `name`: the live one while it runs, else the stored one.
-pub fn get(state: &State, name: &str) -> Result<Arc<ExperimentRecord>, OpError> {
+pub async fn get(state: &State, name: &str) -> Result<Arc<ExperimentRecord>, OpError> {
     if let Some(s) = state.experiments.snapshot(name) {
         return Ok(s.record);
     }
     state
         .store
-        .experiment(name)?
+        .experiment(name)
+        .await?
         .map(Arc::new)
         .ok_or_else(|| OpError::NotFound(name.to_string()))
 }
 
 /// Every experiment (live ones as they are now), optionally of one phase, newest first.
-pub fn list(state: &State, phase: &str) -> Result<Vec<Arc<ExperimentRecord>>, OpError> {
+pub async fn list(state: &State, phase: &str) -> Result<Vec<Arc<ExperimentRecord>>, OpError> {
     let phase = match phase.trim() {
         "" => None,
         p => Some(p.parse::<Phase>().map_err(|message| OpError::Argument {
@@ -310,7 +389,8 @@ pub fn list(state: &State, phase: &str) -> Result<Vec<Arc<ExperimentRecord>>, Op
     };
     let mut out: Vec<Arc<ExperimentRecord>> = state
         .store
-        .experiments()?
+        .experiments()
+        .await?
         .into_iter()
         .map(|r| match state.experiments.snapshot(&r.name) {
             Some(s) => s.record,

@@ -1,5 +1,6 @@
 //! The `Experiments` gRPC service: every method is authorized by role, every mutation written
-//! to the audit log with its outcome, and every failure converted to a status once.
+//! to the audit log (by [`ops`], before it changes anything; refusals and dry runs here), and
+//! every failure converted to a status once.
 
 use std::sync::Arc;
 
@@ -9,7 +10,6 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{experiment_to_pb, plan_to_pb};
 use super::ops::{self, OpError};
-use super::record::ExperimentRecord;
 use super::{report, watch};
 use crate::authz::Method;
 use crate::state::State;
@@ -19,31 +19,17 @@ pub struct ExperimentsService {
 }
 
 impl ExperimentsService {
-    /// Audits a mutation's outcome: `allowed` is whether it was carried out.
-    fn audit<T>(
-        &self,
-        identity: &Identity,
-        method: Method,
-        r: &Result<T, OpError>,
-        done: impl FnOnce(&T) -> String,
-    ) {
-        let (detail, allowed) = match r {
-            Ok(v) => (done(v), true),
-            Err(e) => (format!("refused: {e}"), false),
-        };
-        let _ = self.state.audit(identity, method.name(), detail, allowed);
+    /// Audits a refused mutation (queued, never waits). Carried-out mutations were audited by
+    /// [`ops`] before they changed anything; audit failures are not audited again.
+    fn audit_refusal<T>(&self, identity: &Identity, method: Method, r: &Result<T, OpError>) {
+        if let Err(e) = r {
+            if !e.is_audit() {
+                let _ = self
+                    .state
+                    .audit(identity, method.name(), format!("refused: {e}"), false);
+            }
+        }
     }
-}
-
-fn summary(rec: &ExperimentRecord) -> String {
-    format!(
-        "{} is {}: {} fault(s) on {}, {} excluded",
-        rec.name,
-        rec.phase,
-        rec.plan.faults.len(),
-        rec.plan.targets_phrase(),
-        rec.plan.excluded.len()
-    )
 }
 
 #[tonic::async_trait]
@@ -55,17 +41,21 @@ impl Experiments for ExperimentsService {
         let identity = self.state.authorize(&req, Method::ExperimentCreate)?;
         let r = req.into_inner();
         let result = ops::create(&self.state, &identity, &r.document, r.dry_run, r.start).await;
-        self.audit(&identity, Method::ExperimentCreate, &result, |c| {
-            if c.stored {
-                format!("created {}", summary(&c.record))
-            } else {
-                format!(
+        self.audit_refusal(&identity, Method::ExperimentCreate, &result);
+        match &result {
+            Ok(c) if !c.stored => {
+                // A dry run changes nothing: its entry is queued, not waited for.
+                let detail = format!(
                     "dry run of {}: {} would be selected",
                     c.record.name,
                     c.record.plan.targets_phrase()
-                )
+                );
+                let _ = self
+                    .state
+                    .audit(&identity, Method::ExperimentCreate.name(), detail, true);
             }
-        });
+            _ => {}
+        }
         let created = result.map_err(|e| e.status())?;
         let mut experiment = experiment_to_pb(&created.record);
         let plan = experiment.plan.clone();
@@ -85,7 +75,9 @@ impl Experiments for ExperimentsService {
         req: Request<pb::GetExperimentRequest>,
     ) -> Result<Response<pb::Experiment>, Status> {
         self.state.authorize(&req, Method::ExperimentGet)?;
-        let rec = ops::get(&self.state, &req.get_ref().name).map_err(|e| e.status())?;
+        let rec = ops::get(&self.state, &req.get_ref().name)
+            .await
+            .map_err(|e| e.status())?;
         Ok(Response::new(experiment_to_pb(&rec)))
     }
 
@@ -94,7 +86,9 @@ impl Experiments for ExperimentsService {
         req: Request<pb::ListExperimentsRequest>,
     ) -> Result<Response<pb::ListExperimentsResponse>, Status> {
         self.state.authorize(&req, Method::ExperimentList)?;
-        let recs = ops::list(&self.state, &req.get_ref().phase).map_err(|e| e.status())?;
+        let recs = ops::list(&self.state, &req.get_ref().phase)
+            .await
+            .map_err(|e| e.status())?;
         // Listing carries each guard's latest sample and the last log lines; Get has all.
         let experiments = recs
             .iter()
@@ -110,9 +104,7 @@ impl Experiments for ExperimentsService {
         let identity = self.state.authorize(&req, Method::ExperimentStart)?;
         let name = req.into_inner().name;
         let result = ops::start(&self.state, &identity, &name).await;
-        self.audit(&identity, Method::ExperimentStart, &result, |r| {
-            format!("started {}", summary(r))
-        });
+        self.audit_refusal(&identity, Method::ExperimentStart, &result);
         Ok(Response::new(experiment_to_pb(
             &result.map_err(|e| e.status())?,
         )))
@@ -125,9 +117,7 @@ impl Experiments for ExperimentsService {
         let identity = self.state.authorize(&req, Method::ExperimentAbort)?;
         let r = req.into_inner();
         let result = ops::abort(&self.state, &identity, &r.name, &r.reason).await;
-        self.audit(&identity, Method::ExperimentAbort, &result, |rec| {
-            format!("aborted {}: {}", rec.name, rec.verdict_reason)
-        });
+        self.audit_refusal(&identity, Method::ExperimentAbort, &result);
         Ok(Response::new(experiment_to_pb(
             &result.map_err(|e| e.status())?,
         )))
@@ -141,7 +131,9 @@ impl Experiments for ExperimentsService {
     ) -> Result<Response<Self::WatchStream>, Status> {
         self.state.authorize(&req, Method::ExperimentWatch)?;
         let name = req.into_inner().name;
-        let stream = watch::watch(self.state.clone(), name).map_err(|e| e.status())?;
+        let stream = watch::watch(self.state.clone(), name)
+            .await
+            .map_err(|e| e.status())?;
         Ok(Response::new(stream))
     }
 
@@ -161,7 +153,9 @@ impl Experiments for ExperimentsService {
                 )))
             }
         };
-        let rec = ops::get(&self.state, &r.name).map_err(|e| e.status())?;
+        let rec = ops::get(&self.state, &r.name)
+            .await
+            .map_err(|e| e.status())?;
         let json = if js {
             report::json(&rec).map_err(|e| Status::internal(format!("encoding the report: {e}")))?
         } else {

@@ -20,8 +20,8 @@ pub type EventStream = ReceiverStream<Result<pb::ExperimentEvent, Status>>;
 const PERIOD: Duration = Duration::from_secs(1);
 
 /// Checks that `name` exists, then streams its events.
-pub fn watch(state: Arc<State>, name: String) -> Result<EventStream, OpError> {
-    let first = ops::get(&state, &name)?;
+pub async fn watch(state: Arc<State>, name: String) -> Result<EventStream, OpError> {
+    let first = ops::get(&state, &name).await?;
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
         let mut rec = first;
@@ -35,7 +35,7 @@ pub fn watch(state: Arc<State>, name: String) -> Result<EventStream, OpError> {
                 _ = tokio::time::sleep(PERIOD) => {}
                 _ = tx.closed() => return,
             }
-            rec = match ops::get(&state, &name) {
+            rec = match ops::get(&state, &name).await {
                 Ok(r) => r,
                 Err(e) => {
                     let _ = tx.send(Err(e.status())).await;
@@ -45,7 +45,7 @@ pub fn watch(state: Arc<State>, name: String) -> Result<EventStream, OpError> {
         }
         let Some(mut sub) = state.experiments.subscribe(&name) else {
             // Ended: one event with the final record.
-            let rec = ops::get(&state, &name).unwrap_or(rec);
+            let rec = ops::get(&state, &name).await.unwrap_or(rec);
             let msg = format!("{name} is {}: {}", rec.phase, rec.verdict_reason);
             let _ = tx.send(Ok(event(&rec, &msg, now_ms()))).await;
             return;
@@ -75,7 +75,7 @@ pub fn watch(state: Arc<State>, name: String) -> Result<EventStream, OpError> {
             }
             if !alive {
                 // The run went away without a final snapshot: send the stored record.
-                if let Ok(rec) = ops::get(&state, &name) {
+                if let Ok(rec) = ops::get(&state, &name).await {
                     let msg = format!("{name} is {}: {}", rec.phase, rec.verdict_reason);
                     let _ = tx.send(Ok(event(&rec, &msg, now_ms()))).await;
                 }

@@ -1,18 +1,52 @@
 //! The coordinator's durable state (agents seen, the audit log, the fleet halt flag, experiment
-//! records) behind the small [`Store`] trait, with a sled implementation that flushes after
-//! every write.
+//! records): the small blocking [`Store`] trait with its sled implementation, and the
+//! [`StoreHandle`] through which the async coordinator reaches it.
+//!
+//! # Durability contract
+//!
+//! No store I/O happens on the async runtime's threads. One dedicated thread (the *store
+//! thread*) owns the [`Store`] and takes requests from a bounded queue, in order. It applies
+//! every write it finds queued, then flushes once for the whole batch (group commit), and only
+//! then answers the writers.
+//!
+//! - A write through an `async` method of [`StoreHandle`] (`*_durable`, `set_halt`,
+//!   `put_heartbeat`, `write`, `prune_*`) is **durable when the call returns `Ok`**: it survives
+//!   a crash of the process or of the machine.
+//! - A write through a plain method (`put_agent`, `put_experiment`, `append_audit`) is
+//!   **queued** when the call returns `Ok`: it never waits, it is durable at the store thread's
+//!   next commit (milliseconds later), and a failure is logged and counted
+//!   (`faultline_coordinator_store_write_failures_total`). A crash in between loses it.
+//! - A read sees every write queued before it, durable or not yet.
+//! - The queue holds at most [`STORE_QUEUE`] requests. When it is full a queued write fails at
+//!   once with [`StoreError::Busy`]; async calls wait for room.
+//!
+//! The callers that need durability wait for it: the audit entry of a mutation before the
+//! mutation, an experiment's record when it starts and at every phase change, the halt.
+
+mod handle;
+pub mod retention;
+mod sled_store;
+
+#[cfg(test)]
+pub mod failing;
+#[cfg(test)]
+mod handle_tests;
+#[cfg(test)]
+mod retention_tests;
+#[cfg(test)]
+mod sled_tests;
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::DirBuilderExt;
-use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::path::PathBuf;
+use std::sync::Arc;
 
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::experiments::record::ExperimentRecord;
 
 mod tokens;
+pub use handle::{StoreHandle, STORE_QUEUE};
+pub use sled_store::{audit_key, SledStore};
 pub use tokens::{
     EnrollStore, EnrollmentRecord, IssuedRecord, RevocationRecord, Revoked, TokenRecord,
 };
@@ -79,12 +113,28 @@ pub enum StoreError {
         what: &'static str,
         source: serde_json::Error,
     },
+    /// The write was applied but the flush of its batch failed: it may be lost in a crash.
+    #[error("store: the write was not made durable: {0}")]
+    NotDurable(Arc<StoreError>),
+    #[error("store: the request queue is full ({capacity} requests waiting): the disk is slower than the load")]
+    Busy { capacity: usize },
+    #[error("the store thread is gone: {0}")]
+    Thread(String),
     #[error("the store is closed (the coordinator is shutting down)")]
     Closed,
+    /// Only from the test doubles in [`failing`].
+    #[cfg(test)]
+    #[error("store: {0}")]
+    Injected(String),
 }
 
-/// Durable coordinator state. Every write is durable when the call returns.
-pub trait Store: Send + Sync {
+/// The storage engine under [`StoreHandle`]: plain blocking calls, made only on the store
+/// thread.
+///
+/// # Guarantees
+/// A write is applied when the call returns: reads after it see it. It is durable (survives a
+/// crash of the process or the machine) once a later [`Store::flush`] returns `Ok`.
+pub trait Store: Send {
     /// Inserts or replaces the record of `rec.node_name`.
     fn put_agent(&self, rec: &AgentRecord) -> Result<(), StoreError>;
     fn agent(&self, node_name: &str) -> Result<Option<AgentRecord>, StoreError>;
@@ -93,6 +143,16 @@ pub trait Store: Send + Sync {
     fn append_audit(&self, rec: &AuditRecord) -> Result<(), StoreError>;
     /// The newest `limit` audit entries, newest first.
     fn audit(&self, limit: usize) -> Result<Vec<AuditRecord>, StoreError>;
+    /// How many audit entries there are.
+    fn audit_len(&self) -> Result<u64, StoreError>;
+    /// Removes the oldest audit entries while they are older than `before_unix_ms` or there
+    /// are more than `keep_at_most`, at most `max_remove` of them; returns how many went.
+    fn prune_audit(
+        &self,
+        before_unix_ms: i64,
+        keep_at_most: u64,
+        max_remove: usize,
+    ) -> Result<u64, StoreError>;
     fn halt(&self) -> Result<Option<HaltRecord>, StoreError>;
     /// Sets (`Some`) or clears (`None`) the fleet halt.
     fn set_halt(&self, halt: Option<&HaltRecord>) -> Result<(), StoreError>;
@@ -101,270 +161,76 @@ pub trait Store: Send + Sync {
     fn experiment(&self, name: &str) -> Result<Option<ExperimentRecord>, StoreError>;
     /// Every experiment, sorted by name.
     fn experiments(&self) -> Result<Vec<ExperimentRecord>, StoreError>;
+    /// Removes the record of experiment `name`; true when there was one.
+    fn remove_experiment(&self, name: &str) -> Result<bool, StoreError>;
     /// When the coordinator that used this store last said it was alive (unix ms).
     fn heartbeat(&self) -> Result<Option<i64>, StoreError>;
     /// Records that the coordinator is alive at `at_unix_ms` (written every second, so the
     /// next start knows when this one stopped).
     fn put_heartbeat(&self, at_unix_ms: i64) -> Result<(), StoreError>;
+    /// Makes every write applied so far durable.
+    fn flush(&self) -> Result<(), StoreError>;
     /// Flushes and releases the store (and its lock on the directory); later calls fail with
     /// [`StoreError::Closed`].
     fn close(&self) -> Result<(), StoreError>;
 }
 
-struct Trees {
-    db: sled::Db,
-    agents: sled::Tree,
-    audit: sled::Tree,
-    state: sled::Tree,
-    experiments: sled::Tree,
-}
-
-/// [`Store`] on sled, in `<data-dir>/store`. Values are JSON; audit keys are the big-endian
-/// unix milliseconds followed by a big-endian sequence number, so they sort by time.
-pub struct SledStore {
-    path: PathBuf,
-    trees: RwLock<Option<Trees>>,
-}
-
-impl std::fmt::Debug for SledStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SledStore")
-            .field("path", &self.path)
-            .finish()
-    }
-}
-
-const HALT_KEY: &[u8] = b"halted";
-const HEARTBEAT_KEY: &[u8] = b"heartbeat";
-
-fn sled_err(op: &'static str) -> impl FnOnce(sled::Error) -> StoreError {
-    move |source| StoreError::Sled { op, source }
-}
-
-fn decode<T: DeserializeOwned>(
-    tree: &'static str,
-    key: &[u8],
-    value: &[u8],
-) -> Result<T, StoreError> {
-    serde_json::from_slice(value).map_err(|source| StoreError::Decode {
-        tree,
-        key: String::from_utf8_lossy(key).into_owned(),
-        source,
-    })
-}
-
-fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(value).map_err(|source| StoreError::Encode { what, source })
-}
-
-/// The audit key of an entry: time first so that keys sort chronologically.
-pub fn audit_key(at_unix_ms: i64, sequence: u64) -> [u8; 16] {
-    let mut key = [0u8; 16];
-    key[..8].copy_from_slice(&(at_unix_ms.max(0) as u64).to_be_bytes());
-    key[8..].copy_from_slice(&sequence.to_be_bytes());
-    key
-}
-
-impl SledStore {
-    /// Opens (creating if needed) the store under `data_dir`, which is created 0700 if missing.
-    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        if !data_dir.exists() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(data_dir)
-                .map_err(|source| StoreError::CreateDir {
-                    path: data_dir.to_path_buf(),
-                    source,
-                })?;
-        }
-        let path = data_dir.join("store");
-        let db = sled::Config::new().path(&path).open().map_err(|source| {
-            let hint = if source.to_string().contains("could not acquire lock") {
-                " (another coordinator is using this --data-dir)"
-            } else {
-                ""
-            };
-            StoreError::Open {
-                path: path.clone(),
-                source,
-                hint,
-            }
-        })?;
-        let tree = |name: &str| db.open_tree(name).map_err(sled_err("opening a tree"));
-        let trees = Trees {
-            agents: tree("agents")?,
-            audit: tree("audit")?,
-            state: tree("state")?,
-            experiments: tree("experiments")?,
-            db,
-        };
-        Ok(SledStore {
-            path,
-            trees: RwLock::new(Some(trees)),
-        })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    fn with<T>(&self, f: impl FnOnce(&Trees) -> Result<T, StoreError>) -> Result<T, StoreError> {
-        let guard = self.trees.read().unwrap_or_else(|p| p.into_inner());
-        match guard.as_ref() {
-            Some(trees) => f(trees),
-            None => Err(StoreError::Closed),
-        }
-    }
-}
-
-impl Trees {
-    fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush().map(|_| ()).map_err(sled_err("flush"))
-    }
-}
-
-impl Store for SledStore {
+/// A shared store is a store: the store thread owns one handle, the enrollment tables another.
+impl<S: Store + Sync + ?Sized> Store for Arc<S> {
     fn put_agent(&self, rec: &AgentRecord) -> Result<(), StoreError> {
-        let value = encode("agent", rec)?;
-        self.with(|t| {
-            t.agents
-                .insert(rec.node_name.as_bytes(), value)
-                .map_err(sled_err("writing an agent"))?;
-            t.flush()
-        })
+        (**self).put_agent(rec)
     }
-
     fn agent(&self, node_name: &str) -> Result<Option<AgentRecord>, StoreError> {
-        self.with(|t| {
-            let value = t
-                .agents
-                .get(node_name.as_bytes())
-                .map_err(sled_err("reading an agent"))?;
-            value
-                .map(|v| decode("agents", node_name.as_bytes(), &v))
-                .transpose()
-        })
+        (**self).agent(node_name)
     }
-
     fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
-        self.with(|t| {
-            t.agents
-                .iter()
-                .map(|kv| {
-                    let (k, v) = kv.map_err(sled_err("reading agents"))?;
-                    decode("agents", &k, &v)
-                })
-                .collect()
-        })
+        (**self).agents()
     }
-
     fn append_audit(&self, rec: &AuditRecord) -> Result<(), StoreError> {
-        let value = encode("audit", rec)?;
-        self.with(|t| {
-            let seq = t.db.generate_id().map_err(sled_err("audit sequence"))?;
-            t.audit
-                .insert(audit_key(rec.at_unix_ms, seq), value)
-                .map_err(sled_err("writing an audit entry"))?;
-            t.flush()
-        })
+        (**self).append_audit(rec)
     }
-
     fn audit(&self, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
-        self.with(|t| {
-            t.audit
-                .iter()
-                .rev()
-                .take(limit)
-                .map(|kv| {
-                    let (k, v) = kv.map_err(sled_err("reading the audit log"))?;
-                    decode("audit", &k, &v)
-                })
-                .collect()
-        })
+        (**self).audit(limit)
     }
-
-    fn heartbeat(&self) -> Result<Option<i64>, StoreError> {
-        self.with(|t| {
-            let value = t
-                .state
-                .get(HEARTBEAT_KEY)
-                .map_err(sled_err("reading state"))?;
-            Ok(value.and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok().map(i64::from_be_bytes)))
-        })
+    fn audit_len(&self) -> Result<u64, StoreError> {
+        (**self).audit_len()
     }
-
-    fn put_heartbeat(&self, at_unix_ms: i64) -> Result<(), StoreError> {
-        self.with(|t| {
-            t.state
-                .insert(HEARTBEAT_KEY, &at_unix_ms.to_be_bytes())
-                .map_err(sled_err("writing state"))?;
-            t.flush()
-        })
+    fn prune_audit(
+        &self,
+        before_unix_ms: i64,
+        keep_at_most: u64,
+        max_remove: usize,
+    ) -> Result<u64, StoreError> {
+        (**self).prune_audit(before_unix_ms, keep_at_most, max_remove)
     }
-
     fn halt(&self) -> Result<Option<HaltRecord>, StoreError> {
-        self.with(|t| {
-            let value = t.state.get(HALT_KEY).map_err(sled_err("reading state"))?;
-            value.map(|v| decode("state", HALT_KEY, &v)).transpose()
-        })
+        (**self).halt()
     }
-
     fn set_halt(&self, halt: Option<&HaltRecord>) -> Result<(), StoreError> {
-        let value = halt.map(|h| encode("halt", h)).transpose()?;
-        self.with(|t| {
-            match value {
-                Some(v) => t.state.insert(HALT_KEY, v).map(|_| ()),
-                None => t.state.remove(HALT_KEY).map(|_| ()),
-            }
-            .map_err(sled_err("writing state"))?;
-            t.flush()
-        })
+        (**self).set_halt(halt)
     }
-
     fn put_experiment(&self, rec: &ExperimentRecord) -> Result<(), StoreError> {
-        let value = encode("experiment", rec)?;
-        self.with(|t| {
-            t.experiments
-                .insert(rec.name.as_bytes(), value)
-                .map_err(sled_err("writing an experiment"))?;
-            t.flush()
-        })
+        (**self).put_experiment(rec)
     }
-
     fn experiment(&self, name: &str) -> Result<Option<ExperimentRecord>, StoreError> {
-        self.with(|t| {
-            let value = t
-                .experiments
-                .get(name.as_bytes())
-                .map_err(sled_err("reading an experiment"))?;
-            value
-                .map(|v| decode("experiments", name.as_bytes(), &v))
-                .transpose()
-        })
+        (**self).experiment(name)
     }
-
     fn experiments(&self) -> Result<Vec<ExperimentRecord>, StoreError> {
-        self.with(|t| {
-            t.experiments
-                .iter()
-                .map(|kv| {
-                    let (k, v) = kv.map_err(sled_err("reading experiments"))?;
-                    decode("experiments", &k, &v)
-                })
-                .collect()
-        })
+        (**self).experiments()
     }
-
+    fn remove_experiment(&self, name: &str) -> Result<bool, StoreError> {
+        (**self).remove_experiment(name)
+    }
+    fn heartbeat(&self) -> Result<Option<i64>, StoreError> {
+        (**self).heartbeat()
+    }
+    fn put_heartbeat(&self, at_unix_ms: i64) -> Result<(), StoreError> {
+        (**self).put_heartbeat(at_unix_ms)
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        (**self).flush()
+    }
     fn close(&self) -> Result<(), StoreError> {
-        let trees = self.trees.write().unwrap_or_else(|p| p.into_inner()).take();
-        match trees {
-            // Dropping the last handle joins sled's flusher and releases the directory lock.
-            Some(trees) => trees.flush(),
-            None => Ok(()),
-        }
+        (**self).close()
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{decode, encode, sled_err, SledStore, StoreError};
+use super::sled_store::{decode, encode, sled_err};
+use super::{SledStore, StoreError};
 
 /// A join token as stored: the hash of its secret and what it allows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -71,6 +71,7 @@ impl Env {
             lease: Duration::from_secs(5),
             renew_interval: Duration::from_secs(1),
             policy: Policy::default(),
+            retention: Default::default(),
         }
     }
 

@@ -73,7 +73,8 @@ impl Run {
             wait_until: Instant::now() + wait,
             reason,
         });
-        self.persist();
+        // Durable before anything is reverted: a crash from here on never resumes this run.
+        self.persist_durable().await;
         self.state.vouches.withdraw_experiment(&self.rec.name);
         let sent = self.send_reverts(reason).await;
         let sent_at = now_ms();
@@ -180,7 +181,7 @@ impl Run {
     }
 
     /// The coordinator is going away without a graceful abort: record it as interrupted.
-    pub(super) fn interrupt(&mut self) {
+    pub(super) async fn interrupt(&mut self) {
         let now = now_ms();
         let why = "interrupted: the coordinator shut down while the experiment ran; nothing vouches for its faults, so its agents revert them at their next Hello or when their lease lapses";
         self.guard_stop.cancel();
@@ -193,13 +194,13 @@ impl Run {
             .experiments
             .set_phase(&self.rec.name, Phase::Interrupted);
         events::phase_changed(&self.rec.name, Phase::Interrupted, why);
-        self.persist();
+        self.persist_durable().await;
         self.publish(why, true);
         self.state.experiments.remove_live(&self.rec.name);
     }
 
     /// The run is over: abort latency, unacknowledged reverts, the final record.
-    pub(super) fn finish(mut self) {
+    pub(super) async fn finish(mut self) {
         let now = now_ms();
         self.state.vouches.withdraw_experiment(&self.rec.name);
         let unsettled = self.rec.targets.iter().filter(|t| !t.settled()).count();
@@ -265,7 +266,7 @@ impl Run {
             summary.push_str(&format!("; abort latency {ms} ms"));
         }
         self.rec.log(now, format!("finished: {summary}"));
-        self.persist();
+        self.persist_durable().await;
         self.publish(format!("finished: {summary}"), true);
         self.state.experiments.remove_live(&self.rec.name);
     }

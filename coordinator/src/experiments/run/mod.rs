@@ -25,6 +25,7 @@ pub use resume::{resume, Resumed};
 pub use status::late_status;
 
 use super::guards::{self, GuardReport};
+use super::mailbox::Mailbox;
 use super::record::{ExperimentRecord, Sample, TargetState};
 use super::{events, planning, Live, Snapshot};
 use crate::state::{now_ms, State};
@@ -157,8 +158,10 @@ struct Run {
     return_by: Option<Instant>,
 }
 
-/// Marks the experiment running, stores it, and starts its task. Returns the first snapshot.
-pub fn start(
+/// Marks the experiment running, stores it (durable before any ApplyFault goes out, so a
+/// coordinator that crashes after dispatching finds it running), and starts its task. Returns
+/// the first snapshot.
+pub async fn start(
     state: &Arc<State>,
     spec: ExperimentSpec,
     mut rec: ExperimentRecord,
@@ -177,7 +180,7 @@ pub fn start(
             humantime::format_duration(spec.duration)
         ),
     );
-    state.store.put_experiment(&rec)?;
+    state.store.put_experiment_durable(&rec).await?;
     state.experiments.set_phase(&rec.name, Phase::Running);
     events::phase_changed(&rec.name, Phase::Running, &format!("started by {by}"));
     let snapshot = Snapshot {
@@ -202,16 +205,20 @@ fn launch(
 ) {
     let (publish, snapshot_rx) = watch::channel(snapshot);
     let (control_tx, control_rx) = mpsc::channel(16);
-    let (status_tx, status_rx) = mpsc::unbounded_channel();
+    let mailbox = Arc::new(Mailbox::default());
     state.experiments.insert_live(
         &rec.name,
         Live {
             control: control_tx,
-            status: status_tx,
+            status: mailbox.clone(),
             snapshot: snapshot_rx,
             agents: rec.agents(),
             pods: rec.pod_uids(),
-            fault_ids: rec.targets.iter().map(|t| t.fault_id.clone()).collect(),
+            faults: rec
+                .targets
+                .iter()
+                .map(|t| (t.fault_id.clone(), t.agent.clone()))
+                .collect(),
         },
     );
     let run = Run {
@@ -230,20 +237,19 @@ fn launch(
         backs: Vec::new(),
         return_by,
     };
-    tokio::spawn(run.run(control_rx, status_rx));
+    tokio::spawn(run.run(control_rx, mailbox));
 }
 
 impl Run {
-    async fn run(
-        mut self,
-        mut control: mpsc::Receiver<Control>,
-        mut statuses: mpsc::UnboundedReceiver<FromAgent>,
-    ) {
+    async fn run(mut self, mut control: mpsc::Receiver<Control>, statuses: Arc<Mailbox>) {
         let (guard_tx, mut guard_rx) = mpsc::channel::<GuardReport>(4);
         // A halt that came while this run was being planned or started: HaltAll sets the flag
         // before it aborts the live runs, so a run it did not see sees the flag here.
         if let Some(h) = self.state.halted() {
-            let reason = format!("the fleet was halted by {} while it started: {}", h.by, h.reason);
+            let reason = format!(
+                "the fleet was halted by {} while it started: {}",
+                h.by, h.reason
+            );
             self.end(End::Abort {
                 trigger: Trigger::Halt,
                 by: h.by,
@@ -276,7 +282,7 @@ impl Run {
             let wait_until = self.ending.as_ref().map(|e| e.wait_until);
             tokio::select! {
                 Some(c) = control.recv() => self.on_control(c).await,
-                Some(m) = statuses.recv() => match m {
+                m = statuses.recv() => match m {
                     FromAgent::Status(node, s) => self.on_status(&node, s).await,
                     FromAgent::Back { node, held, at } => self.on_agent_back(node, held, at).await,
                 },
@@ -286,7 +292,7 @@ impl Run {
                 _ = tick.tick() => self.on_tick().await,
                 _ = self.state.shutdown.cancelled() => {
                     if self.ending.is_none() {
-                        self.interrupt();
+                        self.interrupt().await;
                         return;
                     }
                     // Shutting down while waiting for revert acks: record what is known.
@@ -294,7 +300,7 @@ impl Run {
                 }
             }
         }
-        self.finish();
+        self.finish().await;
     }
 
     fn publish(&mut self, message: impl Into<String>, finished: bool) {
@@ -305,10 +311,24 @@ impl Run {
         });
     }
 
+    /// Queues the record (durable within milliseconds; never waits). On failure it stays
+    /// dirty, so the next tick tries again.
     fn persist(&mut self) {
         match self.state.store.put_experiment(&self.rec) {
             Ok(()) => self.dirty = false,
             Err(e) => {
+                tracing::error!(experiment = %self.rec.name, "could not store the experiment: {e}")
+            }
+        }
+    }
+
+    /// Stores the record and waits until it is durable: at every phase change, before the run
+    /// tells anyone about it.
+    async fn persist_durable(&mut self) {
+        match self.state.store.put_experiment_durable(&self.rec).await {
+            Ok(()) => self.dirty = false,
+            Err(e) => {
+                self.dirty = true;
                 tracing::error!(experiment = %self.rec.name, "could not store the experiment: {e}")
             }
         }

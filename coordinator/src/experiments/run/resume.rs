@@ -69,6 +69,10 @@ pub fn resume(
     let end_ms = rec.started_unix_ms + rec.duration_ms as i64;
     let spec = parse_stored_experiment(&rec.document);
     let why = match &spec {
+        _ if state.halted().is_some() => Some(format!(
+            "interrupted: {down}, and the fleet is halted; nothing vouches for its faults, so its \
+             agents revert them at their next Hello"
+        )),
         Ok(_) if end_ms > now => None,
         Ok(_) => Some(format!(
             "interrupted: {down}, past the experiment's end; its agents reverted its faults at their deadline"
