@@ -25,6 +25,7 @@ pub mod limits;
 mod locks;
 mod ops;
 mod recovery;
+mod renewer;
 mod revert;
 mod watch;
 
@@ -174,7 +175,8 @@ pub(crate) struct Inner {
     faults: Mutex<BTreeMap<String, Held>>,
     /// Applies past the limits check that are not in `faults` yet (counted against max_faults).
     applying: Mutex<usize>,
-    lease: Option<crate::net::Lease>,
+    /// Applies kernel-side lease renewals on a thread of its own (none in standalone mode).
+    renewer: Option<renewer::Renewer>,
     /// The statuses of the latest reverts, so reverting a fault again (the coordinator's order
     /// crossing the agent's own deadline revert) answers with the same status.
     recent: Mutex<std::collections::VecDeque<pb::FaultStatus>>,
@@ -269,7 +271,7 @@ impl Engine {
             driver_timeout: config.driver_timeout,
             faults: Mutex::new(faults),
             applying: Mutex::new(0),
-            lease: config.lease,
+            renewer: config.lease.map(renewer::Renewer::start),
             recent: Mutex::new(std::collections::VecDeque::new()),
             unreadable: Mutex::new(unreadable),
             locks: locks::Locks::default(),
@@ -368,9 +370,8 @@ impl FaultManager for Engine {
     }
 
     fn lease_renewed(&self, until: std::time::SystemTime) {
-        if let Some(lease) = self.inner.lease.clone() {
-            // A few bpf map writes per network fault: off the async executor.
-            tokio::task::spawn_blocking(move || lease.renew(until));
+        if let Some(r) = &self.inner.renewer {
+            r.renew(until);
         }
     }
 

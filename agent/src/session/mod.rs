@@ -309,6 +309,7 @@ impl Loop {
 
     async fn on_lapse(&mut self) {
         metrics::lease_lapsed(self.lease_ms);
+        self.vouches.lapsed();
         self.ctx.status.send_modify(|s| s.connected = false);
         let statuses = self.ctx.manager.revert_all(RevertReason::Lease).await;
         metrics::reverted_all(RevertReason::Lease, &statuses);

@@ -50,6 +50,12 @@ impl Vouches {
             .collect()
     }
 
+    /// The session lease lapsed: nothing is vouched for any more (an apply that ends after the
+    /// lapse is reverted at once; reverts in progress stay marked).
+    pub(crate) fn lapsed(&mut self) {
+        self.until.clear();
+    }
+
     /// The coordinator ordered `id` reverted (RevertFault, RevertAll): no longer vouched.
     pub(crate) fn withdraw(&mut self, id: &str) {
         self.until.remove(id);
