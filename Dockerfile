@@ -6,6 +6,8 @@
 # runs it as uid 0 with the capabilities it needs.
 
 # --- build: Rust plus clang/llvm/libbpf-dev for the agent's eBPF programs (agent/build.rs) ---
+# faultctl is built apart: it enables faultline-identity's dev-pki feature (the development CA,
+# rcgen), and one cargo invocation would unify that feature into the daemons' build too.
 FROM rust:1-bookworm AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends clang llvm libbpf-dev linux-libc-dev \
@@ -14,8 +16,8 @@ WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked \
-      --bin faultline-agent --bin faultline-coordinator --bin faultctl \
+    cargo build --release --locked -p faultline-agent -p faultline-coordinator \
+ && cargo build --release --locked -p faultctl \
  && mkdir -p /out \
  && cp target/release/faultline-agent target/release/faultline-coordinator \
        target/release/faultctl /out/

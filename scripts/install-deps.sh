@@ -19,8 +19,9 @@ demo_pkgs=(python3 curl procps prometheus iproute2 util-linux)
 # Debian 12's qemu-system-x86 replaces it; Faultline does not use qemu-utils. curl and openssl
 # fetch and check the pinned Helm build (scripts/fetch-helm.sh) for the chart tests; systemd
 # (systemd-analyze, systemctl --root, systemd-sysusers) checks the bare-metal units offline.
+# faketime (libfaketime) runs an agent with its clock 10 minutes off (tests/tests/clock_skew.rs).
 # iptables makes the kube-proxy-like Service DNAT of agent/tests/net_session_dnat.rs.
-test_pkgs=(prometheus iproute2 curl openssl systemd procps python3 python3-venv qemu-system-x86 busybox-static kmod cpio iptables)
+test_pkgs=(prometheus iproute2 curl openssl systemd procps python3 python3-venv qemu-system-x86 busybox-static kmod cpio faketime iptables)
 
 case "$profile" in
 build) wanted=("${build_pkgs[@]}") ;;

@@ -2,7 +2,7 @@
 # Installs the Faultline agent and/or coordinator as systemd services on a bare-metal or VM host
 # (docs/bare-metal.md). Run as root from a checkout after `cargo build --release`.
 #
-#   scripts/install-host.sh [--root DIR] [--bin-dir DIR] agent|coordinator|faultctl ...
+#   scripts/install-host.sh [--root DIR] [--bin-dir DIR] [--join-token-file F --ca F] agent|coordinator|faultctl ...
 #
 # Puts the binaries in /usr/local/bin, the units in /etc/systemd/system, docs/bare-metal.md in
 # /usr/share/doc/faultline, and the example env and TOML files in /etc/faultline unless a file is
@@ -13,18 +13,25 @@
 # --root DIR   install into DIR instead of / (an image or a test); systemctl and
 #              systemd-sysusers then work offline on DIR.
 # --bin-dir    where the built binaries are (default: target/release of this checkout).
+# --join-token-file F, --ca F  (agent) enroll instead of certificate files: the token (from
+#              `faultctl tokens create`) goes to /etc/faultline/join-token (0600), the CA of
+#              the coordinator's certificate to /etc/faultline/ca.pem, and agent.env uses them.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 root=""
 bin_dir="$here/target/release"
 parts=()
 
-usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
+token_file=""
+ca_file=""
 
 while [ $# -gt 0 ]; do
   case "$1" in
     --root) root="${2:?--root needs a directory}"; shift 2 ;;
     --bin-dir) bin_dir="${2:?--bin-dir needs a directory}"; shift 2 ;;
+    --join-token-file) token_file="${2:?--join-token-file needs a file}"; shift 2 ;;
+    --ca) ca_file="${2:?--ca needs a file}"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     agent|coordinator|faultctl) parts+=("$1"); shift ;;
     *) echo "error: unknown argument '$1': give agent, coordinator and/or faultctl (see --help)" >&2; exit 2 ;;
@@ -32,6 +39,14 @@ while [ $# -gt 0 ]; do
 done
 if [ ${#parts[@]} -eq 0 ]; then
   echo "error: say what to install: agent, coordinator and/or faultctl (see --help)" >&2
+  exit 2
+fi
+if { [ -n "$token_file" ] && [ -z "$ca_file" ]; } || { [ -z "$token_file" ] && [ -n "$ca_file" ]; }; then
+  echo "error: --join-token-file and --ca go together (enrollment needs both)" >&2
+  exit 2
+fi
+if [ -n "$token_file" ] && [ ! -s "$token_file" ]; then
+  echo "error: --join-token-file $token_file is missing or empty" >&2
   exit 2
 fi
 if [ "$(id -u)" -ne 0 ]; then
@@ -90,6 +105,16 @@ for part in "${parts[@]}"; do
       install -d -m 0755 "$root/etc/faultline"
       install_new "$here/agent/dist/agent.env" "$root/etc/faultline/agent.env" 0600
       install_new "$here/agent/dist/agent.toml" "$root/etc/faultline/agent.toml" 0644
+      if [ -n "$token_file" ]; then
+        # The token is a secret: 0600, root only. The agent ignores it once enrolled.
+        install -D -m 0600 "$token_file" "$root/etc/faultline/join-token"
+        install -D -m 0644 "$ca_file" "$root/etc/faultline/ca.pem"
+        sed -i -e 's|^FAULTLINE_CERTS_DIR=|#FAULTLINE_CERTS_DIR=|' \
+          -e 's|^#FAULTLINE_CA=.*|FAULTLINE_CA=/etc/faultline/ca.pem|' \
+          -e 's|^#FAULTLINE_JOIN_TOKEN_FILE=.*|FAULTLINE_JOIN_TOKEN_FILE=/etc/faultline/join-token|' \
+          "$root/etc/faultline/agent.env"
+        echo "    wrote $root/etc/faultline/join-token (0600) and ca.pem; agent.env enrolls with them"
+      fi
       systemctl_enable faultline-agent.service
       ;;
     coordinator)
@@ -113,7 +138,8 @@ done
 cat <<'EOF'
 ==> next
     1. certificates into /etc/faultline/tls (faultctl certs init; docs/bare-metal.md): the
-       coordinator's key readable by group faultline (chgrp faultline, chmod 0640);
+       coordinator's key readable by group faultline (chgrp faultline, chmod 0640); an
+       agent installed with --join-token-file needs none (it enrolls at its first start);
     2. edit /etc/faultline/*.env (the coordinator's address, this host's node name);
     3. systemctl start faultline-coordinator / faultline-agent, and check /readyz.
 EOF

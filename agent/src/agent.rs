@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use faultline_admin::Endpoints;
 use faultline_core::duration::DurationError;
-use faultline_proto::http::{self, Endpoints};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -16,9 +16,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::config::Config;
+use crate::enroll::{Enroller, EnrollingTransport, Renewer};
 use crate::faults::{FaultManager, RevertReason};
 use crate::metrics;
-use crate::session::{self, SessionStatus};
+use crate::session::{self, Renew, SessionStatus};
 use crate::state_dir::{StateDir, StateDirError};
 use crate::transport::{Grpc, Transport};
 
@@ -85,6 +86,41 @@ impl Agent {
         Self::start_with(config, manager, metrics, transport, backoff, state_dir).await
     }
 
+    /// [`Agent::start_locked`] for an agent whose identity the coordinator issues: each
+    /// connection first enrolls again if the stored certificate is missing or expired (and a
+    /// token is available), and the session renews the certificate at two thirds of its
+    /// lifetime. `config.tls` must be the enroller's files.
+    pub async fn start_enrolled(
+        config: Config,
+        state_dir: Option<StateDir>,
+        manager: Arc<dyn FaultManager>,
+        metrics: Option<PrometheusHandle>,
+        enroller: Arc<Enroller>,
+    ) -> Result<Agent, AgentError> {
+        let renewer: Arc<dyn Renew> = Arc::new(Renewer::new(
+            enroller.files.clone(),
+            config.node_name.clone(),
+        ));
+        let transport = Arc::new(EnrollingTransport {
+            inner: Grpc {
+                url: config.coordinator.clone(),
+                certs: config.tls.clone(),
+            },
+            enroller,
+        });
+        let backoff = Backoff::new(config.max_backoff);
+        Self::start_inner(
+            config,
+            manager,
+            metrics,
+            transport,
+            backoff,
+            state_dir,
+            Some(renewer),
+        )
+        .await
+    }
+
     /// [`Agent::start`] over any transport (tests use in-memory streams).
     pub(crate) async fn start_with(
         config: Config,
@@ -93,6 +129,21 @@ impl Agent {
         transport: Arc<dyn Transport>,
         backoff: Backoff,
         state_dir: Option<StateDir>,
+    ) -> Result<Agent, AgentError> {
+        Self::start_inner(
+            config, manager, metrics, transport, backoff, state_dir, None,
+        )
+        .await
+    }
+
+    async fn start_inner(
+        config: Config,
+        manager: Arc<dyn FaultManager>,
+        metrics: Option<PrometheusHandle>,
+        transport: Arc<dyn Transport>,
+        backoff: Backoff,
+        state_dir: Option<StateDir>,
+        renewer: Option<Arc<dyn Renew>>,
     ) -> Result<Agent, AgentError> {
         config.validate()?;
         tracing::info!(
@@ -124,9 +175,10 @@ impl Agent {
                     }),
                     ready: Arc::new(move || ready_rx.borrow().connected),
                 };
-                let bound = http::serve(addr, endpoints, cancel.clone().cancelled_owned())
-                    .await
-                    .map_err(|source| AgentError::MetricsListen { addr, source })?;
+                let bound =
+                    faultline_admin::serve(addr, endpoints, cancel.clone().cancelled_owned())
+                        .await
+                        .map_err(|source| AgentError::MetricsListen { addr, source })?;
                 tracing::info!("serving /metrics, /healthz and /readyz on {bound}");
                 Some(bound)
             }
@@ -142,6 +194,7 @@ impl Agent {
             backoff,
             pending: VecDeque::from(recovered),
             events: manager.take_events(),
+            renewer,
         };
         let task = tokio::spawn(session::run(ctx));
         Ok(Agent {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use faultline_core::duration::{check_range, DurationError};
 use faultline_core::{Identity, Labels, NodeName, Role};
-use faultline_proto::tls::{self, CertPaths, CoordinatorUrl};
+use faultline_identity::tls::{self, CertPaths, CoordinatorUrl};
 
 pub const DEFAULT_TELEMETRY_INTERVAL: Duration = Duration::from_secs(1);
 pub const MIN_TELEMETRY_INTERVAL: Duration = Duration::from_millis(100);
@@ -87,7 +87,7 @@ pub enum CertCheckError {
 /// Checks that the certificate at `cert` carries the identity `agent/<node>`: the coordinator
 /// would refuse any other, so the agent says so at start-up instead of retrying forever.
 pub fn check_certificate(cert: &Path, node: &NodeName) -> Result<(), CertCheckError> {
-    let found = tls::identity_of_file(cert)
+    let found = faultline_identity::spiffe::identity_of_file(cert)
         .map_err(|e| CertCheckError::Unreadable(tls::error_chain(&e)))?;
     if found != Identity::new(Role::Agent, node.as_str()) {
         return Err(CertCheckError::Mismatch {
@@ -102,7 +102,7 @@ pub fn check_certificate(cert: &Path, node: &NodeName) -> Result<(), CertCheckEr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use faultline_proto::pki;
+    use faultline_identity::pki;
 
     fn config() -> Config {
         Config::new(

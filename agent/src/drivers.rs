@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use faultline_proto::tls::CoordinatorUrl;
+use faultline_identity::tls::CoordinatorUrl;
 
 use crate::engine::driver::Driver;
 use crate::host::{self, HostConfig};

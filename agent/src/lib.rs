@@ -8,6 +8,7 @@ pub mod backoff;
 pub mod config;
 pub mod drivers;
 pub mod engine;
+pub mod enroll;
 pub mod faults;
 pub mod host;
 pub mod lease;

@@ -18,12 +18,13 @@ use faultline_agent::config::{
 };
 use faultline_agent::engine::limits::MAX_MAX_DURATION;
 use faultline_agent::engine::{Engine, EngineConfig};
+use faultline_agent::enroll::{self, Enroller, IdentityFiles};
 use faultline_agent::host::cgroupns;
 use faultline_agent::standalone;
 use faultline_agent::state_dir::StateDir;
 use faultline_agent::{Agent, Config, RevertReason};
 use faultline_core::{duration, Labels, NodeName};
-use faultline_proto::tls::{CertPaths, CoordinatorUrl};
+use faultline_identity::tls::{CertPaths, CoordinatorUrl};
 use tokio::signal::unix::{signal, SignalKind};
 
 /// What joining the host's cgroup namespace at start did.
@@ -132,8 +133,30 @@ struct Args {
     tls_key: Option<PathBuf>,
 
     /// CA certificate that signed the coordinator's certificate (PEM); overrides ca.pem from --certs-dir.
+    /// Required for enrollment.
     #[arg(long, env = "FAULTLINE_CA", value_name = "FILE")]
     ca: Option<PathBuf>,
+
+    /// Join token from `faultctl tokens create`: without certificate files, the agent enrolls
+    /// with it on the coordinator's enrollment listener, keeps its key (0600) and certificate
+    /// in <state-dir>/identity and renews them itself; once enrolled the token is not needed
+    /// again unless the stored certificate has expired.
+    #[arg(
+        long,
+        env = "FAULTLINE_JOIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    join_token: Option<String>,
+
+    /// A file holding the join token (mode 0600); instead of --join-token.
+    #[arg(long, env = "FAULTLINE_JOIN_TOKEN_FILE", value_name = "FILE")]
+    join_token_file: Option<PathBuf>,
+
+    /// The coordinator's enrollment listener, https://HOST:PORT. [default: the --coordinator
+    /// host, the next port (7444)]
+    #[arg(long, env = "FAULTLINE_ENROLL_URL", value_name = "URL", value_parser = parse_url)]
+    enroll_url: Option<CoordinatorUrl>,
 
     /// How often to send telemetry, 100ms..=60s.
     #[arg(long, env = "FAULTLINE_TELEMETRY_INTERVAL", value_name = "DURATION", default_value = "1s", value_parser = parse_interval)]
@@ -247,6 +270,56 @@ fn resolve_certs(args: &Args, node: &NodeName) -> Result<CertPaths, String> {
     })
 }
 
+/// Certificate files given (`--certs-dir`, `--tls-cert`, `--tls-key`): those, checked to be this
+/// node's. Otherwise the coordinator issues the identity: the files in <state-dir>/identity,
+/// enrolled with the join token when they are missing or expired.
+fn resolve_identity(
+    args: &Args,
+    coordinator: &CoordinatorUrl,
+    node: &NodeName,
+) -> Result<(CertPaths, Option<Arc<Enroller>>), String> {
+    let token = enroll::read_token(args.join_token.as_deref(), args.join_token_file.as_deref())?;
+    let explicit = args.certs_dir.is_some() || args.tls_cert.is_some() || args.tls_key.is_some();
+    if explicit {
+        if token.is_some() {
+            return Err(
+                "--join-token/--join-token-file enroll an agent that has no certificate \
+                        files; they cannot be combined with --certs-dir, --tls-cert or --tls-key"
+                    .into(),
+            );
+        }
+        let tls = resolve_certs(args, node)?;
+        check_certificate(&tls.cert, node).map_err(|e| e.to_string())?;
+        return Ok((tls, None));
+    }
+    let ca = args.ca.clone().ok_or_else(|| {
+        "no certificates: pass --ca FILE (the CA of the coordinator's certificate) with \
+         --join-token or --join-token-file to enroll, or certificate files (--certs-dir, or \
+         --tls-cert, --tls-key and --ca)"
+            .to_string()
+    })?;
+    let files = IdentityFiles::new(&args.state_dir);
+    if token.is_none() {
+        if let Some(why) = files.unusable(node) {
+            return Err(format!(
+                "no usable certificate ({why}) and no join token: pass --join-token or \
+                 --join-token-file (from `faultctl tokens create`) to enroll"
+            ));
+        }
+    }
+    let enroller = Enroller {
+        url: args
+            .enroll_url
+            .clone()
+            .unwrap_or_else(|| enroll::default_enroll_url(coordinator)),
+        ca: ca.clone(),
+        node: node.clone(),
+        token,
+        files: files.clone(),
+    };
+    Ok((files.paths(&ca), Some(Arc::new(enroller))))
+}
+
 fn init_logging(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
@@ -298,14 +371,11 @@ fn main() -> ExitCode {
         Ok(n) => n,
         Err(e) => return usage_error(&e),
     };
-    let tls = match resolve_certs(&args, &node_name) {
+    init_logging(args.log_format, "info");
+    let (tls, enroller) = match resolve_identity(&args, &coordinator, &node_name) {
         Ok(t) => t,
         Err(e) => return usage_error(&e),
     };
-    if let Err(e) = check_certificate(&tls.cert, &node_name) {
-        return usage_error(&e.to_string());
-    }
-    init_logging(args.log_format, "info");
     cgroupns::log(&cgroupns);
     let metrics = match args.metrics_listen.0 {
         None => None,
@@ -331,7 +401,7 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    match runtime.block_on(run(config, agent_file, metrics)) {
+    match runtime.block_on(run(config, agent_file, metrics, enroller)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -345,12 +415,33 @@ async fn run(
     config: Config,
     agent_file: AgentFile,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    enroller: Option<Arc<Enroller>>,
 ) -> anyhow::Result<()> {
     // Signal handlers first, so a SIGTERM during start-up is not lost.
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    // The state-dir lock comes before the journal inside it.
+    // The state-dir lock comes before the journal and the identity inside it.
     let state = StateDir::open(&config.state_dir)?;
+    if let Some(enroller) = &enroller {
+        // Enroll now (or find the stored certificate usable): a refused token ends the agent
+        // with the coordinator's reason; an unreachable coordinator is waited for.
+        let mut wait = Duration::from_secs(1);
+        loop {
+            match enroller.ensure().await {
+                Ok(()) => break,
+                Err(e) if e.is_transient() => {
+                    tracing::warn!("{e}; trying again in {wait:?}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = term.recv() => return Ok(()),
+                        _ = int.recv() => return Ok(()),
+                    }
+                    wait = (wait * 2).min(Duration::from_secs(30));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
     let lease = faultline_agent::net::Lease::new();
     let drivers =
         faultline_agent::drivers::all(&agent_file.host_config(), Some(&config.coordinator), &lease);
@@ -361,7 +452,12 @@ async fn run(
         },
         drivers,
     )?;
-    let agent = Agent::start_locked(config, Some(state), Arc::new(engine), metrics).await?;
+    let agent = match enroller {
+        Some(enroller) => {
+            Agent::start_enrolled(config, Some(state), Arc::new(engine), metrics, enroller).await?
+        }
+        None => Agent::start_locked(config, Some(state), Arc::new(engine), metrics).await?,
+    };
     let name = tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",

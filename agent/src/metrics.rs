@@ -17,6 +17,7 @@ pub const UNVOUCHED: &str = "faultline_agent_faults_unvouched_total";
 pub const VOUCH_EXPIRED: &str = "faultline_agent_fault_vouch_expired_total";
 pub const REVERT_ALL: &str = "faultline_agent_revert_all_total";
 pub const FAULTS_ACTIVE: &str = "faultline_agent_faults_active";
+pub const FAULTS_OVERDUE: &str = "faultline_agent_faults_overdue";
 pub const INJECTIONS: &str = "faultline_agent_fault_injections_total";
 pub const REVERTS: &str = "faultline_agent_fault_reverts_total";
 pub const REVERT_FAILURES: &str = "faultline_agent_fault_revert_failures_total";
@@ -72,6 +73,10 @@ pub fn describe() {
         FAULTS_ACTIVE,
         "Faults in effect on this node now, by kind (applied, or reverting after a failed revert)."
     );
+    describe_gauge!(
+        FAULTS_OVERDUE,
+        "Faults this node still holds that should be gone (past their end, or their revert failed and is being retried), by kind; updated every few seconds."
+    );
     describe_counter!(
         INJECTIONS,
         "Fault injections by kind and outcome: applied, failed (the system refused or the driver failed; what half-happened was reverted) or refused (bad spec or a local limit; nothing changed)."
@@ -100,6 +105,7 @@ pub fn describe() {
     );
     for kind in FaultKind::ALL {
         gauge!(FAULTS_ACTIVE, "kind" => kind.as_str()).set(0.0);
+        gauge!(FAULTS_OVERDUE, "kind" => kind.as_str()).set(0.0);
     }
     gauge!(SESSION_CONNECTED).set(0.0);
     for name in [
@@ -313,6 +319,11 @@ pub fn fault_revert_failed(kind: &str, fault_id: &str, error: &str) {
 }
 
 /// The number of faults of `kind` in effect changed.
+/// Faults of `kind` held past their end or with a failed revert.
+pub fn faults_overdue(kind: &str, n: usize) {
+    gauge!(FAULTS_OVERDUE, "kind" => kind.to_string()).set(n as f64);
+}
+
 pub fn faults_active(kind: &str, n: usize) {
     gauge!(FAULTS_ACTIVE, "kind" => kind.to_string()).set(n as f64);
 }

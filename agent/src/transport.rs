@@ -3,16 +3,15 @@
 //! under the TLS is a control connection ([`crate::net::control`]): marked and registered, so
 //! this agent's own network faults never cut it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use faultline_identity::tls::{self, CertPaths, CoordinatorUrl};
 use faultline_proto::pb;
-use faultline_proto::tls::{self, CertPaths, CoordinatorUrl};
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::StreamExt;
-use rustls_pki_types::ServerName;
 use tokio::sync::mpsc;
-use tokio_rustls::TlsConnector;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::net::control::{dial, ControlChannel};
@@ -48,13 +47,21 @@ impl Transport for Grpc {
         outbound: mpsc::Receiver<pb::AgentMessage>,
     ) -> BoxFuture<'_, Result<Inbound, SessionError>> {
         Box::pin(async move {
-            let channel = connect(
-                &self.url,
-                &self.certs,
-                CONNECT_TIMEOUT,
-                ControlChannel::process(),
-            )
-            .await?;
+            let channel = tls::connect_via(&self.url, &self.certs, CONNECT_TIMEOUT, control_dial())
+                .await
+                .map_err(|e| match e {
+                    // The log line already names the coordinator.
+                    tls::TlsError::Connect { reason, .. }
+                    | tls::TlsError::ServerCertificate { reason, .. } => {
+                        SessionError::Connect(reason)
+                    }
+                    // The coordinator refused our certificate in the handshake (a TLS alert).
+                    tls::TlsError::Refused { cert, reason, .. } => SessionError::Refused {
+                        code: "TLS handshake",
+                        message: format!("client certificate {} refused: {reason}", cert.display()),
+                    },
+                    other => SessionError::Connect(tls::error_chain(&other)),
+                })?;
             let mut client = pb::agent_session_client::AgentSessionClient::new(channel);
             let response = client
                 .connect(ReceiverStream::new(outbound))
@@ -69,49 +76,15 @@ impl Transport for Grpc {
     }
 }
 
-/// A gRPC channel to the coordinator over mutual TLS 1.3 whose every TCP connection (the first
-/// and the channel's reconnects) is a control connection registered with `control`. The same
-/// TLS client configuration and HTTP/2 settings as `tls::connect`; only the TCP dial differs
-/// (the TLS layer has no dialer hook), so the two must stay in step.
-pub async fn connect(
-    url: &CoordinatorUrl,
-    certs: &CertPaths,
-    connect_timeout: Duration,
-    control: ControlChannel,
-) -> Result<tonic::transport::Channel, SessionError> {
-    // The log line already names the coordinator: errors say what failed, not where.
-    let config =
-        tls::client_config(certs).map_err(|e| SessionError::Connect(tls::error_chain(&e)))?;
-    let server_name = ServerName::try_from(url.host.clone()).map_err(|e| {
-        SessionError::Connect(format!("host is not a valid DNS name or IP address: {e}"))
-    })?;
-    let endpoint =
-        tonic::transport::Endpoint::from_shared(url.to_string().replacen("https://", "http://", 1))
-            .map_err(|e| SessionError::Connect(e.to_string()))?
-            .connect_timeout(connect_timeout)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5));
-    let host = url.host.clone();
-    let port = url.port;
-    let connector = tower::service_fn(move |_uri: tonic::transport::Uri| {
-        let (config, server_name, host, control) = (
-            config.clone(),
-            server_name.clone(),
-            host.clone(),
-            control.clone(),
-        );
-        async move {
-            let tcp = dial::dial(&host, port, &control).await?;
-            let tls = TlsConnector::from(config).connect(server_name, tcp).await?;
-            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
-        }
-    });
-    let connecting = endpoint.connect_with_connector(connector);
-    match tokio::time::timeout(connect_timeout + Duration::from_secs(1), connecting).await {
-        Ok(Ok(channel)) => Ok(channel),
-        Ok(Err(e)) => Err(SessionError::Connect(tls::error_chain(&e))),
-        Err(_) => Err(SessionError::Connect(format!(
-            "timed out after {connect_timeout:?}"
-        ))),
-    }
+/// Every TCP connection of the session (the first and the channel's reconnects) is a control
+/// connection of this process: marked, and registered until it closes.
+fn control_dial() -> tls::Dial {
+    let control = ControlChannel::process();
+    Arc::new(move |host, port| {
+        let control = control.clone();
+        Box::pin(async move {
+            let stream = dial::dial(&host, port, &control).await?;
+            Ok(Box::new(stream) as Box<dyn tls::DialStream>)
+        })
+    })
 }

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use aya::maps::{HashMap as BpfHash, Map, MapData};
 use faultline_agent::net::control::KEY_SIZE;
 use faultline_agent::net::ebpf;
-use faultline_proto::pki;
+use faultline_identity::pki;
 use net_ebpf_support::{require_root, Ns};
 use net_session_support::*;
 

@@ -139,7 +139,13 @@ struct Child {
 impl Child {
     fn spawn(cgroup: &Cgroup, node: &Ns) -> Child {
         let mut proc = Command::new(std::env::current_exe().expect("test binary"))
-            .args(["--exact", "cgroup_child", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "cgroup_child",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, format!("{}|{}", cgroup.dir.display(), node.name))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -238,7 +244,9 @@ fn cgroup_child() {
             let mut control = dial::connect(service, &ControlChannel::new())
                 .await
                 .expect("dial");
-            let mut plain = tokio::net::TcpStream::connect(service).await.expect("plain");
+            let mut plain = tokio::net::TcpStream::connect(service)
+                .await
+                .expect("plain");
             println!("{READY}");
             let stdin = std::io::stdin();
             for l in stdin.lock().lines() {

@@ -10,12 +10,17 @@ use std::time::Duration;
 use faultline_agent::faults::{Call, RecordingManager};
 use faultline_agent::{Agent, Config, RevertReason};
 use faultline_core::{Identity, Labels, Role};
+use faultline_identity::pki;
+use faultline_identity::pki::{Usage, Validity};
+use faultline_identity::test_util::Pki;
+use faultline_identity::tls::{
+    self, CertPaths, CoordinatorUrl, HandshakeLimits, LogHandshakes, ReloadingServerConfig,
+    TlsIncoming,
+};
 use faultline_proto::pb;
 use faultline_proto::pb::agent_message::Msg as Out;
 use faultline_proto::pb::agent_session_server::{AgentSession, AgentSessionServer};
 use faultline_proto::pb::coordinator_message::Msg as In;
-use faultline_proto::pki;
-use faultline_proto::tls::{self, CertPaths, CoordinatorUrl, ReloadingServerConfig, TlsIncoming};
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
@@ -120,13 +125,16 @@ impl Server {
 }
 
 async fn serve(certs: &Path, lease: Duration, renew_every: Option<Duration>) -> Server {
+    serve_as(CertPaths::in_dir(certs, "coordinator"), lease, renew_every).await
+}
+
+/// [`serve`] presenting the server certificate of `server`.
+async fn serve_as(server: CertPaths, lease: Duration, renew_every: Option<Duration>) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind loopback");
     let addr = listener.local_addr().expect("addr");
-    let config = Arc::new(
-        ReloadingServerConfig::new(CertPaths::in_dir(certs, "coordinator")).expect("server TLS"),
-    );
+    let config = Arc::new(ReloadingServerConfig::new(server).expect("server TLS"));
     let (tx, seen) = mpsc::unbounded_channel();
     let svc = AgentSessionServer::with_interceptor(
         FakeCoordinator {
@@ -141,7 +149,15 @@ async fn serve(certs: &Path, lease: Duration, renew_every: Option<Duration>) -> 
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(svc)
-            .serve_with_incoming_shutdown(TlsIncoming::new(listener, config), shutdown),
+            .serve_with_incoming_shutdown(
+                TlsIncoming::new(
+                    listener,
+                    config,
+                    HandshakeLimits::default(),
+                    Arc::new(LogHandshakes),
+                ),
+                shutdown,
+            ),
     );
     Server { addr, seen, stop }
 }
@@ -299,12 +315,73 @@ async fn a_certificate_from_another_ca_is_refused_with_the_reason() {
     .expect("an error within 10 s")
     .expect("status");
     let err = status.borrow().last_error.clone().unwrap_or_default();
+    // Refused in the TLS handshake; the alert is turned into the reason.
+    let presented = rogue.join("agent-node-a.pem");
     assert!(
-        err.starts_with("refused by the coordinator (UNAUTHENTICATED): client certificate refused"),
+        err.starts_with(&format!(
+            "refused by the coordinator (TLS handshake): client certificate {} refused: ",
+            presented.display()
+        )),
         "{err}"
     );
-    // The exact wording of the chain failure belongs to faultline-proto; it must name the CA.
-    assert!(err.contains("CA") || err.contains("issuer"), "{err}");
+    // Both dev CAs are named "Faultline development CA": the signature check is what fails.
+    assert!(
+        err.ends_with(
+            "certificate signature does not verify against the coordinator's CA (issued by a \
+             different CA, perhaps one with the same name) (TLS alert decrypt_error)"
+        ),
+        "{err}"
+    );
     assert!(!status.borrow().connected);
+    agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_server_that_is_not_the_coordinator_is_refused() {
+    // Another agent's identity, signed by the same CA, valid for 127.0.0.1 and even allowed
+    // to serve: everything but the coordinator's identity.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let certs = tmp.path().join("certs");
+    init_certs(&certs);
+    let pki = Pki::sharing_ca(&certs);
+    let impostor = pki.issued(
+        "impostor",
+        &pki.ca(),
+        &Identity::new(Role::Agent, "node-b"),
+        &["127.0.0.1"],
+        Validity::days(1),
+        Usage::ClientAndServer,
+    );
+    let mut server = serve_as(impostor, Duration::from_secs(5), None).await;
+    let m = Arc::new(RecordingManager::new(&["test"]));
+    let tls = CertPaths::in_dir(&certs, "agent-node-a");
+    let agent = Agent::start(
+        config(server.addr, tls, &tmp.path().join("state")),
+        m.clone(),
+        None,
+    )
+    .await
+    .expect("start");
+    let mut status = agent.status();
+    timeout(
+        Duration::from_secs(10),
+        status.wait_for(|s| s.last_error.is_some()),
+    )
+    .await
+    .expect("an error within 10 s")
+    .expect("status");
+    let err = status.borrow().last_error.clone().unwrap_or_default();
+    assert_eq!(
+        err,
+        "the server's certificate is not the coordinator's: it belongs to agent/node-b, not to a \
+         coordinator: the coordinator's certificate must name spiffe://faultline/coordinator/<name>"
+    );
+    assert!(!status.borrow().connected);
+    assert!(
+        timeout(Duration::from_millis(500), server.seen.recv())
+            .await
+            .is_err(),
+        "no session reached the impostor"
+    );
     agent.shutdown().await;
 }

@@ -149,6 +149,9 @@ pub enum Command {
     /// Agents known to the coordinator.
     #[command(subcommand)]
     Agents(AgentsCommand),
+    /// Join tokens with which hosts enroll their agents (role admin).
+    #[command(subcommand)]
+    Tokens(TokensCommand),
     /// Show the audit log of mutations, newest first (role viewer or higher).
     Audit(AuditArgs),
     /// Show the coordinator's policy, lease and halt state (role viewer or higher).
@@ -243,6 +246,69 @@ pub enum AgentsCommand {
     /// List every agent the coordinator has seen: connection state, labels, last telemetry
     /// (role viewer or higher).
     List,
+    /// Revoke a node: its session closes at once, its certificates are refused in the TLS
+    /// handshake until they expire and its renewals are refused; it may enroll again only with
+    /// a join token created afterwards (role admin).
+    Revoke(RevokeAgentArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RevokeAgentArgs {
+    /// The node name (as in `faultctl agents list`).
+    #[arg(value_name = "NODE")]
+    pub node: String,
+    /// Why; recorded in the audit log.
+    #[arg(long, value_name = "TEXT", default_value = "")]
+    pub reason: String,
+}
+
+/// Longest `tokens create --ttl`.
+pub const TOKEN_TTL_MAX: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Most `tokens create --uses`.
+pub const TOKEN_USES_MAX: u32 = 10_000;
+
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Create a join token and print it (shown once: the coordinator keeps only its hash).
+    /// `faultline-agent --join-token TOKEN --ca ca.pem` enrolls with it.
+    Create(CreateTokenArgs),
+    /// List join tokens: uses, expiry, labels, the nodes that enrolled (never the secrets).
+    List,
+    /// Revoke a join token so no further node can enroll with it.
+    Revoke(RevokeTokenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CreateTokenArgs {
+    /// How long the token may be used, 1s..=7d.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_token_ttl)]
+    pub ttl: Duration,
+    /// How many nodes may enroll with it, 1..=10000.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=TOKEN_USES_MAX as i64))]
+    pub uses: u32,
+    /// Labels every node enrolled with it gets, k=v,k=v (they win over the agent's own
+    /// --labels for the same key).
+    #[arg(long, value_name = "K=V,...", default_value = "", value_parser = parse_token_labels)]
+    pub labels: faultline_core::Labels,
+    /// What the token is for, shown by `tokens list` (at most 256 characters).
+    #[arg(long, value_name = "TEXT", default_value = "")]
+    pub description: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RevokeTokenArgs {
+    /// The token's id (the part before the dot; `faultctl tokens list` shows it).
+    #[arg(value_name = "ID")]
+    pub id: String,
+}
+
+fn parse_token_ttl(value: &str) -> Result<Duration, String> {
+    faultline_core::duration::parse_in_range("--ttl", value, Duration::from_secs(1), TOKEN_TTL_MAX)
+        .map_err(|e| e.to_string())
+}
+
+fn parse_token_labels(value: &str) -> Result<faultline_core::Labels, String> {
+    faultline_core::Labels::parse(value).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Args)]

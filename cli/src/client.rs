@@ -5,9 +5,9 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use faultline_identity::tls::{self, CertPaths, CoordinatorUrl, TlsError};
 use faultline_proto::pb::experiments_client::ExperimentsClient;
 use faultline_proto::pb::fleet_client::FleetClient;
-use faultline_proto::tls::{self, CertPaths, CoordinatorUrl, TlsError};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
@@ -43,6 +43,15 @@ impl Target {
         Ok(FleetClient::new(self.channel().await?))
     }
 
+    /// Opens a Tokens client (same checks as [`Target::fleet`]).
+    pub async fn tokens(
+        &self,
+    ) -> Result<faultline_proto::pb::tokens_client::TokensClient<Channel>, CliError> {
+        Ok(faultline_proto::pb::tokens_client::TokensClient::new(
+            self.channel().await?,
+        ))
+    }
+
     /// Opens an Experiments client (same checks as [`Target::fleet`]).
     pub async fn experiments(&self) -> Result<ExperimentsClient<Channel>, CliError> {
         Ok(ExperimentsClient::new(self.channel().await?))
@@ -76,13 +85,15 @@ impl Target {
 
     fn connect_error(&self, e: TlsError) -> CliError {
         match e {
-            TlsError::Connect { url, reason } if is_server_cert_problem(&reason) => {
-                CliError::ServerCertificate {
-                    url,
-                    reason,
-                    ca: self.paths().ca,
-                }
-            }
+            TlsError::ServerCertificate { url, reason } => CliError::ServerCertificate {
+                url,
+                reason,
+                ca: self.paths().ca,
+            },
+            TlsError::Refused { reason, cert, .. } => CliError::Unauthenticated {
+                message: format!("client certificate refused by the coordinator: {reason}"),
+                cert,
+            },
             TlsError::Connect { url, reason } if is_timeout(&reason) => CliError::Timeout {
                 url,
                 timeout: humantime::format_duration(self.timeout).to_string(),
@@ -145,12 +156,6 @@ impl Target {
             },
         }
     }
-}
-
-/// The client refused the coordinator's certificate (rustls words these "invalid peer
-/// certificate").
-fn is_server_cert_problem(reason: &str) -> bool {
-    reason.contains("invalid peer certificate") || reason.contains("certificate verify")
 }
 
 /// The dial did not finish within `--timeout` (tonic's connect timeout or our own bound).

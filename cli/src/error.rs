@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use faultline_proto::{pki::PkiError, tls::TlsError};
+use faultline_identity::{pki::PkiError, tls::TlsError};
 
 /// Exit status for bad flags or input (as clap uses).
 pub const EXIT_USAGE: i32 = 2;
@@ -42,8 +42,9 @@ pub enum CliError {
 
     #[error(
         "TLS handshake with {url} failed: {reason}\n\
-         hint: the coordinator's certificate must be signed by {} and name the host of \
-         --coordinator (add names with `faultctl certs init --san HOST`)",
+         hint: the coordinator's certificate must be signed by {}, name the host of \
+         --coordinator (add names with `faultctl certs init --san HOST`) and carry the \
+         coordinator's identity spiffe://faultline/coordinator/<name>",
         ca.display()
     )]
     ServerCertificate {

@@ -4,6 +4,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use faultline_identity::test_util::key_usage;
+
 const BIN: &str = env!("CARGO_BIN_EXE_faultctl");
 
 fn faultctl(args: &[&str]) -> Output {
@@ -55,6 +57,16 @@ fn writes_the_full_layout_then_keeps_it() {
         }
     }
     assert!(!stdout.contains("kept"), "{stdout}");
+    // Only the coordinator may serve; everybody else is a client.
+    for stem in &STEMS[1..] {
+        let usage = key_usage(&dir.join(format!("{stem}.pem")));
+        let want = if *stem == "coordinator" {
+            (false, true)
+        } else {
+            (true, false)
+        };
+        assert_eq!(usage, want, "{stem}.pem (clientAuth, serverAuth)");
+    }
     assert!(
         stdout.contains(&format!("--certs-dir {d}")),
         "usage hint: {stdout}"

@@ -8,9 +8,11 @@ use std::sync::{Arc, Mutex};
 
 mod support;
 
-use faultline_core::Role;
+use faultline_core::{Identity, Role};
+use faultline_identity::pki::{self, Usage, Validity};
+use faultline_identity::test_util::Pki;
+use faultline_identity::tls;
 use faultline_proto::pb::{self, fleet_server::Fleet, fleet_server::FleetServer};
-use faultline_proto::tls;
 use tonic::{Request, Response, Status};
 
 const BIN: &str = env!("CARGO_BIN_EXE_faultctl");
@@ -114,6 +116,15 @@ impl Fleet for FakeFleet {
             max_pod_percent_per_namespace: 25.0,
             ..Default::default()
         }))
+    }
+
+    async fn revoke_agent(
+        &self,
+        req: Request<pb::RevokeAgentRequest>,
+    ) -> Result<Response<pb::RevokeAgentResponse>, Status> {
+        require(&req, Role::Admin, "Fleet.RevokeAgent")?;
+        // Revocation is tested against the real coordinator (tests/tests/enroll.rs).
+        Err(Status::unimplemented("not faked"))
     }
 
     async fn audit_log(
@@ -343,6 +354,44 @@ async fn client_certificate_from_another_ca_is_not_authenticated() {
     );
     assert!(
         stderr.contains(&format!("{}/ca.pem", other.display())),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_is_not_the_coordinator_is_refused() {
+    let fake = start().await;
+    // Swap the fake's server certificate for another agent's, signed by the same CA, valid for
+    // 127.0.0.1 and even allowed to serve; the listener reloads it at the next connection.
+    let pki = Pki::sharing_ca(&fake.certs);
+    let impostor = pki.issued(
+        "impostor",
+        &pki.ca(),
+        &Identity::new(Role::Agent, "node-b"),
+        &["127.0.0.1"],
+        Validity::days(1),
+        Usage::ClientAndServer,
+    );
+    for (from, to) in [
+        (&impostor.key, "coordinator-key.pem"),
+        (&impostor.cert, "coordinator.pem"),
+    ] {
+        let pem = std::fs::read_to_string(from).expect("impostor file");
+        pki::write_file(&fake.certs.join(to), &pem, to.ends_with("key.pem")).expect("swap");
+    }
+    let out = fake.faultctl(&["agents", "list"]).await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with(&format!(
+            "error: TLS handshake with {} failed: the server's certificate is not the \
+             coordinator's: it belongs to agent/node-b, not to a coordinator",
+            fake.url
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("spiffe://faultline/coordinator/<name>"),
         "{stderr}"
     );
 }

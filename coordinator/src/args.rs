@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use faultline_coordinator::config::load_policy;
-use faultline_coordinator::{Config, Policy, MAX_LEASE, MIN_LEASE};
+use faultline_coordinator::enroll::ratelimit::DEFAULT_ATTEMPTS_PER_MINUTE;
+use faultline_coordinator::enroll::{MAX_AGENT_CERT_TTL, MIN_AGENT_CERT_TTL};
+use faultline_coordinator::{Config, EnrollmentConfig, IssuerConfig, Policy, MAX_LEASE, MIN_LEASE};
 use faultline_core::duration::parse_in_range;
-use faultline_proto::tls::CertPaths;
+use faultline_identity::tls::{CertPaths, HandshakeLimits, DEFAULT_MAX_HANDSHAKES};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -114,9 +116,82 @@ pub struct Args {
     #[arg(long, env = "FAULTLINE_CLIENT_CA", value_name = "FILE")]
     pub client_ca: Option<PathBuf>,
 
+    /// TLS handshakes in progress at once. While all are taken, new connections wait
+    /// unaccepted in the listen backlog (they are not dropped). Range 1..=65535.
+    #[arg(
+        long,
+        env = "FAULTLINE_MAX_HANDSHAKES",
+        default_value_t = DEFAULT_MAX_HANDSHAKES as u32,
+        value_parser = clap::value_parser!(u32).range(1..=65535),
+        value_name = "N"
+    )]
+    pub max_handshakes: u32,
+
+    /// How long a TLS handshake may take from accept; a connection still handshaking after it
+    /// is closed. Range 1s..=2m.
+    #[arg(
+        long,
+        env = "FAULTLINE_HANDSHAKE_TIMEOUT",
+        default_value = "10s",
+        value_name = "DURATION"
+    )]
+    pub handshake_timeout: String,
+
     /// Log format on stderr. Filter with RUST_LOG (default info).
     #[arg(long, env = "FAULTLINE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+
+    /// Enrollment listener: TLS that authenticates only the coordinator (agents enrolling
+    /// have no certificate yet), serving nothing but Enrollment. "none" serves none. Started
+    /// only with --issuer-cert and --issuer-key.
+    #[arg(
+        long,
+        env = "FAULTLINE_ENROLL_LISTEN",
+        default_value = "0.0.0.0:7444",
+        value_name = "ADDR"
+    )]
+    pub enroll_listen: MetricsListen,
+
+    /// The issuing CA for agent certificates (PEM): the CA certificate first, then its chain
+    /// if it is an intermediate (cert-manager's tls.crt). Clients must trust its root
+    /// (--client-ca). Needs --issuer-key.
+    #[arg(
+        long,
+        env = "FAULTLINE_ISSUER_CERT",
+        value_name = "FILE",
+        requires = "issuer_key"
+    )]
+    pub issuer_cert: Option<PathBuf>,
+
+    /// The issuing CA's private key (PEM, PKCS#8 "PRIVATE KEY"). Needs --issuer-cert.
+    #[arg(
+        long,
+        env = "FAULTLINE_ISSUER_KEY",
+        value_name = "FILE",
+        requires = "issuer_cert"
+    )]
+    pub issuer_key: Option<PathBuf>,
+
+    /// Lifetime of the agent certificates the issuer signs; agents renew at two thirds of it.
+    /// Range 1m..=30d.
+    #[arg(
+        long,
+        env = "FAULTLINE_AGENT_CERT_TTL",
+        default_value = "24h",
+        value_name = "DURATION"
+    )]
+    pub agent_cert_ttl: String,
+
+    /// Enrollment attempts allowed per minute from one source address (also the burst).
+    /// Range 1..=10000.
+    #[arg(
+        long,
+        env = "FAULTLINE_ENROLL_ATTEMPTS_PER_MINUTE",
+        default_value_t = DEFAULT_ATTEMPTS_PER_MINUTE,
+        value_parser = clap::value_parser!(u32).range(1..=10000),
+        value_name = "N"
+    )]
+    pub enroll_attempts_per_minute: u32,
 
     /// Kubeconfig file(s) for pod targets (a ':'-separated list is merged like kubectl does).
     /// Without it, a coordinator running in a pod uses its service account; elsewhere pod
@@ -161,6 +236,31 @@ pub fn tls_paths(args: &Args) -> Result<CertPaths, String> {
     }
 }
 
+/// The issuer and enrollment flags.
+pub fn to_enrollment(args: &Args) -> Result<EnrollmentConfig, String> {
+    let ttl = parse_in_range(
+        "--agent-cert-ttl",
+        &args.agent_cert_ttl,
+        MIN_AGENT_CERT_TTL,
+        MAX_AGENT_CERT_TTL,
+    )
+    .map_err(|e| e.to_string())?;
+    let issuer = match (&args.issuer_cert, &args.issuer_key) {
+        (Some(cert), Some(key)) => Some(IssuerConfig {
+            cert: cert.clone(),
+            key: key.clone(),
+            agent_cert_ttl: ttl,
+        }),
+        (None, None) => None,
+        _ => return Err("--issuer-cert and --issuer-key go together".into()),
+    };
+    Ok(EnrollmentConfig {
+        issuer,
+        listen: args.enroll_listen.0,
+        attempts_per_minute: args.enroll_attempts_per_minute,
+    })
+}
+
 /// Validates the flags (and the config file) into a library configuration.
 pub fn to_config(args: &Args) -> Result<Config, String> {
     let lease =
@@ -174,6 +274,13 @@ pub fn to_config(args: &Args) -> Result<Config, String> {
     .map_err(|e| e.to_string())?;
     faultline_coordinator::validate_timing(lease, renew_interval).map_err(|e| e.to_string())?;
     let tls = tls_paths(args)?;
+    let handshake_timeout = parse_in_range(
+        "--handshake-timeout",
+        &args.handshake_timeout,
+        Duration::from_secs(1),
+        Duration::from_secs(120),
+    )
+    .map_err(|e| e.to_string())?;
     let policy = match &args.config {
         Some(path) => load_policy(path).map_err(|e| e.to_string())?,
         None => Policy::default(),
@@ -183,6 +290,10 @@ pub fn to_config(args: &Args) -> Result<Config, String> {
         metrics_listen: args.metrics_listen.0,
         data_dir: args.data_dir.clone(),
         tls,
+        handshakes: HandshakeLimits {
+            max_concurrent: args.max_handshakes as usize,
+            timeout: handshake_timeout,
+        },
         lease,
         renew_interval,
         policy,
@@ -245,5 +356,76 @@ mod tests {
         assert_eq!(c.metrics_listen, None);
         let err = Args::try_parse_from(["x", "--metrics-listen", "nowhere"]).expect_err("bad");
         assert!(err.to_string().contains("--metrics-listen"), "{err}");
+    }
+
+    #[test]
+    fn enrollment_flags_and_their_ranges() {
+        let e = to_enrollment(&args(&[])).expect("defaults");
+        assert_eq!(e.issuer, None);
+        assert_eq!(e.listen.map(|a| a.port()), Some(7444));
+        assert_eq!(e.attempts_per_minute, 30);
+        let e = to_enrollment(&args(&[
+            "--issuer-cert",
+            "/i.pem",
+            "--issuer-key",
+            "/i-key.pem",
+            "--agent-cert-ttl",
+            "1m",
+            "--enroll-listen",
+            "none",
+        ]))
+        .expect("set");
+        let issuer = e.issuer.expect("issuer");
+        assert_eq!(issuer.agent_cert_ttl, Duration::from_secs(60));
+        assert_eq!(issuer.cert, PathBuf::from("/i.pem"));
+        assert_eq!(e.listen, None);
+        for bad in ["59s", "31d"] {
+            let err = to_enrollment(&args(&["--agent-cert-ttl", bad])).expect_err(bad);
+            assert!(err.starts_with("--agent-cert-ttl: "), "{err}");
+            assert!(
+                err.ends_with(" is outside the allowed range 1m..=30days"),
+                "{err}"
+            );
+        }
+        let err = Args::try_parse_from(["x", "--issuer-cert", "/i.pem"]).expect_err("alone");
+        assert!(err.to_string().contains("--issuer-key"), "{err}");
+        let err = Args::try_parse_from(["x", "--enroll-attempts-per-minute", "0"]).expect_err("0");
+        assert!(err.to_string().contains("1..=10000"), "{err}");
+    }
+
+    #[test]
+    fn handshake_limits_and_their_ranges() {
+        let c = to_config(&args(&["--certs-dir", "/c"])).expect("defaults");
+        assert_eq!(c.handshakes, HandshakeLimits::default());
+        assert_eq!(c.handshakes.max_concurrent, 256);
+        assert_eq!(c.handshakes.timeout, Duration::from_secs(10));
+        let c = to_config(&args(&[
+            "--certs-dir",
+            "/c",
+            "--max-handshakes",
+            "8",
+            "--handshake-timeout",
+            "2s",
+        ]))
+        .expect("set");
+        assert_eq!(c.handshakes.max_concurrent, 8);
+        assert_eq!(c.handshakes.timeout, Duration::from_secs(2));
+        let err = to_config(&args(&[
+            "--certs-dir",
+            "/c",
+            "--handshake-timeout",
+            "500ms",
+        ]))
+        .expect_err("too short");
+        assert_eq!(
+            err,
+            "--handshake-timeout: 500ms is outside the allowed range 1s..=2m"
+        );
+        for bad in ["0", "65536", "many"] {
+            let err = Args::try_parse_from(["x", "--max-handshakes", bad]).expect_err(bad);
+            assert!(err.to_string().contains("--max-handshakes"), "{err}");
+        }
+        let err = Args::try_parse_from(["x", "--max-handshakes", "0"]).expect_err("0");
+        assert!(err.to_string().contains("1..=65535"), "{err}");
     }
 }

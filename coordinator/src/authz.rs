@@ -2,7 +2,7 @@
 //! per-method role check whose refusals say which identity was refused for what.
 
 use faultline_core::{Identity, Role};
-use faultline_proto::tls::{self, AuthFailure, PeerInfo};
+use faultline_identity::tls;
 use tonic::{Request, Status};
 
 use crate::metrics::{self, RefusalReason};
@@ -23,6 +23,10 @@ pub enum Method {
     ExperimentWatch,
     ExperimentReport,
     Connect,
+    RevokeAgent,
+    TokensCreate,
+    TokensList,
+    TokensRevoke,
 }
 
 /// The roles a method needs.
@@ -50,6 +54,10 @@ impl Method {
             Method::ExperimentWatch => "Experiments.Watch",
             Method::ExperimentReport => "Experiments.Report",
             Method::Connect => "AgentSession.Connect",
+            Method::RevokeAgent => "Fleet.RevokeAgent",
+            Method::TokensCreate => "Tokens.Create",
+            Method::TokensList => "Tokens.List",
+            Method::TokensRevoke => "Tokens.Revoke",
         }
     }
 
@@ -65,7 +73,12 @@ impl Method {
             Method::ExperimentCreate | Method::ExperimentStart | Method::ExperimentAbort => {
                 Need::Operate
             }
-            Method::HaltAll | Method::Resume => Need::Administer,
+            Method::HaltAll
+            | Method::Resume
+            | Method::RevokeAgent
+            | Method::TokensCreate
+            | Method::TokensList
+            | Method::TokensRevoke => Need::Administer,
             Method::Connect => Need::Agent,
         }
     }
@@ -76,6 +89,9 @@ impl Method {
             self,
             Method::HaltAll
                 | Method::Resume
+                | Method::RevokeAgent
+                | Method::TokensCreate
+                | Method::TokensRevoke
                 | Method::ExperimentCreate
                 | Method::ExperimentStart
                 | Method::ExperimentAbort
@@ -135,21 +151,13 @@ pub fn check(identity: &Identity, method: Method) -> Result<(), Status> {
     }
 }
 
-/// The interceptor on every service: [`tls::authenticate`], plus counting its refusals.
+/// The interceptor on every service: [`tls::authenticate`], plus counting its refusals. Client
+/// certificates are verified (and refusals counted) in the TLS handshake, so this refuses only
+/// a connection that did not come through the mutual-TLS listener.
 #[allow(clippy::result_large_err)]
 pub fn authenticate(req: Request<()>) -> Result<Request<()>, Status> {
-    let reason = match req.extensions().get::<PeerInfo>().map(|p| &p.identity) {
-        Some(Err(AuthFailure::NoCertificate)) => Some(RefusalReason::NoCertificate),
-        Some(Err(AuthFailure::Rejected(_))) => Some(RefusalReason::CertificateRejected),
-        Some(Err(AuthFailure::NoIdentity)) => Some(RefusalReason::NoIdentity),
-        Some(Ok(_)) => None,
-        None => Some(RefusalReason::NoCertificate),
-    };
     tls::authenticate(req).inspect_err(|status| {
-        metrics::auth_refused(
-            reason.unwrap_or(RefusalReason::NoIdentity),
-            status.message(),
-        );
+        metrics::auth_refused(RefusalReason::NoCertificate, status.message());
     })
 }
 
@@ -202,6 +210,10 @@ mod tests {
             ExperimentWatch,
             ExperimentReport,
             Connect,
+            RevokeAgent,
+            TokensCreate,
+            TokensList,
+            TokensRevoke,
         ];
         let allowed = |role: Role| -> Vec<&str> {
             all.iter()
@@ -225,7 +237,16 @@ mod tests {
         let operator = allowed(Role::Operator);
         assert_eq!(operator.len(), 10);
         assert!(!operator.contains(&"Fleet.HaltAll") && !operator.contains(&"Fleet.Resume"));
-        assert_eq!(allowed(Role::Admin).len(), 12);
+        assert_eq!(allowed(Role::Admin).len(), 16);
+        for admin_only in [
+            "Fleet.RevokeAgent",
+            "Tokens.Create",
+            "Tokens.List",
+            "Tokens.Revoke",
+        ] {
+            assert!(allowed(Role::Admin).contains(&admin_only));
+            assert!(!operator.contains(&admin_only), "{admin_only}");
+        }
         assert!(allowed(Role::Coordinator).is_empty());
     }
 }

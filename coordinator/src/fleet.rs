@@ -1,5 +1,5 @@
-//! The `Fleet` service: the agent list, the fleet-wide halt and resume, the policy and the
-//! audit log.
+//! The `Fleet` service: the agent list, the fleet-wide halt and resume, the policy, the audit
+//! log, and revoking an agent.
 
 use std::sync::Arc;
 
@@ -7,6 +7,7 @@ use faultline_proto::pb::{self, fleet_server::Fleet};
 use tonic::{Request, Response, Status};
 
 use crate::authz::Method;
+use crate::enroll::Pki;
 use crate::experiments::{ops, Trigger};
 use crate::metrics;
 use crate::state::{now_ms, store_status, State};
@@ -19,6 +20,7 @@ pub const MAX_AUDIT_LIMIT: u32 = 10_000;
 
 pub struct FleetService {
     pub state: Arc<State>,
+    pub pki: Arc<Pki>,
 }
 
 #[tonic::async_trait]
@@ -144,5 +146,66 @@ impl Fleet for FleetService {
             })
             .collect();
         Ok(Response::new(pb::AuditLogResponse { entries }))
+    }
+
+    async fn revoke_agent(
+        &self,
+        req: Request<pb::RevokeAgentRequest>,
+    ) -> Result<Response<pb::RevokeAgentResponse>, Status> {
+        let state = &self.state;
+        let identity = state.authorize(&req, Method::RevokeAgent)?;
+        let node: faultline_core::NodeName = match req.get_ref().node_name.parse() {
+            Ok(node) => node,
+            Err(e) => {
+                let message = format!("node_name: {e}");
+                let _ = state.audit(
+                    &identity,
+                    Method::RevokeAgent.name(),
+                    format!("refused: {message}"),
+                    false,
+                );
+                return Err(Status::invalid_argument(message));
+            }
+        };
+        let reason = match req.get_ref().reason.trim() {
+            "" => "no reason given".to_string(),
+            r => r.to_string(),
+        };
+        // The record first: from here on the node's certificates are refused in the
+        // handshake, so the session closed below cannot come back.
+        let (pki, name, by, why) = (
+            self.pki.clone(),
+            node.to_string(),
+            identity.to_string(),
+            reason.clone(),
+        );
+        let revoked = tokio::task::spawn_blocking(move || pki.revoke(&name, &by, &why))
+            .await
+            .map_err(|e| Status::internal(format!("revocation task failed: {e}")))?
+            .map_err(|r| r.status())?;
+        let mut closed = false;
+        for (name, session) in state.registry.sessions() {
+            if name == node.as_str() {
+                session.end.cancel();
+                closed = true;
+            }
+        }
+        let _ = state.audit(
+            &identity,
+            Method::RevokeAgent.name(),
+            format!(
+                "revoked agent/{node}: {reason}; session closed: {closed}; certificates refused \
+                 until they expire: {}",
+                match revoked.serials.len() {
+                    0 => "every one that started by now".to_string(),
+                    _ => revoked.serials.join(", "),
+                }
+            ),
+            true,
+        );
+        Ok(Response::new(pb::RevokeAgentResponse {
+            session_closed: closed,
+            revoked_serials: revoked.serials,
+        }))
     }
 }

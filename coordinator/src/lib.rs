@@ -5,6 +5,7 @@
 
 pub mod authz;
 pub mod config;
+pub mod enroll;
 pub mod experiments;
 mod fleet;
 pub mod kube;
@@ -21,17 +22,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use faultline_proto::http::{self, Endpoints};
+use faultline_admin::Endpoints;
+use faultline_identity::pki::AgentIssuer;
+use faultline_identity::tls::{
+    CertPaths, HandshakeLimits, ReloadingServerConfig, TlsError, TlsIncoming,
+};
 use faultline_proto::pb::agent_session_server::AgentSessionServer;
+use faultline_proto::pb::enrollment_server::EnrollmentServer;
 use faultline_proto::pb::experiments_server::ExperimentsServer;
 use faultline_proto::pb::fleet_server::FleetServer;
-use faultline_proto::tls::{CertPaths, ReloadingServerConfig, TlsError, TlsIncoming};
+use faultline_proto::pb::tokens_server::TokensServer;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 pub use config::Policy;
+pub use enroll::{EnrollmentConfig, IssuerConfig};
 pub use kube::PodAccess;
 pub use session::HELLO_TIMEOUT;
 use state::State;
@@ -62,6 +69,9 @@ pub struct Config {
     /// The sled store lives in `<data_dir>/store`.
     pub data_dir: PathBuf,
     pub tls: CertPaths,
+    /// TLS handshakes in progress at once and how long each may take
+    /// (`--max-handshakes`, `--handshake-timeout`).
+    pub handshakes: HandshakeLimits,
     /// Lease granted to agents, 1s..=60s.
     pub lease: Duration,
     /// Period of lease renewals; shorter than `lease`.
@@ -75,6 +85,8 @@ pub enum CoordinatorError {
     InvalidConfig(String),
     #[error("loading the TLS certificates: {0}")]
     Tls(#[from] TlsError),
+    #[error("loading the issuer: {0}")]
+    Issuer(#[from] faultline_identity::pki::IssuerError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("binding {flag} {addr}: {source}")]
@@ -88,7 +100,10 @@ pub enum CoordinatorError {
 impl CoordinatorError {
     /// True when the error is bad input (flags or configuration) rather than a runtime failure.
     pub fn is_usage(&self) -> bool {
-        matches!(self, CoordinatorError::InvalidConfig(_))
+        matches!(
+            self,
+            CoordinatorError::InvalidConfig(_) | CoordinatorError::Issuer(_)
+        )
     }
 }
 
@@ -111,7 +126,9 @@ pub struct Coordinator {
     state: Arc<State>,
     grpc_addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
+    enroll_addr: Option<SocketAddr>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
+    enroll_server: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
     sessions_done: mpsc::Receiver<()>,
     ready: Arc<AtomicBool>,
 }
@@ -141,11 +158,36 @@ impl Coordinator {
         metrics: Option<PrometheusHandle>,
         pods: PodAccess,
     ) -> Result<Coordinator, CoordinatorError> {
+        Self::start_full(config, metrics, pods, EnrollmentConfig::disabled()).await
+    }
+
+    /// [`Coordinator::start_with_pods`] that also issues agent certificates (enrollment
+    /// listener, renewals, join tokens) when `enrollment` has an issuer.
+    pub async fn start_full(
+        config: Config,
+        metrics: Option<PrometheusHandle>,
+        pods: PodAccess,
+        enrollment: EnrollmentConfig,
+    ) -> Result<Coordinator, CoordinatorError> {
         validate_timing(config.lease, config.renew_interval)?;
+        if let Some(issuer) = &enrollment.issuer {
+            if issuer.agent_cert_ttl.is_zero() {
+                return Err(CoordinatorError::InvalidConfig(
+                    "--agent-cert-ttl must be greater than 0".into(),
+                ));
+            }
+        }
         crate::metrics::describe();
-        let tls = Arc::new(ReloadingServerConfig::new(config.tls.clone())?);
+        // Fail on unusable certificate files before the store is locked.
+        ReloadingServerConfig::new(config.tls.clone())?;
+        let issuer = enrollment
+            .issuer
+            .as_ref()
+            .map(|i| AgentIssuer::load(&i.cert, &i.key, i.agent_cert_ttl))
+            .transpose()?;
         let store = Arc::new(SledStore::open(&config.data_dir)?);
-        let started = Self::start_with_store(config, metrics, tls, store.clone(), pods).await;
+        let started =
+            Self::start_with_store(config, metrics, store.clone(), pods, issuer, enrollment).await;
         if started.is_err() {
             let _ = store.close();
         }
@@ -155,10 +197,22 @@ impl Coordinator {
     async fn start_with_store(
         config: Config,
         metrics: Option<PrometheusHandle>,
-        tls: Arc<ReloadingServerConfig>,
         store: Arc<SledStore>,
         pods: PodAccess,
+        issuer: Option<AgentIssuer>,
+        enrollment: EnrollmentConfig,
     ) -> Result<Coordinator, CoordinatorError> {
+        let ca_bundle_pem = std::fs::read_to_string(&config.tls.ca).unwrap_or_default();
+        let pki = Arc::new(enroll::Pki::new(
+            issuer,
+            ca_bundle_pem,
+            store.clone(),
+            enrollment.attempts_per_minute,
+        )?);
+        let tls = Arc::new(ReloadingServerConfig::with_revocations(
+            config.tls.clone(),
+            pki.revocations.clone(),
+        )?);
         let registry = registry::Registry::from_records(store.agents()?);
         let halt = store.halt()?;
         crate::metrics::halted_restored(
@@ -180,6 +234,26 @@ impl Coordinator {
                 addr: config.listen,
                 source,
             })?;
+        let enroll_listener = match (enrollment.listen, pki.has_issuer()) {
+            (Some(addr), true) => {
+                let bind = |source| CoordinatorError::Bind {
+                    flag: "--enroll-listen",
+                    addr,
+                    source,
+                };
+                let listener = TcpListener::bind(addr).await.map_err(bind)?;
+                let bound = listener.local_addr().map_err(bind)?;
+                Some((listener, bound))
+            }
+            (Some(_), false) => {
+                tracing::info!(
+                    "no --issuer-cert/--issuer-key: this coordinator issues no agent \
+                     certificates and serves no enrollment listener"
+                );
+                None
+            }
+            (None, _) => None,
+        };
         let (guard, sessions_done) = mpsc::channel(1);
         let store: Arc<dyn Store> = store;
         let mut state = State::new(
@@ -211,13 +285,13 @@ impl Coordinator {
             Some(addr) => {
                 let endpoints = endpoints(metrics, ready.clone());
                 let stop = state.shutdown.clone().cancelled_owned();
-                let bound = http::serve(addr, endpoints, stop).await.map_err(|source| {
-                    CoordinatorError::Bind {
+                let bound = faultline_admin::serve(addr, endpoints, stop)
+                    .await
+                    .map_err(|source| CoordinatorError::Bind {
                         flag: "--metrics-listen",
                         addr,
                         source,
-                    }
-                })?;
+                    })?;
                 Some(bound)
             }
             None => None,
@@ -230,12 +304,21 @@ impl Coordinator {
             .add_service(AgentSessionServer::with_interceptor(
                 session::SessionService {
                     state: state.clone(),
+                    pki: pki.clone(),
                 },
                 auth,
             ))
             .add_service(FleetServer::with_interceptor(
                 fleet::FleetService {
                     state: state.clone(),
+                    pki: pki.clone(),
+                },
+                auth,
+            ))
+            .add_service(TokensServer::with_interceptor(
+                enroll::tokens::TokensService {
+                    state: state.clone(),
+                    pki: pki.clone(),
                 },
                 auth,
             ))
@@ -245,16 +328,46 @@ impl Coordinator {
                 },
                 auth,
             ));
-        let incoming = TlsIncoming::new(listener, tls);
+        let incoming = TlsIncoming::new(
+            listener,
+            tls,
+            config.handshakes,
+            Arc::new(crate::metrics::Handshakes),
+        );
         let stop = state.shutdown.clone().cancelled_owned();
         let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, stop));
+        let (enroll_addr, enroll_server) = match enroll_listener {
+            Some((listener, bound)) => {
+                // Server authentication only, and nothing but Enrollment behind it.
+                let tls = Arc::new(ReloadingServerConfig::server_only(config.tls.clone())?);
+                let incoming = TlsIncoming::server_only(
+                    listener,
+                    tls,
+                    config.handshakes,
+                    Arc::new(crate::metrics::Handshakes),
+                );
+                let router = tonic::transport::Server::builder()
+                    .timeout(Duration::from_secs(30))
+                    .add_service(EnrollmentServer::new(enroll::service::EnrollmentService {
+                        state: state.clone(),
+                        pki: pki.clone(),
+                    }));
+                let stop = state.shutdown.clone().cancelled_owned();
+                let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, stop));
+                tracing::info!(addr = %bound, "enrollment listener (server-only TLS, Enrollment only) on {bound}");
+                (Some(bound), Some(task))
+            }
+            None => (None, None),
+        };
         ready.store(true, Ordering::SeqCst);
         tracing::debug!(%grpc_addr, ?metrics_addr, "coordinator serving");
         Ok(Coordinator {
             state,
             grpc_addr,
             metrics_addr,
+            enroll_addr,
             server,
+            enroll_server,
             sessions_done,
             ready,
         })
@@ -266,6 +379,11 @@ impl Coordinator {
 
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
+    }
+
+    /// The enrollment listener's address, when this coordinator issues certificates.
+    pub fn enroll_addr(&self) -> Option<SocketAddr> {
+        self.enroll_addr
     }
 
     /// Graceful stop: aborts running experiments (RevertFault SHUTDOWN to their targets),
@@ -287,6 +405,14 @@ impl Coordinator {
             Err(_) => {
                 tracing::warn!("connections did not close within {DRAIN_TIMEOUT:?}; cutting them");
                 self.server.abort();
+            }
+        }
+        if let Some(mut task) = self.enroll_server.take() {
+            if tokio::time::timeout(DRAIN_TIMEOUT, &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
             }
         }
         if let Err(e) = self.state.store.close() {

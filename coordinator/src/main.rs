@@ -65,6 +65,10 @@ async fn main() -> ExitCode {
         Ok(config) => config,
         Err(message) => return fail(2, &message),
     };
+    let enrollment = match args::to_enrollment(&args) {
+        Ok(e) => e,
+        Err(message) => return fail(2, &message),
+    };
     // Histograms (abort latency, dispatch) need buckets to be exposed as histograms.
     let builder = match PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS)
@@ -95,21 +99,25 @@ async fn main() -> ExitCode {
         PodAccess::Unavailable(why) => tracing::info!("pod targets are refused: {why}"),
     }
     let (lease, data_dir) = (config.lease, config.data_dir.clone());
-    let coordinator = match Coordinator::start_with_pods(config, handle, pods).await {
+    let coordinator = match Coordinator::start_full(config, handle, pods, enrollment).await {
         Ok(c) => c,
         Err(e) => {
             let code = if e.is_usage() { 2 } else { 1 };
-            return fail(code, &faultline_proto::tls::error_chain(&e));
+            return fail(code, &faultline_identity::tls::error_chain(&e));
         }
     };
     let metrics = coordinator
         .metrics_addr()
         .map(|a| format!(", metrics on http://{a}/metrics"))
         .unwrap_or_default();
+    let enroll = coordinator
+        .enroll_addr()
+        .map(|a| format!(", enrollment on {a}"))
+        .unwrap_or_default();
     tracing::info!(
         data_dir = %data_dir.display(),
         lease = %humantime::format_duration(lease),
-        "coordinator listening on {}{metrics}",
+        "coordinator listening on {}{metrics}{enroll}",
         coordinator.grpc_addr()
     );
     let signal = stop.await;

@@ -1,13 +1,18 @@
 //! The coordinator's observable events: each function here is the one place that both logs an
 //! event and counts it in the `faultline_coordinator_*` Prometheus metrics.
 
+use faultline_identity::tls::{HandshakeFailure, HandshakeObserver, HandshakeRefusal};
 use metrics::{counter, describe_counter, describe_gauge, gauge};
 
 pub const AGENTS_CONNECTED: &str = "faultline_coordinator_agents_connected";
+pub const ENROLLMENTS: &str = "faultline_coordinator_enrollments_total";
+pub const CERTIFICATES_ISSUED: &str = "faultline_coordinator_certificates_issued_total";
 pub const SESSIONS_OPENED: &str = "faultline_coordinator_sessions_opened_total";
 pub const SESSIONS_CLOSED: &str = "faultline_coordinator_sessions_closed_total";
 pub const LEASE_RENEWALS: &str = "faultline_coordinator_lease_renewals_total";
 pub const AUTH_REFUSALS: &str = "faultline_coordinator_auth_refusals_total";
+pub const HANDSHAKE_FAILURES: &str = "faultline_coordinator_tls_handshake_failures_total";
+pub const HANDSHAKES_IN_FLIGHT: &str = "faultline_coordinator_tls_handshakes_in_flight";
 pub const HALTED: &str = "faultline_coordinator_halted";
 pub const AUDIT_ENTRIES: &str = "faultline_coordinator_audit_entries_total";
 pub const UNVOUCHED_ON_HELLO: &str = "faultline_coordinator_unvouched_faults_total";
@@ -25,15 +30,18 @@ pub enum CloseReason {
     Shutdown,
     /// Ended before Welcome: no valid Hello, or a Hello for another node.
     Refused,
+    /// The node was revoked (`Fleet.RevokeAgent`).
+    Revoked,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 5] = [
+    pub const ALL: [CloseReason; 6] = [
         CloseReason::Disconnect,
         CloseReason::Silent,
         CloseReason::Replaced,
         CloseReason::Shutdown,
         CloseReason::Refused,
+        CloseReason::Revoked,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -43,6 +51,7 @@ impl CloseReason {
             CloseReason::Replaced => "replaced",
             CloseReason::Shutdown => "shutdown",
             CloseReason::Refused => "refused",
+            CloseReason::Revoked => "revoked",
         }
     }
 }
@@ -50,25 +59,28 @@ impl CloseReason {
 /// Why a caller was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RefusalReason {
-    /// No client certificate on the connection.
+    /// No client certificate in the TLS handshake.
     NoCertificate,
-    /// Unknown CA, expired, not yet valid.
+    /// Unknown CA, expired, not yet valid, not for client authentication (in the handshake).
     CertificateRejected,
-    /// A valid certificate without a Faultline identity.
+    /// A valid certificate without a Faultline identity (in the handshake).
     NoIdentity,
     /// The caller's role may not call the method.
     Role,
     /// An agent said Hello for a node that is not its own.
     NodeName,
+    /// A revoked certificate (in the handshake).
+    Revoked,
 }
 
 impl RefusalReason {
-    pub const ALL: [RefusalReason; 5] = [
+    pub const ALL: [RefusalReason; 6] = [
         RefusalReason::NoCertificate,
         RefusalReason::CertificateRejected,
         RefusalReason::NoIdentity,
         RefusalReason::Role,
         RefusalReason::NodeName,
+        RefusalReason::Revoked,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -78,6 +90,31 @@ impl RefusalReason {
             RefusalReason::NoIdentity => "no_identity",
             RefusalReason::Role => "role",
             RefusalReason::NodeName => "node_name",
+            RefusalReason::Revoked => "revoked",
+        }
+    }
+}
+
+/// Why a TLS handshake failed for a reason other than the client's credentials (those are
+/// [`RefusalReason`]s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeFailureReason {
+    /// Not finished within `--handshake-timeout`.
+    Timeout,
+    /// Not TLS, an old protocol version, the client's own alert, closed mid-handshake.
+    Error,
+}
+
+impl HandshakeFailureReason {
+    pub const ALL: [HandshakeFailureReason; 2] = [
+        HandshakeFailureReason::Timeout,
+        HandshakeFailureReason::Error,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandshakeFailureReason::Timeout => "timeout",
+            HandshakeFailureReason::Error => "error",
         }
     }
 }
@@ -89,12 +126,20 @@ pub fn describe() {
     describe_counter!(SESSIONS_OPENED, "Agent sessions opened (Welcome sent).");
     describe_counter!(
         SESSIONS_CLOSED,
-        "Agent session streams ended, by reason (disconnect, silent, replaced, shutdown, refused)."
+        "Agent session streams ended, by reason (disconnect, silent, replaced, shutdown, refused, revoked)."
     );
     describe_counter!(LEASE_RENEWALS, "Lease renewals sent to agents.");
     describe_counter!(
         AUTH_REFUSALS,
         "Calls refused by authentication or authorization, by reason."
+    );
+    describe_counter!(
+        HANDSHAKE_FAILURES,
+        "TLS handshakes that failed for another reason than the client certificate, by reason (timeout, error)."
+    );
+    describe_gauge!(
+        HANDSHAKES_IN_FLIGHT,
+        "TLS handshakes in progress; at --max-handshakes further connections wait unaccepted."
     );
     describe_gauge!(
         HALTED,
@@ -106,6 +151,20 @@ pub fn describe() {
         "Faults an agent said it held (Hello) that no running experiment vouched for; the agent reverts them on Welcome."
     );
     counter!(UNVOUCHED_ON_HELLO).increment(0);
+    describe_counter!(
+        ENROLLMENTS,
+        "Enrollment attempts on the enrollment listener, by outcome (enrolled, refused)."
+    );
+    describe_counter!(
+        CERTIFICATES_ISSUED,
+        "Agent certificates issued, by how (enroll, renew)."
+    );
+    for outcome in ["enrolled", "refused"] {
+        counter!(ENROLLMENTS, "outcome" => outcome).increment(0);
+    }
+    for via in ["enroll", "renew"] {
+        counter!(CERTIFICATES_ISSUED, "via" => via).increment(0);
+    }
     gauge!(AGENTS_CONNECTED).set(0.0);
     counter!(SESSIONS_OPENED).increment(0);
     for r in CloseReason::ALL {
@@ -115,6 +174,10 @@ pub fn describe() {
     for r in RefusalReason::ALL {
         counter!(AUTH_REFUSALS, "reason" => r.as_str()).increment(0);
     }
+    for r in HandshakeFailureReason::ALL {
+        counter!(HANDSHAKE_FAILURES, "reason" => r.as_str()).increment(0);
+    }
+    gauge!(HANDSHAKES_IN_FLIGHT).set(0.0);
     counter!(AUDIT_ENTRIES).increment(0);
     crate::experiments::describe_metrics();
 }
@@ -179,6 +242,53 @@ pub fn auth_refused(reason: RefusalReason, message: &str) {
     counter!(AUTH_REFUSALS, "reason" => reason.as_str()).increment(1);
 }
 
+/// The TLS listener's events: a refused client certificate is an auth refusal (logged at warn
+/// with the peer address and the identity the certificate claims); a timed-out or broken
+/// handshake is counted apart and logged at debug (port scanners and TCP health checks do it).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Handshakes;
+
+impl HandshakeObserver for Handshakes {
+    fn failed(&self, refusal: &HandshakeRefusal) {
+        let remote = refusal.remote.to_string();
+        let presented = refusal
+            .presented
+            .as_ref()
+            .map(|id| id.to_string())
+            .unwrap_or_default();
+        let auth = match refusal.failure {
+            HandshakeFailure::NoCertificate => Some(RefusalReason::NoCertificate),
+            HandshakeFailure::CertificateRejected(_) => Some(RefusalReason::CertificateRejected),
+            HandshakeFailure::NoIdentity => Some(RefusalReason::NoIdentity),
+            HandshakeFailure::Revoked(_) => Some(RefusalReason::Revoked),
+            HandshakeFailure::TimedOut(_) | HandshakeFailure::Failed(_) => None,
+        };
+        match auth {
+            Some(reason) => {
+                tracing::warn!(
+                    reason = reason.as_str(),
+                    %remote,
+                    presented,
+                    "refused in the TLS handshake: {refusal}"
+                );
+                counter!(AUTH_REFUSALS, "reason" => reason.as_str()).increment(1);
+            }
+            None => {
+                let reason = match refusal.failure {
+                    HandshakeFailure::TimedOut(_) => HandshakeFailureReason::Timeout,
+                    _ => HandshakeFailureReason::Error,
+                };
+                tracing::debug!(reason = reason.as_str(), %remote, "{refusal}");
+                counter!(HANDSHAKE_FAILURES, "reason" => reason.as_str()).increment(1);
+            }
+        }
+    }
+
+    fn in_flight(&self, handshakes: usize) {
+        gauge!(HANDSHAKES_IN_FLIGHT).set(handshakes as f64);
+    }
+}
+
 pub fn halted(halted: bool, by: &str, reason: &str, agents_signalled: usize) {
     if halted {
         tracing::warn!(
@@ -231,4 +341,30 @@ pub fn fault_status(node: &str, status: &faultline_proto::pb::FaultStatus) {
         error = %status.error,
         "fault status from {node}"
     );
+}
+
+/// An enrollment attempt (audited by the caller).
+pub fn enrollment(ok: bool, claimed: &str, detail: &str) {
+    if ok {
+        tracing::info!(identity = claimed, "enrollment: {claimed} {detail}");
+        counter!(ENROLLMENTS, "outcome" => "enrolled").increment(1);
+        counter!(CERTIFICATES_ISSUED, "via" => "enroll").increment(1);
+    } else {
+        tracing::warn!(identity = claimed, "enrollment: {claimed} {detail}");
+        counter!(ENROLLMENTS, "outcome" => "refused").increment(1);
+    }
+}
+
+/// A certificate renewal over a session.
+pub fn renewal(node: &str, outcome: Result<&str, &str>) {
+    match outcome {
+        Ok(not_after) => {
+            tracing::info!(
+                node,
+                "renewed the certificate of agent/{node} (valid until {not_after})"
+            );
+            counter!(CERTIFICATES_ISSUED, "via" => "renew").increment(1);
+        }
+        Err(why) => tracing::warn!(node, "certificate renewal for agent/{node} refused: {why}"),
+    }
 }

@@ -354,6 +354,33 @@ mod tests {
         assert!(reg.sessions().is_empty());
     }
 
+    /// HaltAll's RevertAll is a flag beside the session's queue, so a full queue (an agent that
+    /// stopped reading) cannot drop it; the session sends it as soon as it gets to it.
+    #[tokio::test]
+    async fn a_revert_all_order_is_not_lost_to_a_full_queue() {
+        let (h, _rx) = handle("s1");
+        while h.push.try_send(pb::CoordinatorMessage::default()).is_ok() {}
+        assert!(
+            matches!(
+                h.push.try_send(pb::CoordinatorMessage::default()),
+                Err(mpsc::error::TrySendError::Full(_))
+            ),
+            "the queue is full"
+        );
+        h.revert_all.order("fleet halted by admin/a: first".into());
+        h.revert_all.order("fleet halted by admin/a: again".into());
+        // Ordered before anyone waited: the wait still completes at once.
+        tokio::time::timeout(std::time::Duration::from_secs(1), h.revert_all.ordered())
+            .await
+            .expect("the order is seen");
+        assert_eq!(
+            h.revert_all.take().as_deref(),
+            Some("fleet halted by admin/a: again"),
+            "the latest order's message"
+        );
+        assert_eq!(h.revert_all.take(), None, "sent once");
+    }
+
     #[test]
     fn reverted_faults_are_no_longer_held() {
         let reg = Registry::default();

@@ -1,16 +1,17 @@
 //! `AgentSession.Connect`: checks the Hello against the agent's certificate, registers the
-//! agent, renews its lease every renew interval, takes its telemetry and fault status, and ends
-//! the session when the agent leaves, falls silent for a lease, is replaced, or we shut down.
+//! agent, renews its lease every renew interval, takes its telemetry and fault status, answers
+//! its certificate renewals, and ends the session when the agent leaves, falls silent for a
+//! lease, is replaced, is revoked, or we shut down.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use faultline_core::{Identity, Labels, NodeName};
+use faultline_identity::tls::PeerInfo;
 use faultline_proto::pb::agent_message::Msg as AgentMsg;
 use faultline_proto::pb::coordinator_message::Msg as CoordMsg;
 use faultline_proto::pb::{self, agent_session_server::AgentSession};
-use faultline_proto::tls::PeerInfo;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant, MissedTickBehavior};
 use tokio_stream::wrappers::ReceiverStream;
@@ -18,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::authz::Method;
+use crate::enroll::{Pki, Revocations};
 use crate::metrics::{self, CloseReason, RefusalReason};
 use crate::registry::{Arrival, RevertAllOrder, SessionHandle};
 use crate::state::{now_ms, State, TELEMETRY_INTERVAL_MS};
@@ -29,6 +31,7 @@ type Outbound = mpsc::Sender<Result<pb::CoordinatorMessage, Status>>;
 
 pub struct SessionService {
     pub state: Arc<State>,
+    pub pki: Arc<Pki>,
 }
 
 #[tonic::async_trait]
@@ -52,9 +55,11 @@ impl AgentSession for SessionService {
         let (out, rx) = mpsc::channel(64);
         let session = Session {
             state: self.state.clone(),
+            pki: self.pki.clone(),
             identity,
             remote,
             out,
+            opened_ms: now_ms(),
         };
         let inbound = req.into_inner();
         tokio::spawn(async move {
@@ -67,9 +72,12 @@ impl AgentSession for SessionService {
 
 struct Session {
     state: Arc<State>,
+    pki: Arc<Pki>,
     identity: Identity,
     remote: String,
     out: Outbound,
+    /// When the stream opened (a revocation after it covers this session's certificate).
+    opened_ms: i64,
 }
 
 /// A session refused before Welcome.
@@ -96,6 +104,7 @@ fn kind_of(msg: &Option<AgentMsg>) -> &'static str {
         Some(AgentMsg::Hello(_)) => "Hello",
         Some(AgentMsg::Telemetry(_)) => "Telemetry",
         Some(AgentMsg::FaultStatus(_)) => "FaultStatus",
+        Some(AgentMsg::RenewCertificate(_)) => "RenewCertificate",
         None => "an empty message",
     }
 }
@@ -188,8 +197,12 @@ impl Session {
                 audit: true,
             });
         }
-        let labels = Labels::from_map(hello.labels.into_iter().collect())
+        let mut labels = Labels::from_map(hello.labels.into_iter().collect())
             .map_err(|e| Refused::invalid(format!("hello.labels: {e}")))?;
+        // The labels the node enrolled with (its join token's) win over what it says.
+        if let Some(enrolled) = self.pki.enrolled_labels(node.as_str()) {
+            labels.0.extend(enrolled);
+        }
         Ok(ValidHello {
             node,
             labels: labels.0,
@@ -336,6 +349,10 @@ impl Session {
                     break (CloseReason::Shutdown, "the coordinator is shutting down".into());
                 }
                 _ = end.cancelled() => {
+                    if let Some(revoked) = self.revoked(&node) {
+                        let _ = self.out.try_send(Err(Status::permission_denied(revoked.clone())));
+                        break (CloseReason::Revoked, revoked);
+                    }
                     let why = format!("session {session_id} for {node} was replaced by a newer session");
                     let _ = self.out.try_send(Err(Status::aborted(why.clone())));
                     break (CloseReason::Replaced, why);
@@ -429,8 +446,66 @@ impl Session {
                 tracing::warn!(node, session_id, "ignoring a second Hello in one session");
                 registry.seen(node, session_id, now);
             }
+            Some(AgentMsg::RenewCertificate(renew)) => {
+                registry.seen(node, session_id, now);
+                self.renew(node, renew.csr_der);
+            }
             None => registry.seen(node, session_id, now),
         }
+    }
+}
+
+impl Session {
+    /// Why this session's node is revoked, when it was revoked after the session opened.
+    fn revoked(&self, node: &str) -> Option<String> {
+        let rec = self.pki.revocations.of_node(node)?;
+        (rec.revoked.at_unix_ms >= self.opened_ms).then(|| Revocations::describe(&rec))
+    }
+
+    /// Signs the agent's CSR off the async threads and answers with CertificateIssued; the
+    /// session goes on meanwhile. A refusal is an answer too (`error` set).
+    fn renew(&self, node: &str, csr_der: Vec<u8>) {
+        let pki = self.pki.clone();
+        let out = self.out.clone();
+        let opened_ms = self.opened_ms;
+        let node = node.to_string();
+        tokio::spawn(async move {
+            let name = node.clone();
+            let issued = tokio::task::spawn_blocking(move || {
+                let node: NodeName = name
+                    .parse()
+                    .map_err(|e| crate::enroll::Refusal::Invalid(format!("node: {e}")))?;
+                pki.renew(&node, &csr_der, opened_ms)
+                    .map(|issued| (issued, pki.ca_bundle_pem.clone()))
+            })
+            .await;
+            let answer = match issued {
+                Ok(Ok((issued, ca_bundle_pem))) => {
+                    metrics::renewal(&node, Ok(&Pki::not_after(&issued)));
+                    pb::CertificateIssued {
+                        error: String::new(),
+                        chain_pem: issued.chain_pem,
+                        not_after_unix_ms: issued.not_after_unix_ms,
+                        ca_bundle_pem,
+                    }
+                }
+                Ok(Err(refusal)) => {
+                    metrics::renewal(&node, Err(&refusal.to_string()));
+                    pb::CertificateIssued {
+                        error: refusal.to_string(),
+                        ..Default::default()
+                    }
+                }
+                Err(e) => pb::CertificateIssued {
+                    error: format!("renewal task failed: {e}"),
+                    ..Default::default()
+                },
+            };
+            let msg = pb::CoordinatorMessage {
+                msg: Some(CoordMsg::Certificate(answer)),
+            };
+            let _ = out.send(Ok(msg)).await;
+        });
     }
 }
 

@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use faultline_core::Identity;
-use faultline_proto::{pb, tls};
+use faultline_identity::tls;
+use faultline_proto::pb;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Status};

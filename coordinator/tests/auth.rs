@@ -1,105 +1,160 @@
-//! Authentication and authorization refusals over real mutual TLS on 127.0.0.1: what each
-//! refused caller gets back, and that refused mutations land in the audit log.
+//! Authentication and authorization refusals over real mutual TLS on 127.0.0.1: clients
+//! without a valid certificate fail the TLS handshake (no HTTP/2 byte reaches them) and the
+//! coordinator logs and counts who was refused from where; authenticated callers get
+//! PERMISSION_DENIED naming what they lack, and refused mutations land in the audit log.
 
 mod common;
 
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use common::http::sample;
 use common::*;
-use faultline_core::{Identity, Role};
+use faultline_identity::test_util::{raw_config, raw_exchange, Pki};
+use faultline_identity::tls::{self, CertPaths, TlsError};
 use faultline_proto::pb;
 use faultline_proto::pb::experiments_client::ExperimentsClient;
-use faultline_proto::pb::fleet_client::FleetClient;
-use faultline_proto::pki::{self, Ca, Validity};
-use faultline_proto::tls::CertPaths;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use rustls::AlertDescription;
 use tonic::Code;
 
-#[tokio::test]
-async fn no_client_certificate_is_unauthenticated() {
-    let env = Env::new();
-    let c = env.start().await;
-    let ch = raw_channel(&c, no_client_cert_config(&env.certs().join("ca.pem"))).await;
-    let err = FleetClient::new(ch)
-        .list_agents(pb::ListAgentsRequest {})
-        .await
-        .expect_err("refused");
-    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
-    assert!(
-        err.message().contains("no client certificate"),
-        "{}",
-        err.message()
-    );
-    c.shutdown().await;
+/// This test binary's Prometheus recorder and log capture (one of each per process).
+struct Observed {
+    metrics: PrometheusHandle,
+    logs: Arc<Mutex<Vec<u8>>>,
 }
 
-/// Writes a certificate for `identity` issued by `ca` (with `validity`) and returns paths that
-/// present it while trusting the real coordinator CA.
-fn foreign_cert(
-    env: &Env,
-    ca: &Ca,
-    identity: &Identity,
-    validity: Validity,
-    stem: &str,
-) -> CertPaths {
-    let issued = ca.issue(identity, &[], validity).expect("issue");
-    let dir = env.dir.path().join("other");
-    std::fs::create_dir_all(&dir).expect("dir");
-    let cert = dir.join(format!("{stem}.pem"));
-    let key = dir.join(format!("{stem}-key.pem"));
-    pki::write_file(&cert, &issued.cert_pem, false).expect("write cert");
-    pki::write_file(&key, &issued.key_pem, true).expect("write key");
-    CertPaths {
-        cert,
-        key,
-        ca: env.certs().join("ca.pem"),
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
-#[tokio::test]
-async fn certificate_from_another_ca_is_unauthenticated() {
-    let env = Env::new();
-    let c = env.start().await;
-    let other = Ca::generate("Somebody else's CA", Validity::days(1)).expect("CA");
-    let admin = Identity::new(Role::Admin, "admin");
-    let paths = foreign_cert(&env, &other, &admin, Validity::days(1), "admin");
-    let err = FleetClient::new(channel_with(&c, &paths).await)
-        .halt_all(pb::HaltAllRequest {
-            reason: "from a stranger".into(),
-        })
-        .await
-        .expect_err("refused");
-    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
-    assert!(
-        err.message().contains("unknown issuer") && err.message().contains("does not trust"),
-        "{}",
-        err.message()
-    );
-    // Not halted, and nothing attributed to the stranger.
-    let mut admin = fleet(&env, &c, "admin").await;
-    let policy = admin
-        .get_policy(pb::GetPolicyRequest {})
-        .await
-        .expect("policy");
-    assert!(!policy.into_inner().halted);
-    c.shutdown().await;
+fn observed() -> &'static Observed {
+    static OBSERVED: OnceLock<Observed> = OnceLock::new();
+    OBSERVED.get_or_init(|| {
+        let metrics = PrometheusBuilder::new()
+            .install_recorder()
+            .expect("the only recorder in this test binary");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let sink = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || LogWriter(sink.clone()))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+        Observed { metrics, logs }
+    })
 }
 
-#[tokio::test]
-async fn expired_certificate_is_unauthenticated() {
+impl Observed {
+    fn refusals(&self, reason: &str) -> f64 {
+        sample(
+            &self.metrics.render(),
+            &format!("faultline_coordinator_auth_refusals_total{{reason=\"{reason}\"}}"),
+        )
+    }
+
+    /// The log line that mentions `needle`, waiting up to 5 s for it.
+    async fn log_line(&self, needle: &str) -> String {
+        eventually(Duration::from_secs(5), needle, || async {
+            let logs = String::from_utf8_lossy(&self.logs.lock().expect("log lock")).into_owned();
+            logs.lines()
+                .find(|l| l.contains(needle))
+                .map(str::to_string)
+        })
+        .await
+    }
+}
+
+/// Whether `tls::connect` (the agent's, faultctl's and the simulator's dial) is refused, and
+/// the sentence it gets.
+async fn dial_refusal(c: &faultline_coordinator::Coordinator, paths: &CertPaths) -> String {
+    match tls::connect(&url(c), paths, TIMEOUT).await {
+        Err(TlsError::Refused { reason, .. }) => reason,
+        Err(other) => panic!("expected a refused client certificate, got: {other}"),
+        Ok(_) => panic!("{} connected", paths.cert.display()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_without_a_valid_certificate_fail_the_handshake_and_are_counted() {
+    let o = observed();
     let env = Env::new();
     let c = env.start().await;
-    let ca = Ca::load(&env.certs().join("ca.pem"), &env.certs().join("ca-key.pem")).expect("CA");
-    let now = time::OffsetDateTime::now_utc();
-    let past = Validity {
-        not_before: now - time::Duration::days(10),
-        not_after: now - time::Duration::days(1),
-    };
-    let viewer = Identity::new(Role::Viewer, "viewer");
-    let paths = foreign_cert(&env, &ca, &viewer, past, "viewer-expired");
-    let err = FleetClient::new(channel_with(&c, &paths).await)
-        .list_agents(pb::ListAgentsRequest {})
-        .await
-        .expect_err("refused");
-    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
-    assert!(err.message().contains("expired"), "{}", err.message());
+    let certs = Pki::sharing_ca(&env.certs());
+    let foreign = certs.foreign();
+    let expired = certs.expired();
+    let ca = env.certs().join("ca.pem");
+
+    // A control: a valid client gets the coordinator's HTTP/2 SETTINGS right away.
+    let viewer = env.paths("viewer");
+    let (_, ok) = raw_exchange(c.grpc_addr(), raw_config(&ca, Some(&viewer))).await;
+    assert!(ok.is_h2_settings(), "a valid client reaches HTTP/2: {ok:?}");
+
+    let cases = [
+        (
+            "no certificate",
+            raw_config(&ca, None),
+            AlertDescription::CertificateRequired,
+            "no_certificate",
+            "no client certificate presented",
+        ),
+        (
+            "another CA",
+            raw_config(&ca, Some(&foreign)),
+            AlertDescription::UnknownCA,
+            "certificate_rejected",
+            "(certificate for viewer/viewer): client certificate refused: issued by a CA this coordinator does not trust",
+        ),
+        (
+            "expired",
+            raw_config(&ca, Some(&expired)),
+            AlertDescription::CertificateExpired,
+            "certificate_rejected",
+            "(certificate for viewer/viewer): client certificate refused: certificate expired",
+        ),
+    ];
+    for (case, config, alert, reason, logged) in cases {
+        let before = o.refusals(reason);
+        let (local, outcome) = raw_exchange(c.grpc_addr(), config).await;
+        assert!(
+            !outcome.is_h2_settings(),
+            "{case}: reached HTTP/2: {outcome:?}"
+        );
+        assert_eq!(outcome.alert(), Some(alert), "{case}: {outcome:?}");
+        let line = o.log_line(&format!("client {local}")).await;
+        assert!(
+            line.contains("WARN")
+                && line.contains(logged)
+                && line.contains(&format!("reason=\"{reason}\"")),
+            "{case}: {line}"
+        );
+        eventually(Duration::from_secs(5), "the refusal is counted", || async {
+            (o.refusals(reason) == before + 1.0).then_some(())
+        })
+        .await;
+    }
+
+    // Our own dial turns the alert into a sentence.
+    assert_eq!(
+        dial_refusal(&c, &foreign).await,
+        "issued by a CA the coordinator does not trust (unknown CA) (TLS alert unknown_ca)"
+    );
+    let reason = dial_refusal(&c, &expired).await;
+    assert!(reason.starts_with("certificate expired on "), "{reason}");
+
+    // Nothing reached a service: nothing was audited for the strangers.
+    let entries = audit(&mut fleet(&env, &c, "viewer").await).await;
+    assert!(entries.is_empty(), "{entries:#?}");
     c.shutdown().await;
 }
 

@@ -293,8 +293,9 @@ async fn runs_serves_metrics_and_exits_0_on_sigterm() {
     assert_eq!(http_get(metrics, "/readyz").await.0, 200);
 
     // A gRPC client gets through to the binary's Fleet service.
-    let url = faultline_proto::tls::CoordinatorUrl::parse(&format!("https://{grpc}")).expect("url");
-    let ch = faultline_proto::tls::connect(&url, &env.paths("viewer"), common::TIMEOUT)
+    let url =
+        faultline_identity::tls::CoordinatorUrl::parse(&format!("https://{grpc}")).expect("url");
+    let ch = faultline_identity::tls::connect(&url, &env.paths("viewer"), common::TIMEOUT)
         .await
         .expect("connect");
     let policy = faultline_proto::pb::fleet_client::FleetClient::new(ch)

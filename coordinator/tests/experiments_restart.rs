@@ -11,9 +11,9 @@ use std::time::Duration;
 use common::agent::TestAgent;
 use common::experiments::*;
 use common::*;
+use faultline_identity::tls::{self, CoordinatorUrl};
 use faultline_proto::pb;
 use faultline_proto::pb::experiments_client::ExperimentsClient;
-use faultline_proto::tls::{self, CoordinatorUrl};
 
 const BIN: &str = env!("CARGO_BIN_EXE_faultline-coordinator");
 const SPEC: &str = "  duration: 60s\n  targets: {mode: all}\n  faults: [{kind: cpu, load: 5}]\n";

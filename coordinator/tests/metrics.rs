@@ -39,6 +39,8 @@ async fn metrics_follow_sessions_and_refusals() {
         "faultline_coordinator_sessions_closed_total",
         "faultline_coordinator_lease_renewals_total",
         "faultline_coordinator_auth_refusals_total",
+        "faultline_coordinator_tls_handshake_failures_total",
+        "faultline_coordinator_tls_handshakes_in_flight",
         "faultline_coordinator_halted",
         "faultline_coordinator_audit_entries_total",
     ] {

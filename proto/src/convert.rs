@@ -316,6 +316,38 @@ pub fn spec_to_pb(s: &FaultSpec) -> pb::FaultSpec {
     }
 }
 
+/// Every revert reason with a name, in wire order.
+pub const REVERT_REASONS: [pb::RevertReason; 6] = [
+    pb::RevertReason::Deadline,
+    pb::RevertReason::Lease,
+    pb::RevertReason::Abort,
+    pb::RevertReason::Shutdown,
+    pb::RevertReason::Recovery,
+    pb::RevertReason::Unvouched,
+];
+
+/// The short name of a revert reason (`deadline`, `lease`, `unvouched`, ...) used in records,
+/// metrics labels, logs and the CLI; empty for an unset or unknown value.
+pub fn revert_reason_name(r: i32) -> &'static str {
+    match pb::RevertReason::try_from(r).unwrap_or(pb::RevertReason::Unspecified) {
+        pb::RevertReason::Unspecified => "",
+        pb::RevertReason::Deadline => "deadline",
+        pb::RevertReason::Lease => "lease",
+        pb::RevertReason::Abort => "abort",
+        pb::RevertReason::Shutdown => "shutdown",
+        pb::RevertReason::Recovery => "recovery",
+        pb::RevertReason::Unvouched => "unvouched",
+    }
+}
+
+/// The revert reason named `name` ([`revert_reason_name`]); `Unspecified` for anything else.
+pub fn revert_reason_from_name(name: &str) -> pb::RevertReason {
+    REVERT_REASONS
+        .into_iter()
+        .find(|r| revert_reason_name(*r as i32) == name)
+        .unwrap_or(pb::RevertReason::Unspecified)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,36 +387,4 @@ mod tests {
             .to_string()
             .starts_with("spec.kind: is required"));
     }
-}
-
-/// Every revert reason with a name, in wire order.
-pub const REVERT_REASONS: [pb::RevertReason; 6] = [
-    pb::RevertReason::Deadline,
-    pb::RevertReason::Lease,
-    pb::RevertReason::Abort,
-    pb::RevertReason::Shutdown,
-    pb::RevertReason::Recovery,
-    pb::RevertReason::Unvouched,
-];
-
-/// The short name of a revert reason (`deadline`, `lease`, `unvouched`, ...) used in records,
-/// metrics labels, logs and the CLI; empty for an unset or unknown value.
-pub fn revert_reason_name(r: i32) -> &'static str {
-    match pb::RevertReason::try_from(r).unwrap_or(pb::RevertReason::Unspecified) {
-        pb::RevertReason::Unspecified => "",
-        pb::RevertReason::Deadline => "deadline",
-        pb::RevertReason::Lease => "lease",
-        pb::RevertReason::Abort => "abort",
-        pb::RevertReason::Shutdown => "shutdown",
-        pb::RevertReason::Recovery => "recovery",
-        pb::RevertReason::Unvouched => "unvouched",
-    }
-}
-
-/// The revert reason named `name` ([`revert_reason_name`]); `Unspecified` for anything else.
-pub fn revert_reason_from_name(name: &str) -> pb::RevertReason {
-    REVERT_REASONS
-        .into_iter()
-        .find(|r| revert_reason_name(*r as i32) == name)
-        .unwrap_or(pb::RevertReason::Unspecified)
 }

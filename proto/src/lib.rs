@@ -1,11 +1,8 @@
-//! The `faultline.v1` wire protocol: generated gRPC code, mutual TLS for every connection, and
-//! the development PKI that issues Faultline identities.
-#![deny(unsafe_code)]
+//! The `faultline.v1` wire protocol: the generated gRPC code and the conversions between wire
+//! messages and `faultline-core` types; nothing else.
+#![forbid(unsafe_code)]
 
 pub mod convert;
-pub mod http;
-pub mod pki;
-pub mod tls;
 
 /// Generated prost/tonic code for package `faultline.v1`.
 #[allow(clippy::all, clippy::unwrap_used, missing_docs)]

@@ -18,9 +18,9 @@ use std::time::Duration;
 use faultline_agent::{Agent, FaultManager};
 use faultline_coordinator::Coordinator;
 use faultline_core::{Labels, NodeName};
+use faultline_identity::pki::{self, InitOptions};
+use faultline_identity::tls::{self, CertPaths, CoordinatorUrl};
 use faultline_proto::pb;
-use faultline_proto::pki::{self, InitOptions};
-use faultline_proto::tls::{self, CertPaths, CoordinatorUrl};
 use futures::future::BoxFuture;
 use pb::RevertReason;
 use tonic::transport::Channel;
@@ -67,6 +67,7 @@ pub fn coordinator_config(
         metrics_listen: None,
         data_dir: data_dir.to_path_buf(),
         tls: certs.paths("coordinator"),
+        handshakes: Default::default(),
         lease,
         renew_interval: Duration::from_secs(1),
         policy: Default::default(),

@@ -125,6 +125,11 @@ impl Stack {
     /// Starts an agent process without waiting for it; its config allows io faults under the
     /// stack dir and keeps the default limits otherwise.
     pub fn start_agent(&mut self, name: &str, labels: &str) -> &Agent {
+        self.start_agent_env(name, labels, &[])
+    }
+
+    /// [`Stack::start_agent`] with extra environment variables (e.g. libfaketime's).
+    pub fn start_agent_env(&mut self, name: &str, labels: &str, env: &[(&str, &str)]) -> &Agent {
         let state = self.dir.path().join(format!("state-{name}"));
         let config = self.dir.path().join(format!("agent-{name}.toml"));
         std::fs::write(
@@ -151,7 +156,13 @@ impl Stack {
             "--config".into(),
             config.display().to_string(),
         ];
-        let proc = Proc::spawn(name, &binary("faultline-agent"), &args, self.dir.path());
+        let proc = Proc::spawn_env(
+            name,
+            &binary("faultline-agent"),
+            &args,
+            env,
+            self.dir.path(),
+        );
         self.agents.push(Agent {
             name: name.into(),
             proc,

@@ -121,6 +121,8 @@ struct Script {
     /// The process dies at this step (a step = before creating/removing artifact n, or n = all
     /// done, before returning).
     crash: Option<(FakeOp, usize)>,
+    /// The call hangs at this step until released, then carries on (a stuck syscall).
+    hang: Option<(FakeOp, usize)>,
     health: BTreeMap<String, Health>,
     dead: bool,
 }
@@ -175,6 +177,12 @@ impl FakeDriver {
         s.fail_reverts = times;
         s.fail_revert_at = step;
     }
+    /// The next `op` hangs at `step` until [`FakeWorld::release`], then carries on normally
+    /// (a syscall stuck on a FIFO, say); [`FakeWorld::crashed`] completes when it starts to hang.
+    pub fn hang_at(&self, op: FakeOp, step: usize) {
+        self.script().hang = Some((op, step));
+    }
+
     pub fn crash_at(&self, op: FakeOp, step: usize) {
         self.script().crash = Some((op, step));
     }
@@ -197,8 +205,23 @@ impl FakeDriver {
         Ok(())
     }
 
-    /// At a scripted crash point: die (block until released, then report an error).
+    /// At a scripted crash point: die (block until released, then report an error). At a
+    /// scripted hang: block until released, then go on.
     fn maybe_crash(&self, op: FakeOp, step: usize) -> Result<(), DriverError> {
+        let hang = {
+            let mut s = self.script();
+            let hang = s.hang == Some((op, step));
+            if hang {
+                s.hang = None;
+            }
+            hang
+        };
+        if hang {
+            self.world.lock().released = false;
+            self.world.crashed.notify_one();
+            self.world.block_until_released();
+            return Ok(());
+        }
         {
             let mut s = self.script();
             if s.crash != Some((op, step)) {

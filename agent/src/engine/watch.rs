@@ -67,6 +67,7 @@ pub(super) fn spawn_retry(inner: &Arc<Inner>) {
                 _ = tick.tick() => {
                     let Some(inner) = weak.upgrade() else { return };
                     inner.retry_failed().await;
+                    inner.publish_overdue();
                 }
             }
         }
@@ -156,6 +157,27 @@ impl Inner {
             s.counters.insert(k, v);
         }
         self.emit(s);
+    }
+
+    /// Counts, per kind, the faults still held that should be gone: past their end on the
+    /// monotonic clock, or with a failed revert (what `FaultlineFaultPastDeadline` alerts on).
+    pub(super) fn publish_overdue(&self) {
+        let now = Instant::now();
+        let mut overdue: std::collections::BTreeMap<String, usize> = self
+            .drivers
+            .iter()
+            .flat_map(|d| d.kinds().iter().map(|k| (k.as_str().to_string(), 0)))
+            .collect();
+        for h in self.faults().values() {
+            let late = h.entry.state == EntryState::RevertFailed
+                || (h.entry.state == EntryState::Applied && h.until.is_some_and(|u| u <= now));
+            if late {
+                *overdue.entry(h.entry.kind.clone()).or_default() += 1;
+            }
+        }
+        for (kind, n) in overdue {
+            metrics::faults_overdue(&kind, n);
+        }
     }
 
     /// Retries every failed revert; a success is reported as REVERTED with the first reason.

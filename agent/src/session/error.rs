@@ -43,7 +43,7 @@ impl SessionError {
         };
         let mut message = status.message().to_string();
         if let Some(source) = std::error::Error::source(&status) {
-            let chain = faultline_proto::tls::error_chain(source);
+            let chain = faultline_identity::tls::error_chain(source);
             if !message.contains(&chain) {
                 if !message.is_empty() {
                     message.push_str(": ");

@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use faultline_core::Labels;
+use faultline_identity::tls::{CertPaths, CoordinatorUrl};
 use faultline_proto::pb;
 use faultline_proto::pb::agent_message::Msg as Out;
 use faultline_proto::pb::coordinator_message::Msg as In;
-use faultline_proto::tls::{CertPaths, CoordinatorUrl};
 use futures::future::BoxFuture;
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -58,6 +58,7 @@ impl Conn {
                 Out::FaultStatus(s) => return s,
                 Out::Telemetry(_) => continue,
                 Out::Hello(h) => panic!("unexpected Hello {h:?}"),
+                Out::RenewCertificate(_) => panic!("unexpected RenewCertificate"),
             }
         }
     }

@@ -35,12 +35,14 @@ use crate::transport::{Inbound, Transport};
 
 mod error;
 mod orders;
+mod renew;
 mod vouch;
 mod wire;
 
 use error::FailureLog;
 pub use error::SessionError;
 use orders::{Done, Op, Orders};
+pub use renew::Renew;
 use vouch::Vouches;
 use wire::{agent_msg, coordinator_reason, open, send};
 
@@ -81,6 +83,9 @@ pub struct Ctx {
     /// Statuses the manager produces on its own (deadline reverts, failed faults, retried
     /// reverts): sent at once while connected, queued in `pending` while not.
     pub events: Option<mpsc::Receiver<pb::FaultStatus>>,
+    /// The certificate to renew over the session (an enrolled agent); `None` for certificates
+    /// managed outside the agent.
+    pub renewer: Option<Arc<dyn Renew>>,
 }
 
 /// The next unsolicited status; never completes when there is no (more) event source.
@@ -105,6 +110,8 @@ struct Loop {
     orders: Orders,
     done: mpsc::UnboundedReceiver<Done>,
     vouch_check: tokio::time::Interval,
+    /// When to ask for a new certificate next (in a session).
+    renew_at: Option<Instant>,
 }
 
 enum End {
@@ -130,6 +137,7 @@ pub async fn run(ctx: Ctx) {
         orders,
         done,
         vouch_check,
+        renew_at: None,
     };
     l.run().await;
     l.ctx.status.send_modify(|s| s.connected = false);
@@ -338,10 +346,16 @@ impl Loop {
         let every = self.ctx.telemetry_interval;
         let mut tick = tokio::time::interval_at(Instant::now(), every);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        self.renew_at = self.next_renewal();
         loop {
             tokio::select! {
                 biased;
                 _ = self.ctx.cancel.cancelled() => return End::Cancelled,
+                _ = renew::until(self.renew_at) => {
+                    if let Err(e) = self.request_certificate(&tx).await {
+                        return End::Broken(e);
+                    }
+                }
                 msg = inbound.next() => match msg {
                     Some(Ok(m)) => self.handle(m),
                     Some(Err(status)) => return End::Broken(SessionError::from_status(status)),
@@ -425,7 +439,50 @@ impl Loop {
             Some(In::Welcome(w)) => {
                 tracing::warn!(session_id = %w.session_id, "ignoring a second Welcome in one session");
             }
+            Some(In::Certificate(issued)) => self.certificate_issued(issued),
             None => tracing::debug!("ignoring an empty coordinator message"),
+        }
+    }
+
+    /// When the certificate is due for renewal, if there is one to renew.
+    fn next_renewal(&self) -> Option<Instant> {
+        let due = self.ctx.renewer.as_ref()?.due()?;
+        Some(renew::instant_of(due))
+    }
+
+    /// Sends a CSR for a new key; asks again after a while if no usable answer comes.
+    async fn request_certificate(
+        &mut self,
+        tx: &mpsc::Sender<pb::AgentMessage>,
+    ) -> Result<(), SessionError> {
+        let Some(renewer) = self.ctx.renewer.clone() else {
+            self.renew_at = None;
+            return Ok(());
+        };
+        self.renew_at = Some(Instant::now() + renewer.retry_after());
+        match renewer.request() {
+            Ok(csr_der) => {
+                tracing::info!("asking the coordinator for a new certificate");
+                send(tx, Out::RenewCertificate(pb::RenewCertificate { csr_der })).await
+            }
+            Err(e) => {
+                tracing::warn!("cannot make a key for the certificate renewal: {e}");
+                Ok(())
+            }
+        }
+    }
+
+    fn certificate_issued(&mut self, issued: pb::CertificateIssued) {
+        let Some(renewer) = self.ctx.renewer.clone() else {
+            tracing::warn!("ignoring a certificate this agent did not ask for");
+            return;
+        };
+        match renewer.answer(issued) {
+            Ok(_) => self.renew_at = self.next_renewal(),
+            Err(e) => tracing::warn!(
+                "certificate renewal failed: {e}; asking again in {:?}",
+                renewer.retry_after()
+            ),
         }
     }
 

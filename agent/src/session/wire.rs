@@ -75,6 +75,7 @@ pub(crate) fn describe(m: &pb::CoordinatorMessage) -> &'static str {
         Some(In::Apply(_)) => "ApplyFault",
         Some(In::Revert(_)) => "RevertFault",
         Some(In::RevertAll(_)) => "RevertAll",
+        Some(In::Certificate(_)) => "CertificateIssued",
         None => "an empty message",
     }
 }

@@ -9,7 +9,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use faultline_proto::pki;
+use faultline_identity::pki;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 

@@ -53,7 +53,6 @@ pub fn kube_proxy_like(node: &Ns, pod: &Ns) -> String {
     if_node
 }
 
-
 /// Fails (never skips) when a prerequisite is missing, saying what to install.
 pub fn require_iptables() -> PathBuf {
     for dir in ["/usr/sbin", "/sbin", "/usr/bin"] {

@@ -1,10 +1,10 @@
 //! `faultctl certs init`: validates the flags, writes the certs layout with
-//! `faultline_proto::pki::init_dir`, and tells the operator how to use the files.
+//! `faultline_identity::pki::init_dir`, and tells the operator how to use the files.
 
 use std::path::Path;
 
 use faultline_core::NodeName;
-use faultline_proto::pki::{self, InitFile, InitOptions};
+use faultline_identity::pki::{self, InitFile, InitOptions};
 use serde_json::json;
 
 use super::pretty;

@@ -5,6 +5,7 @@ mod audit;
 mod certs;
 pub(crate) mod experiments;
 mod fleet;
+mod tokens;
 
 use std::io::{IsTerminal, Write};
 
@@ -12,6 +13,7 @@ use serde_json::Value;
 
 use crate::args::{
     AgentsCommand, CertsCommand, Cli, Command, DescribeCommand, GetCommand, OutputFormat,
+    TokensCommand,
 };
 use crate::client::Target;
 use crate::error::CliError;
@@ -38,6 +40,12 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> Result<Printed, CliError> {
         Command::Version => version(o),
         Command::Certs(CertsCommand::Init(args)) => certs::init(args, &cli.certs_dir, o),
         Command::Agents(AgentsCommand::List) => agents::list(&target, o).await,
+        Command::Agents(AgentsCommand::Revoke(args)) => {
+            tokens::revoke_agent(&target, &args.node, &args.reason, o).await
+        }
+        Command::Tokens(TokensCommand::Create(args)) => tokens::create(&target, args, o).await,
+        Command::Tokens(TokensCommand::List) => tokens::list(&target, o).await,
+        Command::Tokens(TokensCommand::Revoke(args)) => tokens::revoke(&target, &args.id, o).await,
         Command::Audit(args) => audit::show(&target, args.limit, o).await,
         Command::Policy => fleet::policy(&target, o).await,
         Command::Halt(args) => fleet::halt(&target, &args.reason, o).await,

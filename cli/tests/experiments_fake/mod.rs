@@ -11,9 +11,9 @@ mod pods;
 mod support;
 
 use faultline_core::Role;
+use faultline_identity::tls;
 use faultline_proto::pb::experiments_server::ExperimentsServer;
 use faultline_proto::pb::{self, experiments_server::Experiments};
-use faultline_proto::tls;
 use tonic::{Request, Response, Status};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_faultctl");

@@ -4,8 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use faultline_proto::pki::{self, InitOptions};
-use faultline_proto::tls::{CertPaths, ReloadingServerConfig, TlsIncoming};
+use faultline_identity::pki::{self, InitOptions};
+use faultline_identity::tls::{
+    CertPaths, HandshakeLimits, LogHandshakes, ReloadingServerConfig, TlsIncoming,
+};
 
 pub struct Listening {
     pub url: String,
@@ -45,7 +47,12 @@ pub async fn serve(routes: tonic::service::Routes) -> Listening {
     let addr = listener.local_addr().expect("local addr");
     let config = ReloadingServerConfig::new(CertPaths::in_dir(&certs, "coordinator"))
         .expect("server TLS config");
-    let incoming = TlsIncoming::new(listener, Arc::new(config));
+    let incoming = TlsIncoming::new(
+        listener,
+        Arc::new(config),
+        HandshakeLimits::default(),
+        Arc::new(LogHandshakes),
+    );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(
         tonic::transport::Server::builder()

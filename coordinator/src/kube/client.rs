@@ -35,7 +35,7 @@ fn api_error(what: &str, e: kube::Error) -> KubeError {
             s.message, s.code
         ),
         kube::Error::Api(s) => format!("{} (HTTP {} {})", s.message, s.code, s.reason),
-        other => faultline_proto::tls::error_chain(&other),
+        other => faultline_identity::tls::error_chain(&other),
     };
     KubeError::Api {
         what: what.to_string(),
@@ -133,7 +133,7 @@ impl KubeSource {
                 Err(e) => {
                     return Ok(PodAccess::Unavailable(format!(
                         "the in-cluster Kubernetes configuration is unusable: {}",
-                        faultline_proto::tls::error_chain(&e)
+                        faultline_identity::tls::error_chain(&e)
                     )))
                 }
             },
@@ -144,7 +144,7 @@ impl KubeSource {
                         config_error(format!(
                             "{}: {}",
                             p.display(),
-                            faultline_proto::tls::error_chain(&e)
+                            faultline_identity::tls::error_chain(&e)
                         ))
                     })?;
                     merged = merged
@@ -153,12 +153,12 @@ impl KubeSource {
                 }
                 kube::Config::from_custom_kubeconfig(merged, &KubeConfigOptions::default())
                     .await
-                    .map_err(|e| config_error(faultline_proto::tls::error_chain(&e)))?
+                    .map_err(|e| config_error(faultline_identity::tls::error_chain(&e)))?
             }
         };
         let client = kube::Client::try_from(config).map_err(|e| KubeError::Config {
             flag: "kubernetes client",
-            message: faultline_proto::tls::error_chain(&e),
+            message: faultline_identity::tls::error_chain(&e),
         })?;
         Ok(PodAccess::Cluster(std::sync::Arc::new(KubeCluster::new(
             client,

@@ -12,6 +12,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::experiments::record::ExperimentRecord;
 
+mod tokens;
+pub use tokens::{
+    EnrollStore, EnrollmentRecord, IssuedRecord, RevocationRecord, Revoked, TokenRecord,
+};
+
 /// What the coordinator remembers about an agent between restarts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentRecord {

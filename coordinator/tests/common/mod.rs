@@ -7,18 +7,16 @@ pub mod experiments;
 pub mod http;
 
 use std::collections::HashMap;
-use std::io;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use faultline_coordinator::{Config, Coordinator, Policy};
+use faultline_identity::pki::{self, InitOptions};
+use faultline_identity::tls::{self, CertPaths, CoordinatorUrl};
 use faultline_proto::pb::agent_session_client::AgentSessionClient;
 use faultline_proto::pb::coordinator_message::Msg as CoordMsg;
 use faultline_proto::pb::fleet_client::FleetClient;
 use faultline_proto::pb::{self, agent_message::Msg as AgentMsg};
-use faultline_proto::pki::{self, InitOptions};
-use faultline_proto::tls::{self, CertPaths, CoordinatorUrl};
 use tempfile::TempDir;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -69,6 +67,7 @@ impl Env {
             metrics_listen: None,
             data_dir: self.data(),
             tls: self.paths("coordinator"),
+            handshakes: Default::default(),
             lease: Duration::from_secs(5),
             renew_interval: Duration::from_secs(1),
             policy: Policy::default(),
@@ -102,45 +101,6 @@ pub async fn channel(env: &Env, c: &Coordinator, stem: &str) -> Channel {
 
 pub async fn fleet(env: &Env, c: &Coordinator, stem: &str) -> FleetClient<Channel> {
     FleetClient::new(channel(env, c, stem).await)
-}
-
-/// A channel over a caller-built rustls client configuration (for example one without a
-/// client certificate).
-pub async fn raw_channel(c: &Coordinator, config: rustls::ClientConfig) -> Channel {
-    let config = Arc::new(config);
-    let port = c.grpc_addr().port();
-    let connector = tower::service_fn(move |_uri: tonic::transport::Uri| {
-        let config = config.clone();
-        async move {
-            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-            let name = rustls::pki_types::ServerName::try_from("127.0.0.1")
-                .map_err(|e| io::Error::other(e.to_string()))?;
-            let tls = tokio_rustls::TlsConnector::from(config)
-                .connect(name, tcp)
-                .await?;
-            Ok::<_, io::Error>(hyper_util::rt::TokioIo::new(tls))
-        }
-    });
-    tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
-        .expect("endpoint")
-        .connect_with_connector(connector)
-        .await
-        .expect("raw TLS channel")
-}
-
-/// A TLS 1.3 client configuration that trusts `ca` and presents no certificate.
-pub fn no_client_cert_config(ca: &Path) -> rustls::ClientConfig {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in tls::load_certs(ca).expect("CA") {
-        roots.add(cert).expect("root");
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(tls::provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("TLS 1.3")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    config
 }
 
 pub fn hello(node: &str, labels: &[(&str, &str)]) -> pb::AgentMessage {

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use faultline_proto::tls::CoordinatorUrl;
+use faultline_identity::tls::CoordinatorUrl;
 
 const USAGE: &str = "\
 usage:
@@ -53,15 +53,15 @@ macro_rules! from_error {
     ($($t:ty),*) => {$(
         impl From<$t> for SimError {
             fn from(e: $t) -> Self {
-                SimError(faultline_proto::tls::error_chain(&e))
+                SimError(faultline_identity::tls::error_chain(&e))
             }
         }
     )*};
 }
 from_error!(
     std::io::Error,
-    faultline_proto::tls::TlsError,
-    faultline_proto::pki::PkiError
+    faultline_identity::tls::TlsError,
+    faultline_identity::pki::PkiError
 );
 
 impl From<tonic::Status> for SimError {

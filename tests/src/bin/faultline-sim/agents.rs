@@ -1,6 +1,7 @@
 //! Simulated agents: one real AgentSession over real mutual TLS per agent, all in this process.
 //! Each says Hello, sends Telemetry every second, answers ApplyFault with APPLIED and
-//! RevertFault/RevertAll with REVERTED at once, and records when it answered, per experiment.
+//! RevertFault/RevertAll with REVERTED at once, reverts what a renewal no longer vouches for (as
+//! the real agent does), and records when it answered, per experiment.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -9,9 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use faultline_core::{Identity, Role};
+use faultline_identity::pki::{self, Ca, Validity};
+use faultline_identity::tls::{self, CertPaths, CoordinatorUrl};
 use faultline_proto::pb::{self, agent_message::Msg as Out, coordinator_message::Msg as In};
-use faultline_proto::pki::{self, Ca, Validity};
-use faultline_proto::tls::{self, CertPaths, CoordinatorUrl};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -283,10 +284,25 @@ impl SimAgent {
                     self.shared.record(&exp, pb::FaultState::Reverted);
                 }
             }
-            Some(In::Lease(_)) => {
+            Some(In::Lease(l)) => {
                 self.shared.leases.fetch_add(1, Ordering::Relaxed);
+                // The lease contract, as the real agent keeps it: whatever the renewal does not
+                // name is reverted at once.
+                let gone: Vec<String> = held
+                    .keys()
+                    .filter(|f| !l.vouched_fault_ids.contains(f))
+                    .cloned()
+                    .collect();
+                for fault in gone {
+                    let exp = held.remove(&fault).unwrap_or_default();
+                    let reason = pb::RevertReason::Unvouched as i32;
+                    let status = status(&fault, &exp, pb::FaultState::Reverted, reason);
+                    tx.send(status).await.map_err(|_| closed())?;
+                    self.shared.record(&exp, pb::FaultState::Reverted);
+                }
             }
-            Some(In::Welcome(_)) | None => {}
+            // Simulated agents never ask for a certificate.
+            Some(In::Welcome(_)) | Some(In::Certificate(_)) | None => {}
         }
         Ok(())
     }

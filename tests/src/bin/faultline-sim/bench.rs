@@ -4,9 +4,9 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use faultline_identity::pki::{self, InitOptions};
+use faultline_identity::tls::{self, CertPaths};
 use faultline_proto::pb::{self, experiments_client::ExperimentsClient};
-use faultline_proto::pki::{self, InitOptions};
-use faultline_proto::tls::{self, CertPaths};
 use tonic::transport::Channel;
 
 use crate::agents::{self, Fleet, FleetConfig};

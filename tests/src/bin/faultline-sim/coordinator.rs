@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use faultline_proto::tls::CoordinatorUrl;
+use faultline_identity::tls::CoordinatorUrl;
 
 use crate::SimError;
 

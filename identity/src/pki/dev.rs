@@ -1,187 +1,14 @@
-//! A small certificate authority for development and tests: the CA, the coordinator's server
+//! The development CA layout of `faultctl certs init`: the CA, the coordinator's server
 //! certificate, role certificates for people and tools, and one certificate per agent, in the
 //! layout that `--certs-dir` reads (see [`crate::tls::CertPaths::in_dir`]).
-//!
-//! Production installs bring their own CA or cert-manager; the only contract is the SAN URI
-//! `spiffe://faultline/<role>/<name>` in each certificate.
 
 use std::fs;
-use std::io::Write;
-use std::net::IpAddr;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use faultline_core::{Identity, NodeName, Role};
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
-};
-use time::{Duration, OffsetDateTime};
 
-#[derive(Debug, thiserror::Error)]
-pub enum PkiError {
-    #[error("certificate generation: {0}")]
-    Rcgen(#[from] rcgen::Error),
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("--san {0:?} is neither an IP address nor a DNS name")]
-    San(String),
-    #[error("agent name {0}")]
-    Agent(String),
-}
-
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
-    move |source| PkiError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-/// A PEM certificate and its PEM private key.
-#[derive(Debug, Clone)]
-pub struct Issued {
-    pub cert_pem: String,
-    pub key_pem: String,
-}
-
-/// Validity window of an issued certificate.
-#[derive(Debug, Clone, Copy)]
-pub struct Validity {
-    pub not_before: OffsetDateTime,
-    pub not_after: OffsetDateTime,
-}
-
-impl Validity {
-    /// From an hour ago (clock skew) for `days` days.
-    pub fn days(days: i64) -> Self {
-        let now = OffsetDateTime::now_utc();
-        Validity {
-            not_before: now - Duration::hours(1),
-            not_after: now + Duration::days(days),
-        }
-    }
-}
-
-/// A certificate authority that can issue Faultline certificates.
-pub struct Ca {
-    issuer: Issuer<'static, KeyPair>,
-    cert_pem: String,
-    key_pem: String,
-}
-
-impl std::fmt::Debug for Ca {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ca").finish_non_exhaustive()
-    }
-}
-
-impl Ca {
-    /// A new self-signed CA valid for `validity`.
-    pub fn generate(common_name: &str, validity: Validity) -> Result<Self, PkiError> {
-        let key = KeyPair::generate()?;
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, common_name);
-        dn.push(DnType::OrganizationName, "Faultline");
-        params.distinguished_name = dn;
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        params.not_before = validity.not_before;
-        params.not_after = validity.not_after;
-        let cert = params.self_signed(&key)?;
-        let key_pem = key.serialize_pem();
-        Ok(Ca {
-            issuer: Issuer::new(params, key),
-            cert_pem: cert.pem(),
-            key_pem,
-        })
-    }
-
-    /// Loads an existing CA from its PEM certificate and key.
-    pub fn load(cert_path: &Path, key_path: &Path) -> Result<Self, PkiError> {
-        let cert_pem = fs::read_to_string(cert_path).map_err(io_err(cert_path))?;
-        let key_pem = fs::read_to_string(key_path).map_err(io_err(key_path))?;
-        let key = KeyPair::from_pem(&key_pem)?;
-        let issuer = Issuer::from_ca_cert_pem(&cert_pem, key)?;
-        Ok(Ca {
-            issuer,
-            cert_pem,
-            key_pem,
-        })
-    }
-
-    pub fn cert_pem(&self) -> &str {
-        &self.cert_pem
-    }
-
-    pub fn key_pem(&self) -> &str {
-        &self.key_pem
-    }
-
-    /// Issues a certificate for `identity` (SAN URI) plus DNS/IP `sans`, usable as a TLS client
-    /// and server certificate.
-    pub fn issue(
-        &self,
-        identity: &Identity,
-        sans: &[String],
-        validity: Validity,
-    ) -> Result<Issued, PkiError> {
-        let key = KeyPair::generate()?;
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, identity.name.as_str());
-        dn.push(DnType::OrganizationalUnitName, identity.role.as_str());
-        params.distinguished_name = dn;
-        params
-            .subject_alt_names
-            .push(SanType::URI(identity.to_uri().try_into()?));
-        for san in sans {
-            params.subject_alt_names.push(parse_san(san)?);
-        }
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ClientAuth,
-            ExtendedKeyUsagePurpose::ServerAuth,
-        ];
-        params.use_authority_key_identifier_extension = true;
-        params.not_before = validity.not_before;
-        params.not_after = validity.not_after;
-        let cert = params.signed_by(&key, &self.issuer)?;
-        Ok(Issued {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        })
-    }
-}
-
-fn parse_san(san: &str) -> Result<SanType, PkiError> {
-    if let Ok(ip) = san.parse::<IpAddr>() {
-        return Ok(SanType::IpAddress(ip));
-    }
-    let dns_ok = !san.is_empty()
-        && san.len() <= 253
-        && san.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '*')
-        });
-    if !dns_ok {
-        return Err(PkiError::San(san.to_string()));
-    }
-    Ok(SanType::DnsName(
-        san.to_string()
-            .try_into()
-            .map_err(|_| PkiError::San(san.to_string()))?,
-    ))
-}
+use super::{io_err, parse_san, write_file, Ca, PkiError, Validity};
 
 /// What `faultctl certs init` should produce.
 #[derive(Debug, Clone)]
@@ -311,29 +138,10 @@ pub fn init_dir(dir: &Path, opts: &InitOptions) -> Result<Vec<InitFile>, PkiErro
     Ok(out)
 }
 
-/// Writes `contents` atomically (temp file + rename) with 0600 for secrets, 0644 otherwise.
-pub fn write_file(path: &Path, contents: &str, secret: bool) -> Result<(), PkiError> {
-    let mode = if secret { 0o600 } else { 0o644 };
-    let tmp = path.with_extension("pem.tmp");
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(io_err(&tmp))?;
-    f.set_permissions(fs::Permissions::from_mode(mode))
-        .map_err(io_err(&tmp))?;
-    f.write_all(contents.as_bytes()).map_err(io_err(&tmp))?;
-    f.sync_all().map_err(io_err(&tmp))?;
-    fs::rename(&tmp, path).map_err(io_err(path))?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tls;
+    use crate::spiffe;
 
     #[test]
     fn init_writes_layout_with_modes_and_identities() {
@@ -360,9 +168,9 @@ mod tests {
             .mode()
             & 0o777;
         assert_eq!(mode, 0o600);
-        let id = tls::identity_of_file(&dir.path().join("agent-node-a.pem")).expect("identity");
+        let id = spiffe::identity_of_file(&dir.path().join("agent-node-a.pem")).expect("identity");
         assert_eq!(id, Identity::new(Role::Agent, "node-a"));
-        let id = tls::identity_of_file(&dir.path().join("operator.pem")).expect("identity");
+        let id = spiffe::identity_of_file(&dir.path().join("operator.pem")).expect("identity");
         assert_eq!(id, Identity::new(Role::Operator, "operator"));
 
         // Running again with another agent keeps the CA and adds only the new files.
@@ -385,6 +193,28 @@ mod tests {
             ]
         );
         assert_eq!(fs::read(dir.path().join("ca.pem")).expect("ca"), ca_before);
+    }
+
+    #[test]
+    fn only_the_coordinator_may_serve() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = InitOptions {
+            sans: vec![],
+            agents: vec!["node-a".into()],
+            days: 1,
+            force: false,
+        };
+        init_dir(dir.path(), &opts).expect("init");
+        let usage =
+            |stem: &str| crate::test_util::key_usage(&dir.path().join(format!("{stem}.pem")));
+        assert_eq!(
+            usage("coordinator"),
+            (false, true),
+            "coordinator: serverAuth only"
+        );
+        for stem in ["admin", "operator", "viewer", "agent-node-a"] {
+            assert_eq!(usage(stem), (true, false), "{stem}: clientAuth only");
+        }
     }
 
     #[test]

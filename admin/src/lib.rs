@@ -1,7 +1,8 @@
-//! The plain-HTTP side of both daemons: `/metrics` (Prometheus text exposition), `/healthz`
+//! The daemons' plain-HTTP admin endpoint: `/metrics` (Prometheus text exposition), `/healthz`
 //! (the process is serving) and `/readyz` (the daemon is ready: the agent is connected to its
 //! coordinator, the coordinator is accepting sessions). Nothing else is served here: every
 //! control operation goes over mutual-TLS gRPC.
+#![forbid(unsafe_code)]
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
