@@ -23,7 +23,7 @@ use super::{conntrack, Conn, ControlChannel, Registration, SESSION_MARK};
 pub struct ControlStream {
     // Field order = drop order: the socket closes before the exemption goes.
     inner: TcpStream,
-    registration: Registration,
+    _registration: Registration,
     /// The connection as the socket sees it, and on the wire when NAT translates it.
     pub socket: Conn,
     pub on_wire: Option<Conn>,
@@ -33,11 +33,6 @@ impl ControlStream {
     /// Whether its packets carry the session mark (false without CAP_NET_ADMIN/CAP_NET_RAW).
     pub fn marked(&self) -> bool {
         socket::getsockopt(&self.inner, sockopt::Mark).ok() == Some(SESSION_MARK)
-    }
-
-    /// The registration (for tests that end the exemption by hand).
-    pub fn registration(&self) -> &Registration {
-        &self.registration
     }
 }
 
@@ -104,7 +99,7 @@ pub async fn connect(addr: SocketAddr, channel: &ControlChannel) -> io::Result<C
     let _ = stream.set_nodelay(true);
     Ok(ControlStream {
         inner: stream,
-        registration,
+        _registration: registration,
         socket: conn,
         on_wire,
     })

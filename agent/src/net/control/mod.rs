@@ -23,6 +23,7 @@ pub mod dial;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 /// `SO_MARK` of the session sockets (`FL_SESSION_MARK` in `ebpf/common.h`). Its bits avoid the
@@ -106,7 +107,7 @@ struct Inner {
     /// Serialises changes and their notifications: the last notification is the latest state.
     notify: Mutex<()>,
     conns: Mutex<BTreeMap<u64, Vec<ConnKey>>>,
-    next_id: Mutex<u64>,
+    next_id: AtomicU64,
     holders: Mutex<Vec<Weak<dyn ChannelHolder>>>,
 }
 
@@ -150,11 +151,7 @@ impl ControlChannel {
     /// Registers a connection seen as `views` (the socket's ends, the translated ones) and
     /// updates every holder's maps before returning.
     pub fn register(&self, views: &[Conn]) -> Registration {
-        let id = {
-            let mut n = lock(&self.0.next_id);
-            *n += 1;
-            *n
-        };
+        let id = self.0.next_id.fetch_add(1, Ordering::Relaxed);
         let keys: Vec<ConnKey> = views.iter().flat_map(Conn::keys).collect();
         self.change(|conns| {
             conns.insert(id, keys);
