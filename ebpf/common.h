@@ -2,7 +2,8 @@
 /*
  * common.h: includes, constants and the map layouts every Faultline eBPF program shares.
  *
- * The structs here are mirrored byte for byte by agent/src/net/rules.rs (which has unit tests
+ * The structs here are mirrored byte for byte by agent/src/net/rules.rs and, for
+ * struct fl_conn_key and FL_SESSION_MARK, agent/src/net/control/mod.rs (both have unit tests
  * on their bytes): change both together.
  */
 #ifndef FL_COMMON_H
@@ -71,9 +72,39 @@ _Static_assert(sizeof(struct fl_cidr_key) == 24, "struct fl_cidr_key must stay 2
 /* fl_stats indexes (per-CPU u64 counters). */
 #define FL_STAT_MATCHED 0
 #define FL_STAT_ACTED 1
-#define FL_STATS 2
+/* Packets the rules matched but that belong to the agent's own session (left alone). */
+#define FL_STAT_SPARED 2
+#define FL_STATS 3
 
 #define FL_MAX_CIDRS 512
 #define FL_MAX_PORTS 128
+
+/* The agent's own session (agent/src/net/control/): never matched, whatever the rules say.
+ *
+ * FL_SESSION_MARK is the SO_MARK of the agent's session sockets (SESSION_MARK in Rust). It is
+ * on every packet those sockets send (skb->mark, set before netfilter, so it survives DNAT and
+ * SNAT) and on the socket itself (skb->sk->mark: cgroup_skb ingress, TC egress). Compared as a
+ * whole word: a packet whose mark other software changed falls back to the tuple check. Its
+ * bits avoid the marks kube-proxy (0x4000, 0x8000), Cilium (0x0f00 and the upper half),
+ * Calico and Weave (the upper half) and the AWS VPC CNI (0x80) use. */
+#define FL_SESSION_MARK 0x3017
+
+/* Key of fl_session: one direction of a session connection as it is on the wire here, i.e.
+ * after NAT (the agent reads the translated tuple from conntrack). The agent writes both
+ * directions of each connection, so one lookup with the packet's own (src, dst) finds it on
+ * any hook. Addresses in network order (IPv4 in the first four bytes), ports in host order.
+ * 40 bytes. */
+struct fl_conn_key {
+	__u8 family; /* 4 or 6 */
+	__u8 pad[3];
+	__u16 sport;
+	__u16 dport;
+	__u8 saddr[16];
+	__u8 daddr[16];
+};
+
+_Static_assert(sizeof(struct fl_conn_key) == 40, "struct fl_conn_key must stay 40 bytes");
+
+#define FL_MAX_SESSION 64
 
 #endif

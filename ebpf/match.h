@@ -3,7 +3,8 @@
  * match.h: the traffic-match rules shared by drop.bpf.c and steer.bpf.c: the maps that hold
  * one fault's rules (written by agent/src/net/rules.rs), packet parsing relative to the
  * network header (works for TC on Ethernet or L3 devices and for cgroup_skb alike), the
- * deadline check and the per-CPU counters.
+ * deadline check, the agent's session exemption (fl_session, written by
+ * agent/src/net/control/) and the per-CPU counters.
  *
  * Use:
  *     const struct fl_config *cfg = fl_active_config();   // NULL once past the deadline
@@ -38,6 +39,15 @@ struct {
 	__type(key, __u16);
 	__type(value, __u8);
 } fl_ports SEC(".maps");
+
+/* The agent's session connections as they are on the wire (both directions of each); kept
+ * current by the agent at every connect and disconnect. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, FL_MAX_SESSION);
+	__type(key, struct fl_conn_key);
+	__type(value, __u8);
+} fl_session SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -169,7 +179,48 @@ static __always_inline const struct fl_config *fl_active_config(void)
 	return cfg;
 }
 
-/* Whether the packet matches the fault's rules; dir is the hook (FL_DIR_INGRESS/EGRESS). */
+static __always_inline void fl_count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&fl_stats, &idx);
+
+	if (v)
+		*v += 1;
+}
+
+/* Whether the packet belongs to the agent's own session, on any hook and through any NAT:
+ * - its mark is the session mark (everything the session sockets send, from the first SYN:
+ *   TC egress, cgroup_skb egress);
+ * - its socket carries the session mark (cgroup_skb ingress, where skb->sk is the receiving
+ *   socket; TC egress);
+ * - or its TCP 4-tuple is one of fl_session (TC ingress, where there is no socket yet and no
+ *   mark: the only thing an arriving packet carries is its addresses and ports, and those are
+ *   the translated ones the agent read from conntrack). */
+static __always_inline int fl_is_session(struct __sk_buff *skb, const struct fl_pkt *p)
+{
+	struct fl_conn_key k = {};
+	struct bpf_sock *sk;
+
+	if (skb->mark == FL_SESSION_MARK)
+		return 1;
+	sk = skb->sk;
+	if (sk) {
+		sk = bpf_sk_fullsock(sk);
+		if (sk && sk->mark == FL_SESSION_MARK)
+			return 1;
+	}
+	if (p->proto != IPPROTO_TCP || !p->has_ports)
+		return 0;
+	k.family = p->family;
+	k.sport = p->sport;
+	k.dport = p->dport;
+	__builtin_memcpy(k.saddr, p->saddr, 16);
+	__builtin_memcpy(k.daddr, p->daddr, 16);
+	return bpf_map_lookup_elem(&fl_session, &k) != 0;
+}
+
+/* Whether the packet matches the fault's rules; dir is the hook (FL_DIR_INGRESS/EGRESS). The
+ * agent's own session never matches (counted in FL_STAT_SPARED when the rules alone would
+ * have matched it), whatever the rules and include_protected say. */
 static __always_inline int fl_match(struct __sk_buff *skb, int dir, const struct fl_config *cfg)
 {
 	struct fl_pkt p = {};
@@ -205,6 +256,10 @@ static __always_inline int fl_match(struct __sk_buff *skb, int dir, const struct
 		if (!fl_port_listed(p.sport) && !fl_port_listed(p.dport))
 			return 0;
 	}
+	if (fl_is_session(skb, &p)) {
+		fl_count(FL_STAT_SPARED);
+		return 0;
+	}
 	return 1;
 }
 
@@ -212,14 +267,6 @@ static __always_inline int fl_match(struct __sk_buff *skb, int dir, const struct
 static __always_inline int fl_roll(const struct fl_config *cfg)
 {
 	return (__u64)bpf_get_prandom_u32() < cfg->threshold;
-}
-
-static __always_inline void fl_count(__u32 idx)
-{
-	__u64 *v = bpf_map_lookup_elem(&fl_stats, &idx);
-
-	if (v)
-		*v += 1;
 }
 
 #endif

@@ -20,7 +20,8 @@ demo_pkgs=(python3 curl procps prometheus iproute2 util-linux)
 # fetch and check the pinned Helm build (scripts/fetch-helm.sh) for the chart tests; systemd
 # (systemd-analyze, systemctl --root, systemd-sysusers) checks the bare-metal units offline.
 # faketime (libfaketime) runs an agent with its clock 10 minutes off (tests/tests/clock_skew.rs).
-test_pkgs=(prometheus iproute2 curl openssl systemd procps python3 python3-venv qemu-system-x86 busybox-static kmod cpio faketime)
+# iptables makes the kube-proxy-like Service DNAT of agent/tests/net_session_dnat.rs.
+test_pkgs=(prometheus iproute2 curl openssl systemd procps python3 python3-venv qemu-system-x86 busybox-static kmod cpio faketime iptables)
 
 case "$profile" in
 build) wanted=("${build_pkgs[@]}") ;;
@@ -47,7 +48,7 @@ if ! command -v dpkg >/dev/null 2>&1; then
     declare -A probe=(
         [gcc]=cc [libc6-dev]="" [ca-certificates]="" [python3]=python3 [curl]=curl [procps]=ps
         [prometheus]=prometheus [iproute2]=ip [clang]=clang [llvm]=llvm-strip [libbpf-dev]=""
-        [util-linux]=nsenter [openssl]=openssl [systemd]=systemd-analyze
+        [util-linux]=nsenter [openssl]=openssl [systemd]=systemd-analyze [iptables]=iptables
     )
     absent=()
     for p in "${pkgs[@]}"; do

@@ -1,5 +1,9 @@
 //! Every fault family's driver, built in one place from the agent's configuration: cpu,
 //! memory, io and process (host), drop and partition (eBPF), network (netem/tbf).
+//!
+//! The network drivers never match this process's control connections (the session's
+//! sockets, [`net::control`]), and for a daemon also not the coordinator's resolved addresses
+//! unless a spec says `include_protected`.
 
 use std::sync::Arc;
 
@@ -7,10 +11,11 @@ use faultline_identity::tls::CoordinatorUrl;
 
 use crate::engine::driver::Driver;
 use crate::host::{self, HostConfig};
-use crate::net::{self, rules::ProtectedTraffic, Lease, NetConfig};
+use crate::net::{self, rules::ProtectedTraffic, ControlChannel, Lease, NetConfig};
 
-/// The drivers of a daemon (`coordinator` set: its address is never impaired) or of a
-/// standalone run (`None`). Network drivers' kernel-side deadlines follow `lease`.
+/// The drivers of a daemon (`coordinator` set: its address is not impaired unless a spec
+/// includes protected traffic) or of a standalone run (`None`). Network drivers' kernel-side
+/// deadlines follow `lease`; their session exemption follows the process's control channel.
 pub fn all(
     host: &HostConfig,
     coordinator: Option<&CoordinatorUrl>,
@@ -23,6 +28,7 @@ pub fn all(
         host: host.clone(),
         protected,
         lease: lease.clone(),
+        control: ControlChannel::process(),
     };
     let mut drivers = host::drivers(host);
     drivers.extend(net::drivers(&net));

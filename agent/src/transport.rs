@@ -1,6 +1,9 @@
 //! How a session stream is opened: over mutual TLS to the coordinator in production, over
-//! in-memory channels in tests (so session logic runs with paused time).
+//! in-memory channels in tests (so session logic runs with paused time). The TCP connection
+//! under the TLS is a control connection ([`crate::net::control`]): marked and registered, so
+//! this agent's own network faults never cut it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use faultline_identity::tls::{self, CertPaths, CoordinatorUrl};
@@ -11,6 +14,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::net::control::{dial, ControlChannel};
 use crate::session::SessionError;
 
 /// Messages from the coordinator.
@@ -43,7 +47,7 @@ impl Transport for Grpc {
         outbound: mpsc::Receiver<pb::AgentMessage>,
     ) -> BoxFuture<'_, Result<Inbound, SessionError>> {
         Box::pin(async move {
-            let channel = tls::connect(&self.url, &self.certs, CONNECT_TIMEOUT)
+            let channel = tls::connect_via(&self.url, &self.certs, CONNECT_TIMEOUT, control_dial())
                 .await
                 .map_err(|e| match e {
                     // The log line already names the coordinator.
@@ -70,4 +74,17 @@ impl Transport for Grpc {
     fn target(&self) -> String {
         self.url.to_string()
     }
+}
+
+/// Every TCP connection of the session (the first and the channel's reconnects) is a control
+/// connection of this process: marked, and registered until it closes.
+fn control_dial() -> tls::Dial {
+    let control = ControlChannel::process();
+    Arc::new(move |host, port| {
+        let control = control.clone();
+        Box::pin(async move {
+            let stream = dial::dial(&host, port, &control).await?;
+            Ok(Box::new(stream) as Box<dyn tls::DialStream>)
+        })
+    })
 }

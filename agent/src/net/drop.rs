@@ -2,7 +2,8 @@
 //! links) or to a cgroup2 directory (cgroup_skb links), loads one `ebpf/drop.bpf.c` object per
 //! fault, fills its rules and deadline, attaches it with unpinned links, and holds the objects
 //! in memory until revert (revert = drop the links; the kernel also drops them if the agent
-//! dies). Counters feed Health and `faultline_agent_ebpf_packets_total`.
+//! dies). Every object's `fl_session` map follows the agent's control connections
+//! ([`super::control`]). Counters feed Health and `faultline_agent_ebpf_packets_total`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -15,7 +16,8 @@ use faultline_core::fault::{FaultKind, FaultSpec};
 use metrics::{counter, describe_counter};
 
 use super::attach::{self, Attached};
-use super::ebpf::{self, EbpfError};
+use super::control::{ChannelHolder, ConnKey, ControlChannel};
+use super::ebpf::{self, Counters, EbpfError};
 use super::plan::{self, Wanted};
 use super::rules::{self, Config, ProtectedTraffic};
 use super::{NetConfig, Renewable};
@@ -29,13 +31,15 @@ pub const EBPF_PACKETS: &str = "faultline_agent_ebpf_packets_total";
 /// Health counter names.
 pub const MATCHED: &str = "packets_matched";
 pub const DROPPED: &str = "packets_dropped";
+/// Packets of the agent's own session the rules alone would have matched (left alone).
+pub const SPARED: &str = "session_packets_spared";
 /// Kernel names of this driver's programs start with this.
 pub const PROGRAM_PREFIX: &str = "fl_drop_";
 
 pub fn describe_metrics() {
     describe_counter!(
         EBPF_PACKETS,
-        "Packets the drop/partition eBPF programs matched and dropped, by fault kind and verdict."
+        "Packets the drop/partition eBPF programs matched and dropped, and packets of the agent's own session they spared, by fault kind and verdict."
     );
 }
 
@@ -51,7 +55,7 @@ struct Loaded {
     /// The completed recipe (what apply returned).
     recipe: DropRecipe,
     /// Counters already added to the metric.
-    reported: (u64, u64),
+    reported: Counters,
 }
 
 /// The eBPF fault driver for kinds `drop` and `partition`.
@@ -59,6 +63,7 @@ pub struct DropDriver {
     resolver: Resolver,
     protected: ProtectedTraffic,
     lease: super::Lease,
+    control: ControlChannel,
     proc_root: PathBuf,
     held: Mutex<BTreeMap<String, Loaded>>,
 }
@@ -73,6 +78,7 @@ impl DropDriver {
             resolver: Resolver::new(&cfg.host),
             protected: cfg.protected.clone(),
             lease: cfg.lease.clone(),
+            control: cfg.control.clone(),
             proc_root: cfg.host.proc_root.clone(),
             held: Mutex::new(BTreeMap::new()),
         }
@@ -83,15 +89,19 @@ impl DropDriver {
     }
 
     /// Adds counter growth since the last report to the metric; returns the totals.
-    fn report(kind: FaultKind, l: &mut Loaded) -> Result<(u64, u64), EbpfError> {
-        let (m, d) = ebpf::counters(&l.ebpf)?;
+    fn report(kind: FaultKind, l: &mut Loaded) -> Result<Counters, EbpfError> {
+        let c = ebpf::counters(&l.ebpf)?;
         let k = kind.as_str();
-        counter!(EBPF_PACKETS, "fault_kind" => k, "verdict" => "matched")
-            .increment(m.saturating_sub(l.reported.0));
-        counter!(EBPF_PACKETS, "fault_kind" => k, "verdict" => "dropped")
-            .increment(d.saturating_sub(l.reported.1));
-        l.reported = (m, d);
-        Ok((m, d))
+        for (verdict, now, before) in [
+            ("matched", c.matched, l.reported.matched),
+            ("dropped", c.acted, l.reported.acted),
+            ("spared", c.spared, l.reported.spared),
+        ] {
+            counter!(EBPF_PACKETS, "fault_kind" => k, "verdict" => verdict)
+                .increment(now.saturating_sub(before));
+        }
+        l.reported = c;
+        Ok(c)
     }
 
     fn arm(&self, l: &mut Loaded, until: SystemTime) -> Result<(), EbpfError> {
@@ -112,6 +122,17 @@ impl Renewable for DropDriver {
         for (id, l) in held.iter_mut() {
             if let Err(e) = self.arm(l, until) {
                 tracing::warn!(fault_id = %id, error = %e, "cannot renew an eBPF fault's deadline");
+            }
+        }
+    }
+}
+
+impl ChannelHolder for DropDriver {
+    fn channel_changed(&self, keys: &[ConnKey]) {
+        let mut held = self.held();
+        for (id, l) in held.iter_mut() {
+            if let Err(e) = ebpf::write_session(&mut l.ebpf, keys) {
+                tracing::warn!(fault_id = %id, error = %e, "cannot update an eBPF fault's session exemption");
             }
         }
     }
@@ -168,8 +189,9 @@ impl Driver for DropDriver {
         let until = self.lease.bound(ctx.deadline);
         let deadline_ns = ebpf::monotonic_ns(until).map_err(ebpf_err)?;
         ebpf::write_rules(&mut obj, &rules, deadline_ns).map_err(ebpf_err)?;
+        ebpf::write_session(&mut obj, &self.control.keys()).map_err(ebpf_err)?;
         let Attached {
-            ebpf: obj,
+            ebpf: mut obj,
             links,
             prog_ids,
             link_ids,
@@ -184,7 +206,11 @@ impl Driver for DropDriver {
             programs = ?data.programs,
             "eBPF fault attached"
         );
-        self.held().insert(
+        let mut held = self.held();
+        // Under the lock channel changes are written under: a connection (un)registered while
+        // this object was attached is in its map from here on.
+        ebpf::write_session(&mut obj, &self.control.keys()).map_err(ebpf_err)?;
+        held.insert(
             data.fault_id.clone(),
             Loaded {
                 kind: w.kind,
@@ -193,9 +219,10 @@ impl Driver for DropDriver {
                 config: rules.config,
                 deadline: ctx.deadline,
                 recipe: data.clone(),
-                reported: (0, 0),
+                reported: Counters::default(),
             },
         );
+        drop(held);
         data.to_recipe(&recipe.kind)
     }
 
@@ -247,7 +274,11 @@ impl Driver for DropDriver {
             };
         };
         match Self::report(l.kind, l) {
-            Ok((m, d)) => Health::Ok(vec![(MATCHED.into(), m), (DROPPED.into(), d)]),
+            Ok(c) => Health::Ok(vec![
+                (MATCHED.into(), c.matched),
+                (DROPPED.into(), c.acted),
+                (SPARED.into(), c.spared),
+            ]),
             Err(e) => Health::Failed {
                 error: format!("reading the eBPF counters: {e}"),
                 counters: Vec::new(),

@@ -3,7 +3,8 @@
 //! their per-CPU counters, and finding or disarming `fl_` programs by kernel id.
 //!
 //! Any object whose C source includes `ebpf/match.h` has the maps written here (`fl_cfg`,
-//! `fl_cidrs`, `fl_ports`, `fl_stats`), so the qdisc steering program uses the same functions.
+//! `fl_cidrs`, `fl_ports`, `fl_session`, `fl_stats`), so the qdisc steering program uses the
+//! same functions.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -14,6 +15,7 @@ use aya::util::KernelVersion;
 use aya::{include_bytes_aligned, Ebpf, EbpfLoader};
 use nix::time::{clock_gettime, ClockId};
 
+use super::control::{ConnKey, KEY_SIZE, MAX_KEYS};
 use super::rules::{Config, Rules, CONFIG_SIZE, KEY_DATA_SIZE};
 
 /// `ebpf/drop.bpf.c`, compiled.
@@ -24,6 +26,7 @@ pub const CONFIG_MAP: &str = "fl_cfg";
 pub const CIDRS_MAP: &str = "fl_cidrs";
 pub const PORTS_MAP: &str = "fl_ports";
 pub const STATS_MAP: &str = "fl_stats";
+pub const SESSION_MAP: &str = "fl_session";
 /// Every Faultline program's name starts with this.
 pub const PREFIX: &str = "fl_";
 
@@ -108,6 +111,30 @@ pub fn write_rules(ebpf: &mut Ebpf, rules: &Rules, deadline_ns: u64) -> Result<(
     )
 }
 
+/// Makes `fl_session` hold exactly `keys` (the agent's control connections): new keys are
+/// added before stale ones are removed, so a connection present before and after is never
+/// unexempt in between. Keys beyond the map's capacity are left out (the mark still holds).
+pub fn write_session(ebpf: &mut Ebpf, keys: &[ConnKey]) -> Result<(), EbpfError> {
+    let mut map: HashMap<&mut MapData, [u8; KEY_SIZE], u8> =
+        HashMap::try_from(map_mut(ebpf, SESSION_MAP)?).map_err(map_err(SESSION_MAP))?;
+    let want: Vec<[u8; KEY_SIZE]> = keys.iter().take(MAX_KEYS).map(ConnKey::to_bytes).collect();
+    let stale: Vec<[u8; KEY_SIZE]> = map
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| !want.contains(k))
+        .collect();
+    for k in &want {
+        map.insert(k, 1, 0).map_err(map_err(SESSION_MAP))?;
+    }
+    for k in &stale {
+        match map.remove(k) {
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(e) => return Err(map_err(SESSION_MAP)(e)),
+        }
+    }
+    Ok(())
+}
+
 /// Rewrites `fl_cfg[0]` (how a deadline is renewed).
 pub fn write_config(ebpf: &mut Ebpf, config: &Config) -> Result<(), EbpfError> {
     let mut cfg: Array<&mut MapData, [u8; CONFIG_SIZE]> =
@@ -128,8 +155,19 @@ pub fn read_config(ebpf: &Ebpf) -> Result<Config, EbpfError> {
     ))
 }
 
-/// Counters of `fl_stats`, summed over CPUs: (matched, acted on).
-pub fn counters(ebpf: &Ebpf) -> Result<(u64, u64), EbpfError> {
+/// Counters of `fl_stats`, summed over CPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counters {
+    /// Packets the rules matched (the agent's own session excluded).
+    pub matched: u64,
+    /// Matched packets acted on (dropped, steered).
+    pub acted: u64,
+    /// Packets of the agent's own session the rules alone would have matched: left alone.
+    pub spared: u64,
+}
+
+/// Reads `fl_stats`.
+pub fn counters(ebpf: &Ebpf) -> Result<Counters, EbpfError> {
     let map = ebpf
         .map(STATS_MAP)
         .ok_or_else(|| EbpfError::Missing(format!("map {STATS_MAP}")))?;
@@ -139,7 +177,11 @@ pub fn counters(ebpf: &Ebpf) -> Result<(u64, u64), EbpfError> {
         let v = stats.get(&i, 0).map_err(map_err(STATS_MAP))?;
         Ok(v.iter().copied().fold(0u64, u64::saturating_add))
     };
-    Ok((sum(0)?, sum(1)?))
+    Ok(Counters {
+        matched: sum(0)?,
+        acted: sum(1)?,
+        spared: sum(2)?,
+    })
 }
 
 fn monotonic_now() -> Result<Duration, EbpfError> {

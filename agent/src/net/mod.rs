@@ -1,12 +1,14 @@
 //! Network faults on this node: the netns thread, the shared traffic-match rules, the eBPF
-//! `drop`/`partition` driver, and the lease that bounds every kernel-side deadline (qdisc
-//! faults live in `tc` and `network`).
+//! `drop`/`partition` driver, the lease that bounds every kernel-side deadline (qdisc
+//! faults live in `tc` and `network`), and the agent's own control channel, which no fault
+//! ever matches (`control`).
 //!
 //! Kernel-enforced expiry: eBPF links are never pinned, so the kernel detaches them when the
 //! agent process exits; each program's map also holds a deadline (the fault's, cut to the
 //! session lease by [`Lease::renew`]) past which it leaves every packet alone.
 
 mod attach;
+pub mod control;
 pub mod drop;
 pub mod ebpf;
 pub mod netns;
@@ -21,6 +23,7 @@ use std::time::SystemTime;
 use crate::engine::driver::Driver;
 use crate::host::HostConfig;
 
+pub use control::ControlChannel;
 pub use rules::ProtectedTraffic;
 
 /// What the network drivers need from the agent config.
@@ -33,6 +36,8 @@ pub struct NetConfig {
     pub protected: ProtectedTraffic,
     /// Renewed with the session lease; bounds every kernel-side deadline.
     pub lease: Lease,
+    /// The agent's session connections: never matched by any program, whatever the spec.
+    pub control: ControlChannel,
 }
 
 /// Something holding kernel-side deadlines that follow the lease.
@@ -101,11 +106,13 @@ impl Lease {
     }
 }
 
-/// The eBPF network drivers (`drop`, `partition`), subscribed to `cfg.lease`.
+/// The eBPF network drivers (`drop`, `partition`), subscribed to `cfg.lease` and
+/// `cfg.control`.
 pub fn drivers(cfg: &NetConfig) -> Vec<Arc<dyn Driver>> {
     drop::describe_metrics();
     let d = Arc::new(drop::DropDriver::new(cfg));
     let weak: Weak<drop::DropDriver> = Arc::downgrade(&d);
-    cfg.lease.subscribe(weak);
+    cfg.lease.subscribe(weak.clone());
+    cfg.control.subscribe(weak);
     vec![d]
 }

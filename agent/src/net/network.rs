@@ -16,6 +16,7 @@ use std::time::SystemTime;
 
 use faultline_core::fault::{Fault, FaultKind, FaultSpec, NetworkFault, Target};
 
+use super::control::{ChannelHolder, ConnKey, ControlChannel};
 use super::netns::{self, NetnsError};
 use super::rules::ProtectedTraffic;
 use super::tc::iface::{self, Iface, IfaceError};
@@ -29,6 +30,8 @@ use crate::host::target::Resolver;
 /// Health counter names (both sides together; each side also as `egress_`/`ingress_` + name).
 pub const MATCHED: &str = "packets_matched";
 pub const STEERED: &str = "packets_steered";
+/// Packets of the agent's own session the match alone would have steered (left alone).
+pub const SPARED: &str = "session_packets_spared";
 
 #[path = "network_recipe.rs"]
 mod recipe;
@@ -40,14 +43,16 @@ pub struct NetworkDriver {
     resolver: Resolver,
     protected: ProtectedTraffic,
     lease: Lease,
+    control: ControlChannel,
     ifaces: Mutex<BTreeMap<Key, Iface>>,
 }
 
-/// The `network` driver, subscribed to `cfg.lease` (the lead registers it with the engine).
+/// The `network` driver, subscribed to `cfg.lease` and `cfg.control`.
 pub fn drivers(cfg: &NetConfig) -> Vec<Arc<dyn Driver>> {
     let d = Arc::new(NetworkDriver::new(cfg));
     let weak: Weak<NetworkDriver> = Arc::downgrade(&d);
-    cfg.lease.subscribe(weak);
+    cfg.lease.subscribe(weak.clone());
+    cfg.control.subscribe(weak);
     vec![d]
 }
 
@@ -104,6 +109,7 @@ impl NetworkDriver {
             resolver: Resolver::new(&cfg.host),
             protected: cfg.protected.clone(),
             lease: cfg.lease.clone(),
+            control: cfg.control.clone(),
             ifaces: Mutex::new(BTreeMap::new()),
         }
     }
@@ -162,7 +168,9 @@ impl NetworkDriver {
         let target = i.tree.without(&data.fault_id);
         let lease = self.lease.clone();
         let done = i
-            .converge(target, &self.protected, |d| lease.bound(d))
+            .converge(target, &self.protected, &self.control.keys(), |d| {
+                lease.bound(d)
+            })
             .map_err(iface_err)?;
         if done.root_removed {
             ifaces.remove(&key);
@@ -186,6 +194,16 @@ impl Renewable for NetworkDriver {
         for (key, i) in self.ifaces().iter_mut() {
             if let Err(e) = i.arm(|d| d.min(until)) {
                 tracing::warn!(interface = %key.1, error = %e, "cannot renew a steering deadline");
+            }
+        }
+    }
+}
+
+impl ChannelHolder for NetworkDriver {
+    fn channel_changed(&self, keys: &[ConnKey]) {
+        for (key, i) in self.ifaces().iter_mut() {
+            if let Err(e) = i.set_session(keys) {
+                tracing::warn!(interface = %key.1, error = %e, "cannot update a steering program's session exemption");
             }
         }
     }
@@ -291,7 +309,8 @@ impl Driver for NetworkDriver {
                 .with(&Self::member(ctx, n), &dev)
                 .map_err(|e| DriverError::Refused(e.to_string()))?;
             let lease = self.lease.clone();
-            if let Err(e) = i.converge(target, &self.protected, |d| lease.bound(d)) {
+            let session = self.control.keys();
+            if let Err(e) = i.converge(target, &self.protected, &session, |d| lease.bound(d)) {
                 // A first fault that failed half way: forget the side, so revert takes the
                 // "not held" path and removes whatever root (or IFB) was made.
                 if i.tree.is_empty() {
@@ -347,7 +366,7 @@ impl Driver for NetworkDriver {
             }
         };
         let ifaces = self.ifaces();
-        let (mut matched, mut steered) = (0u64, 0u64);
+        let (mut matched, mut steered, mut spared) = (0u64, 0u64, 0u64);
         let mut per_side = Vec::new();
         for side in &data.sides {
             let class = ifaces
@@ -364,11 +383,12 @@ impl Driver for NetworkDriver {
                 };
             };
             match i.counters(minor) {
-                Some(Ok((m, s))) => {
-                    matched = matched.saturating_add(m);
-                    steered = steered.saturating_add(s);
-                    per_side.push((format!("{}_{MATCHED}", side.as_str()), m));
-                    per_side.push((format!("{}_{STEERED}", side.as_str()), s));
+                Some(Ok(c)) => {
+                    matched = matched.saturating_add(c.matched);
+                    steered = steered.saturating_add(c.acted);
+                    spared = spared.saturating_add(c.spared);
+                    per_side.push((format!("{}_{MATCHED}", side.as_str()), c.matched));
+                    per_side.push((format!("{}_{STEERED}", side.as_str()), c.acted));
                 }
                 Some(Err(e)) => {
                     return Health::Failed {
@@ -382,7 +402,11 @@ impl Driver for NetworkDriver {
         if per_side.is_empty() {
             return Health::Ok(Vec::new());
         }
-        let mut counters = vec![(MATCHED.into(), matched), (STEERED.into(), steered)];
+        let mut counters = vec![
+            (MATCHED.into(), matched),
+            (STEERED.into(), steered),
+            (SPARED.into(), spared),
+        ];
         counters.extend(per_side);
         Health::Ok(counters)
     }

@@ -25,11 +25,35 @@ use super::client::server_only_client_config;
 use super::client_verify::describe_server_cert_error;
 use super::{alert_name, client_config, error_chain, CertPaths, CoordinatorUrl, TlsError};
 
+/// The connected byte stream a [`Dial`] returns (a TCP connection).
+pub trait DialStream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> DialStream for T {}
+
+/// How a client opens the TCP connection under the TLS, from the URL's host and port: for the
+/// first connection and every reconnect. [`connect`] uses `TcpStream::connect`; the agent dials
+/// its session socket itself ([`connect_via`]), so that its own network faults never cut it.
+pub type Dial = Arc<
+    dyn Fn(String, u16) -> futures::future::BoxFuture<'static, io::Result<Box<dyn DialStream>>>
+        + Send
+        + Sync,
+>;
+
+/// Plain TCP, without Nagle.
+fn tcp_dial() -> Dial {
+    Arc::new(|host, port| {
+        Box::pin(async move {
+            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            let _ = tcp.set_nodelay(true);
+            Ok(Box::new(tcp) as Box<dyn DialStream>)
+        })
+    })
+}
+
 /// A TLS stream whose first bytes were already read; they are replayed first.
 pub(crate) struct Confirmed {
     first: Vec<u8>,
     pos: usize,
-    inner: TlsStream<TcpStream>,
+    inner: TlsStream<Box<dyn DialStream>>,
 }
 
 impl AsyncRead for Confirmed {
@@ -142,12 +166,14 @@ impl std::error::Error for DialError {}
 
 /// TCP, TLS, and the first bytes from the server.
 async fn dial(
-    authority: &str,
+    how: &Dial,
+    url: &CoordinatorUrl,
     server_name: ServerName<'static>,
     config: Arc<ClientConfig>,
 ) -> Result<Confirmed, DialError> {
-    let tcp = TcpStream::connect(authority).await.map_err(DialError::Io)?;
-    let _ = tcp.set_nodelay(true);
+    let tcp = how(url.host.clone(), url.port)
+        .await
+        .map_err(DialError::Io)?;
     let mut tls = TlsConnector::from(config)
         .connect(server_name, tcp)
         .await
@@ -246,7 +272,18 @@ pub async fn connect(
     connect_timeout: Duration,
 ) -> Result<tonic::transport::Channel, TlsError> {
     let config = client_config(paths)?;
-    connect_with(url, config, &paths.cert, connect_timeout).await
+    connect_with(url, config, &paths.cert, connect_timeout, tcp_dial()).await
+}
+
+/// [`connect`] over TCP connections the caller makes with `how`.
+pub async fn connect_via(
+    url: &CoordinatorUrl,
+    paths: &CertPaths,
+    connect_timeout: Duration,
+    how: Dial,
+) -> Result<tonic::transport::Channel, TlsError> {
+    let config = client_config(paths)?;
+    connect_with(url, config, &paths.cert, connect_timeout, how).await
 }
 
 /// Opens a gRPC channel to the coordinator's enrollment listener: TLS 1.3 that authenticates
@@ -258,7 +295,7 @@ pub async fn connect_server_only(
     connect_timeout: Duration,
 ) -> Result<tonic::transport::Channel, TlsError> {
     let config = server_only_client_config(ca)?;
-    connect_with(url, config, ca, connect_timeout).await
+    connect_with(url, config, ca, connect_timeout, tcp_dial()).await
 }
 
 async fn connect_with(
@@ -266,6 +303,7 @@ async fn connect_with(
     config: Arc<ClientConfig>,
     cert: &Path,
     connect_timeout: Duration,
+    how: Dial,
 ) -> Result<tonic::transport::Channel, TlsError> {
     let server_name = ServerName::try_from(url.host.clone()).map_err(|e| TlsError::Url {
         url: url.to_string(),
@@ -279,7 +317,7 @@ async fn connect_with(
     // The first dial is ours, so its failure keeps its type; the channel's reconnects dial anew.
     let first = tokio::time::timeout(
         connect_timeout,
-        dial(&authority, server_name.clone(), config.clone()),
+        dial(&how, url, server_name.clone(), config.clone()),
     )
     .await
     .map_err(|_| timed_out())?
@@ -293,14 +331,19 @@ async fn connect_with(
         .connect_timeout(connect_timeout)
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(5));
+    let target = url.clone();
     let connector = tower::service_fn(move |_uri: tonic::transport::Uri| {
         let ready = first.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let (config, server_name, authority) =
-            (config.clone(), server_name.clone(), authority.clone());
+        let (how, url, config, server_name) = (
+            how.clone(),
+            target.clone(),
+            config.clone(),
+            server_name.clone(),
+        );
         async move {
             let stream = match ready {
                 Some(stream) => stream,
-                None => dial(&authority, server_name, config).await?,
+                None => dial(&how, &url, server_name, config).await?,
             };
             Ok::<_, DialError>(hyper_util::rt::TokioIo::new(stream))
         }

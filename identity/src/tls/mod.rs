@@ -31,7 +31,7 @@ use rustls::AlertDescription;
 
 pub use authn::{authenticate, caller};
 pub use client::{client_config, CoordinatorUrl};
-pub use dial::{connect, connect_server_only};
+pub use dial::{connect, connect_server_only, connect_via, Dial, DialStream};
 pub use files::{load_certs, load_key, CertPaths};
 pub use incoming::{
     AnonymousPeer, HandshakeLimits, HandshakeObserver, HandshakeRefusal, LogHandshakes, PeerInfo,

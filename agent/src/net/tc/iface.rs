@@ -14,7 +14,8 @@ use super::qdisc::{self, Rtnl, TcError, TcPort, TC_H_CLSACT};
 use super::steer::{self, Hook, SteerError, Steering};
 use super::tree::Tree;
 use super::{classid, ifb, sync, Side};
-use crate::net::ebpf::{self, EbpfError};
+use crate::net::control::ConnKey;
+use crate::net::ebpf::{self, Counters, EbpfError};
 use crate::net::netns::{self, NetnsError};
 use crate::net::rules::{self, ProtectedTraffic, RuleSpec, Rules, RulesError};
 
@@ -113,9 +114,23 @@ impl Iface {
         }
     }
 
-    /// Packets (matched, steered) by the steering program of class `minor`.
-    pub fn counters(&self, minor: u16) -> Option<Result<(u64, u64), SteerError>> {
+    /// Packets matched, steered and spared by the steering program of class `minor`.
+    pub fn counters(&self, minor: u16) -> Option<Result<Counters, SteerError>> {
         self.steering.get(&minor).map(|s| s.prog.counters())
+    }
+
+    /// Makes every steering program's `fl_session` hold exactly `keys`.
+    pub fn set_session(&mut self, keys: &[ConnKey]) -> Result<(), IfaceError> {
+        for (minor, s) in self.steering.iter_mut() {
+            s.prog
+                .set_session(keys)
+                .map_err(|source| IfaceError::Steer {
+                    class: qdisc::handle_str(classid(*minor)),
+                    interface: self.name.clone(),
+                    source: Box::new(source),
+                })?;
+        }
+        Ok(())
     }
 
     /// Rewrites every class's kernel deadline as `bound(latest deadline of its faults)`.
@@ -137,11 +152,13 @@ impl Iface {
     }
 
     /// Moves the kernel to `target` and, on success, makes it this interface's tree. Steering
-    /// programs of classes `target` lacks are detached whatever happens.
+    /// programs of classes `target` lacks are detached whatever happens; new ones never steer
+    /// the control connections `session`.
     pub fn converge(
         &mut self,
         target: Tree,
         protected: &ProtectedTraffic,
+        session: &[ConnKey],
         bound: impl Fn(SystemTime) -> SystemTime,
     ) -> Result<Converged, IfaceError> {
         // Steering that no longer fits a class of the target goes.
@@ -182,11 +199,20 @@ impl Iface {
         };
         let clsact_added = self.clsact_added;
         let tree = target.clone();
+        let session = session.to_vec();
         // Until this convergence succeeds, what is applied is unknown: a failure half way
         // makes the next attempt redo every class.
         let applied = std::mem::take(&mut self.applied);
         let (attached, applied, clsact_added) = netns::run_in(self.netns.as_deref(), move || {
-            converge_here(&place, &tree, &applied, detach, attach, clsact_added)
+            converge_here(
+                &place,
+                &tree,
+                &applied,
+                detach,
+                attach,
+                &session,
+                clsact_added,
+            )
         })??;
         self.clsact_added = clsact_added;
         self.applied = applied;
@@ -230,6 +256,7 @@ fn converge_here(
     applied: &sync::Applied,
     detach: Vec<Steer>,
     attach: Vec<Attach>,
+    session: &[ConnKey],
     clsact_added: bool,
 ) -> Result<(Attached, sync::Applied, bool), IfaceError> {
     // Detach first (drop, here in the netns: a legacy filter is deleted by ifindex). For
@@ -237,7 +264,7 @@ fn converge_here(
     drop(detach);
     let mut port = Rtnl::open()?;
     if place.side == Side::Ingress {
-        return converge_ingress(&mut port, place, tree, applied, attach);
+        return converge_ingress(&mut port, place, tree, applied, attach, session);
     }
     let name = place.name.as_str();
     let ifindex = qdisc::ifindex(&mut port, name)?.ok_or_else(|| IfaceError::Gone {
@@ -253,7 +280,7 @@ fn converge_here(
             .any(|q| q.ifindex == ifindex && q.parent == TC_H_CLSACT);
         clsact_added = !has_clsact;
     }
-    let attached = attach_all(name, Hook::Egress, attach)?;
+    let attached = attach_all(name, Hook::Egress, attach, session)?;
     if tree.is_empty() && clsact_added {
         remove_clsact(&mut port, ifindex)?;
         clsact_added = false;
@@ -270,6 +297,7 @@ fn converge_ingress(
     tree: &Tree,
     applied: &sync::Applied,
     attach: Vec<Attach>,
+    session: &[ConnKey],
 ) -> Result<(Attached, sync::Applied, bool), IfaceError> {
     if tree.is_empty() {
         ifb::delete(port, &place.dev)?;
@@ -283,22 +311,31 @@ fn converge_ingress(
     }
     let ifb_index = ifb::ensure(port, &place.dev)?;
     let applied = sync::apply(port, ifb_index, &place.dev, tree, applied)?;
-    let attached = attach_all(&place.name, Hook::Ingress { ifb: ifb_index }, attach)?;
+    let attached = attach_all(
+        &place.name,
+        Hook::Ingress { ifb: ifb_index },
+        attach,
+        session,
+    )?;
     Ok((attached, applied, false))
 }
 
-fn attach_all(name: &str, hook: Hook, attach: Vec<Attach>) -> Result<Attached, IfaceError> {
+fn attach_all(
+    name: &str,
+    hook: Hook,
+    attach: Vec<Attach>,
+    session: &[ConnKey],
+) -> Result<Attached, IfaceError> {
     let mut attached = Vec::new();
     for a in attach {
         let class = classid(a.minor);
-        let prog =
-            Steering::attach(name, hook, &a.rules, class, a.deadline_ns).map_err(|source| {
-                IfaceError::Steer {
-                    class: qdisc::handle_str(class),
-                    interface: name.to_string(),
-                    source: Box::new(source),
-                }
-            })?;
+        let prog = Steering::attach(name, hook, &a.rules, class, a.deadline_ns, session).map_err(
+            |source| IfaceError::Steer {
+                class: qdisc::handle_str(class),
+                interface: name.to_string(),
+                source: Box::new(source),
+            },
+        )?;
         attached.push((a.minor, a.matcher, prog));
     }
     Ok(attached)

@@ -13,7 +13,8 @@ use aya::programs::SchedClassifier;
 use aya::{include_bytes_aligned, Ebpf};
 
 use super::Side;
-use crate::net::ebpf::{self, EbpfError};
+use crate::net::control::ConnKey;
+use crate::net::ebpf::{self, Counters, EbpfError};
 use crate::net::rules::{Config, Rules};
 
 /// `ebpf/steer.bpf.c`, compiled by `agent/build.rs`.
@@ -80,14 +81,16 @@ pub fn tcx() -> bool {
 }
 
 impl Steering {
-    /// Loads the program of `hook` with `rules` and `classid`, sets its deadline, and attaches
-    /// it to `interface` in the calling thread's netns.
+    /// Loads the program of `hook` with `rules`, `classid` and the agent's control
+    /// connections (`session`, never steered), sets its deadline, and attaches it to
+    /// `interface` in the calling thread's netns.
     pub fn attach(
         interface: &str,
         hook: Hook,
         rules: &Rules,
         classid: u32,
         deadline_ns: u64,
+        session: &[ConnKey],
     ) -> Result<Steering, SteerError> {
         let (name, attach_type, ifb) = match hook {
             Hook::Egress => (PROGRAM, TcAttachType::Egress, 0),
@@ -106,6 +109,7 @@ impl Steering {
             to.set(1, ifb, 0)?;
         }
         ebpf::write_rules(&mut bpf, rules, deadline_ns)?;
+        ebpf::write_session(&mut bpf, session)?;
         if !tcx() {
             // EEXIST: a clsact is there already (ours from another class, or someone's).
             if let Err(e) = qdisc_add_clsact(interface) {
@@ -146,8 +150,13 @@ impl Steering {
         self.config.deadline_ns
     }
 
-    /// Packets matched and steered since attach.
-    pub fn counters(&self) -> Result<(u64, u64), SteerError> {
+    /// Makes the program's `fl_session` hold exactly `keys` (the control connections).
+    pub fn set_session(&mut self, keys: &[ConnKey]) -> Result<(), SteerError> {
+        Ok(ebpf::write_session(&mut self.ebpf, keys)?)
+    }
+
+    /// Packets matched, steered and spared (the agent's own session) since attach.
+    pub fn counters(&self) -> Result<Counters, SteerError> {
         Ok(ebpf::counters(&self.ebpf)?)
     }
 }
