@@ -293,10 +293,12 @@ fn resolve_identity(
         return Ok((tls, None));
     }
     let ca = args.ca.clone().ok_or_else(|| {
-        "no certificates: pass --ca FILE (the CA of the coordinator's certificate) with \
-         --join-token or --join-token-file to enroll, or certificate files (--certs-dir, or \
-         --tls-cert, --tls-key and --ca)"
-            .to_string()
+        format!(
+            "no certificates: pass --ca FILE (the CA of the coordinator's certificate) with \
+             --join-token or --join-token-file to enroll, or certificate files (--certs-dir DIR \
+             holding agent-{node}.pem, agent-{node}-key.pem and ca.pem, or --tls-cert, --tls-key \
+             and --ca)"
+        )
     })?;
     let files = IdentityFiles::new(&args.state_dir);
     if token.is_none() {

@@ -155,6 +155,9 @@ struct Runner<'a, W: Write> {
     kinds: BTreeMap<String, String>,
     outcome: Outcome,
     out: &'a mut W,
+    /// Faults already reported reverted (the engine's own deadline and the runner's end can
+    /// both report the same revert).
+    gone: std::collections::BTreeSet<String>,
 }
 
 impl<W: Write> Runner<'_, W> {
@@ -168,6 +171,9 @@ impl<W: Write> Runner<'_, W> {
         let reason = RevertReason::try_from(s.reason).unwrap_or(RevertReason::Unspecified);
         match pb::FaultState::try_from(s.state) {
             Ok(pb::FaultState::Reverted) => {
+                if !self.gone.insert(s.fault_id.clone()) {
+                    return Ok(());
+                }
                 self.outcome.reverted += 1;
                 say(
                     self.out,
@@ -266,6 +272,7 @@ pub async fn run<W: Write>(
     let mut r = Runner {
         engine,
         events,
+        gone: Default::default(),
         kinds: BTreeMap::new(),
         outcome: Outcome::default(),
         out,

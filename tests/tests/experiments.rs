@@ -307,9 +307,23 @@ async fn coordinator_sigkill_mid_experiment_agents_revert_within_lease() {
     // Restarted after the leases lapsed: the experiment is resumed, and its targets are
     // recorded as reverted by lease (the agents' queued statuses say so).
     stack.start_coordinator();
-    let e = stack
+    stack
         .wait_phase("orphaned", Phase::Failed, Duration::from_secs(15))
         .await;
+    // Each agent's queued "reverted: lease" statuses arrive when it reconnects.
+    let until = Instant::now() + Duration::from_secs(15);
+    let e = loop {
+        let e = stack.get("orphaned").await;
+        if e.targets.iter().all(|t| t.reverted_unix_ms > 0) {
+            break e;
+        }
+        assert!(
+            Instant::now() < until,
+            "not every revert recorded: {:?}",
+            e.targets
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert!(
         e.log.iter().any(|l| l.message.starts_with("resumed: ")),
         "{:?}",
