@@ -85,7 +85,7 @@ async fn the_bundle_is_a_server_side_apply_of_the_ca_file_and_nothing_else() {
     params.sort();
     assert_eq!(params, ["fieldManager=faultline-coordinator", "force=true"]);
     assert_eq!(seen[0].content_type, "application/apply-patch+yaml");
-    let cm = &api.applied.lock().expect("applied")[0];
+    let cm = api.applied.lock().expect("applied")[0].clone();
     assert_eq!(cm["apiVersion"], "v1");
     assert_eq!(cm["kind"], "ConfigMap");
     assert_eq!(cm["metadata"]["name"], "faultline-ca");
@@ -135,7 +135,7 @@ async fn the_publisher_follows_the_file_through_breakage_rotation_and_api_errors
     ));
     let settle = |d: u64| tokio::time::sleep(Duration::from_secs(d));
     settle(1).await;
-    assert_eq!(api.bundles(), [old.clone()], "published at start");
+    assert_eq!(api.bundles(), std::slice::from_ref(&old), "published at start");
     settle(60).await;
     assert_eq!(
         api.bundles().len(),

@@ -2,11 +2,47 @@
 //! phase, each regular container with its runtime ID and state) or the [`PodFacts`] enrollment
 //! checks, a Node into a [`NodeView`], a TokenReview's status into [`TokenReviewed`].
 
+use std::collections::BTreeMap;
+
 use faultline_core::experiment::{ContainerView, NodeView, PodView};
 use k8s_openapi::api::authentication::v1::TokenReviewStatus;
 use k8s_openapi::api::core::v1::{ContainerState, ContainerStatus, Node, Pod};
 
-use super::{PodFacts, TokenReviewed};
+/// What the API server says about a token (a TokenReview's status).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenReviewed {
+    pub authenticated: bool,
+    /// Why it is not authenticated, as the API server puts it.
+    pub error: String,
+    pub audiences: Vec<String>,
+    pub username: String,
+    pub uid: String,
+    pub extra: BTreeMap<String, Vec<String>>,
+}
+
+impl TokenReviewed {
+    /// The first value of the user's extra `key`, when not empty.
+    pub fn extra(&self, key: &str) -> Option<&str> {
+        self.extra
+            .get(key)
+            .and_then(|v| v.first())
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+}
+
+/// What enrollment reads of a pod.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodFacts {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub node: Option<String>,
+    pub service_account: String,
+    pub phase: String,
+    pub terminating: bool,
+    pub created_unix_ms: Option<i64>,
+}
 
 /// `containerd://0a1b...` -> `0a1b...` (any runtime prefix).
 pub fn bare_container_id(id: &str) -> &str {

@@ -19,13 +19,12 @@
 //!
 //! Each refusal names the check that failed. A token is never logged or stored.
 
-use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::Arc;
 
 use faultline_core::NodeName;
 
-use super::{Cluster, KubeError, NamespacedName, PodAccess};
+use super::{Cluster, KubeError, NamespacedName, PodAccess, PodFacts, TokenReviewed};
 use crate::enroll::{when, Enrolled, Pki, Refusal, Revocations};
 
 /// The audience agents' tokens are projected for, and the only one accepted.
@@ -40,41 +39,6 @@ pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 const EXTRA_POD_NAME: &str = "authentication.kubernetes.io/pod-name";
 const EXTRA_POD_UID: &str = "authentication.kubernetes.io/pod-uid";
 const EXTRA_NODE_NAME: &str = "authentication.kubernetes.io/node-name";
-
-/// What the API server says about a token (a TokenReview's status).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TokenReviewed {
-    pub authenticated: bool,
-    /// Why it is not authenticated, as the API server puts it.
-    pub error: String,
-    pub audiences: Vec<String>,
-    pub username: String,
-    pub uid: String,
-    pub extra: BTreeMap<String, Vec<String>>,
-}
-
-impl TokenReviewed {
-    fn extra(&self, key: &str) -> Option<&str> {
-        self.extra
-            .get(key)
-            .and_then(|v| v.first())
-            .map(String::as_str)
-            .filter(|v| !v.is_empty())
-    }
-}
-
-/// What enrollment reads of a pod.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PodFacts {
-    pub namespace: String,
-    pub name: String,
-    pub uid: String,
-    pub node: Option<String>,
-    pub service_account: String,
-    pub phase: String,
-    pub terminating: bool,
-    pub created_unix_ms: Option<i64>,
-}
 
 /// The agents' ServiceAccount (`--agent-service-account NAMESPACE/NAME`).
 #[derive(Debug, Clone, PartialEq, Eq)]

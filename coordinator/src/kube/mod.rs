@@ -22,8 +22,9 @@ use std::time::Duration;
 use faultline_core::experiment::{NodeView, PodSelector, PodView};
 
 pub use client::{KubeCluster, KubeSource};
-pub use convert::{bare_container_id, node_view, pod_facts, pod_view, token_reviewed};
-pub use enroll::{PodFacts, TokenReviewed};
+pub use convert::{
+    bare_container_id, node_view, pod_facts, pod_view, token_reviewed, PodFacts, TokenReviewed,
+};
 pub use names::NamespacedName;
 
 /// How long one list call (all its pages) may take.
