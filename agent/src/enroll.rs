@@ -385,6 +385,18 @@ impl Enroller {
         Ok(enrolled)
     }
 
+    /// At agent start. With a Kubernetes token the agent always enrolls afresh (a new key): the
+    /// pod is the credential, so a pod made after a revocation gets a new certificate while a
+    /// stored, revoked one would be refused forever. Otherwise [`Enroller::ensure`].
+    pub async fn at_start(&self) -> Result<(), EnrollError> {
+        if self.kubernetes_token_file.is_none() {
+            return self.ensure().await;
+        }
+        self.files.recover()?;
+        tracing::info!("enrolling with the pod's Kubernetes ServiceAccount token");
+        self.enroll().await.map(|_| ())
+    }
+
     /// Enrolls when the stored certificate is missing or expired; nothing otherwise.
     pub async fn ensure(&self) -> Result<(), EnrollError> {
         self.files.recover()?;

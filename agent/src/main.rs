@@ -439,11 +439,12 @@ async fn run(
     // The state-dir lock comes before the journal and the identity inside it.
     let state = StateDir::open(&config.state_dir)?;
     if let Some(enroller) = &enroller {
-        // Enroll now (or find the stored certificate usable): a refused token ends the agent
-        // with the coordinator's reason; an unreachable coordinator is waited for.
+        // Enroll now (or find the stored certificate usable; with a Kubernetes token, always
+        // enroll): a refused credential ends the agent with the coordinator's reason; an
+        // unreachable coordinator is waited for.
         let mut wait = Duration::from_secs(1);
         loop {
-            match enroller.ensure().await {
+            match enroller.at_start().await {
                 Ok(()) => break,
                 Err(e) if e.is_transient() => {
                     tracing::warn!("{e}; trying again in {wait:?}");
