@@ -12,12 +12,12 @@
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
-use faultline_tests::procs::Proc;
+use faultline_tests::procs::{run, Proc};
 use faultline_tests::stack::{agents_connected, wait_ready};
 use faultline_tests::{binary, free_port};
 use serde::Deserialize;
@@ -248,58 +248,135 @@ fn run_install(sets: &[&str], cert_manager: bool) {
     }
 
     // node-a's pod token, used by an agent that says it is node-c: refused, and it exits.
-    let token = agent
-        .mounts
+    let urls = Urls::of(&objs, &ports);
+    let state = dir.join("impostor/state");
+    let log = refused_agent(&urls, &credential_of(&agent), "node-c", &state, dir);
+    assert!(
+        log.contains("is on node node-a, not node-c"),
+        "the refusal names both nodes:\n{log}"
+    );
+    assert!(!dir.join("impostor/state/identity/agent.pem").exists());
+    assert_eq!(agents_connected(coordinator.ready.0), 2.0);
+
+    // Revoke node-b: its session is cut. Its pod (a container restart: same token file, which
+    // the kubelet keeps refreshing, same state dir) cannot enroll again; a new pod on that
+    // node can.
+    let certs_dir = certs.display().to_string();
+    let (ok, out) = run(
+        &binary("faultctl"),
+        &[
+            "--coordinator",
+            &urls.grpc,
+            "--certs-dir",
+            &certs_dir,
+            "agents",
+            "revoke",
+            "node-b",
+            "--reason",
+            "test",
+        ],
+    );
+    assert!(ok, "faultctl agents revoke: {out}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while agents_connected(coordinator.ready.0) != 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "node-b's session outlived its revocation"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let state_b = mount_of(&agent_b, "/var/lib/faultline");
+    let credential_b = credential_of(&agent_b);
+    drop(agent_b);
+    let log = refused_agent(&urls, &credential_b, "node-b", &state_b, dir);
+    assert!(
+        log.contains("node node-b was revoked by admin/admin")
+            && log.contains("it may enroll again only from an agent pod created after that"),
+        "{log}"
+    );
+    // Pod creation times have whole seconds.
+    std::thread::sleep(Duration::from_millis(1100));
+    let agent_b = start(
+        &cluster,
+        "agent-node-b-new-pod",
+        agent_pod,
+        "node-b",
+        &ports_b,
+        &bdir,
+    );
+    wait_probe(&agent_b, Duration::from_secs(30));
+    assert_eq!(agents_connected(coordinator.ready.0), 2.0);
+}
+
+/// The coordinator's Service URLs as seen from this host.
+struct Urls {
+    grpc: String,
+    enroll: String,
+}
+
+impl Urls {
+    fn of(objs: &BTreeMap<String, Value>, ports: &BTreeMap<u64, u16>) -> Urls {
+        let url = |name: &str| {
+            let port = objs["Service/faultline-coordinator"]["spec"]["ports"]
+                .as_array()
+                .expect("ports")
+                .iter()
+                .find(|p| p["name"] == name)
+                .and_then(|p| p["port"].as_u64())
+                .unwrap_or_else(|| panic!("no Service port {name}"));
+            format!("https://localhost:{}", ports[&port])
+        };
+        Urls {
+            grpc: url("grpc"),
+            enroll: url("enroll"),
+        }
+    }
+}
+
+fn mount_of(s: &Started, mount: &str) -> PathBuf {
+    s.mounts
         .iter()
-        .find(|(m, _)| m == "/var/run/secrets/faultline")
-        .expect("token mount")
+        .find(|(m, _)| m == mount)
+        .unwrap_or_else(|| panic!("no mount {mount}"))
         .1
-        .join("token");
-    let ca = agent
-        .mounts
-        .iter()
-        .find(|(m, _)| m == "/etc/faultline/ca")
-        .expect("ca mount")
-        .1
-        .join("ca.pem");
-    let edir = dir.join("impostor");
-    mkdir(&edir);
-    let url = |name: &str| {
-        let port = objs["Service/faultline-coordinator"]["spec"]["ports"]
-            .as_array()
-            .expect("ports")
-            .iter()
-            .find(|p| p["name"] == name)
-            .and_then(|p| p["port"].as_u64())
-            .unwrap_or_else(|| panic!("no Service port {name}"));
-        format!("https://localhost:{}", ports[&port])
-    };
+        .clone()
+}
+
+/// The token and CA files an agent pod was given.
+fn credential_of(pod: &Started) -> (PathBuf, PathBuf) {
+    (
+        mount_of(pod, "/var/run/secrets/faultline").join("token"),
+        mount_of(pod, "/etc/faultline/ca").join("ca.pem"),
+    )
+}
+
+/// Runs an agent as `node` with `(token, ca)`; it must be refused and exit. Its log.
+fn refused_agent(
+    urls: &Urls,
+    (token, ca): &(PathBuf, PathBuf),
+    node: &str,
+    state: &Path,
+    dir: &Path,
+) -> String {
     let env = [
-        ("FAULTLINE_NODE_NAME", "node-c".to_string()),
-        ("FAULTLINE_COORDINATOR", url("grpc")),
-        ("FAULTLINE_ENROLL_URL", url("enroll")),
+        ("FAULTLINE_NODE_NAME", node.to_string()),
+        ("FAULTLINE_COORDINATOR", urls.grpc.clone()),
+        ("FAULTLINE_ENROLL_URL", urls.enroll.clone()),
         (
             "FAULTLINE_KUBERNETES_TOKEN_FILE",
             token.display().to_string(),
         ),
         ("FAULTLINE_CA", ca.display().to_string()),
-        (
-            "FAULTLINE_STATE_DIR",
-            edir.join("state").display().to_string(),
-        ),
+        ("FAULTLINE_STATE_DIR", state.display().to_string()),
         ("FAULTLINE_METRICS_LISTEN", "none".to_string()),
     ];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let mut impostor = Proc::spawn_env("impostor", &binary("faultline-agent"), &[], &env, &edir);
-    let exit = impostor.wait(Duration::from_secs(20));
-    let log = impostor.log_text();
-    assert!(!exit.success(), "{log}");
-    assert!(
-        log.contains("is on node node-a, not node-c"),
-        "the refusal names both nodes:\n{log}"
-    );
-    assert!(!edir.join("state/identity/agent.pem").exists());
-    assert_eq!(agents_connected(coordinator.ready.0), 2.0);
+    let name = format!("refused-{node}");
+    let mut agent = Proc::spawn_env(&name, &binary("faultline-agent"), &[], &env, dir);
+    let exit = agent.wait(Duration::from_secs(20));
+    let log = agent.log_text();
+    assert!(!exit.success(), "{node} was not refused:\n{log}");
+    log
 }
 
 #[test]
