@@ -534,7 +534,10 @@ mod tests {
         assert_eq!(enroller.credential().expect("token"), kube("second.jwt"));
         fs::write(&file, "  \n").expect("write");
         let err = enroller.credential().expect_err("empty").to_string();
-        assert!(err.ends_with("token: the Kubernetes token file is empty"), "{err}");
+        assert!(
+            err.ends_with("token: the Kubernetes token file is empty"),
+            "{err}"
+        );
         fs::remove_file(&file).expect("rm");
         let err = enroller.credential().expect_err("missing").to_string();
         assert!(err.contains("No such file"), "{err}");

@@ -135,7 +135,11 @@ async fn the_publisher_follows_the_file_through_breakage_rotation_and_api_errors
     ));
     let settle = |d: u64| tokio::time::sleep(Duration::from_secs(d));
     settle(1).await;
-    assert_eq!(api.bundles(), std::slice::from_ref(&old), "published at start");
+    assert_eq!(
+        api.bundles(),
+        std::slice::from_ref(&old),
+        "published at start"
+    );
     settle(60).await;
     assert_eq!(
         api.bundles().len(),
