@@ -4,7 +4,7 @@
 #   helm template faultline chart/faultline --namespace faultline  (namespace.create=true and every
 #     monitoring object on) -> manifests/<template path>, e.g. templates/30-coordinator.yaml ->
 #     manifests/30-coordinator.yaml, templates/monitoring/*.yaml -> manifests/monitoring/
-#   the same with tls.source=certManager and one example node (node-a), only
+#   the same with tls.source=certManager, only
 #     templates/cert-manager/certificates.yaml -> manifests/cert-manager/certificates.yaml
 #
 # Usage: daemonset/generate.sh [OUT_DIR]   (default: daemonset/manifests)
@@ -58,5 +58,5 @@ mkdir -p "$out"
   --set monitoring.podMonitor.enabled=true,monitoring.serviceMonitor.enabled=true \
   --set monitoring.prometheusRule.enabled=true,monitoring.grafanaDashboard.enabled=true | split
 "$helm" template faultline "$chart" --namespace faultline \
-  --set tls.source=certManager --set 'tls.certManager.agentNodes={node-a}' \
+  --set tls.source=certManager \
   --show-only templates/cert-manager/certificates.yaml | split

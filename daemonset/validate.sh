@@ -48,7 +48,7 @@ rendered="$(mktemp -d)"
 trap 'rm -rf "$rendered"' EXIT
 chart=daemonset/chart/faultline
 "$helm" template faultline "$chart" --namespace faultline \
-  --set tls.source=certManager --set 'tls.certManager.agentNodes={node-a,node-b}' \
+  --set tls.source=certManager \
   > "$rendered/cert-manager.yaml"
 "$helm" template faultline "$chart" --namespace chaos --set namespace.create=true \
   --set image.digest=sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef \

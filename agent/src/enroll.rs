@@ -59,7 +59,8 @@ pub enum EnrollError {
     Answer(String, String),
     #[error(
         "no usable certificate in {dir} ({why}) and no join token: pass --join-token or \
-         --join-token-file (from `faultctl tokens create`), or certificate files"
+         --join-token-file (from `faultctl tokens create`), --kubernetes-token-file, or \
+         certificate files"
     )]
     NoToken { dir: PathBuf, why: String },
 }
@@ -290,6 +291,9 @@ pub struct Enroller {
     pub ca: PathBuf,
     pub node: NodeName,
     pub token: Option<String>,
+    /// A projected ServiceAccount token (audience faultline), read at each enrollment since
+    /// the kubelet replaces it; used instead of `token`.
+    pub kubernetes_token_file: Option<PathBuf>,
     pub files: IdentityFiles,
 }
 
@@ -298,13 +302,38 @@ fn time_of_ms(ms: i64) -> SystemTime {
 }
 
 impl Enroller {
-    /// Sends a CSR for a new key with the join token; stores the pair on success.
+    fn has_credential(&self) -> bool {
+        self.token.is_some() || self.kubernetes_token_file.is_some()
+    }
+
+    /// The credential to enroll with: the Kubernetes token as the file holds it now, else the
+    /// join token.
+    fn credential(&self) -> Result<pb::enroll_request::Credential, EnrollError> {
+        use pb::enroll_request::Credential;
+        if let Some(path) = &self.kubernetes_token_file {
+            let token = fs::read_to_string(path).map_err(io_err(path))?;
+            let token = token.trim();
+            if token.is_empty() {
+                return Err(EnrollError::Io {
+                    path: path.clone(),
+                    source: std::io::Error::other("the Kubernetes token file is empty"),
+                });
+            }
+            return Ok(Credential::KubernetesToken(token.to_string()));
+        }
+        match &self.token {
+            Some(t) => Ok(Credential::JoinToken(t.clone())),
+            None => Err(EnrollError::NoToken {
+                dir: self.files.dir().to_path_buf(),
+                why: "enrollment asked for".into(),
+            }),
+        }
+    }
+
+    /// Sends a CSR for a new key with the credential; stores the pair on success.
     pub async fn enroll(&self) -> Result<Enrolled, EnrollError> {
         let url = self.url.to_string();
-        let token = self.token.clone().ok_or_else(|| EnrollError::NoToken {
-            dir: self.files.dir().to_path_buf(),
-            why: "enrollment asked for".into(),
-        })?;
+        let credential = self.credential()?;
         let new = NewKey::generate(&self.node).map_err(|e| EnrollError::Key(e.to_string()))?;
         let channel = tls::connect_server_only(&self.url, &self.ca, CONNECT_TIMEOUT)
             .await
@@ -316,7 +345,7 @@ impl Enroller {
         let request = pb::EnrollRequest {
             node_name: self.node.to_string(),
             csr_der: new.csr_der().to_vec(),
-            credential: Some(pb::enroll_request::Credential::JoinToken(token)),
+            credential: Some(credential),
         };
         let answer = tokio::time::timeout(Duration::from_secs(30), client.enroll(request))
             .await
@@ -362,12 +391,24 @@ impl Enroller {
         Ok(enrolled)
     }
 
+    /// At agent start. With a Kubernetes token the agent always enrolls afresh (a new key): the
+    /// pod is the credential, so a pod made after a revocation gets a new certificate while a
+    /// stored, revoked one would be refused forever. Otherwise [`Enroller::ensure`].
+    pub async fn at_start(&self) -> Result<(), EnrollError> {
+        if self.kubernetes_token_file.is_none() {
+            return self.ensure().await;
+        }
+        self.files.recover()?;
+        tracing::info!("enrolling with the pod's Kubernetes ServiceAccount token");
+        self.enroll().await.map(|_| ())
+    }
+
     /// Enrolls when the stored certificate is missing or expired; nothing otherwise.
     pub async fn ensure(&self) -> Result<(), EnrollError> {
         self.files.recover()?;
         match self.files.unusable(&self.node) {
             None => Ok(()),
-            Some(why) if self.token.is_some() => {
+            Some(why) if self.has_credential() => {
                 tracing::info!("enrolling: {why}");
                 self.enroll().await.map(|_| ())
             }
@@ -477,6 +518,36 @@ impl Renew for Renewer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_kubernetes_token_is_read_afresh_for_each_enrollment() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("token");
+        let enroller = Enroller {
+            url: CoordinatorUrl::parse("https://127.0.0.1:7444").expect("url"),
+            ca: dir.path().join("ca.pem"),
+            node: "node-a".parse().expect("node"),
+            token: None,
+            kubernetes_token_file: Some(file.clone()),
+            files: IdentityFiles::new(dir.path()),
+        };
+        assert!(enroller.has_credential());
+        let kube = |t: &str| pb::enroll_request::Credential::KubernetesToken(t.into());
+        fs::write(&file, "first.jwt\n").expect("write");
+        assert_eq!(enroller.credential().expect("token"), kube("first.jwt"));
+        // The kubelet replaced it.
+        fs::write(&file, "second.jwt").expect("write");
+        assert_eq!(enroller.credential().expect("token"), kube("second.jwt"));
+        fs::write(&file, "  \n").expect("write");
+        let err = enroller.credential().expect_err("empty").to_string();
+        assert!(
+            err.ends_with("token: the Kubernetes token file is empty"),
+            "{err}"
+        );
+        fs::remove_file(&file).expect("rm");
+        let err = enroller.credential().expect_err("missing").to_string();
+        assert!(err.contains("No such file"), "{err}");
+    }
 
     #[test]
     fn an_interrupted_replacement_is_finished_at_start() {

@@ -153,6 +153,13 @@ struct Args {
     #[arg(long, env = "FAULTLINE_JOIN_TOKEN_FILE", value_name = "FILE")]
     join_token_file: Option<PathBuf>,
 
+    /// A projected Kubernetes ServiceAccount token (audience faultline), as the Helm chart
+    /// mounts it: without certificate files, the agent enrolls with it instead of a join token
+    /// (the coordinator checks it with TokenReview and requires its pod to run on this node).
+    /// Re-read at each enrollment, since the kubelet replaces it.
+    #[arg(long, env = "FAULTLINE_KUBERNETES_TOKEN_FILE", value_name = "FILE")]
+    kubernetes_token_file: Option<PathBuf>,
+
     /// The coordinator's enrollment listener, https://HOST:PORT. [default: the --coordinator
     /// host, the next port (7444)]
     #[arg(long, env = "FAULTLINE_ENROLL_URL", value_name = "URL", value_parser = parse_url)]
@@ -279,8 +286,23 @@ fn resolve_identity(
     node: &NodeName,
 ) -> Result<(CertPaths, Option<Arc<Enroller>>), String> {
     let token = enroll::read_token(args.join_token.as_deref(), args.join_token_file.as_deref())?;
+    let kubernetes = args.kubernetes_token_file.clone();
+    if token.is_some() && kubernetes.is_some() {
+        return Err(
+            "--join-token/--join-token-file and --kubernetes-token-file: give one credential, \
+             not both"
+                .into(),
+        );
+    }
     let explicit = args.certs_dir.is_some() || args.tls_cert.is_some() || args.tls_key.is_some();
     if explicit {
+        if kubernetes.is_some() {
+            return Err(
+                "--kubernetes-token-file enrolls an agent that has no certificate files; it \
+                 cannot be combined with --certs-dir, --tls-cert or --tls-key"
+                    .into(),
+            );
+        }
         if token.is_some() {
             return Err(
                 "--join-token/--join-token-file enroll an agent that has no certificate \
@@ -295,13 +317,13 @@ fn resolve_identity(
     let ca = args.ca.clone().ok_or_else(|| {
         format!(
             "no certificates: pass --ca FILE (the CA of the coordinator's certificate) with \
-             --join-token or --join-token-file to enroll, or certificate files (--certs-dir DIR \
-             holding agent-{node}.pem, agent-{node}-key.pem and ca.pem, or --tls-cert, --tls-key \
-             and --ca)"
+             --join-token, --join-token-file or --kubernetes-token-file to enroll, or certificate \
+             files (--certs-dir DIR holding agent-{node}.pem, agent-{node}-key.pem and ca.pem, or \
+             --tls-cert, --tls-key and --ca)"
         )
     })?;
     let files = IdentityFiles::new(&args.state_dir);
-    if token.is_none() {
+    if token.is_none() && kubernetes.is_none() {
         if let Some(why) = files.unusable(node) {
             return Err(format!(
                 "no usable certificate ({why}) and no join token: pass --join-token or \
@@ -317,6 +339,7 @@ fn resolve_identity(
         ca: ca.clone(),
         node: node.clone(),
         token,
+        kubernetes_token_file: kubernetes,
         files: files.clone(),
     };
     Ok((files.paths(&ca), Some(Arc::new(enroller))))
@@ -425,11 +448,12 @@ async fn run(
     // The state-dir lock comes before the journal and the identity inside it.
     let state = StateDir::open(&config.state_dir)?;
     if let Some(enroller) = &enroller {
-        // Enroll now (or find the stored certificate usable): a refused token ends the agent
-        // with the coordinator's reason; an unreachable coordinator is waited for.
+        // Enroll now (or find the stored certificate usable; with a Kubernetes token, always
+        // enroll): a refused credential ends the agent with the coordinator's reason; an
+        // unreachable coordinator is waited for.
         let mut wait = Duration::from_secs(1);
         loop {
-            match enroller.ensure().await {
+            match enroller.at_start().await {
                 Ok(()) => break,
                 Err(e) if e.is_transient() => {
                     tracing::warn!("{e}; trying again in {wait:?}");

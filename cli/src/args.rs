@@ -229,10 +229,11 @@ pub struct CertsInitArgs {
     pub force: bool,
 
     /// After writing the files, print (instead of the summary) the two Kubernetes Secrets the
-    /// manifests in daemonset/manifests mount: faultline-coordinator-tls (ca.pem, coordinator
-    /// pair) and faultline-agent-tls (ca.pem and every agent-*.pem pair in the directory). Pipe
-    /// it to `kubectl apply -f -`. ca-key.pem and the admin/operator/viewer certificates are
-    /// never included.
+    /// coordinator in daemonset/manifests mounts: faultline-coordinator-tls (ca.pem, coordinator
+    /// pair) and faultline-issuer (the CA as tls.crt and tls.key: the coordinator issues agent
+    /// certificates with it). Pipe it to `kubectl apply -f -`. No agent key is included (agents
+    /// make theirs and enroll with their pod's ServiceAccount token), nor the
+    /// admin/operator/viewer certificates.
     #[arg(long)]
     pub kubernetes: bool,
 

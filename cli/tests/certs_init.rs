@@ -191,20 +191,19 @@ fn kubernetes_secrets_carry_exactly_the_mounted_files() {
         .map(|doc| serde_yaml_ng::from_str(doc).expect("YAML document"))
         .collect();
     assert_eq!(docs.len(), 2, "{yaml}");
+    // (Secret, key, file it holds): no agent key, whatever --agents made.
     let want = [
         (
             "faultline-coordinator-tls",
-            vec!["ca.pem", "coordinator-key.pem", "coordinator.pem"],
+            vec![
+                ("ca.pem", "ca.pem"),
+                ("coordinator-key.pem", "coordinator-key.pem"),
+                ("coordinator.pem", "coordinator.pem"),
+            ],
         ),
         (
-            "faultline-agent-tls",
-            vec![
-                "agent-node-a-key.pem",
-                "agent-node-a.pem",
-                "agent-node-b-key.pem",
-                "agent-node-b.pem",
-                "ca.pem",
-            ],
+            "faultline-issuer",
+            vec![("tls.crt", "ca.pem"), ("tls.key", "ca-key.pem")],
         ),
     ];
     for (doc, (name, files)) in docs.iter().zip(want) {
@@ -214,21 +213,23 @@ fn kubernetes_secrets_carry_exactly_the_mounted_files() {
         let data = doc["data"].as_object().expect("data");
         let mut keys: Vec<&str> = data.keys().map(String::as_str).collect();
         keys.sort();
+        let want_keys: Vec<&str> = files.iter().map(|(k, _)| *k).collect();
         assert_eq!(
-            keys, files,
-            "{name}: only what the manifests mount (never ca-key.pem or admin)"
+            keys, want_keys,
+            "{name}: only what the coordinator mounts (never an agent's key or admin)"
         );
-        for (file, b64) in data {
+        for (key, file) in files {
             let decoded = base64::engine::general_purpose::STANDARD
-                .decode(b64.as_str().expect("base64 string"))
+                .decode(data[key].as_str().expect("base64 string"))
                 .expect("valid base64");
             assert_eq!(
                 decoded,
                 std::fs::read(d.join(file)).expect("file"),
-                "{name}/{file}"
+                "{name}/{key}"
             );
         }
     }
+    assert!(!yaml.contains("agent-"), "no agent file: {yaml}");
     let bad = faultctl(&[
         "certs",
         "init",

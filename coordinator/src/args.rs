@@ -9,6 +9,8 @@ use clap::{Parser, ValueEnum};
 use faultline_coordinator::config::{load_config, FileConfig};
 use faultline_coordinator::enroll::ratelimit::DEFAULT_ATTEMPTS_PER_MINUTE;
 use faultline_coordinator::enroll::{MAX_AGENT_CERT_TTL, MIN_AGENT_CERT_TTL};
+use faultline_coordinator::kube::enroll::{AgentServiceAccount, DEFAULT_AGENT_SERVICE_ACCOUNT};
+use faultline_coordinator::kube::NamespacedName;
 use faultline_coordinator::{Config, EnrollmentConfig, IssuerConfig, MAX_LEASE, MIN_LEASE};
 use faultline_core::duration::parse_in_range;
 use faultline_identity::tls::{CertPaths, HandshakeLimits, DEFAULT_MAX_HANDSHAKES};
@@ -194,11 +196,50 @@ pub struct Args {
     )]
     pub enroll_attempts_per_minute: u32,
 
+    /// Kubernetes enrollment: agents present a projected ServiceAccount token (audience
+    /// faultline) of this ServiceAccount, NAMESPACE/NAME, bound to a running pod on the node
+    /// they enroll; checked with TokenReview. "none" turns it off. Needs Kubernetes access
+    /// (in a pod, or --kubeconfig) and --issuer-cert/--issuer-key.
+    #[arg(
+        long,
+        env = "FAULTLINE_AGENT_SERVICE_ACCOUNT",
+        default_value = DEFAULT_AGENT_SERVICE_ACCOUNT,
+        value_name = "NAMESPACE/NAME",
+        value_parser = parse_service_account
+    )]
+    pub agent_service_account: ::std::option::Option<AgentServiceAccount>,
+
+    /// Publish the CA bundle agents trust for the coordinator (the --client-ca file) as this
+    /// ConfigMap, NAMESPACE/NAME (key ca.pem), and keep it current; "none" publishes nothing.
+    /// Needs Kubernetes access.
+    #[arg(
+        long,
+        env = "FAULTLINE_PUBLISH_CA_BUNDLE",
+        default_value = "none",
+        value_name = "NAMESPACE/NAME",
+        value_parser = parse_configmap
+    )]
+    pub publish_ca_bundle: ::std::option::Option<NamespacedName>,
+
     /// Kubeconfig file(s) for pod targets (a ':'-separated list is merged like kubectl does).
     /// Without it, a coordinator running in a pod uses its service account; elsewhere pod
     /// targets are refused.
     #[arg(long, env = "KUBECONFIG", value_name = "FILE")]
     pub kubeconfig: Option<String>,
+}
+
+fn parse_service_account(s: &str) -> Result<Option<AgentServiceAccount>, String> {
+    match s {
+        "none" => Ok(None),
+        _ => s.parse().map(Some),
+    }
+}
+
+fn parse_configmap(s: &str) -> Result<Option<NamespacedName>, String> {
+    match s {
+        "none" => Ok(None),
+        _ => s.parse().map(Some),
+    }
 }
 
 /// The TLS files: explicit flags win over the --certs-dir layout.
@@ -259,6 +300,7 @@ pub fn to_enrollment(args: &Args) -> Result<EnrollmentConfig, String> {
         issuer,
         listen: args.enroll_listen.0,
         attempts_per_minute: args.enroll_attempts_per_minute,
+        kubernetes: args.agent_service_account.clone(),
     })
 }
 

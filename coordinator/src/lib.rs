@@ -370,6 +370,10 @@ impl Coordinator {
                     .add_service(EnrollmentServer::new(enroll::service::EnrollmentService {
                         state: state.clone(),
                         pki: pki.clone(),
+                        kubernetes: kube::enroll::KubeEnrollment::new(
+                            &state.pods,
+                            enrollment.kubernetes.clone(),
+                        ),
                     }));
                 let stop = state.shutdown.clone().cancelled_owned();
                 let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, stop));

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use faultline_coordinator::experiments::SECONDS_BUCKETS;
-use faultline_coordinator::kube::KubeSource;
+use faultline_coordinator::kube::{cabundle, KubeSource};
 use faultline_coordinator::{Coordinator, PodAccess};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 
@@ -98,13 +98,30 @@ async fn main() -> ExitCode {
         PodAccess::Cluster(_) => tracing::info!("pod targets resolved through the Kubernetes API"),
         PodAccess::Unavailable(why) => tracing::info!("pod targets are refused: {why}"),
     }
+    if args.publish_ca_bundle.is_some() && matches!(pods, PodAccess::Unavailable(_)) {
+        return fail(
+            2,
+            "--publish-ca-bundle needs Kubernetes access: run in a pod, or give --kubeconfig",
+        );
+    }
     let (lease, data_dir) = (config.lease, config.data_dir.clone());
-    let coordinator = match Coordinator::start_full(config, handle, pods, enrollment).await {
+    let ca_file = config.tls.ca.clone();
+    let access = pods.clone();
+    let coordinator = match Coordinator::start_full(config, handle, access, enrollment).await {
         Ok(c) => c,
         Err(e) => {
             let code = if e.is_usage() { 2 } else { 1 };
             return fail(code, &faultline_identity::tls::error_chain(&e));
         }
+    };
+    // Agent pods mount this ConfigMap: the only TLS material they get from the cluster.
+    let publisher = match (&pods, args.publish_ca_bundle.clone()) {
+        (PodAccess::Cluster(cluster), Some(target)) => {
+            let stop = tokio_util::sync::CancellationToken::new();
+            let task = cabundle::run(cluster.clone(), target, ca_file, stop.clone());
+            Some((stop, tokio::spawn(task)))
+        }
+        _ => None,
     };
     let metrics = coordinator
         .metrics_addr()
@@ -122,6 +139,10 @@ async fn main() -> ExitCode {
     );
     let signal = stop.await;
     tracing::info!("{signal} received: stopping (grace period {GRACE:?})");
+    if let Some((stop, task)) = publisher {
+        stop.cancel();
+        let _ = task.await;
+    }
     if tokio::time::timeout(GRACE, coordinator.shutdown())
         .await
         .is_err()

@@ -16,6 +16,12 @@ use serde_json::Value;
 mod capabilities;
 #[path = "manifests/chart.rs"]
 mod chart;
+#[path = "manifests/identity.rs"]
+mod identity;
+#[path = "manifests/kube_api.rs"]
+mod kube_api;
+#[path = "manifests/kubelet.rs"]
+mod kubelet;
 #[path = "manifests/pods.rs"]
 mod pods;
 #[path = "manifests/promql.rs"]

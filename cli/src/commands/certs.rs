@@ -80,22 +80,6 @@ fn kubernetes_secrets(dir: &Path, namespace: &str) -> Result<String, CliError> {
             base64::engine::general_purpose::STANDARD.encode(bytes),
         ))
     };
-    let mut agent_files = Vec::new();
-    let entries = std::fs::read_dir(dir).map_err(|source| {
-        CliError::Pki(pki::PkiError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })
-    })?;
-    let mut names: Vec<String> = entries
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("agent-") && n.ends_with(".pem"))
-        .collect();
-    names.sort();
-    for n in &names {
-        agent_files.push(read(n)?);
-    }
     let secret = |name: &str, files: &[(String, String)]| {
         let mut out = format!(
             "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: {namespace}\n  labels:\n    app.kubernetes.io/part-of: faultline\ntype: Opaque\ndata:\n"
@@ -110,13 +94,16 @@ fn kubernetes_secrets(dir: &Path, namespace: &str) -> Result<String, CliError> {
         read("coordinator.pem")?,
         read("coordinator-key.pem")?,
     ];
-    let mut agents = vec![read("ca.pem")?];
-    agents.extend(agent_files);
+    // No agent keys: agents make theirs on their nodes and enroll with their pod's
+    // ServiceAccount token. The coordinator issues their certificates with this CA.
+    let (_, ca) = read("ca.pem")?;
+    let (_, ca_key) = read("ca-key.pem")?;
+    let issuer = [("tls.crt".to_string(), ca), ("tls.key".to_string(), ca_key)];
     Ok(format!(
         "# Faultline TLS Secrets for daemonset/manifests (from {}).\n# Apply: faultctl certs init ... --kubernetes | kubectl apply -f -\n{}---\n{}",
         dir.display(),
         secret("faultline-coordinator-tls", &coordinator),
-        secret("faultline-agent-tls", &agents)
+        secret("faultline-issuer", &issuer)
     ))
 }
 

@@ -5,8 +5,8 @@
 //! - [`Pki`]: the issuer, the revoked set and the enrollment records, with the rules every
 //!   path shares. Its methods do store I/O: call them off the async threads.
 //! - [`service`]: `Enrollment.Enroll`, served alone on the enrollment listener (server-only
-//!   TLS). Credentials: join tokens; the `kubernetes_token` arm is the hook for ServiceAccount
-//!   enrollment.
+//!   TLS). Credentials: join tokens; Kubernetes ServiceAccount tokens, checked by
+//!   [`crate::kube::enroll`].
 //! - [`tokens`]: `Tokens.Create/List/Revoke` (admin).
 //! - [`revocations`]: the set the handshake consults.
 //! - [`ratelimit`]: enrollment attempts per source address.
@@ -63,6 +63,8 @@ pub struct EnrollmentConfig {
     pub listen: Option<SocketAddr>,
     /// Enrollment attempts per minute per source address.
     pub attempts_per_minute: u32,
+    /// Kubernetes enrollment: the agents' ServiceAccount (`None`: off). See [`crate::kube::enroll`].
+    pub kubernetes: Option<crate::kube::enroll::AgentServiceAccount>,
 }
 
 impl EnrollmentConfig {
@@ -72,6 +74,7 @@ impl EnrollmentConfig {
             issuer: None,
             listen: None,
             attempts_per_minute: ratelimit::DEFAULT_ATTEMPTS_PER_MINUTE,
+            kubernetes: None,
         }
     }
 }
@@ -298,6 +301,39 @@ impl Pki {
             .insert(node.to_string(), enrollment);
         let labels = rec.labels.clone();
         Ok((Enrolled { issued, labels }, rec))
+    }
+
+    /// Enrollment with a credential the caller verified (a Kubernetes ServiceAccount token,
+    /// [`crate::kube::enroll`], which also checks revocations): issues the certificate and
+    /// records the enrollment as `credential` with `credential_id`, without labels.
+    pub fn enroll_verified(
+        &self,
+        node: &NodeName,
+        csr_der: &[u8],
+        credential: &str,
+        credential_id: &str,
+        remote: &str,
+    ) -> Result<Enrolled, Refusal> {
+        let issuer = self.issuer()?;
+        let issued = issuer.issue(node, csr_der, self.not_before_floor(node.as_str()))?;
+        self.record_issued(node.as_str(), &issued, "enroll")?;
+        let enrollment = EnrollmentRecord {
+            node_name: node.to_string(),
+            credential: credential.to_string(),
+            token_id: credential_id.to_string(),
+            labels: BTreeMap::new(),
+            enrolled_unix_ms: now_ms(),
+            remote_address: remote.to_string(),
+        };
+        self.store.put_enrollment(&enrollment)?;
+        self.enrolled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(node.to_string(), enrollment);
+        Ok(Enrolled {
+            issued,
+            labels: BTreeMap::new(),
+        })
     }
 
     /// A renewal over the session that opened at `session_opened_ms`: refused when the node

@@ -21,6 +21,7 @@ pub const ACTION: &str = "Enrollment.Enroll";
 pub struct EnrollmentService {
     pub state: Arc<State>,
     pub pki: Arc<Pki>,
+    pub kubernetes: crate::kube::enroll::KubeEnrollment,
 }
 
 /// The credential of a request, named for messages.
@@ -102,7 +103,7 @@ impl EnrollmentService {
             .map_err(|e| Status::invalid_argument(format!("node_name: {e}")))?;
         let remote = remote.map(|r| r.to_string()).unwrap_or_default();
         let pki = self.pki.clone();
-        let (enrolled, _token) = match req.credential {
+        let enrolled = match req.credential {
             Some(Credential::JoinToken(token)) => {
                 let csr = req.csr_der;
                 tokio::task::spawn_blocking(move || {
@@ -111,14 +112,15 @@ impl EnrollmentService {
                 .await
                 .map_err(|e| Status::internal(format!("enrollment task failed: {e}")))?
                 .map_err(|r: Refusal| r.status())?
+                .0
             }
-            // The hook for Kubernetes ServiceAccount enrollment (TokenReview, bound to a pod
-            // on this node): not served yet.
-            Some(Credential::KubernetesToken(_)) => {
-                return Err(Status::unimplemented(
-                    "kubernetes_token: Kubernetes ServiceAccount enrollment is not served by \
-                     this coordinator; use a join token (faultctl tokens create)",
-                ))
+            // TokenReview, bound to a pod on this node (crate::kube::enroll).
+            Some(Credential::KubernetesToken(token)) => {
+                self.kubernetes
+                    .enroll(&pki, node, &token, req.csr_der, remote)
+                    .await
+                    .map_err(|r| r.status())?
+                    .0
             }
             None => {
                 return Err(Status::invalid_argument(

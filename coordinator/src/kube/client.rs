@@ -1,15 +1,31 @@
-//! The [`Cluster`] port over the Kubernetes API with kube-rs (paged lists of pods and nodes),
-//! and where its credentials come from: `--kubeconfig`/`KUBECONFIG`, else the in-cluster
-//! service account, else none (pod targets are then refused with that reason).
+//! The [`Cluster`] port over the Kubernetes API with kube-rs (paged lists of pods and nodes,
+//! TokenReview, one pod, server-side apply of a ConfigMap), and where its credentials come
+//! from: `--kubeconfig`/`KUBECONFIG`, else the in-cluster service account, else none (pod
+//! targets and Kubernetes enrollment are then refused with that reason).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use faultline_core::experiment::{NodeView, PodView};
-use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{Api, ListParams};
+use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
-use super::{node_view, pod_view, BoxFuture, Cluster, KubeError, PodAccess};
+use super::{
+    node_view, pod_facts, pod_view, timed_call, token_reviewed, BoxFuture, Cluster, KubeError,
+    PodAccess, PodFacts, TokenReviewed,
+};
+
+/// The field manager of the coordinator's server-side applies.
+pub const FIELD_MANAGER: &str = "faultline-coordinator";
+
+/// What the coordinator's RBAC must grant, per call, for messages (daemonset/manifests/10-rbac.yaml).
+const RBAC_LIST: &str = "get, list and watch on pods and nodes";
+const RBAC_REVIEW: &str = "create on tokenreviews (authentication.k8s.io)";
+const RBAC_POD: &str = "get on pods";
+const RBAC_CONFIGMAP: &str =
+    "create, and get and patch on the CA bundle ConfigMap, in its namespace";
 
 /// Page size of list calls.
 const PAGE: u32 = 500;
@@ -26,20 +42,31 @@ impl KubeCluster {
     }
 }
 
-/// What an API error means for the operator.
-fn api_error(what: &str, e: kube::Error) -> KubeError {
-    let message = match e {
+/// What an API error means for the operator; `rbac` is what the call needs.
+fn api_message(e: kube::Error, rbac: &str) -> String {
+    match e {
         kube::Error::Api(s) if s.code == 401 || s.code == 403 => format!(
-            "{} (HTTP {}; the coordinator's service account needs get, list and watch on pods \
-             and nodes: see daemonset/manifests/10-rbac.yaml)",
+            "{} (HTTP {}; the coordinator's service account needs {rbac}: see \
+             daemonset/manifests/10-rbac.yaml)",
             s.message, s.code
         ),
         kube::Error::Api(s) => format!("{} (HTTP {} {})", s.message, s.code, s.reason),
         other => faultline_identity::tls::error_chain(&other),
-    };
+    }
+}
+
+fn api_error(what: &str, e: kube::Error) -> KubeError {
     KubeError::Api {
         what: what.to_string(),
-        message,
+        message: api_message(e, RBAC_LIST),
+    }
+}
+
+fn call_error(what: &str, rbac: &'static str) -> impl FnOnce(kube::Error) -> KubeError {
+    let what = what.to_string();
+    move |e| KubeError::Call {
+        what,
+        message: api_message(e, rbac),
     }
 }
 
@@ -86,6 +113,77 @@ impl Cluster for KubeCluster {
             let api: Api<Node> = Api::all(self.client.clone());
             let nodes = list_all(&api, ListParams::default().limit(PAGE), "nodes").await?;
             Ok(nodes.iter().map(node_view).collect())
+        })
+    }
+
+    fn review_token<'a>(
+        &'a self,
+        token: &'a str,
+        audiences: &'a [String],
+    ) -> BoxFuture<'a, Result<TokenReviewed, KubeError>> {
+        Box::pin(async move {
+            let what = "reviewing the token (TokenReview)";
+            let api: Api<TokenReview> = Api::all(self.client.clone());
+            let review = TokenReview {
+                spec: TokenReviewSpec {
+                    token: Some(token.to_string()),
+                    audiences: Some(audiences.to_vec()),
+                },
+                ..TokenReview::default()
+            };
+            let call = async {
+                api.create(&PostParams::default(), &review)
+                    .await
+                    .map_err(call_error(what, RBAC_REVIEW))
+            };
+            let answer = timed_call(what, call).await?;
+            Ok(token_reviewed(answer.status.as_ref()))
+        })
+    }
+
+    fn pod<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<PodFacts>, KubeError>> {
+        Box::pin(async move {
+            let what = format!("reading pod {namespace}/{name}");
+            let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+            let call = async { api.get_opt(name).await.map_err(call_error(&what, RBAC_POD)) };
+            let pod = timed_call(&what, call).await?;
+            Ok(pod.as_ref().map(pod_facts))
+        })
+    }
+
+    fn apply_config_map<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        data: &'a BTreeMap<String, String>,
+    ) -> BoxFuture<'a, Result<(), KubeError>> {
+        Box::pin(async move {
+            let what = format!("applying ConfigMap {namespace}/{name}");
+            let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
+            let object = serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {
+                    "name": name,
+                    "namespace": namespace,
+                    "labels": {
+                        "app.kubernetes.io/name": "faultline-coordinator",
+                        "app.kubernetes.io/part-of": "faultline",
+                    },
+                },
+                "data": data,
+            });
+            let params = PatchParams::apply(FIELD_MANAGER).force();
+            let call = async {
+                api.patch(name, &params, &Patch::Apply(&object))
+                    .await
+                    .map_err(call_error(&what, RBAC_CONFIGMAP))
+            };
+            timed_call(&what, call).await.map(|_| ())
         })
     }
 }

@@ -1,10 +1,19 @@
-//! Kubernetes access for pod targets: the narrow [`Cluster`] port the planner uses (list pods,
-//! list nodes), its kube-rs implementation [`KubeCluster`], the conversion of API objects into
-//! the planner's views, and where the coordinator's credentials come from.
+//! Kubernetes access: the narrow [`Cluster`] port (list pods and nodes for pod targets; review a
+//! ServiceAccount token and read its pod for agent enrollment; publish the CA bundle agents
+//! trust), its kube-rs implementation [`KubeCluster`], the conversion of API objects into the
+//! coordinator's views, and where the coordinator's credentials come from.
+//!
+//! - [`enroll`]: Kubernetes enrollment, the rules a ServiceAccount token must pass before the
+//!   issuer signs a certificate for a node.
+//! - [`cabundle`]: the ConfigMap with the CA bundle agents mount.
 
+pub mod cabundle;
 mod client;
 mod convert;
+pub mod enroll;
+mod names;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -13,7 +22,10 @@ use std::time::Duration;
 use faultline_core::experiment::{NodeView, PodSelector, PodView};
 
 pub use client::{KubeCluster, KubeSource};
-pub use convert::{bare_container_id, node_view, pod_view};
+pub use convert::{
+    bare_container_id, node_view, pod_facts, pod_view, token_reviewed, PodFacts, TokenReviewed,
+};
+pub use names::NamespacedName;
 
 /// How long one list call (all its pages) may take.
 pub const API_TIMEOUT: Duration = Duration::from_secs(10);
@@ -21,7 +33,8 @@ pub const API_TIMEOUT: Duration = Duration::from_secs(10);
 /// A boxed future, so [`Cluster`] stays object safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// The Kubernetes calls the coordinator makes: read-only, two of them.
+/// The Kubernetes calls the coordinator makes: reads for pod targets and enrollment, one
+/// TokenReview, and one write (the CA bundle ConfigMap).
 pub trait Cluster: Send + Sync {
     /// The pods of `namespace` matching the selectors (any phase).
     fn pods<'a>(
@@ -33,9 +46,34 @@ pub trait Cluster: Send + Sync {
 
     /// Every node.
     fn nodes(&self) -> BoxFuture<'_, Result<Vec<NodeView>, KubeError>>;
+
+    /// Who `token` belongs to, asked of the API server for `audiences` (a TokenReview). A token
+    /// the API server does not accept is an answer (`authenticated: false`), not an error.
+    fn review_token<'a>(
+        &'a self,
+        token: &'a str,
+        audiences: &'a [String],
+    ) -> BoxFuture<'a, Result<TokenReviewed, KubeError>>;
+
+    /// One pod; `None` when it does not exist.
+    fn pod<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<PodFacts>, KubeError>>;
+
+    /// Creates or updates ConfigMap `namespace/name` so that its data is `data` (server-side
+    /// apply, field manager `faultline-coordinator`).
+    fn apply_config_map<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        data: &'a BTreeMap<String, String>,
+    ) -> BoxFuture<'a, Result<(), KubeError>>;
 }
 
-/// Whether this coordinator can resolve pod targets.
+/// Whether this coordinator can reach the Kubernetes API (for pod targets and Kubernetes
+/// enrollment).
 #[derive(Clone)]
 pub enum PodAccess {
     Cluster(Arc<dyn Cluster>),
@@ -71,6 +109,11 @@ pub enum KubeError {
     Api { what: String, message: String },
     #[error("listing {what}: no answer from the Kubernetes API within {}s", API_TIMEOUT.as_secs())]
     Timeout { what: String },
+    /// A call other than a list; `what` says which ("reviewing the token (TokenReview)").
+    #[error("{what}: {message}")]
+    Call { what: String, message: String },
+    #[error("{what}: no answer from the Kubernetes API within {}s", API_TIMEOUT.as_secs())]
+    CallTimeout { what: String },
 }
 
 /// The pods a selector returns, and every node.
@@ -87,6 +130,19 @@ async fn timed<T>(
     match tokio::time::timeout(API_TIMEOUT, call).await {
         Ok(r) => r,
         Err(_) => Err(KubeError::Timeout { what }),
+    }
+}
+
+/// `call`, cut off after [`API_TIMEOUT`] with [`KubeError::CallTimeout`].
+pub async fn timed_call<T>(
+    what: &str,
+    call: impl Future<Output = Result<T, KubeError>>,
+) -> Result<T, KubeError> {
+    match tokio::time::timeout(API_TIMEOUT, call).await {
+        Ok(r) => r,
+        Err(_) => Err(KubeError::CallTimeout {
+            what: what.to_string(),
+        }),
     }
 }
 

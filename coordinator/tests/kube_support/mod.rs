@@ -1,7 +1,10 @@
 //! A stand-in Kubernetes API for tests: a kube-rs client over a `tower-test` mock service whose
-//! requests are answered from real API JSON (the PodList and NodeList files next to this one,
-//! or what a test supplies), and recorded. Helpers panic with a message.
+//! requests are answered from real API JSON (the PodList, NodeList, Pod and TokenReview files
+//! next to this one, or what a test supplies), and recorded (method, path, body). Helpers panic
+//! with a message.
 #![allow(dead_code)]
+
+pub mod identity;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -48,11 +51,23 @@ pub fn status_json(code: u16, reason: &str, message: &str) -> String {
     .to_string()
 }
 
-type Responder = dyn Fn(&str) -> (u16, String) + Send + Sync;
+/// One request the fake API received.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    /// Path and query.
+    pub uri: String,
+    pub content_type: String,
+    pub body: String,
+}
+
+type Responder = dyn Fn(&Seen) -> (u16, String) + Send + Sync;
 
 /// The fake API: every request's path and query, in order; answers come from the responder.
 pub struct FakeApi {
     pub requests: Arc<Mutex<Vec<String>>>,
+    /// Every request in full, in order.
+    pub full: Arc<Mutex<Vec<Seen>>>,
     task: JoinHandle<()>,
 }
 
@@ -68,16 +83,46 @@ impl FakeApi {
     where
         F: Fn(&str) -> (u16, String) + Send + Sync + 'static,
     {
+        FakeApi::start_full(move |seen: &Seen| respond(&seen.uri))
+    }
+
+    /// A client whose requests `respond(request)` answers (method, path and query, body).
+    pub fn start_full<F>(respond: F) -> (kube::Client, FakeApi)
+    where
+        F: Fn(&Seen) -> (u16, String) + Send + Sync + 'static,
+    {
+        use http_body_util::BodyExt;
         let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let requests = Arc::new(Mutex::new(Vec::new()));
-        let seen = requests.clone();
+        let full = Arc::new(Mutex::new(Vec::new()));
+        let (seen, seen_full) = (requests.clone(), full.clone());
         let respond: Arc<Responder> = Arc::new(respond);
         let task = tokio::spawn(async move {
             let mut handle = handle;
             while let Some((req, send)) = handle.next_request().await {
                 let uri = req.uri().to_string();
                 seen.lock().expect("requests").push(uri.clone());
-                let (code, body) = respond(&uri);
+                let method = req.method().to_string();
+                let content_type = req
+                    .headers()
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                let bytes = req
+                    .into_body()
+                    .collect()
+                    .await
+                    .expect("request body")
+                    .to_bytes();
+                let request = Seen {
+                    method,
+                    uri,
+                    content_type,
+                    body: String::from_utf8_lossy(&bytes).into_owned(),
+                };
+                seen_full.lock().expect("requests").push(request.clone());
+                let (code, body) = respond(&request);
                 let resp = Response::builder()
                     .status(code)
                     .header("content-type", "application/json")
@@ -88,7 +133,11 @@ impl FakeApi {
         });
         (
             kube::Client::new(service, "default"),
-            FakeApi { requests, task },
+            FakeApi {
+                requests,
+                full,
+                task,
+            },
         )
     }
 
@@ -131,5 +180,10 @@ impl FakeApi {
 
     pub fn seen(&self) -> Vec<String> {
         self.requests.lock().expect("requests").clone()
+    }
+
+    /// Every request in full.
+    pub fn seen_full(&self) -> Vec<Seen> {
+        self.full.lock().expect("requests").clone()
     }
 }

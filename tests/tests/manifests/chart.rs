@@ -52,7 +52,7 @@ fn set_args<'a>(sets: &'a [&'a str]) -> Vec<&'a str> {
     sets.iter().flat_map(|s| ["--set", *s]).collect()
 }
 
-fn template(namespace: &str, sets: &[&str]) -> Output {
+pub(super) fn template(namespace: &str, sets: &[&str]) -> Output {
     let mut args = vec!["template", "faultline", CHART, "--namespace", namespace];
     args.extend(set_args(sets));
     helm_cmd(&args).output().expect("run helm template")
@@ -81,7 +81,7 @@ pub(super) fn render(namespace: &str, sets: &[&str]) -> BTreeMap<String, Value> 
         .collect()
 }
 
-fn files_under(dir: &Path) -> BTreeMap<String, String> {
+pub(super) fn files_under(dir: &Path) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -139,8 +139,6 @@ fn the_plain_manifests_are_what_the_chart_renders() {
     assert!(rendered.len() >= 10, "{:?}", rendered.keys());
 }
 
-const NODE_A_B: &str = "tls.certManager.agentNodes={node-a,node-b.example}";
-
 #[test]
 fn helm_lint_passes_for_every_install_option() {
     let options: [&[&str]; 5] = [
@@ -152,7 +150,7 @@ fn helm_lint_passes_for_every_install_option() {
             "monitoring.prometheusRule.enabled=true",
             "monitoring.grafanaDashboard.enabled=true",
         ],
-        &["tls.source=certManager", NODE_A_B],
+        &["tls.source=certManager"],
         &[
             "image.digest=sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
             "imagePullSecrets[0].name=registry",
@@ -192,13 +190,36 @@ fn the_default_install_runs_in_the_release_namespace_and_protects_it() {
     let ds = &objs["DaemonSet/faultline-agent"];
     assert_eq!(ds["metadata"]["namespace"], "chaos");
     let env = &ds["spec"]["template"]["spec"]["containers"][0]["env"];
-    let url = env
+    let var = |name: &str| {
+        env.as_array()
+            .expect("env")
+            .iter()
+            .find(|e| e["name"] == name)
+            .unwrap_or_else(|| panic!("no {name}"))["value"]
+            .clone()
+    };
+    assert_eq!(
+        var("FAULTLINE_COORDINATOR"),
+        "https://faultline-coordinator.chaos.svc:7443"
+    );
+    assert_eq!(
+        var("FAULTLINE_ENROLL_URL"),
+        "https://faultline-coordinator.chaos.svc:7444"
+    );
+    let args: Vec<&str> = objs["Deployment/faultline-coordinator"]["spec"]["template"]["spec"]
+        ["containers"][0]["args"]
         .as_array()
-        .expect("env")
+        .expect("args")
         .iter()
-        .find(|e| e["name"] == "FAULTLINE_COORDINATOR")
-        .expect("FAULTLINE_COORDINATOR");
-    assert_eq!(url["value"], "https://faultline-coordinator.chaos.svc:7443");
+        .filter_map(Value::as_str)
+        .collect();
+    for a in [
+        "--agent-service-account=chaos/faultline-agent",
+        "--publish-ca-bundle=chaos/faultline-ca",
+        "--enroll-listen=0.0.0.0:7444",
+    ] {
+        assert!(args.contains(&a), "{args:?}");
+    }
     assert_eq!(
         objs["ClusterRoleBinding/faultline-coordinator"]["subjects"][0]["namespace"],
         "chaos"
@@ -258,8 +279,8 @@ fn a_changed_policy_rolls_the_coordinator_and_changed_limits_roll_the_agents() {
 }
 
 #[test]
-fn cert_manager_issues_every_identity_and_the_workloads_mount_its_files() {
-    let objs = render("chaos", &["tls.source=certManager", NODE_A_B]);
+fn cert_manager_issues_the_coordinator_its_identity_and_issuing_ca_and_no_agent_certificate() {
+    let objs = render("chaos", &["tls.source=certManager"]);
     let coord = &objs["Certificate/faultline-coordinator"]["spec"];
     assert_eq!(
         coord["uris"][0],
@@ -278,15 +299,34 @@ fn cert_manager_issues_every_identity_and_the_workloads_mount_its_files() {
         coord["ipAddresses"],
         serde_json::json!(["127.0.0.1", "::1"])
     );
-    for node in ["node-a", "node-b.example"] {
-        let cert = &objs[&format!("Certificate/faultline-agent-{node}")]["spec"];
-        assert_eq!(cert["uris"][0], format!("spiffe://faultline/agent/{node}"));
-        assert_eq!(cert["secretName"], format!("faultline-agent-{node}"));
-        assert_eq!(cert["issuerRef"]["name"], "faultline-ca");
-    }
     assert_eq!(
         objs["Certificate/faultline-admin"]["spec"]["uris"][0],
         "spiffe://faultline/admin/admin"
+    );
+    // The issuing CA: an intermediate under the Faultline CA, its key PKCS#8 as
+    // --issuer-key reads it.
+    let issuer = &objs["Certificate/faultline-issuer"]["spec"];
+    assert_eq!(issuer["isCA"], true);
+    assert_eq!(issuer["secretName"], "faultline-issuer");
+    assert_eq!(issuer["issuerRef"]["name"], "faultline-ca");
+    assert_eq!(issuer["privateKey"]["encoding"], "PKCS8");
+    assert!(issuer["usages"]
+        .as_array()
+        .expect("usages")
+        .contains(&Value::from("cert sign")));
+    let certificates: Vec<&String> = objs
+        .keys()
+        .filter(|k| k.starts_with("Certificate/"))
+        .collect();
+    assert_eq!(
+        certificates,
+        [
+            "Certificate/faultline-admin",
+            "Certificate/faultline-ca",
+            "Certificate/faultline-coordinator",
+            "Certificate/faultline-issuer"
+        ],
+        "no agent certificate: agents enroll"
     );
 
     let deploy = &objs["Deployment/faultline-coordinator"]["spec"]["template"]["spec"];
@@ -300,6 +340,8 @@ fn cert_manager_issues_every_identity_and_the_workloads_mount_its_files() {
         "--tls-cert=/etc/faultline/tls/tls.crt",
         "--tls-key=/etc/faultline/tls/tls.key",
         "--client-ca=/etc/faultline/tls/ca.crt",
+        "--issuer-cert=/etc/faultline/issuer/tls.crt",
+        "--issuer-key=/etc/faultline/issuer/tls.key",
     ] {
         assert!(args.contains(&a), "{args:?}");
     }
@@ -307,39 +349,22 @@ fn cert_manager_issues_every_identity_and_the_workloads_mount_its_files() {
         !args.iter().any(|a| a.starts_with("--certs-dir")),
         "{args:?}"
     );
-    let tls = |spec: &Value| {
+    let volume = |spec: &Value, name: &str| {
         spec["volumes"]
             .as_array()
             .expect("volumes")
             .iter()
-            .find(|v| v["name"] == "tls")
+            .find(|v| v["name"] == name)
             .cloned()
-            .expect("tls volume")
+            .unwrap_or_else(|| panic!("no volume {name}"))
     };
     assert_eq!(
-        tls(deploy)["secret"]["secretName"],
+        volume(deploy, "tls")["secret"]["secretName"],
         "faultline-coordinator-tls-cm"
     );
-
-    // Each agent finds ca.pem and its own node's pair under the faultctl names.
-    let agent = tls(&objs["DaemonSet/faultline-agent"]["spec"]["template"]["spec"]);
-    let mut paths: Vec<String> = agent["projected"]["sources"]
-        .as_array()
-        .expect("projected sources")
-        .iter()
-        .flat_map(|s| s["secret"]["items"].as_array().cloned().unwrap_or_default())
-        .map(|i| i["path"].as_str().expect("path").to_string())
-        .collect();
-    paths.sort();
     assert_eq!(
-        paths,
-        [
-            "agent-node-a-key.pem",
-            "agent-node-a.pem",
-            "agent-node-b.example-key.pem",
-            "agent-node-b.example.pem",
-            "ca.pem"
-        ]
+        volume(deploy, "issuer")["secret"]["secretName"],
+        "faultline-issuer"
     );
 }
 
@@ -366,7 +391,7 @@ fn an_image_digest_wins_over_the_tag() {
 
 #[test]
 fn bad_values_are_refused_with_the_field_and_its_range() {
-    let cases: [(&str, &str); 11] = [
+    let cases: [(&str, &str); 13] = [
         (
             "coordinator.policy.maxPodPercentPerNamespace=150",
             "at '/coordinator/policy/maxPodPercentPerNamespace': maximum: got 150, want 100",
@@ -384,8 +409,16 @@ fn bad_values_are_refused_with_the_field_and_its_range() {
             "at '/tls/source': value must be one of 'secret', 'certManager'",
         ),
         (
-            "tls.source=certManager",
-            "tls.certManager.agentNodes: list the node names to issue agent certificates for",
+            "tls.certManager.agentNodes={node-a}",
+            "at '/tls/certManager': additional properties 'agentNodes' not allowed",
+        ),
+        (
+            "coordinator.agentCertTTL=31d",
+            "coordinator.agentCertTTL: 31d is outside 1m..=30d",
+        ),
+        (
+            "agent.tokenExpirationSeconds=60",
+            "at '/agent/tokenExpirationSeconds': minimum: got 60, want 600",
         ),
         (
             "coordinator.policy.maxDuration=30d",

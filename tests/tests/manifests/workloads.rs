@@ -56,6 +56,14 @@ fn the_agent_daemonset_has_what_the_agent_needs_and_no_more() {
         env["FAULTLINE_COORDINATOR"]["value"],
         "https://faultline-coordinator.faultline.svc:7443"
     );
+    assert_eq!(
+        env["FAULTLINE_ENROLL_URL"]["value"],
+        "https://faultline-coordinator.faultline.svc:7444"
+    );
+    assert!(
+        !env.contains_key("FAULTLINE_CERTS_DIR"),
+        "agents have no certificate files"
+    );
     let metrics = env["FAULTLINE_METRICS_LISTEN"]["value"]
         .as_str()
         .expect("metrics");
@@ -103,6 +111,27 @@ fn the_agent_daemonset_has_what_the_agent_needs_and_no_more() {
         .as_str()
         .expect("state dir");
     assert_eq!(host_paths[&mounts[state]], "/var/lib/faultline");
+    // Its credential and trust: the projected token and the CA bundle, under the paths the
+    // env names.
+    let volume = |name: &str| {
+        pod["volumes"]
+            .as_array()
+            .expect("volumes")
+            .iter()
+            .find(|v| v["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no volume {name}"))
+    };
+    let token = env["FAULTLINE_KUBERNETES_TOKEN_FILE"]["value"]
+        .as_str()
+        .expect("token file");
+    let (dir, file) = token.rsplit_once('/').expect("a path");
+    let sat = &volume(&mounts[dir])["projected"]["sources"][0]["serviceAccountToken"];
+    assert_eq!(sat["path"], file);
+    assert_eq!(sat["audience"], "faultline");
+    let ca = env["FAULTLINE_CA"]["value"].as_str().expect("ca");
+    let (dir, _) = ca.rsplit_once('/').expect("a path");
+    assert_eq!(volume(&mounts[dir])["configMap"]["name"], "faultline-ca");
 
     // The shipped agent config is one the agent accepts.
     let cm = object(f, "ConfigMap", "faultline-agent-config");
@@ -154,6 +183,7 @@ fn the_coordinator_deployment_and_rbac_are_least_privilege() {
         .collect();
     assert!(args.contains(&"--listen=0.0.0.0:7443"), "{args:?}");
     assert!(args.contains(&"--metrics-listen=0.0.0.0:9466"), "{args:?}");
+    assert!(args.contains(&"--enroll-listen=0.0.0.0:7444"), "{args:?}");
     let claim = pod["volumes"]
         .as_array()
         .expect("volumes")
@@ -168,7 +198,7 @@ fn the_coordinator_deployment_and_rbac_are_least_privilege() {
         .iter()
         .filter_map(|p| p["port"].as_u64())
         .collect();
-    assert_eq!(ports, [7443, 9466]);
+    assert_eq!(ports, [7443, 7444, 9466]);
 
     // The shipped policy is one the coordinator accepts, with Faultline's own namespace
     // protected.
@@ -186,7 +216,8 @@ fn the_coordinator_deployment_and_rbac_are_least_privilege() {
         .protected_namespaces
         .contains(&"kube-system".to_string()));
 
-    // RBAC: read-only pods and nodes for the coordinator; nothing for the agent.
+    // RBAC: read-only pods and nodes and TokenReviews for the coordinator, and in its
+    // namespace the one ConfigMap it publishes; nothing for the agent.
     let rbac = yaml_docs("daemonset/manifests/10-rbac.yaml");
     let role = rbac
         .iter()
@@ -194,7 +225,23 @@ fn the_coordinator_deployment_and_rbac_are_least_privilege() {
         .expect("a ClusterRole");
     assert_eq!(
         role["rules"],
-        serde_json::json!([{"apiGroups": [""], "resources": ["pods", "nodes"], "verbs": ["get", "list", "watch"]}])
+        serde_json::json!([
+            {"apiGroups": [""], "resources": ["pods", "nodes"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]}
+        ])
+    );
+    let ns_role = rbac.iter().find(|d| d["kind"] == "Role").expect("a Role");
+    assert_eq!(ns_role["metadata"]["namespace"], "faultline");
+    assert_eq!(
+        ns_role["rules"],
+        serde_json::json!([
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]},
+            {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["faultline-ca"], "verbs": ["get", "patch"]}
+        ])
+    );
+    assert!(
+        args.contains(&"--publish-ca-bundle=faultline/faultline-ca"),
+        "the Role names the ConfigMap the coordinator writes: {args:?}"
     );
     let bound: Vec<Value> = rbac
         .iter()

@@ -64,8 +64,15 @@ io_paths = [{{ range $i, $p := .Values.agent.limits.ioPaths }}{{ if $i }}, {{ en
 {{/* Fails unless duration (list field value) is within 1s..=7d, as the binaries require:
      a sum of <n>ms, <n>s, <n>m, <n>h and <n>d parts (values.schema.json checks the form). */}}
 {{- define "faultline.checkDuration" -}}
+{{- include "faultline.checkDurationIn" (list (index . 0) (index . 1) 1000 604800000 "1s..=7d") -}}
+{{- end }}
+
+{{/* Fails unless duration (list field value min_ms max_ms range_text) is within the range. */}}
+{{- define "faultline.checkDurationIn" -}}
 {{- $field := index . 0 -}}
 {{- $value := index . 1 | toString -}}
+{{- $min := index . 2 -}}
+{{- $max := index . 3 -}}
 {{- $ms := 0 -}}
 {{- range regexFindAll "[0-9]+(ms|s|m|h|d)" $value -1 -}}
 {{- $n := regexFind "^[0-9]+" . -}}
@@ -73,7 +80,17 @@ io_paths = [{{ range $i, $p := .Values.agent.limits.ioPaths }}{{ if $i }}, {{ en
 {{- $scale := get (dict "ms" 1 "s" 1000 "m" 60000 "h" 3600000 "d" 86400000) $unit -}}
 {{- $ms = add $ms (mul (atoi $n) $scale) -}}
 {{- end -}}
-{{- if or (lt (int64 $ms) 1000) (gt (int64 $ms) 604800000) -}}
-{{- fail (printf "%s: %s is outside 1s..=7d" $field $value) -}}
+{{- if or (lt (int64 $ms) (int64 $min)) (gt (int64 $ms) (int64 $max)) -}}
+{{- fail (printf "%s: %s is outside %s" $field $value (index . 4)) -}}
 {{- end -}}
+{{- end }}
+
+{{/* The agents' ServiceAccount as the coordinator's --agent-service-account names it. */}}
+{{- define "faultline.agentServiceAccount" -}}
+{{ .Release.Namespace }}/faultline-agent
+{{- end }}
+
+{{/* The ConfigMap with the CA bundle agents trust (published by the coordinator). */}}
+{{- define "faultline.caBundle" -}}
+faultline-ca
 {{- end }}
