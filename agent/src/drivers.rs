@@ -11,7 +11,7 @@ use faultline_identity::tls::CoordinatorUrl;
 
 use crate::engine::driver::Driver;
 use crate::host::{self, HostConfig};
-use crate::net::{self, rules::ProtectedTraffic, ControlChannel, Lease, NetConfig};
+use crate::net::{self, rules::ProtectedTraffic, ControlChannel, KernelLease, NetConfig};
 
 /// The drivers of a daemon (`coordinator` set: its address is not impaired unless a spec
 /// includes protected traffic) or of a standalone run (`None`). Network drivers' kernel-side
@@ -19,7 +19,7 @@ use crate::net::{self, rules::ProtectedTraffic, ControlChannel, Lease, NetConfig
 pub fn all(
     host: &HostConfig,
     coordinator: Option<&CoordinatorUrl>,
-    lease: &Lease,
+    lease: &KernelLease,
 ) -> Vec<Arc<dyn Driver>> {
     let protected = coordinator
         .map(|c| ProtectedTraffic::for_coordinator(&c.host, c.port))

@@ -1,13 +1,88 @@
-//! The session lease: when it ends, and whether it has lapsed (once per lapse).
+//! The lease: how long the coordinator vouches for this agent. One concept, two views:
+//! - [`Lease`], the session's: when it ends on the monotonic clock, and whether it has lapsed
+//!   (once per lapse); the session loop renews it on Welcome and every LeaseRenewal;
+//! - [`KernelLease`], the same end as the kernel-side deadlines see it: every held eBPF
+//!   program ([`Renewable`]) cuts its map deadline to it, so a wedged agent's network faults end
+//!   with the lease even when nothing in user space runs.
 //!
+//! The session lease:
 //! Pure bookkeeping on `tokio::time::Instant`, so tests drive it with paused time. The session
 //! loop renews it on Welcome and every LeaseRenewal, sleeps until [`Lease::deadline`], and calls
 //! [`Lease::check_lapse`], which reports a lapse exactly once and then disarms the lease until
 //! the next renewal.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
+
+/// Something holding kernel-side deadlines that follow the lease.
+pub trait Renewable: Send + Sync {
+    /// The lease now runs until `until`: rewrite every deadline as min(fault's, `until`).
+    fn renew(&self, until: SystemTime);
+}
+
+#[derive(Default)]
+struct KernelLeaseInner {
+    until: Mutex<Option<SystemTime>>,
+    holders: Mutex<Vec<Weak<dyn Renewable>>>,
+}
+
+/// The same lease as the kernel-side deadlines see it: the session renews it (through the
+/// engine's renewer thread) with the lease's end on the wall clock, and every eBPF program's map
+/// deadline is cut to it. Cheap to clone (shared). Until the
+/// first renewal (standalone runs have none) only the faults' own deadlines count.
+#[derive(Clone, Default)]
+pub struct KernelLease(Arc<KernelLeaseInner>);
+
+impl std::fmt::Debug for KernelLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KernelLease")
+            .field("until", &self.until())
+            .finish()
+    }
+}
+
+impl KernelLease {
+    pub fn new() -> Self {
+        KernelLease::default()
+    }
+
+    /// The lease now runs until `until`; every holder rewrites its map deadlines. Blocking
+    /// (a few bpf syscalls per fault): call it off the async executor.
+    pub fn renew(&self, until: SystemTime) {
+        *self.0.until.lock().unwrap_or_else(|p| p.into_inner()) = Some(until);
+        let holders: Vec<Arc<dyn Renewable>> = {
+            let mut hs = self.0.holders.lock().unwrap_or_else(|p| p.into_inner());
+            hs.retain(|w| w.strong_count() > 0);
+            hs.iter().filter_map(Weak::upgrade).collect()
+        };
+        for h in holders {
+            h.renew(until);
+        }
+    }
+
+    pub fn until(&self) -> Option<SystemTime> {
+        *self.0.until.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The kernel-side deadline for a fault ending at `deadline`.
+    pub fn bound(&self, deadline: SystemTime) -> SystemTime {
+        match self.until() {
+            Some(u) => u.min(deadline),
+            None => deadline,
+        }
+    }
+
+    /// Registers a holder (kept weakly; dropped holders are forgotten).
+    pub fn subscribe(&self, holder: Weak<dyn Renewable>) {
+        self.0
+            .holders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(holder);
+    }
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct Lease {

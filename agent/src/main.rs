@@ -468,7 +468,7 @@ async fn run(
             }
         }
     }
-    let lease = faultline_agent::net::Lease::new();
+    let lease = faultline_agent::net::KernelLease::new();
     let drivers =
         faultline_agent::drivers::all(&agent_file.host_config(), Some(&config.coordinator), &lease);
     let engine = Engine::open(
@@ -556,7 +556,7 @@ fn run_standalone(a: RunArgs, cgroupns: &CgroupNsOutcome) -> ExitCode {
         let drivers = faultline_agent::drivers::all(
             &agent_file.host_config(),
             None,
-            &faultline_agent::net::Lease::new(),
+            &faultline_agent::net::KernelLease::new(),
         );
         let mut out = std::io::stdout();
         standalone::run(&opts, drivers, &mut out, stop)
@@ -590,7 +590,7 @@ fn recover(a: RecoverArgs, cgroupns: &CgroupNsOutcome) -> ExitCode {
     let drivers = faultline_agent::drivers::all(
         &agent_file.host_config(),
         None,
-        &faultline_agent::net::Lease::new(),
+        &faultline_agent::net::KernelLease::new(),
     );
     let mut out = std::io::stdout();
     let result = rt.block_on(standalone::recover(

@@ -10,7 +10,7 @@ mod net_ebpf_support;
 use faultline_agent::engine::driver::{Driver, RevertOutcome};
 use faultline_agent::host::target::{Resolved, Resolver};
 use faultline_agent::host::HostConfig;
-use faultline_agent::net::Lease;
+use faultline_agent::net::KernelLease;
 use faultline_core::fault::Target;
 use kube_pod_support::*;
 use net_ebpf_support::{apply, counter, ctx, driver, require_root};
@@ -80,7 +80,7 @@ enum Want<'a> {
 /// Applies a drop of everything to the peer aimed at `target` (pods[0]), measures both pods,
 /// reverts, measures again.
 fn drop_round(node: &mut Node, label: &str, target: Target, interface: Option<&str>, want: Want) {
-    let d = driver(&[], &Lease::new());
+    let d = driver(&[], &KernelLease::new());
     let c = ctx(120);
     let r = apply(d.as_ref(), &c, &drop_to_peer(target, interface));
     let scope = &r.data["scope"];

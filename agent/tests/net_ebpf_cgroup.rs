@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 use faultline_agent::engine::driver::{Driver, RevertOutcome};
-use faultline_agent::net::Lease;
+use faultline_agent::net::KernelLease;
 use faultline_core::fault::{DropFault, Fault, FaultSpec, Target, TrafficMatch};
 use net_ebpf_support::*;
 
@@ -84,7 +84,7 @@ fn cgroup_scoped_drop_hits_only_processes_in_that_cgroup() {
     require_root();
     let p = Pair::new();
     let cg = Cgroup::new();
-    let d = driver(&[], &Lease::new());
+    let d = driver(&[], &KernelLease::new());
     let rx_in = udp_in(&p.b.path(), &format!("{B}:7001"));
     let rx_out = udp_in(&p.b.path(), &format!("{B}:7002"));
 
@@ -128,7 +128,7 @@ fn cgroup_scoped_drop_hits_only_processes_in_that_cgroup() {
 fn cgroup_target_with_an_interface_is_refused() {
     require_root();
     let cg = Cgroup::new();
-    let d = driver(&[], &Lease::new());
+    let d = driver(&[], &KernelLease::new());
     let spec = FaultSpec {
         target: Target::Cgroup(format!("/{}", cg.name)),
         fault: Fault::Drop(DropFault {

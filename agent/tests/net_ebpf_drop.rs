@@ -7,7 +7,7 @@ mod net_ebpf_support;
 use std::process::Command;
 
 use faultline_agent::engine::driver::{Driver, DriverError, RevertOutcome};
-use faultline_agent::net::Lease;
+use faultline_agent::net::KernelLease;
 use faultline_core::fault::{
     Direction, DropFault, Fault, FaultSpec, Protocol, Target, TrafficMatch,
 };
@@ -26,7 +26,7 @@ fn udp_port(port: u16) -> TrafficMatch {
 fn drop_30_percent_on_egress_measures_27_to_33_percent() {
     require_root();
     let p = Pair::new();
-    let d = driver(&[], &Lease::new());
+    let d = driver(&[], &KernelLease::new());
     let rx = udp_in(&p.b.path(), &format!("{B}:5001"));
     let tx = udp_in(&p.a.path(), &format!("{A}:0"));
     let spec = drop_spec(&p.a.path(), Some(&p.if_a), 0.3, udp_port(5001));
@@ -73,7 +73,7 @@ fn drop_30_percent_on_egress_measures_27_to_33_percent() {
 fn drop_0_and_100_percent() {
     require_root();
     let p = Pair::new();
-    let d = driver(&[], &Lease::new());
+    let d = driver(&[], &KernelLease::new());
     let rx = udp_in(&p.b.path(), &format!("{B}:5002"));
     let tx = udp_in(&p.a.path(), &format!("{A}:0"));
 
@@ -115,7 +115,7 @@ fn drop_0_and_100_percent() {
 fn pid_target_acts_in_the_process_netns() {
     require_root();
     let p = Pair::new();
-    let d = driver(&[], &Lease::new());
+    let d = driver(&[], &KernelLease::new());
     assert_eq!(d.available(), Ok(()));
     let mut sleeper = Command::new("nsenter")
         .arg(format!("--net={}", p.b.path().display()))
@@ -155,7 +155,7 @@ fn pid_target_acts_in_the_process_netns() {
 fn non_matching_port_and_cidr_are_unaffected() {
     require_root();
     let p = Pair::new();
-    let d = driver(&[], &Lease::new());
+    let d = driver(&[], &KernelLease::new());
     let rx_other_port = udp_in(&p.b.path(), &format!("{B}:6000"));
     let rx_b = udp_in(&p.b.path(), &format!("{B}:5003"));
     let rx_b2 = udp_in(&p.b.path(), &format!("{B2}:5003"));
@@ -197,7 +197,7 @@ fn non_matching_port_and_cidr_are_unaffected() {
 fn ingress_drop_on_the_receiving_side_and_default_interface() {
     require_root();
     let p = Pair::new();
-    let d = driver(&[], &Lease::new());
+    let d = driver(&[], &KernelLease::new());
     let rx = udp_in(&p.b.path(), &format!("{B}:5004"));
     let tx = udp_in(&p.a.path(), &format!("{A}:0"));
     let m = TrafficMatch {
@@ -225,7 +225,7 @@ fn coordinator_address_and_ssh_are_protected_unless_included() {
     require_root();
     let p = Pair::new();
     // B2 plays the coordinator.
-    let d = driver(&[B2], &Lease::new());
+    let d = driver(&[B2], &KernelLease::new());
     let rx_b = udp_in(&p.b.path(), &format!("{B}:5005"));
     let rx_coord = udp_in(&p.b.path(), &format!("{B2}:5005"));
     let rx_ssh = udp_in(&p.b.path(), &format!("{B}:22"));
@@ -267,7 +267,7 @@ fn coordinator_address_and_ssh_are_protected_unless_included() {
 fn refusals_name_what_is_wrong_before_any_change() {
     require_root();
     let p = Pair::new();
-    let d = driver(&[], &Lease::new());
+    let d = driver(&[], &KernelLease::new());
     let spec = drop_spec(&p.a.path(), Some("nosuch0"), 0.5, TrafficMatch::default());
     match d.plan(&ctx(60), &spec) {
         Err(DriverError::Refused(msg)) => {
@@ -310,7 +310,7 @@ fn ipv6_destinations_and_ports_match() {
     p.a.exec(&["addr", "add", "fd00:fa17::1/64", "dev", &p.if_a, "nodad"]);
     p.b.exec(&["addr", "add", "fd00:fa17::2/64", "dev", &p.if_b, "nodad"]);
     p.b.exec(&["addr", "add", "fd00:fa17::3/64", "dev", &p.if_b, "nodad"]);
-    let d = driver(&[], &Lease::new());
+    let d = driver(&[], &KernelLease::new());
     let rx2 = udp_in(&p.b.path(), "[fd00:fa17::2]:5007");
     let rx3 = udp_in(&p.b.path(), "[fd00:fa17::3]:5007");
     let tx = udp_in(&p.a.path(), "[fd00:fa17::1]:0");

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use faultline_agent::engine::driver::{Driver, FaultCtx, Recipe, RevertOutcome};
 use faultline_agent::net::drop::PROGRAM_PREFIX;
-use faultline_agent::net::{ebpf, Lease};
+use faultline_agent::net::{ebpf, KernelLease};
 use faultline_core::fault::{Protocol, TrafficMatch};
 use net_ebpf_support::*;
 
@@ -54,7 +54,7 @@ fn child_holding_a_drop() {
     // Die with the test that started us, even if it fails before killing us.
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).expect("pdeathsig");
     let (ns, iface) = arg.split_once('|').expect("netns|interface");
-    let d = driver(&[], &Lease::new());
+    let d = driver(&[], &KernelLease::new());
     let spec = drop_spec(std::path::Path::new(ns), Some(iface), 1.0, udp_port(5010));
     let r = apply(d.as_ref(), &ctx(60), &spec);
     println!(
@@ -114,7 +114,7 @@ fn sigkill_stops_drops_within_a_second() {
     // The drop is in force, and it belongs to a live process: a sweep leaves it alone.
     let before = measure(&tx, &rx, &format!("{B}:5010"), 500);
     assert_eq!(before.received, 0, "the helper's drop is in force");
-    let parent = driver(&[], &Lease::new());
+    let parent = driver(&[], &KernelLease::new());
     assert_eq!(parent.sweep(&[]), Vec::<String>::new());
     assert_eq!(measure(&tx, &rx, &format!("{B}:5010"), 200).received, 0);
 
@@ -182,7 +182,7 @@ fn deadline_in_the_map_stops_drops_by_itself() {
     let p = Pair::new();
     let rx = udp_in(&p.b.path(), &format!("{B}:5011"));
     let tx = udp_in(&p.a.path(), &format!("{A}:0"));
-    let d = driver(&[], &Lease::new());
+    let d = driver(&[], &KernelLease::new());
     let c = FaultCtx {
         fault_id: "t-deadline".into(),
         deadline: SystemTime::now() + Duration::from_secs(1),
@@ -230,7 +230,7 @@ fn lease_cuts_the_kernel_deadline_and_renewals_extend_it() {
     let p = Pair::new();
     let rx = udp_in(&p.b.path(), &format!("{B}:5012"));
     let tx = udp_in(&p.a.path(), &format!("{A}:0"));
-    let lease = Lease::new();
+    let lease = KernelLease::new();
     let d = driver(&[], &lease);
     let r = apply(
         d.as_ref(),

@@ -4,7 +4,7 @@
 mod net_ebpf_support;
 
 use faultline_agent::engine::driver::{Driver, RevertOutcome};
-use faultline_agent::net::Lease;
+use faultline_agent::net::KernelLease;
 use faultline_core::fault::{Direction, Fault, FaultSpec, PartitionFault, Target};
 use net_ebpf_support::*;
 
@@ -12,7 +12,7 @@ use net_ebpf_support::*;
 fn partition_blocks_both_directions_and_spares_other_peers() {
     require_root();
     let p = Pair::new();
-    let d = driver(&[], &Lease::new());
+    let d = driver(&[], &KernelLease::new());
     // a -> b, a -> b2, and b -> a, b2 -> a.
     let a_rx = udp_in(&p.a.path(), &format!("{A}:8000"));
     let a_tx = udp_in(&p.a.path(), &format!("{A}:0"));

@@ -13,7 +13,7 @@ use aya::programs::tc::TcAttachOptions;
 use aya::programs::{LinkOrder, SchedClassifier, TcAttachType};
 use faultline_agent::engine::driver::Driver;
 use faultline_agent::net::rules::{self, ProtectedTraffic, RuleSpec};
-use faultline_agent::net::{ebpf, netns, Lease};
+use faultline_agent::net::{ebpf, netns, KernelLease};
 use faultline_core::fault::{Protocol, TrafficMatch};
 use net_ebpf_support::*;
 
@@ -104,7 +104,7 @@ fn sweep_disarms_a_stray_program_nobody_holds() {
         "the stray drops while nobody holds it"
     );
 
-    let d = driver(&[], &Lease::new());
+    let d = driver(&[], &KernelLease::new());
     let lines = d.sweep(&[]);
     println!("sweep: {lines:?}");
     assert!(

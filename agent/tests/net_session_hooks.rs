@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use faultline_agent::engine::driver::{Driver, RevertOutcome};
 use faultline_agent::net::control::dial;
-use faultline_agent::net::{network, ControlChannel, Lease, NetConfig};
+use faultline_agent::net::{network, ControlChannel, KernelLease, NetConfig};
 use faultline_core::fault::{
     Direction, Fault, FaultSpec, NetworkFault, PartitionFault, Target, Tbf, TrafficMatch,
 };
@@ -72,7 +72,7 @@ fn steering_leaves_the_session_at_line_rate_and_shapes_the_rest() {
         runtime().block_on(async move {
             let channel = ControlChannel::new();
             let elsewhere = ControlChannel::new();
-            let lease = Lease::new();
+            let lease = KernelLease::new();
             let d = network::drivers(&NetConfig {
                 lease: lease.clone(),
                 control: channel.clone(),
@@ -205,7 +205,7 @@ fn a_cgroup_partition_spares_a_marked_socket_by_its_mark_alone() {
     assert_eq!(child.probe(), "control=1 plain=1", "before the partition");
 
     // The driver's registry is empty: only the mark can spare the control connection.
-    let d = driver(&[], &Lease::new());
+    let d = driver(&[], &KernelLease::new());
     let spec = FaultSpec {
         target: Target::Cgroup(format!("/{}", cg.name)),
         fault: Fault::Partition(PartitionFault {

@@ -71,7 +71,7 @@ pub struct EngineConfig {
     /// How long one driver call may take before it counts as failed.
     pub driver_timeout: Duration,
     /// The lease the network drivers' kernel-side deadlines follow (none in standalone mode).
-    pub lease: Option<crate::net::Lease>,
+    pub lease: Option<crate::lease::KernelLease>,
 }
 
 impl EngineConfig {

@@ -21,7 +21,7 @@ pub(super) struct Renewer {
 
 impl Renewer {
     /// Starts the thread that applies the latest lease end to `lease`.
-    pub(super) fn start(lease: crate::net::Lease) -> Renewer {
+    pub(super) fn start(lease: crate::lease::KernelLease) -> Renewer {
         let slot: Arc<(Mutex<Slot>, Condvar)> = Arc::default();
         let theirs = slot.clone();
         let spawned = std::thread::Builder::new()

@@ -62,7 +62,7 @@ struct Loaded {
 pub struct DropDriver {
     resolver: Resolver,
     protected: ProtectedTraffic,
-    lease: super::Lease,
+    lease: super::KernelLease,
     control: ControlChannel,
     proc_root: PathBuf,
     held: Mutex<BTreeMap<String, Loaded>>,

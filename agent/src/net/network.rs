@@ -23,7 +23,7 @@ use super::tc::iface::{self, Iface, IfaceError};
 use super::tc::qdisc::{self, handle_str, Rtnl, TcError};
 use super::tc::tree::Member;
 use super::tc::{classid, ifb, orphans, steer, sync, Side};
-use super::{Lease, NetConfig, Renewable};
+use super::{KernelLease, NetConfig, Renewable};
 use crate::engine::driver::{Driver, DriverError, FaultCtx, Health, Recipe, RevertOutcome};
 use crate::host::target::Resolver;
 
@@ -42,7 +42,7 @@ pub use recipe::{sides, NetworkRecipe};
 pub struct NetworkDriver {
     resolver: Resolver,
     protected: ProtectedTraffic,
-    lease: Lease,
+    lease: KernelLease,
     control: ControlChannel,
     ifaces: Mutex<BTreeMap<Key, Iface>>,
 }

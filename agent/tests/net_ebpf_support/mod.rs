@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use faultline_agent::engine::driver::{Driver, FaultCtx, Recipe};
 use faultline_agent::net::drop::DropDriver;
-use faultline_agent::net::{netns, Lease, NetConfig, ProtectedTraffic};
+use faultline_agent::net::{netns, KernelLease, NetConfig, ProtectedTraffic};
 use faultline_core::fault::{Cidr, DropFault, Fault, FaultSpec, Target, TrafficMatch};
 
 /// Fails (never skips) when the test cannot run here, saying what is missing.
@@ -223,7 +223,7 @@ pub fn cidr(s: &str) -> Cidr {
     s.parse().expect("cidr")
 }
 
-pub fn driver(protected: &[&str], lease: &Lease) -> Arc<DropDriver> {
+pub fn driver(protected: &[&str], lease: &KernelLease) -> Arc<DropDriver> {
     let cfg = NetConfig {
         protected: ProtectedTraffic {
             addresses: protected

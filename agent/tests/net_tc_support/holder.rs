@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use faultline_agent::engine::driver::Driver;
-use faultline_agent::net::{network, Lease, NetConfig};
+use faultline_agent::net::{network, KernelLease, NetConfig};
 
 use super::traffic::Flow;
 
@@ -67,8 +67,8 @@ pub fn time_to_line_rate(flow: &Flow, since: Instant, limit: Duration) -> Option
 }
 
 /// The network driver on a lease renewed for a minute, and that lease.
-pub fn leased_driver() -> (Arc<dyn Driver>, Lease) {
-    let lease = Lease::new();
+pub fn leased_driver() -> (Arc<dyn Driver>, KernelLease) {
+    let lease = KernelLease::new();
     let cfg = NetConfig {
         lease: lease.clone(),
         ..Default::default()
