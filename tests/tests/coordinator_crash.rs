@@ -179,6 +179,7 @@ async fn trial(stack: &mut Stack, rng: &mut Rng, i: u64, point: Point, bound: Du
     }
     let down = rng.between(Duration::ZERO, LEASE * 2);
     tokio::time::sleep(down.saturating_sub(killed.elapsed())).await;
+    let workers_at_restart = invariant::workers(stack).len();
     let restart = Instant::now();
     let restart_unix_ms = now_unix_ms();
     stack.spawn_coordinator();
@@ -193,6 +194,7 @@ async fn trial(stack: &mut Stack, rng: &mut Rng, i: u64, point: Point, bound: Du
         what,
         wiped,
         down,
+        workers_at_restart,
         obs,
         kept,
     }

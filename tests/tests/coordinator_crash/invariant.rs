@@ -44,8 +44,6 @@ pub struct Observation {
     pub checks: usize,
     /// From the restart to the coordinator's first answer.
     pub answered_after: Option<Duration>,
-    /// Workers seen by the first check (right at the restart).
-    pub workers_at_restart: usize,
     /// The phase of the trial's experiment at the end ("unknown" when the coordinator's store
     /// was wiped and it never heard of it).
     pub outcome: String,
@@ -84,16 +82,12 @@ pub async fn observe(
         violations: Vec::new(),
         checks: 0,
         answered_after: None,
-        workers_at_restart: 0,
         outcome: "unknown".into(),
     };
     let mut holds_since: Option<Duration> = None;
     loop {
         let at = restart.elapsed();
         let c = w.check(stack).await;
-        if obs.checks == 0 {
-            obs.workers_at_restart = c.workers;
-        }
         obs.checks += 1;
         if c.view.is_some() && obs.answered_after.is_none() {
             obs.answered_after = Some(restart.elapsed());
@@ -148,7 +142,7 @@ fn describe(e: &pb::Experiment) -> String {
 }
 
 /// Every live worker of the stack's agents: (agent, pid, fault id).
-fn workers(stack: &Stack) -> Vec<(String, u32, String)> {
+pub fn workers(stack: &Stack) -> Vec<(String, u32, String)> {
     stack
         .agents
         .iter()

@@ -198,9 +198,11 @@ async fn revert(stack: &mut Stack, rng: &mut Rng, e: &Experiment<'_>) -> Killed 
     };
     kill(stack);
     let stopped_for = frozen.since.elapsed();
+    let pid = stack.agents[i].proc.pid();
+    let alive = worker_faults(pid).len();
     let until_restart = rng.one_in(2);
     let what = format!(
-        "ended by {}, {outstanding} RevertFault(s) to {agent} unacknowledged ({agent} stopped {} ms before the kill, {})",
+        "ended by {}, {outstanding} RevertFault(s) to {agent} unacknowledged ({agent} stopped {} ms before the kill with {alive} worker(s) alive, {})",
         if by_abort { "Abort" } else { "the deadline" },
         stopped_for.as_millis(),
         if until_restart {

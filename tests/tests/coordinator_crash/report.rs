@@ -17,6 +17,8 @@ pub struct Trial {
     pub what: String,
     pub wiped: bool,
     pub down: Duration,
+    /// Live workers right before the restart.
+    pub workers_at_restart: usize,
     pub obs: invariant::Observation,
     /// For an experiment the restarted coordinator resumed: how many of its faults lasted
     /// through the restart (not reverted by the agent's lease, not failed), of how many.
@@ -75,7 +77,7 @@ pub fn line(i: u64, t: &Trial, bound: Duration) -> String {
         t.what,
         if t.wiped { "wiped" } else { "kept" },
         ms(t.down),
-        t.obs.workers_at_restart,
+        t.workers_at_restart,
         ms(bound),
         t.obs.checks,
     )
@@ -133,7 +135,7 @@ pub fn summary(trials: &[Trial], bound: Duration) -> String {
             p.name(),
             ts.len(),
             ts.iter().filter(|t| t.wiped).count(),
-            ts.iter().filter(|t| t.obs.workers_at_restart > 0).count(),
+            ts.iter().filter(|t| t.workers_at_restart > 0).count(),
             worst.map_or("never".into(), ms)
         ));
     }
