@@ -98,7 +98,7 @@ fn sigkill_with_cpu_memory_io_and_pause_active_leaves_nothing_behind() {
     assert_ne!(bystander.state(), 'T', "an unrelated process is untouched");
 
     // The next start recovers the journal; a second recovery finds nothing at all.
-    let first = recover(&state, &config);
+    let first = recover(&state, &config, "first recovery");
     eprintln!("first recovery:\n{first}");
     assert!(
         io_files(&io_dir).is_empty(),
@@ -107,7 +107,7 @@ fn sigkill_with_cpu_memory_io_and_pause_active_leaves_nothing_behind() {
     );
     let left = helpers_of(agent_pid, paused.pid());
     assert!(left.is_empty(), "no guard or worker left: {left:?}");
-    let second = recover(&state, &config);
+    let second = recover(&state, &config, "second recovery");
     assert!(
         found_by_recovery(&second).is_empty(),
         "second recovery must find nothing:\n{second}"
@@ -185,18 +185,20 @@ fn sigkill_at_random_points_of_apply_and_revert() {
         }
         let clean = Instant::now();
         costs.cleanup += clean - killed;
-        recover(&state, &config);
+        let context = format!(
+            "iteration {i} of seed {:#x} (SIGKILL after {delay:?})",
+            plan.seed
+        );
+        recover(&state, &config, &context);
         assert!(
             io_files(&io_dir).is_empty(),
-            "iteration {i} of seed {:#x} (SIGKILL after {delay:?}): io files left: {:?}",
-            plan.seed,
+            "{context}: io files left: {:?}",
             io_files(&io_dir)
         );
-        let out = recover(&state, &config);
+        let out = recover(&state, &config, &context);
         assert!(
             found_by_recovery(&out).is_empty(),
-            "iteration {i} of seed {:#x} (SIGKILL after {delay:?}): second recovery found something:\n{out}",
-            plan.seed
+            "{context}: second recovery found something:\n{out}"
         );
         if out.lines().any(vanished_netns) {
             vanished += 1;
@@ -269,7 +271,11 @@ fn recovery_of_one_agent_leaves_another_live_agents_helpers_alone() {
 
     // A second agent (another state dir, e.g. the daemon beside a standalone run) starts up and
     // sweeps: what the first agent holds is not an orphan.
-    let out = recover(&dir.path().join("state-b"), &config);
+    let out = recover(
+        &dir.path().join("state-b"),
+        &config,
+        "the other agent's recovery",
+    );
     assert!(
         found_by_recovery(&out).is_empty(),
         "the sweep touched a live agent's helpers:\n{out}"

@@ -219,7 +219,9 @@ pub(crate) fn vanished_netns(line: &str) -> bool {
         && !Path::new(path).exists()
 }
 
-pub(crate) fn recover(state: &Path, config: &Path) -> String {
+/// Runs `faultline-agent recover` on `state`; panics with its output, `context` and, when the
+/// state dir was locked, every process that has its lock file open.
+pub(crate) fn recover(state: &Path, config: &Path, context: &str) -> String {
     let (ok, out) = run(
         &binary("faultline-agent"),
         &[
@@ -230,6 +232,40 @@ pub(crate) fn recover(state: &Path, config: &Path) -> String {
             &config.display().to_string(),
         ],
     );
-    assert!(ok, "faultline-agent recover failed:\n{out}");
+    if !ok {
+        let holders = lock_holders(&state.join("agent.lock"));
+        panic!(
+            "{context}: faultline-agent recover failed:\n{out}\nprocesses with {}/agent.lock open: {holders:#?}",
+            state.display()
+        );
+    }
+    out
+}
+
+/// Every process with `file` open: (pid, state, parent pid, command line).
+pub(crate) fn lock_holders(file: &Path) -> Vec<(u32, char, String, String)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        let open = fds
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|p| p == file));
+        if !open {
+            continue;
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let mut rest = stat.rsplit_once(')').map_or("", |r| r.1).split_whitespace();
+        let st = rest.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        let ppid = rest.next().unwrap_or("?").to_string();
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .unwrap_or_default();
+        out.push((pid, st, ppid, cmd));
+    }
     out
 }
