@@ -1,12 +1,15 @@
 //! Harness for Faultline's end-to-end tests: certificates in a temp dir, an in-process
 //! coordinator and agents over real mutual TLS on loopback, clients per role, the real binaries
-//! as child processes, and polling helpers. Helpers panic with a message; they never return
-//! errors for a test to ignore.
+//! as child processes, their stress workers found in /proc, polling helpers, and seeded
+//! randomised trials. Helpers panic with a message; they never return errors for a test to
+//! ignore.
 #![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod procs;
 pub mod stack;
+pub mod trials;
+pub mod workers;
 
 use std::collections::BTreeMap;
 use std::future::Future;

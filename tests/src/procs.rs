@@ -52,8 +52,8 @@ impl Proc {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Sends `signal` (e.g. "TERM") by PID with kill(1) and waits up to `timeout` for the exit.
-    pub fn signal_and_wait(&mut self, signal: &str, timeout: Duration) -> ExitStatus {
+    /// Sends `signal` (e.g. "STOP", "CONT") by PID with kill(1); does not wait.
+    pub fn signal(&self, signal: &str) {
         let pid = self.pid();
         let ok = Command::new("kill")
             .arg(format!("-{signal}"))
@@ -62,6 +62,11 @@ impl Proc {
             .expect("run kill")
             .success();
         assert!(ok, "kill -{signal} {pid} failed");
+    }
+
+    /// Sends `signal` (e.g. "TERM") by PID with kill(1) and waits up to `timeout` for the exit.
+    pub fn signal_and_wait(&mut self, signal: &str, timeout: Duration) -> ExitStatus {
+        self.signal(signal);
         self.wait(timeout)
     }
 
@@ -131,4 +136,17 @@ pub fn require_tool(tool: &str, package: &str) -> PathBuf {
         }
     }
     panic!("{tool} is not installed: apt-get install -y {package} (make test installs it)");
+}
+
+/// Panics unless this test runs as root, saying what needs it.
+pub fn require_root(what: &str) {
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+        })
+        .unwrap_or_default();
+    assert_eq!(uid, "0", "{what} need root (run make test as root)");
 }

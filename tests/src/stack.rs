@@ -11,7 +11,11 @@ use faultline_proto::pb;
 use tonic::transport::Channel;
 
 use crate::procs::{http_get, require_tool, Proc};
+pub use crate::workers::{all_agent_workers, worker_faults, workers_of};
 use crate::{binary, channel, free_port, Certs};
+
+/// The coordinator's data dir, under the stack dir.
+const COORDINATOR_DATA: &str = "coordinator-data";
 
 pub struct Agent {
     pub name: String,
@@ -76,7 +80,7 @@ impl Stack {
             "--metrics-listen".into(),
             coord_metrics.to_string(),
             "--data-dir".into(),
-            dir.path().join("coordinator-data").display().to_string(),
+            dir.path().join(COORDINATOR_DATA).display().to_string(),
             "--certs-dir".into(),
             certs.path().display().to_string(),
             "--lease".into(),
@@ -98,16 +102,28 @@ impl Stack {
         stack
     }
 
-    /// (Re)starts the coordinator process with the same flags and data dir.
+    /// (Re)starts the coordinator process with the same flags and data dir, and waits until
+    /// it is ready.
     pub fn start_coordinator(&mut self) {
+        self.spawn_coordinator();
+        let p = self.coordinator.as_ref().expect("just spawned");
+        wait_ready(p, self.coord_metrics, Duration::from_secs(10));
+    }
+
+    /// (Re)starts the coordinator process with the same flags and data dir; does not wait.
+    pub fn spawn_coordinator(&mut self) {
         let p = Proc::spawn(
             "coordinator",
             &binary("faultline-coordinator"),
             &self.coordinator_args,
             self.dir.path(),
         );
-        wait_ready(&p, self.coord_metrics, Duration::from_secs(10));
         self.coordinator = Some(p);
+    }
+
+    /// The coordinator's `--data-dir` (its sled store lives in `store/` below it).
+    pub fn coordinator_data(&self) -> PathBuf {
+        self.dir.path().join(COORDINATOR_DATA)
     }
 
     pub fn coordinator(&mut self) -> &mut Proc {
@@ -253,54 +269,6 @@ impl Stack {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-}
-
-/// Live worker processes whose parent is `pid` (an agent's stress workers).
-pub fn workers_of(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
-            continue;
-        };
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let mut fields = rest.split_whitespace();
-        let state = fields.next().unwrap_or("");
-        let ppid: u32 = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-        let cmd = std::fs::read(format!("/proc/{child}/cmdline")).unwrap_or_default();
-        if ppid == pid && state != "Z" && String::from_utf8_lossy(&cmd).contains("__worker") {
-            out.push(child);
-        }
-    }
-    out
-}
-
-/// Live `__worker` processes of the workspace's agent binary, whoever their parent is.
-pub fn all_agent_workers() -> Vec<u32> {
-    let exe = binary("faultline-agent");
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let same_exe = std::fs::read_link(format!("/proc/{pid}/exe"))
-            .map(|p| {
-                p.starts_with(&exe)
-                    || p.display()
-                        .to_string()
-                        .starts_with(&exe.display().to_string())
-            })
-            .unwrap_or(false);
-        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if same_exe && String::from_utf8_lossy(&cmd).contains("__worker") {
-            out.push(pid);
-        }
-    }
-    out
 }
 
 /// A Prometheus from Debian's package on loopback, scraping `targets` every second.

@@ -152,7 +152,7 @@ async fn a_coordinator_with_a_wiped_store_reverts_what_it_does_not_know() {
     let _serial = SERIAL.lock().await;
     let mut stack = Stack::start(&["ct-a"], LEASE);
     start_and_kill(&mut stack, "forgotten", "    []\n").await;
-    let data = stack.dir.path().join("coordinator-data");
+    let data = stack.coordinator_data();
     std::fs::remove_dir_all(&data).expect("wipe the coordinator's store");
     stack.start_coordinator();
     let connected = wait_connected(&stack, Duration::from_secs(5)).await;

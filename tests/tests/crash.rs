@@ -1,236 +1,26 @@
 //! Crash safety of the agent's fault engine with the real binary (needs root: cgroups, signals
 //! to other processes). SIGKILL the agent while cpu + memory + io + pause faults are active:
 //! within 1 s no worker remains and the paused process runs again; the next start recovers the
-//! journal and finds nothing left. Then SIGKILL at random points of apply and revert.
+//! journal and finds nothing left. Then SIGKILL at random points of apply and revert:
+//! `FAULTLINE_CRASH_ITERATIONS` trials (default 20) from `FAULTLINE_CRASH_SEED` (default a fixed
+//! seed), each checked for leftovers; the run prints where the time of a trial goes.
 
-use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+#[path = "crash/support.rs"]
+mod support;
+
 use std::time::{Duration, Instant};
 
-use faultline_tests::procs::run;
-use faultline_tests::*;
-
-/// A `sleep` the test owns, killed by PID on drop.
-struct Sleeper(Child);
-
-impl Sleeper {
-    fn spawn() -> Self {
-        Sleeper(
-            Command::new("sleep")
-                .arg("600")
-                .spawn()
-                .expect("spawn sleep"),
-        )
-    }
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-    fn state(&self) -> char {
-        proc_state(self.pid()).expect("sleeper alive")
-    }
-}
-
-impl Drop for Sleeper {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-CONT", &self.pid().to_string()])
-            .status();
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn proc_state(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?.1.trim_start().chars().next()
-}
+use faultline_tests::procs::require_root;
+use faultline_tests::trials::TrialPlan;
+use support::*;
 
 /// Tests in this file run one at a time (they measure how fast helpers disappear).
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Live helpers of one agent run: its stress workers (their command line carries
-/// `--parent-pid <agent>`) and the guard holding `paused` (its `--pids` names `<pid>:<start>`).
-/// Other agents on the machine (other tests, a real agent) are never counted.
-fn helpers_of(agent_pid: u32, paused: u32) -> Vec<(u32, String)> {
-    let worker_mark = format!("--parent-pid {agent_pid} ");
-    let guard_mark = format!("{paused}:");
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let cmd = String::from_utf8_lossy(&raw).replace('\0', " ");
-        let ours = (cmd.contains("__worker") && cmd.contains(&worker_mark))
-            || (cmd.contains("__guard") && cmd.contains(&guard_mark));
-        // A zombie is gone for our purposes: it holds no CPU, memory or files.
-        if ours && proc_state(pid) != Some('Z') {
-            out.push((pid, cmd));
-        }
-    }
-    out
-}
-
-fn workers(helpers: &[(u32, String)]) -> Vec<&(u32, String)> {
-    helpers
-        .iter()
-        .filter(|(_, c)| c.contains("__worker"))
-        .collect()
-}
-
-fn io_files(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with(".faultline-io-"))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-struct RunningAgent {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl RunningAgent {
-    fn start(fault_file: &Path, state: &Path, config: &Path, duration: &str) -> Self {
-        let mut child = Command::new(binary("faultline-agent"))
-            .args(["run", "-f"])
-            .arg(fault_file)
-            .args(["--duration", duration, "--state-dir"])
-            .arg(state)
-            .arg("--config")
-            .arg(config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn faultline-agent run");
-        let (tx, rx) = mpsc::channel();
-        for stream in [
-            Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().expect("stderr")),
-        ] {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    let _ = tx.send(line);
-                }
-            });
-        }
-        RunningAgent {
-            child,
-            lines: rx,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits for `n` lines starting with `applied `; returns the fault ids.
-    fn wait_applied(&mut self, n: usize, timeout: Duration) -> BTreeSet<String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let ids: BTreeSet<String> = self
-                .seen
-                .iter()
-                .filter_map(|l| l.strip_prefix("applied "))
-                .filter_map(|rest| rest.split_whitespace().next())
-                .map(str::to_string)
-                .collect();
-            if ids.len() >= n {
-                return ids;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self
-                .lines
-                .recv_timeout(left.min(Duration::from_millis(200)))
-            {
-                Ok(line) => self.seen.push(line),
-                Err(_) if Instant::now() >= deadline => panic!(
-                    "{n} faults not applied within {timeout:?}; output:\n{}",
-                    self.seen.join("\n")
-                ),
-                Err(_) => {}
-            }
-        }
-    }
-
-    fn drain(&mut self) {
-        while let Ok(line) = self.lines.try_recv() {
-            self.seen.push(line);
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn sigkill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for RunningAgent {
-    fn drop(&mut self) {
-        self.sigkill();
-    }
-}
-
-fn write_config(dir: &Path, io_dir: &Path) -> std::path::PathBuf {
-    let p = dir.join("agent.toml");
-    std::fs::write(
-        &p,
-        format!(
-            "[limits]\nmax_duration = \"10m\"\nio_paths = [\"{}\"]\n",
-            io_dir.display()
-        ),
-    )
-    .expect("config");
-    p
-}
-
-fn recover(state: &Path, config: &Path) -> String {
-    let (ok, out) = run(
-        &binary("faultline-agent"),
-        &[
-            "recover",
-            "--state-dir",
-            &state.display().to_string(),
-            "--config",
-            &config.display().to_string(),
-        ],
-    );
-    assert!(ok, "faultline-agent recover failed:\n{out}");
-    out
-}
-
-fn require_root() {
-    let uid = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
-        })
-        .unwrap_or_default();
-    assert_eq!(
-        uid, "0",
-        "crash-safety tests need root (run make test as root)"
-    );
-}
-
 #[test]
 fn sigkill_with_cpu_memory_io_and_pause_active_leaves_nothing_behind() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    require_root();
+    require_root("crash-safety tests");
     let dir = tempfile::tempdir().expect("tmp");
     let io_dir = dir.path().join("io");
     std::fs::create_dir(&io_dir).expect("io dir");
@@ -308,7 +98,7 @@ fn sigkill_with_cpu_memory_io_and_pause_active_leaves_nothing_behind() {
     assert_ne!(bystander.state(), 'T', "an unrelated process is untouched");
 
     // The next start recovers the journal; a second recovery finds nothing at all.
-    let first = recover(&state, &config);
+    let first = recover(&state, &config, "first recovery");
     eprintln!("first recovery:\n{first}");
     assert!(
         io_files(&io_dir).is_empty(),
@@ -317,36 +107,47 @@ fn sigkill_with_cpu_memory_io_and_pause_active_leaves_nothing_behind() {
     );
     let left = helpers_of(agent_pid, paused.pid());
     assert!(left.is_empty(), "no guard or worker left: {left:?}");
-    let second = recover(&state, &config);
+    let second = recover(&state, &config, "second recovery");
     assert!(
-        second.to_lowercase().contains("nothing"),
+        found_by_recovery(&second).is_empty(),
         "second recovery must find nothing:\n{second}"
     );
+}
+
+/// Where the time of one random-SIGKILL trial goes (summed over the trials).
+#[derive(Default)]
+struct Costs {
+    alive: Duration,
+    cleanup: Duration,
+    recover: Duration,
+    slowest: Duration,
 }
 
 #[test]
 fn sigkill_at_random_points_of_apply_and_revert() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    require_root();
-    let iterations: u64 = std::env::var("FAULTLINE_CRASH_ITERATIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
+    require_root("crash-safety tests");
+    // 20 trials in CI, from a fixed seed; FAULTLINE_CRASH_ITERATIONS=1000 for a long run.
+    let plan = TrialPlan::from_env(
+        "FAULTLINE_CRASH_ITERATIONS",
+        "FAULTLINE_CRASH_SEED",
+        20,
+        Some(0x9e37_79b9_7f4a_7c15),
+    );
+    let iterations = plan.trials;
+    let mut rng = plan.rng();
     let dir = tempfile::tempdir().expect("tmp");
     let io_dir = dir.path().join("io");
     std::fs::create_dir(&io_dir).expect("io dir");
     let state = dir.path().join("state");
     let config = write_config(dir.path(), &io_dir);
-    let mut rng_state: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut next = || {
-        rng_state ^= rng_state << 13;
-        rng_state ^= rng_state >> 7;
-        rng_state ^= rng_state << 17;
-        rng_state
-    };
+    let faults = dir.path().join("faults.yaml");
+    let started = Instant::now();
+    let mut costs = Costs::default();
+    let mut vanished = 0;
     for i in 0..iterations {
+        let trial = Instant::now();
         let paused = Sleeper::spawn();
-        let faults = dir.path().join(format!("faults-{i}.yaml"));
         std::fs::write(
             &faults,
             format!(
@@ -357,12 +158,14 @@ fn sigkill_at_random_points_of_apply_and_revert() {
         )
         .expect("faults");
         // A 1 s run: kill points spread over start-up, apply, the run, and the final revert.
-        let delay = Duration::from_millis(next() % 1600);
+        let delay = rng.between(Duration::ZERO, Duration::from_millis(1599));
         let mut agent = RunningAgent::start(&faults, &state, &config, "1s");
         let agent_pid = agent.pid();
         std::thread::sleep(delay);
         agent.sigkill();
         agent.drain();
+        let killed = Instant::now();
+        costs.alive += killed - trial;
         // Workers die with the agent; the guard resumes the paused process.
         let deadline = Instant::now() + Duration::from_secs(1);
         loop {
@@ -374,30 +177,74 @@ fn sigkill_at_random_points_of_apply_and_revert() {
             }
             assert!(
                 Instant::now() < deadline,
-                "iteration {i} (SIGKILL after {delay:?}): workers {workers:?}, paused process stopped: {stopped}; output:\n{}",
+                "iteration {i} of seed {:#x} (SIGKILL after {delay:?}): workers {workers:?}, paused process stopped: {stopped}; output:\n{}",
+                plan.seed,
                 agent.seen.join("\n")
             );
             std::thread::sleep(Duration::from_millis(10));
         }
-        recover(&state, &config);
+        let clean = Instant::now();
+        costs.cleanup += clean - killed;
+        let context = format!(
+            "iteration {i} of seed {:#x} (SIGKILL after {delay:?})",
+            plan.seed
+        );
+        recover(&state, &config, &context);
         assert!(
             io_files(&io_dir).is_empty(),
-            "iteration {i}: io files left: {:?}",
+            "{context}: io files left: {:?}",
             io_files(&io_dir)
         );
-        let out = recover(&state, &config);
+        let out = recover(&state, &config, &context);
         assert!(
-            out.to_lowercase().contains("nothing"),
-            "iteration {i}: second recovery found something:\n{out}"
+            found_by_recovery(&out).is_empty(),
+            "{context}: second recovery found something:\n{out}"
         );
-        assert_ne!(paused.state(), 'T', "iteration {i}: process left paused");
+        if out.lines().any(vanished_netns) {
+            vanished += 1;
+        }
+        assert_ne!(
+            paused.state(),
+            'T',
+            "iteration {i} of seed {:#x}: process left paused",
+            plan.seed
+        );
+        costs.recover += clean.elapsed();
+        costs.slowest = costs.slowest.max(trial.elapsed());
+        if (i + 1) % 50 == 0 && i + 1 < iterations {
+            eprintln!(
+                "{} of {iterations} SIGKILLs, 0 leftovers, {:.0} s",
+                i + 1,
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let wall = started.elapsed();
+    let per = |d: Duration| d.as_millis() as f64 / iterations as f64;
+    eprintln!(
+        "{iterations} random SIGKILLs (seed {:#x}), 0 leftovers, in {:.1} s: per trial {:.0} ms \
+         = agent alive {:.0} ms (random kill point 0..1.6 s) + workers gone and pause lifted \
+         {:.0} ms + two recoveries {:.0} ms; slowest trial {} ms",
+        plan.seed,
+        wall.as_secs_f64(),
+        per(wall),
+        per(costs.alive),
+        per(costs.cleanup),
+        per(costs.recover),
+        costs.slowest.as_millis()
+    );
+    if vanished > 0 {
+        eprintln!(
+            "{vanished} second recoveries reported a named network namespace of another process \
+             that vanished while they swept (\"cannot enter netns\"; not a leftover)"
+        );
     }
 }
 
 #[test]
 fn recovery_of_one_agent_leaves_another_live_agents_helpers_alone() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    require_root();
+    require_root("crash-safety tests");
     let dir = tempfile::tempdir().expect("tmp");
     let io_dir = dir.path().join("io");
     std::fs::create_dir(&io_dir).expect("io dir");
@@ -424,9 +271,13 @@ fn recovery_of_one_agent_leaves_another_live_agents_helpers_alone() {
 
     // A second agent (another state dir, e.g. the daemon beside a standalone run) starts up and
     // sweeps: what the first agent holds is not an orphan.
-    let out = recover(&dir.path().join("state-b"), &config);
+    let out = recover(
+        &dir.path().join("state-b"),
+        &config,
+        "the other agent's recovery",
+    );
     assert!(
-        out.to_lowercase().contains("nothing"),
+        found_by_recovery(&out).is_empty(),
         "the sweep touched a live agent's helpers:\n{out}"
     );
     let after = helpers_of(agent.pid(), paused.pid());
