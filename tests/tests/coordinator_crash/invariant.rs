@@ -10,8 +10,8 @@
 
 use std::time::{Duration, Instant};
 
+use faultline_identity::tls;
 use faultline_proto::pb::{self, ExperimentPhase as Phase};
-use faultline_proto::tls;
 use faultline_tests::stack::{worker_faults, Stack};
 use faultline_tests::{now_unix_ms, url};
 use tonic::transport::Channel;
