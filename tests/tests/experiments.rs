@@ -307,9 +307,23 @@ async fn coordinator_sigkill_mid_experiment_agents_revert_within_lease() {
     // Restarted after the leases lapsed: the experiment is resumed, and its targets are
     // recorded as reverted by lease (the agents' queued statuses say so).
     stack.start_coordinator();
-    let e = stack
+    stack
         .wait_phase("orphaned", Phase::Failed, Duration::from_secs(15))
         .await;
+    // The run fails as soon as the first agent is back without its faults; the other agent's
+    // queued statuses ("reverted: lease") can arrive after that, as late acknowledgements.
+    let e = wait_for(
+        "every target's revert recorded",
+        Duration::from_secs(10),
+        || async {
+            let e = stack.get("orphaned").await;
+            e.targets
+                .iter()
+                .all(|t| t.reverted_unix_ms > 0)
+                .then_some(e)
+        },
+    )
+    .await;
     assert!(
         e.log.iter().any(|l| l.message.starts_with("resumed: ")),
         "{:?}",
