@@ -66,8 +66,10 @@ if ! command -v dpkg >/dev/null 2>&1; then
     exit 0
 fi
 
+# One query, no pipe: `dpkg -s | grep -q` under pipefail fails at random when grep exits on its
+# first match and dpkg, still writing a long record, dies of SIGPIPE.
 installed() {
-    dpkg -s "$1" 2>/dev/null | grep -q '^Status: install ok installed'
+    [[ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" == "installed" ]]
 }
 
 missing=()
