@@ -23,7 +23,9 @@ tools=("kubernetes-validate==1.37.0" "checkov==3.3.30")
 need_install() {
   [ -x "$venv/bin/kubernetes-validate" ] && [ -x "$venv/bin/checkov" ] || return 0
   for t in "${tools[@]}"; do
-    "$venv/bin/pip" show "${t%%==*}" 2>/dev/null | grep -qx "Version: ${t##*==}" || return 0
+    # Capture, then match: piping into grep -q under pipefail can fail on SIGPIPE.
+    shown="$("$venv/bin/pip" show "${t%%==*}" 2>/dev/null)" || return 0
+    grep -qx "Version: ${t##*==}" <<<"$shown" || return 0
   done
   return 1
 }
