@@ -3,12 +3,15 @@
 #![forbid(unsafe_code)]
 
 pub mod clock;
+pub mod documents;
 pub mod duration;
 pub mod experiment;
 pub mod fault;
 pub mod identity;
 pub mod labels;
+pub mod schedule;
 pub mod units;
+pub mod workflow;
 
 pub use identity::{Identity, Role};
 pub use labels::{Labels, NodeName};
