@@ -27,6 +27,20 @@ pub enum Method {
     TokensCreate,
     TokensList,
     TokensRevoke,
+    ExperimentDelete,
+    ScheduleApply,
+    ScheduleGet,
+    ScheduleList,
+    ScheduleDelete,
+    ScheduleSuspend,
+    ScheduleResume,
+    ScheduleTrigger,
+    WorkflowCreate,
+    WorkflowGet,
+    WorkflowList,
+    WorkflowApprove,
+    WorkflowAbort,
+    WorkflowDelete,
 }
 
 /// The roles a method needs.
@@ -58,6 +72,20 @@ impl Method {
             Method::TokensCreate => "Tokens.Create",
             Method::TokensList => "Tokens.List",
             Method::TokensRevoke => "Tokens.Revoke",
+            Method::ExperimentDelete => "Experiments.Delete",
+            Method::ScheduleApply => "Schedules.Apply",
+            Method::ScheduleGet => "Schedules.Get",
+            Method::ScheduleList => "Schedules.List",
+            Method::ScheduleDelete => "Schedules.Delete",
+            Method::ScheduleSuspend => "Schedules.Suspend",
+            Method::ScheduleResume => "Schedules.Resume",
+            Method::ScheduleTrigger => "Schedules.Trigger",
+            Method::WorkflowCreate => "Workflows.Create",
+            Method::WorkflowGet => "Workflows.Get",
+            Method::WorkflowList => "Workflows.List",
+            Method::WorkflowApprove => "Workflows.Approve",
+            Method::WorkflowAbort => "Workflows.Abort",
+            Method::WorkflowDelete => "Workflows.Delete",
         }
     }
 
@@ -69,10 +97,24 @@ impl Method {
             | Method::ExperimentGet
             | Method::ExperimentList
             | Method::ExperimentWatch
-            | Method::ExperimentReport => Need::View,
+            | Method::ExperimentReport
+            | Method::ScheduleGet
+            | Method::ScheduleList
+            | Method::WorkflowGet
+            | Method::WorkflowList => Need::View,
             Method::ExperimentCreate | Method::ExperimentStart | Method::ExperimentAbort => {
                 Need::Operate
             }
+            Method::ExperimentDelete
+            | Method::ScheduleApply
+            | Method::ScheduleDelete
+            | Method::ScheduleSuspend
+            | Method::ScheduleResume
+            | Method::ScheduleTrigger
+            | Method::WorkflowCreate
+            | Method::WorkflowApprove
+            | Method::WorkflowAbort
+            | Method::WorkflowDelete => Need::Operate,
             Method::HaltAll
             | Method::Resume
             | Method::RevokeAgent
@@ -95,6 +137,16 @@ impl Method {
                 | Method::ExperimentCreate
                 | Method::ExperimentStart
                 | Method::ExperimentAbort
+                | Method::ExperimentDelete
+                | Method::ScheduleApply
+                | Method::ScheduleDelete
+                | Method::ScheduleSuspend
+                | Method::ScheduleResume
+                | Method::ScheduleTrigger
+                | Method::WorkflowCreate
+                | Method::WorkflowApprove
+                | Method::WorkflowAbort
+                | Method::WorkflowDelete
         )
     }
 }
@@ -248,5 +300,36 @@ mod tests {
             assert!(!operator.contains(&admin_only), "{admin_only}");
         }
         assert!(allowed(Role::Coordinator).is_empty());
+    }
+
+    #[test]
+    fn schedules_and_workflows_like_experiments() {
+        use Method::*;
+        let reads = [ScheduleGet, ScheduleList, WorkflowGet, WorkflowList];
+        let writes = [
+            ExperimentDelete,
+            ScheduleApply,
+            ScheduleDelete,
+            ScheduleSuspend,
+            ScheduleResume,
+            ScheduleTrigger,
+            WorkflowCreate,
+            WorkflowApprove,
+            WorkflowAbort,
+            WorkflowDelete,
+        ];
+        for m in reads {
+            for r in [Role::Viewer, Role::Operator, Role::Admin] {
+                assert!(refusal(&id(r, "x"), m).is_none(), "{} {r}", m.name());
+            }
+            assert!(refusal(&id(Role::Agent, "x"), m).is_some());
+            assert!(!m.is_mutation());
+        }
+        for m in writes {
+            assert!(refusal(&id(Role::Viewer, "x"), m).is_some(), "{}", m.name());
+            assert!(refusal(&id(Role::Operator, "x"), m).is_none());
+            assert!(refusal(&id(Role::Admin, "x"), m).is_none());
+            assert!(m.is_mutation(), "{} is audited", m.name());
+        }
     }
 }

@@ -13,12 +13,15 @@ mod fleet;
 pub mod kube;
 pub mod metrics;
 pub mod registry;
+pub mod runs;
+pub mod schedules;
 mod session;
 mod state;
 pub mod store;
 #[cfg(test)]
 mod test_support;
 mod vouch;
+pub mod workflows;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -35,7 +38,9 @@ use faultline_proto::pb::agent_session_server::AgentSessionServer;
 use faultline_proto::pb::enrollment_server::EnrollmentServer;
 use faultline_proto::pb::experiments_server::ExperimentsServer;
 use faultline_proto::pb::fleet_server::FleetServer;
+use faultline_proto::pb::schedules_server::SchedulesServer;
 use faultline_proto::pb::tokens_server::TokensServer;
+use faultline_proto::pb::workflows_server::WorkflowsServer;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -297,6 +302,14 @@ impl Coordinator {
                 }
             }
         }
+        // Then the workflows that were running (on top of their experiments), and the
+        // schedules, whose first pass catches up on what was missed while down.
+        let workflows = workflows::ops::recover(&state).await?;
+        let schedules = schedules::scheduler::recover(&state).await?;
+        if workflows + schedules > 0 {
+            tracing::info!("resumed {workflows} workflow(s), loaded {schedules} schedule(s)");
+        }
+        schedules::scheduler::spawn(&state);
         spawn_heartbeat(&state);
         spawn_pruning(&state, config.retention.clone());
         let ready = Arc::new(AtomicBool::new(false));
@@ -343,6 +356,18 @@ impl Coordinator {
             ))
             .add_service(ExperimentsServer::with_interceptor(
                 experiments::service::ExperimentsService {
+                    state: state.clone(),
+                },
+                auth,
+            ))
+            .add_service(SchedulesServer::with_interceptor(
+                schedules::service::SchedulesService {
+                    state: state.clone(),
+                },
+                auth,
+            ))
+            .add_service(WorkflowsServer::with_interceptor(
+                workflows::service::WorkflowsService {
                     state: state.clone(),
                 },
                 auth,

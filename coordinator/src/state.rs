@@ -53,6 +53,9 @@ pub struct State {
     pub shutdown: CancellationToken,
     /// Experiments: every one's phase, and the running ones.
     pub experiments: Table,
+    /// Schedules (all, in memory as in the store) and running workflows.
+    pub schedules: crate::schedules::Table,
+    pub workflows: crate::workflows::Table,
     /// The faults each agent should hold: what every Welcome and LeaseRenewal names.
     pub vouches: Vouches,
     /// The Kubernetes API for pod targets, or why there is none (none unless set after
@@ -83,6 +86,8 @@ impl State {
             halt: Mutex::new(halt),
             shutdown: CancellationToken::new(),
             experiments: Table::default(),
+            schedules: Default::default(),
+            workflows: Default::default(),
             vouches: Vouches::default(),
             pods: PodAccess::none(),
             session_guard: Mutex::new(Some(session_guard)),

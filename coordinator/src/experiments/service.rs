@@ -170,4 +170,16 @@ impl Experiments for ExperimentsService {
             json,
         }))
     }
+
+    async fn delete(
+        &self,
+        req: Request<pb::DeleteExperimentRequest>,
+    ) -> Result<Response<pb::DeleteExperimentResponse>, Status> {
+        let identity = self.state.authorize(&req, Method::ExperimentDelete)?;
+        let name = req.into_inner().name;
+        let result = crate::runs::delete_experiment(&self.state, &identity, &name).await;
+        self.audit_refusal(&identity, Method::ExperimentDelete, &result);
+        result.map_err(|e| e.status())?;
+        Ok(Response::new(pb::DeleteExperimentResponse { name }))
+    }
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
-use super::{AgentRecord, AuditRecord, HaltRecord, SledStore, Store, StoreError};
+use super::{AgentRecord, AuditRecord, HaltRecord, ItemTree, SledStore, Store, StoreError};
 use crate::experiments::record::ExperimentRecord;
 
 /// What to break; shared with the test, which flips the switches while the store runs.
@@ -101,6 +101,18 @@ impl Store for Failing {
     }
     fn remove_experiment(&self, name: &str) -> Result<bool, StoreError> {
         self.inner.remove_experiment(name)
+    }
+    fn put_item(&self, tree: ItemTree, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.inner.put_item(tree, key, value)
+    }
+    fn item(&self, tree: ItemTree, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.item(tree, key)
+    }
+    fn items(&self, tree: ItemTree) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.inner.items(tree)
+    }
+    fn remove_item(&self, tree: ItemTree, key: &str) -> Result<bool, StoreError> {
+        self.inner.remove_item(tree, key)
     }
     fn heartbeat(&self) -> Result<Option<i64>, StoreError> {
         self.inner.heartbeat()

@@ -24,6 +24,7 @@
 //! mutation, an experiment's record when it starts and at every phase change, the halt.
 
 mod handle;
+mod items;
 pub mod retention;
 mod sled_store;
 
@@ -46,6 +47,7 @@ use crate::experiments::record::ExperimentRecord;
 
 mod tokens;
 pub use handle::{StoreHandle, STORE_QUEUE};
+pub use items::ItemTree;
 pub use sled_store::{audit_key, SledStore};
 pub use tokens::{
     EnrollStore, EnrollmentRecord, IssuedRecord, RevocationRecord, Revoked, TokenRecord,
@@ -163,6 +165,13 @@ pub trait Store: Send {
     fn experiments(&self) -> Result<Vec<ExperimentRecord>, StoreError>;
     /// Removes the record of experiment `name`; true when there was one.
     fn remove_experiment(&self, name: &str) -> Result<bool, StoreError>;
+    /// Inserts or replaces record `key` of `tree` (schedules, workflow runs).
+    fn put_item(&self, tree: ItemTree, key: &str, value: &[u8]) -> Result<(), StoreError>;
+    fn item(&self, tree: ItemTree, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Every record of `tree`, sorted by key.
+    fn items(&self, tree: ItemTree) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    /// Removes record `key` of `tree`; true when there was one.
+    fn remove_item(&self, tree: ItemTree, key: &str) -> Result<bool, StoreError>;
     /// When the coordinator that used this store last said it was alive (unix ms).
     fn heartbeat(&self) -> Result<Option<i64>, StoreError>;
     /// Records that the coordinator is alive at `at_unix_ms` (written every second, so the
@@ -220,6 +229,18 @@ impl<S: Store + Sync + ?Sized> Store for Arc<S> {
     }
     fn remove_experiment(&self, name: &str) -> Result<bool, StoreError> {
         (**self).remove_experiment(name)
+    }
+    fn put_item(&self, tree: ItemTree, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        (**self).put_item(tree, key, value)
+    }
+    fn item(&self, tree: ItemTree, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        (**self).item(tree, key)
+    }
+    fn items(&self, tree: ItemTree) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        (**self).items(tree)
+    }
+    fn remove_item(&self, tree: ItemTree, key: &str) -> Result<bool, StoreError> {
+        (**self).remove_item(tree, key)
     }
     fn heartbeat(&self) -> Result<Option<i64>, StoreError> {
         (**self).heartbeat()

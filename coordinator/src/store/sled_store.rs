@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{AgentRecord, AuditRecord, HaltRecord, Store, StoreError};
+use super::{AgentRecord, AuditRecord, HaltRecord, ItemTree, Store, StoreError};
 use crate::experiments::record::ExperimentRecord;
 
 pub(super) struct Trees {
@@ -340,6 +340,22 @@ impl Store for SledStore {
                 .map(|old| old.is_some())
                 .map_err(sled_err("removing an experiment"))
         })
+    }
+
+    fn put_item(&self, tree: ItemTree, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.put_item_raw(tree, key, value)
+    }
+
+    fn item(&self, tree: ItemTree, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.item_raw(tree, key)
+    }
+
+    fn items(&self, tree: ItemTree) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.items_raw(tree)
+    }
+
+    fn remove_item(&self, tree: ItemTree, key: &str) -> Result<bool, StoreError> {
+        self.remove_item_raw(tree, key)
     }
 
     fn flush(&self) -> Result<(), StoreError> {

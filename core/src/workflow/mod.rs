@@ -11,6 +11,7 @@
 pub mod doc;
 pub mod progress;
 pub mod template;
+pub mod together;
 
 #[cfg(test)]
 mod progress_tests;
@@ -20,6 +21,8 @@ use std::time::Duration;
 use serde_yaml_ng::Value;
 
 pub use doc::parse_workflow;
+/// An inline spec as written (the body of an experiment's or workflow's `spec`).
+pub use serde_yaml_ng::Value as SpecValue;
 pub use progress::{Action, Progress, StepState, StepStatus, WorkflowPhase};
 
 /// The `kind` of a workflow document.

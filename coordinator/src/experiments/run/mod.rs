@@ -95,6 +95,9 @@ pub enum Control {
         reason: String,
         reply: Option<oneshot::Sender<(ExperimentRecord, bool)>>,
     },
+    /// End it now as completed (faults reverted as at the end of its duration): a workflow's
+    /// instant step whose action is done. Ignored once it is ending.
+    Complete { reason: String },
 }
 
 #[derive(Debug, Clone)]
@@ -437,6 +440,12 @@ impl Run {
                 }
                 if let Some(reply) = reply {
                     let _ = reply.send((self.rec.clone(), ended_it));
+                }
+            }
+            Control::Complete { reason } => {
+                if self.ending.is_none() {
+                    self.rec.log(now_ms(), reason);
+                    self.end(End::Completed).await;
                 }
             }
         }

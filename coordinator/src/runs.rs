@@ -1,0 +1,90 @@
+//! What the continuous-chaos modules share about their runs (experiments and workflows
+//! started by a schedule or a workflow): the one place a run's start and end are announced
+//! ([`emit`]; notifications and workflow-level checks hook in here), the identity runs act
+//! under, and the removal of an ended run's record.
+
+use faultline_core::experiment::Phase;
+use faultline_core::{Identity, Role};
+
+use crate::experiments::ops::OpError;
+use crate::state::State;
+
+/// A run of a schedule or workflow started or ended.
+#[derive(Debug, Clone)]
+pub enum RunEvent {
+    Started {
+        /// `experiment` or `workflow`.
+        kind: &'static str,
+        name: String,
+        /// What started it: `schedule <name>`, `workflow <name>`, or the caller.
+        by: String,
+    },
+    Ended {
+        kind: &'static str,
+        name: String,
+        /// The run's final phase (`completed`, `aborted`, `succeeded`, ...).
+        phase: String,
+        reason: String,
+    },
+}
+
+/// Announces a run's start or end: logged and counted here, once. Never blocks.
+pub fn emit(_state: &State, event: &RunEvent) {
+    match event {
+        RunEvent::Started { kind, name, by } => {
+            tracing::info!(kind, run = %name, by = %by, "run started");
+            metrics::counter!("faultline_runs_started_total", "kind" => *kind).increment(1);
+        }
+        RunEvent::Ended {
+            kind,
+            name,
+            phase,
+            reason,
+        } => {
+            tracing::info!(kind, run = %name, phase = %phase, "run ended: {reason}");
+            metrics::counter!("faultline_runs_ended_total", "kind" => *kind, "phase" => phase.clone())
+                .increment(1);
+        }
+    }
+}
+
+/// The identity a schedule's or workflow's runs act under: the one that created it (as
+/// stored, `<role>/<name>`), so its runs are authorized and audited as that caller.
+pub fn acting_as(created_by: &str) -> Identity {
+    match created_by.split_once('/') {
+        Some((role, name)) => Identity::new(role.parse().unwrap_or(Role::Operator), name),
+        None => Identity::new(Role::Operator, created_by),
+    }
+}
+
+/// Removes the record of experiment `name`, which must have ended (audited first).
+pub async fn delete_experiment(
+    state: &State,
+    identity: &Identity,
+    name: &str,
+) -> Result<(), OpError> {
+    let _planning = state.experiments.plan_lock.lock().await;
+    let rec = state
+        .store
+        .experiment(name)
+        .await?
+        .ok_or_else(|| OpError::NotFound(name.to_string()))?;
+    let live = state.experiments.snapshot(name).is_some();
+    if !rec.phase.is_terminal() || live {
+        return Err(OpError::WrongPhase {
+            name: name.to_string(),
+            phase: if live { Phase::Running } else { rec.phase },
+            what: "only an experiment that has ended can be deleted; abort it first (faultctl abort experiment NAME)",
+        });
+    }
+    state
+        .audit_first(
+            identity,
+            crate::authz::Method::ExperimentDelete,
+            format!("deleted experiment {name} ({})", rec.phase),
+        )
+        .await?;
+    state.store.remove_experiment(name).await?;
+    state.experiments.forget(&[name.to_string()]);
+    Ok(())
+}
