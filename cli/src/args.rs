@@ -1,5 +1,6 @@
 //! Command-line flags of `faultctl`: global connection options and one subcommand per operation.
 
+pub mod continuous;
 pub mod experiment;
 
 use std::path::PathBuf;
@@ -7,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use continuous::{DeleteCommand, ScheduleCommand, WorkflowCommand};
 pub use experiment::{
     AbortArgs, ApplyArgs, DescribeCommand, GetCommand, NameArg, PhaseArg, ReportArgs, ReportFormat,
 };
@@ -124,7 +126,8 @@ pub enum OutputFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create an experiment from a document and start it (role operator or higher); with
-    /// --dry-run print its plan only.
+    /// --dry-run print its plan only. A file may hold several documents (`---` between
+    /// them) of kind Experiment, Schedule (created or replaced) and Workflow (started).
     Apply(ApplyArgs),
     /// Start an experiment created with `apply --no-start` (role operator or higher).
     Start(NameArg),
@@ -164,6 +167,15 @@ pub enum Command {
     Resume,
     /// Print the version of faultctl (needs no coordinator).
     Version,
+    /// Remove an ended experiment's record, a schedule, or an ended workflow.
+    #[command(subcommand)]
+    Delete(DeleteCommand),
+    /// Suspend, resume or trigger a schedule.
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
+    /// Approve a workflow's step.
+    #[command(subcommand)]
+    Workflow(WorkflowCommand),
 }
 
 /// `faultctl policy --help`: what each row means and where it is set.

@@ -57,6 +57,24 @@ impl Target {
         Ok(ExperimentsClient::new(self.channel().await?))
     }
 
+    /// Opens a Schedules client (same checks as [`Target::fleet`]).
+    pub async fn schedules(
+        &self,
+    ) -> Result<faultline_proto::pb::schedules_client::SchedulesClient<Channel>, CliError> {
+        Ok(faultline_proto::pb::schedules_client::SchedulesClient::new(
+            self.channel().await?,
+        ))
+    }
+
+    /// Opens a Workflows client (same checks as [`Target::fleet`]).
+    pub async fn workflows(
+        &self,
+    ) -> Result<faultline_proto::pb::workflows_client::WorkflowsClient<Channel>, CliError> {
+        Ok(faultline_proto::pb::workflows_client::WorkflowsClient::new(
+            self.channel().await?,
+        ))
+    }
+
     async fn channel(&self) -> Result<Channel, CliError> {
         let url = CoordinatorUrl::parse(&self.url).map_err(|e| match e {
             TlsError::Url { reason, .. } => CliError::Usage {

@@ -31,6 +31,12 @@ pub enum GetCommand {
     /// List experiments, newest first (role viewer or higher).
     #[command(visible_aliases = ["experiment", "exp"])]
     Experiments(GetExperimentsArgs),
+    /// List schedules: expression, next fire, last runs (role viewer or higher).
+    #[command(visible_alias = "schedule")]
+    Schedules,
+    /// List workflows, newest first (role viewer or higher).
+    #[command(visible_alias = "workflow")]
+    Workflows,
 }
 
 #[derive(Debug, Args)]
@@ -71,6 +77,12 @@ pub enum DescribeCommand {
     /// timeline summary and verdict (role viewer or higher).
     #[command(visible_aliases = ["experiments", "exp"])]
     Experiment(NameArg),
+    /// Everything about one schedule: expression, zone, policy, next fire, runs and skipped
+    /// fire times with the reason (role viewer or higher).
+    Schedule(NameArg),
+    /// Everything about one workflow: each step's state, times, deadline and experiment
+    /// (role viewer or higher).
+    Workflow(NameArg),
 }
 
 #[derive(Debug, Args)]
@@ -82,9 +94,13 @@ pub struct NameArg {
 
 #[derive(Debug, Args)]
 pub struct AbortArgs {
-    /// The experiment's name.
+    /// The experiment's name; or `workflow` (or `experiment`) followed by the name.
     #[arg(value_name = "NAME", value_parser = parse_name)]
     pub name: String,
+
+    /// With `abort workflow NAME` / `abort experiment NAME`: the name.
+    #[arg(value_name = "KIND_NAME", value_parser = parse_name, hide = true)]
+    pub kind_name: Option<String>,
 
     /// Why it is aborted; recorded in the experiment's verdict and the audit log.
     #[arg(long, value_name = "TEXT", default_value = "aborted by faultctl", value_parser = parse_abort_reason)]

@@ -3,17 +3,20 @@
 mod agents;
 mod audit;
 mod certs;
+mod documents;
 pub(crate) mod experiments;
 mod fleet;
+mod schedules;
 mod tokens;
+mod workflows;
 
 use std::io::{IsTerminal, Write};
 
 use serde_json::Value;
 
 use crate::args::{
-    AgentsCommand, CertsCommand, Cli, Command, DescribeCommand, GetCommand, OutputFormat,
-    TokensCommand,
+    AgentsCommand, CertsCommand, Cli, Command, DeleteCommand, DescribeCommand, GetCommand,
+    OutputFormat, TokensCommand, WorkflowCommand,
 };
 use crate::client::Target;
 use crate::error::CliError;
@@ -58,7 +61,39 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> Result<Printed, CliError> {
         Command::Describe(DescribeCommand::Experiment(args)) => {
             experiments::describe(&target, &args.name, o).await
         }
-        Command::Abort(args) => experiments::abort(&target, &args.name, &args.reason, o).await,
+        Command::Abort(args) => match (args.name.as_str(), &args.kind_name) {
+            ("workflow", Some(name)) => workflows::abort(&target, name, &args.reason, o).await,
+            ("experiment", Some(name)) => {
+                experiments::abort(&target, name, &args.reason, o).await
+            }
+            (_, Some(_)) => Err(CliError::Usage {
+                flag: "abort",
+                reason: "use `abort NAME`, `abort experiment NAME` or `abort workflow NAME`"
+                    .into(),
+            }),
+            (name, None) => experiments::abort(&target, name, &args.reason, o).await,
+        },
+        Command::Get(GetCommand::Schedules) => schedules::list(&target, o).await,
+        Command::Get(GetCommand::Workflows) => workflows::list(&target, o).await,
+        Command::Describe(DescribeCommand::Schedule(args)) => {
+            schedules::describe(&target, &args.name, o).await
+        }
+        Command::Describe(DescribeCommand::Workflow(args)) => {
+            workflows::describe(&target, &args.name, o).await
+        }
+        Command::Schedule(cmd) => schedules::command(&target, cmd, o).await,
+        Command::Workflow(WorkflowCommand::Approve(args)) => {
+            workflows::approve(&target, &args.name, &args.step, o).await
+        }
+        Command::Delete(DeleteCommand::Experiment(args)) => {
+            workflows::delete_experiment(&target, &args.name).await
+        }
+        Command::Delete(DeleteCommand::Schedule(args)) => {
+            schedules::delete(&target, &args.name).await
+        }
+        Command::Delete(DeleteCommand::Workflow(args)) => {
+            workflows::delete(&target, &args.name).await
+        }
         Command::Report(args) => experiments::report(&target, &args.name, args.format, o).await,
         Command::Watch(args) => {
             let style = experiments::watch::Style::pick(o, std::io::stdout().is_terminal());

@@ -40,6 +40,7 @@ pub async fn recover(state: &State) -> Result<usize, StoreError> {
 pub fn spawn(state: &Arc<State>) {
     let state = state.clone();
     tokio::spawn(async move {
+        reconnect_grace(&state).await;
         let mut active = BTreeSet::new();
         loop {
             pass(&state).await;
@@ -55,6 +56,23 @@ pub fn spawn(state: &Arc<State>) {
             }
         }
     });
+}
+
+/// After a start, the agents known from before reconnect within moments: the first pass
+/// (which runs what was missed while the coordinator was down) waits for them, at most one
+/// lease, so a catch-up run is not refused for want of connected agents.
+async fn reconnect_grace(state: &State) {
+    let until = tokio::time::Instant::now() + state.lease;
+    while tokio::time::Instant::now() < until {
+        let agents = state.registry.list();
+        if !agents.is_empty() && agents.iter().all(|a| a.connected) {
+            return;
+        }
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    }
 }
 
 /// Fires every schedule that is due.

@@ -155,6 +155,7 @@ impl Run {
 
     async fn on_tick(&mut self) {
         let now = now_ms();
+        let before = self.rec.progress.clone();
         let mut actions = Vec::new();
         for (step, run) in self.rec.progress.running_experiments() {
             let Some(phase) = self.state.experiments.phase(&run) else {
@@ -190,7 +191,8 @@ impl Run {
             }
         }
         actions.extend(self.rec.progress.tick(&self.spec, now));
-        if !actions.is_empty() {
+        // A suspend that ends or an approval gate that opens asks for no action, but is news.
+        if !actions.is_empty() || self.rec.progress != before {
             self.carry_out(actions).await;
             self.save().await;
         }

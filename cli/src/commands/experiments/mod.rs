@@ -30,6 +30,16 @@ pub async fn apply(
     output: OutputFormat,
 ) -> Result<String, CliError> {
     let document = read_document(&args.file)?;
+    // Several documents, or a Schedule or Workflow: each to its service. A single
+    // experiment (or a file that does not split) goes as it is, as before.
+    match faultline_core::documents::split(&document) {
+        Ok(docs)
+            if !(docs.len() == 1 && docs[0].kind == faultline_core::documents::Kind::Experiment) =>
+        {
+            return super::documents::apply_all(target, args, docs, output).await;
+        }
+        _ => {}
+    }
     let mut client = target.experiments().await?;
     let r = target
         .call(client.create(pb::CreateExperimentRequest {

@@ -33,13 +33,22 @@ impl Run {
         };
         let now = now_ms();
         let (phase, verdict) = match end {
-            End::Completed => (
-                Phase::Completed,
-                format!(
-                    "completed: ran for {}",
-                    humantime::format_duration(self.spec.duration)
-                ),
-            ),
+            End::Completed => {
+                let ran = Duration::from_millis((now - self.rec.started_unix_ms).max(0) as u64);
+                let verdict = if ran + Duration::from_secs(1) < self.spec.duration {
+                    // Control::Complete: a workflow's instant step whose kills are done.
+                    format!(
+                        "completed after {}: every fault is instant and was carried out",
+                        humantime::format_duration(Duration::from_millis(ran.as_millis() as u64 / 100 * 100))
+                    )
+                } else {
+                    format!(
+                        "completed: ran for {}",
+                        humantime::format_duration(self.spec.duration)
+                    )
+                };
+                (Phase::Completed, verdict)
+            }
             End::Abort {
                 trigger,
                 by,

@@ -1,0 +1,409 @@
+//! Schedules and workflows end to end with the real binaries (root: the agents run real cpu
+//! workers): a `@every 5s` schedule fires on time, Forbid holds while a run outlasts the
+//! interval, suspend stops it, a SIGKILLed coordinator keeps it and catches up the fire it
+//! missed once; a workflow runs serial, parallel, suspend and approval steps in order, an
+//! instant (kill) step does not stall, a step deadline stops its experiment, and aborting the
+//! workflow reverts everything within a second.
+
+use std::time::{Duration, Instant};
+
+use faultline_proto::pb::{self, ExperimentPhase as Phase};
+use faultline_tests::procs::run;
+use faultline_tests::stack::{workers_of, Stack};
+use faultline_tests::*;
+
+/// The tests here stress the CPU and time runs; one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Runs faultctl against the stack as `identity`; returns (success, stdout+stderr).
+fn ctl(stack: &Stack, identity: &str, args: &[&str]) -> (bool, String) {
+    let url = format!("https://{}", stack.grpc);
+    let certs = stack.certs.path().display().to_string();
+    let mut all = vec![
+        "--coordinator",
+        &url,
+        "--certs-dir",
+        &certs,
+        "--identity",
+        identity,
+    ];
+    all.extend_from_slice(args);
+    run(&binary("faultctl"), &all)
+}
+
+fn ctl_ok(stack: &Stack, args: &[&str]) -> String {
+    let (ok, out) = ctl(stack, "operator", args);
+    assert!(ok, "faultctl {args:?} failed:\n{out}");
+    out
+}
+
+async fn schedule(stack: &Stack, name: &str) -> pb::Schedule {
+    pb::schedules_client::SchedulesClient::new(stack.channel("viewer").await)
+        .get(pb::GetScheduleRequest { name: name.into() })
+        .await
+        .unwrap_or_else(|s| panic!("Schedules.Get {name}: {s:?}"))
+        .into_inner()
+}
+
+async fn workflow(stack: &Stack, name: &str) -> pb::Workflow {
+    pb::workflows_client::WorkflowsClient::new(stack.channel("viewer").await)
+        .get(pb::GetWorkflowRequest { name: name.into() })
+        .await
+        .unwrap_or_else(|s| panic!("Workflows.Get {name}: {s:?}"))
+        .into_inner()
+}
+
+fn step<'a>(w: &'a pb::Workflow, name: &str) -> &'a pb::WorkflowStep {
+    w.steps
+        .iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("no step {name} in {:?}", w.steps))
+}
+
+fn write(stack: &Stack, file: &str, text: &str) -> String {
+    let path = stack.dir.path().join(file);
+    std::fs::write(&path, text).expect("write document");
+    path.display().to_string()
+}
+
+fn all_workers(stack: &Stack) -> Vec<(String, Vec<u32>)> {
+    stack
+        .agents
+        .iter()
+        .map(|a| (a.name.clone(), workers_of(a.proc.pid())))
+        .collect()
+}
+
+fn workers_of_agent(stack: &Stack, agent: &str) -> Vec<u32> {
+    let a = stack
+        .agents
+        .iter()
+        .find(|a| a.name == agent)
+        .expect("agent");
+    workers_of(a.proc.pid())
+}
+
+fn schedule_doc(name: &str, agent: &str, duration: &str) -> String {
+    format!(
+        "apiVersion: faultline.dev/v1
+kind: Schedule
+metadata: {{name: {name}}}
+spec:
+  schedule: '@every 5s'
+  concurrencyPolicy: Forbid
+  experiment:
+    duration: {duration}
+    targets: {{agents: {{names: [{agent}]}}, mode: all}}
+    faults: [{{kind: cpu, load: 10, workers: 1}}]
+"
+    )
+}
+
+/// Start and end of experiment `name` (ended: when its last revert was acknowledged).
+async fn span(stack: &Stack, name: &str) -> (i64, i64) {
+    let e = stack
+        .wait_all_reverted(name, Duration::from_secs(15))
+        .await;
+    let ended = e
+        .targets
+        .iter()
+        .map(|t| t.reverted_unix_ms)
+        .max()
+        .unwrap_or(0);
+    (e.started_unix_ms, ended)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_5s_schedule_fires_forbids_overlap_suspends_and_survives_a_coordinator_sigkill() {
+    let _serial = SERIAL.lock().await;
+    let mut stack = Stack::start(&["sch-a", "sch-b"], Duration::from_secs(5));
+    stack.spawn_agent("sch-a", "");
+    stack.spawn_agent("sch-b", "");
+    // Two schedules in one file: `fast` runs 2 s of every 5 s; `slow` runs 7 s, longer than
+    // its interval, so Forbid must skip every other fire.
+    let file = write(
+        &stack,
+        "schedules.yaml",
+        &format!(
+            "{}---\n{}",
+            schedule_doc("fast", "sch-a", "2s"),
+            schedule_doc("slow", "sch-b", "7s")
+        ),
+    );
+    let applied_at = Instant::now();
+    let out = ctl_ok(&stack, &["apply", "-f", &file]);
+    assert!(
+        out.contains("schedule fast applied") && out.contains("schedule slow applied"),
+        "{out}"
+    );
+    tokio::time::sleep(Duration::from_secs(18).saturating_sub(applied_at.elapsed())).await;
+
+    // At least 3 runs of `fast` in 18 s, each started within a second of its fire time.
+    let fast = schedule(&stack, "fast").await;
+    assert!(fast.runs_total >= 3, "fast ran {} times: {:?}", fast.runs_total, fast.runs);
+    for r in &fast.runs {
+        let late = r.started_unix_ms - r.fire_unix_ms;
+        eprintln!("fast: run {} started {late} ms after its fire time", r.name);
+        assert!((0..1000).contains(&late), "run {} started {late} ms late", r.name);
+        assert!(r.name.starts_with("fast-") && r.name.ends_with('z'), "{}", r.name);
+    }
+    // `slow`: the fire during a run was skipped as forbidden and recorded; its runs never
+    // overlapped.
+    let slow = schedule(&stack, "slow").await;
+    assert!(
+        slow.skipped.iter().any(|k| k.reason.contains("forbidden")
+            && k.reason.contains("concurrencyPolicy: Forbid")),
+        "no forbidden fire recorded: {:?}",
+        slow.skipped
+    );
+    assert!(slow.runs.len() >= 2, "{:?}", slow.runs);
+    let mut previous_end = 0;
+    for r in &slow.runs {
+        let (start, end) = span(&stack, &r.name).await;
+        assert!(start >= previous_end, "run {} started before the previous run ended", r.name);
+        previous_end = end;
+    }
+    let (ok, out) = ctl(&stack, "viewer", &["describe", "schedule", "slow"]);
+    assert!(ok && out.contains("forbidden"), "{out}");
+
+    // Suspend stops it.
+    let out = ctl_ok(&stack, &["schedule", "suspend", "fast"]);
+    assert!(out.contains("suspended"), "{out}");
+    let before = schedule(&stack, "fast").await.runs_total;
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let fast = schedule(&stack, "fast").await;
+    assert_eq!(fast.runs_total, before, "a suspended schedule fired: {:?}", fast.runs);
+    assert!(fast.suspended && fast.next_fire_unix_ms == 0);
+
+    // A viewer may read but not change schedules.
+    let (ok, out) = ctl(&stack, "viewer", &["schedule", "resume", "fast"]);
+    assert!(!ok && out.contains("operator"), "{out}");
+
+    // Restart: `slow` goes, `fast` resumes; right after one of its runs ends the coordinator
+    // is SIGKILLed and stays down across a fire time.
+    ctl_ok(&stack, &["delete", "schedule", "slow"]);
+    ctl_ok(&stack, &["schedule", "resume", "fast"]);
+    let last = wait_for("a run of fast after the resume", Duration::from_secs(12), || async {
+        let s = schedule(&stack, "fast").await;
+        (s.runs_total > before).then(|| s.runs.last().cloned()).flatten()
+    })
+    .await;
+    span(&stack, &last.name).await;
+    stack
+        .coordinator()
+        .signal_and_wait("KILL", Duration::from_secs(5));
+    let killed_at = now_unix_ms();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    stack.start_coordinator();
+    let restarted_at = now_unix_ms();
+    let total = schedule(&stack, "fast").await.runs_total;
+    let s = wait_for("fast fires after the restart", Duration::from_secs(12), || async {
+        let s = schedule(&stack, "fast").await;
+        (s.runs_total >= total + 1 && s.runs.iter().any(|r| r.started_unix_ms > restarted_at + 3000))
+            .then_some(s)
+    })
+    .await;
+    // The fire time missed while down ran once, late, right after the restart.
+    let missed: Vec<&pb::ScheduleRun> = s
+        .runs
+        .iter()
+        .filter(|r| r.fire_unix_ms > killed_at && r.fire_unix_ms < restarted_at)
+        .collect();
+    assert_eq!(missed.len(), 1, "runs: {:?}, skipped: {:?}", s.runs, s.skipped);
+    eprintln!(
+        "fire missed while the coordinator was down: ran {} ms after its fire time",
+        missed[0].started_unix_ms - missed[0].fire_unix_ms
+    );
+    assert!(!s.suspended);
+    let (ok, out) = ctl(&stack, "viewer", &["get", "schedules"]);
+    assert!(ok && out.contains("fast") && !out.contains("slow"), "{out}");
+}
+
+const CPU: &str = "[{kind: cpu, load: 10, workers: 1}]";
+
+fn workflow_doc(victim: u32) -> String {
+    format!(
+        "apiVersion: faultline.dev/v1
+kind: Workflow
+metadata: {{name: gd}}
+spec:
+  onStepFailure: continue
+  steps:
+    - name: warm
+      experiment: {{duration: 2s, targets: {{agents: {{names: [wf-a]}}, mode: all}}, faults: {CPU}}}
+    - name: both
+      parallel:
+        - name: pa
+          experiment: {{duration: 2s, targets: {{agents: {{names: [wf-a]}}, mode: all}}, faults: {CPU}}}
+        - name: pb
+          experiment: {{duration: 2s, targets: {{agents: {{names: [wf-b]}}, mode: all}}, faults: {CPU}}}
+    - name: kill
+      experiment:
+        duration: 60s
+        targets: {{agents: {{names: [wf-a]}}, mode: all}}
+        faults: [{{kind: process, action: kill, signal: SIGKILL, selector: {{pid: {victim}}}}}]
+    - name: pause
+      suspend: {{duration: 2s}}
+    - name: gate
+      suspend: {{approval: true}}
+    - name: slow
+      deadline: 3s
+      experiment: {{duration: 60s, targets: {{mode: all}}, faults: {CPU}}}
+    - name: hold
+      suspend: {{approval: true}}
+    - name: final
+      experiment: {{duration: 60s, targets: {{mode: all}}, faults: {CPU}}}
+"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflow_runs_in_order_deadline_stops_a_step_and_abort_reverts_within_a_second() {
+    let _serial = SERIAL.lock().await;
+    let mut stack = Stack::start(&["wf-a", "wf-b"], Duration::from_secs(5));
+    stack.spawn_agent("wf-a", "");
+    stack.spawn_agent("wf-b", "");
+    let mut victim = std::process::Command::new("sleep")
+        .arg("600")
+        .spawn()
+        .expect("spawn sleep");
+    let victim_pid = victim.id();
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    let file = write(&stack, "workflow.yaml", &workflow_doc(victim_pid));
+    let out = ctl_ok(&stack, &["apply", "-f", &file]);
+    assert!(out.contains("workflow gd is running"), "{out}");
+
+    // Serial, parallel, an instant kill, a timed suspend, then the approval gate.
+    let started = Instant::now();
+    let w = loop {
+        let w = workflow(&stack, "gd").await;
+        if step(&w, "gate").state == "awaiting-approval" {
+            break w;
+        }
+        if w.phase == "failed" || started.elapsed() > Duration::from_secs(40) {
+            let kill = stack.get("gd-kill").await;
+            panic!(
+                "gd did not reach its gate: {:#?}\ngd-kill: {:?} {:?} {:?}",
+                w.steps, kill.phase, kill.targets, kill.log
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The kill happened, and its step did not wait out the experiment's 60 s.
+    let status = victim.try_wait().expect("wait sleep");
+    assert!(status.is_some(), "the kill step did not kill pid {victim_pid}");
+    let _reap = Reap(victim);
+    let (warm, pa, pb, both, kill, pause, gate) = (
+        step(&w, "warm"),
+        step(&w, "pa"),
+        step(&w, "pb"),
+        step(&w, "both"),
+        step(&w, "kill"),
+        step(&w, "pause"),
+        step(&w, "gate"),
+    );
+    for s in [warm, pa, pb, both, kill, pause] {
+        assert_eq!(s.state, "succeeded", "{s:?}");
+    }
+    assert!(warm.ended_unix_ms <= pa.started_unix_ms, "{warm:?} {pa:?}");
+    assert!((pa.started_unix_ms - pb.started_unix_ms).abs() < 500, "{pa:?} {pb:?}");
+    assert!(both.ended_unix_ms >= pa.ended_unix_ms.max(pb.ended_unix_ms));
+    assert!(both.ended_unix_ms <= kill.started_unix_ms);
+    let kill_took = kill.ended_unix_ms - kill.started_unix_ms;
+    eprintln!("instant kill step took {kill_took} ms (its experiment's duration: 60 s)");
+    assert!(kill_took < 5000, "{kill:?}");
+    assert!(kill.ended_unix_ms <= pause.started_unix_ms);
+    assert!(pause.ended_unix_ms - pause.started_unix_ms >= 2000, "{pause:?}");
+    assert!(pause.ended_unix_ms <= gate.started_unix_ms);
+    let kill_exp = stack.get("gd-kill").await;
+    assert_eq!(kill_exp.phase, Phase::Completed as i32, "{}", kill_exp.verdict_reason);
+    // Approval needs an operator.
+    let (ok, out) = ctl(&stack, "viewer", &["workflow", "approve", "gd", "gate"]);
+    assert!(!ok, "{out}");
+    ctl_ok(&stack, &["workflow", "approve", "gd", "gate"]);
+
+    // The slow step's 3 s deadline stops its 60 s experiment: aborted, reverted, no worker.
+    stack
+        .wait_phase("gd-slow", Phase::Running, Duration::from_secs(10))
+        .await;
+    let slow = stack
+        .wait_phase("gd-slow", Phase::Aborted, Duration::from_secs(10))
+        .await;
+    assert!(slow.verdict_reason.contains("deadline"), "{}", slow.verdict_reason);
+    let ran = slow.ended_unix_ms - slow.started_unix_ms;
+    assert!((2500..5000).contains(&ran), "gd-slow ran {ran} ms");
+    stack.wait_all_reverted("gd-slow", Duration::from_secs(5)).await;
+    let w = wait_for("gd waits at hold", Duration::from_secs(10), || async {
+        let w = workflow(&stack, "gd").await;
+        (step(&w, "hold").state == "awaiting-approval").then_some(w)
+    })
+    .await;
+    assert_eq!(step(&w, "slow").state, "failed");
+    assert!(step(&w, "slow").message.contains("deadline"), "{:?}", step(&w, "slow"));
+    for (agent, workers) in all_workers(&stack) {
+        assert!(workers.is_empty(), "{agent} still has workers {workers:?}");
+    }
+
+    // Deleting a running experiment is refused; deleting an ended one works.
+    ctl_ok(&stack, &["workflow", "approve", "gd", "hold"]);
+    stack
+        .wait_phase("gd-final", Phase::Running, Duration::from_secs(10))
+        .await;
+    wait_for("workers on both agents", Duration::from_secs(5), || async {
+        let w = all_workers(&stack);
+        w.iter().all(|(_, w)| !w.is_empty()).then_some(())
+    })
+    .await;
+    let (ok, out) = ctl(&stack, "operator", &["delete", "experiment", "gd-final"]);
+    assert!(!ok && out.contains("only an experiment that has ended"), "{out}");
+
+    // Abort the workflow: every worker on every agent is gone within a second.
+    let asked = Instant::now();
+    let out = ctl_ok(&stack, &["abort", "workflow", "gd", "--reason", "game over"]);
+    let answered = asked.elapsed();
+    let gone = loop {
+        if all_workers(&stack).iter().all(|(_, w)| w.is_empty()) {
+            break asked.elapsed();
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(3),
+            "workers left 3 s after the abort: {:?}",
+            all_workers(&stack)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    eprintln!(
+        "faultctl abort workflow: answered in {} ms, every worker gone {} ms after it was run",
+        answered.as_millis(),
+        gone.as_millis()
+    );
+    assert!(out.contains("workflow gd is aborted"), "{out}");
+    assert!(gone <= Duration::from_secs(1), "workers gone after {gone:?}");
+    let fin = stack
+        .wait_all_reverted("gd-final", Duration::from_secs(5))
+        .await;
+    assert_eq!(fin.phase, Phase::Aborted as i32);
+    assert!(fin.verdict_reason.contains("game over"), "{}", fin.verdict_reason);
+    let w = workflow(&stack, "gd").await;
+    assert_eq!(w.phase, "aborted");
+    assert_eq!(step(&w, "final").state, "aborted");
+    assert!(workers_of_agent(&stack, "wf-a").is_empty());
+
+    // An ended workflow can be deleted, with its experiments' records.
+    ctl_ok(&stack, &["delete", "workflow", "gd"]);
+    let mut client = stack.experiments("viewer").await;
+    let gone = client
+        .get(pb::GetExperimentRequest {
+            name: "gd-warm".into(),
+        })
+        .await
+        .expect_err("gd-warm deleted with its workflow");
+    assert_eq!(gone.code(), tonic::Code::NotFound);
+}
