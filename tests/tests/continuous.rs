@@ -101,9 +101,7 @@ spec:
 
 /// Start and end of experiment `name` (ended: when its last revert was acknowledged).
 async fn span(stack: &Stack, name: &str) -> (i64, i64) {
-    let e = stack
-        .wait_all_reverted(name, Duration::from_secs(15))
-        .await;
+    let e = stack.wait_all_reverted(name, Duration::from_secs(15)).await;
     let ended = e
         .targets
         .iter()
@@ -140,19 +138,34 @@ async fn every_5s_schedule_fires_forbids_overlap_suspends_and_survives_a_coordin
 
     // At least 3 runs of `fast` in 18 s, each started within a second of its fire time.
     let fast = schedule(&stack, "fast").await;
-    assert!(fast.runs_total >= 3, "fast ran {} times: {:?}", fast.runs_total, fast.runs);
+    assert!(
+        fast.runs_total >= 3,
+        "fast ran {} times: {:?}",
+        fast.runs_total,
+        fast.runs
+    );
     for r in &fast.runs {
         let late = r.started_unix_ms - r.fire_unix_ms;
         eprintln!("fast: run {} started {late} ms after its fire time", r.name);
-        assert!((0..1000).contains(&late), "run {} started {late} ms late", r.name);
-        assert!(r.name.starts_with("fast-") && r.name.ends_with('z'), "{}", r.name);
+        assert!(
+            (0..1000).contains(&late),
+            "run {} started {late} ms late",
+            r.name
+        );
+        assert!(
+            r.name.starts_with("fast-") && r.name.ends_with('z'),
+            "{}",
+            r.name
+        );
     }
     // `slow`: the fire during a run was skipped as forbidden and recorded; its runs never
     // overlapped.
     let slow = schedule(&stack, "slow").await;
     assert!(
-        slow.skipped.iter().any(|k| k.reason.contains("forbidden")
-            && k.reason.contains("concurrencyPolicy: Forbid")),
+        slow.skipped
+            .iter()
+            .any(|k| k.reason.contains("forbidden")
+                && k.reason.contains("concurrencyPolicy: Forbid")),
         "no forbidden fire recorded: {:?}",
         slow.skipped
     );
@@ -160,7 +173,11 @@ async fn every_5s_schedule_fires_forbids_overlap_suspends_and_survives_a_coordin
     let mut previous_end = 0;
     for r in &slow.runs {
         let (start, end) = span(&stack, &r.name).await;
-        assert!(start >= previous_end, "run {} started before the previous run ended", r.name);
+        assert!(
+            start >= previous_end,
+            "run {} started before the previous run ended",
+            r.name
+        );
         previous_end = end;
     }
     let (ok, out) = ctl(&stack, "viewer", &["describe", "schedule", "slow"]);
@@ -172,7 +189,11 @@ async fn every_5s_schedule_fires_forbids_overlap_suspends_and_survives_a_coordin
     let before = schedule(&stack, "fast").await.runs_total;
     tokio::time::sleep(Duration::from_secs(7)).await;
     let fast = schedule(&stack, "fast").await;
-    assert_eq!(fast.runs_total, before, "a suspended schedule fired: {:?}", fast.runs);
+    assert_eq!(
+        fast.runs_total, before,
+        "a suspended schedule fired: {:?}",
+        fast.runs
+    );
     assert!(fast.suspended && fast.next_fire_unix_ms == 0);
 
     // A viewer may read but not change schedules.
@@ -183,10 +204,16 @@ async fn every_5s_schedule_fires_forbids_overlap_suspends_and_survives_a_coordin
     // is SIGKILLed and stays down across a fire time.
     ctl_ok(&stack, &["delete", "schedule", "slow"]);
     ctl_ok(&stack, &["schedule", "resume", "fast"]);
-    let last = wait_for("a run of fast after the resume", Duration::from_secs(12), || async {
-        let s = schedule(&stack, "fast").await;
-        (s.runs_total > before).then(|| s.runs.last().cloned()).flatten()
-    })
+    let last = wait_for(
+        "a run of fast after the resume",
+        Duration::from_secs(12),
+        || async {
+            let s = schedule(&stack, "fast").await;
+            (s.runs_total > before)
+                .then(|| s.runs.last().cloned())
+                .flatten()
+        },
+    )
     .await;
     span(&stack, &last.name).await;
     stack
@@ -197,11 +224,18 @@ async fn every_5s_schedule_fires_forbids_overlap_suspends_and_survives_a_coordin
     stack.start_coordinator();
     let restarted_at = now_unix_ms();
     let total = schedule(&stack, "fast").await.runs_total;
-    let s = wait_for("fast fires after the restart", Duration::from_secs(12), || async {
-        let s = schedule(&stack, "fast").await;
-        (s.runs_total >= total + 1 && s.runs.iter().any(|r| r.started_unix_ms > restarted_at + 3000))
+    let s = wait_for(
+        "fast fires after the restart",
+        Duration::from_secs(12),
+        || async {
+            let s = schedule(&stack, "fast").await;
+            (s.runs_total > total
+                && s.runs
+                    .iter()
+                    .any(|r| r.started_unix_ms > restarted_at + 3000))
             .then_some(s)
-    })
+        },
+    )
     .await;
     // The fire time missed while down ran once, late, right after the restart.
     let missed: Vec<&pb::ScheduleRun> = s
@@ -209,7 +243,13 @@ async fn every_5s_schedule_fires_forbids_overlap_suspends_and_survives_a_coordin
         .iter()
         .filter(|r| r.fire_unix_ms > killed_at && r.fire_unix_ms < restarted_at)
         .collect();
-    assert_eq!(missed.len(), 1, "runs: {:?}, skipped: {:?}", s.runs, s.skipped);
+    assert_eq!(
+        missed.len(),
+        1,
+        "runs: {:?}, skipped: {:?}",
+        s.runs,
+        s.skipped
+    );
     eprintln!(
         "fire missed while the coordinator was down: ran {} ms after its fire time",
         missed[0].started_unix_ms - missed[0].fire_unix_ms
@@ -298,7 +338,10 @@ async fn workflow_runs_in_order_deadline_stops_a_step_and_abort_reverts_within_a
     };
     // The kill happened, and its step did not wait out the experiment's 60 s.
     let status = victim.try_wait().expect("wait sleep");
-    assert!(status.is_some(), "the kill step did not kill pid {victim_pid}");
+    assert!(
+        status.is_some(),
+        "the kill step did not kill pid {victim_pid}"
+    );
     let _reap = Reap(victim);
     let (warm, pa, pb, both, kill, pause, gate) = (
         step(&w, "warm"),
@@ -313,17 +356,28 @@ async fn workflow_runs_in_order_deadline_stops_a_step_and_abort_reverts_within_a
         assert_eq!(s.state, "succeeded", "{s:?}");
     }
     assert!(warm.ended_unix_ms <= pa.started_unix_ms, "{warm:?} {pa:?}");
-    assert!((pa.started_unix_ms - pb.started_unix_ms).abs() < 500, "{pa:?} {pb:?}");
+    assert!(
+        (pa.started_unix_ms - pb.started_unix_ms).abs() < 500,
+        "{pa:?} {pb:?}"
+    );
     assert!(both.ended_unix_ms >= pa.ended_unix_ms.max(pb.ended_unix_ms));
     assert!(both.ended_unix_ms <= kill.started_unix_ms);
     let kill_took = kill.ended_unix_ms - kill.started_unix_ms;
     eprintln!("instant kill step took {kill_took} ms (its experiment's duration: 60 s)");
     assert!(kill_took < 5000, "{kill:?}");
     assert!(kill.ended_unix_ms <= pause.started_unix_ms);
-    assert!(pause.ended_unix_ms - pause.started_unix_ms >= 2000, "{pause:?}");
+    assert!(
+        pause.ended_unix_ms - pause.started_unix_ms >= 2000,
+        "{pause:?}"
+    );
     assert!(pause.ended_unix_ms <= gate.started_unix_ms);
     let kill_exp = stack.get("gd-kill").await;
-    assert_eq!(kill_exp.phase, Phase::Completed as i32, "{}", kill_exp.verdict_reason);
+    assert_eq!(
+        kill_exp.phase,
+        Phase::Completed as i32,
+        "{}",
+        kill_exp.verdict_reason
+    );
     // Approval needs an operator.
     let (ok, out) = ctl(&stack, "viewer", &["workflow", "approve", "gd", "gate"]);
     assert!(!ok, "{out}");
@@ -336,17 +390,27 @@ async fn workflow_runs_in_order_deadline_stops_a_step_and_abort_reverts_within_a
     let slow = stack
         .wait_phase("gd-slow", Phase::Aborted, Duration::from_secs(10))
         .await;
-    assert!(slow.verdict_reason.contains("deadline"), "{}", slow.verdict_reason);
+    assert!(
+        slow.verdict_reason.contains("deadline"),
+        "{}",
+        slow.verdict_reason
+    );
     let ran = slow.ended_unix_ms - slow.started_unix_ms;
     assert!((2500..5000).contains(&ran), "gd-slow ran {ran} ms");
-    stack.wait_all_reverted("gd-slow", Duration::from_secs(5)).await;
+    stack
+        .wait_all_reverted("gd-slow", Duration::from_secs(5))
+        .await;
     let w = wait_for("gd waits at hold", Duration::from_secs(10), || async {
         let w = workflow(&stack, "gd").await;
         (step(&w, "hold").state == "awaiting-approval").then_some(w)
     })
     .await;
     assert_eq!(step(&w, "slow").state, "failed");
-    assert!(step(&w, "slow").message.contains("deadline"), "{:?}", step(&w, "slow"));
+    assert!(
+        step(&w, "slow").message.contains("deadline"),
+        "{:?}",
+        step(&w, "slow")
+    );
     for (agent, workers) in all_workers(&stack) {
         assert!(workers.is_empty(), "{agent} still has workers {workers:?}");
     }
@@ -362,11 +426,17 @@ async fn workflow_runs_in_order_deadline_stops_a_step_and_abort_reverts_within_a
     })
     .await;
     let (ok, out) = ctl(&stack, "operator", &["delete", "experiment", "gd-final"]);
-    assert!(!ok && out.contains("only an experiment that has ended"), "{out}");
+    assert!(
+        !ok && out.contains("only an experiment that has ended"),
+        "{out}"
+    );
 
     // Abort the workflow: every worker on every agent is gone within a second.
     let asked = Instant::now();
-    let out = ctl_ok(&stack, &["abort", "workflow", "gd", "--reason", "game over"]);
+    let out = ctl_ok(
+        &stack,
+        &["abort", "workflow", "gd", "--reason", "game over"],
+    );
     let answered = asked.elapsed();
     let gone = loop {
         if all_workers(&stack).iter().all(|(_, w)| w.is_empty()) {
@@ -385,12 +455,19 @@ async fn workflow_runs_in_order_deadline_stops_a_step_and_abort_reverts_within_a
         gone.as_millis()
     );
     assert!(out.contains("workflow gd is aborted"), "{out}");
-    assert!(gone <= Duration::from_secs(1), "workers gone after {gone:?}");
+    assert!(
+        gone <= Duration::from_secs(1),
+        "workers gone after {gone:?}"
+    );
     let fin = stack
         .wait_all_reverted("gd-final", Duration::from_secs(5))
         .await;
     assert_eq!(fin.phase, Phase::Aborted as i32);
-    assert!(fin.verdict_reason.contains("game over"), "{}", fin.verdict_reason);
+    assert!(
+        fin.verdict_reason.contains("game over"),
+        "{}",
+        fin.verdict_reason
+    );
     let w = workflow(&stack, "gd").await;
     assert_eq!(w.phase, "aborted");
     assert_eq!(step(&w, "final").state, "aborted");

@@ -20,7 +20,11 @@ pub async fn apply_all(
     if args.dry_run || args.no_start {
         if let Some(d) = docs.iter().find(|d| d.kind != Kind::Experiment) {
             return Err(CliError::Usage {
-                flag: if args.dry_run { "--dry-run" } else { "--no-start" },
+                flag: if args.dry_run {
+                    "--dry-run"
+                } else {
+                    "--no-start"
+                },
                 reason: format!(
                     "applies to experiments only; the file holds {} {:?}",
                     d.kind.as_str(),

@@ -63,13 +63,10 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> Result<Printed, CliError> {
         }
         Command::Abort(args) => match (args.name.as_str(), &args.kind_name) {
             ("workflow", Some(name)) => workflows::abort(&target, name, &args.reason, o).await,
-            ("experiment", Some(name)) => {
-                experiments::abort(&target, name, &args.reason, o).await
-            }
+            ("experiment", Some(name)) => experiments::abort(&target, name, &args.reason, o).await,
             (_, Some(_)) => Err(CliError::Usage {
                 flag: "abort",
-                reason: "use `abort NAME`, `abort experiment NAME` or `abort workflow NAME`"
-                    .into(),
+                reason: "use `abort NAME`, `abort experiment NAME` or `abort workflow NAME`".into(),
             }),
             (name, None) => experiments::abort(&target, name, &args.reason, o).await,
         },

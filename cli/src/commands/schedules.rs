@@ -70,7 +70,9 @@ pub async fn list(target: &Target, output: OutputFormat) -> Result<String, CliEr
     if output == OutputFormat::Json {
         return pretty(&Value::Array(r.schedules.iter().map(to_json).collect()));
     }
-    let mut t = Table::new(&["NAME", "SCHEDULE", "ZONE", "POLICY", "RUNS", "SKIPPED", "LAST RUN", "NEXT"]);
+    let mut t = Table::new(&[
+        "NAME", "SCHEDULE", "ZONE", "POLICY", "RUNS", "SKIPPED", "LAST RUN", "NEXT",
+    ]);
     for s in &r.schedules {
         let last = s
             .runs
@@ -100,7 +102,11 @@ pub async fn get(target: &Target, name: &str) -> Result<pb::Schedule, CliError> 
         .await
 }
 
-pub async fn describe(target: &Target, name: &str, output: OutputFormat) -> Result<String, CliError> {
+pub async fn describe(
+    target: &Target,
+    name: &str,
+    output: OutputFormat,
+) -> Result<String, CliError> {
     let s = get(target, name).await?;
     if output == OutputFormat::Json {
         return pretty(&to_json(&s));
@@ -194,7 +200,10 @@ pub async fn command(
                 "" => format!(
                     "schedule {}: no run started: {}\n",
                     s.name,
-                    s.skipped.last().map(|k| k.reason.as_str()).unwrap_or("skipped")
+                    s.skipped
+                        .last()
+                        .map(|k| k.reason.as_str())
+                        .unwrap_or("skipped")
                 ),
                 run => format!("schedule {}: run {run} started\n", s.name),
             };

@@ -74,12 +74,25 @@ pub async fn list(target: &Target, output: OutputFormat) -> Result<String, CliEr
         return pretty(&Value::Array(r.workflows.iter().map(to_json).collect()));
     }
     let now = format::now_unix_ms();
-    let mut t = Table::new(&["NAME", "PHASE", "STEPS DONE", "CURRENT", "CREATED", "SCHEDULE"]);
+    let mut t = Table::new(&[
+        "NAME",
+        "PHASE",
+        "STEPS DONE",
+        "CURRENT",
+        "CREATED",
+        "SCHEDULE",
+    ]);
     for w in &r.workflows {
         let done = w
             .steps
             .iter()
-            .filter(|s| s.parent.is_empty() && !matches!(s.state.as_str(), "waiting" | "running" | "awaiting-approval"))
+            .filter(|s| {
+                s.parent.is_empty()
+                    && !matches!(
+                        s.state.as_str(),
+                        "waiting" | "running" | "awaiting-approval"
+                    )
+            })
             .count();
         let top = w.steps.iter().filter(|s| s.parent.is_empty()).count();
         let current = w
@@ -95,13 +108,21 @@ pub async fn list(target: &Target, output: OutputFormat) -> Result<String, CliEr
             format!("{done}/{top}"),
             current,
             format::ago(now, w.created_unix_ms),
-            if w.schedule.is_empty() { "-".into() } else { w.schedule.clone() },
+            if w.schedule.is_empty() {
+                "-".into()
+            } else {
+                w.schedule.clone()
+            },
         ]);
     }
     Ok(t.render())
 }
 
-pub async fn describe(target: &Target, name: &str, output: OutputFormat) -> Result<String, CliError> {
+pub async fn describe(
+    target: &Target,
+    name: &str,
+    output: OutputFormat,
+) -> Result<String, CliError> {
     let w = get(target, name).await?;
     if output == OutputFormat::Json {
         return pretty(&to_json(&w));
@@ -121,7 +142,16 @@ pub async fn describe(target: &Target, name: &str, output: OutputFormat) -> Resu
         out.push_str(&format!("Schedule:  {}\n", w.schedule));
     }
     out.push_str("\nSteps:\n");
-    let mut t = Table::new(&["STEP", "KIND", "STATE", "STARTED", "ENDED", "DEADLINE", "EXPERIMENT", "MESSAGE"]);
+    let mut t = Table::new(&[
+        "STEP",
+        "KIND",
+        "STATE",
+        "STARTED",
+        "ENDED",
+        "DEADLINE",
+        "EXPERIMENT",
+        "MESSAGE",
+    ]);
     for s in &w.steps {
         let name = if s.parent.is_empty() {
             s.name.clone()
@@ -135,7 +165,11 @@ pub async fn describe(target: &Target, name: &str, output: OutputFormat) -> Resu
             stamp(s.started_unix_ms),
             stamp(s.ended_unix_ms),
             stamp(s.deadline_unix_ms),
-            if s.experiment.is_empty() { "-".into() } else { s.experiment.clone() },
+            if s.experiment.is_empty() {
+                "-".into()
+            } else {
+                s.experiment.clone()
+            },
             s.message.clone(),
         ]);
     }
@@ -143,7 +177,11 @@ pub async fn describe(target: &Target, name: &str, output: OutputFormat) -> Resu
     if !w.log.is_empty() {
         out.push_str("\nLog:\n");
         for l in &w.log {
-            out.push_str(&format!("  {}  {}\n", format::timestamp_ms(l.at_unix_ms), l.message));
+            out.push_str(&format!(
+                "  {}  {}\n",
+                format::timestamp_ms(l.at_unix_ms),
+                l.message
+            ));
         }
     }
     Ok(out)
@@ -202,7 +240,9 @@ pub async fn delete(target: &Target, name: &str) -> Result<String, CliError> {
             name: name.to_string(),
         }))
         .await?;
-    Ok(format!("workflow {name} deleted (with the records of its experiments)\n"))
+    Ok(format!(
+        "workflow {name} deleted (with the records of its experiments)\n"
+    ))
 }
 
 pub async fn delete_experiment(target: &Target, name: &str) -> Result<String, CliError> {

@@ -139,6 +139,20 @@ fn event(e: pb::Experiment, at: i64, message: &str) -> Result<pb::ExperimentEven
 
 #[tonic::async_trait]
 impl Experiments for Fake {
+    async fn delete(
+        &self,
+        req: Request<pb::DeleteExperimentRequest>,
+    ) -> Result<Response<pb::DeleteExperimentResponse>, Status> {
+        require(&req, Role::Operator, "Experiments.Delete")?;
+        let name = req.into_inner().name;
+        if name == "checkout-loss" {
+            return Err(Status::failed_precondition(
+                "experiment \"checkout-loss\" is running: only an experiment that has ended can be deleted",
+            ));
+        }
+        Err(Status::not_found(format!("no experiment named {name}")))
+    }
+
     async fn create(
         &self,
         req: Request<pb::CreateExperimentRequest>,

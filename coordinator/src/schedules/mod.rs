@@ -89,9 +89,7 @@ impl ScheduleRecord {
             schedule: spec.expression.clone(),
             time_zone: spec.time_zone.name().to_string(),
             concurrency_policy: spec.concurrency.as_str().to_string(),
-            starting_deadline_ms: spec
-                .starting_deadline
-                .map_or(0, |d| d.as_millis() as u64),
+            starting_deadline_ms: spec.starting_deadline.map_or(0, |d| d.as_millis() as u64),
             history_limit: spec.history_limit,
             suspended: self.suspended,
             run_kind: spec.run.kind().to_string(),

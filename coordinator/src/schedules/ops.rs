@@ -54,7 +54,11 @@ fn next_fire(rec: &ScheduleRecord, spec: &ScheduleSpec, now: i64) -> i64 {
         .unwrap_or(0)
 }
 
-async fn save(state: &State, rec: ScheduleRecord, spec: ScheduleSpec) -> Result<Entry, ScheduleError> {
+async fn save(
+    state: &State,
+    rec: ScheduleRecord,
+    spec: ScheduleSpec,
+) -> Result<Entry, ScheduleError> {
     state
         .store
         .put_item(ItemTree::Schedules, &rec.name, &rec)
@@ -71,7 +75,8 @@ pub async fn apply(
     identity: &Identity,
     document: &str,
 ) -> Result<Entry, ScheduleError> {
-    let spec = parse_schedule(document, state.policy.max_duration).map_err(ScheduleError::Invalid)?;
+    let spec =
+        parse_schedule(document, state.policy.max_duration).map_err(ScheduleError::Invalid)?;
     let _one = state.schedules.lock.lock().await;
     let old = state.schedules.get(&spec.name);
     let verb = if old.is_some() { "replaced" } else { "created" };
@@ -180,7 +185,11 @@ pub async fn delete(state: &State, identity: &Identity, name: &str) -> Result<()
     let _one = state.schedules.lock.lock().await;
     get(state, name)?;
     state
-        .audit_first(identity, Method::ScheduleDelete, format!("deleted schedule {name}"))
+        .audit_first(
+            identity,
+            Method::ScheduleDelete,
+            format!("deleted schedule {name}"),
+        )
         .await?;
     state.store.remove_item(ItemTree::Schedules, name).await?;
     state.schedules.remove(name);

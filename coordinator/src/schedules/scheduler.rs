@@ -1,6 +1,7 @@
 //! The clock of every schedule: one task that sleeps until the earliest fire time (or until a
 //! schedule changes), fires what is due, records what was missed, and announces the end of
-//! the experiments the schedules started. After a restart the same pass catches up: of the
+//! the experiments the schedules started. After a restart (once the agents known before are
+//! back, or a lease has passed) the same pass catches up: of the
 //! fire times missed while the coordinator was down only the latest runs, once, and only
 //! within `startingDeadline`; the others are recorded as skipped.
 

@@ -43,7 +43,11 @@ impl SledStore {
             .map_err(sled_err("writing a record"))
     }
 
-    pub(super) fn item_raw(&self, tree: ItemTree, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    pub(super) fn item_raw(
+        &self,
+        tree: ItemTree,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
             .item_tree(tree)?
             .get(key.as_bytes())

@@ -105,18 +105,23 @@ async fn create_run(
     document: &str,
     schedule: &str,
 ) -> Result<WorkflowRecord, WorkflowError> {
-    let spec = parse_workflow(document, state.policy.max_duration).map_err(WorkflowError::Invalid)?;
+    let spec =
+        parse_workflow(document, state.policy.max_duration).map_err(WorkflowError::Invalid)?;
     if let Some(h) = state.halted() {
         return Err(WorkflowError::Halted {
             by: h.by,
             reason: h.reason,
         });
     }
-    if let Some(old) = get(state, &spec.name).await.ok() {
-        return Err(WorkflowError::Exists {
-            name: spec.name.clone(),
-            phase: old.progress.phase.as_str(),
-        });
+    match get(state, &spec.name).await {
+        Ok(old) => {
+            return Err(WorkflowError::Exists {
+                name: spec.name.clone(),
+                phase: old.progress.phase.as_str(),
+            })
+        }
+        Err(WorkflowError::NotFound(_)) => {}
+        Err(e) => return Err(e),
     }
     for (path, experiment) in step_experiments(&spec.name, &spec.steps, "spec.steps") {
         if state.experiments.phase(&experiment).is_some()
@@ -127,7 +132,11 @@ async fn create_run(
     }
     let by = identity.to_string();
     let detail = match schedule {
-        "" => format!("created workflow {} ({} steps)", spec.name, spec.steps.len()),
+        "" => format!(
+            "created workflow {} ({} steps)",
+            spec.name,
+            spec.steps.len()
+        ),
         s => format!("created workflow {} for schedule {s}", spec.name),
     };
     state
@@ -171,9 +180,11 @@ fn step_experiments(
                 format!("{path}.name"),
                 faultline_core::workflow::step_run_name(workflow, &s.name),
             )),
-            StepAction::Parallel(children) => {
-                out.extend(step_experiments(workflow, children, &format!("{path}.parallel")))
-            }
+            StepAction::Parallel(children) => out.extend(step_experiments(
+                workflow,
+                children,
+                &format!("{path}.parallel"),
+            )),
             _ => {}
         }
     }
@@ -199,7 +210,11 @@ pub async fn list(state: &State) -> Result<Vec<WorkflowRecord>, WorkflowError> {
         .into_iter()
         .map(|r| state.workflows.snapshot(&r.name).unwrap_or(r))
         .collect();
-    out.sort_by(|a, b| b.created_unix_ms.cmp(&a.created_unix_ms).then(a.name.cmp(&b.name)));
+    out.sort_by(|a, b| {
+        b.created_unix_ms
+            .cmp(&a.created_unix_ms)
+            .then(a.name.cmp(&b.name))
+    });
     Ok(out)
 }
 
@@ -305,9 +320,17 @@ pub async fn delete(state: &State, identity: &Identity, name: &str) -> Result<()
 /// Removes the record of ended workflow `rec` and those of its ended experiments (no audit:
 /// the caller's business, e.g. a schedule's history limit).
 pub async fn remove_ended(state: &State, rec: &WorkflowRecord) -> Result<(), WorkflowError> {
-    state.store.remove_item(ItemTree::Workflows, &rec.name).await?;
+    state
+        .store
+        .remove_item(ItemTree::Workflows, &rec.name)
+        .await?;
     let mut gone = Vec::new();
-    for s in rec.progress.steps.iter().filter(|s| !s.experiment.is_empty()) {
+    for s in rec
+        .progress
+        .steps
+        .iter()
+        .filter(|s| !s.experiment.is_empty())
+    {
         let ended = state
             .experiments
             .phase(&s.experiment)

@@ -75,7 +75,8 @@ impl Run {
         let now = now_ms();
         if self.rec.progress.started_unix_ms == 0 {
             let actions = self.rec.progress.start(&self.spec, now);
-            self.rec.log(now, format!("started by {}", self.rec.created_by));
+            self.rec
+                .log(now, format!("started by {}", self.rec.created_by));
             runs::emit(
                 &self.state,
                 &RunEvent::Started {
@@ -243,12 +244,13 @@ impl Run {
             let mut stops = Vec::new();
             for a in batch {
                 match a {
-                    Action::StartExperiment { step, run, spec, .. } => {
-                        starts.push((step, run, spec))
-                    }
+                    Action::StartExperiment {
+                        step, run, spec, ..
+                    } => starts.push((step, run, spec)),
                     Action::StopExperiment { step, run, reason } => stops.push((step, run, reason)),
                     Action::Finished { phase, reason } => {
-                        self.rec.log(now_ms(), format!("{}: {reason}", phase.as_str()));
+                        self.rec
+                            .log(now_ms(), format!("{}: {reason}", phase.as_str()));
                     }
                 }
             }
@@ -293,11 +295,7 @@ impl Run {
                 let now = now_ms();
                 self.rec.log(now, format!("refused: {why}"));
                 for (step, _, _) in &docs {
-                    out.extend(
-                        self.rec
-                            .progress
-                            .start_failed(&self.spec, step, &why, now),
-                    );
+                    out.extend(self.rec.progress.start_failed(&self.spec, step, &why, now));
                 }
                 return out;
             }
@@ -308,7 +306,10 @@ impl Run {
                 Ok(c) => {
                     self.rec.log(
                         now,
-                        format!("step {step}: experiment {run} started on {}", c.record.plan.targets_phrase()),
+                        format!(
+                            "step {step}: experiment {run} started on {}",
+                            c.record.plan.targets_phrase()
+                        ),
                     );
                     runs::emit(
                         &self.state,
@@ -320,8 +321,10 @@ impl Run {
                     );
                 }
                 Err(e) => {
-                    self.rec
-                        .log(now, format!("step {step}: experiment {run} not started: {e}"));
+                    self.rec.log(
+                        now,
+                        format!("step {step}: experiment {run} not started: {e}"),
+                    );
                     out.extend(self.rec.progress.start_failed(
                         &self.spec,
                         &step,
@@ -346,7 +349,13 @@ impl Run {
                 .map_err(|e| format!("step {step}: {e}"))?;
             members.push(Member {
                 step: step.clone(),
-                agents: c.record.plan.selected.iter().map(|s| s.agent.clone()).collect(),
+                agents: c
+                    .record
+                    .plan
+                    .selected
+                    .iter()
+                    .map(|s| s.agent.clone())
+                    .collect(),
                 blast_radius: spec.blast_radius,
             });
         }
@@ -371,7 +380,7 @@ impl Run {
 
 /// Every fault of the experiment is a kill: nothing stays injected once it was carried out.
 pub fn is_instant(spec: &ExperimentSpec) -> bool {
-    spec.faults.iter().all(|f| {
-        matches!(&f.fault, Fault::Process(p) if matches!(p.action, ProcessAction::Kill { .. }))
-    })
+    spec.faults.iter().all(
+        |f| matches!(&f.fault, Fault::Process(p) if matches!(p.action, ProcessAction::Kill { .. })),
+    )
 }

@@ -124,11 +124,7 @@ impl Cron {
                 "weekly" => "0 0 0 * * 0",
                 "monthly" => "0 0 0 1 * *",
                 "yearly" | "annually" => "0 0 0 1 1 *",
-                other => {
-                    return Err(err(format!(
-                        "@{other} is not a descriptor; {GRAMMAR}"
-                    )))
-                }
+                other => return Err(err(format!("@{other} is not a descriptor; {GRAMMAR}"))),
             };
             if !arg.is_empty() {
                 return Err(err(format!("@{word} takes no argument (got {arg:?})")));
@@ -257,7 +253,11 @@ fn value(text: &str, def: &FieldDef) -> Result<u32, CronError> {
     let names = if def.names.is_empty() {
         String::new()
     } else {
-        format!(" or a name ({}-{})", def.names[0], def.names[def.names.len() - 1])
+        format!(
+            " or a name ({}-{})",
+            def.names[0],
+            def.names[def.names.len() - 1]
+        )
     };
     let v: u32 = text.parse().map_err(|_| {
         err(format!(

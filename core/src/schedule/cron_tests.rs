@@ -32,26 +32,53 @@ fn err(expr: &str) -> String {
 #[test]
 fn five_fields_match_minutes() {
     let t = utc(2026, 3, 10, 12, 7, 30);
-    assert_eq!(next("*/15 * * * *", t, chrono_tz::UTC), utc(2026, 3, 10, 12, 15, 0));
-    assert_eq!(next("0 3 * * *", t, chrono_tz::UTC), utc(2026, 3, 11, 3, 0, 0));
+    assert_eq!(
+        next("*/15 * * * *", t, chrono_tz::UTC),
+        utc(2026, 3, 10, 12, 15, 0)
+    );
+    assert_eq!(
+        next("0 3 * * *", t, chrono_tz::UTC),
+        utc(2026, 3, 11, 3, 0, 0)
+    );
     // Strictly after: a fire time equal to `after` is not the next one.
     let at = utc(2026, 3, 10, 12, 15, 0);
-    assert_eq!(next("*/15 * * * *", at, chrono_tz::UTC), utc(2026, 3, 10, 12, 30, 0));
+    assert_eq!(
+        next("*/15 * * * *", at, chrono_tz::UTC),
+        utc(2026, 3, 10, 12, 30, 0)
+    );
     // Lists, ranges, names; Monday to Friday at 09:30 (2026-03-14 is a Saturday).
     let sat = utc(2026, 3, 14, 8, 0, 0);
-    assert_eq!(next("30 9 * * mon-fri", sat, chrono_tz::UTC), utc(2026, 3, 16, 9, 30, 0));
-    assert_eq!(next("0 0 1 jan,jul *", sat, chrono_tz::UTC), utc(2026, 7, 1, 0, 0, 0));
+    assert_eq!(
+        next("30 9 * * mon-fri", sat, chrono_tz::UTC),
+        utc(2026, 3, 16, 9, 30, 0)
+    );
+    assert_eq!(
+        next("0 0 1 jan,jul *", sat, chrono_tz::UTC),
+        utc(2026, 7, 1, 0, 0, 0)
+    );
     // Day of week 7 is Sunday.
-    assert_eq!(next("0 12 * * 7", sat, chrono_tz::UTC), utc(2026, 3, 15, 12, 0, 0));
+    assert_eq!(
+        next("0 12 * * 7", sat, chrono_tz::UTC),
+        utc(2026, 3, 15, 12, 0, 0)
+    );
     // Both day fields restricted: either matches (the 20th, or the next Monday).
-    assert_eq!(next("0 0 20 * 1", sat, chrono_tz::UTC), utc(2026, 3, 16, 0, 0, 0));
+    assert_eq!(
+        next("0 0 20 * 1", sat, chrono_tz::UTC),
+        utc(2026, 3, 16, 0, 0, 0)
+    );
 }
 
 #[test]
 fn six_fields_have_seconds_first() {
     let t = utc(2026, 3, 10, 12, 7, 31);
-    assert_eq!(next("*/10 * * * * *", t, chrono_tz::UTC), utc(2026, 3, 10, 12, 7, 40));
-    assert_eq!(next("5 0 * * * *", t, chrono_tz::UTC), utc(2026, 3, 10, 13, 0, 5));
+    assert_eq!(
+        next("*/10 * * * * *", t, chrono_tz::UTC),
+        utc(2026, 3, 10, 12, 7, 40)
+    );
+    assert_eq!(
+        next("5 0 * * * *", t, chrono_tz::UTC),
+        utc(2026, 3, 10, 13, 0, 5)
+    );
 }
 
 #[test]
@@ -85,8 +112,14 @@ fn daylight_saving_time_in_new_york() {
     let before = utc(2026, 3, 8, 6, 0, 0); // 01:00 EST
     assert_eq!(next("30 2 * * *", before, ny), utc(2026, 3, 8, 7, 0, 0));
     // The day before and after: 02:30 local at -5 and -4 hours.
-    assert_eq!(next("30 2 * * *", utc(2026, 3, 7, 0, 0, 0), ny), utc(2026, 3, 7, 7, 30, 0));
-    assert_eq!(next("30 2 * * *", utc(2026, 3, 8, 8, 0, 0), ny), utc(2026, 3, 9, 6, 30, 0));
+    assert_eq!(
+        next("30 2 * * *", utc(2026, 3, 7, 0, 0, 0), ny),
+        utc(2026, 3, 7, 7, 30, 0)
+    );
+    assert_eq!(
+        next("30 2 * * *", utc(2026, 3, 8, 8, 0, 0), ny),
+        utc(2026, 3, 9, 6, 30, 0)
+    );
     // Every 30 minutes across the jump: 01:30 EST, then 03:00 EDT (02:00 and 02:30 do not
     // exist and collapse into it), then 03:30 EDT; no fire twice.
     let half = |after| next("*/30 * * * *", after, ny);
@@ -102,8 +135,14 @@ fn daylight_saving_time_in_new_york() {
     assert_eq!(first, utc(2026, 11, 1, 5, 30, 0));
     assert_eq!(next("30 1 * * *", first, ny), utc(2026, 11, 2, 6, 30, 0));
     // @daily is midnight local time: 04:00Z in summer, 05:00Z in winter.
-    assert_eq!(next("@daily", utc(2026, 7, 1, 12, 0, 0), ny), utc(2026, 7, 2, 4, 0, 0));
-    assert_eq!(next("@daily", utc(2026, 12, 1, 12, 0, 0), ny), utc(2026, 12, 2, 5, 0, 0));
+    assert_eq!(
+        next("@daily", utc(2026, 7, 1, 12, 0, 0), ny),
+        utc(2026, 7, 2, 4, 0, 0)
+    );
+    assert_eq!(
+        next("@daily", utc(2026, 12, 1, 12, 0, 0), ny),
+        utc(2026, 12, 2, 5, 0, 0)
+    );
 }
 
 #[test]
@@ -149,7 +188,11 @@ fn schedule_documents_validate_with_field_paths() {
     assert_eq!(s.history_limit, 10);
     assert_eq!(s.concurrency, super::ConcurrencyPolicy::Forbid);
     assert_eq!(s.time_zone, chrono_tz::UTC);
-    let e = |extra: &str| parse_schedule(&schedule(extra), max).expect_err(extra).to_string();
+    let e = |extra: &str| {
+        parse_schedule(&schedule(extra), max)
+            .expect_err(extra)
+            .to_string()
+    };
     assert_eq!(
         e("  schedule: '61 * * * *'"),
         "spec.schedule: minute field: 61 is outside 0..=59"
@@ -164,9 +207,14 @@ fn schedule_documents_validate_with_field_paths() {
     );
     assert!(e("  schedule: '@daily'\n  startingDeadline: 0s").starts_with("spec.startingDeadline:"));
     let bad_fault = schedule("  schedule: '@daily'").replace("load: 50", "load: 150");
-    let err = parse_schedule(&bad_fault, max).expect_err("load").to_string();
+    let err = parse_schedule(&bad_fault, max)
+        .expect_err("load")
+        .to_string();
     assert!(err.starts_with("spec.experiment.faults[0].load:"), "{err}");
-    assert_eq!(run_name("nightly", utc(2026, 12, 7, 1, 15, 0)), "nightly-20261207t011500z");
+    assert_eq!(
+        run_name("nightly", utc(2026, 12, 7, 1, 15, 0)),
+        "nightly-20261207t011500z"
+    );
 }
 
 #[test]

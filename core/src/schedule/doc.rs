@@ -57,24 +57,25 @@ pub fn parse_schedule(text: &str, max_duration: Duration) -> Result<ScheduleSpec
             ),
         ));
     }
-    let spec = raw
-        .spec
-        .as_ref()
-        .ok_or_else(|| SpecError::new("spec", "is required (schedule and experiment or workflow)"))?;
+    let spec = raw.spec.as_ref().ok_or_else(|| {
+        SpecError::new("spec", "is required (schedule and experiment or workflow)")
+    })?;
     let expression = spec.schedule.clone().ok_or_else(|| {
         SpecError::new(
             "spec.schedule",
             "is required: 5- or 6-field cron, @every <duration>, or @hourly/@daily/@weekly/@monthly/@yearly",
         )
     })?;
-    let cron =
-        Cron::parse(&expression).map_err(|e| SpecError::new("spec.schedule", e.message))?;
+    let cron = Cron::parse(&expression).map_err(|e| SpecError::new("spec.schedule", e.message))?;
     let time_zone = match &spec.time_zone {
         None => chrono_tz::UTC,
         Some(z) => cron::zone(z).map_err(|e| SpecError::new("spec.timeZone", e.message))?,
     };
     // Fields that can never match (the 30th of February) are refused now, not at 3 am.
-    if cron.next_after(946_684_800_000, 946_684_800_000, time_zone).is_none() {
+    if cron
+        .next_after(946_684_800_000, 946_684_800_000, time_zone)
+        .is_none()
+    {
         return Err(SpecError::new(
             "spec.schedule",
             format!("{expression:?} never fires (no date matches its fields)"),
@@ -108,7 +109,10 @@ pub fn parse_schedule(text: &str, max_duration: Duration) -> Result<ScheduleSpec
             let n = match v {
                 Scalar::Num(n) => *n,
                 Scalar::Str(t) => t.trim().parse::<f64>().map_err(|_| {
-                    SpecError::new(path, format!("{t:?} is not a number (1..={MAX_HISTORY_LIMIT})"))
+                    SpecError::new(
+                        path,
+                        format!("{t:?} is not a number (1..={MAX_HISTORY_LIMIT})"),
+                    )
                 })?,
             };
             if n.fract() != 0.0 || n < 1.0 || n > f64::from(MAX_HISTORY_LIMIT) {
@@ -121,22 +125,21 @@ pub fn parse_schedule(text: &str, max_duration: Duration) -> Result<ScheduleSpec
         }
     };
     let run_name = super::run_name(&name, 0);
-    let run = match (&spec.experiment, &spec.workflow) {
-        (Some(e), None) => {
-            template::experiment(&run_name, e, "spec.experiment", max_duration)?;
-            RunTemplate::Experiment(e.clone())
-        }
-        (None, Some(w)) => {
-            workflow_spec(&run_name, w, "spec.workflow", max_duration)?;
-            RunTemplate::Workflow(w.clone())
-        }
-        _ => {
-            return Err(SpecError::new(
+    let run =
+        match (&spec.experiment, &spec.workflow) {
+            (Some(e), None) => {
+                template::experiment(&run_name, e, "spec.experiment", max_duration)?;
+                RunTemplate::Experiment(e.clone())
+            }
+            (None, Some(w)) => {
+                workflow_spec(&run_name, w, "spec.workflow", max_duration)?;
+                RunTemplate::Workflow(w.clone())
+            }
+            _ => return Err(SpecError::new(
                 "spec",
                 "give exactly one of experiment (an experiment spec) or workflow (a workflow spec)",
-            ))
-        }
-    };
+            )),
+        };
     Ok(ScheduleSpec {
         name,
         expression,

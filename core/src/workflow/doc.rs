@@ -249,7 +249,10 @@ fn step(
         }
         StepAction::Parallel(out)
     } else {
-        let sus = s.suspend.as_ref().ok_or_else(|| SpecError::new(path, "?"))?;
+        let sus = s
+            .suspend
+            .as_ref()
+            .ok_or_else(|| SpecError::new(path, "?"))?;
         match (&sus.duration, sus.approval) {
             (Some(_), Some(true)) | (None, None) | (None, Some(false)) => {
                 return Err(SpecError::new(

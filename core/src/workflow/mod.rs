@@ -21,9 +21,9 @@ use std::time::Duration;
 use serde_yaml_ng::Value;
 
 pub use doc::parse_workflow;
+pub use progress::{Action, Progress, StepState, StepStatus, WorkflowPhase};
 /// An inline spec as written (the body of an experiment's or workflow's `spec`).
 pub use serde_yaml_ng::Value as SpecValue;
-pub use progress::{Action, Progress, StepState, StepStatus, WorkflowPhase};
 
 /// The `kind` of a workflow document.
 pub const KIND: &str = "Workflow";

@@ -325,7 +325,10 @@ impl Progress {
         now: i64,
     ) -> Vec<Action> {
         let (state, msg) = if phase == Phase::Completed {
-            (StepState::Succeeded, format!("experiment completed: {reason}"))
+            (
+                StepState::Succeeded,
+                format!("experiment completed: {reason}"),
+            )
         } else {
             (StepState::Failed, format!("experiment {phase}: {reason}"))
         };

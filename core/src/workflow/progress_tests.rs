@@ -94,7 +94,9 @@ fn steps_run_in_order_parallel_together_then_suspend_then_approval() {
     // Waiting for approval is not a deadline: ticks change nothing.
     assert!(p.tick(&s, 500_000).is_empty());
     assert!(p.approve(&s, "first", "operator/x", 500_001).is_err());
-    let a = p.approve(&s, "gate", "operator/x", 500_001).expect("approve");
+    let a = p
+        .approve(&s, "gate", "operator/x", 500_001)
+        .expect("approve");
     assert_eq!(finished(&a), Some(WorkflowPhase::Succeeded));
     assert_eq!(p.phase, WorkflowPhase::Succeeded);
     let starts: Vec<i64> = ["first", "a", "pause", "gate"]
@@ -201,17 +203,27 @@ fn documents_are_checked_with_field_paths() {
     let doc = |steps: &str| {
         format!("apiVersion: faultline.dev/v1\nkind: Workflow\nmetadata: {{name: gd}}\nspec:\n  steps:\n{steps}")
     };
-    let e = |steps: &str| parse_workflow(&doc(steps), max).expect_err(steps).to_string();
+    let e = |steps: &str| {
+        parse_workflow(&doc(steps), max)
+            .expect_err(steps)
+            .to_string()
+    };
     assert_eq!(
         e("    - name: x\n"),
         "spec.steps[0]: give exactly one of experiment, parallel or suspend"
     );
-    assert!(e(&format!("    - name: x\n      experiment: {EXP}\n    - name: x\n      suspend: {{duration: 1s}}\n"))
-        .starts_with("spec.steps[1].name: \"x\" is already a step name"));
-    assert!(e("    - name: p\n      parallel:\n        - name: q\n          parallel: []\n")
-        .starts_with("spec.steps[0].parallel[0].parallel: parallel steps cannot be nested"));
-    assert!(e(&format!("    - name: x\n      experiment: {EXP}\n      deadline: 0s\n"))
-        .starts_with("spec.steps[0].deadline: 0s is outside the allowed range 1s..="));
+    assert!(e(&format!(
+        "    - name: x\n      experiment: {EXP}\n    - name: x\n      suspend: {{duration: 1s}}\n"
+    ))
+    .starts_with("spec.steps[1].name: \"x\" is already a step name"));
+    assert!(
+        e("    - name: p\n      parallel:\n        - name: q\n          parallel: []\n")
+            .starts_with("spec.steps[0].parallel[0].parallel: parallel steps cannot be nested")
+    );
+    assert!(e(&format!(
+        "    - name: x\n      experiment: {EXP}\n      deadline: 0s\n"
+    ))
+    .starts_with("spec.steps[0].deadline: 0s is outside the allowed range 1s..="));
     let bad = EXP.replace("load: 50", "load: 0");
     assert!(e(&format!("    - name: x\n      experiment: {bad}\n"))
         .starts_with("spec.steps[0].experiment.faults[0].load:"));

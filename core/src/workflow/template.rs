@@ -61,8 +61,13 @@ mod tests {
             "duration: 5s\ntargets: {mode: all}\nfaults: [{kind: cpu, load: 150}]",
         )
         .expect("yaml");
-        let e = experiment("w-a", &spec, "spec.steps[1].experiment", Duration::from_secs(60))
-            .expect_err("load 150");
+        let e = experiment(
+            "w-a",
+            &spec,
+            "spec.steps[1].experiment",
+            Duration::from_secs(60),
+        )
+        .expect_err("load 150");
         assert_eq!(e.path, "spec.steps[1].experiment.faults[0].load");
         assert!(e.message.contains("1..=100"), "{}", e.message);
     }

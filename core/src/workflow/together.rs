@@ -114,11 +114,19 @@ mod tests {
         // Each fits alone; together 3 of 4 is over 50%.
         let c = member("c", &["n3"], None);
         let e = check("p", &[a.clone(), b.clone(), c], &room).expect_err("share");
-        assert!(e.contains("3 of 4 connected, more than policy.max_fleet_percent_under_fault 50% allows (2)"), "{e}");
+        assert!(
+            e.contains(
+                "3 of 4 connected, more than policy.max_fleet_percent_under_fault 50% allows (2)"
+            ),
+            "{e}"
+        );
         // b's own blast radius is one agent: together they select two.
         let b1 = member("b", &["n2"], Some(1));
         let e = check("p", &[a.clone(), b1], &room).expect_err("blast");
-        assert!(e.contains("more than step b's blastRadius.maxTargets 1"), "{e}");
+        assert!(
+            e.contains("more than step b's blastRadius.maxTargets 1"),
+            "{e}"
+        );
         // Concurrency.
         let busy = Room {
             running_experiments: 7,

@@ -34,7 +34,8 @@ pub async fn apply(
     // experiment (or a file that does not split) goes as it is, as before.
     match faultline_core::documents::split(&document) {
         Ok(docs)
-            if !(docs.len() == 1 && docs[0].kind == faultline_core::documents::Kind::Experiment) =>
+            if !(docs.len() == 1
+                && docs[0].kind == faultline_core::documents::Kind::Experiment) =>
         {
             return super::documents::apply_all(target, args, docs, output).await;
         }

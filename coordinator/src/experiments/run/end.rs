@@ -39,7 +39,9 @@ impl Run {
                     // Control::Complete: a workflow's instant step whose kills are done.
                     format!(
                         "completed after {}: every fault is instant and was carried out",
-                        humantime::format_duration(Duration::from_millis(ran.as_millis() as u64 / 100 * 100))
+                        humantime::format_duration(Duration::from_millis(
+                            ran.as_millis() as u64 / 100 * 100
+                        ))
                     )
                 } else {
                     format!(
