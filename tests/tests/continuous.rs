@@ -484,3 +484,92 @@ async fn workflow_runs_in_order_deadline_stops_a_step_and_abort_reverts_within_a
         .expect_err("gd-warm deleted with its workflow");
     assert_eq!(gone.code(), tonic::Code::NotFound);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_workflow_waiting_for_approval_forbids_the_next_and_can_be_cancelled() {
+    let _serial = SERIAL.lock().await;
+    let mut stack = Stack::start(&["sw-a", "sw-b"], Duration::from_secs(5));
+    stack.spawn_agent("sw-a", "");
+    stack.spawn_agent("sw-b", "");
+    // Runs a workflow that waits for an approval; fires only when triggered by hand here.
+    let doc = "apiVersion: faultline.dev/v1
+kind: Schedule
+metadata: {name: nightly}
+spec:
+  schedule: '0 3 * * *'
+  timeZone: Europe/Berlin
+  workflow:
+    steps:
+      - name: gate
+        suspend: {approval: true}
+      - name: load
+        experiment: {duration: 30s, targets: {mode: all}, faults: [{kind: cpu, load: 10, workers: 1}]}
+";
+    let file = write(&stack, "nightly.yaml", doc);
+    let out = ctl_ok(&stack, &["apply", "-f", &file]);
+    assert!(out.contains("0 3 * * * (Europe/Berlin)"), "{out}");
+    let out = ctl_ok(&stack, &["schedule", "trigger", "nightly"]);
+    let run = out
+        .split_whitespace()
+        .find(|w| w.starts_with("nightly-"))
+        .unwrap_or_else(|| panic!("no run named in {out}"))
+        .to_string();
+    let w = workflow(&stack, &run).await;
+    assert_eq!(w.schedule, "nightly");
+    assert_eq!(step(&w, "gate").state, "awaiting-approval");
+    // A second trigger while the first run waits: Forbid skips it and says why.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let out = ctl_ok(&stack, &["schedule", "trigger", "nightly"]);
+    assert!(
+        out.contains("no run started") && out.contains(&run),
+        "{out}"
+    );
+    // The run waiting for approval is cancelled; nothing was injected.
+    let out = ctl_ok(&stack, &["abort", "workflow", &run]);
+    assert!(out.contains("is aborted"), "{out}");
+    let w = workflow(&stack, &run).await;
+    assert_eq!(step(&w, "gate").state, "aborted");
+    assert_eq!(step(&w, "load").state, "skipped");
+    let s = schedule(&stack, "nightly").await;
+    assert_eq!(s.runs.len(), 1);
+    assert_eq!(s.runs[0].phase, "aborted");
+    // Deleting the schedule keeps the run's record; approving an ended run is refused.
+    let (ok, out) = ctl(&stack, "operator", &["workflow", "approve", &run, "gate"]);
+    assert!(!ok && out.contains("ended"), "{out}");
+
+    // Parallel steps are planned together: each fits its blast radius alone, together they
+    // do not, so neither starts and the refusal says why.
+    let doc = "apiVersion: faultline.dev/v1
+kind: Workflow
+metadata: {name: wide}
+spec:
+  steps:
+    - name: both
+      parallel:
+        - name: one
+          experiment: {duration: 30s, targets: {agents: {names: [sw-a]}, mode: all}, blastRadius: {maxTargets: 1}, faults: [{kind: cpu, load: 10, workers: 1}]}
+        - name: two
+          experiment: {duration: 30s, targets: {agents: {names: [sw-b]}, mode: all}, faults: [{kind: cpu, load: 10, workers: 1}]}
+";
+    let file = write(&stack, "wide.yaml", doc);
+    ctl_ok(&stack, &["apply", "-f", &file]);
+    let w = workflow(&stack, "wide").await;
+    assert_eq!(w.phase, "failed", "{w:?}");
+    let one = step(&w, "one");
+    assert!(
+        one.message.contains(
+            "together its steps select 2 agent(s), more than step one's blastRadius.maxTargets 1"
+        ),
+        "{one:?}"
+    );
+    let mut client = stack.experiments("viewer").await;
+    let listed = client
+        .list(pb::ListExperimentsRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    assert!(listed.experiments.is_empty(), "{:?}", listed.experiments);
+    for (agent, workers) in all_workers(&stack) {
+        assert!(workers.is_empty(), "{agent}: {workers:?}");
+    }
+}
