@@ -9,6 +9,42 @@ use faultline_core::{Identity, Role};
 use crate::experiments::ops::OpError;
 use crate::state::State;
 
+pub const RUNS_STARTED: &str = "faultline_coordinator_runs_started_total";
+pub const RUNS_ENDED: &str = "faultline_coordinator_runs_ended_total";
+pub const SCHEDULE_FIRES: &str = "faultline_coordinator_schedule_fires_total";
+pub const SCHEDULE_LATENESS: &str = "faultline_coordinator_schedule_fire_lateness_seconds";
+
+/// Registers the HELP text of the run metrics.
+pub fn describe() {
+    metrics::describe_counter!(
+        RUNS_STARTED,
+        "Runs started by schedules and workflows, by kind (experiment, workflow)."
+    );
+    metrics::describe_counter!(
+        RUNS_ENDED,
+        "Runs of schedules and workflows that ended, by kind and final phase."
+    );
+    metrics::describe_counter!(
+        SCHEDULE_FIRES,
+        "Schedule fire times, by outcome: run, or skipped (forbidden, missed, refused)."
+    );
+    metrics::describe_histogram!(
+        SCHEDULE_LATENESS,
+        metrics::Unit::Seconds,
+        "How late a scheduled run was started after its fire time."
+    );
+}
+
+/// A schedule's fire time ran (`run`) or was skipped (`skipped`).
+pub fn schedule_fire(outcome: &'static str) {
+    metrics::counter!(SCHEDULE_FIRES, "outcome" => outcome).increment(1);
+}
+
+/// A scheduled fire was handled `seconds` after its fire time.
+pub fn schedule_lateness(seconds: f64) {
+    metrics::histogram!(SCHEDULE_LATENESS).record(seconds);
+}
+
 /// A run of a schedule or workflow started or ended.
 #[derive(Debug, Clone)]
 pub enum RunEvent {
@@ -33,7 +69,7 @@ pub fn emit(_state: &State, event: &RunEvent) {
     match event {
         RunEvent::Started { kind, name, by } => {
             tracing::info!(kind, run = %name, by = %by, "run started");
-            metrics::counter!("faultline_runs_started_total", "kind" => *kind).increment(1);
+            metrics::counter!(RUNS_STARTED, "kind" => *kind).increment(1);
         }
         RunEvent::Ended {
             kind,
@@ -42,8 +78,7 @@ pub fn emit(_state: &State, event: &RunEvent) {
             reason,
         } => {
             tracing::info!(kind, run = %name, phase = %phase, "run ended: {reason}");
-            metrics::counter!("faultline_runs_ended_total", "kind" => *kind, "phase" => phase.clone())
-                .increment(1);
+            metrics::counter!(RUNS_ENDED, "kind" => *kind, "phase" => phase.clone()).increment(1);
         }
     }
 }

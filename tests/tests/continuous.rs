@@ -573,3 +573,59 @@ spec:
         assert!(workers.is_empty(), "{agent}: {workers:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_workflow_is_resumed_after_a_coordinator_sigkill() {
+    let _serial = SERIAL.lock().await;
+    let mut stack = Stack::start(&["rs-a"], Duration::from_secs(5));
+    stack.spawn_agent("rs-a", "");
+    let doc = format!(
+        "apiVersion: faultline.dev/v1
+kind: Workflow
+metadata: {{name: resumed}}
+spec:
+  steps:
+    - name: wait
+      suspend: {{duration: 4s}}
+    - name: after
+      experiment: {{duration: 2s, targets: {{mode: all}}, faults: {CPU}}}
+"
+    );
+    let file = write(&stack, "resumed.yaml", &doc);
+    ctl_ok(&stack, &["apply", "-f", &file]);
+    let before = workflow(&stack, "resumed").await;
+    assert_eq!(step(&before, "wait").state, "running");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stack
+        .coordinator()
+        .signal_and_wait("KILL", Duration::from_secs(5));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stack.start_coordinator();
+    let w = wait_for("resumed succeeds", Duration::from_secs(20), || async {
+        let w = workflow(&stack, "resumed").await;
+        assert!(w.phase != "failed" && w.phase != "aborted", "{w:#?}");
+        (w.phase == "succeeded").then_some(w)
+    })
+    .await;
+    // The suspend kept its start (it was not begun again) and lasted its 4 s of wall time.
+    let wait = step(&w, "wait");
+    assert_eq!(wait.started_unix_ms, step(&before, "wait").started_unix_ms);
+    assert!(
+        (4000..6000).contains(&(wait.ended_unix_ms - wait.started_unix_ms)),
+        "{wait:?}"
+    );
+    assert!(
+        w.log
+            .iter()
+            .any(|l| l.message.contains("resumed after a coordinator restart")),
+        "{:?}",
+        w.log
+    );
+    let after = stack.get("resumed-after").await;
+    assert_eq!(
+        after.phase,
+        Phase::Completed as i32,
+        "{}",
+        after.verdict_reason
+    );
+}

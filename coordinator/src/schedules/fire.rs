@@ -53,7 +53,7 @@ pub async fn fire(
     let now = now_ms();
     if trigger == "schedule" {
         let late = (now - fire_ms).max(0) as f64 / 1000.0;
-        metrics::histogram!("faultline_schedule_fire_lateness_seconds").record(late);
+        runs::schedule_lateness(late);
     }
     let identity = runs::acting_as(&rec.created_by);
     let active: Vec<RunRef> = rec
@@ -117,7 +117,7 @@ pub async fn fire(
         rec.skip(fire_ms, now_ms(), format!("refused: {e}"));
         return None;
     }
-    metrics::counter!("faultline_schedule_fires_total", "outcome" => "run").increment(1);
+    runs::schedule_fire("run");
     if spec.run.kind() == "experiment" {
         runs::emit(
             state,

@@ -68,7 +68,7 @@ pub struct ScheduleRecord {
 impl ScheduleRecord {
     pub fn skip(&mut self, fire_unix_ms: i64, at_unix_ms: i64, reason: String) {
         tracing::info!(schedule = %self.name, fire_unix_ms, "fire skipped: {reason}");
-        metrics::counter!("faultline_schedule_fires_total", "outcome" => "skipped").increment(1);
+        crate::runs::schedule_fire("skipped");
         self.skipped.push(Skip {
             fire_unix_ms,
             at_unix_ms,

@@ -231,3 +231,20 @@ fn documents_are_checked_with_field_paths() {
         .starts_with("spec.steps[0].suspend: give either duration"));
     assert!(e("    - name: x\n      wait: 1s\n").contains("unknown field `wait`"));
 }
+
+#[test]
+fn the_documented_examples_are_valid() {
+    let max = Duration::from_secs(3600);
+    let w = parse_workflow(
+        include_str!("../../../docs/examples/workflow-gameday.yaml"),
+        max,
+    )
+    .expect("docs/examples/workflow-gameday.yaml");
+    assert_eq!(w.steps.len(), 6);
+    let s = crate::schedule::parse_schedule(
+        include_str!("../../../docs/examples/schedule-nightly.yaml"),
+        max,
+    )
+    .expect("docs/examples/schedule-nightly.yaml");
+    assert_eq!(s.time_zone.name(), "Europe/Berlin");
+}
