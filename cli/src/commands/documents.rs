@@ -74,6 +74,13 @@ async fn apply_one(
                 }))
                 .await?;
             let e = r.experiment.unwrap_or_default();
+            if args.dry_run {
+                let selection = r.plan.map(|p| p.selection).unwrap_or_default();
+                return Ok((
+                    format!("experiment {} (dry run): {selection}\n", e.name),
+                    json!({"kind": "Experiment", "name": e.name, "dry_run": true, "selection": selection}),
+                ));
+            }
             let phase = crate::summary::phase_name(e.phase);
             Ok((
                 format!("experiment {} is {phase}\n", e.name),
