@@ -629,3 +629,60 @@ spec:
         after.verdict_reason
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replace_aborts_the_run_in_progress_and_allow_runs_beside_it() {
+    let _serial = SERIAL.lock().await;
+    let mut stack = Stack::start(&["rp-a", "rp-b"], Duration::from_secs(5));
+    stack.spawn_agent("rp-a", "");
+    stack.spawn_agent("rp-b", "");
+    let doc = |policy: &str| {
+        format!(
+            "apiVersion: faultline.dev/v1
+kind: Schedule
+metadata: {{name: rp}}
+spec:
+  schedule: '@yearly'
+  concurrencyPolicy: {policy}
+  experiment: {{duration: 60s, targets: {{mode: one}}, faults: {CPU}}}
+"
+        )
+    };
+    let file = write(&stack, "rp.yaml", &doc("Replace"));
+    ctl_ok(&stack, &["apply", "-f", &file]);
+    let first = ctl_ok(&stack, &["schedule", "trigger", "rp"]);
+    assert!(first.contains("run rp-"), "{first}");
+    let first_run = schedule(&stack, "rp").await.runs[0].name.clone();
+    stack
+        .wait_phase(&first_run, Phase::Running, Duration::from_secs(5))
+        .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    ctl_ok(&stack, &["schedule", "trigger", "rp"]);
+    let s = schedule(&stack, "rp").await;
+    assert_eq!(s.runs.len(), 2, "{:?}", s.runs);
+    let replaced = stack
+        .wait_all_reverted(&first_run, Duration::from_secs(5))
+        .await;
+    assert_eq!(replaced.phase, Phase::Aborted as i32);
+    assert!(
+        replaced
+            .verdict_reason
+            .contains("replaced by the next run of schedule rp"),
+        "{}",
+        replaced.verdict_reason
+    );
+    let second = s.runs[1].name.clone();
+    stack
+        .wait_phase(&second, Phase::Running, Duration::from_secs(5))
+        .await;
+    // Allow: a third run beside the second, on the agent the second does not hold.
+    std::fs::write(&file, doc("Allow")).expect("rewrite");
+    ctl_ok(&stack, &["apply", "-f", &file]);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    ctl_ok(&stack, &["schedule", "trigger", "rp"]);
+    let s = schedule(&stack, "rp").await;
+    assert_eq!(s.runs.len(), 3, "{:?}", s.runs);
+    assert_eq!(s.runs[1].phase, "running");
+    ctl_ok(&stack, &["abort", &second]);
+    ctl_ok(&stack, &["abort", "experiment", &s.runs[2].name]);
+}

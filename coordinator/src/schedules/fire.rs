@@ -13,6 +13,10 @@ use crate::runs::{self, RunEvent};
 use crate::state::{now_ms, State};
 use crate::workflows::ops as workflows;
 
+/// How long Replace waits for the replaced runs' reverts before it starts the new run (the
+/// experiments' own wait for revert acknowledgements is as long).
+const REPLACE_WAIT: std::time::Duration = crate::experiments::run::REVERT_WAIT;
+
 /// True while run `r` is not over (an experiment still reverting counts).
 pub fn is_active(state: &State, r: &RunRef) -> bool {
     match r.kind.as_str() {
@@ -93,6 +97,14 @@ pub async fn fire(
                     if let Err(e) = done {
                         tracing::warn!(schedule = %rec.name, run = %r.name, "replace: {e}");
                     }
+                }
+                // The replaced runs' agents are under fault until their reverts are
+                // acknowledged (milliseconds): the new run is planned after that.
+                let until = tokio::time::Instant::now() + REPLACE_WAIT;
+                while active.iter().any(|r| is_active(state, r))
+                    && tokio::time::Instant::now() < until
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                 }
             }
         }

@@ -98,6 +98,9 @@ pub struct Live {
 #[derive(Debug, Default)]
 pub struct Table {
     live: Mutex<HashMap<String, Live>>,
+    /// Held while a workflow is created, so two creations of one name never both pass the
+    /// existence checks.
+    pub create_lock: tokio::sync::Mutex<()>,
 }
 
 impl Table {

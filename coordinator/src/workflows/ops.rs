@@ -113,6 +113,7 @@ async fn create_run(
             reason: h.reason,
         });
     }
+    let creating = state.workflows.create_lock.lock().await;
     match get(state, &spec.name).await {
         Ok(old) => {
             return Err(WorkflowError::Exists {
@@ -158,6 +159,7 @@ async fn create_run(
         .await?;
     let mut snapshot = None;
     run::launch(state, spec, rec.clone());
+    drop(creating);
     // Answer with the record once the first steps were started (or refused).
     if let Some(mut rx) = state.workflows.subscribe(&rec.name) {
         let _ = tokio::time::timeout(REPLY_TIMEOUT, rx.changed()).await;
