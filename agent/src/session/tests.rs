@@ -177,7 +177,7 @@ async fn a_second_agent_on_the_same_state_dir_is_refused() {
     let (tx, _rx) = mpsc::unbounded_channel();
     let transport = Arc::new(FakeTransport {
         conns: tx,
-        refusals: Mutex::new(VecDeque::new()),
+        refusals: Arc::default(),
         vouched: Arc::default(),
     });
     let second = Arc::new(RecordingManager::new(&["test"]));
