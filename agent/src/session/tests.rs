@@ -1,7 +1,6 @@
 //! The session loop with paused time: fault orders, telemetry, refusals, timeouts, the lock.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use faultline_proto::pb;
