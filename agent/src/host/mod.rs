@@ -17,6 +17,7 @@ pub mod cgroupns;
 pub mod child;
 #[cfg(test)]
 mod fake_tree;
+pub mod fill;
 pub mod guard;
 pub mod nsfile;
 pub mod os;
