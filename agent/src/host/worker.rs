@@ -25,6 +25,8 @@ pub const WORKER_ARG: &str = "__worker";
 /// The worker kind of `disk-fill` (see [`fill`](super::fill)).
 pub const DISK_FILL: &str = "disk-fill";
 pub const GUARD_ARG: &str = "__guard";
+/// The io-limit guard (see [`iolimit::guard`](super::iolimit::guard)).
+pub const IO_GUARD_ARG: &str = "__io-guard";
 
 /// The descriptors an io worker gets: its file, and the directory the file is in.
 pub const IO_FILE_FD: RawFd = os::FIRST_PASSED_FD;
@@ -94,6 +96,7 @@ pub fn main(args: &[String]) -> i32 {
     match args.first().map(String::as_str) {
         Some(WORKER_ARG) => worker(&args[1..]),
         Some(GUARD_ARG) => super::guard::main(&args[1..]),
+        Some(IO_GUARD_ARG) => super::iolimit::guard::main(&args[1..]),
         other => {
             eprintln!("faultline worker: unknown role {other:?}; use __worker or __guard");
             EXIT_USAGE
