@@ -357,3 +357,43 @@ fn the_guard_restores_at_the_deadline_of_a_stopped_agent() {
     assert_eq!(code, Some(0));
     assert_eq!((cg.read(WRITE_BPS), cg.read(READ_IOPS)), before);
 }
+
+#[test]
+fn the_guard_restores_when_the_forwarded_lease_runs_out() {
+    require_root();
+    let _s = serial();
+    let disk = Loop::new();
+    let cg = TestCgroup::new("blkio");
+    let before = previous(&cg, &disk);
+    let lease = KernelLease::new();
+    lease.renew(std::time::SystemTime::now() + Duration::from_secs(30));
+    let cfg = config(&[], Protected::default());
+    let driver = faultline_agent::drivers::all(&cfg, None, &lease)
+        .into_iter()
+        .find(|d| d.kinds().contains(&FaultKind::IoLimit))
+        .expect("an io-limit driver");
+    let id = unique("lease");
+    let f = Applied::new(&driver, &ctx(&id, 120), &limit_spec(&cg, &disk.dev));
+    assert_eq!(cg.read(WRITE_BPS).trim(), format!("{} 1048576", disk.num()));
+    // The coordinator stops vouching: the last renewal ends the lease a second from now, and
+    // the agent (alive, but say wedged) sends nothing more.
+    let renewed = Instant::now();
+    lease.renew(std::time::SystemTime::now() + Duration::from_secs(1));
+    let back = wait_for(Duration::from_secs(5), || {
+        ((cg.read(WRITE_BPS), cg.read(READ_IOPS)) == before).then(Instant::now)
+    })
+    .expect("the guard restores the old limits when the lease runs out");
+    println!(
+        "restored {} ms after the last renewal (lease end 1 s later)",
+        (back - renewed).as_millis()
+    );
+    assert!(back - renewed >= Duration::from_millis(900));
+    assert!(back - renewed < Duration::from_secs(2));
+    assert!(
+        matches!(
+            f.health(),
+            faultline_agent::engine::driver::Health::Failed { .. }
+        ),
+        "the engine sees the fault is no longer in effect"
+    );
+}
