@@ -136,7 +136,8 @@ pub fn spec_from_pb(s: &pb::FaultSpec, path: &str) -> Result<FaultSpec, SpecErro
         None => {
             return Err(SpecError::new(
                 at("kind"),
-                "is required: one of network, drop, partition, cpu, memory, io, process",
+                "is required: one of network, drop, partition, cpu, memory, io, process, \
+                 disk-fill, io-limit",
             ))
         }
         Some(K::Network(n)) => {
