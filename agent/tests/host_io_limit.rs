@@ -397,3 +397,32 @@ fn the_guard_restores_when_the_forwarded_lease_runs_out() {
         "the engine sees the fault is no longer in effect"
     );
 }
+
+#[test]
+fn a_v1_limit_reaches_the_processes_of_child_cgroups_too() {
+    require_root();
+    let _s = serial();
+    let disk = Loop::new();
+    let pod = TestCgroup::new("blkio");
+    // A pod's cgroup with its containers' cgroups below it: v1 rules are per cgroup.
+    pod.child("app");
+    let app = TestCgroup {
+        name: format!("{}/app", pod.name),
+        dir: pod.dir.join("app"),
+    };
+    let driver = io_limit_driver();
+    let id = unique("pod");
+    let mut f = Applied::new(&driver, &ctx(&id, 60), &limit_spec(&pod, &disk.dev));
+    assert_eq!(
+        app.read(WRITE_BPS).trim(),
+        format!("{} 1048576", disk.num())
+    );
+    let t = dd_seconds(&app, &disk.dev);
+    println!("6 MiB from a child cgroup of the target: {t:.3} s");
+    assert!((5.1..=6.9).contains(&t), "{t:.3} s");
+    assert_eq!(f.revert(), RevertOutcome::Reverted);
+    assert_eq!(app.read(WRITE_BPS).trim(), "");
+    assert_eq!(pod.read(WRITE_BPS).trim(), "");
+    // `app` is removed by `pod`'s guard (children first); forget it here.
+    std::mem::forget(app);
+}

@@ -1,6 +1,8 @@
 //! The io-limit driver: throttles a target's cgroup on one block device through cgroup v2
 //! `io.max`, or v1 `blkio.throttle.*` where that is the io controller the node has (see
-//! [`files`]), never loosening a limit that was already stricter.
+//! [`files`]; a v1 rule holds only for its own cgroup's processes, so there the target's
+//! cgroup and every cgroup below it get one), never loosening a limit that was already
+//! stricter.
 //!
 //! A written cgroup file is not inert when the agent dies, so the fault has three ways back:
 //! - the journal: `plan` reads the values in effect and the recipe (journaled before any
@@ -15,7 +17,7 @@ pub mod files;
 pub mod guard;
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -125,16 +127,51 @@ fn pick(description: &str, cgroups: &[CgroupDir]) -> Result<(CgroupDir, Version)
     Ok((d.clone(), v))
 }
 
+/// How deep below a v1 target the driver looks for cgroups to throttle.
+const V1_DEPTH: usize = 8;
+
+/// Where the limit must be written: v2 `io.max` is hierarchical, so the target's cgroup is
+/// enough; a v1 throttle rule applies only to the processes of its own cgroup (a limit on a
+/// pod's cgroup does not slow its containers, which sit in child cgroups), so the target's
+/// cgroup and every cgroup below it, as they exist when the fault is planned.
+fn throttled_dirs(top: &CgroupDir, version: Version) -> Vec<PathBuf> {
+    let mut out = vec![top.dir.clone()];
+    if version == Version::V2 {
+        return out;
+    }
+    let mut stack = vec![(top.dir.clone(), 0usize)];
+    while let Some((dir, depth)) = stack.pop() {
+        if depth >= V1_DEPTH {
+            continue;
+        }
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut children: Vec<PathBuf> = rd
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.path())
+            .collect();
+        children.sort();
+        for c in children {
+            out.push(c.clone());
+            stack.push((c, depth + 1));
+        }
+    }
+    out
+}
+
 impl IoLimitDriver {
     fn live(&self) -> MutexGuard<'_, HashMap<String, Live>> {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The settings of a fault: the values in effect now and what the fault sets.
+    /// The settings of a fault in one cgroup directory: the values in effect now and what the
+    /// fault sets.
     fn settings(
         &self,
         l: &IoLimitFault,
-        d: &CgroupDir,
+        d: &Path,
         version: Version,
         dev: files::DevNum,
     ) -> Result<Vec<Setting>, DriverError> {
@@ -150,7 +187,7 @@ impl IoLimitDriver {
                 continue;
             }
             let mut s = Setting {
-                file: files::file_in(&d.dir, version, limit),
+                file: files::file_in(d, version, limit),
                 version,
                 limit,
                 dev,
@@ -250,7 +287,10 @@ impl Driver for IoLimitDriver {
         let (dir, version) = pick(&resolved.description, &resolved.cgroups)?;
         let (dev, shown) =
             device::resolve(&l.device, &self.sys_block).map_err(DriverError::Refused)?;
-        let settings = self.settings(l, &dir, version, dev)?;
+        let mut settings = Vec::new();
+        for d in throttled_dirs(&dir, version) {
+            settings.extend(self.settings(l, &d, version, dev)?);
+        }
         for (id, other) in self.live().iter() {
             let clash = other.recipe.settings.iter().any(|o| {
                 settings
