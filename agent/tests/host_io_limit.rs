@@ -426,3 +426,64 @@ fn a_v1_limit_reaches_the_processes_of_child_cgroups_too() {
     // `app` is removed by `pod`'s guard (children first); forget it here.
     std::mem::forget(app);
 }
+
+#[test]
+fn the_sweep_restores_the_limits_an_orphan_guard_holds() {
+    require_root();
+    let _s = serial();
+    let disk = Loop::new();
+    let cg = TestCgroup::new("blkio");
+    let before = previous(&cg, &disk);
+    // A fault whose journal is lost: its limit is written and only its guard knows the old
+    // value (a guard spawned by the test, whose stdin the test holds, so it waits).
+    let (maj, min) = disk
+        .num()
+        .split_once(':')
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .expect("MAJ:MIN");
+    let settings = serde_json::json!([{
+        "file": cg.dir.join(WRITE_BPS),
+        "version": "V1",
+        "limit": "WriteBps",
+        "dev": {"major": maj.parse::<u32>().expect("major"), "minor": min.parse::<u32>().expect("minor")},
+        "old": 52428800u64,
+        "new": 1048576u64,
+    }]);
+    cg.set(WRITE_BPS, &format!("{} 1048576", disk.num()));
+    let orphan = unique("orphan");
+    let deadline = (std::time::SystemTime::now() + Duration::from_secs(60))
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis()
+        .to_string();
+    let guard = Held::spawn(&[
+        "__io-guard".to_string(),
+        "--fault-id".into(),
+        orphan.clone(),
+        "--deadline-unix-ms".into(),
+        deadline,
+        "--settings".into(),
+        settings.to_string(),
+    ]);
+    assert!(
+        wait_for(Duration::from_secs(2), || (guards_of(&orphan).len() == 1)
+            .then_some(()))
+        .is_some(),
+        "the orphan guard runs"
+    );
+    let driver = io_limit_driver();
+    let lines = driver.sweep(&[]);
+    println!("sweep: {lines:#?}");
+    assert!(
+        lines.iter().any(|l| l.contains(&format!(
+            "stopped orphan io-limit guard pid {} (fault {orphan}) after restoring 1 limit(s)",
+            guard.child.id()
+        ))),
+        "{lines:?}"
+    );
+    assert_eq!((cg.read(WRITE_BPS), cg.read(READ_IOPS)), before);
+    assert!(wait_for(Duration::from_secs(2), || guards_of(&orphan)
+        .is_empty()
+        .then_some(()))
+    .is_some());
+}
