@@ -266,7 +266,18 @@ impl Driver for IoLimitDriver {
     }
 
     fn available(&self) -> Result<(), String> {
-        self.host.available()
+        self.host.available()?;
+        let hs = self.host.resolver.hierarchies().map_err(|e| e.to_string())?;
+        if hs.iter().any(|h| match h.version {
+            Version::V1 => h.has("blkio"),
+            Version::V2 => h.has("io"),
+        }) {
+            return Ok(());
+        }
+        Err(format!(
+            "no cgroup io controller is mounted under {} (neither v1 blkio nor the v2 io              controller)",
+            self.host.resolver.cgroups.root().display()
+        ))
     }
 
     fn plan(&self, ctx: &FaultCtx, spec: &FaultSpec) -> Result<Recipe, DriverError> {
