@@ -148,7 +148,11 @@ fn a_writer_is_held_to_1mib_per_second_and_runs_free_after_revert() {
     let free = dd_seconds(&cg, &disk.dev);
     println!("6 MiB without a limit: {free:.3} s");
     let driver = io_limit_driver();
-    assert_eq!(driver.available(), Ok(()), "this host has the v1 blkio controller");
+    assert_eq!(
+        driver.available(),
+        Ok(()),
+        "this host has the v1 blkio controller"
+    );
     let id = unique("limit");
     let mut f = Applied::new(&driver, &ctx(&id, 120), &limit_spec(&cg, &disk.dev));
     assert_eq!(guards_of(&id).len(), 1, "the guard runs during the fault");

@@ -11,28 +11,35 @@
 //!   agent's cgroups, holding the same values: it restores them when the agent dies, at the
 //!   fault's deadline, and when the lease the agent forwards to it runs out;
 //! - the sweep: a guard no journal entry names has its values restored from its argv.
+//!
+//! Layout: [`files`] encodes, reads, writes and restores the cgroup files; [`device`] resolves
+//! `device` to a whole disk; `plan` picks the cgroups and reads the old values; `guards` is the
+//! agent's side of the guard processes and [`guard`] the guard process itself.
 
 pub mod device;
 pub mod files;
 pub mod guard;
+mod guards;
+mod plan;
 
-use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use faultline_core::fault::{Fault, FaultKind, FaultSpec, IoLimitFault, Target};
+use faultline_core::fault::{Fault, FaultKind, FaultSpec, Target};
 use serde::{Deserialize, Serialize};
 
-use self::files::{Limit, Setting};
-use super::cgroup::{self, CgroupDir, Version};
+use self::files::Setting;
+use self::plan::{pick, throttled_dirs};
+use super::cgroup::Version;
 use super::child::Running;
 use super::proc::Identity;
 use super::stress::unix_ms;
 use super::worker::IO_GUARD_ARG;
 use super::{os, scan, Host};
 use crate::engine::driver::{Driver, DriverError, FaultCtx, Health, Recipe, RevertOutcome};
-use crate::lease::{KernelLease, Renewable};
+use crate::lease::KernelLease;
 
 const KINDS: &[FaultKind] = &[FaultKind::IoLimit];
 
@@ -92,171 +99,9 @@ pub fn driver(host: Arc<Host>, lease: &KernelLease) -> Arc<IoLimitDriver> {
     d
 }
 
-/// The target's cgroup whose io controller can throttle: v2 with `io.max`, else v1 blkio.
-fn pick(description: &str, cgroups: &[CgroupDir]) -> Result<(CgroupDir, Version), DriverError> {
-    let v2 = cgroups
-        .iter()
-        .find(|d| d.hierarchy.version == Version::V2 && d.dir.join(files::IO_MAX).exists());
-    let v1 = cgroups.iter().find(|d| {
-        d.hierarchy.version == Version::V1
-            && d.hierarchy.has("blkio")
-            && d.dir.join(Limit::WriteBps.v1_file()).exists()
-    });
-    let (d, v) = match (v2, v1) {
-        (Some(d), _) => (d, Version::V2),
-        (None, Some(d)) => (d, Version::V1),
-        (None, None) => {
-            return Err(DriverError::Refused(format!(
-                "target: {description} has no cgroup with an io controller (neither io.max of \
-                 cgroup v2 nor blkio.throttle.* of v1 in {})",
-                cgroups
-                    .iter()
-                    .map(|d| d.dir.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )))
-        }
-    };
-    if d.dir == d.hierarchy.mount {
-        return Err(DriverError::Refused(format!(
-            "target: {description} is in the root cgroup of {}; io-limit throttles a cgroup \
-             below it",
-            d.hierarchy.label()
-        )));
-    }
-    Ok((d.clone(), v))
-}
-
-/// How deep below a v1 target the driver looks for cgroups to throttle.
-const V1_DEPTH: usize = 8;
-
-/// Where the limit must be written: v2 `io.max` is hierarchical, so the target's cgroup is
-/// enough; a v1 throttle rule applies only to the processes of its own cgroup (a limit on a
-/// pod's cgroup does not slow its containers, which sit in child cgroups), so the target's
-/// cgroup and every cgroup below it, as they exist when the fault is planned.
-fn throttled_dirs(top: &CgroupDir, version: Version) -> Vec<PathBuf> {
-    let mut out = vec![top.dir.clone()];
-    if version == Version::V2 {
-        return out;
-    }
-    let mut stack = vec![(top.dir.clone(), 0usize)];
-    while let Some((dir, depth)) = stack.pop() {
-        if depth >= V1_DEPTH {
-            continue;
-        }
-        let Ok(rd) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        let mut children: Vec<PathBuf> = rd
-            .flatten()
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-            .map(|e| e.path())
-            .collect();
-        children.sort();
-        for c in children {
-            out.push(c.clone());
-            stack.push((c, depth + 1));
-        }
-    }
-    out
-}
-
 impl IoLimitDriver {
     fn live(&self) -> MutexGuard<'_, HashMap<String, Live>> {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The settings of a fault in one cgroup directory: the values in effect now and what the
-    /// fault sets.
-    fn settings(
-        &self,
-        l: &IoLimitFault,
-        d: &Path,
-        version: Version,
-        dev: files::DevNum,
-    ) -> Result<Vec<Setting>, DriverError> {
-        let asked = [
-            (Limit::ReadBps, l.read_bytes_per_second),
-            (Limit::WriteBps, l.write_bytes_per_second),
-            (Limit::ReadIops, l.read_iops),
-            (Limit::WriteIops, l.write_iops),
-        ];
-        let mut out = Vec::new();
-        for (limit, want) in asked {
-            if want == 0 {
-                continue;
-            }
-            let mut s = Setting {
-                file: files::file_in(d, version, limit),
-                version,
-                limit,
-                dev,
-                old: None,
-                new: want,
-            };
-            s.old = files::read(&s)
-                .map_err(|e| DriverError::io(format!("read {}", s.file.display()), e))?;
-            // Never loosen a stricter limit that was there before.
-            s.new = s.old.map_or(want, |o| o.min(want));
-            out.push(s);
-        }
-        Ok(out)
-    }
-
-    /// Starts the guard (before anything is written) and moves it into the root cgroups.
-    fn start_guard(&self, r: &IoLimitRecipe) -> Result<Running, DriverError> {
-        let deadline = UNIX_EPOCH + Duration::from_millis(r.deadline_unix_ms);
-        let settings =
-            serde_json::to_string(&r.settings).map_err(|e| DriverError::Other(e.to_string()))?;
-        let args = vec![
-            IO_GUARD_ARG.to_string(),
-            "--fault-id".into(),
-            r.fault_id.clone(),
-            "--deadline-unix-ms".into(),
-            unix_ms(self.lease.bound(deadline)).to_string(),
-            "--settings".into(),
-            settings,
-        ];
-        let mut g = Running::start(&r.exe, &args, self.host.proc())
-            .map_err(|e| DriverError::io(format!("start io-limit guard {}", r.exe.display()), e))?;
-        let placed = if g.wait_line(guard::READY, Duration::from_secs(5)) {
-            self.place(g.pid())
-        } else {
-            Err(DriverError::Other(format!(
-                "the io-limit guard (pid {}) did not get ready within 5 s",
-                g.pid()
-            )))
-        };
-        if let Err(e) = placed {
-            let _ = g.kill();
-            return Err(e);
-        }
-        Ok(g)
-    }
-
-    /// The root cgroup of every hierarchy: out of the agent's, so a kill of the agent's whole
-    /// cgroup does not take the guard along.
-    fn place(&self, pid: u32) -> Result<(), DriverError> {
-        for h in self.host.resolver.hierarchies()? {
-            cgroup::join(&h.mount, pid).map_err(|e| {
-                DriverError::Other(format!(
-                    "the io-limit guard must leave the agent's cgroup: {e}"
-                ))
-            })?;
-        }
-        Ok(())
-    }
-
-    fn end_guard(g: &mut Running) -> Result<bool, String> {
-        if g.poll_exit().is_some() {
-            return Ok(false);
-        }
-        let _ = g.send(guard::RELEASE);
-        if g.wait(Duration::from_secs(2)).is_none() {
-            g.kill()
-                .map_err(|e| format!("io-limit guard pid {}: {e}", g.pid()))?;
-        }
-        Ok(true)
     }
 }
 
@@ -267,7 +112,11 @@ impl Driver for IoLimitDriver {
 
     fn available(&self) -> Result<(), String> {
         self.host.available()?;
-        let hs = self.host.resolver.hierarchies().map_err(|e| e.to_string())?;
+        let hs = self
+            .host
+            .resolver
+            .hierarchies()
+            .map_err(|e| e.to_string())?;
         if hs.iter().any(|h| match h.version {
             Version::V1 => h.has("blkio"),
             Version::V2 => h.has("io"),
@@ -471,52 +320,6 @@ impl Driver for IoLimitDriver {
     }
 
     fn sweep(&self, known: &[Recipe]) -> Vec<String> {
-        let mut ids: HashSet<String> = known
-            .iter()
-            .filter_map(|r| IoLimitRecipe::from_recipe(r).ok())
-            .map(|r| r.fault_id)
-            .collect();
-        ids.extend(self.live().keys().cloned());
-        let Ok(exe) = self.host.exe() else {
-            return Vec::new();
-        };
-        let proc = self.host.proc();
-        let mut lines = Vec::new();
-        for o in scan::owned(proc, exe) {
-            if o.role != IO_GUARD_ARG
-                || ids.contains(&o.fault_id)
-                || o.held_by_another_agent(proc, exe)
-            {
-                continue;
-            }
-            let settings: Vec<Setting> = o
-                .arg("settings")
-                .and_then(|s| serde_json::from_str(s).ok())
-                .unwrap_or_default();
-            let (n, errors) = files::restore_all(&settings);
-            let _ = os::signal(proc, o.stat.identity(), libc::SIGKILL);
-            lines.push(format!(
-                "stopped orphan io-limit guard pid {} (fault {}) after restoring {n} limit(s){}",
-                o.stat.pid,
-                o.fault_id,
-                if errors.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({})", errors.join("; "))
-                }
-            ));
-        }
-        lines
-    }
-}
-
-impl Renewable for IoLimitDriver {
-    /// Forwards the lease to every guard: each restores its limits when it runs out.
-    fn renew(&self, until: SystemTime) {
-        for l in self.live().values_mut() {
-            let deadline = UNIX_EPOCH + Duration::from_millis(l.recipe.deadline_unix_ms);
-            let line = format!("{} {}", guard::LEASE, unix_ms(until.min(deadline)));
-            let _ = l.guard.send(&line);
-        }
+        self.sweep_guards(known)
     }
 }
