@@ -421,4 +421,26 @@ mod tests {
         ))
         .starts_with("percent: is not a field of kind io-limit"));
     }
+
+    #[test]
+    fn in_an_experiment_the_error_names_the_fault() {
+        let text = "apiVersion: faultline.dev/v1\nkind: Experiment\nmetadata: {name: t}\nspec:\n  \
+                    duration: 10s\n  targets: {mode: all}\n  faults:\n    - {kind: cpu, load: 10}\n    \
+                    - {kind: disk-fill, path: /tmp, percent: 100}\n    \
+                    - {kind: io-limit, device: /dev/sda, target: {cgroup: /x}}\n";
+        let err = crate::experiment::parse_experiment(text, std::time::Duration::from_secs(3600))
+            .expect_err("100%");
+        assert_eq!(
+            err.to_string(),
+            "spec.faults[1].percent: 100 is outside 1..=99 (whole percent of the filesystem)"
+        );
+        let text = text.replace("percent: 100", "percent: 50");
+        let err = crate::experiment::parse_experiment(&text, std::time::Duration::from_secs(3600))
+            .expect_err("no limit");
+        assert!(
+            err.to_string()
+                .starts_with("spec.faults[2]: io-limit needs at least one of"),
+            "{err}"
+        );
+    }
 }
