@@ -443,4 +443,32 @@ mod tests {
             "{err}"
         );
     }
+
+    #[test]
+    fn a_pod_experiment_takes_an_io_limit_without_a_target_and_aims_it_at_each_pod() {
+        let text = "apiVersion: faultline.dev/v1\nkind: Experiment\nmetadata: {name: p}\nspec:\n  \
+                    duration: 30s\n  targets: {pods: {namespace: shop}, mode: all}\n  faults:\n    \
+                    - {kind: io-limit, device: /dev/sda, writeBytesPerSecond: 1Mi}\n    \
+                    - {kind: disk-fill, path: /tmp, percent: 80}\n";
+        let s = crate::experiment::parse_experiment(text, std::time::Duration::from_secs(3600))
+            .expect("valid");
+        assert_eq!(s.faults[0].target, Target::Host, "aimed per pod later");
+        let pod = super::super::ContainerRef {
+            pod_uid: "1f2e-33".into(),
+            ..Default::default()
+        };
+        for f in &s.faults {
+            let aimed = crate::experiment::pods::aim(f, &pod);
+            assert_eq!(aimed.target, Target::Container(pod.clone()));
+            aimed.validate("f").expect("valid for the agent");
+        }
+        let bad = text.replace("writeBytesPerSecond: 1Mi", "readIops: 0");
+        let err = crate::experiment::parse_experiment(&bad, std::time::Duration::from_secs(3600))
+            .expect_err("no limit");
+        assert!(
+            err.to_string()
+                .starts_with("spec.faults[0]: io-limit needs at least one of"),
+            "{err}"
+        );
+    }
 }
