@@ -1,7 +1,8 @@
 //! The block device an io-limit throttles: `device` names a block device (`/dev/sda`,
 //! `/dev/disk/by-id/...`), or any other path, whose filesystem's device is meant. Both resolve
-//! on the agent's (the node's) view of the filesystem to `MAJ:MIN`; a partition resolves to its
-//! whole disk, because the kernel throttles whole disks only. A filesystem with no block
+//! on the node's view of the filesystem (through `/proc/1/root`, so an agent in a DaemonSet pod
+//! with hostPID sees the node's `/dev`, not its container's) to `MAJ:MIN`; a partition resolves
+//! to its whole disk, because the kernel throttles whole disks only. A filesystem with no block
 //! device under it (tmpfs, overlayfs, NFS) is refused, naming it.
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -14,7 +15,21 @@ pub const SYS_DEV_BLOCK: &str = "/sys/dev/block";
 
 /// `device` resolved: the whole disk's number and how it was found (for messages).
 pub fn resolve(device: &str, sys: &Path) -> Result<(DevNum, String), String> {
-    let meta = std::fs::metadata(device).map_err(|e| format!("device: {device}: {e}"))?;
+    resolve_in(device, None, sys)
+}
+
+/// As [`resolve`], looking `device` up below `root` (`/proc/1/root`) when that is given and
+/// can be read.
+pub fn resolve_in(
+    device: &str,
+    root: Option<&Path>,
+    sys: &Path,
+) -> Result<(DevNum, String), String> {
+    let on_node = root
+        .filter(|r| std::fs::metadata(r).is_ok())
+        .map(|r| r.join(device.trim_start_matches('/')));
+    let meta = std::fs::metadata(on_node.as_deref().unwrap_or(Path::new(device)))
+        .map_err(|e| format!("device: {device}: {e}"))?;
     let (raw, how) = if meta.file_type().is_block_device() {
         (meta.rdev(), "block device")
     } else {

@@ -145,8 +145,9 @@ impl Driver for IoLimitDriver {
         let exe = self.host.exe()?.to_path_buf();
         let resolved = self.host.resolver.resolve(&spec.target)?;
         let (dir, version) = pick(&resolved.description, &resolved.cgroups)?;
-        let (dev, shown) =
-            device::resolve(&l.device, &self.sys_block).map_err(DriverError::Refused)?;
+        let node_root = self.host.proc().path(1, "root");
+        let (dev, shown) = device::resolve_in(&l.device, Some(&node_root), &self.sys_block)
+            .map_err(DriverError::Refused)?;
         let mut settings = Vec::new();
         for d in throttled_dirs(&dir, version) {
             settings.extend(self.settings(l, &d, version, dev)?);
