@@ -92,6 +92,10 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> Result<Printed, CliError> {
             workflows::delete(&target, &args.name).await
         }
         Command::Report(args) => experiments::report(&target, &args.name, args.format, o).await,
+        Command::Dashboard(args) => {
+            crate::dashboard::run(&target, args, out).await?;
+            return Ok(Printed::ok(String::new()));
+        }
         Command::Watch(args) => {
             let style = experiments::watch::Style::pick(o, std::io::stdout().is_terminal());
             return experiments::watch::watch(&target, &args.name, style, out).await;
