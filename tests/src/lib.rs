@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod continuous;
 pub mod procs;
 pub mod stack;
 pub mod trials;

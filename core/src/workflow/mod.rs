@@ -6,10 +6,11 @@
 //! - [`doc`]: the `kind: Workflow` document, validated into a [`WorkflowSpec`].
 //! - [`template`]: inline experiment specs made into whole documents, errors placed under
 //!   their field.
-//! - [`progress`]: the step state machine.
+//! - [`progress`]: the step state machine; [`state`]: the states and actions it deals in.
 
 pub mod doc;
 pub mod progress;
+pub mod state;
 pub mod template;
 pub mod together;
 
