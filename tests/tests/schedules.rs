@@ -241,6 +241,31 @@ spec:
     // Deleting the schedule keeps the run's record; approving an ended run is refused.
     let (ok, out) = ctl(&stack, "operator", &["workflow", "approve", &run, "gate"]);
     assert!(!ok && out.contains("ended"), "{out}");
+    // Every mutation is in the audit log under the operator's identity, refusals included.
+    let (ok, audit) = ctl(&stack, "viewer", &["-o", "json", "audit"]);
+    assert!(ok, "{audit}");
+    let entries: serde_json::Value = serde_json::from_str(&audit).expect("audit JSON");
+    let has = |action: &str, allowed: bool| {
+        entries.as_array().expect("array").iter().any(|e| {
+            e["action"] == action
+                && e["allowed"] == allowed
+                && e["identity"]
+                    .as_str()
+                    .is_some_and(|i| i.starts_with("operator/"))
+        })
+    };
+    for action in [
+        "Schedules.Apply",
+        "Schedules.Trigger",
+        "Workflows.Create",
+        "Workflows.Abort",
+    ] {
+        assert!(has(action, true), "no {action} entry in {audit}");
+    }
+    assert!(
+        has("Workflows.Approve", false),
+        "no refused approval in {audit}"
+    );
 
     // Parallel steps are planned together: each fits its blast radius alone, together they
     // do not, so neither starts and the refusal says why.

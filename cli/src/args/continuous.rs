@@ -45,3 +45,50 @@ pub enum DeleteCommand {
     /// higher).
     Workflow(NameArg),
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::args::{Cli, Command, DeleteCommand, ScheduleCommand, WorkflowCommand};
+
+    fn parse(args: &[&str]) -> Command {
+        let mut all = vec!["faultctl"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all).expect("parses").command
+    }
+
+    #[test]
+    fn the_new_commands_parse() {
+        let Command::Abort(a) = parse(&["abort", "workflow", "gd"]) else {
+            panic!("abort");
+        };
+        assert_eq!(
+            (a.name.as_str(), a.kind_name.as_deref()),
+            ("workflow", Some("gd"))
+        );
+        let Command::Abort(a) = parse(&["abort", "gd"]) else {
+            panic!("abort");
+        };
+        assert_eq!((a.name.as_str(), a.kind_name), ("gd", None));
+        assert!(matches!(
+            parse(&["delete", "experiment", "x"]),
+            Command::Delete(DeleteCommand::Experiment(_))
+        ));
+        assert!(matches!(
+            parse(&["schedule", "trigger", "nightly"]),
+            Command::Schedule(ScheduleCommand::Trigger(_))
+        ));
+        let Command::Workflow(WorkflowCommand::Approve(a)) =
+            parse(&["workflow", "approve", "gd", "gate"])
+        else {
+            panic!("approve");
+        };
+        assert_eq!((a.name.as_str(), a.step.as_str()), ("gd", "gate"));
+        let bad = Cli::try_parse_from(["faultctl", "workflow", "approve", "gd", "Gate"]);
+        assert!(bad
+            .expect_err("uppercase step")
+            .to_string()
+            .contains("1..=63"));
+    }
+}

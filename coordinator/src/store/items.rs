@@ -129,3 +129,64 @@ impl StoreHandle {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Rec {
+        name: String,
+        n: u32,
+    }
+
+    #[tokio::test]
+    async fn records_survive_a_reopen_and_trees_stay_apart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = StoreHandle::open(dir.path()).await.expect("open");
+            for (tree, n) in [(ItemTree::Schedules, 1), (ItemTree::Workflows, 2)] {
+                let rec = Rec {
+                    name: "nightly".into(),
+                    n,
+                };
+                store.put_item(tree, "nightly", &rec).await.expect("put");
+            }
+            let b = Rec {
+                name: "b".into(),
+                n: 3,
+            };
+            store
+                .put_item(ItemTree::Schedules, "b", &b)
+                .await
+                .expect("put");
+            store.close().await.expect("close");
+        }
+        let store = StoreHandle::open(dir.path()).await.expect("reopen");
+        let all: Vec<Rec> = store.items(ItemTree::Schedules).await.expect("items");
+        assert_eq!(
+            all.iter()
+                .map(|r| (r.name.as_str(), r.n))
+                .collect::<Vec<_>>(),
+            [("b", 3), ("nightly", 1)]
+        );
+        let w: Option<Rec> = store
+            .item(ItemTree::Workflows, "nightly")
+            .await
+            .expect("item");
+        assert_eq!(w.map(|r| r.n), Some(2));
+        assert!(store
+            .remove_item(ItemTree::Workflows, "nightly")
+            .await
+            .expect("remove"));
+        assert!(!store
+            .remove_item(ItemTree::Workflows, "nightly")
+            .await
+            .expect("remove again"));
+        let gone: Option<Rec> = store
+            .item(ItemTree::Workflows, "nightly")
+            .await
+            .expect("item");
+        assert!(gone.is_none());
+    }
+}
