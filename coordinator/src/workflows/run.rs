@@ -160,6 +160,14 @@ impl Run {
         let mut actions = Vec::new();
         for (step, run) in self.rec.progress.running_experiments() {
             let Some(phase) = self.state.experiments.phase(&run) else {
+                // Created and then gone: its record was deleted (only an ended one can be).
+                actions.extend(self.rec.progress.experiment_ended(
+                    &self.spec,
+                    &step,
+                    Phase::Interrupted,
+                    "its record was deleted before the workflow read its verdict",
+                    now,
+                ));
                 continue;
             };
             if phase.is_terminal() {
