@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::guard_doc::{duration_field, is_dns_label, RawGuard};
 use super::pods_doc::RawPods;
+use super::steady::RawSteadyState;
 use super::*;
 use crate::fault::doc::{parse_document, RawFault, RawSelector, Scalar};
 use crate::fault::{join, FaultSpec, SpecError};
@@ -41,6 +42,8 @@ pub struct RawSpec {
     pub guard_interval: Option<String>,
     pub blast_radius: Option<RawBlastRadius>,
     pub on_target_failure: Option<String>,
+    /// The steady-state hypothesis (see [`super::steady`]).
+    pub steady_state: Option<RawSteadyState>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -257,7 +260,13 @@ impl RawSpec {
                 ))
             }
         };
+        let steady_state = self
+            .steady_state
+            .as_ref()
+            .map(|s| s.to_steady_state("spec.steadyState", &guards))
+            .transpose()?;
         Ok(ExperimentSpec {
+            steady_state,
             name: name.to_string(),
             duration,
             agents,
