@@ -41,6 +41,9 @@ pub struct RawConfig {
     pub policy: RawPolicy,
     #[serde(default)]
     pub retention: RawRetention,
+    /// `[[notifications]]`: where run events are sent (see [`crate::notify`]).
+    #[serde(default)]
+    pub notifications: Vec<crate::notify::config::RawNotification>,
 }
 
 /// The `[retention]` table as written; absent fields take their defaults.
@@ -64,6 +67,7 @@ pub struct RawRetention {
 pub struct FileConfig {
     pub policy: Policy,
     pub retention: Retention,
+    pub notifications: Vec<crate::notify::Sink>,
 }
 
 /// The `[policy]` table as written; absent fields take their defaults.
@@ -147,6 +151,7 @@ impl TryFrom<RawConfig> for FileConfig {
         Ok(FileConfig {
             policy: Policy::try_from(raw.policy)?,
             retention: Retention::try_from(raw.retention)?,
+            notifications: crate::notify::config::sinks(raw.notifications)?,
         })
     }
 }

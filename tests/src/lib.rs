@@ -75,6 +75,7 @@ pub fn coordinator_config(
         renew_interval: Duration::from_secs(1),
         policy: Default::default(),
         retention: Default::default(),
+        notifications: Vec::new(),
     }
 }
 

@@ -208,6 +208,12 @@ pub fn new_record(
         guard_timeline: Default::default(),
         abort: None,
         gaps: Vec::new(),
+        hypothesis: spec
+            .steady_state
+            .as_ref()
+            .map(faultline_core::experiment::steady::Hypothesis::new),
+        impact: Vec::new(),
+        findings: Vec::new(),
         telemetry: BTreeMap::new(),
         log: Default::default(),
     }

@@ -3,6 +3,8 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use faultline_core::experiment::impact::Impact;
+use faultline_core::experiment::steady::Hypothesis;
 use faultline_core::experiment::Phase;
 use serde::{Deserialize, Serialize};
 
@@ -48,6 +50,15 @@ pub struct ExperimentRecord {
     /// Times the coordinator was down while the experiment ran, and resumed it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gaps: Vec<Gap>,
+    /// The steady-state hypothesis (`spec.steadyState`) and its verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hypothesis: Option<Hypothesis>,
+    /// Per guard and check, written when the run is over.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub impact: Vec<Impact>,
+    /// Rule-based sentences from the impact and the hypothesis.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<String>,
 }
 
 /// The coordinator was down from `from_unix_ms` (its last heartbeat in the store) to
@@ -128,6 +139,9 @@ pub struct Sample {
     pub error: String,
     #[serde(default)]
     pub detail: String,
+    /// Within its threshold (or the expected status); `None` when not judged (an error).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy: Option<bool>,
 }
 
 /// How an experiment was aborted and how long the revert took.
@@ -322,6 +336,9 @@ impl ExperimentRecord {
             telemetry: self.telemetry.clone(),
             log: VecDeque::new(),
             gaps: self.gaps.clone(),
+            hypothesis: self.hypothesis.clone(),
+            impact: self.impact.clone(),
+            findings: self.findings.clone(),
         }
     }
 }

@@ -190,6 +190,18 @@ pub fn holds(check: &Guard, obs: &Observation) -> Held {
     }
 }
 
+/// Whether a guard's (or check's) observed value is within its threshold, or is the expected
+/// HTTP status (a probe without an answer records 0); `None` without a value.
+pub fn healthy_value(kind: &GuardKind, value: Option<f64>) -> Option<bool> {
+    let v = value.filter(|v| !v.is_nan())?;
+    Some(match kind {
+        GuardKind::Prometheus { threshold, .. } | GuardKind::Telemetry { threshold, .. } => {
+            !threshold.violated_by(v)
+        }
+        GuardKind::Http { expect_status, .. } => v == f64::from(*expect_status),
+    })
+}
+
 /// The hypothesis' own verdict, beside the run's phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

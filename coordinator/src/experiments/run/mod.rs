@@ -5,8 +5,10 @@
 
 mod dispatch;
 mod end;
+pub mod notice;
 mod resume;
 mod status;
+mod steady;
 mod tick;
 
 use std::collections::BTreeMap;
@@ -25,6 +27,7 @@ pub use resume::{resume, Resumed};
 pub use status::late_status;
 
 use super::guards::{self, GuardReport};
+use super::hypothesis::{self, Round};
 use super::mailbox::Mailbox;
 use super::record::{ExperimentRecord, Sample, TargetState};
 use super::{events, planning, Live, Snapshot};
@@ -183,6 +186,7 @@ pub async fn start(
     state.store.put_experiment_durable(&rec).await?;
     state.experiments.set_phase(&rec.name, Phase::Running);
     events::phase_changed(&rec.name, Phase::Running, &format!("started by {by}"));
+    notice::started(state, &rec, by);
     let snapshot = Snapshot {
         record: Arc::new(rec.clone()),
         message: format!("started by {by}"),
@@ -243,6 +247,7 @@ fn launch(
 impl Run {
     async fn run(mut self, mut control: mpsc::Receiver<Control>, statuses: Arc<Mailbox>) {
         let (guard_tx, mut guard_rx) = mpsc::channel::<GuardReport>(4);
+        let (check_tx, mut check_rx) = mpsc::channel::<Round>(4);
         // A halt that came while this run was being planned or started: HaltAll sets the flag
         // before it aborts the live runs, so a run it did not see sees the flag here.
         if let Some(h) = self.state.halted() {
@@ -259,7 +264,22 @@ impl Run {
             })
             .await;
         } else if self.return_by.is_none() {
+            // The steady state first: nothing is injected unless every check holds.
+            if !self.before_injection(&mut control).await {
+                return;
+            }
             self.dispatch().await;
+        }
+        match &self.spec.steady_state {
+            Some(s) if self.ending.is_none() => hypothesis::spawn_during(
+                self.state.clone(),
+                s.checks.clone(),
+                self.spec.guard_interval,
+                self.rec.agents(),
+                check_tx,
+                self.guard_stop.clone(),
+            ),
+            _ => drop(check_tx),
         }
         if self.ending.is_none() && !self.spec.guards.is_empty() {
             guards::spawn(
@@ -287,6 +307,7 @@ impl Run {
                     FromAgent::Back { node, held, at } => self.on_agent_back(node, held, at).await,
                 },
                 Some(r) = guard_rx.recv(), if self.ending.is_none() => self.on_guards(r).await,
+                Some(r) = check_rx.recv(), if self.ending.is_none() => self.on_checks(r),
                 _ = sleep_until(deadline), if self.ending.is_none() => self.end(End::Completed).await,
                 _ = sleep_until(wait_until.unwrap_or(deadline)), if wait_until.is_some() => break,
                 _ = tick.tick() => self.on_tick().await,
@@ -300,6 +321,7 @@ impl Run {
                 }
             }
         }
+        self.after_revert(&mut control).await;
         self.finish().await;
     }
 
@@ -454,6 +476,7 @@ impl Run {
                 );
                 self.guard_outcomes.insert(name.clone(), outcome.clone());
             }
+            let healthy = self.guard_healthy(&name, v.value);
             let error = match v.outcome {
                 faultline_core::experiment::eval::Outcome::Error { .. } => v.detail.clone(),
                 _ => String::new(),
@@ -484,6 +507,7 @@ impl Run {
                 breached: v.outcome.aborts(),
                 error,
                 detail: v.detail,
+                healthy,
             });
         }
         self.dirty = true;
