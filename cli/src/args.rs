@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use experiment::{
     AbortArgs, ApplyArgs, DescribeCommand, GetCommand, NameArg, PhaseArg, ReportArgs, ReportFormat,
+    RunArgs,
 };
 
 /// Smallest and largest accepted `--timeout`.
@@ -164,6 +165,11 @@ pub enum Command {
     Resume,
     /// Print the version of faultctl (needs no coordinator).
     Version,
+    /// The CI gate: create and start an experiment, follow it live (as `watch`), print its
+    /// report, and exit 0 when it completed with its steady-state hypothesis passed (or
+    /// without one), 3 when it was aborted, 4 when it failed or was interrupted, 5 when it
+    /// completed but its hypothesis failed (role operator or higher).
+    Run(RunArgs),
 }
 
 /// `faultctl policy --help`: what each row means and where it is set.
