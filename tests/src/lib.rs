@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod procs;
+pub mod receiver;
 pub mod stack;
 pub mod trials;
 pub mod workers;

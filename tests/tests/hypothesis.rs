@@ -1,0 +1,297 @@
+//! The steady-state hypothesis and `faultctl run` with the real binaries (root: the agents run
+//! real cpu workers). The service the checks probe is degraded by the fault itself: it answers
+//! 503 while the agent's cpu workers run and for a set delay after they are gone, so its
+//! recovery follows the revert the way a real service's does.
+//!
+//! - a check that does not hold before injection: no ApplyFault is ever sent (no worker, the
+//!   agent counts no injection), `faultctl run` exits 4 and names the check;
+//! - recovery 3 s after the revert is measured as `recovery_ms` within 2,000..4,500;
+//! - `faultctl run` exits 0, 3, 4 and 5;
+//! - guards over HTTPS with basic auth against Debian's Prometheus (`--web.config.file`).
+
+#[path = "hypothesis/prometheus_tls.rs"]
+mod prometheus_tls;
+
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use faultline_proto::pb::{self, ExperimentPhase as Phase};
+use faultline_tests::procs::http_get;
+use faultline_tests::stack::{workers_of, Stack, TestService};
+use faultline_tests::*;
+
+/// Experiments here stress the CPU; one at a time keeps the timings meaningful.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A service that answers 503 while `pid`'s workers run and for `delay` after they are gone
+/// (and 200 otherwise, or 503 always when `broken`).
+struct DegradedService {
+    service: Arc<TestService>,
+    stop: Arc<AtomicBool>,
+}
+
+impl DegradedService {
+    fn start(agent_pid: u32, delay: Duration, broken: bool) -> DegradedService {
+        let service = Arc::new(TestService::start());
+        service.set_status(if broken { 503 } else { 200 });
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, sp) = (service.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut gone_at: Option<Instant> = None;
+            let mut had = false;
+            while !sp.load(Ordering::SeqCst) {
+                let busy = !workers_of(agent_pid).is_empty();
+                if busy {
+                    had = true;
+                    gone_at = None;
+                } else if had && gone_at.is_none() {
+                    gone_at = Some(Instant::now());
+                }
+                let healthy = !broken && !busy && gone_at.is_none_or(|t| t.elapsed() >= delay);
+                s.set_status(if healthy { 200 } else { 503 });
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        DegradedService { service, stop }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/healthz", self.service.addr)
+    }
+}
+
+impl Drop for DegradedService {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+fn doc(name: &str, duration: &str, guards: &str, steady: &str) -> String {
+    format!(
+        "apiVersion: faultline.dev/v1\nkind: Experiment\nmetadata: {{name: {name}}}\nspec:\n  duration: {duration}\n  targets:\n    mode: all\n  faults:\n    - {{kind: cpu, load: 20, workers: 1}}\n  guards:\n{guards}  guardInterval: 200ms\n{steady}"
+    )
+}
+
+fn steady(url: &str, within: &str) -> String {
+    format!(
+        "  steadyState:\n    recoveryWithin: {within}\n    checks:\n      - {{name: checkout-health, http: {{url: '{url}', expectStatus: 200, timeout: 1s}}}}\n"
+    )
+}
+
+/// `faultctl run -f FILE` as operator: (exit code, stdout + stderr).
+fn faultctl_run(stack: &Stack, document: &str, extra: &[&str]) -> (i32, String) {
+    let file = stack.dir.path().join(format!("run-{}.yaml", free_port()));
+    std::fs::write(&file, document).expect("write document");
+    let mut args: Vec<String> = vec![
+        "--coordinator".into(),
+        format!("https://{}", stack.grpc),
+        "--certs-dir".into(),
+        stack.certs.path().display().to_string(),
+        "--identity".into(),
+        "operator".into(),
+        "run".into(),
+        "-f".into(),
+        file.display().to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let out = Command::new(binary("faultctl"))
+        .args(&args)
+        .output()
+        .expect("run faultctl");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// The agent's `faultline_agent_fault_injections_total`, summed over its labels.
+fn injections(stack: &Stack) -> f64 {
+    let (code, body) = http_get(stack.agents[0].metrics, "/metrics").expect("agent /metrics");
+    assert_eq!(code, 200);
+    body.lines()
+        .filter(|l| l.starts_with("faultline_agent_fault_injections_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn one_agent(name: &str) -> Stack {
+    let mut stack = Stack::start(&[name], Duration::from_secs(5));
+    stack.spawn_agent(name, "");
+    stack
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_that_does_not_hold_before_injection_injects_nothing_and_run_exits_4() {
+    let _serial = SERIAL.lock().await;
+    let stack = one_agent("ss-a");
+    let pid = stack.agents[0].proc.pid();
+    let service = DegradedService::start(pid, Duration::ZERO, true);
+    let before = injections(&stack);
+    // Watch the agent's processes for the whole run: a single worker would be an injection.
+    let watching = Arc::new(AtomicBool::new(true));
+    let seen = Arc::new(AtomicBool::new(false));
+    let (w, s) = (watching.clone(), seen.clone());
+    let watcher = std::thread::spawn(move || {
+        while w.load(Ordering::SeqCst) {
+            if !workers_of(pid).is_empty() {
+                s.store(true, Ordering::SeqCst);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+    let started = Instant::now();
+    let (code, out) = faultctl_run(
+        &stack,
+        &doc("broken-before", "5s", "    []\n", &steady(&service.url(), "10s")),
+        &[],
+    );
+    watching.store(false, Ordering::SeqCst);
+    watcher.join().expect("watcher");
+    eprintln!(
+        "pre-injection refusal: faultctl run exited {code} after {} ms",
+        started.elapsed().as_millis()
+    );
+    assert_eq!(code, 4, "faultctl run must exit 4:\n{out}");
+    assert!(
+        out.contains("steady-state check checkout-health (http): status 503, expected 200 did not hold before injection"),
+        "{out}"
+    );
+    assert!(!seen.load(Ordering::SeqCst), "a worker ran: something was injected");
+    assert_eq!(injections(&stack), before, "the agent counted an injection");
+    let e = stack.get("broken-before").await;
+    assert_eq!(e.phase, Phase::Failed as i32);
+    assert!(e.targets.is_empty(), "no target was dispatched: {:?}", e.targets);
+    assert!(
+        e.log.iter().any(|l| l.message.contains("no ApplyFault was sent")),
+        "{:?}",
+        e.log
+    );
+    let h = e.hypothesis.expect("hypothesis");
+    assert_eq!(h.verdict, "failed");
+    assert!(!h.checks[0].held_before);
+    assert_eq!(h.checks[0].before_value, 503.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_time_is_measured_from_the_revert_and_run_exits_0() {
+    let _serial = SERIAL.lock().await;
+    let stack = one_agent("rc-a");
+    let service = DegradedService::start(stack.agents[0].proc.pid(), Duration::from_secs(3), false);
+    let (code, out) = faultctl_run(
+        &stack,
+        &doc("recovers", "3s", "    []\n", &steady(&service.url(), "20s")),
+        &["--report", "json"],
+    );
+    assert_eq!(code, 0, "completed with the hypothesis passed:\n{out}");
+    let report: serde_json::Value = serde_json::from_str(&out[out.find("{\n").expect("json report")..out.rfind("}").expect("end") + 1])
+        .unwrap_or_else(|e| panic!("report json: {e}\n{out}"));
+    assert_eq!(report["phase"], "completed");
+    assert_eq!(report["hypothesis"]["verdict"], "passed", "{}", report["hypothesis"]);
+    let recovery = report["hypothesis"]["checks"][0]["recovery_ms"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("recovery_ms: {}", report["hypothesis"]));
+    eprintln!("recovery_ms of a service that recovers 3 s after the revert: {recovery}");
+    assert!(
+        (2_000..=4_500).contains(&recovery),
+        "recovery_ms {recovery} outside 2000..=4500"
+    );
+    // The impact saw the service go down under the fault and come back.
+    let impact = report["impact"]
+        .as_array()
+        .and_then(|a| a.iter().find(|i| i["name"] == "checkout-health"))
+        .unwrap_or_else(|| panic!("impact: {}", report["impact"]))
+        .clone();
+    assert_eq!(impact["before"], 200.0);
+    assert_eq!(impact["during"], 503.0);
+    assert_eq!(impact["deviated"], true);
+    let findings: Vec<String> = report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .map(|f| f.as_str().unwrap_or_default().to_string())
+        .collect();
+    eprintln!("findings: {findings:#?}");
+    assert!(
+        findings.iter().any(|f| f.starts_with("checkout-health (http check) rose from 200 to 503 within")
+            && f.contains("recoveryWithin 20s met")),
+        "{findings:#?}"
+    );
+    // The Markdown report shows the same.
+    let mut client = stack.experiments("viewer").await;
+    let md = client
+        .report(pb::ReportRequest {
+            name: "recovers".into(),
+            format: "md".into(),
+        })
+        .await
+        .expect("report")
+        .into_inner()
+        .markdown;
+    assert!(md.contains("## Steady-state hypothesis") && md.contains("Verdict: **passed**"), "{md}");
+    assert!(md.trim_end().ends_with(&format!("- {}", findings.last().expect("a finding"))), "the findings come last:\n{md}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_exits_5_when_the_service_recovers_too_late() {
+    let _serial = SERIAL.lock().await;
+    let stack = one_agent("late-a");
+    let service = DegradedService::start(stack.agents[0].proc.pid(), Duration::from_secs(3), false);
+    let (code, out) = faultctl_run(
+        &stack,
+        &doc("recovers-late", "2s", "    []\n", &steady(&service.url(), "1s")),
+        &[],
+    );
+    assert_eq!(code, 5, "completed, hypothesis failed:\n{out}");
+    assert!(out.contains("steady-state hypothesis failed"), "{out}");
+    assert!(
+        out.contains("not recovered within recoveryWithin 1s after the revert: checkout-health did not hold again (status 503, expected 200)"),
+        "{out}"
+    );
+    let e = stack.get("recovers-late").await;
+    assert_eq!(e.phase, Phase::Completed as i32);
+    // JUnit for CI test tabs: the check fails, the run passes.
+    let (ok, junit) = faultline_tests::procs::run(
+        &binary("faultctl"),
+        &[
+            "--coordinator",
+            &format!("https://{}", stack.grpc),
+            "--certs-dir",
+            &stack.certs.path().display().to_string(),
+            "report",
+            "recovers-late",
+            "--format",
+            "junit",
+        ],
+    );
+    assert!(ok, "{junit}");
+    assert!(junit.contains("<testcase classname=\"faultline.recovers-late\" name=\"run\""), "{junit}");
+    assert!(junit.contains("name=\"steady-state/checkout-health\"") && junit.contains("<failure message=\"did not hold again within recoveryWithin 1000 ms\">"), "{junit}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_exits_3_when_a_guard_aborts() {
+    let _serial = SERIAL.lock().await;
+    let stack = one_agent("ab3-a");
+    let service = DegradedService::start(stack.agents[0].proc.pid(), Duration::from_millis(500), false);
+    let guards = format!(
+        "    - {{name: health-guard, http: {{url: '{}', expectStatus: 200, timeout: 1s, failures: 1}}}}\n",
+        service.url()
+    );
+    let (code, out) = faultctl_run(
+        &stack,
+        &doc("guarded", "30s", &guards, &steady(&service.url(), "10s")),
+        &[],
+    );
+    assert_eq!(code, 3, "aborted by the guard:\n{out}");
+    let e = stack.get("guarded").await;
+    let abort = e.abort.expect("abort");
+    assert_eq!((abort.trigger.as_str(), abort.guard.as_str()), ("guard", "health-guard"));
+    // Aborted runs still watch the recovery.
+    let h = e.hypothesis.expect("hypothesis");
+    assert_eq!(h.verdict, "passed", "{h:?}");
+    eprintln!(
+        "guard abort: latency {} ms; the service held again {:?} ms after the last revert",
+        abort.latency_ms, h.checks[0].recovery_ms
+    );
+}
