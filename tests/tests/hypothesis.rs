@@ -143,7 +143,12 @@ async fn a_check_that_does_not_hold_before_injection_injects_nothing_and_run_exi
     let started = Instant::now();
     let (code, out) = faultctl_run(
         &stack,
-        &doc("broken-before", "5s", "    []\n", &steady(&service.url(), "10s")),
+        &doc(
+            "broken-before",
+            "5s",
+            "    []\n",
+            &steady(&service.url(), "10s"),
+        ),
         &[],
     );
     watching.store(false, Ordering::SeqCst);
@@ -157,13 +162,22 @@ async fn a_check_that_does_not_hold_before_injection_injects_nothing_and_run_exi
         out.contains("steady-state check checkout-health (http): status 503, expected 200 did not hold before injection"),
         "{out}"
     );
-    assert!(!seen.load(Ordering::SeqCst), "a worker ran: something was injected");
+    assert!(
+        !seen.load(Ordering::SeqCst),
+        "a worker ran: something was injected"
+    );
     assert_eq!(injections(&stack), before, "the agent counted an injection");
     let e = stack.get("broken-before").await;
     assert_eq!(e.phase, Phase::Failed as i32);
-    assert!(e.targets.is_empty(), "no target was dispatched: {:?}", e.targets);
     assert!(
-        e.log.iter().any(|l| l.message.contains("no ApplyFault was sent")),
+        e.targets.is_empty(),
+        "no target was dispatched: {:?}",
+        e.targets
+    );
+    assert!(
+        e.log
+            .iter()
+            .any(|l| l.message.contains("no ApplyFault was sent")),
         "{:?}",
         e.log
     );
@@ -184,10 +198,16 @@ async fn recovery_time_is_measured_from_the_revert_and_run_exits_0() {
         &["--report", "json"],
     );
     assert_eq!(code, 0, "completed with the hypothesis passed:\n{out}");
-    let report: serde_json::Value = serde_json::from_str(&out[out.find("{\n").expect("json report")..out.rfind("}").expect("end") + 1])
-        .unwrap_or_else(|e| panic!("report json: {e}\n{out}"));
+    let report: serde_json::Value = serde_json::from_str(
+        &out[out.find("{\n").expect("json report")..out.rfind("}").expect("end") + 1],
+    )
+    .unwrap_or_else(|e| panic!("report json: {e}\n{out}"));
     assert_eq!(report["phase"], "completed");
-    assert_eq!(report["hypothesis"]["verdict"], "passed", "{}", report["hypothesis"]);
+    assert_eq!(
+        report["hypothesis"]["verdict"], "passed",
+        "{}",
+        report["hypothesis"]
+    );
     let recovery = report["hypothesis"]["checks"][0]["recovery_ms"]
         .as_u64()
         .unwrap_or_else(|| panic!("recovery_ms: {}", report["hypothesis"]));
@@ -213,7 +233,8 @@ async fn recovery_time_is_measured_from_the_revert_and_run_exits_0() {
         .collect();
     eprintln!("findings: {findings:#?}");
     assert!(
-        findings.iter().any(|f| f.starts_with("checkout-health (http check) rose from 200 to 503 within")
+        findings.iter().any(|f| f
+            .starts_with("checkout-health (http check) rose from 200 to 503 within")
             && f.contains("recoveryWithin 20s met")),
         "{findings:#?}"
     );
@@ -228,8 +249,15 @@ async fn recovery_time_is_measured_from_the_revert_and_run_exits_0() {
         .expect("report")
         .into_inner()
         .markdown;
-    assert!(md.contains("## Steady-state hypothesis") && md.contains("Verdict: **passed**"), "{md}");
-    assert!(md.trim_end().ends_with(&format!("- {}", findings.last().expect("a finding"))), "the findings come last:\n{md}");
+    assert!(
+        md.contains("## Steady-state hypothesis") && md.contains("Verdict: **passed**"),
+        "{md}"
+    );
+    assert!(
+        md.trim_end()
+            .ends_with(&format!("- {}", findings.last().expect("a finding"))),
+        "the findings come last:\n{md}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -239,7 +267,12 @@ async fn run_exits_5_when_the_service_recovers_too_late() {
     let service = DegradedService::start(stack.agents[0].proc.pid(), Duration::from_secs(3), false);
     let (code, out) = faultctl_run(
         &stack,
-        &doc("recovers-late", "2s", "    []\n", &steady(&service.url(), "1s")),
+        &doc(
+            "recovers-late",
+            "2s",
+            "    []\n",
+            &steady(&service.url(), "1s"),
+        ),
         &[],
     );
     assert_eq!(code, 5, "completed, hypothesis failed:\n{out}");
@@ -265,15 +298,27 @@ async fn run_exits_5_when_the_service_recovers_too_late() {
         ],
     );
     assert!(ok, "{junit}");
-    assert!(junit.contains("<testcase classname=\"faultline.recovers-late\" name=\"run\""), "{junit}");
-    assert!(junit.contains("name=\"steady-state/checkout-health\"") && junit.contains("<failure message=\"did not hold again within recoveryWithin 1000 ms\">"), "{junit}");
+    assert!(
+        junit.contains("<testcase classname=\"faultline.recovers-late\" name=\"run\""),
+        "{junit}"
+    );
+    assert!(
+        junit.contains("name=\"steady-state/checkout-health\"")
+            && junit
+                .contains("<failure message=\"did not hold again within recoveryWithin 1000 ms\">"),
+        "{junit}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_exits_3_when_a_guard_aborts() {
     let _serial = SERIAL.lock().await;
     let stack = one_agent("ab3-a");
-    let service = DegradedService::start(stack.agents[0].proc.pid(), Duration::from_millis(500), false);
+    let service = DegradedService::start(
+        stack.agents[0].proc.pid(),
+        Duration::from_millis(500),
+        false,
+    );
     let guards = format!(
         "    - {{name: health-guard, http: {{url: '{}', expectStatus: 200, timeout: 1s, failures: 1}}}}\n",
         service.url()
@@ -286,7 +331,10 @@ async fn run_exits_3_when_a_guard_aborts() {
     assert_eq!(code, 3, "aborted by the guard:\n{out}");
     let e = stack.get("guarded").await;
     let abort = e.abort.expect("abort");
-    assert_eq!((abort.trigger.as_str(), abort.guard.as_str()), ("guard", "health-guard"));
+    assert_eq!(
+        (abort.trigger.as_str(), abort.guard.as_str()),
+        ("guard", "health-guard")
+    );
     // Aborted runs still watch the recovery.
     let h = e.hypothesis.expect("hypothesis");
     assert_eq!(h.verdict, "passed", "{h:?}");

@@ -58,7 +58,10 @@ fn events(r: &Receiver) -> BTreeMap<(String, String), usize> {
         let body: serde_json::Value = serde_json::from_slice(&req.body).expect("json body");
         assert_eq!(body["kind"], "experiment");
         let summary = body["summary"].as_str().unwrap_or_default();
-        assert!(!summary.contains("http://") && !summary.contains("https://"), "{summary}");
+        assert!(
+            !summary.contains("http://") && !summary.contains("https://"),
+            "{summary}"
+        );
         let key = (
             body["name"].as_str().unwrap_or_default().to_string(),
             body["event"].as_str().unwrap_or_default().to_string(),
@@ -186,11 +189,17 @@ async fn a_dead_or_hanging_receiver_does_not_slow_an_abort() {
     for i in 0..3 {
         hung.push(abort_latency(&stack, &format!("hang-{i}")).await);
     }
-    assert!(!hanging.received().is_empty(), "the hanging receiver was called");
+    assert!(
+        !hanging.received().is_empty(),
+        "the hanging receiver was called"
+    );
     drop(stack);
 
     // Down: nothing listens on the port.
-    let (stack, _s2) = stack_notifying("dl-down", Some(&format!("http://127.0.0.1:{}/", free_port())));
+    let (stack, _s2) = stack_notifying(
+        "dl-down",
+        Some(&format!("http://127.0.0.1:{}/", free_port())),
+    );
     let mut down = Vec::new();
     for i in 0..3 {
         down.push(abort_latency(&stack, &format!("down-{i}")).await);
@@ -210,7 +219,10 @@ async fn a_dead_or_hanging_receiver_does_not_slow_an_abort() {
         faultline_tests::procs::http_get(stack.coord_metrics, "/metrics").expect("metrics");
     let failed_lines: Vec<&str> = metrics
         .lines()
-        .filter(|l| l.starts_with("faultline_coordinator_notification_attempts_total") && l.contains("result=\"error\""))
+        .filter(|l| {
+            l.starts_with("faultline_coordinator_notification_attempts_total")
+                && l.contains("result=\"error\"")
+        })
         .collect();
     assert!(
         failed_lines.iter().any(|l| !l.ends_with(" 0")),

@@ -130,9 +130,17 @@ pub fn phases(counts: &BTreeMap<Phase, usize>) {
 /// A run's steady-state hypothesis was decided.
 pub fn hypothesis(name: &str, verdict: &'static str) {
     if verdict == "failed" {
-        tracing::warn!(experiment = name, verdict, "experiment {name}: steady-state hypothesis failed");
+        tracing::warn!(
+            experiment = name,
+            verdict,
+            "experiment {name}: steady-state hypothesis failed"
+        );
     } else {
-        tracing::info!(experiment = name, verdict, "experiment {name}: steady-state hypothesis {verdict}");
+        tracing::info!(
+            experiment = name,
+            verdict,
+            "experiment {name}: steady-state hypothesis {verdict}"
+        );
     }
     counter!(HYPOTHESES, "verdict" => verdict).increment(1);
 }

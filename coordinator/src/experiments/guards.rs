@@ -100,9 +100,9 @@ pub async fn observe(state: &State, guard: &Guard, targets: &[String]) -> Observ
             body,
             access,
             ..
-        } => Observation::Probe(
-            probe::probe(url, *method, body.as_deref(), access, *timeout).await,
-        ),
+        } => {
+            Observation::Probe(probe::probe(url, *method, body.as_deref(), access, *timeout).await)
+        }
         GuardKind::Telemetry { metric, .. } => {
             let now = now_ms();
             let mut per_target = Vec::new();

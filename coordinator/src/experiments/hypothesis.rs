@@ -21,7 +21,11 @@ pub struct Round {
     pub held: Vec<(String, &'static str, Held)>,
 }
 
-fn judge(at: i64, probes: &[Guard], observed: Vec<faultline_core::experiment::eval::Observation>) -> Round {
+fn judge(
+    at: i64,
+    probes: &[Guard],
+    observed: Vec<faultline_core::experiment::eval::Observation>,
+) -> Round {
     Round {
         at_unix_ms: at,
         held: probes
@@ -70,23 +74,31 @@ pub enum Watched {
     Cancelled,
 }
 
+/// What a recovery watch observes, and how often.
+#[derive(Clone, Copy)]
+pub struct Watch<'a> {
+    pub state: &'a State,
+    pub steady: &'a SteadyState,
+    /// Observed alongside the checks, for the record (their values after the revert).
+    pub guards: &'a [Guard],
+    /// The agents whose telemetry telemetry checks read.
+    pub targets: &'a [String],
+    pub interval: Duration,
+}
+
 /// After the revert (acknowledged at `from_unix_ms`): observes the checks and guards every
 /// `interval` until every check has held again or `recoveryWithin` has passed, then concludes
 /// the hypothesis. `on_round` sees every round (to record samples and show progress).
 pub async fn watch_recovery(
-    state: &State,
-    steady: &SteadyState,
+    w: &Watch<'_>,
     hypothesis: &mut Hypothesis,
-    guards: &[Guard],
-    targets: &[String],
-    interval: Duration,
     from_unix_ms: i64,
     cancel: &CancellationToken,
     mut on_round: impl FnMut(&Round, &Hypothesis),
 ) -> Watched {
     hypothesis.start_recovery(from_unix_ms);
     let deadline_ms = hypothesis.recovery_deadline();
-    let mut tick = tokio::time::interval(interval);
+    let mut tick = tokio::time::interval(w.interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -97,9 +109,9 @@ pub async fn watch_recovery(
         // The round may not outlast recoveryWithin by more than its own timeouts.
         let round = tokio::select! {
             _ = cancel.cancelled() => return Watched::Cancelled,
-            r = observe_round(state, &steady.checks, guards, targets) => r,
+            r = observe_round(w.state, &w.steady.checks, w.guards, w.targets) => r,
         };
-        for (i, (_, _, held)) in round.held.iter().take(steady.checks.len()).enumerate() {
+        for (i, (_, _, held)) in round.held.iter().take(w.steady.checks.len()).enumerate() {
             hypothesis.observe_recovery(i, round.at_unix_ms, held);
         }
         on_round(&round, hypothesis);

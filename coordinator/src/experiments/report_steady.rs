@@ -48,7 +48,11 @@ pub fn hypothesis_section(o: &mut String, rec: &ExperimentRecord) {
         } else {
             format!(
                 "{}: {}",
-                if c.held_before { "held" } else { "DID NOT HOLD" },
+                if c.held_before {
+                    "held"
+                } else {
+                    "DID NOT HOLD"
+                },
                 c.before_detail
             )
         };

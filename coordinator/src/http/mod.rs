@@ -115,11 +115,7 @@ async fn send_inner(req: &Request<'_>) -> Result<(u16, Bytes), String> {
     exchange(stream, req, auth).await
 }
 
-async fn exchange<S>(
-    io: S,
-    req: &Request<'_>,
-    auth: Option<String>,
-) -> Result<(u16, Bytes), String>
+async fn exchange<S>(io: S, req: &Request<'_>, auth: Option<String>) -> Result<(u16, Bytes), String>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {

@@ -157,7 +157,10 @@ fn sink(i: usize, r: RawNotification) -> Result<Sink, ConfigError> {
             return Err(field(
                 i,
                 "events",
-                format!("is empty; list any of {} (or leave it out for all)", names.join(", ")),
+                format!(
+                    "is empty; list any of {} (or leave it out for all)",
+                    names.join(", ")
+                ),
             ))
         }
         Some(list) => {
@@ -168,10 +171,7 @@ fn sink(i: usize, r: RawNotification) -> Result<Sink, ConfigError> {
                     .find(|x| x.as_str() == e)
                     .ok_or_else(|| ConfigError::Field {
                         field: format!("notifications[{i}].events[{j}]"),
-                        message: format!(
-                            "{e:?} is not an event; use any of {}",
-                            names.join(", ")
-                        ),
+                        message: format!("{e:?} is not an event; use any of {}", names.join(", ")),
                     })?;
                 if !out.contains(&ev) {
                     out.push(ev);
@@ -206,8 +206,14 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(s.len(), 2);
-        assert_eq!(s[0].events, vec![EventKind::Aborted, EventKind::HypothesisFailed]);
-        assert_eq!(s[1].url.to_string(), "https://events.pagerduty.com:443/v2/enqueue");
+        assert_eq!(
+            s[0].events,
+            vec![EventKind::Aborted, EventKind::HypothesisFailed]
+        );
+        assert_eq!(
+            s[1].url.to_string(),
+            "https://events.pagerduty.com:443/v2/enqueue"
+        );
         assert_eq!(s[1].events.len(), 5, "all events by default");
     }
 

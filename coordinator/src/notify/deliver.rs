@@ -39,7 +39,11 @@ pub async fn run(
             _ = stop.cancelled() => return,
             r = deliver(&sink, &event) => r,
         };
-        let outcome = if result.is_ok() { "delivered" } else { "failed" };
+        let outcome = if result.is_ok() {
+            "delivered"
+        } else {
+            "failed"
+        };
         counter!(NOTIFICATIONS, "kind" => sink.kind.as_str(), "event" => event.event.as_str(), "outcome" => outcome)
             .increment(1);
         match result {
@@ -138,7 +142,10 @@ async fn attempt_once(sink: &Sink, event: &RunEvent) -> Result<(), Failure> {
     let body = match sink.kind {
         SinkKind::Webhook => {
             let body = payload::webhook(event);
-            headers.push(("X-Faultline-Signature".into(), payload::signature(&key, &body)));
+            headers.push((
+                "X-Faultline-Signature".into(),
+                payload::signature(&key, &body),
+            ));
             headers.push(("X-Faultline-Event".into(), event.event.as_str().into()));
             body
         }

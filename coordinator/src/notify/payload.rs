@@ -8,7 +8,8 @@ use super::{EventKind, RunEvent, Sink, SinkKind};
 /// Whether `sink` gets `event`: the listed events; PagerDuty also gets `recovered` (its
 /// resolve).
 pub fn wants(sink: &Sink, event: EventKind) -> bool {
-    sink.events.contains(&event) || (sink.kind == SinkKind::PagerDuty && event == EventKind::Recovered)
+    sink.events.contains(&event)
+        || (sink.kind == SinkKind::PagerDuty && event == EventKind::Recovered)
 }
 
 /// `text` with every `http://` / `https://` URL replaced by `<url>`.
@@ -107,7 +108,8 @@ mod tests {
             name: "checkout-loss".into(),
             phase: "aborted".into(),
             verdict: "none".into(),
-            summary: "guard health (http) breached: GET http://10.0.0.1:8080/healthz answered 503".into(),
+            summary: "guard health (http) breached: GET http://10.0.0.1:8080/healthz answered 503"
+                .into(),
             at_unix_ms: 1_700_000_000_000,
         }
     }
@@ -134,7 +136,9 @@ mod tests {
         );
         let slack: serde_json::Value =
             serde_json::from_slice(&slack(&event(EventKind::Aborted))).expect("json");
-        assert!(slack["text"].as_str().is_some_and(|t| t.contains("*checkout-loss* aborted") && !t.contains("http://")));
+        assert!(slack["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("*checkout-loss* aborted") && !t.contains("http://")));
         let pd: serde_json::Value = serde_json::from_slice(
             &pagerduty(&event(EventKind::Aborted), "R0UT1NG").expect("trigger"),
         )

@@ -62,9 +62,7 @@ impl HttpAccess {
         let mut out = String::new();
         match &self.auth {
             None => {}
-            Some(HttpAuth::BearerTokenFile(f)) => {
-                out.push_str(&format!(", bearer token from {f}"))
-            }
+            Some(HttpAuth::BearerTokenFile(f)) => out.push_str(&format!(", bearer token from {f}")),
             Some(HttpAuth::Basic {
                 username,
                 password_file,
@@ -240,12 +238,10 @@ impl RawAccess<'_> {
                         password_file: file_path(&join(&bp, "passwordFile"), password_file)?,
                     }
                 }
-                _ => {
-                    return Err(SpecError::new(
-                        ap,
-                        "needs exactly one of bearerTokenFile or basicAuth {username, passwordFile}",
-                    ))
-                }
+                _ => return Err(SpecError::new(
+                    ap,
+                    "needs exactly one of bearerTokenFile or basicAuth {username, passwordFile}",
+                )),
             });
         }
         if let Some(h) = self.headers {

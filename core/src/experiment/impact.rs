@@ -149,7 +149,9 @@ pub fn findings(impacts: &[Impact], hypothesis: Option<&Hypothesis>, w: &Window)
                 ));
                 let c = h.checks.iter().find(|c| c.name == i.name);
                 match c.and_then(|c| c.recovery_ms) {
-                    Some(ms) if ms <= h.recovery_within_ms => format!("; recoveryWithin {within} met"),
+                    Some(ms) if ms <= h.recovery_within_ms => {
+                        format!("; recoveryWithin {within} met")
+                    }
                     _ => format!("; recoveryWithin {within} missed"),
                 }
             })
@@ -158,7 +160,9 @@ pub fn findings(impacts: &[Impact], hypothesis: Option<&Hypothesis>, w: &Window)
             (_, _, 0) => String::new(),
             (Some(ms), _, _) => format!("; healthy again {} after the revert", secs(ms)),
             (None, 0, _) => "; not observed after the revert".to_string(),
-            (None, _, _) => "; still unhealthy at its last observation after the revert".to_string(),
+            (None, _, _) => {
+                "; still unhealthy at its last observation after the revert".to_string()
+            }
         };
         let sentence = match (i.before, i.during) {
             _ if w.first_applied_unix_ms == 0 => continue,

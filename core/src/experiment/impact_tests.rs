@@ -46,7 +46,10 @@ fn deviation_peak_and_recovery() {
     assert!(i.deviated);
     assert_eq!(i.deviation_ms, Some(3_000));
     assert_eq!(i.recovery_ms, Some(4_200));
-    assert_eq!((i.samples_before, i.samples_during, i.samples_after), (1, 3, 3));
+    assert_eq!(
+        (i.samples_before, i.samples_during, i.samples_after),
+        (1, 3, 3)
+    );
     let f = findings(&[i], None, &window());
     assert_eq!(
         f,
@@ -56,7 +59,11 @@ fn deviation_peak_and_recovery() {
 
 #[test]
 fn steady_values_moves_and_hypothesis() {
-    let flat = [p(9_000, 200.0, true), p(12_000, 200.0, true), p(21_000, 200.0, true)];
+    let flat = [
+        p(9_000, 200.0, true),
+        p(12_000, 200.0, true),
+        p(21_000, 200.0, true),
+    ];
     let a = measure("health", "check", "http", &flat, &window());
     assert!(!a.deviated && a.deviation_ms.is_none());
     assert_eq!(a.recovery_ms, Some(1_000));
@@ -85,7 +92,17 @@ fn steady_values_moves_and_hypothesis() {
     assert_eq!(f[1], "cpu (telemetry guard) moved from 0.2 to 0.5 under the faults but stayed within its threshold; not observed after the revert");
     assert_eq!(f[2], "steady-state hypothesis passed: every check held");
     // Same input, same words.
-    assert_eq!(f, findings(&[measure("health", "check", "http", &flat, &window()), measure("cpu", "guard", "telemetry", &moved_pts, &window())], Some(&hyp), &window()));
+    assert_eq!(
+        f,
+        findings(
+            &[
+                measure("health", "check", "http", &flat, &window()),
+                measure("cpu", "guard", "telemetry", &moved_pts, &window())
+            ],
+            Some(&hyp),
+            &window()
+        )
+    );
 }
 
 #[test]
@@ -94,5 +111,8 @@ fn nothing_applied_says_so() {
     let i = measure("health", "check", "http", &[p(1, 200.0, true)], &w);
     assert_eq!(i.samples_before, 1);
     let f = findings(&[i], None, &w);
-    assert_eq!(f, vec!["no fault was applied, so nothing was measured under fault".to_string()]);
+    assert_eq!(
+        f,
+        vec!["no fault was applied, so nothing was measured under fault".to_string()]
+    );
 }

@@ -45,10 +45,7 @@ impl RawSteadyState {
         if self.checks.is_empty() || self.checks.len() > MAX_CHECKS {
             return Err(SpecError::new(
                 cp,
-                format!(
-                    "has {} checks; give 1..={MAX_CHECKS}",
-                    self.checks.len()
-                ),
+                format!("has {} checks; give 1..={MAX_CHECKS}", self.checks.len()),
             ));
         }
         let mut checks: Vec<Guard> = Vec::new();
@@ -59,7 +56,10 @@ impl RawSteadyState {
             if let Some(j) = checks.iter().position(|c| c.name == check.name) {
                 return Err(SpecError::new(
                     join(&at, "name"),
-                    format!("{:?} is already the name of {cp}[{j}]; check names are unique", check.name),
+                    format!(
+                        "{:?} is already the name of {cp}[{j}]; check names are unique",
+                        check.name
+                    ),
                 ));
             }
             if guards.iter().any(|g| g.name == check.name) {
@@ -133,8 +133,13 @@ pub fn holds(check: &Guard, obs: &Observation) -> Held {
                 .filter(|v| !v.is_nan())
                 .reduce(|a, b| threshold.worse(a, b));
             match worst {
-                None => no(None, "no data: the query returned an empty result (or NaN)".into()),
-                Some(v) if threshold.violated_by(v) => no(Some(v), format!("{} {threshold}", num(v))),
+                None => no(
+                    None,
+                    "no data: the query returned an empty result (or NaN)".into(),
+                ),
+                Some(v) if threshold.violated_by(v) => {
+                    no(Some(v), format!("{} {threshold}", num(v)))
+                }
                 Some(v) => Held {
                     holds: true,
                     value: Some(v),
@@ -142,7 +147,12 @@ pub fn holds(check: &Guard, obs: &Observation) -> Held {
                 },
             }
         }
-        (GuardKind::Telemetry { threshold, metric, .. }, Observation::PerTarget(values)) => {
+        (
+            GuardKind::Telemetry {
+                threshold, metric, ..
+            },
+            Observation::PerTarget(values),
+        ) => {
             let missing: Vec<&str> = values
                 .iter()
                 .filter(|(_, v)| v.is_none_or(f64::is_nan))
@@ -151,7 +161,13 @@ pub fn holds(check: &Guard, obs: &Observation) -> Held {
             let worst = values
                 .iter()
                 .filter_map(|(t, v)| v.filter(|v| !v.is_nan()).map(|v| (t, v)))
-                .reduce(|a, b| if threshold.worse(a.1, b.1) == b.1 && a.1 != b.1 { b } else { a });
+                .reduce(|a, b| {
+                    if threshold.worse(a.1, b.1) == b.1 && a.1 != b.1 {
+                        b
+                    } else {
+                        a
+                    }
+                });
             match worst {
                 _ if !missing.is_empty() => no(
                     worst.map(|w| w.1),

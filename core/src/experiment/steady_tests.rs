@@ -48,7 +48,11 @@ fn document_defaults_and_refusals() {
 }
 
 fn check(kind: &str) -> Guard {
-    steady(&format!("  steadyState:\n    checks: [{{name: c, {kind}}}]\n")).checks[0].clone()
+    steady(&format!(
+        "  steadyState:\n    checks: [{{name: c, {kind}}}]\n"
+    ))
+    .checks[0]
+        .clone()
 }
 
 #[test]
@@ -68,12 +72,18 @@ fn holding_is_judged_per_observation() {
     let h = holds(&t, &ok);
     assert!(h.holds && h.detail.contains("0.5 on b"), "{h:?}");
     let gap = Observation::PerTarget(vec![("a".into(), Some(0.1)), ("b".into(), None)]);
-    assert!(!holds(&t, &gap).holds, "a target without data does not hold");
+    assert!(
+        !holds(&t, &gap).holds,
+        "a target without data does not hold"
+    );
 
     let w = check("http: {url: 'http://s/healthz', expectStatus: 204}");
     assert!(holds(&w, &Observation::Probe(Ok(204))).holds);
     let h = holds(&w, &Observation::Probe(Ok(503)));
-    assert_eq!((h.holds, h.detail.as_str()), (false, "status 503, expected 204"));
+    assert_eq!(
+        (h.holds, h.detail.as_str()),
+        (false, "status 503, expected 204")
+    );
     assert!(!holds(&w, &Observation::Probe(Err("refused".into()))).holds);
 }
 
@@ -86,7 +96,11 @@ fn held(holds: bool) -> Held {
     Held {
         holds,
         value: Some(if holds { 200.0 } else { 503.0 }),
-        detail: if holds { "status 200 as expected".into() } else { "status 503, expected 200".into() },
+        detail: if holds {
+            "status 200 as expected".into()
+        } else {
+            "status 503, expected 200".into()
+        },
     }
 }
 
@@ -121,7 +135,11 @@ fn recovery_time_is_from_the_revert_to_the_first_hold() {
     assert!(h.all_recovered());
     h.conclude();
     assert_eq!(h.checks[0].recovery_ms, Some(200));
-    assert_eq!(h.checks[1].recovery_ms, Some(3_200), "the first hold counts");
+    assert_eq!(
+        h.checks[1].recovery_ms,
+        Some(3_200),
+        "the first hold counts"
+    );
     assert_eq!(h.verdict, HypothesisVerdict::Passed);
     assert!(h.reason.contains("slowest: b, 3.2 s"), "{}", h.reason);
 

@@ -126,7 +126,10 @@ async fn prometheus_guard_over_tls_with_basic_auth_reads_the_value_and_explains_
         plan.contains("warning: insecure does not verify the server's TLS certificate (tls.insecureSkipVerify)"),
         "{plan}"
     );
-    assert!(!plan.contains(PASSWORD), "the plan shows no secret:\n{plan}");
+    assert!(
+        !plan.contains(PASSWORD),
+        "the plan shows no secret:\n{plan}"
+    );
 
     stack.run_experiment(&document).await;
     let e = stack
@@ -160,7 +163,9 @@ async fn prometheus_guard_over_tls_with_basic_auth_reads_the_value_and_explains_
     );
     let no_auth = last("no-auth");
     assert!(
-        no_auth.error.contains("HTTP 401 Unauthorized: the server requires credentials; set auth.basicAuth"),
+        no_auth
+            .error
+            .contains("HTTP 401 Unauthorized: the server requires credentials; set auth.basicAuth"),
         "{no_auth:?}"
     );
     eprintln!(

@@ -42,7 +42,8 @@ pub fn render(e: &pb::Experiment) -> String {
     let mut cases = vec![Case {
         name: "run".into(),
         seconds: ran,
-        failure: (phase != "completed").then(|| (format!("experiment {phase}"), e.verdict_reason.clone())),
+        failure: (phase != "completed")
+            .then(|| (format!("experiment {phase}"), e.verdict_reason.clone())),
     }];
     if let Some(h) = &e.hypothesis {
         for c in &h.checks {
@@ -157,11 +158,25 @@ mod tests {
             ..Default::default()
         };
         let xml = render(&e);
-        assert!(xml.contains("<testsuite name=\"experiment/checkout &lt;loss&gt;\" tests=\"4\" failures=\"1\""), "{xml}");
+        assert!(
+            xml.contains(
+                "<testsuite name=\"experiment/checkout &lt;loss&gt;\" tests=\"4\" failures=\"1\""
+            ),
+            "{xml}"
+        );
         assert!(xml.contains("name=\"run\" time=\"10.000\"/>"), "{xml}");
-        assert!(xml.contains("name=\"steady-state/health\" time=\"1.200\"/>"), "{xml}");
+        assert!(
+            xml.contains("name=\"steady-state/health\" time=\"1.200\"/>"),
+            "{xml}"
+        );
         assert!(xml.contains("name=\"steady-state/errors\" time=\"0.000\">\n      <failure message=\"did not hold again within recoveryWithin 5000 ms\">0.3 above 0.05</failure>"), "{xml}");
-        assert!(xml.contains("name=\"guard/latency\" time=\"0.000\"/>"), "{xml}");
-        assert!(xml.contains("- errors (prometheus check) rose from 0.01 to 0.3"), "{xml}");
+        assert!(
+            xml.contains("name=\"guard/latency\" time=\"0.000\"/>"),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("- errors (prometheus check) rose from 0.01 to 0.3"),
+            "{xml}"
+        );
     }
 }

@@ -51,11 +51,11 @@ pub fn probes(e: &pb::Experiment) -> String {
             out.push_str(&format!("  {}: {}\n", c.name, c.description));
         }
     }
-    let descriptions = e
-        .guards
-        .iter()
-        .map(|g| (&g.name, &g.description))
-        .chain(e.hypothesis.iter().flat_map(|h| h.checks.iter().map(|c| (&c.name, &c.description))));
+    let descriptions = e.guards.iter().map(|g| (&g.name, &g.description)).chain(
+        e.hypothesis
+            .iter()
+            .flat_map(|h| h.checks.iter().map(|c| (&c.name, &c.description))),
+    );
     for (name, d) in descriptions {
         if d.contains("insecureSkipVerify") {
             out.push_str(&format!(
@@ -82,7 +82,11 @@ pub fn hypothesis_and_findings(e: &pb::Experiment) -> String {
             } else {
                 format!(
                     "{}: {}",
-                    if c.held_before { "held" } else { "did not hold" },
+                    if c.held_before {
+                        "held"
+                    } else {
+                        "did not hold"
+                    },
                     c.before_detail
                 )
             };

@@ -46,10 +46,12 @@ pub async fn run(
     });
     if let Some(path) = &args.junit {
         let xml = super::report(target, &e.name, Some(ReportFormat::Junit), output).await?;
-        std::fs::write(path, xml).map_err(|e| CliError::Output(format!(
-            "--junit {}: cannot write the JUnit report: {e}",
-            path.display()
-        )))?;
+        std::fs::write(path, xml).map_err(|e| {
+            CliError::Output(format!(
+                "--junit {}: cannot write the JUnit report: {e}",
+                path.display()
+            ))
+        })?;
     }
     let report = super::report(target, &e.name, Some(format), output).await?;
     Ok(Printed {

@@ -134,7 +134,9 @@ pub async fn watch(
 
 /// True while the experiment's steady-state hypothesis waits for its verdict.
 pub fn hypothesis_pending(e: &pb::Experiment) -> bool {
-    e.hypothesis.as_ref().is_some_and(|h| h.verdict == "pending")
+    e.hypothesis
+        .as_ref()
+        .is_some_and(|h| h.verdict == "pending")
 }
 
 /// [`exit_code`], and 5 when it completed but its steady-state hypothesis failed.
@@ -330,7 +332,10 @@ pub fn outcome(e: &pb::Experiment) -> String {
         out.push_str(&format!("abort: {abort}\n"));
     }
     if let Some(h) = &e.hypothesis {
-        out.push_str(&format!("steady-state hypothesis {}: {}\n", h.verdict, h.reason));
+        out.push_str(&format!(
+            "steady-state hypothesis {}: {}\n",
+            h.verdict, h.reason
+        ));
         for c in &h.checks {
             if let Some(ms) = c.recovery_ms {
                 out.push_str(&format!(

@@ -88,8 +88,10 @@ impl Run {
                 match verdict {
                     Ok(()) => {
                         if steady.is_some() {
-                            self.rec
-                                .log(round.at_unix_ms, "steady state holds: every check held before injection");
+                            self.rec.log(
+                                round.at_unix_ms,
+                                "steady state holds: every check held before injection",
+                            );
                         }
                         // The look took time: the faults get their whole duration.
                         let now = now_ms();
@@ -136,7 +138,12 @@ impl Run {
 
     /// Ends the run before anything was injected: no ApplyFault went out, so there is nothing
     /// to revert and no target to wait for.
-    async fn end_before_injection(&mut self, phase: Phase, reason: String, abort: Option<AbortRecord>) {
+    async fn end_before_injection(
+        &mut self,
+        phase: Phase,
+        reason: String,
+        abort: Option<AbortRecord>,
+    ) {
         self.guard_stop.cancel();
         let now = now_ms();
         self.rec.targets.clear();
@@ -148,7 +155,8 @@ impl Run {
         if let Some(h) = self.rec.hypothesis.as_mut() {
             h.fail(format!("the run ended before injection: {reason}"));
         }
-        self.rec.log(now, format!("{verdict}; no ApplyFault was sent"));
+        self.rec
+            .log(now, format!("{verdict}; no ApplyFault was sent"));
         self.conclude_impact();
         self.persist_durable().await;
         self.state.experiments.set_phase(&self.rec.name, phase);
@@ -200,7 +208,13 @@ impl Run {
             self.rec.hypothesis = Some(hyp);
             return;
         }
-        let last_ack = self.rec.targets.iter().map(|t| t.reverted_unix_ms).max().unwrap_or(0);
+        let last_ack = self
+            .rec
+            .targets
+            .iter()
+            .map(|t| t.reverted_unix_ms)
+            .max()
+            .unwrap_or(0);
         let from = if last_ack > 0 { last_ack } else { now_ms() };
         let within = humantime::format_duration(steady.recovery_within);
         self.rec.log(
@@ -214,33 +228,30 @@ impl Run {
         {
             let publish = &self.publish;
             let base = &self.rec;
-            let watch = hypothesis::watch_recovery(
-                &state,
-                &steady,
-                &mut hyp,
-                &guards,
-                &targets,
-                self.spec.guard_interval,
-                from,
-                &cancel,
-                |round, h| {
-                    rounds
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(round.clone());
-                    let holding = h.checks.iter().filter(|c| c.recovery_ms.is_some()).count();
-                    let mut rec = base.clone();
-                    rec.hypothesis = Some(h.clone());
-                    publish.send_replace(Snapshot {
-                        record: Arc::new(rec),
-                        message: format!(
-                            "watching the steady state: {holding} of {} check(s) held again",
-                            h.checks.len()
-                        ),
-                        finished: false,
-                    });
-                },
-            );
+            let what = hypothesis::Watch {
+                state: &state,
+                steady: &steady,
+                guards: &guards,
+                targets: &targets,
+                interval: self.spec.guard_interval,
+            };
+            let watch = hypothesis::watch_recovery(&what, &mut hyp, from, &cancel, |round, h| {
+                rounds
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(round.clone());
+                let holding = h.checks.iter().filter(|c| c.recovery_ms.is_some()).count();
+                let mut rec = base.clone();
+                rec.hypothesis = Some(h.clone());
+                publish.send_replace(Snapshot {
+                    record: Arc::new(rec),
+                    message: format!(
+                        "watching the steady state: {holding} of {} check(s) held again",
+                        h.checks.len()
+                    ),
+                    finished: false,
+                });
+            });
             tokio::pin!(watch);
             loop {
                 tokio::select! {
@@ -276,7 +287,11 @@ impl Run {
         let now = now_ms();
         self.rec.log(
             now,
-            format!("steady-state hypothesis {}: {}", hyp.verdict.as_str(), hyp.reason),
+            format!(
+                "steady-state hypothesis {}: {}",
+                hyp.verdict.as_str(),
+                hyp.reason
+            ),
         );
         events::hypothesis(&self.rec.name, hyp.verdict.as_str());
         self.rec.hypothesis = Some(hyp);
