@@ -343,3 +343,48 @@ async fn run_exits_3_when_a_guard_aborts() {
         abort.latency_ms, h.checks[0].recovery_ms
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_checks_send_their_method_body_headers_and_the_token_from_its_file() {
+    use faultline_tests::receiver::{Mode, Receiver};
+    let _serial = SERIAL.lock().await;
+    let receiver = Receiver::start(Mode::Answer);
+    let stack = one_agent("req-a");
+    let token_file = stack.dir.path().join("probe-token");
+    let token = "t0ken-from-a-file";
+    std::fs::write(&token_file, format!("{token}\n")).expect("token file");
+    let check = format!(
+        "  steadyState:\n    recoveryWithin: 10s\n    checks:\n      - {{name: order-probe, http: {{url: 'http://{}/orders/probe?dry=1', method: POST, body: '{{\"sku\": 42}}', headers: {{X-Probe: faultline, Content-Type: application/json}}, auth: {{bearerTokenFile: '{}'}}}}}}\n",
+        receiver.addr,
+        token_file.display()
+    );
+    let (code, out) = faultctl_run(&stack, &doc("probe-request", "1s", "    []\n", &check), &[]);
+    assert_eq!(code, 0, "{out}");
+    let got = receiver.received();
+    assert!(got.len() >= 2, "before injection and after the revert: {got:?}");
+    for r in &got {
+        assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", "/orders/probe?dry=1"));
+        assert_eq!(r.body, br#"{"sku": 42}"#.to_vec());
+        assert_eq!(r.headers.get("x-probe").map(String::as_str), Some("faultline"));
+        assert_eq!(
+            r.headers.get("authorization").map(String::as_str),
+            Some(format!("Bearer {token}").as_str())
+        );
+    }
+    // The token is read from its file, and is nowhere in the record, the report or the log.
+    let e = stack.get("probe-request").await;
+    let record = format!("{e:?}");
+    assert!(!record.contains(token), "the record holds the token");
+    let mut client = stack.experiments("viewer").await;
+    let report = client
+        .report(pb::ReportRequest {
+            name: "probe-request".into(),
+            format: String::new(),
+        })
+        .await
+        .expect("report")
+        .into_inner();
+    assert!(!report.json.contains(token) && !report.markdown.contains(token));
+    let log = stack.coordinator.as_ref().expect("coordinator").log_text();
+    assert!(!log.contains(token), "the coordinator's log holds the token");
+}

@@ -229,3 +229,61 @@ async fn a_dead_or_hanging_receiver_does_not_slow_an_abort() {
         "attempts to a dead receiver are counted: {failed_lines:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pagerduty_triggers_on_abort_and_resolves_on_recovery_and_slack_gets_text() {
+    let _serial = SERIAL.lock().await;
+    let pagerduty = Receiver::start(Mode::Answer);
+    let slack = Receiver::start(Mode::Answer);
+    let secrets = tempfile::tempdir().expect("secrets");
+    let key_file = secrets.path().join("routing-key");
+    std::fs::write(&key_file, "R0UT1NGKEY\n").expect("routing key");
+    let extra = format!(
+        "\n[[notifications]]\nkind = \"pagerduty\"\nurl = \"http://{}/v2/enqueue\"\nsecret_file = \"{}\"\nevents = [\"aborted\", \"failed\", \"hypothesis_failed\"]\n\n[[notifications]]\nkind = \"slack\"\nurl = \"http://{}/services/T0/B0/X\"\nevents = [\"aborted\"]\n",
+        pagerduty.addr,
+        key_file.display(),
+        slack.addr
+    );
+    let mut stack = Stack::start_with(&["pd-a"], Duration::from_secs(5), &extra);
+    stack.spawn_agent("pd-a", "");
+    stack.run_experiment(&doc("pd-abort", "60s")).await;
+    let pid = stack.agents[0].proc.pid();
+    wait_for("the cpu worker", Duration::from_secs(10), || async {
+        (!workers_of(pid).is_empty()).then_some(())
+    })
+    .await;
+    abort(&stack, "pd-abort").await;
+    pagerduty.wait_for("trigger and resolve", Duration::from_secs(15), |r| r.len() >= 2);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let bodies: Vec<serde_json::Value> = pagerduty
+        .received()
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).expect("json"))
+        .collect();
+    let actions: Vec<&str> = bodies
+        .iter()
+        .map(|b| b["event_action"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(actions, ["trigger", "resolve"], "{bodies:#?}");
+    for b in &bodies {
+        assert_eq!(b["routing_key"], "R0UT1NGKEY");
+        assert_eq!(b["dedup_key"], "faultline/experiment/pd-abort");
+    }
+    assert!(
+        bodies[0]["payload"]["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains("pd-abort aborted")),
+        "{:#?}",
+        bodies[0]
+    );
+    slack.wait_for("one slack message", Duration::from_secs(10), |r| !r.is_empty());
+    let got = slack.received();
+    assert_eq!(got.len(), 1, "only the listed event");
+    let text: serde_json::Value = serde_json::from_slice(&got[0].body).expect("json");
+    assert!(
+        text["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("*pd-abort* aborted")),
+        "{text}"
+    );
+}
