@@ -361,11 +361,20 @@ async fn http_checks_send_their_method_body_headers_and_the_token_from_its_file(
     let (code, out) = faultctl_run(&stack, &doc("probe-request", "1s", "    []\n", &check), &[]);
     assert_eq!(code, 0, "{out}");
     let got = receiver.received();
-    assert!(got.len() >= 2, "before injection and after the revert: {got:?}");
+    assert!(
+        got.len() >= 2,
+        "before injection and after the revert: {got:?}"
+    );
     for r in &got {
-        assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", "/orders/probe?dry=1"));
+        assert_eq!(
+            (r.method.as_str(), r.path.as_str()),
+            ("POST", "/orders/probe?dry=1")
+        );
         assert_eq!(r.body, br#"{"sku": 42}"#.to_vec());
-        assert_eq!(r.headers.get("x-probe").map(String::as_str), Some("faultline"));
+        assert_eq!(
+            r.headers.get("x-probe").map(String::as_str),
+            Some("faultline")
+        );
         assert_eq!(
             r.headers.get("authorization").map(String::as_str),
             Some(format!("Bearer {token}").as_str())
@@ -386,5 +395,89 @@ async fn http_checks_send_their_method_body_headers_and_the_token_from_its_file(
         .into_inner();
     assert!(!report.json.contains(token) && !report.markdown.contains(token));
     let log = stack.coordinator.as_ref().expect("coordinator").log_text();
-    assert!(!log.contains(token), "the coordinator's log holds the token");
+    assert!(
+        !log.contains(token),
+        "the coordinator's log holds the token"
+    );
+}
+
+/// Waits until the experiment's log says the recovery watch began.
+async fn wait_watching(stack: &Stack, name: &str) {
+    wait_for("the recovery watch", Duration::from_secs(20), || async {
+        let e = stack.get(name).await;
+        e.log
+            .iter()
+            .any(|l| l.message.starts_with("watching the steady state"))
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_recovery_watch_stops_on_abort_and_a_restart_never_leaves_it_pending() {
+    let _serial = SERIAL.lock().await;
+    let mut stack = one_agent("rw-a");
+    let service =
+        DegradedService::start(stack.agents[0].proc.pid(), Duration::from_secs(120), false);
+    let check = steady(&service.url(), "5m");
+
+    // Aborted while it watches: the watch stops at once, the hypothesis fails saying why.
+    stack
+        .run_experiment(&doc("watch-abort", "1s", "    []\n", &check))
+        .await;
+    wait_watching(&stack, "watch-abort").await;
+    let mut client = stack.experiments("operator").await;
+    let asked = Instant::now();
+    client
+        .abort(pb::AbortExperimentRequest {
+            name: "watch-abort".into(),
+            reason: "enough".into(),
+        })
+        .await
+        .unwrap_or_else(|s| panic!("abort during the recovery watch: {s:?}"));
+    let e = wait_for("the run to finish", Duration::from_secs(10), || async {
+        let e = stack.get("watch-abort").await;
+        e.hypothesis
+            .as_ref()
+            .is_some_and(|h| h.verdict != "pending")
+            .then_some(e)
+    })
+    .await;
+    eprintln!(
+        "recovery watch stopped {} ms after Abort",
+        asked.elapsed().as_millis()
+    );
+    assert_eq!(e.phase, Phase::Completed as i32);
+    let h = e.hypothesis.expect("hypothesis");
+    assert_eq!(h.verdict, "failed");
+    assert!(
+        h.reason
+            .starts_with("the recovery watch was stopped (aborted by operator/"),
+        "{}",
+        h.reason
+    );
+
+    // The coordinator is killed while it watches: at its next start the hypothesis is failed,
+    // never left pending. (A new service: the first one stays down for its 120 s.)
+    drop(service);
+    let service =
+        DegradedService::start(stack.agents[0].proc.pid(), Duration::from_secs(120), false);
+    let check = steady(&service.url(), "5m");
+    stack
+        .run_experiment(&doc("watch-kill", "1s", "    []\n", &check))
+        .await;
+    wait_watching(&stack, "watch-kill").await;
+    stack
+        .coordinator()
+        .signal_and_wait("KILL", Duration::from_secs(5));
+    stack.start_coordinator();
+    let e = stack.get("watch-kill").await;
+    let h = e.hypothesis.expect("hypothesis");
+    assert_eq!(
+        (h.verdict.as_str(), h.reason.as_str()),
+        (
+            "failed",
+            "the coordinator stopped while it watched the recovery"
+        )
+    );
 }

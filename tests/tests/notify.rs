@@ -253,7 +253,9 @@ async fn pagerduty_triggers_on_abort_and_resolves_on_recovery_and_slack_gets_tex
     })
     .await;
     abort(&stack, "pd-abort").await;
-    pagerduty.wait_for("trigger and resolve", Duration::from_secs(15), |r| r.len() >= 2);
+    pagerduty.wait_for("trigger and resolve", Duration::from_secs(15), |r| {
+        r.len() >= 2
+    });
     tokio::time::sleep(Duration::from_secs(2)).await;
     let bodies: Vec<serde_json::Value> = pagerduty
         .received()
@@ -276,7 +278,9 @@ async fn pagerduty_triggers_on_abort_and_resolves_on_recovery_and_slack_gets_tex
         "{:#?}",
         bodies[0]
     );
-    slack.wait_for("one slack message", Duration::from_secs(10), |r| !r.is_empty());
+    slack.wait_for("one slack message", Duration::from_secs(10), |r| {
+        !r.is_empty()
+    });
     let got = slack.received();
     assert_eq!(got.len(), 1, "only the listed event");
     let text: serde_json::Value = serde_json::from_slice(&got[0].body).expect("json");

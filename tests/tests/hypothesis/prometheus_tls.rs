@@ -185,7 +185,10 @@ async fn prometheus_guard_over_tls_with_basic_auth_reads_the_value_and_explains_
         assert!(!text.contains(PASSWORD), "a report holds the password");
     }
     let log = stack.coordinator.as_ref().expect("coordinator").log_text();
-    assert!(!log.contains(PASSWORD), "the coordinator's log holds the password");
+    assert!(
+        !log.contains(PASSWORD),
+        "the coordinator's log holds the password"
+    );
     assert!(
         log.contains("tls.insecureSkipVerify: the server's certificate is NOT verified"),
         "insecureSkipVerify is logged as a warning:\n{log}"

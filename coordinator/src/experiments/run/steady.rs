@@ -262,9 +262,11 @@ impl Run {
                         break;
                     }
                     Some(c) = control.recv() => {
+                        // The faults are gone; an abort now ends the recovery watch, and
+                        // this request is what ended it.
                         let Control::Abort { by, reason, reply, .. } = c;
                         if let Some(reply) = reply {
-                            let _ = reply.send((base.clone(), false));
+                            let _ = reply.send((base.clone(), stopped_by.is_none()));
                         }
                         stopped_by.get_or_insert(format!("aborted by {by}: {reason}"));
                         cancel.cancel();
