@@ -102,7 +102,17 @@ async fn webhook_gets_each_event_once_signed() {
     stack
         .wait_all_reverted("wh-abort", Duration::from_secs(10))
         .await;
-    receiver.wait_for("4 notifications", Duration::from_secs(10), |r| r.len() >= 4);
+    // Refused before injection: its steady-state check cannot reach its service.
+    let refused = format!(
+        "{}  steadyState:\n    checks: [{{name: svc, http: {{url: 'http://127.0.0.1:{}/'}}}}]\n",
+        doc("wh-refused", "10s"),
+        free_port()
+    );
+    stack.run_experiment(&refused).await;
+    stack
+        .wait_phase("wh-refused", Phase::Failed, Duration::from_secs(10))
+        .await;
+    receiver.wait_for("7 notifications", Duration::from_secs(10), |r| r.len() >= 7);
     // Anything duplicated would arrive within the retries' backoff.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let got = events(&receiver);
@@ -111,6 +121,9 @@ async fn webhook_gets_each_event_once_signed() {
         ("wh-complete", "completed"),
         ("wh-abort", "started"),
         ("wh-abort", "aborted"),
+        ("wh-refused", "started"),
+        ("wh-refused", "failed"),
+        ("wh-refused", "hypothesis_failed"),
     ]
     .into_iter()
     .map(|(n, e)| ((n.to_string(), e.to_string()), 1))
@@ -129,7 +142,7 @@ async fn webhook_gets_each_event_once_signed() {
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
-    assert_eq!(delivered, 4.0, "{metrics}");
+    assert_eq!(delivered, 7.0, "{metrics}");
 }
 
 /// Starts and aborts an experiment; its abort latency (trigger -> last revert acknowledged).

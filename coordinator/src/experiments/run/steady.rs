@@ -162,6 +162,7 @@ impl Run {
         self.state.experiments.set_phase(&self.rec.name, phase);
         events::phase_changed(&self.rec.name, phase, &verdict);
         self.notify_end();
+        self.notify_finish();
         self.publish(verdict, true);
         self.state.experiments.remove_live(&self.rec.name);
     }
