@@ -227,7 +227,33 @@ async fn a_dead_or_hanging_receiver_does_not_slow_an_abort() {
             "abort latency {l} ms with a dead receiver (baseline {baseline:?})"
         );
     }
-    // The failures were counted and audited.
+    // The failures were audited (after their 4 attempts, about 3.5 s for a refused connection),
+    // naming the destination and the run, never the secret.
+    let fleet = pb::fleet_client::FleetClient::new(stack.channel("viewer").await);
+    let audited = wait_for("a Notify audit entry", Duration::from_secs(15), || {
+        let mut fleet = fleet.clone();
+        async move {
+            let entries = fleet
+                .audit_log(pb::AuditLogRequest { limit: 200 })
+                .await
+                .expect("audit log")
+                .into_inner()
+                .entries;
+            entries.into_iter().find(|e| e.action == "Notify")
+        }
+    })
+    .await;
+    eprintln!(
+        "audit: {} {}: {}",
+        audited.identity, audited.action, audited.detail
+    );
+    assert!(
+        audited.detail.starts_with("webhook notification ")
+            && audited.detail.contains("not delivered after 4 attempts"),
+        "{audited:?}"
+    );
+    assert!(!audited.detail.contains(SECRET));
+    // The failures were counted.
     let (_, metrics) =
         faultline_tests::procs::http_get(stack.coord_metrics, "/metrics").expect("metrics");
     let failed_lines: Vec<&str> = metrics
