@@ -70,6 +70,11 @@ pub fn chart_values(module: &Value) -> Value {
         .expect("locals blocks")
         .iter()
         .find_map(|l| l.get("chart_values").cloned())
+        .map(|v| match v {
+            // python-hcl2 may wrap an attribute's value in a one-element list.
+            Value::Array(mut a) if a.len() == 1 => a.remove(0),
+            v => v,
+        })
         .expect("locals.chart_values in main.tf")
 }
 
