@@ -130,6 +130,8 @@ for part in "${parts[@]}"; do
       binary faultline-coordinator
       install -D -m 0644 "$here/coordinator/dist/faultline.sysusers" \
         "$root/usr/lib/sysusers.d/faultline.conf"
+      # sysusers locks $root/etc/passwd: etc must exist in a fresh root.
+      install -d -m 0755 "$root/etc"
       if [ -n "$root" ]; then systemd-sysusers --root="$root" >/dev/null; else systemd-sysusers; fi
       echo "    system user faultline ready"
       install -D -m 0644 "$here/coordinator/dist/faultline-coordinator.service" \

@@ -15,6 +15,8 @@
 mod env;
 #[path = "terraform/kubernetes.rs"]
 mod kubernetes;
+#[path = "terraform/whole.rs"]
+mod whole;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -296,6 +298,12 @@ fn remote_lines(out: &str) -> String {
         .filter_map(|l| l.split_once("(remote-exec): ").map(|(_, r)| r))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+#[test]
+fn coordinator_host_and_host_modules_install_a_whole_installation_and_destroy_removes_it() {
+    require_root("the Terraform coordinator-host test (a network namespace and sshd)");
+    whole::coordinator_and_agent_by_terraform_alone();
 }
 
 // ---- Offline checks of every module --------------------------------------------------------

@@ -8,6 +8,7 @@
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use faultline_identity::pki::{self, InitOptions};
@@ -40,18 +41,21 @@ pub struct Netns {
 
 impl Netns {
     pub fn create() -> Netns {
+        static NEXT: AtomicU8 = AtomicU8::new(0);
         require_tool("ip", "iproute2");
         let pid = std::process::id();
-        let name = format!("tfh-{pid}");
-        let veth = format!("tfh{}h", pid % 100_000);
-        let peer = format!("tfh{}n", pid % 100_000);
-        // 10.213.<n>.0/30, n from the pid: apart from other tests' 10.20x ranges.
+        // Tests of this binary run in parallel: one namespace each.
+        let i = NEXT.fetch_add(1, Ordering::SeqCst) % 60;
+        let name = format!("tfh-{pid}-{i}");
+        let veth = format!("tfh{}x{i}h", pid % 100_000);
+        let peer = format!("tfh{}x{i}n", pid % 100_000);
+        // 10.213.<pid>.<4i>/30: apart from other tests' 10.20x ranges.
         let n = (pid % 250) as u8;
         let ns = Netns {
             name: name.clone(),
             veth: veth.clone(),
-            host_ip: Ipv4Addr::new(10, 213, n, 1),
-            ns_ip: Ipv4Addr::new(10, 213, n, 2),
+            host_ip: Ipv4Addr::new(10, 213, n, 4 * i + 1),
+            ns_ip: Ipv4Addr::new(10, 213, n, 4 * i + 2),
         };
         ip(&["netns", "add", &name]);
         ip(&[
@@ -103,8 +107,6 @@ pub struct Sshd {
     pub addr: SocketAddr,
     pub client_key: String,
     pub host_key_pub: String,
-    /// /run/sshd (sshd's privilege-separation dir) when the test made it.
-    made_run_dir: bool,
 }
 
 fn keygen(path: &Path) {
@@ -127,9 +129,10 @@ fn keygen(path: &Path) {
 
 impl Sshd {
     /// Starts sshd in `ns` on a free port: key authentication only, keys in `dir`. It runs in
-    /// its own mount namespace (from `ip netns exec`) with an empty tmpfs over /run/netns, so
-    /// the agent it starts sees no other named namespace and its start-up sweep of Faultline
-    /// qdiscs stays inside this one (other tests' agents keep theirs).
+    /// its own mount namespace (from `ip netns exec`) with a tmpfs over /run holding only its
+    /// privilege-separation dir and an empty /run/netns, so the agent it starts sees no other
+    /// named namespace (its start-up sweep of Faultline qdiscs stays inside this one: other
+    /// tests' agents keep theirs) and no /run/systemd, and nothing is made on the host's /run.
     pub fn start(ns: &Netns, dir: &Path) -> Sshd {
         let sshd = Path::new("/usr/sbin/sshd");
         assert!(
@@ -156,13 +159,8 @@ impl Sshd {
             ),
         )
         .expect("sshd_config");
-        let run_dir = Path::new("/run/sshd");
-        let made_run_dir = !run_dir.exists();
-        if made_run_dir {
-            std::fs::create_dir(run_dir).expect("mkdir /run/sshd");
-        }
         let script = format!(
-            "mount -t tmpfs -o size=64k,mode=0755 faultline-tf-test /run/netns && exec {} -D -e -f {}",
+            "mount -t tmpfs -o size=1m,mode=0755 faultline-tf-test /run && mkdir -m 0755 /run/sshd /run/netns && exec {} -D -e -f {}",
             sshd.display(),
             config.display()
         );
@@ -187,15 +185,6 @@ impl Sshd {
             addr,
             client_key: read("id_ed25519"),
             host_key_pub: read("ssh_host_ed25519_key.pub").trim().to_string(),
-            made_run_dir,
-        }
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        if self.made_run_dir {
-            let _ = std::fs::remove_dir("/run/sshd");
         }
     }
 }
