@@ -8,6 +8,7 @@ use std::path::Path;
 use faultline_identity::pki::{self, InitOptions};
 use faultline_tests::binary;
 use faultline_tests::procs::run;
+use faultline_tests::stack::workers_of;
 use serde_json::json;
 
 use super::env::{repo, Netns, Sshd, Terraform};
@@ -153,8 +154,57 @@ pub fn coordinator_and_agent_by_terraform_alone() {
         .unwrap_or_else(|| panic!("no tf-host-2 in {list}"));
     assert_eq!(agent["connected"], true, "{agent}");
 
+    // Break it: the agent is SIGKILLed with a fault applied (no SIGTERM, no revert). Destroy
+    // must still revert the fault (recover, from the journal) and remove everything.
+    let agent_pid: u32 = std::fs::read_to_string(prefix.join("run/faultline-agent.pid"))
+        .expect("agent pid file")
+        .trim()
+        .parse()
+        .expect("pid");
+    let doc = dir.join("exp.yaml");
+    std::fs::write(
+        &doc,
+        "apiVersion: faultline.dev/v1\nkind: Experiment\nmetadata: {name: tf-kill}\nspec:\n  duration: 5m\n  targets:\n    mode: all\n  faults:\n    - {kind: cpu, load: 10, workers: 1}\n",
+    )
+    .expect("experiment");
+    let (ok, out) = faultctl(&["apply", "-f", &doc.display().to_string()]);
+    assert!(ok, "faultctl apply: {out}");
+    let since = std::time::Instant::now();
+    let workers = loop {
+        let w = workers_of(agent_pid);
+        if !w.is_empty() {
+            break w;
+        }
+        assert!(
+            since.elapsed() < std::time::Duration::from_secs(20),
+            "the cpu worker never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &agent_pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    while Path::new(&format!("/proc/{agent_pid}")).exists() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // (The workers watch their agent and stop with it; the journal entry stays.)
+    assert!(
+        prefix.join("var/lib/faultline").read_dir().is_ok(),
+        "the state dir with its journal is still there"
+    );
     let (out, took) = tf_a.ok(&["destroy", "-input=false", "-auto-approve", "-no-color"]);
-    println!("host destroy: {took:.1?}\n{}", remote(&out));
+    let out = remote(&out);
+    println!("host destroy after SIGKILL: {took:.1?}\n{out}");
+    assert!(out.contains("no running agent"), "{out}");
+    assert!(out.contains("recovery: reverted fault tf-kill-"), "{out}");
+    for w in &workers {
+        assert!(
+            !Path::new(&format!("/proc/{w}")).exists(),
+            "the worker {w} survived destroy"
+        );
+    }
     // The coordinator's files are all still there, and the doc page both share.
     assert!(prefix.join("usr/share/doc/faultline/bare-metal.md").is_file());
     assert!(prefix.join("usr/local/bin/faultline-coordinator").is_file());
