@@ -59,7 +59,7 @@ locals {
   )
 
   sudo      = var.ssh.user == "root" ? "" : "sudo -n "
-  binary_id = var.coordinator_binary_path != null ? filesha256(var.coordinator_binary_path) : "${var.coordinator_binary_url} ${var.coordinator_binary_sha256}"
+  binary_id = var.coordinator_binary_path != null ? filesha256(var.coordinator_binary_path) : "${coalesce(var.coordinator_binary_url, "none")} ${coalesce(var.coordinator_binary_sha256, "none")}"
   no_binary = "${path.module}/../host/files/no-binary.txt"
 }
 

@@ -50,7 +50,7 @@ locals {
 
   sudo = var.ssh.user == "root" ? "" : "sudo -n "
   # A new binary, new settings or new install files replace (reinstall) the agent.
-  binary_id = var.agent_binary_path != null ? filesha256(var.agent_binary_path) : "${var.agent_binary_url} ${var.agent_binary_sha256}"
+  binary_id = var.agent_binary_path != null ? filesha256(var.agent_binary_path) : "${coalesce(var.agent_binary_url, "none")} ${coalesce(var.agent_binary_sha256, "none")}"
 }
 
 # ---- Over SSH ------------------------------------------------------------------------------

@@ -83,6 +83,30 @@ impl Netns {
     }
 }
 
+impl Netns {
+    /// Waits up to 10 s until `keep` is the only process in the namespace (SSH sessions take a
+    /// moment to close); returns the others as "pid comm".
+    pub fn others_than(&self, keep: u32) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let others: Vec<String> = self
+                .pids()
+                .into_iter()
+                .filter(|p| *p != keep)
+                .map(|p| {
+                    let comm =
+                        std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+                    format!("{p} {}", comm.trim())
+                })
+                .collect();
+            if others.is_empty() || Instant::now() >= deadline {
+                return others;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         // Only this test's processes live here: sshd and what it started (the agent).
@@ -195,10 +219,10 @@ impl Sshd {
 /// as issuer) on its enrollment listener.
 pub struct Coordinator {
     pub certs: Certs,
-    pub proc: Proc,
     pub grpc: SocketAddr,
     pub enroll: SocketAddr,
-    pub metrics: SocketAddr,
+    /// Killed (by PID) when dropped.
+    _proc: Proc,
     _dir: tempfile::TempDir,
 }
 
@@ -250,10 +274,9 @@ impl Coordinator {
         wait_ready(&proc, metrics, Duration::from_secs(10));
         Coordinator {
             certs,
-            proc,
             grpc,
             enroll,
-            metrics,
+            _proc: proc,
             _dir: dir,
         }
     }

@@ -173,9 +173,21 @@ const fn row(var: &'static str, schema: &'static [&'static str], msg: &'static s
 
 /// Numbers with a schema minimum and maximum.
 pub const RANGES: &[Row] = &[
-    row("coordinator_ports.grpc", &["coordinator", "grpcPort"], "coordinator_ports:"),
-    row("coordinator_ports.metrics", &["coordinator", "metricsPort"], "coordinator_ports:"),
-    row("coordinator_ports.enroll", &["coordinator", "enrollPort"], "coordinator_ports:"),
+    row(
+        "coordinator_ports.grpc",
+        &["coordinator", "grpcPort"],
+        "coordinator_ports:",
+    ),
+    row(
+        "coordinator_ports.metrics",
+        &["coordinator", "metricsPort"],
+        "coordinator_ports:",
+    ),
+    row(
+        "coordinator_ports.enroll",
+        &["coordinator", "enrollPort"],
+        "coordinator_ports:",
+    ),
     row(
         "policy.max_fleet_percent_under_fault",
         &["coordinator", "policy", "maxFleetPercentUnderFault"],
@@ -191,7 +203,11 @@ pub const RANGES: &[Row] = &[
         &["coordinator", "policy", "maxPodPercentPerNamespace"],
         "policy.max_pod_percent_per_namespace:",
     ),
-    row("agent.metrics_port", &["agent", "metricsPort"], "agent.metrics_port:"),
+    row(
+        "agent.metrics_port",
+        &["agent", "metricsPort"],
+        "agent.metrics_port:",
+    ),
     row(
         "agent.token_expiration_seconds",
         &["agent", "tokenExpirationSeconds"],
@@ -202,7 +218,11 @@ pub const RANGES: &[Row] = &[
         &["agent", "terminationGracePeriodSeconds"],
         "agent.termination_grace_period_seconds:",
     ),
-    row("agent.priority", &["agent", "priorityClass", "value"], "agent.priority:"),
+    row(
+        "agent.priority",
+        &["agent", "priorityClass", "value"],
+        "agent.priority:",
+    ),
     row(
         "agent_limits.max_concurrent_faults",
         &["agent", "limits", "maxConcurrentFaults"],
@@ -212,7 +232,11 @@ pub const RANGES: &[Row] = &[
 
 /// Strings with a schema enum.
 pub const ENUMS: &[Row] = &[
-    row("image.pull_policy", &["image", "pullPolicy"], "image.pull_policy:"),
+    row(
+        "image.pull_policy",
+        &["image", "pullPolicy"],
+        "image.pull_policy:",
+    ),
     row(
         "coordinator_service_type",
         &["coordinator", "service", "type"],
@@ -231,7 +255,16 @@ pub struct Patterned {
 pub const PATTERNS: &[Patterned] = &[
     Patterned {
         row: row("image.tag", &["image", "tag"], "image.tag:"),
-        samples: &["", "v1.2.3", "latest", "_x", ".x", "-x", "a b", "0.1.0-rc.1"],
+        samples: &[
+            "",
+            "v1.2.3",
+            "latest",
+            "_x",
+            ".x",
+            "-x",
+            "a b",
+            "0.1.0-rc.1",
+        ],
         stricter: &[],
     },
     Patterned {
@@ -246,7 +279,11 @@ pub const PATTERNS: &[Patterned] = &[
         stricter: &[],
     },
     Patterned {
-        row: row("agent_cert_ttl", &["coordinator", "agentCertTTL"], "agent_cert_ttl:"),
+        row: row(
+            "agent_cert_ttl",
+            &["coordinator", "agentCertTTL"],
+            "agent_cert_ttl:",
+        ),
         samples: &["24h", "1d12h", "30m", "90s", "24", "1w", "h", "1.5h"],
         stricter: &[],
     },
@@ -269,7 +306,11 @@ pub const PATTERNS: &[Patterned] = &[
         stricter: &[],
     },
     Patterned {
-        row: row("agent.state_dir", &["agent", "stateDir"], "agent.state_dir:"),
+        row: row(
+            "agent.state_dir",
+            &["agent", "stateDir"],
+            "agent.state_dir:",
+        ),
         samples: &["/var/lib/faultline", "/", "var/lib", "/x", ""],
         stricter: &[],
     },
@@ -283,7 +324,11 @@ pub const PATTERNS: &[Patterned] = &[
         stricter: &[],
     },
     Patterned {
-        row: row("monitoring.interval", &["monitoring", "interval"], "monitoring.interval:"),
+        row: row(
+            "monitoring.interval",
+            &["monitoring", "interval"],
+            "monitoring.interval:",
+        ),
         samples: &["15s", "1m30s", "500ms", "15", "1d"],
         stricter: &[],
     },
@@ -324,7 +369,11 @@ pub const PATTERNS: &[Patterned] = &[
         stricter: &["/a/../etc"],
     },
     Patterned {
-        row: row("agent.max_unavailable", &["agent", "maxUnavailable"], "agent.max_unavailable:"),
+        row: row(
+            "agent.max_unavailable",
+            &["agent", "maxUnavailable"],
+            "agent.max_unavailable:",
+        ),
         samples: &["1", "3", "10%", "0", "100%", "1000%", "x", "1.5"],
         stricter: &[],
     },
