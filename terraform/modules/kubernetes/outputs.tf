@@ -15,7 +15,8 @@ output "enroll_address" {
 
 output "ca_bundle" {
   description = "PEM of the CA that signed the coordinator's certificate: what agents outside the cluster (the host module's ca_pem) and faultctl trust."
-  value       = var.tls_source == "cert_manager" ? try(data.kubernetes_secret_v1.cert_manager_ca[0].data["ca.crt"], null) : local.tls.ca_pem
+  # A CA certificate is public; supplied_tls is sensitive as a whole.
+  value = try(nonsensitive(local.ca_bundle), local.ca_bundle)
 }
 
 output "admin_cert_pem" {
@@ -36,4 +37,8 @@ output "release" {
     version = helm_release.faultline.version
     status  = helm_release.faultline.status
   }
+}
+
+locals {
+  ca_bundle = var.tls_source == "cert_manager" ? try(data.kubernetes_secret_v1.cert_manager_ca[0].data["ca.crt"], null) : local.tls.ca_pem
 }
