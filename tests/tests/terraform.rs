@@ -1,15 +1,23 @@
-//! The Terraform modules (terraform/): formatting, checkov, and terraform/modules/host applied
-//! for real. The host module needs no provider, so it is initialised, validated, planned and
-//! applied here: over SSH to an sshd in a network namespace it installs the agent (the binary
-//! of this build), which enrolls with a join token at a coordinator on the host side and gets
-//! a fault; `terraform destroy` stops it (the fault reverted) and removes every file.
+//! The Terraform modules (terraform/): formatting and checkov on every module and example, and
+//! the modules that need no provider applied for real. terraform/modules/host is initialised,
+//! validated, planned and applied over SSH to an sshd in a network namespace: it installs the
+//! agent (the binary of this build), which enrolls with a join token at a coordinator on the
+//! host side and gets a fault; `terraform destroy` stops it (the fault reverted) and removes
+//! every file. terraform/modules/coordinator-host is applied the same way with an agent from
+//! the host module enrolling at it (terraform/whole.rs), and examples/vms renders its
+//! cloud-init for real (terraform/vms.rs).
 //!
 //! The kubernetes module's providers (helm, kubernetes, tls) cannot be downloaded here (no
 //! access to registry.terraform.io); it is parsed and checked against the chart's
 //! values.schema.json instead (terraform/kubernetes.rs).
 //!
+//! The agents started here sweep at start-up like any agent: their network sweep sees only
+//! their own namespace (the sshd's private /run hides the others), while the eBPF, process
+//! and cgroup sweeps are host-wide and leave what a live agent holds alone.
+//!
 //! Needs root (a network namespace), terraform on PATH, openssh-server and openssh-client,
-//! iproute2, and the workspace binaries (`cargo build --workspace --bins`).
+//! iproute2, util-linux (setpriv), python3-venv and PyPI (checkov), and the workspace binaries
+//! (`cargo build --workspace --bins`).
 
 #[path = "terraform/env.rs"]
 mod env;
