@@ -395,6 +395,59 @@ fn kubernetes_module_parses_and_sets_only_values_the_chart_schema_has() {
     }
 }
 
+#[test]
+fn every_module_and_example_parses_and_declares_the_variables_it_uses() {
+    let var_ref = regex::Regex::new(r"\bvar\.([a-z_][a-z0-9_]*)").expect("regex");
+    for dir in [
+        "terraform/modules/host",
+        "terraform/modules/coordinator-host",
+        "terraform/modules/kubernetes",
+        "terraform/examples/eks",
+        "terraform/examples/vms",
+    ] {
+        let parsed = kubernetes::parse(dir);
+        for f in ["versions.tf", "variables.tf", "main.tf", "outputs.tf"] {
+            assert!(
+                parsed
+                    .get(f)
+                    .and_then(serde_json::Value::as_object)
+                    .is_some_and(|o| !o.is_empty()),
+                "{dir}/{f} is missing or empty"
+            );
+        }
+        let declared = kubernetes::variables(&parsed);
+        let text = parsed.to_string();
+        let mut used: Vec<String> = var_ref
+            .captures_iter(&text)
+            .map(|c| c[1].to_string())
+            .collect();
+        used.sort();
+        used.dedup();
+        for v in &used {
+            assert!(
+                declared.contains(v),
+                "{dir} uses var.{v} but declares no such variable"
+            );
+        }
+        // Every variable has a description and a type.
+        for block in parsed["variables.tf"]["variable"]
+            .as_array()
+            .expect("variables")
+        {
+            let (name, body) = block
+                .as_object()
+                .and_then(|o| o.iter().find(|(k, _)| !k.starts_with("__")))
+                .expect("variable");
+            assert!(
+                body.get("description").is_some(),
+                "{dir}: var.{name} has no description"
+            );
+            assert!(body.get("type").is_some(), "{dir}: var.{name} has no type");
+        }
+        println!("{dir}: {} variables, {} used", declared.len(), used.len());
+    }
+}
+
 fn number(x: f64) -> serde_json::Value {
     if x.fract() == 0.0 {
         json!(x as i64)

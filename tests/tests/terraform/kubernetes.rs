@@ -11,10 +11,15 @@ use super::env::{repo, Terraform};
 
 /// The module's *.tf files as JSON (python-hcl2).
 pub fn parsed() -> Value {
+    parse("terraform/modules/kubernetes")
+}
+
+/// The *.tf files of `rel` (a directory of the repository) as JSON (python-hcl2).
+pub fn parse(rel: &str) -> Value {
     let out = Command::new("bash")
         .arg(repo().join("terraform/validate.sh"))
         .arg("parse")
-        .arg(repo().join("terraform/modules/kubernetes"))
+        .arg(repo().join(rel))
         .output()
         .expect("run terraform/validate.sh parse");
     assert!(
