@@ -596,6 +596,7 @@ fn host_module_refuses_bad_input_at_plan_time_naming_the_range() {
         (json!({ "hosts": { "db-1": { "address": "192.0.2.10", "port": 70000 } } }), "hosts[*].port: an SSH port is an integer in 1..=65535."),
         (json!({ "coordinator_url": "http://coordinator:7443" }), "coordinator_url: https://HOST[:PORT]"),
         (json!({ "install_mode": "systemd", "install_prefix": "/tmp/x" }), "install_mode: systemd loads units from /etc/systemd/system only"),
+        (json!({ "agent_binary_path": "/nonexistent/faultline-agent" }), "agent_binary_path: an existing file on the machine running Terraform"),
         (json!({ "agent_binary_path": null }), "agent_binary_path, or agent_binary_url with agent_binary_sha256"),
     ] {
         module(extra.clone());

@@ -18,6 +18,11 @@ variable "advertise_address" {
   description = "The name or IP agents and faultctl reach the coordinator by (a name in its certificate). Null: host.address."
   type        = string
   default     = null
+
+  validation {
+    condition     = var.advertise_address == null || can(regex("^[A-Za-z0-9.:-]{1,253}$", var.advertise_address))
+    error_message = "advertise_address: a DNS name or IP address, 1..=253 of letters, digits, '.', ':' and '-', or null."
+  }
 }
 
 variable "ssh" {
@@ -44,6 +49,11 @@ variable "ssh_private_key" {
   type        = string
   default     = null
   sensitive   = true
+
+  validation {
+    condition     = var.ssh_private_key == null || try(strcontains(var.ssh_private_key, "PRIVATE KEY"), false)
+    error_message = "ssh_private_key: the text of a PEM or OpenSSH private key (-----BEGIN ... PRIVATE KEY-----), or null for the ssh-agent."
+  }
 }
 
 variable "install_prefix" {
@@ -89,6 +99,11 @@ variable "coordinator_binary_path" {
   description = "Path, on the machine running Terraform, of the faultline-coordinator binary to copy over SSH. Null: the host downloads coordinator_binary_url."
   type        = string
   default     = null
+
+  validation {
+    condition     = var.coordinator_binary_path == null || try(fileexists(var.coordinator_binary_path), false)
+    error_message = "coordinator_binary_path: an existing file on the machine running Terraform (cargo build --release -p faultline-coordinator), or null."
+  }
 }
 
 variable "coordinator_binary_url" {
@@ -117,6 +132,11 @@ variable "faultctl_binary_path" {
   description = "Path of a faultctl binary to install beside the coordinator (SSH only); null installs none."
   type        = string
   default     = null
+
+  validation {
+    condition     = var.faultctl_binary_path == null || try(fileexists(var.faultctl_binary_path), false)
+    error_message = "faultctl_binary_path: an existing file on the machine running Terraform (cargo build --release -p faultctl), or null."
+  }
 }
 
 # ---- Certificates ----------------------------------------------------------------------------

@@ -58,6 +58,11 @@ variable "ssh_private_key" {
   type        = string
   default     = null
   sensitive   = true
+
+  validation {
+    condition     = var.ssh_private_key == null || try(strcontains(var.ssh_private_key, "PRIVATE KEY"), false)
+    error_message = "ssh_private_key: the text of a PEM or OpenSSH private key (-----BEGIN ... PRIVATE KEY-----), or null for the ssh-agent."
+  }
 }
 
 variable "install_prefix" {
@@ -103,6 +108,11 @@ variable "agent_binary_path" {
   description = "Path, on the machine running Terraform, of the faultline-agent binary to copy to each host over SSH (cargo build --release -p faultline-agent). Null: the hosts download agent_binary_url."
   type        = string
   default     = null
+
+  validation {
+    condition     = var.agent_binary_path == null || try(fileexists(var.agent_binary_path), false)
+    error_message = "agent_binary_path: an existing file on the machine running Terraform (cargo build --release -p faultline-agent), or null."
+  }
 }
 
 variable "agent_binary_url" {

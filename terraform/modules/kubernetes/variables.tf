@@ -36,6 +36,11 @@ variable "chart" {
   description = "The chart: a path (null: daemonset/chart/faultline of this repository, the one this module is tested against) or an OCI/repository reference your pipeline publishes."
   type        = string
   default     = null
+
+  validation {
+    condition     = var.chart == null || try(length(var.chart) >= 1, false)
+    error_message = "chart: a chart path or reference of 1 or more characters, or null for this repository's chart."
+  }
 }
 
 variable "helm_timeout_seconds" {
