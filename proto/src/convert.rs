@@ -3,9 +3,10 @@
 //! and fail with the field path (`spec.load: 150 is outside 1..=100`).
 
 use faultline_core::fault::{
-    Cidr, ContainerRef, CpuFault, Direction, DropFault, Fault, FaultSpec, IoFault, MemoryAmount,
-    MemoryFault, Netem, NetworkFault, PartitionFault, ProcessAction, ProcessFault, ProcessSelector,
-    Protocol, SpecError, Target, Tbf, TrafficMatch,
+    Cidr, ContainerRef, CpuFault, Direction, DiskAmount, DiskFillFault, DropFault, Fault,
+    FaultSpec, IoFault, IoLimitFault, MemoryAmount, MemoryFault, Netem, NetworkFault,
+    PartitionFault, ProcessAction, ProcessFault, ProcessSelector, Protocol, SpecError, Target, Tbf,
+    TrafficMatch,
 };
 
 use crate::pb;
@@ -135,7 +136,8 @@ pub fn spec_from_pb(s: &pb::FaultSpec, path: &str) -> Result<FaultSpec, SpecErro
         None => {
             return Err(SpecError::new(
                 at("kind"),
-                "is required: one of network, drop, partition, cpu, memory, io, process",
+                "is required: one of network, drop, partition, cpu, memory, io, process, \
+                 disk-fill, io-limit",
             ))
         }
         Some(K::Network(n)) => {
@@ -231,6 +233,8 @@ pub fn spec_from_pb(s: &pb::FaultSpec, path: &str) -> Result<FaultSpec, SpecErro
                 count: p.count,
             })
         }
+        Some(K::DiskFill(d)) => Fault::DiskFill(disk_fill_from_pb(d, path)?),
+        Some(K::IoLimit(l)) => Fault::IoLimit(io_limit_from_pb(l)),
     };
     let spec = FaultSpec {
         target: target_from_pb(s.target.as_ref()),
@@ -309,10 +313,68 @@ pub fn spec_to_pb(s: &FaultSpec) -> pb::FaultSpec {
                 count: p.count,
             })
         }
+        Fault::DiskFill(d) => K::DiskFill(disk_fill_to_pb(d)),
+        Fault::IoLimit(l) => K::IoLimit(io_limit_to_pb(l)),
     };
     pb::FaultSpec {
         target: Some(target_to_pb(&s.target)),
         kind: Some(kind),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Disk faults (issue 13).
+// ---------------------------------------------------------------------------
+
+fn disk_fill_from_pb(d: &pb::DiskFillFault, path: &str) -> Result<DiskFillFault, SpecError> {
+    use pb::disk_fill_fault::Amount;
+    Ok(DiskFillFault {
+        path: d.path.clone(),
+        amount: match d.amount {
+            Some(Amount::Percent(p)) => DiskAmount::Percent(p),
+            Some(Amount::SizeBytes(b)) => DiskAmount::Bytes(b),
+            None => {
+                return Err(SpecError::new(
+                    path,
+                    "disk-fill needs percent (1..=99) or size_bytes",
+                ))
+            }
+        },
+        keep_free_bytes: d
+            .keep_free_bytes
+            .unwrap_or(faultline_core::fault::disk::DEFAULT_KEEP_FREE),
+    })
+}
+
+fn disk_fill_to_pb(d: &DiskFillFault) -> pb::DiskFillFault {
+    use pb::disk_fill_fault::Amount;
+    pb::DiskFillFault {
+        path: d.path.clone(),
+        amount: Some(match d.amount {
+            DiskAmount::Percent(p) => Amount::Percent(p),
+            DiskAmount::Bytes(b) => Amount::SizeBytes(b),
+        }),
+        keep_free_bytes: Some(d.keep_free_bytes),
+    }
+}
+
+fn io_limit_from_pb(l: &pb::IoLimitFault) -> IoLimitFault {
+    IoLimitFault {
+        device: l.device.clone(),
+        read_bytes_per_second: l.read_bytes_per_second,
+        write_bytes_per_second: l.write_bytes_per_second,
+        read_iops: l.read_iops,
+        write_iops: l.write_iops,
+    }
+}
+
+fn io_limit_to_pb(l: &IoLimitFault) -> pb::IoLimitFault {
+    pb::IoLimitFault {
+        device: l.device.clone(),
+        read_bytes_per_second: l.read_bytes_per_second,
+        write_bytes_per_second: l.write_bytes_per_second,
+        read_iops: l.read_iops,
+        write_iops: l.write_iops,
     }
 }
 
@@ -366,6 +428,9 @@ mod tests {
             "{kind: partition, peers: [192.0.2.0/24], direction: egress, target: {netns: /run/netns/x}}",
             "{kind: network, delay: 20ms, jitter: 5ms, correlation: 25, distribution: pareto, loss: 1, duplicate: 0.5, reorder: 10, gap: 3, rate: 1gbit, burst: 64Ki}",
             "{kind: network, loss: 5, target: {container: abc123, pod: 1f2e-33}}",
+            "{kind: disk-fill, path: /var/tmp, percent: 80, target: {pid: 42}}",
+            "{kind: disk-fill, path: /data, size: 1Gi, keepFree: 0}",
+            "{kind: io-limit, device: /dev/sda, writeBytesPerSecond: 1Mi, readIops: 50, target: {cgroup: /x}}",
         ] {
             let spec = parse_fault(doc).unwrap_or_else(|e| panic!("{doc}: {e}"));
             let back = spec_from_pb(&spec_to_pb(&spec), "spec").unwrap_or_else(|e| panic!("{doc}: {e}"));
@@ -386,5 +451,15 @@ mod tests {
             .expect_err("no kind")
             .to_string()
             .starts_with("spec.kind: is required"));
+        let mut s =
+            spec_to_pb(&parse_fault("{kind: disk-fill, path: /tmp, percent: 50}").expect("fill"));
+        if let Some(pb::fault_spec::Kind::DiskFill(d)) = s.kind.as_mut() {
+            d.amount = Some(pb::disk_fill_fault::Amount::Percent(100));
+        }
+        let err = spec_from_pb(&s, "spec").expect_err("100%");
+        assert_eq!(
+            err.to_string(),
+            "spec.percent: 100 is outside 1..=99 (whole percent of the filesystem)"
+        );
     }
 }

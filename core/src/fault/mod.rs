@@ -2,12 +2,14 @@
 //! validation runs on the coordinator and on the agent, whether the spec came from a YAML
 //! document ([`doc`]) or from the wire.
 
+pub mod disk;
 pub mod doc;
 pub mod net;
 
 use std::fmt;
 use std::str::FromStr;
 
+pub use disk::{DiskAmount, DiskFillFault, IoLimitFault};
 pub use net::{Cidr, Direction, Distribution, Netem, Protocol, Tbf, TrafficMatch};
 
 /// A validation failure: the field path (`spec.faults[1].load`) and what is wrong with it,
@@ -59,10 +61,13 @@ pub enum FaultKind {
     Memory,
     Io,
     Process,
+    // disk faults (issue 13)
+    DiskFill,
+    IoLimit,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 7] = [
+    pub const ALL: [FaultKind; 9] = [
         FaultKind::Network,
         FaultKind::Drop,
         FaultKind::Partition,
@@ -70,6 +75,8 @@ impl FaultKind {
         FaultKind::Memory,
         FaultKind::Io,
         FaultKind::Process,
+        FaultKind::DiskFill,
+        FaultKind::IoLimit,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -81,6 +88,8 @@ impl FaultKind {
             FaultKind::Memory => "memory",
             FaultKind::Io => "io",
             FaultKind::Process => "process",
+            FaultKind::DiskFill => "disk-fill",
+            FaultKind::IoLimit => "io-limit",
         }
     }
 
@@ -106,7 +115,8 @@ impl FromStr for FaultKind {
             .into_iter()
             .find(|k| k.as_str() == s.trim())
             .ok_or_else(|| {
-                format!("unknown kind {s:?}; use one of network, drop, partition, cpu, memory, io, process")
+                let all: Vec<&str> = FaultKind::ALL.iter().map(|k| k.as_str()).collect();
+                format!("unknown kind {s:?}; use one of {}", all.join(", "))
             })
     }
 }
@@ -289,6 +299,9 @@ pub enum Fault {
     Memory(MemoryFault),
     Io(IoFault),
     Process(ProcessFault),
+    // disk faults (issue 13)
+    DiskFill(DiskFillFault),
+    IoLimit(IoLimitFault),
 }
 
 /// A fault and where it acts.
@@ -330,6 +343,8 @@ impl Fault {
             Fault::Memory(_) => FaultKind::Memory,
             Fault::Io(_) => FaultKind::Io,
             Fault::Process(_) => FaultKind::Process,
+            Fault::DiskFill(_) => FaultKind::DiskFill,
+            Fault::IoLimit(_) => FaultKind::IoLimit,
         }
     }
 
@@ -443,6 +458,8 @@ impl Fault {
                     _ => Ok(()),
                 }
             }
+            Fault::DiskFill(d) => d.validate(path),
+            Fault::IoLimit(l) => l.validate(path),
         }
     }
 }
@@ -461,6 +478,9 @@ impl FaultSpec {
                 target_path,
                 "process faults choose their processes with selector; leave target unset",
             ));
+        }
+        if matches!(self.fault, Fault::IoLimit(_)) {
+            disk::check_io_limit_target(self, path)?;
         }
         Ok(())
     }
@@ -526,6 +546,8 @@ impl FaultSpec {
                 };
                 format!("process {action} {sel}")
             }
+            Fault::DiskFill(d) => d.describe(),
+            Fault::IoLimit(l) => l.describe(),
         };
         if matches!(self.target, Target::Host) {
             what
