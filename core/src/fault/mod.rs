@@ -4,11 +4,15 @@
 
 pub mod doc;
 pub mod net;
+// dns (issue 13)
+pub mod dns;
 
 use std::fmt;
 use std::str::FromStr;
 
 pub use net::{Cidr, Direction, Distribution, Netem, Protocol, Tbf, TrafficMatch};
+// dns (issue 13)
+pub use dns::{DnsAction, DnsFault, DnsName};
 
 /// A validation failure: the field path (`spec.faults[1].load`) and what is wrong with it,
 /// including the allowed range.
@@ -59,10 +63,12 @@ pub enum FaultKind {
     Memory,
     Io,
     Process,
+    // dns (issue 13)
+    Dns,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 7] = [
+    pub const ALL: [FaultKind; 8] = [
         FaultKind::Network,
         FaultKind::Drop,
         FaultKind::Partition,
@@ -70,6 +76,8 @@ impl FaultKind {
         FaultKind::Memory,
         FaultKind::Io,
         FaultKind::Process,
+        // dns (issue 13)
+        FaultKind::Dns,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -81,6 +89,8 @@ impl FaultKind {
             FaultKind::Memory => "memory",
             FaultKind::Io => "io",
             FaultKind::Process => "process",
+            // dns (issue 13)
+            FaultKind::Dns => "dns",
         }
     }
 
@@ -88,7 +98,7 @@ impl FaultKind {
     pub fn is_network(self) -> bool {
         matches!(
             self,
-            FaultKind::Network | FaultKind::Drop | FaultKind::Partition
+            FaultKind::Network | FaultKind::Drop | FaultKind::Partition | FaultKind::Dns
         )
     }
 }
@@ -106,7 +116,10 @@ impl FromStr for FaultKind {
             .into_iter()
             .find(|k| k.as_str() == s.trim())
             .ok_or_else(|| {
-                format!("unknown kind {s:?}; use one of network, drop, partition, cpu, memory, io, process")
+                format!(
+                    "unknown kind {s:?}; use one of {}",
+                    FaultKind::ALL.map(FaultKind::as_str).join(", ")
+                )
             })
     }
 }
@@ -289,6 +302,8 @@ pub enum Fault {
     Memory(MemoryFault),
     Io(IoFault),
     Process(ProcessFault),
+    // dns (issue 13)
+    Dns(DnsFault),
 }
 
 /// A fault and where it acts.
@@ -302,7 +317,7 @@ pub const MAX_WORKERS: u32 = 1024;
 pub const MAX_IO_WORKERS: u32 = 64;
 pub const MAX_MEMORY_BYTES: u64 = 1 << 40;
 
-fn check_interface(path: &str, iface: &Option<String>) -> Result<(), SpecError> {
+pub(crate) fn check_interface(path: &str, iface: &Option<String>) -> Result<(), SpecError> {
     if let Some(i) = iface {
         let ok = !i.is_empty()
             && i.len() < 16
@@ -330,6 +345,8 @@ impl Fault {
             Fault::Memory(_) => FaultKind::Memory,
             Fault::Io(_) => FaultKind::Io,
             Fault::Process(_) => FaultKind::Process,
+            // dns (issue 13)
+            Fault::Dns(_) => FaultKind::Dns,
         }
     }
 
@@ -443,6 +460,8 @@ impl Fault {
                     _ => Ok(()),
                 }
             }
+            // dns (issue 13)
+            Fault::Dns(d) => d.validate(path),
         }
     }
 }
@@ -526,6 +545,8 @@ impl FaultSpec {
                 };
                 format!("process {action} {sel}")
             }
+            // dns (issue 13)
+            Fault::Dns(d) => d.describe(),
         };
         if matches!(self.target, Target::Host) {
             what
