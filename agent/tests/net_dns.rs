@@ -1,0 +1,168 @@
+//! The `dns` fault against the real kernel (root): dnsmasq in one network namespace, clients
+//! in another (raw UDP queries built in the test, and glibc through `getent hosts`). Matching
+//! names fail as configured, other names always resolve, and everything is back after revert.
+
+mod net_dns_support;
+mod net_ebpf_support;
+
+use std::time::{Duration, Instant};
+
+use faultline_agent::engine::driver::{Driver, RevertOutcome};
+use faultline_agent::net::dns::{FAILED, INSPECTED, MATCHED, PROGRAM_PREFIX};
+use faultline_agent::net::{ebpf, KernelLease};
+use faultline_core::fault::{DnsAction, Target};
+use net_dns_support::*;
+use net_ebpf_support::counter;
+
+const Q: Duration = Duration::from_millis(500);
+
+fn netns_target(lab: &Lab) -> Target {
+    Target::Netns(lab.netns().display().to_string())
+}
+
+#[test]
+fn nxdomain_fails_one_name_every_time_and_the_other_never() {
+    let lab = Lab::new();
+    let before = tally(&lab.client, BAD, 20, 1, Q);
+    assert_eq!(before.answered, 20, "before the fault: {before:?}");
+
+    let d = driver(&KernelLease::new());
+    let spec = dns_spec(netns_target(&lab), &[BAD], DnsAction::Nxdomain, 1.0);
+    let (r, took) = apply(d.as_ref(), &ctx(60), &spec);
+    println!(
+        "dns fault planned and applied in {:.2} ms",
+        took.as_secs_f64() * 1000.0
+    );
+
+    let bad = tally(&lab.client, BAD, 200, 1000, Q);
+    let good = tally(&lab.client, GOOD, 200, 2000, Q);
+    println!("nxdomain on {BAD}: {bad:?}; {GOOD}: {good:?}");
+    assert_eq!(bad.nxdomain, 200, "{BAD} gets rcode 3 every time: {bad:?}");
+    assert_eq!(good.answered, 200, "{GOOD} always resolves: {good:?}");
+    // Case does not matter, and the answer comes from the fault, not the server.
+    let upper = tally(&lab.client, "BaD.FL.TEST", 10, 3000, Q);
+    assert_eq!(upper.nxdomain, 10, "{upper:?}");
+    assert_eq!(counter(d.as_ref(), &r, MATCHED), 210);
+    assert_eq!(counter(d.as_ref(), &r, FAILED), 210);
+    assert!(counter(d.as_ref(), &r, INSPECTED) >= 410);
+
+    // glibc sees it the same way.
+    for _ in 0..20 {
+        assert_eq!(lab.getent(BAD), None, "getent hosts {BAD} fails");
+        assert_eq!(lab.getent(GOOD).as_deref(), Some(GOOD_ADDR));
+    }
+
+    assert_eq!(d.revert(&r).expect("revert"), RevertOutcome::Reverted);
+    let after = tally(&lab.client, BAD, 50, 4000, Q);
+    assert_eq!(after.answered, 50, "after revert: {after:?}");
+    assert_eq!(lab.getent(BAD).as_deref(), Some("10.9.9.2"));
+    assert_eq!(
+        d.revert(&r).expect("revert again"),
+        RevertOutcome::AlreadyGone
+    );
+    assert!(
+        !ebpf::programs_named(PROGRAM_PREFIX)
+            .iter()
+            .any(|p| r.data["prog_ids"]
+                .as_array()
+                .is_some_and(|ids| ids.iter().any(|i| i.as_u64() == Some(u64::from(p.id))))),
+        "the program is unloaded after revert"
+    );
+}
+
+#[test]
+fn servfail_and_suffix_patterns() {
+    let lab = Lab::new();
+    let d = driver(&KernelLease::new());
+    let spec = dns_spec(
+        netns_target(&lab),
+        &["*.svc.fl.test"],
+        DnsAction::Servfail,
+        1.0,
+    );
+    let (r, _) = apply(d.as_ref(), &ctx(60), &spec);
+    for name in ["db.svc.fl.test", "A.B.Svc.Fl.Test"] {
+        let t = tally(&lab.client, name, 50, 100, Q);
+        assert_eq!(t.servfail, 50, "{name}: {t:?}");
+    }
+    // The pattern is below svc.fl.test, not svc.fl.test itself, nor a look-alike.
+    let apex = tally(&lab.client, SVC_DOMAIN, 50, 200, Q);
+    assert_eq!(apex.answered, 50, "{SVC_DOMAIN}: {apex:?}");
+    let good = tally(&lab.client, GOOD, 50, 300, Q);
+    assert_eq!(good.answered, 50, "{GOOD}: {good:?}");
+    assert_eq!(lab.getent("x.svc.fl.test"), None);
+    assert_eq!(lab.getent(SVC_DOMAIN).as_deref(), Some("10.9.9.3"));
+    assert_eq!(d.revert(&r).expect("revert"), RevertOutcome::Reverted);
+    let after = tally(&lab.client, "db.svc.fl.test", 20, 400, Q);
+    assert_eq!(after.answered, 20, "after revert: {after:?}");
+}
+
+#[test]
+fn probability_0_3_fails_about_three_in_ten() {
+    let lab = Lab::new();
+    let d = driver(&KernelLease::new());
+    let spec = dns_spec(netns_target(&lab), &[BAD], DnsAction::Nxdomain, 0.3);
+    let (r, _) = apply(d.as_ref(), &ctx(120), &spec);
+    let t = tally(&lab.client, BAD, 2000, 1, Q);
+    let ratio = f64::from(t.nxdomain) / 2000.0;
+    println!("probability 0.3 over 2000 queries: {t:?}, failed ratio {ratio:.4}");
+    assert_eq!(
+        t.nxdomain + t.answered,
+        2000,
+        "only the two outcomes: {t:?}"
+    );
+    assert!(
+        (ratio - 0.3).abs() <= 0.03,
+        "failed ratio {ratio:.4} is outside 0.30 +- 0.03"
+    );
+    let good = tally(&lab.client, GOOD, 200, 5000, Q);
+    assert_eq!(good.answered, 200, "{good:?}");
+    d.revert(&r).expect("revert");
+}
+
+#[test]
+fn timeout_gives_no_answer_and_spares_other_names() {
+    let lab = Lab::new();
+    let d = driver(&KernelLease::new());
+    let spec = dns_spec(netns_target(&lab), &[BAD], DnsAction::Timeout, 1.0);
+    let (r, _) = apply(d.as_ref(), &ctx(60), &spec);
+    let bad = tally(&lab.client, BAD, 10, 1, Duration::from_secs(1));
+    assert_eq!(bad.timeouts, 10, "no answer within 1 s: {bad:?}");
+    let good = tally(&lab.client, GOOD, 200, 100, Q);
+    assert_eq!(good.answered, 200, "{good:?}");
+    // glibc (timeout:1 attempts:1) gives up after its timeout.
+    let t = Instant::now();
+    assert_eq!(lab.getent(BAD), None);
+    let waited = t.elapsed();
+    println!(
+        "getent hosts {BAD} gave up after {:.2} s",
+        waited.as_secs_f64()
+    );
+    assert!(
+        waited >= Duration::from_millis(900),
+        "glibc waited for an answer: {waited:?}"
+    );
+    assert_eq!(lab.getent(GOOD).as_deref(), Some(GOOD_ADDR));
+    assert_eq!(
+        counter(d.as_ref(), &r, FAILED),
+        counter(d.as_ref(), &r, MATCHED)
+    );
+    d.revert(&r).expect("revert");
+    assert_eq!(tally(&lab.client, BAD, 20, 300, Q).answered, 20);
+}
+
+#[test]
+fn the_deadline_in_the_map_ends_the_fault_without_a_revert() {
+    let lab = Lab::new();
+    let lease = KernelLease::new();
+    let d = driver(&lease);
+    let spec = dns_spec(netns_target(&lab), &[BAD], DnsAction::Nxdomain, 1.0);
+    let mut c = ctx(60);
+    c.deadline = std::time::SystemTime::now() + Duration::from_millis(1500);
+    let (r, _) = apply(d.as_ref(), &c, &spec);
+    assert_eq!(tally(&lab.client, BAD, 20, 1, Q).nxdomain, 20);
+    std::thread::sleep(Duration::from_millis(1600));
+    let after = tally(&lab.client, BAD, 20, 100, Q);
+    assert_eq!(after.answered, 20, "inert past its deadline: {after:?}");
+    d.revert(&r).expect("revert");
+}
