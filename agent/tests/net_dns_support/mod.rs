@@ -139,15 +139,14 @@ impl Lab {
 /// `getent hosts NAME` in netns `ns` (optionally first moved into the cgroup2 directory
 /// `cgroup`): the first address glibc returned, or None when the lookup failed.
 pub fn getent_in(ns: &str, cgroup: Option<&Path>, name: &str) -> Option<String> {
-    let script = match cgroup {
-        Some(c) => format!(
-            "echo $$ > {}/cgroup.procs && exec getent hosts {name}",
-            c.display()
-        ),
-        None => format!("exec getent hosts {name}"),
+    // The cgroup is joined before `ip netns exec`, which remounts /sys for the namespace.
+    let join = match cgroup {
+        Some(c) => format!("echo $$ > {}/cgroup.procs && ", c.display()),
+        None => String::new(),
     };
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns, "sh", "-c", &script])
+    let script = format!("{join}exec ip netns exec {ns} getent hosts {name}");
+    let out = Command::new("sh")
+        .args(["-c", &script])
         .output()
         .expect("run getent");
     if !out.status.success() {
@@ -389,9 +388,15 @@ pub fn dns_spec(target: Target, names: &[&str], action: DnsAction, p: f64) -> Fa
 pub fn apply(d: &dyn Driver, ctx: &FaultCtx, spec: &FaultSpec) -> (Recipe, Duration) {
     let t = Instant::now();
     let planned = d.plan(ctx, spec).unwrap_or_else(|e| panic!("plan: {e}"));
+    let planned_in = t.elapsed();
     let r = d
         .apply(ctx, spec, &planned)
         .unwrap_or_else(|e| panic!("apply: {e}"));
+    println!(
+        "dns fault: plan {:.1} ms, apply {:.1} ms",
+        planned_in.as_secs_f64() * 1000.0,
+        (t.elapsed() - planned_in).as_secs_f64() * 1000.0
+    );
     (r, t.elapsed())
 }
 
