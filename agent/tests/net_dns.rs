@@ -34,8 +34,30 @@ fn nxdomain_fails_one_name_every_time_and_the_other_never() {
         took.as_secs_f64() * 1000.0
     );
 
+    let capture = Capture::new(&lab.netns());
     let bad = tally(&lab.client, BAD, 200, 1000, Q);
     let good = tally(&lab.client, GOOD, 200, 2000, Q);
+    // The answers the program made carry correct IPv4 and UDP checksums (checked here as a
+    // receiver without checksum offload would), with and without an EDNS record cut.
+    let frames = capture.dns_answers();
+    let made: Vec<(bool, u8)> = frames
+        .iter()
+        .map(|p| checksums_ok(p))
+        .filter(|(_, rcode)| *rcode == 3)
+        .collect();
+    assert_eq!(made.len(), 200, "captured the 200 answers the program made");
+    // The check itself can fail: one flipped bit in the question breaks the UDP checksum.
+    let mut broken = frames[0].clone();
+    let last = broken.len() - 5;
+    broken[last] ^= 0x01;
+    assert!(
+        !checksums_ok(&broken).0,
+        "a corrupted answer fails the check"
+    );
+    assert!(
+        made.iter().all(|(ok, _)| *ok),
+        "a made answer has a bad checksum"
+    );
     println!("nxdomain on {BAD}: {bad:?}; {GOOD}: {good:?}");
     assert_eq!(bad.nxdomain, 200, "{BAD} gets rcode 3 every time: {bad:?}");
     assert_eq!(good.answered, 200, "{GOOD} always resolves: {good:?}");
@@ -176,4 +198,45 @@ fn the_deadline_in_the_map_ends_the_fault_without_a_revert() {
     let after = tally(&lab.client, BAD, 20, 100, Q);
     assert_eq!(after.answered, 20, "inert past its deadline: {after:?}");
     d.revert(&r).expect("revert");
+}
+
+#[test]
+fn ipv6_queries_get_the_same_answers() {
+    let lab = Lab::new();
+    let sock = net_ebpf_support::udp_in(&lab.netns(), "[::]:0");
+    let server = format!("[{B6}]:53");
+    let ask = |name: &str, id: u16, edns: bool| {
+        query_to(&sock, &server, name, id, edns, Q)
+            .unwrap_or_else(|| panic!("no answer for {name} over IPv6"))
+    };
+    assert!(ask(GOOD, 1, false).answers > 0, "dnsmasq answers over IPv6");
+    let d = driver(&KernelLease::new());
+    let spec = dns_spec(netns_target(&lab), &[BAD], DnsAction::Nxdomain, 1.0);
+    let (r, _) = apply(d.as_ref(), &ctx(60), &spec);
+    let capture = Capture::new(&lab.netns());
+    for i in 0..100u16 {
+        let a = ask(BAD, 100 + i, i % 2 == 1);
+        assert_eq!(a.rcode, 3, "query {i} over IPv6: {a:?}");
+        assert!(a.same_question, "{a:?}");
+        let g = ask(GOOD, 1000 + i, i % 2 == 1);
+        assert!(g.rcode == 0 && g.answers > 0, "{GOOD} over IPv6: {g:?}");
+    }
+    let made: Vec<(bool, u8)> = capture
+        .dns_answers()
+        .iter()
+        .filter(|p| p[0] >> 4 == 6)
+        .map(|p| checksums_ok(p))
+        .filter(|(_, rcode)| *rcode == 3)
+        .collect();
+    assert_eq!(
+        made.len(),
+        100,
+        "captured the 100 IPv6 answers the program made"
+    );
+    assert!(
+        made.iter().all(|(ok, _)| *ok),
+        "a made IPv6 answer has a bad UDP checksum"
+    );
+    d.revert(&r).expect("revert");
+    assert!(ask(BAD, 5000, false).answers > 0);
 }

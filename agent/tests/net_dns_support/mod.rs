@@ -24,6 +24,9 @@ pub const BAD: &str = "bad.fl.test";
 /// Anything below svc.fl.test answers 10.9.9.3.
 pub const SVC_DOMAIN: &str = "svc.fl.test";
 pub const GOOD_ADDR: &str = "10.9.9.1";
+/// IPv6 addresses of the pair's ends (`a`, `b`), added with nodad.
+pub const A6: &str = "fd42:200::1";
+pub const B6: &str = "fd42:200::2";
 
 /// Fails (never skips) when dnsmasq or getent is missing.
 pub fn require_tools() {
@@ -60,7 +63,7 @@ impl Dnsmasq {
                 "--user=root",
                 "--bind-interfaces",
             ])
-            .arg(format!("--listen-address={B}"))
+            .arg(format!("--listen-address={B},{B6}"))
             .args(["--port=53", "--cache-size=0", "--pid-file="])
             .arg(format!("--host-record={GOOD},{GOOD_ADDR}"))
             .arg(format!("--host-record={BAD},10.9.9.2"))
@@ -113,6 +116,22 @@ impl Lab {
     pub fn new() -> Lab {
         require_tools();
         let pair = Pair::new();
+        pair.a.exec(&[
+            "addr",
+            "add",
+            &format!("{A6}/64"),
+            "dev",
+            &pair.if_a,
+            "nodad",
+        ]);
+        pair.b.exec(&[
+            "addr",
+            "add",
+            &format!("{B6}/64"),
+            "dev",
+            &pair.if_b,
+            "nodad",
+        ]);
         let resolv = ResolvConf::new(&pair.a.name);
         let dnsmasq = Dnsmasq::start(&pair.b.name);
         let client = ebpf_support::udp_in(&pair.a.path(), "0.0.0.0:0");
@@ -292,7 +311,19 @@ pub fn query(
     edns: bool,
     timeout: Duration,
 ) -> Option<Answer> {
-    let to: SocketAddr = format!("{B}:53").parse().expect("server");
+    query_to(sock, &format!("{B}:53"), name, id, edns, timeout)
+}
+
+/// Sends one query from `sock` to `server` and waits `timeout` for the answer with its ID.
+pub fn query_to(
+    sock: &UdpSocket,
+    server: &str,
+    name: &str,
+    id: u16,
+    edns: bool,
+    timeout: Duration,
+) -> Option<Answer> {
+    let to: SocketAddr = server.parse().expect("server");
     let q = build_query(id, name, 1, edns);
     sock.send_to(&q, to).expect("send query");
     let until = Instant::now() + timeout;
@@ -403,4 +434,94 @@ pub fn apply(d: &dyn Driver, ctx: &FaultCtx, spec: &FaultSpec) -> (Recipe, Durat
 /// Runs `f` inside netns `ns` (a socket made there stays there).
 pub fn in_netns<T: Send + 'static>(ns: &Path, f: impl FnOnce() -> T + Send + 'static) -> T {
     netns::run_in(Some(ns), f).expect("enter netns")
+}
+
+/// A packet socket in a netns (cooked: frames start at the IP header), to look at answers as
+/// they arrive on the wire side of the stack.
+pub struct Capture {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl Capture {
+    pub fn new(ns: &Path) -> Capture {
+        use nix::sys::socket::{socket, AddressFamily, SockFlag, SockProtocol, SockType};
+        let fd = in_netns(ns, || {
+            socket(
+                AddressFamily::Packet,
+                SockType::Datagram,
+                SockFlag::SOCK_NONBLOCK,
+                SockProtocol::EthAll,
+            )
+        })
+        .expect("AF_PACKET socket");
+        // Room for every frame of a test (queries, answers, other traffic) until it is read.
+        nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::RcvBufForce, &(64 << 20))
+            .expect("SO_RCVBUFFORCE");
+        Capture { fd }
+    }
+
+    /// Every captured datagram from UDP port 53 (IPv4 or IPv6 packets, from the IP header on).
+    pub fn dns_answers(&self) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 2048];
+        while let Ok(n) = nix::sys::socket::recv(
+            std::os::fd::AsRawFd::as_raw_fd(&self.fd),
+            &mut buf,
+            nix::sys::socket::MsgFlags::empty(),
+        ) {
+            let p = &buf[..n];
+            let sport = match p.first().map(|b| b >> 4) {
+                Some(4) if n >= 28 && p[9] == 17 => {
+                    let l4 = usize::from(p[0] & 0x0f) * 4;
+                    p.get(l4..l4 + 2).map(|b| u16::from_be_bytes([b[0], b[1]]))
+                }
+                Some(6) if n >= 48 && p[6] == 17 => Some(u16::from_be_bytes([p[40], p[41]])),
+                _ => None,
+            };
+            if sport == Some(53) {
+                out.push(p.to_vec());
+            }
+        }
+        out
+    }
+}
+
+fn ones_sum(data: &[u8], mut sum: u32) -> u32 {
+    for c in data.chunks(2) {
+        let w = u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]);
+        sum += u32::from(w);
+    }
+    sum
+}
+
+fn fold(mut sum: u32) -> u16 {
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+/// Whether an IPv4 or IPv6 UDP packet's checksums (IPv4 header, UDP with the pseudo-header)
+/// verify, as a receiver without checksum offload would check them; and its DNS rcode.
+pub fn checksums_ok(p: &[u8]) -> (bool, u8) {
+    if p[0] >> 4 == 4 {
+        let hl = usize::from(p[0] & 0x0f) * 4;
+        let ip_ok = fold(ones_sum(&p[..hl], 0)) == 0xffff;
+        let udp = &p[hl..usize::from(u16::from_be_bytes([p[2], p[3]]))];
+        let mut pseudo = Vec::new();
+        pseudo.extend_from_slice(&p[12..20]);
+        pseudo.extend_from_slice(&[0, 17]);
+        pseudo.extend_from_slice(&(udp.len() as u16).to_be_bytes());
+        let udp_ok = fold(ones_sum(udp, ones_sum(&pseudo, 0))) == 0xffff;
+        (ip_ok && udp_ok, udp[11] & 0x0f)
+    } else {
+        let plen = usize::from(u16::from_be_bytes([p[4], p[5]]));
+        let udp = &p[40..40 + plen];
+        let mut pseudo = Vec::new();
+        pseudo.extend_from_slice(&p[8..40]);
+        pseudo.extend_from_slice(&(plen as u32).to_be_bytes());
+        pseudo.extend_from_slice(&[0, 0, 0, 17]);
+        let udp_ok = fold(ones_sum(udp, ones_sum(&pseudo, 0))) == 0xffff;
+        (udp_ok, udp[11] & 0x0f)
+    }
 }
