@@ -525,3 +525,24 @@ pub fn checksums_ok(p: &[u8]) -> (bool, u8) {
         (udp_ok, udp[11] & 0x0f)
     }
 }
+
+/// After a revert: how long until `name` resolves (polled every 2 ms, at most `within`).
+///
+/// Revert closes the link's file descriptor at once, but a child process that another test
+/// thread of this process forks at that moment holds a copy of the descriptor until it execs
+/// (the kernel closes it then, O_CLOEXEC); only then does the kernel detach the program. On a
+/// loaded machine that can take milliseconds, so tests wait for it rather than race it.
+pub fn resolves_again(sock: &UdpSocket, name: &str, within: Duration) -> Duration {
+    let t = Instant::now();
+    let mut id: u16 = 0xf000;
+    while t.elapsed() < within {
+        id = id.wrapping_add(1);
+        if let Some(a) = query(sock, name, id, false, Duration::from_millis(100)) {
+            if a.rcode == 0 && a.answers > 0 {
+                return t.elapsed();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    panic!("{name} did not resolve within {within:?} of the revert");
+}
