@@ -1,7 +1,9 @@
 //! The `dns` fault through the real agent binary (root): `faultline-agent run` applies it from
 //! a fault file; after a SIGKILL of the agent the name resolves again within a second (the
 //! TCX link was never pinned), `recover` finds nothing left, and bad fault files are refused
-//! before any driver runs, naming the field and the range.
+//! before any driver runs, naming the field and the range. A dns fault composes with a drop on
+//! the same interface, each reverted on its own. The start-up sweep disarms a stray `fl_dns_`
+//! program nobody holds.
 
 mod net_dns_support;
 mod net_ebpf_support;
@@ -11,8 +13,14 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use aya::programs::links::FdLink;
+use aya::programs::tc::TcAttachOptions;
+use aya::programs::{LinkOrder, SchedClassifier, TcAttachType};
+use faultline_agent::engine::driver::Driver;
 use faultline_agent::net::dns::PROGRAM_PREFIX;
-use faultline_agent::net::ebpf;
+use faultline_agent::net::rules::{self, Config};
+use faultline_agent::net::{dns_rules, ebpf, netns, KernelLease};
+use faultline_core::fault::{DnsAction, DnsName};
 use net_dns_support::*;
 
 const EXE: &str = env!("CARGO_BIN_EXE_faultline-agent");
@@ -199,4 +207,168 @@ fn bad_fault_files_are_refused_before_any_driver_runs() {
             "{doc}: nothing is applied\n{all}"
         );
     }
+}
+
+/// A private bpffs mount, unmounted (with the pins in it) on drop.
+struct Bpffs(std::path::PathBuf);
+
+impl Bpffs {
+    fn new() -> Bpffs {
+        let dir = std::env::temp_dir().join(format!("fl-t-bpffs-{:06x}", rand::random::<u32>()));
+        std::fs::create_dir(&dir).expect("mkdir bpffs");
+        let ok = Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(&dir)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            let _ = std::fs::remove_dir(&dir);
+            panic!("cannot mount a bpf filesystem (needs root and a kernel with bpffs)");
+        }
+        Bpffs(dir)
+    }
+}
+
+impl Drop for Bpffs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[test]
+fn the_sweep_disarms_a_stray_dns_program_nobody_holds() {
+    let lab = Lab::new();
+    let fs = Bpffs::new();
+    // A stray: an nxdomain program on the client's interface, its link pinned (which the
+    // agent never does), nothing else kept.
+    let pin = fs.0.join("stray-dns");
+    let (iface, pin2) = (lab.pair.if_a.clone(), pin.clone());
+    let stray_id = netns::run_in(Some(&lab.netns()), move || {
+        let mut obj = ebpf::load(ebpf::DNS_OBJECT).expect("load");
+        let names = [DnsName::parse(BAD).expect("name")];
+        ebpf::write_dns(
+            &mut obj,
+            &dns_rules::entries(7, &names),
+            &dns_rules::opts_bytes(7, 0, DnsAction::Nxdomain),
+        )
+        .expect("dns maps");
+        let deadline = ebpf::monotonic_ns(std::time::SystemTime::now() + Duration::from_secs(120))
+            .expect("clock");
+        ebpf::write_config(
+            &mut obj,
+            &Config {
+                deadline_ns: deadline,
+                threshold: rules::threshold(1.0),
+                flags: 0,
+                protocol: 0,
+            },
+        )
+        .expect("config");
+        let prog: &mut SchedClassifier = obj
+            .program_mut("fl_dns_tc_eg")
+            .expect("program")
+            .try_into()
+            .expect("classifier");
+        prog.load().expect("load program");
+        let id = prog
+            .attach_with_options(
+                &iface,
+                TcAttachType::Egress,
+                TcAttachOptions::TcxOrder(LinkOrder::first()),
+            )
+            .expect("attach");
+        let link: FdLink = prog
+            .take_link(id)
+            .expect("take link")
+            .try_into()
+            .expect("fd link");
+        link.pin(&pin2).expect("pin link");
+        prog.info().expect("info").id()
+    })
+    .expect("netns");
+    assert_eq!(
+        tally(&lab.client, BAD, 20, 1, Q).nxdomain,
+        20,
+        "the stray answers while nobody holds it"
+    );
+
+    let d = driver(&KernelLease::new());
+    let lines = d.sweep(&[]);
+    println!("sweep: {lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("disarmed stray dns program fl_dns_tc_eg")
+                && l.contains(&format!("(id {stray_id})"))),
+        "sweep lines: {lines:?}"
+    );
+    assert_eq!(
+        tally(&lab.client, BAD, 20, 100, Q).answered,
+        20,
+        "the disarmed stray lets every query through"
+    );
+    std::fs::remove_file(&pin).expect("unpin");
+}
+
+#[test]
+fn a_dns_fault_and_a_drop_compose_and_each_is_reverted() {
+    let lab = Lab::new();
+    let rx = net_ebpf_support::udp_in(&lab.pair.b.path(), &format!("{}:5030", net_ebpf_support::B));
+    let tx = net_ebpf_support::udp_in(&lab.netns(), "0.0.0.0:0");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ns = lab.netns().display().to_string();
+    let file = fault_file(
+        dir.path(),
+        &format!(
+            "kind: dns\nnames: [{BAD}]\naction: servfail\ntarget: {{netns: {ns}}}\n---\n\
+             kind: drop\nprobability: 1\nmatch: {{ports: [5030], protocol: udp}}\ntarget: {{netns: {ns}}}\n"
+        ),
+    );
+    let agent = Command::new(EXE)
+        .args(["run", "--duration", "4s", "-f"])
+        .arg(&file)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start faultline-agent run");
+    let mut agent = ChildGuard(agent);
+    let out = agent.0.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(out).lines();
+    let mut applied = 0;
+    while applied < 2 {
+        let line = lines
+            .next()
+            .expect("the agent ended early")
+            .expect("output");
+        println!("agent: {line}");
+        assert!(!line.starts_with("failed "), "{line}");
+        if line.starts_with("applied ") {
+            applied += 1;
+        }
+    }
+    assert_eq!(tally(&lab.client, BAD, 20, 1, Q).servfail, 20);
+    assert_eq!(tally(&lab.client, GOOD, 20, 100, Q).answered, 20);
+    let to = format!("{}:5030", net_ebpf_support::B);
+    assert_eq!(
+        net_ebpf_support::measure(&tx, &rx, &to, 200).received,
+        0,
+        "the drop holds"
+    );
+    // Both end at --duration, each with its own revert line.
+    let mut reverted = Vec::new();
+    for line in lines {
+        let line = line.expect("output");
+        println!("agent: {line}");
+        if line.starts_with("reverted ") {
+            reverted.push(line);
+        }
+    }
+    let status = agent.0.wait().expect("wait");
+    assert!(status.success(), "the run ended {status}");
+    assert_eq!(reverted.len(), 2, "{reverted:?}");
+    assert_eq!(tally(&lab.client, BAD, 20, 200, Q).answered, 20);
+    assert_eq!(net_ebpf_support::measure(&tx, &rx, &to, 200).received, 200);
 }
