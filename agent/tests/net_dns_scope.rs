@@ -5,8 +5,7 @@
 mod net_dns_support;
 mod net_ebpf_support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use faultline_agent::engine::driver::Driver;
@@ -17,73 +16,24 @@ use net_dns_support::*;
 const CHILD_ENV: &str = "FL_DNS_SCOPE_CHILD";
 
 /// The helper process of `a_cgroup_target_fails_only_its_own_processes`: joins the cgroup2
-/// directory and netns from the environment, sends raw queries, prints `TALLY <json>`.
+/// directory and netns from the environment, sends raw queries, prints `TALLY ...`.
 #[test]
 #[ignore = "helper process started by a_cgroup_target_fails_only_its_own_processes"]
 fn child_querying_from_a_cgroup() {
-    let Ok(arg) = std::env::var(CHILD_ENV) else {
-        panic!("only run by a_cgroup_target_fails_only_its_own_processes (needs {CHILD_ENV})");
-    };
-    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).expect("pdeathsig");
-    let parts: Vec<&str> = arg.split('|').collect();
-    let [cgroup_dir, ns, name, n] = parts[..] else {
-        panic!("cgroup|netns|name|count: {arg}");
-    };
-    std::fs::write(
-        std::path::Path::new(cgroup_dir).join("cgroup.procs"),
-        std::process::id().to_string(),
-    )
-    .expect("join the cgroup");
-    // The socket is made after joining: its cgroup is this process's.
-    let sock = net_ebpf_support::udp_in(std::path::Path::new(ns), "0.0.0.0:0");
-    let t = tally(
-        &sock,
-        name,
-        n.parse().expect("count"),
-        7,
-        Duration::from_millis(500),
-    );
-    println!(
-        "TALLY {} {} {} {}",
-        t.answered, t.nxdomain, t.servfail, t.timeouts
-    );
+    query_child_main(CHILD_ENV);
 }
 
 /// Runs the helper in `cgroup` and returns (answered, nxdomain, servfail, timeouts).
-fn queries_from(cgroup: &Cgroup2, lab: &Lab, name: &str, n: u32) -> [u32; 4] {
-    let exe = std::env::current_exe().expect("test executable");
-    let child = Command::new(exe)
-        .args([
-            "--exact",
-            "child_querying_from_a_cgroup",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(
-            CHILD_ENV,
-            format!(
-                "{}|{}|{name}|{n}",
-                cgroup.dir.display(),
-                lab.netns().display()
-            ),
-        )
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start the helper");
-    let mut child = ChildGuard(child);
-    let out = child.0.stdout.take().expect("stdout");
-    for line in BufReader::new(out).lines() {
-        let line = line.expect("helper output");
-        if let Some((_, rest)) = line.split_once("TALLY ") {
-            let v: Vec<u32> = rest
-                .split_whitespace()
-                .map(|x| x.parse().expect("number"))
-                .collect();
-            return [v[0], v[1], v[2], v[3]];
-        }
-    }
-    panic!("the helper printed no TALLY line");
+fn queries_in(cgroup: &Cgroup2, lab: &Lab, name: &str, n: u32) -> [u32; 4] {
+    queries_from(
+        "child_querying_from_a_cgroup",
+        CHILD_ENV,
+        &cgroup.dir,
+        &lab.netns(),
+        &format!("{}:53", net_ebpf_support::B),
+        name,
+        n,
+    )
 }
 
 #[test]
@@ -114,8 +64,8 @@ fn a_cgroup_target_fails_only_its_own_processes() {
         r.data
     );
 
-    let inside = queries_from(&target, &lab, BAD, 100);
-    let beside = queries_from(&neighbour, &lab, BAD, 100);
+    let inside = queries_in(&target, &lab, BAD, 100);
+    let beside = queries_in(&neighbour, &lab, BAD, 100);
     println!(
         "target cgroup: {inside:?}; neighbour: {beside:?} (answered, nxdomain, servfail, timeouts)"
     );
@@ -136,7 +86,7 @@ fn a_cgroup_target_fails_only_its_own_processes() {
     );
 
     d.revert(&r).expect("revert");
-    assert_eq!(queries_from(&target, &lab, BAD, 20), [20, 0, 0, 0]);
+    assert_eq!(queries_in(&target, &lab, BAD, 20), [20, 0, 0, 0]);
 }
 
 const Q: Duration = Duration::from_millis(500);

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use crate::store::retention::{self, Retention};
 
 /// Every fault kind Faultline knows (the `kind` oneof of `FaultSpec`).
-pub const FAULT_KINDS: [&str; 7] = [
+pub const FAULT_KINDS: [&str; 8] = [
     "network",
     "drop",
     "partition",
@@ -21,6 +21,8 @@ pub const FAULT_KINDS: [&str; 7] = [
     "memory",
     "io",
     "process",
+    // dns (issue 13)
+    "dns",
 ];
 
 /// The label that marks an agent as protected unless the config says otherwise.

@@ -35,7 +35,7 @@ fn empty_file_is_the_default_policy() {
     );
     let d = Policy::default();
     assert_eq!(d.max_fleet_percent_under_fault, 50.0);
-    assert_eq!(d.allowed_fault_kinds.len(), 7);
+    assert_eq!(d.allowed_fault_kinds.len(), FAULT_KINDS.len());
     assert_eq!(
         d.protected_agent_labels.to_string(),
         "faultline.dev/protected=true"
@@ -114,7 +114,7 @@ fn unknown_and_mistyped_fields_are_named_with_their_path() {
     assert_eq!(
         err.to_string(),
         "policy.allowed_fault_kinds[1]: \"meteor\" is not a fault kind; use any of \
-         network, drop, partition, cpu, memory, io, process"
+         network, drop, partition, cpu, memory, io, process, dns"
     );
 
     let err =
@@ -215,4 +215,18 @@ fn load_names_the_file() {
     );
     let err = load_policy(&dir.path().join("missing.toml")).expect_err("missing");
     assert!(err.to_string().starts_with("reading config file"), "{err}");
+}
+
+// dns (issue 13)
+#[test]
+fn fault_kinds_are_cores() {
+    let core: Vec<&str> = faultline_core::fault::FaultKind::ALL
+        .iter()
+        .map(|k| k.as_str())
+        .collect();
+    assert_eq!(
+        FAULT_KINDS.to_vec(),
+        core,
+        "FAULT_KINDS must list every FaultKind, in order"
+    );
 }

@@ -48,6 +48,11 @@ pub struct Dnsmasq {
 
 impl Dnsmasq {
     pub fn start(ns: &str) -> Dnsmasq {
+        Dnsmasq::start_on(ns, &format!("{B},{B6}"))
+    }
+
+    /// dnsmasq listening on `addrs` (comma-separated) in `ns`.
+    pub fn start_on(ns: &str, addrs: &str) -> Dnsmasq {
         let child = Command::new("ip")
             .args([
                 "netns",
@@ -63,7 +68,7 @@ impl Dnsmasq {
                 "--user=root",
                 "--bind-interfaces",
             ])
-            .arg(format!("--listen-address={B},{B6}"))
+            .arg(format!("--listen-address={addrs}"))
             .args(["--port=53", "--cache-size=0", "--pid-file="])
             .arg(format!("--host-record={GOOD},{GOOD_ADDR}"))
             .arg(format!("--host-record={BAD},10.9.9.2"))
@@ -77,9 +82,14 @@ impl Dnsmasq {
 
     /// Waits until it answers GOOD from `client`.
     pub fn wait_ready(&mut self, client: &UdpSocket) {
+        self.wait_ready_at(client, &format!("{B}:53"));
+    }
+
+    /// Waits until `server` answers GOOD from `client`.
+    pub fn wait_ready_at(&mut self, client: &UdpSocket, server: &str) {
         let until = Instant::now() + Duration::from_secs(10);
         while Instant::now() < until {
-            if let Some(a) = query(client, GOOD, 1, false, Duration::from_millis(200)) {
+            if let Some(a) = query_to(client, server, GOOD, 1, false, Duration::from_millis(200)) {
                 if a.rcode == 0 && a.answers > 0 {
                     return;
                 }
@@ -545,4 +555,92 @@ pub fn resolves_again(sock: &UdpSocket, name: &str, within: Duration) -> Duratio
         std::thread::sleep(Duration::from_millis(2));
     }
     panic!("{name} did not resolve within {within:?} of the revert");
+}
+
+/// The body of a helper test process that sends raw queries from inside a cgroup and netns:
+/// `env` holds `cgroup2 dir|netns path|server addr:port|name|count`. Joins the cgroup first
+/// (the socket, made after, belongs to it), prints `TALLY answered nxdomain servfail timeouts`.
+pub fn query_child_main(env: &str) {
+    let Ok(arg) = std::env::var(env) else {
+        panic!("only run as a helper process (needs {env})");
+    };
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).expect("pdeathsig");
+    let parts: Vec<&str> = arg.split('|').collect();
+    let [cgroup_dir, ns, server, name, n] = parts[..] else {
+        panic!("cgroup|netns|server|name|count: {arg}");
+    };
+    std::fs::write(
+        Path::new(cgroup_dir).join("cgroup.procs"),
+        std::process::id().to_string(),
+    )
+    .expect("join the cgroup");
+    let sock = ebpf_support::udp_in(Path::new(ns), "0.0.0.0:0");
+    let mut t = Tally::default();
+    for i in 0..n.parse::<u16>().expect("count") {
+        match query_to(
+            &sock,
+            server,
+            name,
+            7 + i,
+            false,
+            Duration::from_millis(500),
+        ) {
+            None => t.timeouts += 1,
+            Some(a) if a.rcode == 0 && a.answers > 0 => t.answered += 1,
+            Some(a) if a.rcode == 3 => t.nxdomain += 1,
+            Some(a) if a.rcode == 2 => t.servfail += 1,
+            Some(_) => t.other_rcode += 1,
+        }
+    }
+    println!(
+        "TALLY {} {} {} {}",
+        t.answered, t.nxdomain, t.servfail, t.timeouts
+    );
+}
+
+/// Runs the helper test `test` of this test binary (which calls [`query_child_main`] with
+/// `env`) and returns its (answered, nxdomain, servfail, timeouts).
+#[allow(clippy::too_many_arguments)]
+pub fn queries_from(
+    test: &str,
+    env: &str,
+    cgroup_dir: &Path,
+    netns: &Path,
+    server: &str,
+    name: &str,
+    n: u32,
+) -> [u32; 4] {
+    let exe = std::env::current_exe().expect("test executable");
+    let child = Command::new(exe)
+        .args([
+            "--exact",
+            test,
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(
+            env,
+            format!(
+                "{}|{}|{server}|{name}|{n}",
+                cgroup_dir.display(),
+                netns.display()
+            ),
+        )
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the helper");
+    let mut child = ChildGuard(child);
+    let out = child.0.stdout.take().expect("stdout");
+    for line in std::io::BufRead::lines(std::io::BufReader::new(out)) {
+        let line = line.expect("helper output");
+        if let Some((_, rest)) = line.split_once("TALLY ") {
+            let v: Vec<u32> = rest
+                .split_whitespace()
+                .map(|x| x.parse().expect("number"))
+                .collect();
+            return [v[0], v[1], v[2], v[3]];
+        }
+    }
+    panic!("the helper printed no TALLY line");
 }
