@@ -20,70 +20,12 @@
  * (h = (h ^ byte) * P; h ^= h >> 31, from the seed, last byte first) and looks each up in
  * fl_dns_names: the whole name must carry FL_DNS_EXACT, a proper suffix FL_DNS_SUFFIX. The
  * agent (agent/src/net/dns_rules.rs) hashes the names of the spec the same way, with the
- * fault's random seed. Both loops are bounded by the 255-byte name limit.
+ * fault's random seed. Both passes run as bpf_loop callbacks bounded by the 255-byte name
+ * limit (see struct fl_dns_scratch in dns.h for why).
  *
  * Program names start with "fl_" so the agent's sweep can find them.
  */
-#include "common.h"
-#include <linux/ip.h>
-#include <linux/ipv6.h>
-#include <linux/udp.h>
-
-#define FL_DNS_PORT 53
-#define FL_DNS_NXDOMAIN 1
-#define FL_DNS_SERVFAIL 2
-#define FL_DNS_TIMEOUT 3
-/* fl_dns_names values (bits). */
-#define FL_DNS_EXACT 1
-#define FL_DNS_SUFFIX 2
-#define FL_DNS_MAX_NAMES 64
-/* A QNAME on the wire is at most 255 bytes, the root label included. */
-#define FL_DNS_NAME_MAX 255
-/* UDP header + DNS header + QNAME + QTYPE/QCLASS, rounded up to a multiple of 4. */
-#define FL_DNS_ANSWER_MAX 280
-#define FL_DNS_MAX_CGROUP_DEPTH 32
-#define FL_DNS_PRIME 0x100000001b3ULL
-/* Keeps clang from replacing a checked register with an unchecked copy of its value. */
-#define fl_barrier_var(v) asm volatile("" : "+r"(v))
-#ifndef offsetof
-#define offsetof(t, m) __builtin_offsetof(t, m)
-#endif
-
-/* fl_stats indexes. */
-#define FL_DNS_STAT_MATCHED 0 /* queries for a listed name, in scope */
-#define FL_DNS_STAT_ACTED 1   /* of those, failed (answered or dropped) */
-#define FL_DNS_STAT_QUERIES 2 /* standard queries inspected */
-#define FL_DNS_STAT_ERRORS 3  /* answers that could not be built (the query was dropped) */
-#define FL_DNS_STATS 4
-
-/* fl_dns_opts[0], written by agent/src/net/dns_rules.rs. 24 bytes. */
-struct fl_dns_opts {
-	__u64 seed;
-	/* cgroup2 id (the directory's inode number) the sending socket must be in or below;
-	 * 0 = any socket. */
-	__u64 cgroup_id;
-	__u8 action; /* FL_DNS_NXDOMAIN / SERVFAIL / TIMEOUT */
-	__u8 pad[7];
-};
-
-_Static_assert(sizeof(struct fl_dns_opts) == 24, "struct fl_dns_opts must stay 24 bytes");
-
-/* Per-CPU working memory, and the state of the two passes over the QNAME: they run as
- * bpf_loop callbacks whose state lives here, so the verifier checks each step once instead
- * of every byte on every path (unrolled or bounded loops exceed its budget), and a value
- * read back from here is one unknown scalar for the rest of the program. */
-struct fl_dns_scratch {
-	__u8 name[256];
-	__u8 start[256];
-	__u8 buf[FL_DNS_ANSWER_MAX + 8];
-	__u64 h;     /* backward pass: the hash so far */
-	__u32 n;     /* bytes of name loaded */
-	__u32 next;  /* forward pass: offset of the next length byte */
-	__u32 end;   /* offset of the root label in name */
-	__u32 qend;  /* DNS header + question, in bytes */
-	__u32 found; /* the forward pass reached the root label */
-	__u32 hit;   /* the backward pass found a listed name */
-};
+#include "dns_answer.h"
 
 /* Only deadline_ns and threshold of struct fl_config are used here. */
 struct {
@@ -120,15 +62,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct fl_dns_scratch);
 } fl_dns_scratch SEC(".maps");
-
-/* One query as found in the packet. Offsets from skb->data. */
-struct fl_dns_query {
-	__u32 l2;    /* 0 (no link-layer header) or ETH_HLEN */
-	__u32 l4;    /* UDP header */
-	__u8 family; /* 4 or 6 */
-	__u8 flags0; /* the query's third header byte (QR, opcode, AA, TC, RD) */
-	__u8 pad[2];
-};
 
 static __always_inline void fl_count(__u32 idx)
 {
@@ -312,148 +245,6 @@ static __always_inline int fl_dns_in_cgroup(struct __sk_buff *skb, __u64 id)
 		if (a == id)
 			return 1;
 	}
-	return 0;
-}
-
-static __always_inline __u16 fl_csum_fold(__s64 sum)
-{
-	__u32 s = (__u32)sum;
-
-	s = (s & 0xffff) + (s >> 16);
-	s = (s & 0xffff) + (s >> 16);
-	return (__u16)~s;
-}
-
-struct fl_pseudo4 {
-	__be32 saddr;
-	__be32 daddr;
-	__u8 zero;
-	__u8 proto;
-	__be16 len;
-};
-
-struct fl_pseudo6 {
-	__u8 saddr[16];
-	__u8 daddr[16];
-	__be32 len;
-	__u8 zero[3];
-	__u8 next;
-};
-
-/* Turns the query into its own answer with `rcode` (see the top of this file). Returns 0 on
- * success; the caller then redirects the packet to the ingress of its interface. */
-static __always_inline int fl_dns_answer(struct __sk_buff *skb, const struct fl_dns_query *q,
-					 __u8 rcode, struct fl_dns_scratch *s)
-{
-	__u32 l3 = q->l2, l4 = q->l4, dns = q->l4 + sizeof(struct udphdr);
-	__u32 qend = *(volatile __u32 *)&s->qend;
-	__u32 ulen = sizeof(struct udphdr) + qend;
-	__u64 len, padded;
-	__s64 sum;
-	__u16 check;
-	__u8 hdr[12];
-
-	if (ulen > FL_DNS_ANSWER_MAX || ulen < sizeof(struct udphdr) + 12)
-		return -1;
-	/* Cut what follows the question (an EDNS OPT record, for one). */
-	if (skb->len > dns + qend && bpf_skb_change_tail(skb, dns + qend, 0))
-		return -1;
-	if (q->l2) {
-		__u8 mac[12], swapped[12];
-
-		if (bpf_skb_load_bytes(skb, 0, mac, sizeof(mac)) < 0)
-			return -1;
-		__builtin_memcpy(swapped, mac + 6, 6);
-		__builtin_memcpy(swapped + 6, mac, 6);
-		if (bpf_skb_store_bytes(skb, 0, swapped, sizeof(swapped), 0) < 0)
-			return -1;
-	}
-	if (q->family == 4) {
-		struct iphdr ip;
-		struct fl_pseudo4 ph = {};
-		__be16 old_len, new_len;
-
-		if (bpf_skb_load_bytes(skb, l3, &ip, sizeof(ip)) < 0)
-			return -1;
-		old_len = ip.tot_len;
-		new_len = bpf_htons((__u16)(l4 - l3 + ulen));
-		ph.saddr = ip.daddr;
-		ph.daddr = ip.saddr;
-		ph.proto = IPPROTO_UDP;
-		ph.len = bpf_htons((__u16)ulen);
-		/* Swapping the addresses leaves the header checksum as it is. */
-		if (bpf_skb_store_bytes(skb, l3 + offsetof(struct iphdr, saddr), &ph.saddr, 8, 0) < 0)
-			return -1;
-		if (bpf_skb_store_bytes(skb, l3 + offsetof(struct iphdr, tot_len), &new_len, 2, 0) < 0)
-			return -1;
-		if (bpf_l3_csum_replace(skb, l3 + offsetof(struct iphdr, check), old_len, new_len, 2) < 0)
-			return -1;
-		sum = bpf_csum_diff(0, 0, (__be32 *)&ph, sizeof(ph), 0);
-	} else {
-		struct ipv6hdr ip6;
-		struct fl_pseudo6 ph = {};
-		__be16 plen = bpf_htons((__u16)ulen);
-
-		if (bpf_skb_load_bytes(skb, l3, &ip6, sizeof(ip6)) < 0)
-			return -1;
-		__builtin_memcpy(ph.saddr, &ip6.daddr, 16);
-		__builtin_memcpy(ph.daddr, &ip6.saddr, 16);
-		ph.len = bpf_htonl(ulen);
-		ph.next = IPPROTO_UDP;
-		if (bpf_skb_store_bytes(skb, l3 + offsetof(struct ipv6hdr, saddr), ph.saddr, 32, 0) < 0)
-			return -1;
-		if (bpf_skb_store_bytes(skb, l3 + offsetof(struct ipv6hdr, payload_len), &plen, 2, 0) < 0)
-			return -1;
-		sum = bpf_csum_diff(0, 0, (__be32 *)&ph, sizeof(ph), 0);
-	}
-	{
-		struct udphdr udp;
-		__be16 port;
-
-		if (bpf_skb_load_bytes(skb, l4, &udp, sizeof(udp)) < 0)
-			return -1;
-		port = udp.source;
-		udp.source = udp.dest;
-		udp.dest = port;
-		udp.len = bpf_htons((__u16)ulen);
-		udp.check = 0;
-		if (bpf_skb_store_bytes(skb, l4, &udp, sizeof(udp), 0) < 0)
-			return -1;
-	}
-	/* The header of an answer: same ID; QR, RD copied, RA; rcode; one question. */
-	if (bpf_skb_load_bytes(skb, dns, hdr, 2) < 0)
-		return -1;
-	hdr[2] = 0x80 | (q->flags0 & 0x01);
-	hdr[3] = 0x80 | rcode;
-	hdr[4] = 0;
-	hdr[5] = 1;
-	__builtin_memset(&hdr[6], 0, 6);
-	if (bpf_skb_store_bytes(skb, dns, hdr, sizeof(hdr), 0) < 0)
-		return -1;
-	/* The UDP checksum over the pseudo header and the whole (short) datagram. The length
-	 * is bounded again right here, in the register the helpers get. */
-	len = ulen & 0x1ff;
-	fl_barrier_var(len);
-	if (len > FL_DNS_ANSWER_MAX || len < sizeof(struct udphdr) + 12)
-		return -1;
-	fl_barrier_var(len);
-	if (bpf_skb_load_bytes(skb, l4, s->buf, len) < 0)
-		return -1;
-	s->buf[len] = 0;
-	s->buf[len + 1] = 0;
-	s->buf[len + 2] = 0;
-	padded = (len + 3) & ~3ull;
-	fl_barrier_var(padded);
-	if (padded > FL_DNS_ANSWER_MAX)
-		return -1;
-	sum = bpf_csum_diff(0, 0, (__be32 *)s->buf, padded, sum);
-	if (sum < 0)
-		return -1;
-	check = fl_csum_fold(sum);
-	if (check == 0)
-		check = 0xffff;
-	if (bpf_skb_store_bytes(skb, l4 + offsetof(struct udphdr, check), &check, 2, 0) < 0)
-		return -1;
 	return 0;
 }
 

@@ -4,29 +4,30 @@
 //! attaches `fl_dns_tc_eg` to the interface's egress with an unpinned TCX link, and holds the
 //! object until revert (revert = drop the link; the kernel also drops it if the agent dies,
 //! and the program itself stops at the deadline in its map). Counters feed Health and
-//! `faultline_agent_dns_queries_total`.
+//! `faultline_agent_dns_queries_total`. Planning (scope, recipe) is in `dns_plan`, the map
+//! encodings in `dns_rules`.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use aya::programs::links::{FdLink, Link as _};
 use aya::Ebpf;
-use faultline_core::fault::{DnsAction, DnsFault, Fault, FaultKind, FaultSpec, Target};
+use faultline_core::fault::{DnsAction, DnsFault, Fault, FaultKind, FaultSpec};
 use metrics::{counter, describe_counter};
-use serde::{Deserialize, Serialize};
 
 use super::attach::{self, Attached};
+use super::dns_plan::{self, netns_err};
 use super::dns_rules::{self, STATS, STAT_ACTED, STAT_ERRORS, STAT_MATCHED, STAT_QUERIES};
 use super::ebpf::{self, EbpfError};
 use super::netns;
 use super::rules::{self, Config, Hook};
 use super::{NetConfig, Renewable};
 use crate::engine::driver::{Driver, DriverError, FaultCtx, Health, Recipe, RevertOutcome};
-use crate::host::cgroup::Version;
 use crate::host::target::Resolver;
+
+pub use super::dns_plan::{CgroupScope, DnsRecipe};
 
 /// DNS queries seen by the dns programs, by action and verdict (`inspected`, `matched`,
 /// `failed`, `error`).
@@ -46,61 +47,6 @@ pub fn describe_metrics() {
         DNS_QUERIES,
         "DNS queries the dns eBPF programs inspected, matched (a listed name, in scope), failed (answered NXDOMAIN/SERVFAIL or dropped) and could not answer, by action and verdict."
     );
-}
-
-/// The cgroup a fault's queries must come from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CgroupScope {
-    /// Path in the cgroup2 hierarchy, for messages.
-    pub path: String,
-    pub dir: PathBuf,
-    /// The cgroup2 id (the directory's inode number).
-    pub id: u64,
-}
-
-/// The recipe's `data`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DnsRecipe {
-    pub fault_id: String,
-    /// None = the agent's (host) netns.
-    pub netns: Option<PathBuf>,
-    pub interface: String,
-    pub cgroup: Option<CgroupScope>,
-    pub programs: Vec<String>,
-    /// Filled by apply, as for `drop`.
-    #[serde(default)]
-    pub prog_ids: Vec<u32>,
-    #[serde(default)]
-    pub link_ids: Vec<u32>,
-    #[serde(default)]
-    pub holder_pid: u32,
-}
-
-impl DnsRecipe {
-    pub fn from_recipe(r: &Recipe) -> Result<Self, DriverError> {
-        serde_json::from_value(r.data.clone())
-            .map_err(|e| DriverError::Other(format!("unreadable {} recipe: {e}", r.kind)))
-    }
-
-    pub fn to_recipe(&self, kind: &str) -> Result<Recipe, DriverError> {
-        Ok(Recipe {
-            kind: kind.to_string(),
-            data: serde_json::to_value(self)
-                .map_err(|e| DriverError::Other(format!("encoding the recipe: {e}")))?,
-        })
-    }
-
-    pub fn describe(&self) -> String {
-        let mut s = format!(
-            "egress of {} in {}",
-            self.interface,
-            netns::describe(self.netns.as_deref())
-        );
-        if let Some(c) = &self.cgroup {
-            s.push_str(&format!(", sockets of cgroup2 {}", c.path));
-        }
-        s
-    }
 }
 
 /// One applied fault's object. Dropping it detaches the link and unloads the program.
@@ -137,11 +83,6 @@ fn dns_of(spec: &FaultSpec) -> Result<&DnsFault, DriverError> {
             other.kind()
         ))),
     }
-}
-
-/// `(dev, ino)` of a namespace file.
-fn ns_id(path: &Path) -> Option<(u64, u64)> {
-    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 impl DnsDriver {
@@ -188,76 +129,6 @@ impl DnsDriver {
             },
         )
     }
-
-    /// Where the program attaches and which sockets it judges.
-    fn scope(
-        &self,
-        target: &Target,
-    ) -> Result<(Option<PathBuf>, Option<CgroupScope>), DriverError> {
-        let resolved = self.resolver.resolve(target)?;
-        let v2 = resolved
-            .cgroups
-            .iter()
-            .find(|d| d.hierarchy.version == Version::V2);
-        let cgroup_of = |d: &crate::host::cgroup::CgroupDir| -> Result<CgroupScope, DriverError> {
-            let meta = std::fs::metadata(&d.dir)
-                .map_err(|e| DriverError::io(format!("reading {}", d.dir.display()), e))?;
-            Ok(CgroupScope {
-                path: d.path.clone(),
-                dir: d.dir.clone(),
-                id: meta.ino(),
-            })
-        };
-        match target {
-            Target::Host | Target::Netns(_) | Target::Pid(_) => Ok((resolved.netns, None)),
-            Target::Cgroup(_) => {
-                let Some(d) = v2 else {
-                    return Err(DriverError::Refused(format!(
-                        "{}: not found in a cgroup2 hierarchy; a cgroup-scoped dns fault needs cgroup v2 (the unified hierarchy, e.g. /sys/fs/cgroup/unified)",
-                        resolved.description
-                    )));
-                };
-                let mut netns: Option<(PathBuf, (u64, u64))> = None;
-                for pid in &resolved.pids {
-                    let p = self.resolver.proc.path(*pid, "ns/net");
-                    let Some(id) = ns_id(&p) else { continue };
-                    match &netns {
-                        None => netns = Some((p, id)),
-                        Some((first, fid)) if *fid != id => {
-                            return Err(DriverError::Refused(format!(
-                                "{}: its processes are in more than one network namespace ({} and {}); a dns fault attaches to one",
-                                resolved.description,
-                                first.display(),
-                                p.display()
-                            )))
-                        }
-                        Some(_) => {}
-                    }
-                }
-                let Some((ns, _)) = netns else {
-                    return Err(DriverError::Refused(format!(
-                        "{}: has no processes, so there is no network namespace to attach to",
-                        resolved.description
-                    )));
-                };
-                Ok((Some(ns), Some(cgroup_of(d)?)))
-            }
-            Target::Container(_) => {
-                let cgroup = v2.map(cgroup_of).transpose()?;
-                if cgroup.is_none() {
-                    let host = ns_id(&self.proc_root.join("1/ns/net"));
-                    let theirs = resolved.netns.as_deref().and_then(ns_id);
-                    if host.is_some() && host == theirs {
-                        return Err(DriverError::Refused(format!(
-                            "{}: shares the host's network namespace and has no cgroup2 directory of its own, so its DNS queries cannot be told from the node's",
-                            resolved.description
-                        )));
-                    }
-                }
-                Ok((resolved.netns, cgroup))
-            }
-        }
-    }
 }
 
 impl Renewable for DnsDriver {
@@ -268,15 +139,6 @@ impl Renewable for DnsDriver {
                 tracing::warn!(fault_id = %id, error = %e, "cannot renew a dns fault's deadline");
             }
         }
-    }
-}
-
-fn netns_err(e: netns::NetnsError) -> DriverError {
-    match e {
-        netns::NetnsError::UnknownInterface { .. }
-        | netns::NetnsError::NoDefaultRoute { .. }
-        | netns::NetnsError::Open { .. } => DriverError::Refused(e.to_string()),
-        other => DriverError::Other(other.to_string()),
     }
 }
 
@@ -305,7 +167,7 @@ impl Driver for DnsDriver {
             }
         }
         ebpf::tcx_available().map_err(DriverError::Refused)?;
-        let (ns, cgroup) = self.scope(&spec.target)?;
+        let (ns, cgroup) = dns_plan::scope(&self.resolver, &self.proc_root, &spec.target)?;
         let interface =
             netns::pick_interface(ns.as_deref(), d.interface.as_deref()).map_err(netns_err)?;
         DnsRecipe {

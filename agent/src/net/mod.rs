@@ -18,6 +18,7 @@ pub mod rules;
 pub mod tc;
 // dns (issue 13)
 pub mod dns;
+mod dns_plan;
 pub mod dns_rules;
 
 use std::sync::{Arc, Weak};

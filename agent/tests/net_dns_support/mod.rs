@@ -18,6 +18,14 @@ use faultline_core::fault::{DnsAction, DnsFault, DnsName, Fault, FaultSpec, Targ
 
 use crate::net_ebpf_support::{self as ebpf_support, Pair, B};
 
+mod capture;
+mod child;
+// Not every test crate that includes these helpers uses both.
+#[allow(unused_imports)]
+pub use capture::*;
+#[allow(unused_imports)]
+pub use child::*;
+
 /// Names dnsmasq serves (no upstream): exact host records and a domain.
 pub const GOOD: &str = "good.fl.test";
 pub const BAD: &str = "bad.fl.test";
@@ -446,96 +454,6 @@ pub fn in_netns<T: Send + 'static>(ns: &Path, f: impl FnOnce() -> T + Send + 'st
     netns::run_in(Some(ns), f).expect("enter netns")
 }
 
-/// A packet socket in a netns (cooked: frames start at the IP header), to look at answers as
-/// they arrive on the wire side of the stack.
-pub struct Capture {
-    fd: std::os::fd::OwnedFd,
-}
-
-impl Capture {
-    pub fn new(ns: &Path) -> Capture {
-        use nix::sys::socket::{socket, AddressFamily, SockFlag, SockProtocol, SockType};
-        let fd = in_netns(ns, || {
-            socket(
-                AddressFamily::Packet,
-                SockType::Datagram,
-                SockFlag::SOCK_NONBLOCK,
-                SockProtocol::EthAll,
-            )
-        })
-        .expect("AF_PACKET socket");
-        // Room for every frame of a test (queries, answers, other traffic) until it is read.
-        nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::RcvBufForce, &(64 << 20))
-            .expect("SO_RCVBUFFORCE");
-        Capture { fd }
-    }
-
-    /// Every captured datagram from UDP port 53 (IPv4 or IPv6 packets, from the IP header on).
-    pub fn dns_answers(&self) -> Vec<Vec<u8>> {
-        let mut out = Vec::new();
-        let mut buf = [0u8; 2048];
-        while let Ok(n) = nix::sys::socket::recv(
-            std::os::fd::AsRawFd::as_raw_fd(&self.fd),
-            &mut buf,
-            nix::sys::socket::MsgFlags::empty(),
-        ) {
-            let p = &buf[..n];
-            let sport = match p.first().map(|b| b >> 4) {
-                Some(4) if n >= 28 && p[9] == 17 => {
-                    let l4 = usize::from(p[0] & 0x0f) * 4;
-                    p.get(l4..l4 + 2).map(|b| u16::from_be_bytes([b[0], b[1]]))
-                }
-                Some(6) if n >= 48 && p[6] == 17 => Some(u16::from_be_bytes([p[40], p[41]])),
-                _ => None,
-            };
-            if sport == Some(53) {
-                out.push(p.to_vec());
-            }
-        }
-        out
-    }
-}
-
-fn ones_sum(data: &[u8], mut sum: u32) -> u32 {
-    for c in data.chunks(2) {
-        let w = u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]);
-        sum += u32::from(w);
-    }
-    sum
-}
-
-fn fold(mut sum: u32) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
-}
-
-/// Whether an IPv4 or IPv6 UDP packet's checksums (IPv4 header, UDP with the pseudo-header)
-/// verify, as a receiver without checksum offload would check them; and its DNS rcode.
-pub fn checksums_ok(p: &[u8]) -> (bool, u8) {
-    if p[0] >> 4 == 4 {
-        let hl = usize::from(p[0] & 0x0f) * 4;
-        let ip_ok = fold(ones_sum(&p[..hl], 0)) == 0xffff;
-        let udp = &p[hl..usize::from(u16::from_be_bytes([p[2], p[3]]))];
-        let mut pseudo = Vec::new();
-        pseudo.extend_from_slice(&p[12..20]);
-        pseudo.extend_from_slice(&[0, 17]);
-        pseudo.extend_from_slice(&(udp.len() as u16).to_be_bytes());
-        let udp_ok = fold(ones_sum(udp, ones_sum(&pseudo, 0))) == 0xffff;
-        (ip_ok && udp_ok, udp[11] & 0x0f)
-    } else {
-        let plen = usize::from(u16::from_be_bytes([p[4], p[5]]));
-        let udp = &p[40..40 + plen];
-        let mut pseudo = Vec::new();
-        pseudo.extend_from_slice(&p[8..40]);
-        pseudo.extend_from_slice(&(plen as u32).to_be_bytes());
-        pseudo.extend_from_slice(&[0, 0, 0, 17]);
-        let udp_ok = fold(ones_sum(udp, ones_sum(&pseudo, 0))) == 0xffff;
-        (udp_ok, udp[11] & 0x0f)
-    }
-}
-
 /// After a revert: how long until `name` resolves (polled every 2 ms, at most `within`).
 ///
 /// Revert closes the link's file descriptor at once, but a child process that another test
@@ -555,92 +473,4 @@ pub fn resolves_again(sock: &UdpSocket, name: &str, within: Duration) -> Duratio
         std::thread::sleep(Duration::from_millis(2));
     }
     panic!("{name} did not resolve within {within:?} of the revert");
-}
-
-/// The body of a helper test process that sends raw queries from inside a cgroup and netns:
-/// `env` holds `cgroup2 dir|netns path|server addr:port|name|count`. Joins the cgroup first
-/// (the socket, made after, belongs to it), prints `TALLY answered nxdomain servfail timeouts`.
-pub fn query_child_main(env: &str) {
-    let Ok(arg) = std::env::var(env) else {
-        panic!("only run as a helper process (needs {env})");
-    };
-    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).expect("pdeathsig");
-    let parts: Vec<&str> = arg.split('|').collect();
-    let [cgroup_dir, ns, server, name, n] = parts[..] else {
-        panic!("cgroup|netns|server|name|count: {arg}");
-    };
-    std::fs::write(
-        Path::new(cgroup_dir).join("cgroup.procs"),
-        std::process::id().to_string(),
-    )
-    .expect("join the cgroup");
-    let sock = ebpf_support::udp_in(Path::new(ns), "0.0.0.0:0");
-    let mut t = Tally::default();
-    for i in 0..n.parse::<u16>().expect("count") {
-        match query_to(
-            &sock,
-            server,
-            name,
-            7 + i,
-            false,
-            Duration::from_millis(500),
-        ) {
-            None => t.timeouts += 1,
-            Some(a) if a.rcode == 0 && a.answers > 0 => t.answered += 1,
-            Some(a) if a.rcode == 3 => t.nxdomain += 1,
-            Some(a) if a.rcode == 2 => t.servfail += 1,
-            Some(_) => t.other_rcode += 1,
-        }
-    }
-    println!(
-        "TALLY {} {} {} {}",
-        t.answered, t.nxdomain, t.servfail, t.timeouts
-    );
-}
-
-/// Runs the helper test `test` of this test binary (which calls [`query_child_main`] with
-/// `env`) and returns its (answered, nxdomain, servfail, timeouts).
-#[allow(clippy::too_many_arguments)]
-pub fn queries_from(
-    test: &str,
-    env: &str,
-    cgroup_dir: &Path,
-    netns: &Path,
-    server: &str,
-    name: &str,
-    n: u32,
-) -> [u32; 4] {
-    let exe = std::env::current_exe().expect("test executable");
-    let child = Command::new(exe)
-        .args([
-            "--exact",
-            test,
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(
-            env,
-            format!(
-                "{}|{}|{server}|{name}|{n}",
-                cgroup_dir.display(),
-                netns.display()
-            ),
-        )
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start the helper");
-    let mut child = ChildGuard(child);
-    let out = child.0.stdout.take().expect("stdout");
-    for line in std::io::BufRead::lines(std::io::BufReader::new(out)) {
-        let line = line.expect("helper output");
-        if let Some((_, rest)) = line.split_once("TALLY ") {
-            let v: Vec<u32> = rest
-                .split_whitespace()
-                .map(|x| x.parse().expect("number"))
-                .collect();
-            return [v[0], v[1], v[2], v[3]];
-        }
-    }
-    panic!("the helper printed no TALLY line");
 }
