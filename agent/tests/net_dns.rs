@@ -257,3 +257,35 @@ fn ipv6_queries_get_the_same_answers() {
         std::thread::sleep(Duration::from_millis(2));
     }
 }
+
+#[test]
+fn a_lease_that_is_not_renewed_ends_the_fault_in_the_kernel() {
+    let lab = Lab::new();
+    let lease = KernelLease::new();
+    let d = driver(&lease);
+    let spec = dns_spec(netns_target(&lab), &[BAD], DnsAction::Nxdomain, 1.0);
+    let (r, _) = apply(d.as_ref(), &ctx(60), &spec);
+    // The session renews the lease to 1 s from now, then never again (a hung agent).
+    let renewed = Instant::now();
+    lease.renew(std::time::SystemTime::now() + Duration::from_secs(1));
+    assert_eq!(tally(&lab.client, BAD, 20, 1, Q).nxdomain, 20, "in force");
+    let mut id = 100;
+    while tally(&lab.client, BAD, 1, id, Q).answered == 0 {
+        assert!(
+            renewed.elapsed() < Duration::from_secs(2),
+            "still failing 2 s after a 1 s lease"
+        );
+        id += 1;
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let after = renewed.elapsed();
+    println!(
+        "{BAD} resolved {:.0} ms after the last renewal of a 1 s lease",
+        after.as_secs_f64() * 1000.0
+    );
+    assert!(
+        after >= Duration::from_millis(990),
+        "not before the lease ended: {after:?}"
+    );
+    d.revert(&r).expect("revert");
+}

@@ -343,3 +343,49 @@ impl Driver for DnsDriver {
         lines
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use faultline_core::fault::{DnsAction, DnsFault, DnsName, Fault, FaultSpec, Target};
+
+    use super::*;
+
+    #[test]
+    fn names_matching_the_coordinators_host_are_refused_before_anything_is_resolved() {
+        let d = DnsDriver::new(&NetConfig {
+            protected_names: vec!["faultline.example.com".into()],
+            ..NetConfig::default()
+        });
+        let spec = |name: &str| FaultSpec {
+            target: Target::Host,
+            fault: Fault::Dns(DnsFault {
+                interface: None,
+                names: vec![
+                    DnsName::parse("api.other.org").expect("name"),
+                    DnsName::parse(name).expect("name"),
+                ],
+                action: DnsAction::Nxdomain,
+                probability: 1.0,
+            }),
+        };
+        let ctx = FaultCtx {
+            fault_id: "t".into(),
+            deadline: SystemTime::now() + Duration::from_secs(10),
+        };
+        for name in [
+            "faultline.example.com",
+            "*.example.com",
+            "FAULTLINE.example.com.",
+        ] {
+            let err = d.plan(&ctx, &spec(name)).expect_err(name);
+            assert!(matches!(err, DriverError::Refused(_)), "{err:?}");
+            assert!(
+                err.to_string().starts_with("names[1]: ")
+                    && err.to_string().contains("faultline.example.com, the name this agent resolves to reach its coordinator"),
+                "{err}"
+            );
+        }
+    }
+}
