@@ -1,5 +1,6 @@
 //! Every fault family's driver, built in one place from the agent's configuration: cpu,
-//! memory, io and process (host), drop and partition (eBPF), network (netem/tbf).
+//! memory, io, disk-fill and process (host), io-limit (the cgroup io controller), drop and
+//! partition (eBPF), network (netem/tbf).
 //!
 //! The network drivers never match this process's control connections (the session's
 //! sockets, [`net::control`]), and for a daemon also not the coordinator's resolved addresses
@@ -35,6 +36,10 @@ pub fn all(
             .unwrap_or_default(),
     };
     let mut drivers = host::drivers(host);
+    drivers.push(host::iolimit::driver(
+        std::sync::Arc::new(host::Host::new(host)),
+        lease,
+    ));
     drivers.extend(net::drivers(&net));
     drivers.extend(net::network::drivers(&net));
     drivers

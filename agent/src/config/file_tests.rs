@@ -10,10 +10,7 @@ fn empty_file_gives_the_defaults() {
     assert_eq!(f.limits, Limits::default());
     assert_eq!(f.limits.max_concurrent_faults, 16);
     assert_eq!(f.limits.max_duration, std::time::Duration::from_secs(3600));
-    assert_eq!(
-        f.limits.allowed_kinds.len(),
-        faultline_core::fault::FaultKind::ALL.len()
-    );
+    assert_eq!(f.limits.allowed_kinds.len(), FaultKind::ALL.len());
     assert_eq!(
         f.limits.io_paths,
         vec![PathBuf::from("/var/tmp"), PathBuf::from("/tmp")]

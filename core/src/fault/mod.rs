@@ -2,6 +2,7 @@
 //! validation runs on the coordinator and on the agent, whether the spec came from a YAML
 //! document ([`doc`]) or from the wire.
 
+pub mod disk;
 pub mod doc;
 pub mod net;
 // dns (issue 13)
@@ -10,6 +11,7 @@ pub mod dns;
 use std::fmt;
 use std::str::FromStr;
 
+pub use disk::{DiskAmount, DiskFillFault, IoLimitFault};
 pub use net::{Cidr, Direction, Distribution, Netem, Protocol, Tbf, TrafficMatch};
 // dns (issue 13)
 pub use dns::{DnsAction, DnsFault, DnsName};
@@ -63,12 +65,15 @@ pub enum FaultKind {
     Memory,
     Io,
     Process,
+    // disk faults (issue 13)
+    DiskFill,
+    IoLimit,
     // dns (issue 13)
     Dns,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 8] = [
+    pub const ALL: [FaultKind; 10] = [
         FaultKind::Network,
         FaultKind::Drop,
         FaultKind::Partition,
@@ -76,6 +81,8 @@ impl FaultKind {
         FaultKind::Memory,
         FaultKind::Io,
         FaultKind::Process,
+        FaultKind::DiskFill,
+        FaultKind::IoLimit,
         // dns (issue 13)
         FaultKind::Dns,
     ];
@@ -89,6 +96,8 @@ impl FaultKind {
             FaultKind::Memory => "memory",
             FaultKind::Io => "io",
             FaultKind::Process => "process",
+            FaultKind::DiskFill => "disk-fill",
+            FaultKind::IoLimit => "io-limit",
             // dns (issue 13)
             FaultKind::Dns => "dns",
         }
@@ -116,10 +125,8 @@ impl FromStr for FaultKind {
             .into_iter()
             .find(|k| k.as_str() == s.trim())
             .ok_or_else(|| {
-                format!(
-                    "unknown kind {s:?}; use one of {}",
-                    FaultKind::ALL.map(FaultKind::as_str).join(", ")
-                )
+                let all: Vec<&str> = FaultKind::ALL.iter().map(|k| k.as_str()).collect();
+                format!("unknown kind {s:?}; use one of {}", all.join(", "))
             })
     }
 }
@@ -302,6 +309,9 @@ pub enum Fault {
     Memory(MemoryFault),
     Io(IoFault),
     Process(ProcessFault),
+    // disk faults (issue 13)
+    DiskFill(DiskFillFault),
+    IoLimit(IoLimitFault),
     // dns (issue 13)
     Dns(DnsFault),
 }
@@ -345,6 +355,8 @@ impl Fault {
             Fault::Memory(_) => FaultKind::Memory,
             Fault::Io(_) => FaultKind::Io,
             Fault::Process(_) => FaultKind::Process,
+            Fault::DiskFill(_) => FaultKind::DiskFill,
+            Fault::IoLimit(_) => FaultKind::IoLimit,
             // dns (issue 13)
             Fault::Dns(_) => FaultKind::Dns,
         }
@@ -460,6 +472,8 @@ impl Fault {
                     _ => Ok(()),
                 }
             }
+            Fault::DiskFill(d) => d.validate(path),
+            Fault::IoLimit(l) => l.validate(path),
             // dns (issue 13)
             Fault::Dns(d) => d.validate(path),
         }
@@ -480,6 +494,9 @@ impl FaultSpec {
                 target_path,
                 "process faults choose their processes with selector; leave target unset",
             ));
+        }
+        if matches!(self.fault, Fault::IoLimit(_)) {
+            disk::check_io_limit_target(self, path)?;
         }
         Ok(())
     }
@@ -545,6 +562,8 @@ impl FaultSpec {
                 };
                 format!("process {action} {sel}")
             }
+            Fault::DiskFill(d) => d.describe(),
+            Fault::IoLimit(l) => l.describe(),
             // dns (issue 13)
             Fault::Dns(d) => d.describe(),
         };
