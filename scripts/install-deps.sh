@@ -30,6 +30,10 @@ test_pkgs+=(openssh-server)
 # playwright-core from npm (tests/dashboard/package-lock.json) on Node.js 20 or newer.
 test_pkgs+=(chromium nodejs)
 
+# dnsmasq is the real resolver the dns fault's tests query (agent/tests/net_dns_*.rs); it only
+# runs by hand inside test network namespaces (the package's own service is not used).
+test_pkgs+=(dnsmasq)
+
 case "$profile" in
 build) wanted=("${build_pkgs[@]}") ;;
 demo) wanted=("${build_pkgs[@]}" "${demo_pkgs[@]}") ;;

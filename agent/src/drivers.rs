@@ -30,6 +30,10 @@ pub fn all(
         protected,
         lease: lease.clone(),
         control: ControlChannel::process(),
+        protected_names: coordinator
+            .filter(|c| c.host.parse::<std::net::IpAddr>().is_err())
+            .map(|c| vec![c.host.clone()])
+            .unwrap_or_default(),
     };
     let mut drivers = host::drivers(host);
     drivers.push(host::iolimit::driver(

@@ -52,6 +52,8 @@ pub fn describe(spec: &pb::FaultSpec) -> String {
         Some(Kind::Process(p)) => process(p),
         Some(Kind::DiskFill(d)) => disk_fill(d),
         Some(Kind::IoLimit(l)) => io_limit(l),
+        // dns (issue 13)
+        Some(Kind::Dns(d)) => dns(d),
     };
     match spec.target.as_ref().and_then(|t| t.target.as_ref()) {
         None | Some(pb::target::Target::Host(_)) => what,
@@ -151,6 +153,23 @@ fn io_limit(l: &pb::IoLimitFault) -> String {
         parts.join(", ")
     };
     format!("io-limit {limits} on {}", l.device)
+}
+
+// dns (issue 13)
+fn dns(d: &pb::DnsFault) -> String {
+    let action = match pb::DnsAction::try_from(d.action) {
+        Ok(pb::DnsAction::Nxdomain) => "NXDOMAIN (rcode 3)",
+        Ok(pb::DnsAction::Servfail) => "SERVFAIL (rcode 2)",
+        Ok(pb::DnsAction::Timeout) => "no answer (timeout)",
+        _ => "(no action)",
+    };
+    let mut s = format!("dns {action} for {}", list(&d.names));
+    let p = d.probability.unwrap_or(1.0);
+    if p < 1.0 {
+        s.push_str(&format!(", {} of queries", percent(p * 100.0)));
+    }
+    push_iface(&mut s, &d.interface);
+    s
 }
 
 fn target(t: &pb::target::Target) -> String {
@@ -342,6 +361,38 @@ mod tests {
         assert_eq!(
             describe(&s),
             "io-limit write 1.0 MiB/s, read 100 IOPS on /dev/sda on cgroup /app"
+        );
+    }
+
+    // dns (issue 13)
+    #[test]
+    fn dns_reads_as_one_line() {
+        let d = pb::DnsFault {
+            names: vec!["api.example.com".into(), "*.svc.local".into()],
+            action: pb::DnsAction::Nxdomain as i32,
+            probability: Some(0.3),
+            interface: String::new(),
+        };
+        let mut s = spec(Kind::Dns(d));
+        s.target = Some(pb::Target {
+            target: Some(pb::target::Target::Container(pb::ContainerTarget {
+                pod_uid: "1f2e".into(),
+                ..Default::default()
+            })),
+        });
+        assert_eq!(
+            describe(&s),
+            "dns NXDOMAIN (rcode 3) for api.example.com,*.svc.local, 30% of queries on container pod uid 1f2e"
+        );
+        let t = pb::DnsFault {
+            names: vec!["db.internal".into()],
+            action: pb::DnsAction::Timeout as i32,
+            probability: None,
+            interface: "eth0".into(),
+        };
+        assert_eq!(
+            describe(&spec(Kind::Dns(t))),
+            "dns no answer (timeout) for db.internal on eth0"
         );
     }
 }

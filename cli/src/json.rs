@@ -190,6 +190,18 @@ pub fn spec(s: &pb::FaultSpec) -> Value {
                 "write_iops": l.write_iops,
             }),
         ),
+        // dns (issue 13)
+        Some(Kind::Dns(d)) => (
+            "dns",
+            json!({
+                "names": d.names,
+                "action": pb::DnsAction::try_from(d.action)
+                    .map(|a| a.as_str_name())
+                    .unwrap_or("DNS_ACTION_UNSPECIFIED"),
+                "probability": d.probability.unwrap_or(1.0),
+                "interface": d.interface,
+            }),
+        ),
     };
     json!({
         "target": s.target.as_ref().map(target),

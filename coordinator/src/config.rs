@@ -13,7 +13,7 @@ use serde::Deserialize;
 use crate::store::retention::{self, Retention};
 
 /// Every fault kind Faultline knows (the `kind` oneof of `FaultSpec`).
-pub const FAULT_KINDS: [&str; 9] = [
+pub const FAULT_KINDS: [&str; 10] = [
     "network",
     "drop",
     "partition",
@@ -24,6 +24,8 @@ pub const FAULT_KINDS: [&str; 9] = [
     // disk faults (issue 13)
     "disk-fill",
     "io-limit",
+    // dns (issue 13)
+    "dns",
 ];
 
 /// The label that marks an agent as protected unless the config says otherwise.

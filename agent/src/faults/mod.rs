@@ -85,6 +85,8 @@ pub fn kind_of(spec: Option<&pb::FaultSpec>) -> &'static str {
         Some(Kind::Process(_)) => "process",
         Some(Kind::DiskFill(_)) => "disk-fill",
         Some(Kind::IoLimit(_)) => "io-limit",
+        // dns (issue 13)
+        Some(Kind::Dns(_)) => "dns",
         None => "unspecified",
     }
 }

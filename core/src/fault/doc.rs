@@ -125,6 +125,8 @@ pub struct RawFault {
     pub write_bytes_per_second: Option<Scalar>,
     pub read_iops: Option<Scalar>,
     pub write_iops: Option<Scalar>,
+    // dns (issue 13); also interface, action and probability above
+    pub names: Option<Vec<String>>,
 }
 
 /// Fields each kind accepts (besides `kind` and `target`).
@@ -156,6 +158,8 @@ fn fields_of(kind: FaultKind) -> &'static [&'static str] {
         FaultKind::Process => &["action", "signal", "selector", "count"],
         FaultKind::DiskFill => disk::DISK_FILL_FIELDS,
         FaultKind::IoLimit => disk::IO_LIMIT_FIELDS,
+        // dns (issue 13)
+        FaultKind::Dns => &["interface", "names", "action", "probability"],
     }
 }
 
@@ -201,6 +205,8 @@ impl RawFault {
         add("writeBytesPerSecond", self.write_bytes_per_second.is_some());
         add("readIops", self.read_iops.is_some());
         add("writeIops", self.write_iops.is_some());
+        // dns (issue 13)
+        add("names", self.names.is_some());
         v
     }
 
@@ -331,6 +337,8 @@ impl RawFault {
                 FaultKind::Process => Fault::Process(self.process(&at)?),
                 FaultKind::DiskFill => Fault::DiskFill(disk::raw_disk_fill(self, &at)?),
                 FaultKind::IoLimit => Fault::IoLimit(disk::raw_io_limit(self, &at)?),
+                // dns (issue 13)
+                FaultKind::Dns => Fault::Dns(self.dns(&at)?),
             };
         let spec = FaultSpec { target, fault };
         spec.validate(path)?;
@@ -486,6 +494,38 @@ impl RawFault {
             action,
             selector,
             count,
+        })
+    }
+}
+
+// dns (issue 13)
+impl RawFault {
+    fn dns(&self, at: &dyn Fn(&str) -> String) -> Result<DnsFault, SpecError> {
+        let names = self.names.as_deref().ok_or_else(|| {
+            SpecError::new(
+                at("names"),
+                format!(
+                    "is required: 1..={} exact names or *.suffix patterns",
+                    dns::MAX_DNS_NAMES
+                ),
+            )
+        })?;
+        let action = match self.action.as_deref() {
+            None => {
+                return Err(SpecError::new(
+                    at("action"),
+                    "is required: nxdomain, servfail or timeout",
+                ))
+            }
+            Some(a) => a
+                .parse::<DnsAction>()
+                .map_err(|e| SpecError::new(at("action"), e))?,
+        };
+        Ok(DnsFault {
+            interface: self.interface.clone(),
+            names: DnsFault::parse_names(names, &at("names"))?,
+            action,
+            probability: self.probability.unwrap_or(1.0),
         })
     }
 }
@@ -767,5 +807,59 @@ mod tests {
         assert!(
             err("{kind: process, action: kill, selector: {pid: 1}}").contains("never targetable")
         );
+    }
+
+    // dns (issue 13)
+    #[test]
+    fn dns_parses_and_refuses_with_field_and_range() {
+        let spec = parse_fault(
+            "{kind: dns, names: [API.example.com, '*.svc.local'], action: servfail, target: {pod: 1234-ab}}",
+        )
+        .expect("dns");
+        let Fault::Dns(d) = &spec.fault else {
+            panic!("dns")
+        };
+        assert_eq!(d.action, DnsAction::Servfail);
+        assert_eq!(d.probability, 1.0, "probability defaults to 1");
+        assert_eq!(
+            d.names.iter().map(DnsName::text).collect::<Vec<_>>(),
+            ["api.example.com", "*.svc.local"]
+        );
+        assert_eq!(
+            spec.describe(),
+            "dns servfail for api.example.com, *.svc.local on pod 1234-ab"
+        );
+        assert_eq!(
+            err("{kind: dns, names: [a.example], action: refuse}"),
+            "action: \"refuse\" is not an action; use nxdomain, servfail or timeout"
+        );
+        assert_eq!(
+            err("{kind: dns, names: [a.example]}"),
+            "action: is required: nxdomain, servfail or timeout"
+        );
+        assert_eq!(
+            err("{kind: dns, names: [a.example], action: nxdomain, probability: 1.5}"),
+            "probability: 1.5 is outside 0..=1"
+        );
+        assert_eq!(
+            err("{kind: dns, names: [ok.example, 'bad..name'], action: timeout}"),
+            "names[1]: \"bad..name\" has a label of 0 characters; labels have 1..=63"
+        );
+        assert_eq!(
+            err("{kind: dns, names: [], action: timeout}"),
+            "names: has 0 names; give 1..=64 (exact names or *.suffix patterns)"
+        );
+        assert_eq!(
+            err("{kind: dns, action: timeout}"),
+            "names: is required: 1..=64 exact names or *.suffix patterns"
+        );
+        let many: Vec<String> = (0..65).map(|i| format!("n{i}.example")).collect();
+        assert!(err(&format!(
+            "{{kind: dns, action: timeout, names: [{}]}}",
+            many.join(", ")
+        ))
+        .starts_with("names: has 65 names; give 1..=64"));
+        assert!(err("{kind: dns, names: [a.example], action: timeout, load: 5}")
+            .starts_with("load: is not a field of kind dns (its fields: interface, names, action, probability)"));
     }
 }

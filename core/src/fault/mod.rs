@@ -5,12 +5,16 @@
 pub mod disk;
 pub mod doc;
 pub mod net;
+// dns (issue 13)
+pub mod dns;
 
 use std::fmt;
 use std::str::FromStr;
 
 pub use disk::{DiskAmount, DiskFillFault, IoLimitFault};
 pub use net::{Cidr, Direction, Distribution, Netem, Protocol, Tbf, TrafficMatch};
+// dns (issue 13)
+pub use dns::{DnsAction, DnsFault, DnsName};
 
 /// A validation failure: the field path (`spec.faults[1].load`) and what is wrong with it,
 /// including the allowed range.
@@ -64,10 +68,12 @@ pub enum FaultKind {
     // disk faults (issue 13)
     DiskFill,
     IoLimit,
+    // dns (issue 13)
+    Dns,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 9] = [
+    pub const ALL: [FaultKind; 10] = [
         FaultKind::Network,
         FaultKind::Drop,
         FaultKind::Partition,
@@ -77,6 +83,8 @@ impl FaultKind {
         FaultKind::Process,
         FaultKind::DiskFill,
         FaultKind::IoLimit,
+        // dns (issue 13)
+        FaultKind::Dns,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -90,6 +98,8 @@ impl FaultKind {
             FaultKind::Process => "process",
             FaultKind::DiskFill => "disk-fill",
             FaultKind::IoLimit => "io-limit",
+            // dns (issue 13)
+            FaultKind::Dns => "dns",
         }
     }
 
@@ -97,7 +107,7 @@ impl FaultKind {
     pub fn is_network(self) -> bool {
         matches!(
             self,
-            FaultKind::Network | FaultKind::Drop | FaultKind::Partition
+            FaultKind::Network | FaultKind::Drop | FaultKind::Partition | FaultKind::Dns
         )
     }
 }
@@ -302,6 +312,8 @@ pub enum Fault {
     // disk faults (issue 13)
     DiskFill(DiskFillFault),
     IoLimit(IoLimitFault),
+    // dns (issue 13)
+    Dns(DnsFault),
 }
 
 /// A fault and where it acts.
@@ -315,7 +327,7 @@ pub const MAX_WORKERS: u32 = 1024;
 pub const MAX_IO_WORKERS: u32 = 64;
 pub const MAX_MEMORY_BYTES: u64 = 1 << 40;
 
-fn check_interface(path: &str, iface: &Option<String>) -> Result<(), SpecError> {
+pub(crate) fn check_interface(path: &str, iface: &Option<String>) -> Result<(), SpecError> {
     if let Some(i) = iface {
         let ok = !i.is_empty()
             && i.len() < 16
@@ -345,6 +357,8 @@ impl Fault {
             Fault::Process(_) => FaultKind::Process,
             Fault::DiskFill(_) => FaultKind::DiskFill,
             Fault::IoLimit(_) => FaultKind::IoLimit,
+            // dns (issue 13)
+            Fault::Dns(_) => FaultKind::Dns,
         }
     }
 
@@ -460,6 +474,8 @@ impl Fault {
             }
             Fault::DiskFill(d) => d.validate(path),
             Fault::IoLimit(l) => l.validate(path),
+            // dns (issue 13)
+            Fault::Dns(d) => d.validate(path),
         }
     }
 }
@@ -548,6 +564,8 @@ impl FaultSpec {
             }
             Fault::DiskFill(d) => d.describe(),
             Fault::IoLimit(l) => l.describe(),
+            // dns (issue 13)
+            Fault::Dns(d) => d.describe(),
         };
         if matches!(self.target, Target::Host) {
             what
