@@ -3,11 +3,13 @@
 //! document ([`doc`]) or from the wire.
 
 pub mod doc;
+pub mod kill;
 pub mod net;
 
 use std::fmt;
 use std::str::FromStr;
 
+pub use kill::{ContainerKillFault, PodKillFault};
 pub use net::{Cidr, Direction, Distribution, Netem, Protocol, Tbf, TrafficMatch};
 
 /// A validation failure: the field path (`spec.faults[1].load`) and what is wrong with it,
@@ -59,10 +61,13 @@ pub enum FaultKind {
     Memory,
     Io,
     Process,
+    // Kill faults (issue 13).
+    PodKill,
+    ContainerKill,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 7] = [
+    pub const ALL: [FaultKind; 9] = [
         FaultKind::Network,
         FaultKind::Drop,
         FaultKind::Partition,
@@ -70,6 +75,9 @@ impl FaultKind {
         FaultKind::Memory,
         FaultKind::Io,
         FaultKind::Process,
+        // Kill faults (issue 13).
+        FaultKind::PodKill,
+        FaultKind::ContainerKill,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -81,6 +89,9 @@ impl FaultKind {
             FaultKind::Memory => "memory",
             FaultKind::Io => "io",
             FaultKind::Process => "process",
+            // Kill faults (issue 13).
+            FaultKind::PodKill => "pod-kill",
+            FaultKind::ContainerKill => "container-kill",
         }
     }
 
@@ -106,7 +117,8 @@ impl FromStr for FaultKind {
             .into_iter()
             .find(|k| k.as_str() == s.trim())
             .ok_or_else(|| {
-                format!("unknown kind {s:?}; use one of network, drop, partition, cpu, memory, io, process")
+                let all: Vec<&str> = FaultKind::ALL.iter().map(|k| k.as_str()).collect();
+                format!("unknown kind {s:?}; use one of {}", all.join(", "))
             })
     }
 }
@@ -289,6 +301,9 @@ pub enum Fault {
     Memory(MemoryFault),
     Io(IoFault),
     Process(ProcessFault),
+    // Kill faults (issue 13).
+    PodKill(PodKillFault),
+    ContainerKill(ContainerKillFault),
 }
 
 /// A fault and where it acts.
@@ -330,6 +345,9 @@ impl Fault {
             Fault::Memory(_) => FaultKind::Memory,
             Fault::Io(_) => FaultKind::Io,
             Fault::Process(_) => FaultKind::Process,
+            // Kill faults (issue 13).
+            Fault::PodKill(_) => FaultKind::PodKill,
+            Fault::ContainerKill(_) => FaultKind::ContainerKill,
         }
     }
 
@@ -443,6 +461,9 @@ impl Fault {
                     _ => Ok(()),
                 }
             }
+            // Kill faults (issue 13).
+            Fault::PodKill(k) => k.validate(path),
+            Fault::ContainerKill(k) => k.validate(path),
         }
     }
 }
@@ -462,7 +483,15 @@ impl FaultSpec {
                 "process faults choose their processes with selector; leave target unset",
             ));
         }
-        Ok(())
+        // Kill faults (issue 13).
+        match &self.fault {
+            Fault::PodKill(_) if !matches!(self.target, Target::Host) => Err(SpecError::new(
+                target_path,
+                "pod-kill takes its pods from spec.targets.pods; leave target out",
+            )),
+            Fault::ContainerKill(k) => k.validate_target(path, &self.target),
+            _ => Ok(()),
+        }
     }
 
     /// A one-line human description (`cpu 50% x 2 on cgroup /x`).
@@ -526,6 +555,9 @@ impl FaultSpec {
                 };
                 format!("process {action} {sel}")
             }
+            // Kill faults (issue 13).
+            Fault::PodKill(k) => k.describe(),
+            Fault::ContainerKill(k) => k.describe(),
         };
         if matches!(self.target, Target::Host) {
             what
