@@ -83,6 +83,9 @@ pub fn kind_of(spec: Option<&pb::FaultSpec>) -> &'static str {
         Some(Kind::Memory(_)) => "memory",
         Some(Kind::Io(_)) => "io",
         Some(Kind::Process(_)) => "process",
+        // Kill faults (issue 13).
+        Some(Kind::PodKill(_)) => "pod-kill",
+        Some(Kind::ContainerKill(_)) => "container-kill",
         None => "unspecified",
     }
 }
