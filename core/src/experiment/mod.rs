@@ -19,6 +19,8 @@ pub mod guard;
 pub mod guard_doc;
 pub mod phase;
 pub mod planner;
+// pod-kill (issue 13).
+pub mod pod_kill;
 pub mod pod_planner;
 pub mod pods;
 pub mod pods_doc;
@@ -33,6 +35,8 @@ mod planner_tests;
 mod pod_planner_tests;
 #[cfg(test)]
 mod pods_doc_tests;
+#[cfg(test)]
+mod pod_kill_tests;
 
 use std::collections::BTreeMap;
 use std::fmt;
