@@ -13,7 +13,7 @@ use serde::Deserialize;
 use crate::store::retention::{self, Retention};
 
 /// Every fault kind Faultline knows (the `kind` oneof of `FaultSpec`).
-pub const FAULT_KINDS: [&str; 7] = [
+pub const FAULT_KINDS: [&str; 9] = [
     "network",
     "drop",
     "partition",
@@ -21,6 +21,9 @@ pub const FAULT_KINDS: [&str; 7] = [
     "memory",
     "io",
     "process",
+    // Kill faults (issue 13).
+    "pod-kill",
+    "container-kill",
 ];
 
 /// The label that marks an agent as protected unless the config says otherwise.

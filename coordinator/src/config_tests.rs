@@ -35,7 +35,7 @@ fn empty_file_is_the_default_policy() {
     );
     let d = Policy::default();
     assert_eq!(d.max_fleet_percent_under_fault, 50.0);
-    assert_eq!(d.allowed_fault_kinds.len(), 7);
+    assert_eq!(d.allowed_fault_kinds.len(), FAULT_KINDS.len());
     assert_eq!(
         d.protected_agent_labels.to_string(),
         "faultline.dev/protected=true"
@@ -114,7 +114,7 @@ fn unknown_and_mistyped_fields_are_named_with_their_path() {
     assert_eq!(
         err.to_string(),
         "policy.allowed_fault_kinds[1]: \"meteor\" is not a fault kind; use any of \
-         network, drop, partition, cpu, memory, io, process"
+         network, drop, partition, cpu, memory, io, process, pod-kill, container-kill"
     );
 
     let err =

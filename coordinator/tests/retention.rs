@@ -38,6 +38,7 @@ fn experiment(name: &str, phase: Phase, created: i64, ended: i64) -> ExperimentR
         telemetry: Default::default(),
         log: Default::default(),
         gaps: vec![],
+        pod_kills: Vec::new(),
     }
 }
 

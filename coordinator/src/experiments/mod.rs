@@ -12,6 +12,7 @@
 mod convert;
 mod events;
 mod guards;
+mod kill_record;
 pub mod mailbox;
 pub mod ops;
 mod plan_record;

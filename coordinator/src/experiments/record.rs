@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 use faultline_core::experiment::Phase;
 use serde::{Deserialize, Serialize};
 
+pub use super::kill_record::PodKillRecord;
 pub use super::plan_record::{ExcludedAgent, PlanRecord, PlannedAgent, PodRef};
 
 /// Guard samples kept per experiment (oldest dropped first).
@@ -48,6 +49,9 @@ pub struct ExperimentRecord {
     /// Times the coordinator was down while the experiment ran, and resumed it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gaps: Vec<Gap>,
+    /// pod-kill (issue 13): every pod deleted, with its replacement's time to Ready.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pod_kills: Vec<PodKillRecord>,
 }
 
 /// The coordinator was down from `from_unix_ms` (its last heartbeat in the store) to
@@ -322,6 +326,7 @@ impl ExperimentRecord {
             telemetry: self.telemetry.clone(),
             log: VecDeque::new(),
             gaps: self.gaps.clone(),
+            pod_kills: self.pod_kills.clone(),
         }
     }
 }

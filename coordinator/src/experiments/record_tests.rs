@@ -44,6 +44,7 @@ fn record() -> ExperimentRecord {
         telemetry: BTreeMap::new(),
         log: VecDeque::new(),
         gaps: Vec::new(),
+        pod_kills: Vec::new(),
     }
 }
 

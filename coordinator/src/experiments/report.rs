@@ -169,6 +169,7 @@ pub fn markdown(rec: &ExperimentRecord) -> String {
 
     plan_section(&mut o, rec);
     targets_section(&mut o, rec);
+    super::kill_record::markdown(&mut o, rec);
 
     if !rec.guards.is_empty() {
         p(

@@ -97,6 +97,7 @@ fn aborted() -> ExperimentRecord {
             message: "started by operator/operator".into(),
         }]),
         gaps: Vec::new(),
+        pod_kills: Vec::new(),
     }
 }
 

@@ -43,6 +43,7 @@ fn experiment(name: &str, phase: Phase, ended: i64) -> ExperimentRecord {
         telemetry: Default::default(),
         log: Default::default(),
         gaps: vec![],
+        pod_kills: Vec::new(),
     }
 }
 

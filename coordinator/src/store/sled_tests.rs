@@ -147,6 +147,7 @@ fn experiment_records_survive_reopen() {
         telemetry: Default::default(),
         log: Default::default(),
         gaps: vec![],
+        pod_kills: Vec::new(),
     };
     {
         let store = SledStore::open(dir.path()).expect("open");

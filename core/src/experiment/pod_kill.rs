@@ -116,12 +116,16 @@ pub fn kill_round(input: &PodPlanInput<'_>, round: u32, killed: &BTreeSet<String
     stable_shuffle(&mut chosen, &spec.name);
     chosen.truncate(budget);
     chosen.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    // The planner's reasoning without its own count (`-> N pod(s) selected ...`).
+    let reasoning = plan
+        .selection
+        .rsplit_once(" -> ")
+        .map_or(plan.selection.as_str(), |(r, _)| r);
     let selection = if f == 0 {
-        format!("{} -> delete {}", plan.selection, chosen.len())
+        format!("{reasoning} -> delete {}", chosen.len())
     } else {
         format!(
-            "{}; {f} pod(s) deleted earlier still terminating count toward {why} -> delete {}",
-            plan.selection,
+            "{reasoning}; {f} pod(s) deleted earlier still terminating count toward {why} -> delete {}",
             chosen.len()
         )
     };
