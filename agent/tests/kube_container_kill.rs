@@ -61,14 +61,21 @@ fn once(driver_kind: CgroupDriver) {
     let c = ctx(30.0);
     let spec = container_kill(pod.pod_target(), &["app"], None);
     let planned = d.plan(&c, &spec).expect("plan");
-    assert_eq!(planned.data["planned"][0]["init"]["pid"], app, "{}", planned.data);
+    assert_eq!(
+        planned.data["planned"][0]["init"]["pid"], app,
+        "{}",
+        planned.data
+    );
     let applied = d.apply(&c, &spec, &planned).expect("apply");
     assert_eq!(
         pod.container("app").ended_by(Duration::from_secs(2)),
         Some(SIGKILL),
         "the app container's init process is SIGKILLed"
     );
-    assert!(pod.container("sidecar").running(), "the neighbour container keeps running");
+    assert!(
+        pod.container("sidecar").running(),
+        "the neighbour container keeps running"
+    );
     assert!(pod.pause.running(), "the pause process keeps running");
     let gone = applied.data["killed"][0]["gone_after_us"]
         .as_u64()
@@ -84,7 +91,10 @@ fn once(driver_kind: CgroupDriver) {
         RevertOutcome::AlreadyGone,
         "a one-shot kill has nothing to revert"
     );
-    assert_eq!(d.revert(&applied).expect("revert again"), RevertOutcome::AlreadyGone);
+    assert_eq!(
+        d.revert(&applied).expect("revert again"),
+        RevertOutcome::AlreadyGone
+    );
 
     // The container by its ID: the sidecar this time.
     let sidecar_id = pod.container("sidecar").id.clone();
@@ -115,18 +125,27 @@ fn the_sandbox_and_unknown_containers_are_refused() {
     let mut pod = KillPod::new(CgroupDriver::Systemd);
     let d = driver(&pod);
     let pause = pod.pause_id();
-    let m = refusal(d.as_ref(), &container_kill(pod.container_target(&pause), &[], None));
+    let m = refusal(
+        d.as_ref(),
+        &container_kill(pod.container_target(&pause), &[], None),
+    );
     assert!(
-        m.starts_with(&format!("target.container: container {pause} of pod shop/checkout-1")),
+        m.starts_with(&format!(
+            "target.container: container {pause} of pod shop/checkout-1"
+        )),
         "{m}"
     );
-    assert!(m.contains("it is the pod's sandbox (pause) container"), "{m}");
+    assert!(
+        m.contains("it is the pod's sandbox (pause) container"),
+        "{m}"
+    );
     let m = refusal(
         d.as_ref(),
         &container_kill(pod.pod_target(), &["app", "db"], None),
     );
     assert!(
-        m.starts_with("containers[1]: pod shop/checkout-1") && m.contains("has no running container db"),
+        m.starts_with("containers[1]: pod shop/checkout-1")
+            && m.contains("has no running container db"),
         "{m}"
     );
     // Nothing was killed by the refused plans.
@@ -168,8 +187,14 @@ fn interval_kills_every_restart_until_revert_and_deadline() {
     for _ in 0..3 {
         kills.push(killed_then_restarted(&mut pod, Duration::from_secs(3)));
     }
-    let gaps: Vec<u128> = kills.windows(2).map(|w| (w[1] - w[0]).as_millis()).collect();
-    println!("interval 1s: gaps between kills {gaps:?} ms; {} dead apps", pod.dead.len());
+    let gaps: Vec<u128> = kills
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_millis())
+        .collect();
+    println!(
+        "interval 1s: gaps between kills {gaps:?} ms; {} dead apps",
+        pod.dead.len()
+    );
     for g in &gaps {
         assert!((700..=1600).contains(g), "kills about 1 s apart: {gaps:?}");
     }
@@ -186,7 +211,11 @@ fn interval_kills_every_restart_until_revert_and_deadline() {
     let applied = d.apply(&c, &spec, &r).expect("apply");
     killed_then_restarted(&mut pod, Duration::from_secs(2));
     while started.elapsed() < Duration::from_millis(2600) {
-        if pod.container("app").ended_by(Duration::from_millis(50)).is_some() {
+        if pod
+            .container("app")
+            .ended_by(Duration::from_millis(50))
+            .is_some()
+        {
             pod.start("app");
         }
     }
@@ -219,7 +248,11 @@ fn an_agent_sigkill_mid_fault_leaves_nothing_that_keeps_killing() {
     agent.child.kill().expect("SIGKILL the agent");
     let _ = agent.child.wait();
     let dead = Instant::now();
-    stays_alive(&mut pod, Duration::from_secs(3), "after the agent's SIGKILL");
+    stays_alive(
+        &mut pod,
+        Duration::from_secs(3),
+        "after the agent's SIGKILL",
+    );
     println!(
         "agent SIGKILLed; the app restarted after it lived {:?} unharmed",
         dead.elapsed()

@@ -33,8 +33,13 @@ struct Setup {
 }
 
 async fn setup(pods: &[&str], timing: Timing) -> Setup {
+    setup_with(pods, timing, false).await
+}
+
+async fn setup_with(pods: &[&str], timing: Timing, forbidden: bool) -> Setup {
     let env = Env::with_agents(&NODES);
-    let (access, cluster): (PodAccess, LiveCluster) = LiveCluster::start(pods, timing);
+    let (access, cluster): (PodAccess, LiveCluster) =
+        LiveCluster::start_with(pods, timing, forbidden);
     let policy = Policy {
         max_pod_percent_per_namespace: 100.0,
         ..open_policy()
@@ -111,7 +116,12 @@ async fn a_pod_kill_deletes_with_its_grace_period_and_the_watch_times_the_recove
     )
     .await;
     let abcde_uid = s.cluster.uid("checkout-7d4f9b6c5-abcde").expect("abcde");
-    let document = kills_doc("kill-one", "mode: one", "4s", "{kind: pod-kill, gracePeriod: 0s}");
+    let document = kills_doc(
+        "kill-one",
+        "mode: one",
+        "4s",
+        "{kind: pod-kill, gracePeriod: 0s}",
+    );
     let (report, markdown) = s.run("kill-one", &document).await;
     assert_eq!(report["phase"], "completed", "{report:#}");
 
@@ -142,7 +152,10 @@ async fn a_pod_kill_deletes_with_its_grace_period_and_the_watch_times_the_recove
     let gone = ms(&k["gone_unix_ms"]) - killed;
     let recover = ms(&k["ready_unix_ms"]) - killed;
     println!("kill-one: pod object gone {gone} ms after the delete, replacement Ready after {recover} ms");
-    assert!((0..1500).contains(&gone), "grace 0: gone at once: {gone} ms");
+    assert!(
+        (0..1500).contains(&gone),
+        "grace 0: gone at once: {gone} ms"
+    );
     assert!(
         (1200..2900).contains(&recover),
         "the replacement became Ready 1.2 s after the delete (seen through the watch): {recover} ms"
@@ -153,14 +166,16 @@ async fn a_pod_kill_deletes_with_its_grace_period_and_the_watch_times_the_recove
         "{markdown}"
     );
     assert!(
-        markdown.contains("Time to recover (delete to replacement Ready): 1 of 1 kill(s) recovered"),
+        markdown
+            .contains("Time to recover (delete to replacement Ready): 1 of 1 kill(s) recovered"),
         "{markdown}"
     );
     let seen = s.cluster.api.seen();
     assert!(
-        seen.iter().any(|u| u.starts_with("/api/v1/namespaces/shop/pods?")
-            && u.contains("watch=true")
-            && u.contains("labelSelector=app%3Dcheckout")),
+        seen.iter()
+            .any(|u| u.starts_with("/api/v1/namespaces/shop/pods?")
+                && u.contains("watch=true")
+                && u.contains("labelSelector=app%3Dcheckout")),
         "{seen:?}"
     );
     s.stop().await;
@@ -199,12 +214,18 @@ async fn an_interval_reselects_and_never_counts_a_terminating_pod_twice() {
     distinct.dedup();
     assert_eq!(distinct.len(), 4, "no pod deleted twice: {names:?}");
     for (_, body) in &deletes {
-        assert!(body.get("gracePeriodSeconds").is_none(), "the pod's own grace period: {body}");
+        assert!(
+            body.get("gracePeriodSeconds").is_none(),
+            "the pod's own grace period: {body}"
+        );
         assert!(body["preconditions"]["uid"].is_string(), "{body}");
     }
     let first: Vec<&str> = names[..2].to_vec();
     for n in &names[2..] {
-        assert!(!first.contains(n), "round 2 never takes a round-0 victim: {names:?}");
+        assert!(
+            !first.contains(n),
+            "round 2 never takes a round-0 victim: {names:?}"
+        );
     }
     let kills = report["pod_kills"].as_array().expect("pod_kills");
     let rounds: Vec<i64> = kills.iter().map(|k| ms(&k["round"])).collect();
@@ -229,25 +250,37 @@ async fn an_interval_reselects_and_never_counts_a_terminating_pod_twice() {
         let killed = ms(&k["killed_unix_ms"]);
         let recover = ms(&k["ready_unix_ms"]) - killed;
         let gone = ms(&k["gone_unix_ms"]) - killed;
-        println!("{}: gone after {gone} ms, replaced by {} Ready after {recover} ms", k["pod"], k["replacement"]);
+        println!(
+            "{}: gone after {gone} ms, replaced by {} Ready after {recover} ms",
+            k["pod"], k["replacement"]
+        );
         assert!((800..2500).contains(&recover), "{k}");
-        assert!((3000..4700).contains(&gone), "graceful: gone after its 3 s shutdown: {k}");
+        assert!(
+            (3000..4700).contains(&gone),
+            "graceful: gone after its 3 s shutdown: {k}"
+        );
     }
     let replacements: Vec<&str> = kills[..2]
         .iter()
         .map(|k| k["replacement"].as_str().unwrap_or_default())
         .collect();
-    assert_ne!(replacements[0], replacements[1], "each kill has its own replacement");
+    assert_ne!(
+        replacements[0], replacements[1],
+        "each kill has its own replacement"
+    );
     s.stop().await;
 }
 
 #[tokio::test]
 async fn pod_kill_outside_a_pod_experiment_is_refused_with_its_field() {
-    let mut s = setup(&["checkout-7d4f9b6c5-abcde"], Timing {
-        replace_after: Duration::from_secs(1),
-        ready_after: Duration::from_secs(2),
-        shutdown_after: Duration::from_secs(1),
-    })
+    let mut s = setup(
+        &["checkout-7d4f9b6c5-abcde"],
+        Timing {
+            replace_after: Duration::from_secs(1),
+            ready_after: Duration::from_secs(2),
+            shutdown_after: Duration::from_secs(1),
+        },
+    )
     .await;
     let document = doc(
         "kill-agents",
@@ -262,12 +295,43 @@ async fn pod_kill_outside_a_pod_experiment_is_refused_with_its_field() {
         "{}",
         err.message()
     );
-    let document = kills_doc("kill-bad", "mode: one", "10s", "{kind: pod-kill, interval: 100ms}");
+    let document = kills_doc(
+        "kill-bad",
+        "mode: one",
+        "10s",
+        "{kind: pod-kill, interval: 100ms}",
+    );
     let err = common::experiments::create(&mut s.ops, &document, true)
         .await
         .expect_err("refused");
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert_eq!(err.message(), "spec.faults[0].interval: 100ms is outside 1s..=24h");
+    assert_eq!(
+        err.message(),
+        "spec.faults[0].interval: 100ms is outside 1s..=24h"
+    );
     assert!(s.cluster.deletes().is_empty());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn without_delete_rights_each_kill_is_recorded_as_failed_naming_the_chart_value() {
+    let timing = Timing {
+        replace_after: Duration::from_secs(1),
+        ready_after: Duration::from_secs(2),
+        shutdown_after: Duration::from_secs(1),
+    };
+    let mut s = setup_with(&["checkout-7d4f9b6c5-abcde"], timing, true).await;
+    let document = kills_doc("kill-denied", "mode: one", "2s", "{kind: pod-kill}");
+    let (report, markdown) = s.run("kill-denied", &document).await;
+    let k = &report["pod_kills"][0];
+    assert_eq!(k["outcome"], "failed", "{report:#}");
+    let error = k["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("cannot delete resource \"pods\"")
+            && error.contains("HTTP 403; the coordinator's service account needs delete on pods (Helm value podKill.enabled=true)"),
+        "{error}"
+    );
+    assert!(k["replacement"].is_null(), "{k}");
+    assert!(markdown.contains("| failed: "), "{markdown}");
     s.stop().await;
 }

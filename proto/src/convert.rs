@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use faultline_core::fault::{
-    Cidr, ContainerKillFault, ContainerRef, CpuFault, Direction, DropFault, Fault, FaultSpec, IoFault, MemoryAmount,
-    MemoryFault, Netem, NetworkFault, PartitionFault, ProcessAction, ProcessFault, ProcessSelector,
-    Protocol, SpecError, Target, Tbf, TrafficMatch,
+    Cidr, ContainerKillFault, ContainerRef, CpuFault, Direction, DropFault, Fault, FaultSpec,
+    IoFault, MemoryAmount, MemoryFault, Netem, NetworkFault, PartitionFault, ProcessAction,
+    ProcessFault, ProcessSelector, Protocol, SpecError, Target, Tbf, TrafficMatch,
 };
 
 use crate::pb;

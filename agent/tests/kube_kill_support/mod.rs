@@ -106,7 +106,11 @@ impl KillPod {
         }
         let pause = Container {
             name: "POD".into(),
-            id: pause_path.rsplit('/').next().unwrap_or_default().to_string(),
+            id: pause_path
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .to_string(),
             path: pause_path,
             child: pause_child,
         };
@@ -238,7 +242,11 @@ impl KillPod {
 }
 
 /// A container-kill of `containers` aimed at `target`.
-pub fn container_kill(target: Target, containers: &[&str], interval: Option<Duration>) -> FaultSpec {
+pub fn container_kill(
+    target: Target,
+    containers: &[&str],
+    interval: Option<Duration>,
+) -> FaultSpec {
     FaultSpec {
         target,
         fault: Fault::ContainerKill(ContainerKillFault {

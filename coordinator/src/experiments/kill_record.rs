@@ -105,7 +105,11 @@ pub fn markdown(o: &mut String, rec: &ExperimentRecord) {
             k.recover_ms().map_or("-".to_string(), secs),
         ));
     }
-    let recovered: Vec<i64> = rec.pod_kills.iter().filter_map(PodKillRecord::recover_ms).collect();
+    let recovered: Vec<i64> = rec
+        .pod_kills
+        .iter()
+        .filter_map(PodKillRecord::recover_ms)
+        .collect();
     if !recovered.is_empty() {
         let max = recovered.iter().max().copied().unwrap_or(0);
         let avg = recovered.iter().sum::<i64>() / recovered.len() as i64;

@@ -47,10 +47,15 @@ struct State {
     replacements: u32,
     /// When each pod (by name) was deleted.
     pub deleted_at: Vec<(String, Instant)>,
+    /// Without `delete` on pods (the chart's podKill.enabled=false): every DELETE is 403.
+    forbidden: bool,
 }
 
 fn name_of(p: &Value) -> String {
-    p["metadata"]["name"].as_str().unwrap_or_default().to_string()
+    p["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn ready_status() -> Value {
@@ -130,6 +135,17 @@ impl State {
     }
 
     fn delete(&mut self, name: &str, body: &str) -> (u16, String) {
+        if self.forbidden {
+            let ns = "shop";
+            return (
+                403,
+                status_json(
+                    403,
+                    "Forbidden",
+                    &format!("pods \"{name}\" is forbidden: User \"system:serviceaccount:faultline:faultline-coordinator\" cannot delete resource \"pods\" in API group \"\" in the namespace \"{ns}\""),
+                ),
+            );
+        }
         let opts: Value = serde_json::from_str(body).unwrap_or(Value::Null);
         let Some(pod) = self.pods.iter().find(|p| name_of(p) == name).cloned() else {
             return (
@@ -137,7 +153,10 @@ impl State {
                 status_json(404, "NotFound", &format!("pods \"{name}\" not found")),
             );
         };
-        let uid = pod["metadata"]["uid"].as_str().unwrap_or_default().to_string();
+        let uid = pod["metadata"]["uid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         if let Some(want) = opts["preconditions"]["uid"].as_str() {
             if want != uid {
                 return (
@@ -155,20 +174,22 @@ impl State {
         // The Pod as the API server returns it: the recorded deleted pod's shape, this pod's
         // identity and the grace period asked for (or the pod's own, 30 s).
         let grace = opts["gracePeriodSeconds"].as_i64();
-        let mut answer: Value = serde_json::from_str(DELETED_POD).expect("pod-checkout-deleted.json");
+        let mut answer: Value =
+            serde_json::from_str(DELETED_POD).expect("pod-checkout-deleted.json");
         answer["metadata"]["name"] = json!(name);
         answer["metadata"]["uid"] = json!(uid);
         answer["spec"] = pod["spec"].clone();
         answer["metadata"]["deletionGracePeriodSeconds"] = json!(grace.unwrap_or(30));
         let t = self.timing;
         self.replacements += 1;
-        let mut r: Value =
-            serde_json::from_str(REPLACEMENT_PENDING).expect("pod-checkout-replacement-pending.json");
+        let mut r: Value = serde_json::from_str(REPLACEMENT_PENDING)
+            .expect("pod-checkout-replacement-pending.json");
         let rname = format!("checkout-7d4f9b6c5-r{:04}", self.replacements);
         r["metadata"]["name"] = json!(rname);
         r["metadata"]["uid"] = json!(format!("3c9d41f2-7b5e-4a10-8e2f-{:012}", self.replacements));
         self.scheduled.push((now + t.replace_after, Change::Add(r)));
-        self.scheduled.push((now + t.ready_after, Change::Ready(rname)));
+        self.scheduled
+            .push((now + t.ready_after, Change::Ready(rname)));
         if grace == Some(0) {
             self.remove(name);
         } else {
@@ -194,6 +215,11 @@ pub struct LiveCluster {
 impl LiveCluster {
     /// The shop pods named in `pods` (from pods-shop.json) and the four nodes.
     pub fn start(pods: &[&str], timing: Timing) -> (PodAccess, LiveCluster) {
+        LiveCluster::start_with(pods, timing, false)
+    }
+
+    /// As [`LiveCluster::start`]; `forbidden`: the coordinator may not delete pods.
+    pub fn start_with(pods: &[&str], timing: Timing, forbidden: bool) -> (PodAccess, LiveCluster) {
         let list: Value = serde_json::from_str(PODS_SHOP).expect("pods-shop.json");
         let items: Vec<Value> = list["items"]
             .as_array()
@@ -211,6 +237,7 @@ impl LiveCluster {
             timing,
             replacements: 0,
             deleted_at: Vec::new(),
+            forbidden,
         }));
         let s = state.clone();
         let (client, api) = FakeApi::start_full(move |req: &Seen| {
@@ -235,7 +262,11 @@ impl LiveCluster {
                 ("DELETE", t) if t.starts_with("pods/") => st.delete(&t[5..], &req.body),
                 _ => (
                     404,
-                    status_json(404, "NotFound", "the server could not find the requested resource"),
+                    status_json(
+                        404,
+                        "NotFound",
+                        "the server could not find the requested resource",
+                    ),
                 ),
             }
         });

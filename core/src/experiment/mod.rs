@@ -32,11 +32,11 @@ mod doc_tests;
 #[cfg(test)]
 mod planner_tests;
 #[cfg(test)]
+mod pod_kill_tests;
+#[cfg(test)]
 mod pod_planner_tests;
 #[cfg(test)]
 mod pods_doc_tests;
-#[cfg(test)]
-mod pod_kill_tests;
 
 use std::collections::BTreeMap;
 use std::fmt;

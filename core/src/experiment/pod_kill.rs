@@ -86,7 +86,10 @@ pub fn kill_round(input: &PodPlanInput<'_>, round: u32, killed: &BTreeSet<String
                 use super::pod_planner::PodExclusion as X;
                 matches!(
                     x.reason,
-                    X::NotChosen(_) | X::OverBlastRadius(_) | X::OverNamespaceShare(_) | X::OverFleetShare(_)
+                    X::NotChosen(_)
+                        | X::OverBlastRadius(_)
+                        | X::OverNamespaceShare(_)
+                        | X::OverFleetShare(_)
                 )
             })
             .count();
@@ -105,7 +108,10 @@ pub fn kill_round(input: &PodPlanInput<'_>, round: u32, killed: &BTreeSet<String
     }
     if let Some(p) = input.spec.blast_radius.max_percent {
         let n = percent_floor(live + f, p);
-        limits.push((n, format!("blastRadius.maxPercent {p}% of {} = {n}", live + f)));
+        limits.push((
+            n,
+            format!("blastRadius.maxPercent {p}% of {} = {n}", live + f),
+        ));
     }
     let (cap, why) = limits
         .into_iter()

@@ -134,7 +134,10 @@ fn terminating_pods_are_never_chosen_and_count_once() {
     let r = round(&fixed2, &pods, 2, &[]);
     assert_eq!(r.victims.len(), 2, "{r:?}");
     for v in &r.victims {
-        assert!(!["coredns", "web-1", "web-3"].contains(&v.name.as_str()), "{r:?}");
+        assert!(
+            !["coredns", "web-1", "web-3"].contains(&v.name.as_str()),
+            "{r:?}"
+        );
     }
     // mode one while the last victim still terminates: nothing this round.
     let one = spec(Mode::One, BlastRadius::default());
@@ -142,7 +145,10 @@ fn terminating_pods_are_never_chosen_and_count_once() {
     assert!(r.victims.is_empty(), "{r:?}");
     // mode all takes every live pod; maxTargets 3 with one in flight leaves 2.
     let all = spec(Mode::All, BlastRadius::default());
-    assert_eq!(names(&round(&all, &pods, 2, &["uid-web-1"])), ["web-4", "web-5", "web-6"]);
+    assert_eq!(
+        names(&round(&all, &pods, 2, &["uid-web-1"])),
+        ["web-4", "web-5", "web-6"]
+    );
     let capped = spec(
         Mode::All,
         BlastRadius {
@@ -171,7 +177,11 @@ fn nothing_eligible_is_a_quiet_round_and_rounds_draw_afresh() {
     let one = spec(Mode::One, BlastRadius::default());
     let r = round(&one, &gone, 2, &["uid-web-1"]);
     assert!(r.victims.is_empty());
-    assert!(r.selection.starts_with("nothing to delete: "), "{}", r.selection);
+    assert!(
+        r.selection.starts_with("nothing to delete: "),
+        "{}",
+        r.selection
+    );
     let many: Vec<PodView> = (0..12)
         .map(|i| pod("shop", &format!("web-{i:02}"), "node-a", false))
         .collect();

@@ -46,10 +46,7 @@ fn check_interval(path: &str, interval: Option<Duration>) -> Result<(), SpecErro
     match interval {
         Some(i) if !(MIN_KILL_INTERVAL..=MAX_KILL_INTERVAL).contains(&i) => Err(SpecError::new(
             join(path, "interval"),
-            format!(
-                "{} is outside 1s..=24h",
-                humantime::format_duration(i)
-            ),
+            format!("{} is outside 1s..=24h", humantime::format_duration(i)),
         )),
         _ => Ok(()),
     }
@@ -243,10 +240,12 @@ mod tests {
             )),
             "containers: has 17 names; give 1..=16"
         );
-        assert!(
-            err("{kind: container-kill, containers: [app], signal: TERM, target: {pod: 1f0e}}")
-                .starts_with("signal: is not a field of kind container-kill (its fields: containers, interval)")
-        );
+        assert!(err(
+            "{kind: container-kill, containers: [app], signal: TERM, target: {pod: 1f0e}}"
+        )
+        .starts_with(
+            "signal: is not a field of kind container-kill (its fields: containers, interval)"
+        ));
     }
 
     #[test]
@@ -310,11 +309,15 @@ mod tests {
         );
     }
 
-    fn experiment(targets: &str, faults: &str) -> Result<crate::experiment::ExperimentSpec, String> {
+    fn experiment(
+        targets: &str,
+        faults: &str,
+    ) -> Result<crate::experiment::ExperimentSpec, String> {
         let doc = format!(
             "apiVersion: faultline.dev/v1\nkind: Experiment\nmetadata: {{name: k}}\nspec:\n  duration: 60s\n  targets: {targets}\n  faults: {faults}\n"
         );
-        crate::experiment::parse_experiment(&doc, Duration::from_secs(3600)).map_err(|e| e.to_string())
+        crate::experiment::parse_experiment(&doc, Duration::from_secs(3600))
+            .map_err(|e| e.to_string())
     }
 
     #[test]
@@ -347,8 +350,11 @@ mod tests {
             "spec.faults[0].interval: 0s is outside 1s..=24h"
         );
 
-        let s = experiment(pods, "[{kind: container-kill, containers: [app], interval: 5s}]")
-            .expect("container-kill of pods");
+        let s = experiment(
+            pods,
+            "[{kind: container-kill, containers: [app], interval: 5s}]",
+        )
+        .expect("container-kill of pods");
         assert_eq!(s.faults[0].target, Target::Host);
         let aimed = crate::experiment::aim(
             &s.faults[0],
@@ -359,7 +365,9 @@ mod tests {
                 ..Default::default()
             },
         );
-        aimed.validate("f").expect("aimed at a pod: valid for the agent");
+        aimed
+            .validate("f")
+            .expect("aimed at a pod: valid for the agent");
         assert_eq!(
             experiment(pods, "[{kind: container-kill}]").expect_err("no names"),
             "spec.faults[0].containers: is required for a pod target: the names of the containers to kill (1..=16)"

@@ -30,8 +30,7 @@ pub fn parse_link(file: &str) -> Option<ContainerLink> {
     }
     let mut it = rest.splitn(3, '_');
     let (pod, namespace, container) = (it.next()?, it.next()?, it.next()?);
-    if pod.is_empty() || namespace.is_empty() || container.is_empty() || container.contains('_')
-    {
+    if pod.is_empty() || namespace.is_empty() || container.is_empty() || container.contains('_') {
         return None;
     }
     Some(ContainerLink {
@@ -54,7 +53,14 @@ pub fn read_links(dir: &Path) -> Result<Vec<ContainerLink>, String> {
         .flatten()
         .filter_map(|e| parse_link(&e.file_name().to_string_lossy()))
         .collect();
-    links.sort_by(|a, b| (&a.namespace, &a.pod, &a.container, &a.id).cmp(&(&b.namespace, &b.pod, &b.container, &b.id)));
+    links.sort_by(|a, b| {
+        (&a.namespace, &a.pod, &a.container, &a.id).cmp(&(
+            &b.namespace,
+            &b.pod,
+            &b.container,
+            &b.id,
+        ))
+    });
     Ok(links)
 }
 
@@ -66,7 +72,9 @@ mod tests {
     fn link_names_as_the_kubelet_writes_them() {
         let id = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
         assert_eq!(
-            parse_link(&format!("checkout-7d4f9b6c5-abcde_shop_istio-proxy-{id}.log")),
+            parse_link(&format!(
+                "checkout-7d4f9b6c5-abcde_shop_istio-proxy-{id}.log"
+            )),
             Some(ContainerLink {
                 pod: "checkout-7d4f9b6c5-abcde".into(),
                 namespace: "shop".into(),

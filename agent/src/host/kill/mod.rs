@@ -277,7 +277,10 @@ impl Driver for ContainerKillDriver {
                 stats.clone(),
             );
             let thread = std::thread::Builder::new()
-                .name(format!("kill-{}", r.fault_id.chars().take(10).collect::<String>()))
+                .name(format!(
+                    "kill-{}",
+                    r.fault_id.chars().take(10).collect::<String>()
+                ))
                 .spawn(move || killer(host, dir, rec, st, rx))
                 .map_err(|e| DriverError::io("starting the container-kill thread", e))?;
             (Some(tx), Some(thread))

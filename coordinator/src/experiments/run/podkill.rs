@@ -362,8 +362,10 @@ impl Task {
         let view = match kube::resolve(self.cluster.as_ref(), &self.selector).await {
             Ok(v) => v,
             Err(e) => {
-                self.log(format!("pod-kill round {round}: could not list the pods: {e}"))
-                    .await;
+                self.log(format!(
+                    "pod-kill round {round}: could not list the pods: {e}"
+                ))
+                .await;
                 return;
             }
         };
@@ -488,7 +490,11 @@ impl Task {
             Watched::Event(PodEvent::Deleted(p)) => {
                 let at = now_ms();
                 let mut changed = false;
-                for k in self.kills.iter_mut().filter(|k| k.uid == p.uid && k.gone_unix_ms == 0) {
+                for k in self
+                    .kills
+                    .iter_mut()
+                    .filter(|k| k.uid == p.uid && k.gone_unix_ms == 0)
+                {
                     k.gone_unix_ms = at;
                     changed = true;
                 }
