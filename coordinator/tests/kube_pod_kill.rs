@@ -335,3 +335,99 @@ async fn without_delete_rights_each_kill_is_recorded_as_failed_naming_the_chart_
     assert!(markdown.contains("| failed: "), "{markdown}");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn an_abort_stops_the_deletes_at_once() {
+    let timing = Timing {
+        replace_after: Duration::from_millis(100),
+        ready_after: Duration::from_millis(300),
+        shutdown_after: Duration::from_millis(400),
+    };
+    let mut s = setup(
+        &[
+            "checkout-7d4f9b6c5-abcde",
+            "checkout-7d4f9b6c5-fghij",
+            "checkout-7d4f9b6c5-vwxyz",
+        ],
+        timing,
+    )
+    .await;
+    let document = kills_doc(
+        "kill-abort",
+        "mode: one",
+        "60s",
+        "{kind: pod-kill, interval: 1s}",
+    );
+    common::experiments::create(&mut s.ops, &document, true)
+        .await
+        .expect("created and started");
+    common::eventually(Duration::from_secs(10), "two rounds of deletes", || {
+        let n = s.cluster.deletes().len();
+        async move { (n >= 2).then_some(()) }
+    })
+    .await;
+    s.ops
+        .abort(pb::AbortExperimentRequest {
+            name: "kill-abort".into(),
+            reason: "enough".into(),
+        })
+        .await
+        .expect("abort");
+    let at_abort = s.cluster.deletes().len();
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let after = s.cluster.deletes().len();
+    println!("deletes at the abort: {at_abort}, 3.5 s later: {after}");
+    assert_eq!(after, at_abort, "no delete after the abort");
+    let e = common::experiments::get(&mut s.ops, "kill-abort").await;
+    assert_eq!(common::experiments::phase(&e), pb::ExperimentPhase::Aborted);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn container_kill_goes_to_the_pods_agent_beside_a_pod_kill() {
+    let timing = Timing {
+        replace_after: Duration::from_millis(200),
+        ready_after: Duration::from_millis(500),
+        shutdown_after: Duration::from_secs(1),
+    };
+    let mut s = setup(&["checkout-7d4f9b6c5-abcde"], timing).await;
+    let document = kills_doc(
+        "kill-both",
+        "mode: one",
+        "3s",
+        "{kind: container-kill, containers: [istio-proxy], interval: 5s}, {kind: pod-kill}",
+    );
+    let (report, _) = s.run("kill-both", &document).await;
+    // The container-kill went to node-a's agent, aimed at the pod with its container names;
+    // the pod-kill went to no agent.
+    let applies = s.agents[0].applies();
+    assert_eq!(applies.len(), 1, "{applies:?}");
+    let spec =
+        faultline_proto::convert::spec_from_pb(applies[0].spec.as_ref().expect("spec"), "apply")
+            .expect("a valid spec for the agent");
+    match (&spec.target, &spec.fault) {
+        (
+            faultline_core::fault::Target::Container(c),
+            faultline_core::fault::Fault::ContainerKill(k),
+        ) => {
+            assert_eq!(c.pod_name, "checkout-7d4f9b6c5-abcde");
+            assert!(c.container_id.is_empty(), "the whole pod: {c:?}");
+            assert_eq!(k.containers, ["istio-proxy"]);
+            assert_eq!(k.interval, Some(Duration::from_secs(5)));
+        }
+        other => panic!("expected a container-kill aimed at the pod, got {other:?}"),
+    }
+    assert!(s.agents[1].applies().is_empty() && s.agents[2].applies().is_empty());
+    assert_eq!(s.cluster.deletes().len(), 1);
+    assert_eq!(
+        report["targets"].as_array().map(Vec::len),
+        Some(1),
+        "{report:#}"
+    );
+    assert_eq!(
+        report["pod_kills"].as_array().map(Vec::len),
+        Some(1),
+        "{report:#}"
+    );
+    s.stop().await;
+}

@@ -284,9 +284,6 @@ impl Run {
         let deadline = self.deadline;
         let mut tick = tokio::time::interval_at(Instant::now() + TICK, TICK);
         loop {
-            if self.ending.is_some() {
-                self.pod_kills.stop();
-            }
             if self.ending.is_some() && self.rec.settled() && self.pod_kills.done() {
                 break;
             }
