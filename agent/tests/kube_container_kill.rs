@@ -148,6 +148,20 @@ fn the_sandbox_and_unknown_containers_are_refused() {
             && m.contains("has no running container db"),
         "{m}"
     );
+    // A pod of a protected namespace is refused by the agent's own rule.
+    let mut cfg = pod.host_config();
+    cfg.protected.namespaces = vec![NAMESPACE.to_string()];
+    let guarded = host::kill::driver(Arc::new(Host::new(&cfg)), cfg.container_logs_dir.clone());
+    let m = refusal(
+        guarded.as_ref(),
+        &container_kill(pod.pod_target(), &["app"], None),
+    );
+    assert!(
+        m.contains(
+            "its pod namespace shop is protected (agent config limits.protected_namespaces)"
+        ),
+        "{m}"
+    );
     // Nothing was killed by the refused plans.
     assert!(pod.pause.running() && pod.container("app").running());
     assert!(pod.container("sidecar").running());
