@@ -14,7 +14,7 @@ all: build
 help:
 	@echo "make demo   (root) a coordinator, 3 agents in network namespaces, a service, Prometheus,"
 	@echo "            then an experiment whose error-rate guard aborts it; prints the report"
-	@echo "make bench  coordinator benchmark with 100 and 1000 simulated agents (release build)"
+	@echo "make bench  coordinator benchmark with 100, 1,000 and 10,000 simulated agents (release build; JSON in target/bench/)"
 	@echo "make test   installs what the tests need (apt), then runs every test"
 	@echo "make build  builds every binary (debug)"
 	@echo "make lint   cargo fmt --check and clippy -D warnings"
@@ -39,12 +39,16 @@ demo: check-toolchain deps-demo
 	$(CARGO) build --workspace --bins
 	scripts/demo.sh
 
-# Extra flags for faultline-sim bench, e.g. make bench BENCH_ARGS="--agents 100 --runs 5".
+# Fleet sizes and extra flags for faultline-sim bench, e.g.
+# make bench BENCH_SIZES=100 BENCH_ARGS="--runs 5".
+BENCH_SIZES ?= 100,1000,10000
 BENCH_ARGS ?=
 
 bench: check-toolchain
 	$(CARGO) build --release -p faultline-coordinator -p faultline-tests --bins
-	target/release/faultline-sim bench --coordinator-bin target/release/faultline-coordinator $(BENCH_ARGS)
+	mkdir -p target/bench
+	target/release/faultline-sim bench --coordinator-bin target/release/faultline-coordinator \
+		--agents $(BENCH_SIZES) --json target/bench/coordinator.json $(BENCH_ARGS)
 
 test: check-toolchain deps
 	$(CARGO) build --workspace --bins

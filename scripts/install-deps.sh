@@ -23,6 +23,10 @@ demo_pkgs=(python3 curl procps prometheus iproute2 util-linux)
 # iptables makes the kube-proxy-like Service DNAT of agent/tests/net_session_dnat.rs.
 test_pkgs=(prometheus iproute2 curl openssl systemd procps python3 python3-venv qemu-system-x86 busybox-static kmod cpio faketime iptables)
 
+# The dashboard's browser test (tests/tests/dashboard.rs): Debian's chromium, driven by
+# playwright-core from npm (tests/dashboard/package-lock.json) on Node.js 20 or newer.
+test_pkgs+=(chromium nodejs)
+
 case "$profile" in
 build) wanted=("${build_pkgs[@]}") ;;
 demo) wanted=("${build_pkgs[@]}" "${demo_pkgs[@]}") ;;

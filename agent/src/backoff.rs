@@ -46,7 +46,14 @@ impl Backoff {
 
     /// The delay before the next attempt; widens the window for the one after.
     pub fn next_delay(&mut self) -> Duration {
-        let window = self.window();
+        self.next_delay_within(None)
+    }
+
+    /// Like [`Backoff::next_delay`], with the window narrowed to `limit` when given: while a
+    /// lease still holds faults, the agent paces its attempts to what is left of it (the jitter
+    /// stays full inside the narrower window, so a fleet still spreads out).
+    pub fn next_delay_within(&mut self, limit: Option<Duration>) -> Duration {
+        let window = limit.map_or(self.window(), |l| self.window().min(l));
         self.attempt = self.attempt.saturating_add(1);
         let millis = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
         Duration::from_millis(self.rng.random_range(0..=millis))
@@ -63,6 +70,22 @@ mod tests {
     use super::*;
 
     const CAP: Duration = Duration::from_secs(3);
+
+    #[test]
+    fn a_limit_narrows_the_window_but_keeps_the_backoff_growing() {
+        let mut b = Backoff::seeded(CAP, 3);
+        for _ in 0..6 {
+            b.next_delay();
+        }
+        assert_eq!(b.window(), CAP);
+        let limit = Duration::from_millis(250);
+        let delays: Vec<Duration> = (0..200).map(|_| b.next_delay_within(Some(limit))).collect();
+        assert!(delays.iter().all(|d| *d <= limit), "{delays:?}");
+        // Still jittered over the whole narrower window, not clipped to one value.
+        assert!(delays.iter().any(|d| *d < Duration::from_millis(80)));
+        assert!(delays.iter().any(|d| *d > Duration::from_millis(170)));
+        assert_eq!(b.window(), CAP, "the unlimited window is unchanged");
+    }
 
     #[test]
     fn windows_double_up_to_the_cap() {

@@ -370,7 +370,7 @@ fn main() -> ExitCode {
         .collect();
     if matches!(
         argv.get(1).map(String::as_str),
-        Some("__worker" | "__guard")
+        Some("__worker" | "__guard" | "__io-guard")
     ) {
         std::process::exit(faultline_agent::host::worker_main(&argv[1..]));
     }

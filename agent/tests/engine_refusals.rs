@@ -185,3 +185,84 @@ async fn local_limits_name_the_limit_and_change_nothing() {
     let again = s.engine.apply(cpu("f-5", 60)).await;
     assert_eq!(state(&again), pb::FaultState::Applied);
 }
+
+#[tokio::test(start_paused = true)]
+async fn bad_disk_fault_specs_name_the_field_and_change_nothing() {
+    let s = Setup::new(Limits::default());
+    let fill = |id: &str, amount, keep: Option<u64>| {
+        wire(
+            id,
+            Some(Kind::DiskFill(pb::DiskFillFault {
+                path: "/var/tmp".into(),
+                amount,
+                keep_free_bytes: keep,
+            })),
+        )
+    };
+    let limit = |id: &str, device: &str, write_bps: u64, read_iops: u64| {
+        let mut w = wire(
+            id,
+            Some(Kind::IoLimit(pb::IoLimitFault {
+                device: device.into(),
+                write_bytes_per_second: write_bps,
+                read_iops,
+                ..Default::default()
+            })),
+        );
+        if let Some(spec) = w.spec.as_mut() {
+            spec.target = Some(pb::Target {
+                target: Some(pb::target::Target::CgroupPath("/x".into())),
+            });
+        }
+        w
+    };
+    use pb::disk_fill_fault::Amount;
+    let cases: Vec<(pb::ApplyFault, &str)> = vec![
+        (
+            fill("d-1", Some(Amount::Percent(0)), None),
+            "spec.percent: 0 is outside 1..=99",
+        ),
+        (
+            fill("d-2", Some(Amount::Percent(100)), None),
+            "spec.percent: 100 is outside 1..=99",
+        ),
+        (
+            fill("d-3", None, None),
+            "spec: disk-fill needs percent (1..=99) or size_bytes",
+        ),
+        (
+            fill("d-4", Some(Amount::SizeBytes(0)), Some(0)),
+            "spec.size: 0 bytes is outside 1B..=1PiB",
+        ),
+        (
+            limit("d-5", "/dev/sda", 0, 0),
+            "spec: io-limit needs at least one of readBytesPerSecond, writeBytesPerSecond, \
+             readIops, writeIops",
+        ),
+        (
+            limit("d-6", "/dev/sda", 100, 0),
+            "spec.writeBytesPerSecond: 100 is outside 4Ki..=1Ti bytes per second",
+        ),
+        (
+            limit("d-7", "sda", 0, 5),
+            "spec.device: \"sda\" must be an absolute device or file path",
+        ),
+        (
+            wire(
+                "d-8",
+                Some(Kind::IoLimit(pb::IoLimitFault {
+                    device: "/dev/sda".into(),
+                    read_iops: 5,
+                    ..Default::default()
+                })),
+            ),
+            "spec.target: io-limit throttles a cgroup",
+        ),
+    ];
+    for (req, want) in cases {
+        let id = req.fault_id.clone();
+        let err = refused(&s, req).await;
+        assert!(err.starts_with(want), "{id}: got {err:?}, want {want:?}");
+    }
+    assert!(s.engine.faults().is_empty(), "nothing journaled");
+}

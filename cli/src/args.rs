@@ -164,6 +164,33 @@ pub enum Command {
     Resume,
     /// Print the version of faultctl (needs no coordinator).
     Version,
+    /// Serve the web UI on localhost, acting as this identity (like `kubectl proxy`).
+    #[command(long_about = DASHBOARD_HELP)]
+    Dashboard(DashboardArgs),
+}
+
+/// `faultctl dashboard --help`.
+const DASHBOARD_HELP: &str = "Serve the Faultline web UI on this machine. faultctl itself serves \
+the page (embedded in the binary, nothing fetched from elsewhere) and turns each action in the \
+browser into one gRPC call to the coordinator with the identity it runs as (--identity, \
+--certs-dir): the UI may do exactly what that identity may do, and the coordinator enforces it. \
+It prints a URL carrying a random token for this run; the page works only for whoever opened \
+that URL, and refuses requests from other sites. Runs until Ctrl-C.";
+
+#[derive(Debug, Args)]
+pub struct DashboardArgs {
+    /// Address to serve on; a non-loopback address also needs --listen-any.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+
+    /// Allow a non-loopback --listen address: whoever reaches it with the printed URL acts as
+    /// this identity.
+    #[arg(long)]
+    pub listen_any: bool,
+
+    /// Open the URL in a browser (xdg-open).
+    #[arg(long)]
+    pub open: bool,
 }
 
 /// `faultctl policy --help`: what each row means and where it is set.

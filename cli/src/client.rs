@@ -33,6 +33,11 @@ impl Target {
         }
     }
 
+    /// The certificate, key and CA files of `--identity`.
+    pub fn cert_paths(&self) -> CertPaths {
+        self.paths()
+    }
+
     fn paths(&self) -> CertPaths {
         CertPaths::in_dir(&self.certs_dir, self.identity.stem())
     }
@@ -57,7 +62,7 @@ impl Target {
         Ok(ExperimentsClient::new(self.channel().await?))
     }
 
-    async fn channel(&self) -> Result<Channel, CliError> {
+    pub async fn channel(&self) -> Result<Channel, CliError> {
         let url = CoordinatorUrl::parse(&self.url).map_err(|e| match e {
             TlsError::Url { reason, .. } => CliError::Usage {
                 flag: "--coordinator",

@@ -50,6 +50,8 @@ pub fn describe(spec: &pb::FaultSpec) -> String {
             s
         }
         Some(Kind::Process(p)) => process(p),
+        Some(Kind::DiskFill(d)) => disk_fill(d),
+        Some(Kind::IoLimit(l)) => io_limit(l),
         // Kill faults (issue 13).
         Some(Kind::PodKill(k)) => pod_kill(k),
         Some(Kind::ContainerKill(k)) => container_kill(k),
@@ -113,6 +115,45 @@ fn process(p: &pb::ProcessFault) -> String {
         n => format!(", at most {n}"),
     };
     format!("process {action} {selector}{count}")
+}
+
+// Disk faults (issue 13).
+
+fn disk_fill(d: &pb::DiskFillFault) -> String {
+    let amount = match d.amount {
+        Some(pb::disk_fill_fault::Amount::Percent(p)) => format!("to {p}% full"),
+        Some(pb::disk_fill_fault::Amount::SizeBytes(b)) => format!("by {}", format::bytes(b)),
+        None => "(no amount)".into(),
+    };
+    let keep = d.keep_free_bytes.unwrap_or(64 << 20);
+    format!(
+        "disk-fill {} {amount}, keeping {} free",
+        d.path,
+        format::bytes(keep)
+    )
+}
+
+fn io_limit(l: &pb::IoLimitFault) -> String {
+    let mut parts = Vec::new();
+    for (name, v) in [
+        ("read", l.read_bytes_per_second),
+        ("write", l.write_bytes_per_second),
+    ] {
+        if v > 0 {
+            parts.push(format!("{name} {}/s", format::bytes(v)));
+        }
+    }
+    for (name, v) in [("read", l.read_iops), ("write", l.write_iops)] {
+        if v > 0 {
+            parts.push(format!("{name} {v} IOPS"));
+        }
+    }
+    let limits = if parts.is_empty() {
+        "(no limit)".to_string()
+    } else {
+        parts.join(", ")
+    };
+    format!("io-limit {limits} on {}", l.device)
 }
 
 fn target(t: &pb::target::Target) -> String {
@@ -338,5 +379,32 @@ mod tests {
             target: Some(pb::target::Target::CgroupPath("/app".into())),
         });
         assert_eq!(describe(&s), "memory 512.0 MiB on cgroup /app");
+    }
+
+    #[test]
+    fn disk_faults_read_as_one_line() {
+        let fill = pb::DiskFillFault {
+            path: "/var/tmp".into(),
+            amount: Some(pb::disk_fill_fault::Amount::Percent(80)),
+            keep_free_bytes: None,
+        };
+        assert_eq!(
+            describe(&spec(Kind::DiskFill(fill))),
+            "disk-fill /var/tmp to 80% full, keeping 64.0 MiB free"
+        );
+        let limit = pb::IoLimitFault {
+            device: "/dev/sda".into(),
+            write_bytes_per_second: 1 << 20,
+            read_iops: 100,
+            ..Default::default()
+        };
+        let mut s = spec(Kind::IoLimit(limit));
+        s.target = Some(pb::Target {
+            target: Some(pb::target::Target::CgroupPath("/app".into())),
+        });
+        assert_eq!(
+            describe(&s),
+            "io-limit write 1.0 MiB/s, read 100 IOPS on /dev/sda on cgroup /app"
+        );
     }
 }

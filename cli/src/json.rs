@@ -167,6 +167,29 @@ pub fn spec(s: &pb::FaultSpec) -> Value {
                 json!({"action": action, "selector": selector, "count": p.count}),
             )
         }
+        // Disk faults (issue 13).
+        Some(Kind::DiskFill(d)) => {
+            use pb::disk_fill_fault::Amount;
+            let amount = match d.amount {
+                Some(Amount::Percent(p)) => json!({"percent": p}),
+                Some(Amount::SizeBytes(b)) => json!({"size_bytes": b}),
+                None => Value::Null,
+            };
+            (
+                "disk_fill",
+                json!({"path": d.path, "amount": amount, "keep_free_bytes": d.keep_free_bytes}),
+            )
+        }
+        Some(Kind::IoLimit(l)) => (
+            "io_limit",
+            json!({
+                "device": l.device,
+                "read_bytes_per_second": l.read_bytes_per_second,
+                "write_bytes_per_second": l.write_bytes_per_second,
+                "read_iops": l.read_iops,
+                "write_iops": l.write_iops,
+            }),
+        ),
         // Kill faults (issue 13).
         Some(Kind::PodKill(k)) => (
             "pod_kill",

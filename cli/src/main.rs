@@ -5,6 +5,7 @@
 mod args;
 mod client;
 mod commands;
+mod dashboard;
 mod error;
 mod faults;
 mod format;

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use crate::store::retention::{self, Retention};
 
 /// Every fault kind Faultline knows (the `kind` oneof of `FaultSpec`).
-pub const FAULT_KINDS: [&str; 9] = [
+pub const FAULT_KINDS: [&str; 11] = [
     "network",
     "drop",
     "partition",
@@ -21,6 +21,9 @@ pub const FAULT_KINDS: [&str; 9] = [
     "memory",
     "io",
     "process",
+    // disk faults (issue 13)
+    "disk-fill",
+    "io-limit",
     // Kill faults (issue 13).
     "pod-kill",
     "container-kill",

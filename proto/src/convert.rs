@@ -5,9 +5,10 @@
 use std::time::Duration;
 
 use faultline_core::fault::{
-    Cidr, ContainerKillFault, ContainerRef, CpuFault, Direction, DropFault, Fault, FaultSpec,
-    IoFault, MemoryAmount, MemoryFault, Netem, NetworkFault, PartitionFault, ProcessAction,
-    ProcessFault, ProcessSelector, Protocol, SpecError, Target, Tbf, TrafficMatch,
+    Cidr, ContainerKillFault, ContainerRef, CpuFault, Direction, DiskAmount, DiskFillFault,
+    DropFault, Fault, FaultSpec, IoFault, IoLimitFault, MemoryAmount, MemoryFault, Netem,
+    NetworkFault, PartitionFault, ProcessAction, ProcessFault, ProcessSelector, Protocol,
+    SpecError, Target, Tbf, TrafficMatch,
 };
 
 use crate::pb;
@@ -137,7 +138,8 @@ pub fn spec_from_pb(s: &pb::FaultSpec, path: &str) -> Result<FaultSpec, SpecErro
         None => {
             return Err(SpecError::new(
                 at("kind"),
-                "is required: one of network, drop, partition, cpu, memory, io, process, container-kill",
+                "is required: one of network, drop, partition, cpu, memory, io, process, \
+                 disk-fill, io-limit, container-kill",
             ))
         }
         Some(K::Network(n)) => {
@@ -233,6 +235,8 @@ pub fn spec_from_pb(s: &pb::FaultSpec, path: &str) -> Result<FaultSpec, SpecErro
                 count: p.count,
             })
         }
+        Some(K::DiskFill(d)) => Fault::DiskFill(disk_fill_from_pb(d, path)?),
+        Some(K::IoLimit(l)) => Fault::IoLimit(io_limit_from_pb(l)),
         // Kill faults (issue 13). A pod-kill is never a fault for an agent.
         Some(K::PodKill(_)) => {
             return Err(SpecError::new(
@@ -322,6 +326,8 @@ pub fn spec_to_pb(s: &FaultSpec) -> pb::FaultSpec {
                 count: p.count,
             })
         }
+        Fault::DiskFill(d) => K::DiskFill(disk_fill_to_pb(d)),
+        Fault::IoLimit(l) => K::IoLimit(io_limit_to_pb(l)),
         // Kill faults (issue 13).
         Fault::PodKill(k) => K::PodKill(pb::PodKillFault {
             grace_period_seconds: k.grace_period.map(|g| g.as_secs()),
@@ -335,6 +341,62 @@ pub fn spec_to_pb(s: &FaultSpec) -> pb::FaultSpec {
     pb::FaultSpec {
         target: Some(target_to_pb(&s.target)),
         kind: Some(kind),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Disk faults (issue 13).
+// ---------------------------------------------------------------------------
+
+fn disk_fill_from_pb(d: &pb::DiskFillFault, path: &str) -> Result<DiskFillFault, SpecError> {
+    use pb::disk_fill_fault::Amount;
+    Ok(DiskFillFault {
+        path: d.path.clone(),
+        amount: match d.amount {
+            Some(Amount::Percent(p)) => DiskAmount::Percent(p),
+            Some(Amount::SizeBytes(b)) => DiskAmount::Bytes(b),
+            None => {
+                return Err(SpecError::new(
+                    path,
+                    "disk-fill needs percent (1..=99) or size_bytes",
+                ))
+            }
+        },
+        keep_free_bytes: d
+            .keep_free_bytes
+            .unwrap_or(faultline_core::fault::disk::DEFAULT_KEEP_FREE),
+    })
+}
+
+fn disk_fill_to_pb(d: &DiskFillFault) -> pb::DiskFillFault {
+    use pb::disk_fill_fault::Amount;
+    pb::DiskFillFault {
+        path: d.path.clone(),
+        amount: Some(match d.amount {
+            DiskAmount::Percent(p) => Amount::Percent(p),
+            DiskAmount::Bytes(b) => Amount::SizeBytes(b),
+        }),
+        keep_free_bytes: Some(d.keep_free_bytes),
+    }
+}
+
+fn io_limit_from_pb(l: &pb::IoLimitFault) -> IoLimitFault {
+    IoLimitFault {
+        device: l.device.clone(),
+        read_bytes_per_second: l.read_bytes_per_second,
+        write_bytes_per_second: l.write_bytes_per_second,
+        read_iops: l.read_iops,
+        write_iops: l.write_iops,
+    }
+}
+
+fn io_limit_to_pb(l: &IoLimitFault) -> pb::IoLimitFault {
+    pb::IoLimitFault {
+        device: l.device.clone(),
+        read_bytes_per_second: l.read_bytes_per_second,
+        write_bytes_per_second: l.write_bytes_per_second,
+        read_iops: l.read_iops,
+        write_iops: l.write_iops,
     }
 }
 
@@ -397,6 +459,9 @@ mod tests {
             "{kind: partition, peers: [192.0.2.0/24], direction: egress, target: {netns: /run/netns/x}}",
             "{kind: network, delay: 20ms, jitter: 5ms, correlation: 25, distribution: pareto, loss: 1, duplicate: 0.5, reorder: 10, gap: 3, rate: 1gbit, burst: 64Ki}",
             "{kind: network, loss: 5, target: {container: abc123, pod: 1f2e-33}}",
+            "{kind: disk-fill, path: /var/tmp, percent: 80, target: {pid: 42}}",
+            "{kind: disk-fill, path: /data, size: 1Gi, keepFree: 0}",
+            "{kind: io-limit, device: /dev/sda, writeBytesPerSecond: 1Mi, readIops: 50, target: {cgroup: /x}}",
             "{kind: container-kill, containers: [app, sidecar], interval: 1500ms, target: {pod: 1f2e-33}}",
             "{kind: container-kill, target: {container: abc123, pod: 1f2e-33}}",
         ] {
@@ -449,5 +514,15 @@ mod tests {
             .expect_err("no kind")
             .to_string()
             .starts_with("spec.kind: is required"));
+        let mut s =
+            spec_to_pb(&parse_fault("{kind: disk-fill, path: /tmp, percent: 50}").expect("fill"));
+        if let Some(pb::fault_spec::Kind::DiskFill(d)) = s.kind.as_mut() {
+            d.amount = Some(pb::disk_fill_fault::Amount::Percent(100));
+        }
+        let err = spec_from_pb(&s, "spec").expect_err("100%");
+        assert_eq!(
+            err.to_string(),
+            "spec.percent: 100 is outside 1..=99 (whole percent of the filesystem)"
+        );
     }
 }

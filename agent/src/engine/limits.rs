@@ -94,19 +94,22 @@ impl Limits {
         ))
     }
 
-    /// An io fault must write into one of `io_paths`; `path` names the spec (`spec`).
+    /// An io fault must write into one of `io_paths`, and a disk-fill fill one of them;
+    /// `path` names the spec (`spec`).
     pub fn check_io_path(&self, spec: &FaultSpec, path: &str) -> Result<(), String> {
-        let Fault::Io(io) = &spec.fault else {
-            return Ok(());
+        let dir = match &spec.fault {
+            Fault::Io(io) => &io.path,
+            Fault::DiskFill(d) => &d.path,
+            _ => return Ok(()),
         };
-        let wanted = normalize(Path::new(&io.path));
+        let wanted = normalize(Path::new(dir));
         if self.io_paths.iter().any(|p| normalize(p) == wanted) {
             return Ok(());
         }
         Err(format!(
             "{}: {} is not one of the agent's io_paths [{}] (agent config)",
             faultline_core::fault::join(path, "path"),
-            io.path,
+            dir,
             list(&self.io_paths)
         ))
     }
@@ -179,6 +182,13 @@ mod tests {
         assert_eq!(
             limits.check(&io, "spec", hour, 0),
             Err("spec.path: /data is not one of the agent's io_paths [/var/tmp, /tmp] (agent config)".into())
+        );
+        let mut all = limits.clone();
+        all.allowed_kinds = FaultKind::ALL.into_iter().collect();
+        let fill = parse_fault("{kind: disk-fill, path: /etc, percent: 50}").expect("fill");
+        assert_eq!(
+            all.check(&fill, "spec", hour, 0),
+            Err("spec.path: /etc is not one of the agent's io_paths [/var/tmp, /tmp] (agent config)".into())
         );
     }
 }

@@ -83,6 +83,8 @@ pub fn kind_of(spec: Option<&pb::FaultSpec>) -> &'static str {
         Some(Kind::Memory(_)) => "memory",
         Some(Kind::Io(_)) => "io",
         Some(Kind::Process(_)) => "process",
+        Some(Kind::DiskFill(_)) => "disk-fill",
+        Some(Kind::IoLimit(_)) => "io-limit",
         // Kill faults (issue 13).
         Some(Kind::PodKill(_)) => "pod-kill",
         Some(Kind::ContainerKill(_)) => "container-kill",

@@ -17,7 +17,9 @@ pub mod cgroupns;
 pub mod child;
 #[cfg(test)]
 mod fake_tree;
+pub mod fill;
 pub mod guard;
+pub mod iolimit;
 pub mod kill;
 pub mod nsfile;
 pub mod os;
@@ -157,12 +159,12 @@ pub fn drivers(cfg: &HostConfig) -> Vec<Arc<dyn Driver>> {
     ]
 }
 
-/// Runs a worker or guard: `args[0]` is `__worker` or `__guard`; returns the exit code. Only
+/// Runs a worker or guard: `args[0]` is `__worker`, `__guard` or `__io-guard`; returns the exit code. Only
 /// for a process started as one (it closes every inherited descriptor above stderr first).
 pub fn worker_main(args: &[String]) -> i32 {
     if matches!(
         args.first().map(String::as_str),
-        Some(worker::WORKER_ARG | worker::GUARD_ARG)
+        Some(worker::WORKER_ARG | worker::GUARD_ARG | worker::IO_GUARD_ARG)
     ) {
         os::close_inherited_fds(worker::passed_fds_through(args));
     }

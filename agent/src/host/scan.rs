@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use super::proc::{ProcTable, Stat};
-use super::worker::{GUARD_ARG, WORKER_ARG};
+use super::worker::{GUARD_ARG, IO_GUARD_ARG, WORKER_ARG};
 
 pub const IO_FILE_PREFIX: &str = ".faultline-io-";
 pub const CGROUP_PREFIX: &str = "faultline-fault-";
@@ -79,7 +79,7 @@ pub fn cgroups_below(top: &Path, depth: u32) -> Vec<(PathBuf, String)> {
 pub struct Owned {
     pub stat: Stat,
     pub argv: Vec<String>,
-    /// `__worker` or `__guard`.
+    /// `__worker`, `__guard` or `__io-guard`.
     pub role: String,
     pub fault_id: String,
 }
@@ -97,7 +97,7 @@ impl Owned {
         let parent_is_agent = proc.exe(parent).is_some_and(|p| p == exe);
         let parent_is_helper = argv_of(proc, parent, exe)
             .and_then(|a| a.get(1).cloned())
-            .is_some_and(|r| r == WORKER_ARG || r == GUARD_ARG);
+            .is_some_and(|r| r == WORKER_ARG || r == GUARD_ARG || r == IO_GUARD_ARG);
         parent_is_agent && !parent_is_helper
     }
 
@@ -144,7 +144,7 @@ pub fn is_helper(proc: &ProcTable, exe: &Path, pid: u32) -> bool {
     };
     let role = matches!(
         argv.get(1).map(String::as_str),
-        Some(WORKER_ARG | GUARD_ARG)
+        Some(WORKER_ARG | GUARD_ARG | IO_GUARD_ARG)
     );
     role && (argv.first().is_some_and(|a| Path::new(a) == exe)
         || proc.exe(pid).is_some_and(|p| p == exe))
@@ -159,7 +159,7 @@ pub fn owned(proc: &ProcTable, exe: &Path) -> Vec<Owned> {
             continue;
         };
         let role = match argv.get(1).map(String::as_str) {
-            Some(r @ (WORKER_ARG | GUARD_ARG)) => r.to_string(),
+            Some(r @ (WORKER_ARG | GUARD_ARG | IO_GUARD_ARG)) => r.to_string(),
             _ => continue,
         };
         let ours =

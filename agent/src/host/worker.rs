@@ -22,7 +22,11 @@ use super::os;
 use super::rootfs::Dir;
 
 pub const WORKER_ARG: &str = "__worker";
+/// The worker kind of `disk-fill` (see [`fill`](super::fill)).
+pub const DISK_FILL: &str = "disk-fill";
 pub const GUARD_ARG: &str = "__guard";
+/// The io-limit guard (see [`iolimit::guard`](super::iolimit::guard)).
+pub const IO_GUARD_ARG: &str = "__io-guard";
 
 /// The descriptors an io worker gets: its file, and the directory the file is in.
 pub const IO_FILE_FD: RawFd = os::FIRST_PASSED_FD;
@@ -35,6 +39,7 @@ pub fn passed_fds_through(args: &[String]) -> RawFd {
         args.get(1).map(String::as_str),
     ) {
         (Some(WORKER_ARG), Some("io")) => IO_DIR_FD,
+        (Some(WORKER_ARG), Some(DISK_FILL)) => super::fill::FILL_DIR_FD,
         _ => 2,
     }
 }
@@ -91,6 +96,7 @@ pub fn main(args: &[String]) -> i32 {
     match args.first().map(String::as_str) {
         Some(WORKER_ARG) => worker(&args[1..]),
         Some(GUARD_ARG) => super::guard::main(&args[1..]),
+        Some(IO_GUARD_ARG) => super::iolimit::guard::main(&args[1..]),
         other => {
             eprintln!("faultline worker: unknown role {other:?}; use __worker or __guard");
             EXIT_USAGE
@@ -134,6 +140,14 @@ fn run(kind: &str, o: &BTreeMap<String, String>) -> Result<i32, String> {
     } else {
         None
     };
+    let fill_dir = if kind == DISK_FILL {
+        let shown = PathBuf::from(o.get("dir").map_or("the fill directory", String::as_str));
+        let fd = os::take_passed_fd(super::fill::FILL_DIR_FD)
+            .map_err(|e| format!("{}: {e}", shown.display()))?;
+        Some(Dir::from_fd(fd, shown).map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
     let mut line = String::new();
     let stdin = std::io::stdin();
     if stdin.lock().read_line(&mut line).is_err() || line.trim() != "go" {
@@ -167,7 +181,12 @@ fn run(kind: &str, o: &BTreeMap<String, String>) -> Result<i32, String> {
             f.remove();
             r?;
         }
-        other => return Err(format!("unknown kind {other:?}; use cpu, memory or io")),
+        DISK_FILL => super::fill::run(o, fill_dir.as_ref().ok_or("no fill directory")?, end)?,
+        other => {
+            return Err(format!(
+                "unknown kind {other:?}; use cpu, memory, io or {DISK_FILL}"
+            ))
+        }
     }
     Ok(0)
 }

@@ -124,7 +124,7 @@ impl Conn {
 /// Hands every opened stream to the test; scripted refusals come first.
 pub(crate) struct FakeTransport {
     pub(crate) conns: mpsc::UnboundedSender<Conn>,
-    pub(crate) refusals: Mutex<VecDeque<tonic::Status>>,
+    pub(crate) refusals: Arc<Mutex<VecDeque<tonic::Status>>>,
     pub(crate) vouched: Arc<Mutex<std::collections::BTreeSet<String>>>,
 }
 
@@ -163,6 +163,8 @@ pub(crate) struct Harness {
     pub(crate) vouched: Arc<Mutex<std::collections::BTreeSet<String>>>,
     pub(crate) conns: mpsc::UnboundedReceiver<Conn>,
     pub(crate) state: tempfile::TempDir,
+    /// Refusals the next connection attempts get, in order (scripted at start or later).
+    pub(crate) refusals: Arc<Mutex<VecDeque<tonic::Status>>>,
 }
 
 impl Harness {
@@ -190,9 +192,10 @@ pub(crate) async fn start_with(
     let state = tempfile::tempdir().expect("tempdir");
     let (tx, conns) = mpsc::unbounded_channel();
     let vouched: Arc<Mutex<std::collections::BTreeSet<String>>> = Arc::default();
+    let refusals = Arc::new(Mutex::new(VecDeque::from(refusals)));
     let transport = Arc::new(FakeTransport {
         conns: tx,
-        refusals: Mutex::new(refusals.into()),
+        refusals: refusals.clone(),
         vouched: vouched.clone(),
     });
     let mut cfg = config(state.path());
@@ -212,6 +215,7 @@ pub(crate) async fn start_with(
         vouched,
         conns,
         state,
+        refusals,
     }
 }
 

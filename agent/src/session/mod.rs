@@ -52,6 +52,8 @@ pub const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
 const PENDING_LIMIT: usize = 1000;
 /// How often held faults are checked against their vouch.
 const VOUCH_CHECK_EVERY: Duration = Duration::from_millis(250);
+/// Reconnect attempts at least this many times within what is left of a held lease.
+const LEASE_ATTEMPTS: u32 = 3;
 
 /// What the agent's session looks like right now.
 #[derive(Clone, Debug, Default)]
@@ -149,7 +151,16 @@ impl Loop {
         let mut first = true;
         loop {
             if !first {
-                let delay = self.ctx.backoff.next_delay();
+                // While the lease still holds faults, try at least three times before it runs
+                // out: a coordinator back within the lease then finds the agent (and vouches
+                // for its faults again) instead of the backoff outlasting the lease.
+                let now = Instant::now();
+                let limit = self
+                    .lease
+                    .deadline()
+                    .filter(|d| *d > now)
+                    .map(|d| (d - now) / LEASE_ATTEMPTS);
+                let delay = self.ctx.backoff.next_delay_within(limit);
                 metrics::reconnecting(delay);
                 if self.guarded(tokio::time::sleep(delay)).await.is_none() {
                     return;

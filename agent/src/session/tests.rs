@@ -1,7 +1,6 @@
 //! The session loop with paused time: fault orders, telemetry, refusals, timeouts, the lock.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use faultline_proto::pb;
@@ -177,7 +176,7 @@ async fn a_second_agent_on_the_same_state_dir_is_refused() {
     let (tx, _rx) = mpsc::unbounded_channel();
     let transport = Arc::new(FakeTransport {
         conns: tx,
-        refusals: Mutex::new(VecDeque::new()),
+        refusals: Arc::default(),
         vouched: Arc::default(),
     });
     let second = Arc::new(RecordingManager::new(&["test"]));

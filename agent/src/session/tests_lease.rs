@@ -123,6 +123,59 @@ async fn renewals_keep_the_lease_and_each_lapse_is_counted_once() {
     h.agent.shutdown().await;
 }
 
+/// A coordinator that restarts and refuses for a while (TLS up, not serving yet) must still find
+/// the agent within its lease: the backoff (cap 3 s here, windows 0.1 .. 3 s) would otherwise
+/// let five refusals run past a 5 s lease. Paced to a third of what is left, every attempt of
+/// the streak falls inside the lease and the held fault is reported again, not reverted.
+#[tokio::test(start_paused = true)]
+async fn reconnects_are_paced_to_the_lease_still_held() {
+    let m = Arc::new(RecordingManager::new(&["test"]));
+    let mut h = start(m.clone()).await;
+    let mut conn = h.conn().await;
+    conn.hello().await;
+    conn.welcome("s1", LEASE).await;
+    conn.send(In::Apply(pb::ApplyFault {
+        fault_id: "f1".into(),
+        experiment_id: "e1".into(),
+        ..Default::default()
+    }))
+    .await;
+    conn.fault_status().await;
+    // Age the backoff as a flapping link would: its window is now the 3 s cap.
+    {
+        let mut q = h.refusals.lock().unwrap_or_else(|p| p.into_inner());
+        for _ in 0..8 {
+            q.push_back(tonic::Status::unavailable("coordinator starting"));
+        }
+    }
+    conn.inbound
+        .send(Err(tonic::Status::unavailable("coordinator restarting")))
+        .await
+        .expect("send");
+    let broke = Instant::now();
+    let mut conn2 = h.conn().await;
+    let hello = conn2.hello().await;
+    let took = Instant::now() - broke;
+    assert!(
+        took < LEASE,
+        "eight refusals, then connected after {took:?}: inside the {LEASE:?} lease"
+    );
+    assert_eq!(
+        hello
+            .held_faults
+            .iter()
+            .map(|f| f.fault_id.as_str())
+            .collect::<Vec<_>>(),
+        ["f1"]
+    );
+    assert!(
+        lease_reverts(&m).is_empty(),
+        "nothing reverted by the lease"
+    );
+    drop(conn2);
+    h.agent.shutdown().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_broken_stream_keeps_faults_until_the_lease_lapses() {
     let m = Arc::new(RecordingManager::new(&["test"]));

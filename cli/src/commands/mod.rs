@@ -60,6 +60,10 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> Result<Printed, CliError> {
         }
         Command::Abort(args) => experiments::abort(&target, &args.name, &args.reason, o).await,
         Command::Report(args) => experiments::report(&target, &args.name, args.format, o).await,
+        Command::Dashboard(args) => {
+            crate::dashboard::run(&target, args, out).await?;
+            return Ok(Printed::ok(String::new()));
+        }
         Command::Watch(args) => {
             let style = experiments::watch::Style::pick(o, std::io::stdout().is_terminal());
             return experiments::watch::watch(&target, &args.name, style, out).await;

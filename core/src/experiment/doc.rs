@@ -281,6 +281,19 @@ fn pod_fault(f: &RawFault, path: &str, selector: &PodSelector) -> Result<FaultSp
             "with spec.targets.pods the selected pods are the target; leave target out",
         ));
     }
+    // io-limit needs a cgroup target: validate with a stand-in pod; `aim` sets each real one.
+    if f.kind.trim() == "io-limit" {
+        let with_pod = RawFault {
+            target: Some(crate::fault::doc::RawTarget {
+                pod: Some("0".into()),
+                ..Default::default()
+            }),
+            ..f.clone()
+        };
+        let mut spec = with_pod.to_spec(path)?;
+        spec.target = crate::fault::Target::Host;
+        return Ok(spec);
+    }
     // Kill faults (issue 13).
     match f.kind.trim() {
         "pod-kill" => return f.to_pod_spec(path),

@@ -22,7 +22,7 @@ pub enum Scalar {
 }
 
 impl Scalar {
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         match self {
             Scalar::Num(n) => trim_num(*n),
             Scalar::Str(s) => s.clone(),
@@ -117,6 +117,14 @@ pub struct RawFault {
     pub signal: Option<Scalar>,
     pub selector: Option<RawSelector>,
     pub count: Option<i64>,
+    // disk-fill (also path, percent, size)
+    pub keep_free: Option<Scalar>,
+    // io-limit
+    pub device: Option<String>,
+    pub read_bytes_per_second: Option<Scalar>,
+    pub write_bytes_per_second: Option<Scalar>,
+    pub read_iops: Option<Scalar>,
+    pub write_iops: Option<Scalar>,
     // Kill faults (issue 13): pod-kill, container-kill.
     pub grace_period: Option<Scalar>,
     pub interval: Option<Scalar>,
@@ -150,6 +158,8 @@ fn fields_of(kind: FaultKind) -> &'static [&'static str] {
         FaultKind::Memory => &["size", "percent"],
         FaultKind::Io => &["path", "workers", "size", "rate"],
         FaultKind::Process => &["action", "signal", "selector", "count"],
+        FaultKind::DiskFill => disk::DISK_FILL_FIELDS,
+        FaultKind::IoLimit => disk::IO_LIMIT_FIELDS,
         // Kill faults (issue 13).
         FaultKind::PodKill => &["gracePeriod", "interval"],
         FaultKind::ContainerKill => &["containers", "interval"],
@@ -192,6 +202,12 @@ impl RawFault {
         add("signal", self.signal.is_some());
         add("selector", self.selector.is_some());
         add("count", self.count.is_some());
+        add("keepFree", self.keep_free.is_some());
+        add("device", self.device.is_some());
+        add("readBytesPerSecond", self.read_bytes_per_second.is_some());
+        add("writeBytesPerSecond", self.write_bytes_per_second.is_some());
+        add("readIops", self.read_iops.is_some());
+        add("writeIops", self.write_iops.is_some());
         // Kill faults (issue 13).
         add("gracePeriod", self.grace_period.is_some());
         add("interval", self.interval.is_some());
@@ -338,6 +354,8 @@ impl RawFault {
                     },
                 }),
                 FaultKind::Process => Fault::Process(self.process(&at)?),
+                FaultKind::DiskFill => Fault::DiskFill(disk::raw_disk_fill(self, &at)?),
+                FaultKind::IoLimit => Fault::IoLimit(disk::raw_io_limit(self, &at)?),
                 // Kill faults (issue 13).
                 FaultKind::PodKill => Fault::PodKill(PodKillFault {
                     grace_period: opt_duration(&self.grace_period, &at("gracePeriod"))?,

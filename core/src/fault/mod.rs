@@ -2,6 +2,7 @@
 //! validation runs on the coordinator and on the agent, whether the spec came from a YAML
 //! document ([`doc`]) or from the wire.
 
+pub mod disk;
 pub mod doc;
 pub mod kill;
 pub mod net;
@@ -9,6 +10,7 @@ pub mod net;
 use std::fmt;
 use std::str::FromStr;
 
+pub use disk::{DiskAmount, DiskFillFault, IoLimitFault};
 pub use kill::{ContainerKillFault, PodKillFault};
 pub use net::{Cidr, Direction, Distribution, Netem, Protocol, Tbf, TrafficMatch};
 
@@ -61,13 +63,16 @@ pub enum FaultKind {
     Memory,
     Io,
     Process,
+    // disk faults (issue 13)
+    DiskFill,
+    IoLimit,
     // Kill faults (issue 13).
     PodKill,
     ContainerKill,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 9] = [
+    pub const ALL: [FaultKind; 11] = [
         FaultKind::Network,
         FaultKind::Drop,
         FaultKind::Partition,
@@ -75,6 +80,8 @@ impl FaultKind {
         FaultKind::Memory,
         FaultKind::Io,
         FaultKind::Process,
+        FaultKind::DiskFill,
+        FaultKind::IoLimit,
         // Kill faults (issue 13).
         FaultKind::PodKill,
         FaultKind::ContainerKill,
@@ -89,6 +96,8 @@ impl FaultKind {
             FaultKind::Memory => "memory",
             FaultKind::Io => "io",
             FaultKind::Process => "process",
+            FaultKind::DiskFill => "disk-fill",
+            FaultKind::IoLimit => "io-limit",
             // Kill faults (issue 13).
             FaultKind::PodKill => "pod-kill",
             FaultKind::ContainerKill => "container-kill",
@@ -301,6 +310,9 @@ pub enum Fault {
     Memory(MemoryFault),
     Io(IoFault),
     Process(ProcessFault),
+    // disk faults (issue 13)
+    DiskFill(DiskFillFault),
+    IoLimit(IoLimitFault),
     // Kill faults (issue 13).
     PodKill(PodKillFault),
     ContainerKill(ContainerKillFault),
@@ -345,6 +357,8 @@ impl Fault {
             Fault::Memory(_) => FaultKind::Memory,
             Fault::Io(_) => FaultKind::Io,
             Fault::Process(_) => FaultKind::Process,
+            Fault::DiskFill(_) => FaultKind::DiskFill,
+            Fault::IoLimit(_) => FaultKind::IoLimit,
             // Kill faults (issue 13).
             Fault::PodKill(_) => FaultKind::PodKill,
             Fault::ContainerKill(_) => FaultKind::ContainerKill,
@@ -461,6 +475,8 @@ impl Fault {
                     _ => Ok(()),
                 }
             }
+            Fault::DiskFill(d) => d.validate(path),
+            Fault::IoLimit(l) => l.validate(path),
             // Kill faults (issue 13).
             Fault::PodKill(k) => k.validate(path),
             Fault::ContainerKill(k) => k.validate(path),
@@ -482,6 +498,9 @@ impl FaultSpec {
                 target_path,
                 "process faults choose their processes with selector; leave target unset",
             ));
+        }
+        if matches!(self.fault, Fault::IoLimit(_)) {
+            disk::check_io_limit_target(self, path)?;
         }
         // Kill faults (issue 13).
         match &self.fault {
@@ -555,6 +574,8 @@ impl FaultSpec {
                 };
                 format!("process {action} {sel}")
             }
+            Fault::DiskFill(d) => d.describe(),
+            Fault::IoLimit(l) => l.describe(),
             // Kill faults (issue 13).
             Fault::PodKill(k) => k.describe(),
             Fault::ContainerKill(k) => k.describe(),

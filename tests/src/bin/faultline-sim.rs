@@ -22,13 +22,15 @@ use faultline_identity::tls::CoordinatorUrl;
 const USAGE: &str = "\
 usage:
   faultline-sim bench [--agents 100,1000] [--runs 20] [--idle 30s]
-                      [--coordinator-bin PATH] [--keep]
+                      [--coordinator-bin PATH] [--keep] [--json FILE]
       Starts the coordinator binary as a child process on 127.0.0.1, connects N simulated
       agents per size, and prints: time from Create(start) to every fault acknowledged applied;
       time from Experiments.Abort, and from a telemetry guard breach, to every revert
       acknowledged (p50/p99 over --runs runs each); coordinator CPU and RSS while the agents
       idle (telemetry every second) for --idle. --coordinator-bin defaults to the
-      faultline-coordinator next to this binary.
+      faultline-coordinator next to this binary. A run that fails is counted (failed runs,
+      reverts never acknowledged) and the next one goes on; the exit status is 1 when any
+      run failed. --json FILE also writes the figures per fleet size as JSON.
   faultline-sim agents --coordinator URL --certs-dir DIR [--count 100] [--prefix sim-]
                        [--telemetry-interval 1s]
       Runs --count simulated agents against a running coordinator until Ctrl-C. DIR holds the
@@ -149,6 +151,7 @@ fn bench_options(mut f: Flags) -> Result<bench::BenchOptions, SimError> {
             .ok_or_else(|| SimError("cannot locate this binary's directory".into()))?,
     };
     let keep = f.switch("--keep");
+    let json = f.value("--json")?.map(PathBuf::from);
     f.done()?;
     Ok(bench::BenchOptions {
         coordinator_bin,
@@ -156,6 +159,7 @@ fn bench_options(mut f: Flags) -> Result<bench::BenchOptions, SimError> {
         runs,
         idle,
         keep,
+        json,
     })
 }
 
@@ -240,6 +244,20 @@ fn main() -> ExitCode {
                 std::thread::available_parallelism().map_or(0, |n| n.get())
             );
             print!("{}", stats::render(&figures, &header));
+            if let Some(path) = &opts.json {
+                let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+                let text = serde_json::to_string_pretty(&stats::json(&figures, opts.runs, cpus))
+                    .map_err(|e| SimError(format!("encoding the figures: {e}")))?;
+                std::fs::write(path, text + "\n")
+                    .map_err(|e| SimError(format!("writing {}: {e}", path.display())))?;
+                eprintln!("figures written to {}", path.display());
+            }
+            let failed: usize = figures.iter().map(|f| f.failed_runs).sum();
+            if failed > 0 {
+                return Err(SimError(format!(
+                    "{failed} benchmark run(s) failed; see the lines marked FAILED"
+                )));
+            }
             Ok(())
         }),
         "agents" => runtime.block_on(run_agents(flags)),

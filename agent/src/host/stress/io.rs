@@ -108,7 +108,7 @@ impl StressDriver {
     }
 
     /// The io directory if it is one of the configured io paths.
-    fn allowed_io_dir(&self, path: &str) -> Result<PathBuf, DriverError> {
+    pub(super) fn allowed_io_dir(&self, path: &str) -> Result<PathBuf, DriverError> {
         let want = Path::new(path.trim_end_matches('/'));
         if !self.host.io_paths.iter().any(|p| p == want) {
             let allowed: Vec<String> = self
@@ -126,7 +126,7 @@ impl StressDriver {
     }
 
     /// The process whose root holds the target's view of `dir`, and that directory.
-    fn io_root(
+    pub(super) fn io_root(
         &self,
         target: &Target,
         resolved: &Resolved,

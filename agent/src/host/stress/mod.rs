@@ -1,8 +1,9 @@
-//! The stress driver (cpu, memory, io): plans worker processes for a target, starts them placed
+//! The stress driver (cpu, memory, io, disk-fill): plans worker processes for a target, starts them placed
 //! in the target's cgroups, watches them (an OOM kill is a failure, never a silent success),
 //! and removes them, their files and their leaf cgroups on revert and sweep.
 
 mod cleanup;
+mod fill;
 mod io;
 mod plan;
 mod run;
@@ -23,13 +24,18 @@ use super::proc::Identity;
 use super::{scan, Host};
 use crate::engine::driver::{Driver, DriverError, FaultCtx, Health, Recipe, RevertOutcome};
 
-const KINDS: &[FaultKind] = &[FaultKind::Cpu, FaultKind::Memory, FaultKind::Io];
+const KINDS: &[FaultKind] = &[
+    FaultKind::Cpu,
+    FaultKind::Memory,
+    FaultKind::Io,
+    FaultKind::DiskFill,
+];
 
 /// The journaled plan of a stress fault; apply fills in what only exists afterwards.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StressRecipe {
     pub fault_id: String,
-    /// `cpu`, `memory` or `io`.
+    /// `cpu`, `memory`, `io` or `disk-fill`.
     pub kind: String,
     pub target: String,
     pub deadline_unix_ms: u64,
@@ -38,7 +44,9 @@ pub struct StressRecipe {
     pub cgroups: Vec<CgroupDir>,
     /// Kind-specific arguments of each worker.
     pub workers: Vec<Vec<String>>,
-    /// io: the directory in the target's filesystem and the file names.
+    /// io and disk-fill: the directory in the target's filesystem and the file names (a
+    /// disk-fill's file has its name only if the filesystem lacks `O_TMPFILE`, and only for
+    /// an instant).
     #[serde(default)]
     pub io: Option<IoTarget>,
     /// Host paths of io files, as recipes of earlier agents named them; read for their revert.

@@ -45,6 +45,10 @@ impl StressDriver {
                 let (t, workers) = self.plan_io(ctx, io, &spec.target, resolved)?;
                 Ok((workers, Some(t)))
             }
+            Fault::DiskFill(f) => {
+                let (t, workers) = self.plan_fill(ctx, f, &spec.target, resolved)?;
+                Ok((workers, Some(t)))
+            }
             other => Err(DriverError::Other(format!(
                 "the stress driver does not handle {} faults",
                 other.kind()

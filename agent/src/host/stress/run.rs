@@ -10,6 +10,7 @@ use crate::engine::driver::{DriverError, Health};
 use crate::host::cgroup::{self, CgroupDir};
 use crate::host::child::Running;
 use crate::host::rootfs::Dir;
+use crate::host::worker::DISK_FILL;
 
 /// A worker that ends this close to its deadline has simply finished.
 const END_SLACK: Duration = Duration::from_secs(1);
@@ -45,7 +46,9 @@ impl StressDriver {
         r.joined = joined;
         // io: the files exist (created exclusively, in the target's filesystem) before any
         // worker starts; each worker gets its own as a descriptor.
+        // disk-fill: only the directory; its worker makes its own nameless file.
         let files = match &r.io {
+            Some(t) if r.kind == DISK_FILL => Some((self.open_fill_dir(t)?, Vec::new())),
             Some(t) => {
                 let (dir, fds) = self.create_io_files(t)?;
                 Some((dir, fds))
@@ -85,6 +88,7 @@ impl StressDriver {
             ];
             args.extend(extra.iter().cloned());
             let fds: Vec<BorrowedFd<'_>> = match io {
+                Some((dir, files)) if files.is_empty() => vec![dir.fd()],
                 Some((dir, files)) => {
                     let file = files
                         .get(i)
@@ -104,6 +108,9 @@ impl StressDriver {
             }
             w.send("go")
                 .map_err(|e| DriverError::io(format!("tell worker pid {} to go", w.pid()), e))?;
+            if r.kind == DISK_FILL {
+                super::fill::wait_filled(w)?;
+            }
         }
         Ok(())
     }
@@ -194,6 +201,7 @@ fn counter_keys(kind: &str) -> &'static [&'static str] {
     match kind {
         "cpu" => &["cpu_ms"],
         "memory" => &["rss_bytes"],
+        DISK_FILL => &["filled_bytes", "capped_by_keep_free"],
         _ => &["bytes_written", "fsyncs"],
     }
 }

@@ -22,6 +22,8 @@ pub struct BenchOptions {
     pub runs: usize,
     pub idle: Duration,
     pub keep: bool,
+    /// Where to write the figures as JSON.
+    pub json: Option<PathBuf>,
 }
 
 /// Waits for one experiment step.
@@ -112,87 +114,149 @@ async fn one_size(
     figures.idle = Some(idle_footprint(coord.pid, &fleet, opts.idle).await?);
     for run in 0..opts.runs {
         let name = format!("bench-n{n}-api-{run:02}");
-        let (fanout, recorded) =
-            start_and_wait_applied(&mut client, &fleet, &name, false, n).await?;
-        figures.fanout.push(fanout);
-        figures.fanout_recorded.push(recorded);
-        let id = experiment_id(&mut client, &name).await?;
-        let sent = Instant::now();
-        client
-            .abort(pb::AbortExperimentRequest {
-                name: name.clone(),
-                reason: "benchmark".into(),
-            })
-            .await?;
-        let acks = fleet
-            .shared
-            .wait_for(&[&id, &name], STEP_TIMEOUT, |a| a.reverted >= n)
-            .await?;
-        figures.abort_api.push(since(sent, acks.last_reverted));
-        wait_ended(&mut client, &name, n).await?;
-        eprintln!(
-            "   {name}: fan-out {:.1} ms, abort {:.1} ms",
-            fanout.as_secs_f64() * 1e3,
-            figures
-                .abort_api
-                .last()
-                .map_or(0.0, |d| d.as_secs_f64() * 1e3)
-        );
+        let result = api_run(&mut client, &fleet, &name, n, &mut figures).await;
+        settle_failed(&mut client, &name, n, result, &mut figures).await;
     }
     for run in 0..opts.runs {
         let name = format!("bench-n{n}-guard-{run:02}");
-        start_and_wait_applied(&mut client, &fleet, &name, true, n).await?;
-        let id = experiment_id(&mut client, &name).await?;
-        let tripped = Instant::now();
-        fleet.set_tripped(true);
-        let acks = fleet
-            .shared
-            .wait_for(&[&id, &name], STEP_TIMEOUT, |a| a.reverted >= n)
-            .await;
+        let result = guard_run(&mut client, &fleet, &name, n, &mut figures).await;
         fleet.set_tripped(false);
-        let acks = acks?;
-        let e = wait_ended(&mut client, &name, n).await?;
-        let recorded = e.abort.as_ref().filter(|a| a.last_revert_ack_unix_ms > 0);
-        if let Some(a) = recorded {
-            figures
-                .breach_recorded
-                .push(Duration::from_millis(a.latency_ms));
-        }
-        let breach = recorded
-            .map(|a| a.triggered_unix_ms)
-            .filter(|t| *t > 0)
-            .or_else(|| {
-                e.guard_timeline
-                    .iter()
-                    .filter(|s| s.breached)
-                    .map(|s| s.at_unix_ms)
-                    .min()
-            })
-            .ok_or_else(|| {
-                SimError(format!(
-                    "{name}: aborted without a breached guard sample: {}",
-                    e.verdict_reason
-                ))
-            })?;
-        let latency = acks.last_reverted_unix_ms.saturating_sub(breach).max(0);
-        figures
-            .breach_to_revert
-            .push(Duration::from_millis(latency.unsigned_abs()));
-        figures
-            .trip_to_revert
-            .push(since(tripped, acks.last_reverted));
-        eprintln!(
-            "   {name}: breach -> all reverts {latency} ms, trip -> all reverts {:.1} ms",
-            figures
-                .trip_to_revert
-                .last()
-                .map_or(0.0, |d| d.as_secs_f64() * 1e3)
-        );
+        settle_failed(&mut client, &name, n, result, &mut figures).await;
         // Let the calm telemetry reach the coordinator before the next experiment starts.
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     fleet.stop().await;
     Ok(figures)
+}
+
+/// One API-abort run: Create(start) -> every agent APPLIED, Abort -> every agent REVERTED.
+async fn api_run(
+    client: &mut ExperimentsClient<Channel>,
+    fleet: &Fleet,
+    name: &str,
+    n: usize,
+    figures: &mut SizeFigures,
+) -> Result<(), SimError> {
+    let (fanout, recorded) = start_and_wait_applied(client, fleet, name, false, n).await?;
+    figures.fanout.push(fanout);
+    figures.fanout_recorded.push(recorded);
+    let id = experiment_id(client, name).await?;
+    let sent = Instant::now();
+    client
+        .abort(pb::AbortExperimentRequest {
+            name: name.to_string(),
+            reason: "benchmark".into(),
+        })
+        .await?;
+    let acks = fleet
+        .shared
+        .wait_for(&[&id, name], STEP_TIMEOUT, |a| a.reverted >= n)
+        .await?;
+    figures.abort_api.push(since(sent, acks.last_reverted));
+    let e = wait_ended(client, name, n).await?;
+    figures.unacknowledged += e.abort.as_ref().map_or(0, |a| u64::from(a.unacknowledged));
+    eprintln!(
+        "   {name}: fan-out {:.1} ms, abort {:.1} ms",
+        fanout.as_secs_f64() * 1e3,
+        figures
+            .abort_api
+            .last()
+            .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    );
+    Ok(())
+}
+
+/// One guard run: Create(start) -> every agent APPLIED, the simulator trips the telemetry
+/// guard -> every agent REVERTED.
+async fn guard_run(
+    client: &mut ExperimentsClient<Channel>,
+    fleet: &Fleet,
+    name: &str,
+    n: usize,
+    figures: &mut SizeFigures,
+) -> Result<(), SimError> {
+    start_and_wait_applied(client, fleet, name, true, n).await?;
+    let id = experiment_id(client, name).await?;
+    let tripped = Instant::now();
+    fleet.set_tripped(true);
+    let acks = fleet
+        .shared
+        .wait_for(&[&id, name], STEP_TIMEOUT, |a| a.reverted >= n)
+        .await;
+    fleet.set_tripped(false);
+    let acks = acks?;
+    let e = wait_ended(client, name, n).await?;
+    figures.unacknowledged += e.abort.as_ref().map_or(0, |a| u64::from(a.unacknowledged));
+    let recorded = e.abort.as_ref().filter(|a| a.last_revert_ack_unix_ms > 0);
+    if let Some(a) = recorded {
+        figures
+            .breach_recorded
+            .push(Duration::from_millis(a.latency_ms));
+    }
+    let breach = recorded
+        .map(|a| a.triggered_unix_ms)
+        .filter(|t| *t > 0)
+        .or_else(|| {
+            e.guard_timeline
+                .iter()
+                .filter(|s| s.breached)
+                .map(|s| s.at_unix_ms)
+                .min()
+        })
+        .ok_or_else(|| {
+            SimError(format!(
+                "{name}: aborted without a breached guard sample: {}",
+                e.verdict_reason
+            ))
+        })?;
+    let latency = acks.last_reverted_unix_ms.saturating_sub(breach).max(0);
+    figures
+        .breach_to_revert
+        .push(Duration::from_millis(latency.unsigned_abs()));
+    figures
+        .trip_to_revert
+        .push(since(tripped, acks.last_reverted));
+    eprintln!(
+        "   {name}: breach -> all reverts {latency} ms, trip -> all reverts {:.1} ms",
+        figures
+            .trip_to_revert
+            .last()
+            .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    );
+    Ok(())
+}
+
+/// A run that failed is counted, not fatal: its experiment is aborted (best effort), the
+/// targets the coordinator never saw reverted are added to the unacknowledged total, and the
+/// next run waits for the fleet to be free as usual.
+async fn settle_failed(
+    client: &mut ExperimentsClient<Channel>,
+    name: &str,
+    n: usize,
+    result: Result<(), SimError>,
+    figures: &mut SizeFigures,
+) {
+    let Err(e) = result else { return };
+    figures.failed_runs += 1;
+    eprintln!("   {name}: FAILED: {e}");
+    let _ = client
+        .abort(pb::AbortExperimentRequest {
+            name: name.to_string(),
+            reason: "benchmark run failed".into(),
+        })
+        .await;
+    if let Ok(r) = client
+        .get(pb::GetExperimentRequest { name: name.into() })
+        .await
+    {
+        let reverted = r
+            .get_ref()
+            .targets
+            .iter()
+            .filter(|t| t.state == pb::FaultState::Reverted as i32)
+            .count();
+        figures.unacknowledged += n.saturating_sub(reverted) as u64;
+    }
 }
 
 fn since(start: Instant, end: Option<Instant>) -> Duration {

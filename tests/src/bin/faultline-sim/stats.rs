@@ -61,6 +61,10 @@ pub struct SizeFigures {
     /// The simulator's telemetry crossed the threshold -> the last REVERTED answer.
     pub trip_to_revert: Vec<Duration>,
     pub idle: Option<Footprint>,
+    /// Runs that did not complete (an order lost, a record that never reached its state).
+    pub failed_runs: usize,
+    /// Reverts the coordinator never saw acknowledged, over every run.
+    pub unacknowledged: u64,
 }
 
 /// Coordinator footprint while the agents are idle (telemetry every second).
@@ -111,6 +115,11 @@ pub fn render(figures: &[SizeFigures], header: &str) -> String {
             "telemetry trip -> all reverts   {}",
             summary(&f.trip_to_revert)
         );
+        let _ = writeln!(
+            out,
+            "failed runs {}, reverts never acknowledged {}",
+            f.failed_runs, f.unacknowledged
+        );
         if let Some(idle) = f.idle {
             let _ = writeln!(
                 out,
@@ -129,9 +138,80 @@ pub fn render(figures: &[SizeFigures], header: &str) -> String {
     out
 }
 
+/// Milliseconds with microsecond precision, `null` when there are no samples.
+fn ms_json(d: Option<Duration>) -> serde_json::Value {
+    d.map_or(serde_json::Value::Null, |d| {
+        serde_json::json!((d.as_secs_f64() * 1e6).round() / 1e3)
+    })
+}
+
+/// The figures as JSON, one object per fleet size (`faultline-sim bench --json FILE`).
+pub fn json(figures: &[SizeFigures], runs: usize, cpus: usize) -> serde_json::Value {
+    let sizes: Vec<serde_json::Value> = figures
+        .iter()
+        .map(|f| {
+            let idle = f.idle.unwrap_or_default();
+            serde_json::json!({
+                "agents": f.agents,
+                "runs": runs,
+                "sessions_up_ms": ms_json(Some(f.connect_all)),
+                "fanout_ms_p50": ms_json(percentile(&f.fanout, 0.5)),
+                "fanout_ms_p99": ms_json(percentile(&f.fanout, 0.99)),
+                "fanout_recorded_ms_p99": ms_json(percentile(&f.fanout_recorded, 0.99)),
+                "api_abort_ms_p50": ms_json(percentile(&f.abort_api, 0.5)),
+                "api_abort_ms_p99": ms_json(percentile(&f.abort_api, 0.99)),
+                "guard_abort_ms_p50": ms_json(percentile(&f.breach_to_revert, 0.5)),
+                "guard_abort_ms_p99": ms_json(percentile(&f.breach_to_revert, 0.99)),
+                "idle_seconds": idle.seconds,
+                "idle_cores": idle.cores,
+                "idle_rss_mib_max": idle.rss_max as f64 / (1024.0 * 1024.0),
+                "idle_telemetry_per_s": idle.telemetry_per_s,
+                "simulator_cores": idle.sim_cores,
+                "unacknowledged_total": f.unacknowledged,
+                "failed_runs": f.failed_runs,
+            })
+        })
+        .collect();
+    serde_json::json!({ "cpus": cpus, "sizes": sizes })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_has_every_published_field() {
+        let f = SizeFigures {
+            agents: 10,
+            connect_all: Duration::from_millis(1500),
+            fanout: vec![Duration::from_micros(12_345)],
+            failed_runs: 1,
+            unacknowledged: 3,
+            ..Default::default()
+        };
+        let v = json(&[f], 1, 2);
+        let size = &v["sizes"][0];
+        for key in [
+            "agents",
+            "sessions_up_ms",
+            "fanout_ms_p50",
+            "fanout_ms_p99",
+            "api_abort_ms_p50",
+            "api_abort_ms_p99",
+            "guard_abort_ms_p50",
+            "guard_abort_ms_p99",
+            "idle_cores",
+            "idle_rss_mib_max",
+            "unacknowledged_total",
+            "failed_runs",
+        ] {
+            assert!(size.get(key).is_some(), "{key} missing from {size}");
+        }
+        assert_eq!(size["fanout_ms_p99"], serde_json::json!(12.345));
+        assert_eq!(size["api_abort_ms_p50"], serde_json::Value::Null);
+        assert_eq!(size["failed_runs"], 1);
+        assert_eq!(size["unacknowledged_total"], 3);
+    }
 
     #[test]
     fn nearest_rank() {
