@@ -431,3 +431,49 @@ async fn container_kill_goes_to_the_pods_agent_beside_a_pod_kill() {
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_pod_recreated_under_the_same_name_is_not_deleted_in_its_place() {
+    let timing = Timing {
+        replace_after: Duration::from_millis(200),
+        ready_after: Duration::from_millis(500),
+        shutdown_after: Duration::from_secs(1),
+    };
+    let mut s = setup(&["checkout-7d4f9b6c5-abcde"], timing).await;
+    let planned_uid = s.cluster.uid("checkout-7d4f9b6c5-abcde").expect("abcde");
+    let document = kills_doc("kill-stale", "mode: one", "2s", "{kind: pod-kill}");
+    // Between the coordinator's list and its delete, the pod is recreated under its name.
+    let new_uid = s.cluster.recreate_before_delete("checkout-7d4f9b6c5-abcde");
+    common::experiments::create(&mut s.ops, &document, true)
+        .await
+        .expect("created and started");
+    watch_to_end(&mut s.ops, "kill-stale", Duration::from_secs(30)).await;
+    let deletes = s.cluster.deletes();
+    assert_eq!(deletes.len(), 1, "{deletes:?}");
+    assert_eq!(deletes[0].1["preconditions"]["uid"], planned_uid.as_str());
+    assert_eq!(
+        s.cluster.uid("checkout-7d4f9b6c5-abcde").as_deref(),
+        Some(new_uid.as_str()),
+        "the new pod of that name lives on"
+    );
+    let report = s
+        .ops
+        .report(pb::ReportRequest {
+            name: "kill-stale".into(),
+            format: "json".into(),
+        })
+        .await
+        .expect("report")
+        .into_inner();
+    let json: Value = serde_json::from_str(&report.json).expect("JSON");
+    let k = &json["pod_kills"][0];
+    assert_eq!(k["outcome"], "gone", "{k}");
+    assert!(
+        k["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Precondition failed: UID in precondition"),
+        "{k}"
+    );
+    s.stop().await;
+}

@@ -49,6 +49,8 @@ struct State {
     pub deleted_at: Vec<(String, Instant)>,
     /// Without `delete` on pods (the chart's podKill.enabled=false): every DELETE is 403.
     forbidden: bool,
+    /// (name, new UID): recreate that pod just before its DELETE is answered.
+    recreate: Option<(String, String)>,
 }
 
 fn name_of(p: &Value) -> String {
@@ -146,6 +148,16 @@ impl State {
                 ),
             );
         }
+        if self.recreate.as_ref().is_some_and(|(n, _)| n == name) {
+            if let Some((_, uid)) = self.recreate.take() {
+                if let Some(mut p) = self.pods.iter().find(|p| name_of(p) == name).cloned() {
+                    self.remove(name);
+                    p["metadata"]["uid"] = json!(uid);
+                    self.pods.push(p.clone());
+                    self.bump("ADDED", &p);
+                }
+            }
+        }
         let opts: Value = serde_json::from_str(body).unwrap_or(Value::Null);
         let Some(pod) = self.pods.iter().find(|p| name_of(p) == name).cloned() else {
             return (
@@ -238,6 +250,7 @@ impl LiveCluster {
             replacements: 0,
             deleted_at: Vec::new(),
             forbidden,
+            recreate: None,
         }));
         let s = state.clone();
         let (client, api) = FakeApi::start_full(move |req: &Seen| {
@@ -293,6 +306,15 @@ impl LiveCluster {
                 (name, serde_json::from_str(&s.body).unwrap_or(Value::Null))
             })
             .collect()
+    }
+
+    /// The next DELETE of pod `name` finds it recreated under the same name with a new UID
+    /// (as a StatefulSet does between the coordinator's list and its delete); returns the UID.
+    pub fn recreate_before_delete(&self, name: &str) -> String {
+        let uid = "7e57a7e0-5a3e-4c1d-9b8a-0f0e0d0c0b0a".to_string();
+        let mut st = self.state.lock().expect("state");
+        st.recreate = Some((name.to_string(), uid.clone()));
+        uid
     }
 
     /// The UID of a pod now in the cluster.
