@@ -1,6 +1,6 @@
 //! Kubernetes access: the narrow [`Cluster`] port (list pods and nodes for pod targets; review a
 //! ServiceAccount token and read its pod for agent enrollment; publish the CA bundle agents
-//! trust), its kube-rs implementation [`KubeCluster`], the conversion of API objects into the
+//! trust; delete and watch pods for pod-kill), its kube-rs implementation [`KubeCluster`], the conversion of API objects into the
 //! coordinator's views, and where the coordinator's credentials come from.
 //!
 //! - [`enroll`]: Kubernetes enrollment, the rules a ServiceAccount token must pass before the
@@ -38,7 +38,8 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub type BoxStream<T> = futures::stream::BoxStream<'static, T>;
 
 /// The Kubernetes calls the coordinator makes: reads for pod targets and enrollment, one
-/// TokenReview, and one write (the CA bundle ConfigMap).
+/// TokenReview, one write (the CA bundle ConfigMap), and for pod-kill, pod deletes and a pod
+/// watch.
 pub trait Cluster: Send + Sync {
     /// The pods of `namespace` matching the selectors (any phase).
     fn pods<'a>(
