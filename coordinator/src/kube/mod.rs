@@ -1,7 +1,8 @@
 //! Kubernetes access: the narrow [`Cluster`] port (list pods and nodes for pod targets; review a
 //! ServiceAccount token and read its pod for agent enrollment; publish the CA bundle agents
-//! trust; delete and watch pods for pod-kill), its kube-rs implementation [`KubeCluster`], the conversion of API objects into the
-//! coordinator's views, and where the coordinator's credentials come from.
+//! trust; delete and watch pods for pod-kill), its kube-rs implementation [`KubeCluster`], the
+//! conversion of API objects into the coordinator's views, and where the coordinator's
+//! credentials come from.
 //!
 //! - [`enroll`]: Kubernetes enrollment, the rules a ServiceAccount token must pass before the
 //!   issuer signs a certificate for a node.
