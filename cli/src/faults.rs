@@ -54,6 +54,9 @@ pub fn describe(spec: &pb::FaultSpec) -> String {
         Some(Kind::IoLimit(l)) => io_limit(l),
         // dns (issue 13)
         Some(Kind::Dns(d)) => dns(d),
+        // Kill faults (issue 13).
+        Some(Kind::PodKill(k)) => pod_kill(k),
+        Some(Kind::ContainerKill(k)) => container_kill(k),
     };
     match spec.target.as_ref().and_then(|t| t.target.as_ref()) {
         None | Some(pb::target::Target::Host(_)) => what,
@@ -240,6 +243,39 @@ fn list(items: &[String]) -> String {
     }
 }
 
+// Kill faults (issue 13).
+fn every(interval_ms: u64) -> String {
+    match interval_ms {
+        0 => "once".to_string(),
+        ms if ms % 1000 == 0 => format!("every {}s", ms / 1000),
+        ms => format!("every {ms}ms"),
+    }
+}
+
+fn pod_kill(k: &pb::PodKillFault) -> String {
+    let grace = match k.grace_period_seconds {
+        None => "the pod's own grace period".to_string(),
+        Some(0) => "grace period 0s (forced)".to_string(),
+        Some(s) => format!("grace period {s}s"),
+    };
+    format!(
+        "pod-kill: delete the selected pods through the Kubernetes API, {grace}, {}",
+        every(k.interval_ms)
+    )
+}
+
+fn container_kill(k: &pb::ContainerKillFault) -> String {
+    let which = if k.containers.is_empty() {
+        "the target container".to_string()
+    } else {
+        format!("container(s) {}", k.containers.join(", "))
+    };
+    format!(
+        "container-kill: SIGKILL the init process of {which}, {}",
+        every(k.interval_ms)
+    )
+}
+
 fn percent(p: f64) -> String {
     let text = format!("{p:.2}");
     let text = text.trim_end_matches('0').trim_end_matches('.');
@@ -301,6 +337,33 @@ mod tests {
         assert_eq!(
             describe(&spec(Kind::Process(pause))),
             "process pause name /fl-demo-service/"
+        );
+        // Kill faults (issue 13).
+        assert_eq!(
+            describe(&spec(Kind::PodKill(pb::PodKillFault {
+                grace_period_seconds: Some(0),
+                interval_ms: 30_000,
+            }))),
+            "pod-kill: delete the selected pods through the Kubernetes API, grace period 0s (forced), every 30s"
+        );
+        assert_eq!(
+            describe(&spec(Kind::PodKill(pb::PodKillFault::default()))),
+            "pod-kill: delete the selected pods through the Kubernetes API, the pod's own grace period, once"
+        );
+        assert_eq!(
+            describe(&pb::FaultSpec {
+                target: Some(pb::Target {
+                    target: Some(pb::target::Target::Container(pb::ContainerTarget {
+                        pod_uid: "1f0e".into(),
+                        ..Default::default()
+                    })),
+                }),
+                kind: Some(Kind::ContainerKill(pb::ContainerKillFault {
+                    containers: vec!["app".into(), "sidecar".into()],
+                    interval_ms: 1500,
+                })),
+            }),
+            "container-kill: SIGKILL the init process of container(s) app, sidecar, every 1500ms on container pod uid 1f0e"
         );
         let drop = pb::DropFault {
             interface: String::new(),

@@ -202,6 +202,15 @@ pub fn spec(s: &pb::FaultSpec) -> Value {
                 "interface": d.interface,
             }),
         ),
+        // Kill faults (issue 13).
+        Some(Kind::PodKill(k)) => (
+            "pod_kill",
+            json!({"grace_period_seconds": k.grace_period_seconds, "interval_ms": k.interval_ms}),
+        ),
+        Some(Kind::ContainerKill(k)) => (
+            "container_kill",
+            json!({"containers": k.containers, "interval_ms": k.interval_ms}),
+        ),
     };
     json!({
         "target": s.target.as_ref().map(target),

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use crate::store::retention::{self, Retention};
 
 /// Every fault kind Faultline knows (the `kind` oneof of `FaultSpec`).
-pub const FAULT_KINDS: [&str; 10] = [
+pub const FAULT_KINDS: [&str; 12] = [
     "network",
     "drop",
     "partition",
@@ -26,6 +26,9 @@ pub const FAULT_KINDS: [&str; 10] = [
     "io-limit",
     // dns (issue 13)
     "dns",
+    // Kill faults (issue 13).
+    "pod-kill",
+    "container-kill",
 ];
 
 /// The label that marks an agent as protected unless the config says otherwise.

@@ -114,7 +114,8 @@ fn unknown_and_mistyped_fields_are_named_with_their_path() {
     assert_eq!(
         err.to_string(),
         "policy.allowed_fault_kinds[1]: \"meteor\" is not a fault kind; use any of \
-         network, drop, partition, cpu, memory, io, process, disk-fill, io-limit, dns"
+         network, drop, partition, cpu, memory, io, process, disk-fill, io-limit, dns, pod-kill, \
+         container-kill"
     );
 
     let err =

@@ -41,6 +41,7 @@ fn experiment(name: &str, phase: Phase, created: i64, ended: i64) -> ExperimentR
         hypothesis: None,
         impact: vec![],
         findings: vec![],
+        pod_kills: Vec::new(),
     }
 }
 

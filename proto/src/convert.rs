@@ -2,11 +2,13 @@
 //! never sees prost types. Wire-to-domain conversions validate with the same rules as documents
 //! and fail with the field path (`spec.load: 150 is outside 1..=100`).
 
+use std::time::Duration;
+
 use faultline_core::fault::{
-    Cidr, ContainerRef, CpuFault, Direction, DiskAmount, DiskFillFault, DropFault, Fault,
-    FaultSpec, IoFault, IoLimitFault, MemoryAmount, MemoryFault, Netem, NetworkFault,
-    PartitionFault, ProcessAction, ProcessFault, ProcessSelector, Protocol, SpecError, Target, Tbf,
-    TrafficMatch,
+    Cidr, ContainerKillFault, ContainerRef, CpuFault, Direction, DiskAmount, DiskFillFault,
+    DropFault, Fault, FaultSpec, IoFault, IoLimitFault, MemoryAmount, MemoryFault, Netem,
+    NetworkFault, PartitionFault, ProcessAction, ProcessFault, ProcessSelector, Protocol,
+    SpecError, Target, Tbf, TrafficMatch,
 };
 // dns (issue 13)
 use faultline_core::fault::{DnsAction, DnsFault};
@@ -243,6 +245,17 @@ pub fn spec_from_pb(s: &pb::FaultSpec, path: &str) -> Result<FaultSpec, SpecErro
         Some(K::IoLimit(l)) => Fault::IoLimit(io_limit_from_pb(l)),
         // dns (issue 13)
         Some(K::Dns(d)) => Fault::Dns(dns_from_pb(d, &at)?),
+        // Kill faults (issue 13). A pod-kill is never a fault for an agent.
+        Some(K::PodKill(_)) => {
+            return Err(SpecError::new(
+                at("kind"),
+                faultline_core::fault::kill::POD_KILL_NEEDS_PODS,
+            ))
+        }
+        Some(K::ContainerKill(k)) => Fault::ContainerKill(ContainerKillFault {
+            containers: k.containers.clone(),
+            interval: interval(k.interval_ms),
+        }),
     };
     let spec = FaultSpec {
         target: target_from_pb(s.target.as_ref()),
@@ -325,6 +338,17 @@ pub fn spec_to_pb(s: &FaultSpec) -> pb::FaultSpec {
         Fault::IoLimit(l) => K::IoLimit(io_limit_to_pb(l)),
         // dns (issue 13)
         Fault::Dns(d) => K::Dns(dns_to_pb(d)),
+}
+
+        // Kill faults (issue 13).
+        Fault::PodKill(k) => K::PodKill(pb::PodKillFault {
+            grace_period_seconds: k.grace_period.map(|g| g.as_secs()),
+            interval_ms: interval_ms(k.interval),
+        }),
+        Fault::ContainerKill(k) => K::ContainerKill(pb::ContainerKillFault {
+            containers: k.containers.clone(),
+            interval_ms: interval_ms(k.interval),
+        }),
     };
     pb::FaultSpec {
         target: Some(target_to_pb(&s.target)),
@@ -420,6 +444,13 @@ fn dns_to_pb(d: &DnsFault) -> pb::DnsFault {
         probability: Some(d.probability),
         interface: d.interface.clone().unwrap_or_default(),
     }
+// Kill faults (issue 13): `interval_ms` 0 is "once".
+fn interval(ms: u64) -> Option<Duration> {
+    (ms > 0).then(|| Duration::from_millis(ms))
+}
+
+fn interval_ms(d: Option<Duration>) -> u64 {
+    d.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Every revert reason with a name, in wire order.
@@ -478,6 +509,8 @@ mod tests {
             // dns (issue 13)
             "{kind: dns, names: [api.example.com, '*.svc.local'], action: nxdomain, target: {pod: 1f2e-33}}",
             "{kind: dns, names: [x.example], action: timeout, probability: 0.3, interface: eth0, target: {netns: /run/netns/x}}",
+            "{kind: container-kill, containers: [app, sidecar], interval: 1500ms, target: {pod: 1f2e-33}}",
+            "{kind: container-kill, target: {container: abc123, pod: 1f2e-33}}",
         ] {
             let spec = parse_fault(doc).unwrap_or_else(|e| panic!("{doc}: {e}"));
             let back = spec_from_pb(&spec_to_pb(&spec), "spec").unwrap_or_else(|e| panic!("{doc}: {e}"));
@@ -493,6 +526,36 @@ mod tests {
         }
         let err = spec_from_pb(&s, "apply.spec").expect_err("out of range");
         assert_eq!(err.to_string(), "apply.spec.load: 150 is outside 1..=100");
+        // Kill faults (issue 13): an agent never takes a pod-kill, and checks container-kill.
+        let pod_kill = pb::FaultSpec {
+            target: None,
+            kind: Some(pb::fault_spec::Kind::PodKill(pb::PodKillFault {
+                grace_period_seconds: Some(0),
+                interval_ms: 0,
+            })),
+        };
+        assert_eq!(
+            spec_from_pb(&pod_kill, "apply.spec")
+                .expect_err("pod-kill")
+                .to_string(),
+            format!(
+                "apply.spec.kind: {}",
+                faultline_core::fault::kill::POD_KILL_NEEDS_PODS
+            )
+        );
+        let mut ck = spec_to_pb(
+            &parse_fault("{kind: container-kill, containers: [app], target: {pod: 1f0e}}")
+                .expect("container-kill"),
+        );
+        if let Some(pb::fault_spec::Kind::ContainerKill(k)) = ck.kind.as_mut() {
+            k.interval_ms = 200;
+        }
+        assert_eq!(
+            spec_from_pb(&ck, "apply.spec")
+                .expect_err("interval")
+                .to_string(),
+            "apply.spec.interval: 200ms is outside 1s..=24h"
+        );
         let empty = pb::FaultSpec::default();
         assert!(spec_from_pb(&empty, "spec")
             .expect_err("no kind")

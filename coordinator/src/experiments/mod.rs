@@ -15,6 +15,7 @@ mod convert;
 mod events;
 mod guards;
 pub mod hypothesis;
+mod kill_record;
 pub mod mailbox;
 pub mod ops;
 mod plan_record;

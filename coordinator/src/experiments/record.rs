@@ -8,6 +8,7 @@ use faultline_core::experiment::steady::Hypothesis;
 use faultline_core::experiment::Phase;
 use serde::{Deserialize, Serialize};
 
+pub use super::kill_record::PodKillRecord;
 pub use super::plan_record::{ExcludedAgent, PlanRecord, PlannedAgent, PodRef};
 
 /// Guard samples kept per experiment (oldest dropped first).
@@ -59,6 +60,9 @@ pub struct ExperimentRecord {
     /// Rule-based sentences from the impact and the hypothesis.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub findings: Vec<String>,
+    /// pod-kill (issue 13): every pod deleted, with its replacement's time to Ready.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pod_kills: Vec<PodKillRecord>,
 }
 
 /// The coordinator was down from `from_unix_ms` (its last heartbeat in the store) to
@@ -339,6 +343,7 @@ impl ExperimentRecord {
             hypothesis: self.hypothesis.clone(),
             impact: self.impact.clone(),
             findings: self.findings.clone(),
+            pod_kills: self.pod_kills.clone(),
         }
     }
 }

@@ -48,6 +48,7 @@ fn record() -> ExperimentRecord {
         hypothesis: None,
         impact: Vec::new(),
         findings: Vec::new(),
+        pod_kills: Vec::new(),
     }
 }
 

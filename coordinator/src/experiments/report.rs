@@ -172,6 +172,7 @@ pub fn markdown(rec: &ExperimentRecord) -> String {
     super::report_steady::impact_section(&mut o, rec);
     plan_section(&mut o, rec);
     targets_section(&mut o, rec);
+    super::kill_record::markdown(&mut o, rec);
 
     if !rec.guards.is_empty() {
         p(

@@ -101,6 +101,7 @@ fn aborted() -> ExperimentRecord {
         hypothesis: None,
         impact: Vec::new(),
         findings: Vec::new(),
+        pod_kills: Vec::new(),
     }
 }
 

@@ -46,6 +46,7 @@ fn experiment(name: &str, phase: Phase, ended: i64) -> ExperimentRecord {
         hypothesis: None,
         impact: vec![],
         findings: vec![],
+        pod_kills: Vec::new(),
     }
 }
 

@@ -150,6 +150,7 @@ fn experiment_records_survive_reopen() {
         hypothesis: None,
         impact: vec![],
         findings: vec![],
+        pod_kills: Vec::new(),
     };
     {
         let store = SledStore::open(dir.path()).expect("open");

@@ -26,6 +26,8 @@ pub mod guard_doc;
 pub mod impact;
 pub mod phase;
 pub mod planner;
+// pod-kill (issue 13).
+pub mod pod_kill;
 pub mod pod_planner;
 pub mod pods;
 pub mod pods_doc;
@@ -37,6 +39,8 @@ mod url;
 mod doc_tests;
 #[cfg(test)]
 mod planner_tests;
+#[cfg(test)]
+mod pod_kill_tests;
 #[cfg(test)]
 mod pod_planner_tests;
 #[cfg(test)]

@@ -127,6 +127,10 @@ pub struct RawFault {
     pub write_iops: Option<Scalar>,
     // dns (issue 13); also interface, action and probability above
     pub names: Option<Vec<String>>,
+    // Kill faults (issue 13): pod-kill, container-kill.
+    pub grace_period: Option<Scalar>,
+    pub interval: Option<Scalar>,
+    pub containers: Option<Vec<String>>,
 }
 
 /// Fields each kind accepts (besides `kind` and `target`).
@@ -160,6 +164,9 @@ fn fields_of(kind: FaultKind) -> &'static [&'static str] {
         FaultKind::IoLimit => disk::IO_LIMIT_FIELDS,
         // dns (issue 13)
         FaultKind::Dns => &["interface", "names", "action", "probability"],
+        // Kill faults (issue 13).
+        FaultKind::PodKill => &["gracePeriod", "interval"],
+        FaultKind::ContainerKill => &["containers", "interval"],
     }
 }
 
@@ -207,16 +214,34 @@ impl RawFault {
         add("writeIops", self.write_iops.is_some());
         // dns (issue 13)
         add("names", self.names.is_some());
+        // Kill faults (issue 13).
+        add("gracePeriod", self.grace_period.is_some());
+        add("interval", self.interval.is_some());
+        add("containers", self.containers.is_some());
         v
     }
 
     /// Validates and converts. `path` prefixes field names in errors (`spec.faults[0]`).
+    /// `pod-kill` is refused: it is no fault an agent runs (see [`RawFault::to_pod_spec`]).
     pub fn to_spec(&self, path: &str) -> Result<FaultSpec, SpecError> {
+        self.convert(path, false)
+    }
+
+    /// As [`RawFault::to_spec`], for a fault of an experiment with `spec.targets.pods`, where
+    /// `pod-kill` is allowed (the coordinator carries it out).
+    pub(crate) fn to_pod_spec(&self, path: &str) -> Result<FaultSpec, SpecError> {
+        self.convert(path, true)
+    }
+
+    fn convert(&self, path: &str, pods: bool) -> Result<FaultSpec, SpecError> {
         let at = |f: &str| join(path, f);
         let kind: FaultKind = self
             .kind
             .parse()
             .map_err(|e: String| SpecError::new(at("kind"), e))?;
+        if kind == FaultKind::PodKill && !pods {
+            return Err(SpecError::new(at("kind"), super::kill::POD_KILL_NEEDS_PODS));
+        }
         let allowed = fields_of(kind);
         if let Some(bad) = self
             .present_fields()
@@ -339,6 +364,15 @@ impl RawFault {
                 FaultKind::IoLimit => Fault::IoLimit(disk::raw_io_limit(self, &at)?),
                 // dns (issue 13)
                 FaultKind::Dns => Fault::Dns(self.dns(&at)?),
+                // Kill faults (issue 13).
+                FaultKind::PodKill => Fault::PodKill(PodKillFault {
+                    grace_period: opt_duration(&self.grace_period, &at("gracePeriod"))?,
+                    interval: opt_duration(&self.interval, &at("interval"))?,
+                }),
+                FaultKind::ContainerKill => Fault::ContainerKill(ContainerKillFault {
+                    containers: self.containers.clone().unwrap_or_default(),
+                    interval: opt_duration(&self.interval, &at("interval"))?,
+                }),
             };
         let spec = FaultSpec { target, fault };
         spec.validate(path)?;
@@ -565,6 +599,13 @@ fn duration_us(s: &Scalar, path: &str) -> Result<u64, SpecError> {
                 )
             }),
     }
+}
+
+/// An optional duration field (`interval: 30s`); a number without a unit is refused.
+fn opt_duration(s: &Option<Scalar>, path: &str) -> Result<Option<Duration>, SpecError> {
+    s.as_ref()
+        .map(|v| duration_us(v, path).map(Duration::from_micros))
+        .transpose()
 }
 
 fn raw_target(t: &RawTarget, path: &str) -> Result<Target, SpecError> {

@@ -4,6 +4,7 @@
 
 pub mod disk;
 pub mod doc;
+pub mod kill;
 pub mod net;
 // dns (issue 13)
 pub mod dns;
@@ -12,6 +13,7 @@ use std::fmt;
 use std::str::FromStr;
 
 pub use disk::{DiskAmount, DiskFillFault, IoLimitFault};
+pub use kill::{ContainerKillFault, PodKillFault};
 pub use net::{Cidr, Direction, Distribution, Netem, Protocol, Tbf, TrafficMatch};
 // dns (issue 13)
 pub use dns::{DnsAction, DnsFault, DnsName};
@@ -70,10 +72,13 @@ pub enum FaultKind {
     IoLimit,
     // dns (issue 13)
     Dns,
+    // Kill faults (issue 13).
+    PodKill,
+    ContainerKill,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 10] = [
+    pub const ALL: [FaultKind; 12] = [
         FaultKind::Network,
         FaultKind::Drop,
         FaultKind::Partition,
@@ -85,6 +90,9 @@ impl FaultKind {
         FaultKind::IoLimit,
         // dns (issue 13)
         FaultKind::Dns,
+        // Kill faults (issue 13).
+        FaultKind::PodKill,
+        FaultKind::ContainerKill,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -100,6 +108,9 @@ impl FaultKind {
             FaultKind::IoLimit => "io-limit",
             // dns (issue 13)
             FaultKind::Dns => "dns",
+            // Kill faults (issue 13).
+            FaultKind::PodKill => "pod-kill",
+            FaultKind::ContainerKill => "container-kill",
         }
     }
 
@@ -314,6 +325,9 @@ pub enum Fault {
     IoLimit(IoLimitFault),
     // dns (issue 13)
     Dns(DnsFault),
+    // Kill faults (issue 13).
+    PodKill(PodKillFault),
+    ContainerKill(ContainerKillFault),
 }
 
 /// A fault and where it acts.
@@ -359,6 +373,9 @@ impl Fault {
             Fault::IoLimit(_) => FaultKind::IoLimit,
             // dns (issue 13)
             Fault::Dns(_) => FaultKind::Dns,
+            // Kill faults (issue 13).
+            Fault::PodKill(_) => FaultKind::PodKill,
+            Fault::ContainerKill(_) => FaultKind::ContainerKill,
         }
     }
 
@@ -476,6 +493,9 @@ impl Fault {
             Fault::IoLimit(l) => l.validate(path),
             // dns (issue 13)
             Fault::Dns(d) => d.validate(path),
+            // Kill faults (issue 13).
+            Fault::PodKill(k) => k.validate(path),
+            Fault::ContainerKill(k) => k.validate(path),
         }
     }
 }
@@ -498,7 +518,15 @@ impl FaultSpec {
         if matches!(self.fault, Fault::IoLimit(_)) {
             disk::check_io_limit_target(self, path)?;
         }
-        Ok(())
+        // Kill faults (issue 13).
+        match &self.fault {
+            Fault::PodKill(_) if !matches!(self.target, Target::Host) => Err(SpecError::new(
+                target_path,
+                "pod-kill takes its pods from spec.targets.pods; leave target out",
+            )),
+            Fault::ContainerKill(k) => k.validate_target(path, &self.target),
+            _ => Ok(()),
+        }
     }
 
     /// A one-line human description (`cpu 50% x 2 on cgroup /x`).
@@ -566,6 +594,9 @@ impl FaultSpec {
             Fault::IoLimit(l) => l.describe(),
             // dns (issue 13)
             Fault::Dns(d) => d.describe(),
+            // Kill faults (issue 13).
+            Fault::PodKill(k) => k.describe(),
+            Fault::ContainerKill(k) => k.describe(),
         };
         if matches!(self.target, Target::Host) {
             what

@@ -207,6 +207,10 @@ locals {
     networkPolicy = {
       enabled = var.network_policy_enabled
     }
+    # Fault kind pod-kill: the coordinator may delete pods only when this is on.
+    podKill = {
+      enabled = var.pod_kill_enabled
+    }
     monitoring = {
       podMonitor       = { enabled = var.monitoring.pod_monitor }
       serviceMonitor   = { enabled = var.monitoring.service_monitor }

@@ -315,6 +315,12 @@ variable "network_policy_enabled" {
   default     = true
 }
 
+variable "pod_kill_enabled" {
+  description = "Grant the coordinator delete on pods, for experiments with fault kind pod-kill (the chart's podKill.enabled)."
+  type        = bool
+  default     = false
+}
+
 variable "monitoring" {
   description = "Prometheus Operator and Grafana objects (they need the Operator's CRDs and Grafana's dashboard sidecar): pod_monitor, service_monitor, prometheus_rule, grafana_dashboard (all false), interval (the scrape interval: numbers with ms, s, m or h; 15s)."
   type = object({

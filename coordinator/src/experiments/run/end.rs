@@ -23,6 +23,8 @@ impl Run {
             return;
         }
         self.guard_stop.cancel();
+        // pod-kill (issue 13): no delete once the end is decided.
+        self.pod_kills.stop();
         let (reason, wait) = match &end {
             End::Completed => (pb::RevertReason::Deadline, REVERT_WAIT),
             End::Abort {

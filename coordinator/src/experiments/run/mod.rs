@@ -6,6 +6,8 @@
 mod dispatch;
 mod end;
 pub mod notice;
+// pod-kill (issue 13): the coordinator deletes pods itself.
+mod podkill;
 mod resume;
 mod status;
 mod steady;
@@ -23,6 +25,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
+pub use podkill::describe_metrics as describe_pod_kill_metrics;
 pub use resume::{resume, Resumed};
 pub use status::late_status;
 
@@ -159,6 +162,8 @@ struct Run {
     backs: Vec<(String, Vec<String>, i64, Instant)>,
     /// Set for a run resumed after a coordinator restart: until then, its agents may come back.
     return_by: Option<Instant>,
+    /// The pod-kill task, if the experiment has pod-kill faults.
+    pod_kills: podkill::PodKills,
 }
 
 /// Marks the experiment running, stores it (durable before any ApplyFault goes out, so a
@@ -240,6 +245,7 @@ fn launch(
         deadline,
         backs: Vec::new(),
         return_by,
+        pod_kills: podkill::PodKills::none(),
     };
     tokio::spawn(run.run(control_rx, mailbox));
 }
@@ -269,6 +275,7 @@ impl Run {
                 return;
             }
             self.dispatch().await;
+            self.start_pod_kills();
         }
         match &self.spec.steady_state {
             Some(s) if self.ending.is_none() => hypothesis::spawn_during(
@@ -281,6 +288,7 @@ impl Run {
             ),
             _ => drop(check_tx),
         }
+        let mut pod_kill_updates = self.pod_kills.rx.take();
         if self.ending.is_none() && !self.spec.guards.is_empty() {
             guards::spawn(
                 self.state.clone(),
@@ -296,7 +304,7 @@ impl Run {
         let deadline = self.deadline;
         let mut tick = tokio::time::interval_at(Instant::now() + TICK, TICK);
         loop {
-            if self.ending.is_some() && self.rec.settled() {
+            if self.ending.is_some() && self.rec.settled() && self.pod_kills.done() {
                 break;
             }
             let wait_until = self.ending.as_ref().map(|e| e.wait_until);
@@ -311,6 +319,12 @@ impl Run {
                 _ = sleep_until(deadline), if self.ending.is_none() => self.end(End::Completed).await,
                 _ = sleep_until(wait_until.unwrap_or(deadline)), if wait_until.is_some() => break,
                 _ = tick.tick() => self.on_tick().await,
+                u = podkill::next(&mut pod_kill_updates), if pod_kill_updates.is_some() => {
+                    if matches!(u, podkill::Update::Done) {
+                        pod_kill_updates = None;
+                    }
+                    self.on_pod_kill(u);
+                }
                 _ = self.state.shutdown.cancelled() => {
                     if self.ending.is_none() {
                         self.interrupt().await;
