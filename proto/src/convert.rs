@@ -338,8 +338,6 @@ pub fn spec_to_pb(s: &FaultSpec) -> pb::FaultSpec {
         Fault::IoLimit(l) => K::IoLimit(io_limit_to_pb(l)),
         // dns (issue 13)
         Fault::Dns(d) => K::Dns(dns_to_pb(d)),
-}
-
         // Kill faults (issue 13).
         Fault::PodKill(k) => K::PodKill(pb::PodKillFault {
             grace_period_seconds: k.grace_period.map(|g| g.as_secs()),
@@ -444,6 +442,8 @@ fn dns_to_pb(d: &DnsFault) -> pb::DnsFault {
         probability: Some(d.probability),
         interface: d.interface.clone().unwrap_or_default(),
     }
+}
+
 // Kill faults (issue 13): `interval_ms` 0 is "once".
 fn interval(ms: u64) -> Option<Duration> {
     (ms > 0).then(|| Duration::from_millis(ms))
