@@ -6,8 +6,8 @@
 #   counts errors and timeouts; Prometheus (Debian's package) scraping the load generator, the
 #   agents and the coordinator every second; then `faultctl apply` of an experiment that drops
 #   half the packets to the service and stresses CPU on two of the nodes, with an error-rate guard that breaches;
-#   `faultctl watch` shows the live progress and the abort; the abort latency and the final
-#   report are printed.
+#   `faultctl watch` shows the live progress, the abort and the steady-state recovery watch; the
+#   abort latency, the final report and, last, the report's findings are printed.
 # Everything is removed on exit, on failure and on Ctrl-C: each process by PID, the network
 # namespaces, the veth pairs and the bridge, and the temporary directory.
 #
@@ -389,7 +389,8 @@ say "baseline: $(query 'sum(rate(demo_requests_total[5s]))' | cut -c1-5) req/s, 
 # ---------------------------------------------------------------------------------------------
 # 4. The experiment.
 # ---------------------------------------------------------------------------------------------
-sed "s|@PROMETHEUS_URL@|$prom_url|" scripts/demo/demo-experiment.yaml >"$tmp/demo-experiment.yaml"
+sed -e "s|@PROMETHEUS_URL@|$prom_url|" -e "s|@SERVICE_URL@|http://$service_addr/|" \
+    scripts/demo/demo-experiment.yaml >"$tmp/demo-experiment.yaml"
 echo
 say "faultctl apply -f demo-experiment.yaml --dry-run"
 faultctl --identity operator apply -f "$tmp/demo-experiment.yaml" --dry-run ||
@@ -466,3 +467,12 @@ say "faultctl report $experiment (Markdown)"
 faultctl --identity viewer report "$experiment" || fail "faultctl report failed"
 echo
 say "demo finished in $((SECONDS - demo_started_s)) s"
+# Last: the report's findings (rule-based sentences written from the guard and check values).
+faultctl --identity viewer report "$experiment" --format json >"$tmp/report.json" ||
+    fail "faultctl report --format json failed"
+say "findings of $experiment (faultctl report $experiment):"
+"$python" - "$tmp/report.json" <<'EOF'
+import json, sys
+for f in json.load(open(sys.argv[1])).get("findings", []):
+    print(f"  - {f}")
+EOF

@@ -22,10 +22,17 @@ demo_pkgs=(python3 curl procps prometheus iproute2 util-linux)
 # faketime (libfaketime) runs an agent with its clock 10 minutes off (tests/tests/clock_skew.rs).
 # iptables makes the kube-proxy-like Service DNAT of agent/tests/net_session_dnat.rs.
 test_pkgs=(prometheus iproute2 curl openssl systemd procps python3 python3-venv qemu-system-x86 busybox-static kmod cpio faketime iptables)
+# tests/tests/terraform.rs: an sshd (in a network namespace) that terraform/modules/host installs
+# the agent on over SSH; its client (ssh-keygen) comes with it.
+test_pkgs+=(openssh-server)
 
 # The dashboard's browser test (tests/tests/dashboard.rs): Debian's chromium, driven by
 # playwright-core from npm (tests/dashboard/package-lock.json) on Node.js 20 or newer.
 test_pkgs+=(chromium nodejs)
+
+# dnsmasq is the real resolver the dns fault's tests query (agent/tests/net_dns_*.rs); it only
+# runs by hand inside test network namespaces (the package's own service is not used).
+test_pkgs+=(dnsmasq)
 
 case "$profile" in
 build) wanted=("${build_pkgs[@]}") ;;

@@ -2,7 +2,7 @@
 # Installs the Faultline agent and/or coordinator as systemd services on a bare-metal or VM host
 # (docs/bare-metal.md). Run as root from a checkout after `cargo build --release`.
 #
-#   scripts/install-host.sh [--root DIR] [--bin-dir DIR] [--join-token-file F --ca F] agent|coordinator|faultctl ...
+#   scripts/install-host.sh [--root DIR] [--bin-dir DIR] [--join-token-file F --ca F] [--no-enable] agent|coordinator|faultctl ...
 #
 # Puts the binaries in /usr/local/bin, the units in /etc/systemd/system, docs/bare-metal.md in
 # /usr/share/doc/faultline, and the example env and TOML files in /etc/faultline unless a file is
@@ -16,15 +16,19 @@
 # --join-token-file F, --ca F  (agent) enroll instead of certificate files: the token (from
 #              `faultctl tokens create`) goes to /etc/faultline/join-token (0600), the CA of
 #              the coordinator's certificate to /etc/faultline/ca.pem, and agent.env uses them.
+# --no-enable  install the units but leave them disabled and never call systemctl (a host or
+#              container whose init is not systemd; terraform/modules/host's install_mode
+#              "process").
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 root=""
 bin_dir="$here/target/release"
 parts=()
 
-usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
 token_file=""
 ca_file=""
+enable=1
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -32,6 +36,7 @@ while [ $# -gt 0 ]; do
     --bin-dir) bin_dir="${2:?--bin-dir needs a directory}"; shift 2 ;;
     --join-token-file) token_file="${2:?--join-token-file needs a file}"; shift 2 ;;
     --ca) ca_file="${2:?--ca needs a file}"; shift 2 ;;
+    --no-enable) enable=0; shift ;;
     -h|--help) usage; exit 0 ;;
     agent|coordinator|faultctl) parts+=("$1"); shift ;;
     *) echo "error: unknown argument '$1': give agent, coordinator and/or faultctl (see --help)" >&2; exit 2 ;;
@@ -79,6 +84,10 @@ binary() {
 }
 
 systemctl_enable() {
+  if [ "$enable" -eq 0 ]; then
+    echo "    left $1 disabled (--no-enable)"
+    return
+  fi
   if [ -n "$root" ]; then
     systemctl --root="$root" enable "$1" >/dev/null
   else
@@ -121,6 +130,8 @@ for part in "${parts[@]}"; do
       binary faultline-coordinator
       install -D -m 0644 "$here/coordinator/dist/faultline.sysusers" \
         "$root/usr/lib/sysusers.d/faultline.conf"
+      # sysusers locks $root/etc/passwd: etc must exist in a fresh root.
+      install -d -m 0755 "$root/etc"
       if [ -n "$root" ]; then systemd-sysusers --root="$root" >/dev/null; else systemd-sysusers; fi
       echo "    system user faultline ready"
       install -D -m 0644 "$here/coordinator/dist/faultline-coordinator.service" \

@@ -1,6 +1,6 @@
 //! Every fault family's driver, built in one place from the agent's configuration: cpu,
-//! memory, io, disk-fill and process (host), io-limit (the cgroup io controller), drop and
-//! partition (eBPF), network (netem/tbf).
+//! memory, io, disk-fill and process (host), io-limit (the cgroup io controller),
+//! container-kill (host), drop and partition (eBPF), network (netem/tbf).
 //!
 //! The network drivers never match this process's control connections (the session's
 //! sockets, [`net::control`]), and for a daemon also not the coordinator's resolved addresses
@@ -30,11 +30,20 @@ pub fn all(
         protected,
         lease: lease.clone(),
         control: ControlChannel::process(),
+        protected_names: coordinator
+            .filter(|c| c.host.parse::<std::net::IpAddr>().is_err())
+            .map(|c| vec![c.host.clone()])
+            .unwrap_or_default(),
     };
     let mut drivers = host::drivers(host);
     drivers.push(host::iolimit::driver(
         std::sync::Arc::new(host::Host::new(host)),
         lease,
+    ));
+    // Kill faults (issue 13).
+    drivers.push(host::kill::driver(
+        std::sync::Arc::new(host::Host::new(host)),
+        host.container_logs_dir.clone(),
     ));
     drivers.extend(net::drivers(&net));
     drivers.extend(net::network::drivers(&net));

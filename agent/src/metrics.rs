@@ -122,6 +122,7 @@ pub fn describe() {
     for reason in REASONS {
         counter!(REVERT_ALL, "reason" => reason_label(reason)).absolute(0);
     }
+    describe_kills();
 }
 
 /// A session got its Welcome.
@@ -342,6 +343,38 @@ pub fn recovery_problem(line: &str) {
 pub fn swept(line: &str) {
     tracing::warn!("sweep: {line}");
     counter!(SWEPT).increment(1);
+}
+
+// Kill faults (issue 13).
+pub const CONTAINER_KILLS: &str = "faultline_agent_container_kills_total";
+pub const CONTAINER_KILL_SECONDS: &str = "faultline_agent_container_kill_seconds";
+
+/// Registers the container-kill series (called from [`describe`]).
+fn describe_kills() {
+    describe_counter!(
+        CONTAINER_KILLS,
+        "Container init processes SIGKILLed by container-kill faults."
+    );
+    describe_histogram!(
+        CONTAINER_KILL_SECONDS,
+        "Time from a container-kill's SIGKILL until the container's init process was gone."
+    );
+    counter!(CONTAINER_KILLS).absolute(0);
+}
+
+/// A container-kill sent SIGKILL to a container's init process.
+pub fn container_killed(container: &str, id: &str, pid: u32, gone_after_us: Option<u64>) {
+    let short: String = id.chars().take(12).collect();
+    match gone_after_us {
+        Some(us) => {
+            tracing::info!("container-kill: SIGKILL to pid {pid} of container {container} ({short}): gone after {us} us");
+            histogram!(CONTAINER_KILL_SECONDS).record(us as f64 / 1e6);
+        }
+        None => tracing::warn!(
+            "container-kill: SIGKILL to pid {pid} of container {container} ({short}): still there after 2 s"
+        ),
+    }
+    counter!(CONTAINER_KILLS).increment(1);
 }
 
 #[cfg(test)]

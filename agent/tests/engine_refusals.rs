@@ -266,3 +266,72 @@ async fn bad_disk_fault_specs_name_the_field_and_change_nothing() {
     }
     assert!(s.engine.faults().is_empty(), "nothing journaled");
 }
+
+// Kill faults (issue 13).
+#[tokio::test(start_paused = true)]
+async fn bad_kill_fault_specs_name_the_field_and_change_nothing() {
+    let s = Setup::new(Limits::default());
+    let aimed = |id: &str, kind: Kind, target: Option<pb::target::Target>| {
+        let mut w = wire(id, Some(kind));
+        if let Some(spec) = w.spec.as_mut() {
+            spec.target = target.map(|t| pb::Target { target: Some(t) });
+        }
+        w
+    };
+    let pod = || {
+        Some(pb::target::Target::Container(pb::ContainerTarget {
+            pod_uid: "1f0e-22".into(),
+            ..Default::default()
+        }))
+    };
+    let kill = |containers: &[&str], interval_ms: u64| {
+        Kind::ContainerKill(pb::ContainerKillFault {
+            containers: containers.iter().map(|c| c.to_string()).collect(),
+            interval_ms,
+        })
+    };
+    let pod_kill = Kind::PodKill(pb::PodKillFault {
+        grace_period_seconds: Some(0),
+        interval_ms: 0,
+    });
+    let cases: Vec<(pb::ApplyFault, &str)> = vec![
+        (
+            aimed("k-1", pod_kill.clone(), None),
+            "spec.kind: pod-kill is carried out by the coordinator through the Kubernetes API",
+        ),
+        (
+            aimed("k-2", pod_kill, pod()),
+            "spec.kind: pod-kill is carried out by the coordinator through the Kubernetes API",
+        ),
+        (
+            aimed("k-3", kill(&[], 0), pod()),
+            "spec.containers: is required for a pod target: the names of the containers to kill (1..=16)",
+        ),
+        (
+            aimed("k-4", kill(&["app"], 500), pod()),
+            "spec.interval: 500ms is outside 1s..=24h",
+        ),
+        (
+            aimed("k-5", kill(&["app"], 0), None),
+            "spec.target: container-kill needs a pod or container target",
+        ),
+        (
+            aimed(
+                "k-6",
+                kill(&["app"], 0),
+                Some(pb::target::Target::CgroupPath("/kubepods".into())),
+            ),
+            "spec.target: container-kill needs a pod or container target",
+        ),
+        (
+            aimed("k-7", kill(&["App_1"], 0), pod()),
+            "spec.containers[0]: \"App_1\" is not a container name",
+        ),
+    ];
+    for (req, want) in cases {
+        let id = req.fault_id.clone();
+        let err = refused(&s, req).await;
+        assert!(err.starts_with(want), "{id}: got {err:?}, want {want:?}");
+    }
+    assert!(s.engine.faults().is_empty(), "nothing journaled");
+}

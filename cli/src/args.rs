@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub use continuous::{DeleteCommand, ScheduleCommand, WorkflowCommand};
 pub use experiment::{
     AbortArgs, ApplyArgs, DescribeCommand, GetCommand, NameArg, PhaseArg, ReportArgs, ReportFormat,
+    RunArgs,
 };
 
 /// Smallest and largest accepted `--timeout`.
@@ -170,6 +171,11 @@ pub enum Command {
     /// Serve the web UI on localhost, acting as this identity (like `kubectl proxy`).
     #[command(long_about = DASHBOARD_HELP)]
     Dashboard(DashboardArgs),
+    /// The CI gate: create and start an experiment, follow it live (as `watch`), print its
+    /// report, and exit 0 when it completed with its steady-state hypothesis passed (or
+    /// without one), 3 when it was aborted, 4 when it failed or was interrupted, 5 when it
+    /// completed but its hypothesis failed (role operator or higher).
+    Run(RunArgs),
     /// Remove an ended experiment's record, a schedule, or an ended workflow.
     #[command(subcommand)]
     Delete(DeleteCommand),

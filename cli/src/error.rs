@@ -13,6 +13,8 @@ pub const EXIT_FAILURE: i32 = 1;
 pub const EXIT_ABORTED: i32 = 3;
 /// `faultctl watch`: the experiment failed or was interrupted by a coordinator restart.
 pub const EXIT_FAILED: i32 = 4;
+/// `faultctl watch` / `run`: the experiment completed but its steady-state hypothesis failed.
+pub const EXIT_HYPOTHESIS_FAILED: i32 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {

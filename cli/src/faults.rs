@@ -52,6 +52,11 @@ pub fn describe(spec: &pb::FaultSpec) -> String {
         Some(Kind::Process(p)) => process(p),
         Some(Kind::DiskFill(d)) => disk_fill(d),
         Some(Kind::IoLimit(l)) => io_limit(l),
+        // dns (issue 13)
+        Some(Kind::Dns(d)) => dns(d),
+        // Kill faults (issue 13).
+        Some(Kind::PodKill(k)) => pod_kill(k),
+        Some(Kind::ContainerKill(k)) => container_kill(k),
     };
     match spec.target.as_ref().and_then(|t| t.target.as_ref()) {
         None | Some(pb::target::Target::Host(_)) => what,
@@ -153,6 +158,23 @@ fn io_limit(l: &pb::IoLimitFault) -> String {
     format!("io-limit {limits} on {}", l.device)
 }
 
+// dns (issue 13)
+fn dns(d: &pb::DnsFault) -> String {
+    let action = match pb::DnsAction::try_from(d.action) {
+        Ok(pb::DnsAction::Nxdomain) => "NXDOMAIN (rcode 3)",
+        Ok(pb::DnsAction::Servfail) => "SERVFAIL (rcode 2)",
+        Ok(pb::DnsAction::Timeout) => "no answer (timeout)",
+        _ => "(no action)",
+    };
+    let mut s = format!("dns {action} for {}", list(&d.names));
+    let p = d.probability.unwrap_or(1.0);
+    if p < 1.0 {
+        s.push_str(&format!(", {} of queries", percent(p * 100.0)));
+    }
+    push_iface(&mut s, &d.interface);
+    s
+}
+
 fn target(t: &pb::target::Target) -> String {
     use pb::target::Target;
     match t {
@@ -221,6 +243,39 @@ fn list(items: &[String]) -> String {
     }
 }
 
+// Kill faults (issue 13).
+fn every(interval_ms: u64) -> String {
+    match interval_ms {
+        0 => "once".to_string(),
+        ms if ms % 1000 == 0 => format!("every {}s", ms / 1000),
+        ms => format!("every {ms}ms"),
+    }
+}
+
+fn pod_kill(k: &pb::PodKillFault) -> String {
+    let grace = match k.grace_period_seconds {
+        None => "the pod's own grace period".to_string(),
+        Some(0) => "grace period 0s (forced)".to_string(),
+        Some(s) => format!("grace period {s}s"),
+    };
+    format!(
+        "pod-kill: delete the selected pods through the Kubernetes API, {grace}, {}",
+        every(k.interval_ms)
+    )
+}
+
+fn container_kill(k: &pb::ContainerKillFault) -> String {
+    let which = if k.containers.is_empty() {
+        "the target container".to_string()
+    } else {
+        format!("container(s) {}", k.containers.join(", "))
+    };
+    format!(
+        "container-kill: SIGKILL the init process of {which}, {}",
+        every(k.interval_ms)
+    )
+}
+
 fn percent(p: f64) -> String {
     let text = format!("{p:.2}");
     let text = text.trim_end_matches('0').trim_end_matches('.');
@@ -283,6 +338,33 @@ mod tests {
             describe(&spec(Kind::Process(pause))),
             "process pause name /fl-demo-service/"
         );
+        // Kill faults (issue 13).
+        assert_eq!(
+            describe(&spec(Kind::PodKill(pb::PodKillFault {
+                grace_period_seconds: Some(0),
+                interval_ms: 30_000,
+            }))),
+            "pod-kill: delete the selected pods through the Kubernetes API, grace period 0s (forced), every 30s"
+        );
+        assert_eq!(
+            describe(&spec(Kind::PodKill(pb::PodKillFault::default()))),
+            "pod-kill: delete the selected pods through the Kubernetes API, the pod's own grace period, once"
+        );
+        assert_eq!(
+            describe(&pb::FaultSpec {
+                target: Some(pb::Target {
+                    target: Some(pb::target::Target::Container(pb::ContainerTarget {
+                        pod_uid: "1f0e".into(),
+                        ..Default::default()
+                    })),
+                }),
+                kind: Some(Kind::ContainerKill(pb::ContainerKillFault {
+                    containers: vec!["app".into(), "sidecar".into()],
+                    interval_ms: 1500,
+                })),
+            }),
+            "container-kill: SIGKILL the init process of container(s) app, sidecar, every 1500ms on container pod uid 1f0e"
+        );
         let drop = pb::DropFault {
             interface: String::new(),
             probability: 0.3,
@@ -342,6 +424,38 @@ mod tests {
         assert_eq!(
             describe(&s),
             "io-limit write 1.0 MiB/s, read 100 IOPS on /dev/sda on cgroup /app"
+        );
+    }
+
+    // dns (issue 13)
+    #[test]
+    fn dns_reads_as_one_line() {
+        let d = pb::DnsFault {
+            names: vec!["api.example.com".into(), "*.svc.local".into()],
+            action: pb::DnsAction::Nxdomain as i32,
+            probability: Some(0.3),
+            interface: String::new(),
+        };
+        let mut s = spec(Kind::Dns(d));
+        s.target = Some(pb::Target {
+            target: Some(pb::target::Target::Container(pb::ContainerTarget {
+                pod_uid: "1f2e".into(),
+                ..Default::default()
+            })),
+        });
+        assert_eq!(
+            describe(&s),
+            "dns NXDOMAIN (rcode 3) for api.example.com,*.svc.local, 30% of queries on container pod uid 1f2e"
+        );
+        let t = pb::DnsFault {
+            names: vec!["db.internal".into()],
+            action: pb::DnsAction::Timeout as i32,
+            probability: None,
+            interface: "eth0".into(),
+        };
+        assert_eq!(
+            describe(&spec(Kind::Dns(t))),
+            "dns no answer (timeout) for db.internal on eth0"
         );
     }
 }

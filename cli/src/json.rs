@@ -190,6 +190,27 @@ pub fn spec(s: &pb::FaultSpec) -> Value {
                 "write_iops": l.write_iops,
             }),
         ),
+        // dns (issue 13)
+        Some(Kind::Dns(d)) => (
+            "dns",
+            json!({
+                "names": d.names,
+                "action": pb::DnsAction::try_from(d.action)
+                    .map(|a| a.as_str_name())
+                    .unwrap_or("DNS_ACTION_UNSPECIFIED"),
+                "probability": d.probability.unwrap_or(1.0),
+                "interface": d.interface,
+            }),
+        ),
+        // Kill faults (issue 13).
+        Some(Kind::PodKill(k)) => (
+            "pod_kill",
+            json!({"grace_period_seconds": k.grace_period_seconds, "interval_ms": k.interval_ms}),
+        ),
+        Some(Kind::ContainerKill(k)) => (
+            "container_kill",
+            json!({"containers": k.containers, "interval_ms": k.interval_ms}),
+        ),
     };
     json!({
         "target": s.target.as_ref().map(target),

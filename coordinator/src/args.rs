@@ -341,6 +341,7 @@ pub fn to_config(args: &Args) -> Result<Config, String> {
         renew_interval,
         policy: file.policy,
         retention: file.retention,
+        notifications: file.notifications,
     })
 }
 

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use crate::store::retention::{self, Retention};
 
 /// Every fault kind Faultline knows (the `kind` oneof of `FaultSpec`).
-pub const FAULT_KINDS: [&str; 9] = [
+pub const FAULT_KINDS: [&str; 12] = [
     "network",
     "drop",
     "partition",
@@ -24,6 +24,11 @@ pub const FAULT_KINDS: [&str; 9] = [
     // disk faults (issue 13)
     "disk-fill",
     "io-limit",
+    // dns (issue 13)
+    "dns",
+    // Kill faults (issue 13).
+    "pod-kill",
+    "container-kill",
 ];
 
 /// The label that marks an agent as protected unless the config says otherwise.
@@ -44,6 +49,9 @@ pub struct RawConfig {
     pub policy: RawPolicy,
     #[serde(default)]
     pub retention: RawRetention,
+    /// `[[notifications]]`: where run events are sent (see [`crate::notify`]).
+    #[serde(default)]
+    pub notifications: Vec<crate::notify::config::RawNotification>,
 }
 
 /// The `[retention]` table as written; absent fields take their defaults.
@@ -67,6 +75,7 @@ pub struct RawRetention {
 pub struct FileConfig {
     pub policy: Policy,
     pub retention: Retention,
+    pub notifications: Vec<crate::notify::Sink>,
 }
 
 /// The `[policy]` table as written; absent fields take their defaults.
@@ -150,6 +159,7 @@ impl TryFrom<RawConfig> for FileConfig {
         Ok(FileConfig {
             policy: Policy::try_from(raw.policy)?,
             retention: Retention::try_from(raw.retention)?,
+            notifications: crate::notify::config::sinks(raw.notifications)?,
         })
     }
 }

@@ -114,7 +114,8 @@ fn unknown_and_mistyped_fields_are_named_with_their_path() {
     assert_eq!(
         err.to_string(),
         "policy.allowed_fault_kinds[1]: \"meteor\" is not a fault kind; use any of \
-         network, drop, partition, cpu, memory, io, process, disk-fill, io-limit"
+         network, drop, partition, cpu, memory, io, process, disk-fill, io-limit, dns, pod-kill, \
+         container-kill"
     );
 
     let err =
@@ -215,4 +216,18 @@ fn load_names_the_file() {
     );
     let err = load_policy(&dir.path().join("missing.toml")).expect_err("missing");
     assert!(err.to_string().starts_with("reading config file"), "{err}");
+}
+
+// dns (issue 13)
+#[test]
+fn fault_kinds_are_cores() {
+    let core: Vec<&str> = faultline_core::fault::FaultKind::ALL
+        .iter()
+        .map(|k| k.as_str())
+        .collect();
+    assert_eq!(
+        FAULT_KINDS.to_vec(),
+        core,
+        "FAULT_KINDS must list every FaultKind, in order"
+    );
 }

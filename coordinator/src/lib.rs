@@ -10,8 +10,10 @@ pub mod config;
 pub mod enroll;
 pub mod experiments;
 mod fleet;
+pub mod http;
 pub mod kube;
 pub mod metrics;
+pub mod notify;
 pub mod registry;
 pub mod runs;
 pub mod schedules;
@@ -89,6 +91,8 @@ pub struct Config {
     pub policy: Policy,
     /// How long the audit log and ended experiments are kept (`[retention]`).
     pub retention: Retention,
+    /// Where run events are sent (`[[notifications]]`).
+    pub notifications: Vec<notify::Sink>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -289,6 +293,11 @@ impl Coordinator {
             guard,
         );
         state.pods = pods;
+        state.notifier = notify::Notifier::start(
+            config.notifications.clone(),
+            state.store.clone(),
+            state.shutdown.clone(),
+        );
         let state = Arc::new(state);
         // Before any session can say Hello: the experiments found running are resumed (and
         // vouch for their faults again) or ended, so the first Welcome is already right.

@@ -208,6 +208,7 @@ pub fn describe() {
         counter!(STORE_PRUNED, "kind" => kind).increment(0);
     }
     crate::experiments::describe_metrics();
+    crate::experiments::run::describe_pod_kill_metrics();
     crate::runs::describe();
 }
 

@@ -61,6 +61,8 @@ pub struct State {
     /// The Kubernetes API for pod targets, or why there is none (none unless set after
     /// [`State::new`]).
     pub pods: PodAccess,
+    /// Where run events go (none unless set after [`State::new`]).
+    pub notifier: crate::notify::Notifier,
     /// Each session task holds a clone; shutdown drops this one and waits for the channel to
     /// close, which tells it every session has ended.
     session_guard: Mutex<Option<mpsc::Sender<()>>>,
@@ -90,6 +92,7 @@ impl State {
             workflows: Default::default(),
             vouches: Vouches::default(),
             pods: PodAccess::none(),
+            notifier: crate::notify::Notifier::none(),
             session_guard: Mutex::new(Some(session_guard)),
             sessions: AtomicU64::new(0),
         }

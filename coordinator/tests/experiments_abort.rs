@@ -331,7 +331,14 @@ async fn an_unreachable_prometheus_aborts_unless_the_guard_ignores_errors() {
         "{}",
         lenient.verdict_reason
     );
-    let s = lenient.guard_timeline.last().expect("samples");
+    // The guard task's last evaluation (the timeline also holds a look before the injection
+    // and one after the revert, which are not judged).
+    let s = lenient
+        .guard_timeline
+        .iter()
+        .rev()
+        .find(|s| s.at_unix_ms <= lenient.ended_unix_ms && s.at_unix_ms > lenient.started_unix_ms)
+        .expect("samples");
     assert_eq!(s.outcome, "error");
     assert!(
         !s.breached && s.error.ends_with("ignored (onError: ignore)"),

@@ -38,6 +38,10 @@ fn experiment(name: &str, phase: Phase, created: i64, ended: i64) -> ExperimentR
         telemetry: Default::default(),
         log: Default::default(),
         gaps: vec![],
+        hypothesis: None,
+        impact: vec![],
+        findings: vec![],
+        pod_kills: Vec::new(),
     }
 }
 

@@ -2,12 +2,16 @@
 //! never sees prost types. Wire-to-domain conversions validate with the same rules as documents
 //! and fail with the field path (`spec.load: 150 is outside 1..=100`).
 
+use std::time::Duration;
+
 use faultline_core::fault::{
-    Cidr, ContainerRef, CpuFault, Direction, DiskAmount, DiskFillFault, DropFault, Fault,
-    FaultSpec, IoFault, IoLimitFault, MemoryAmount, MemoryFault, Netem, NetworkFault,
-    PartitionFault, ProcessAction, ProcessFault, ProcessSelector, Protocol, SpecError, Target, Tbf,
-    TrafficMatch,
+    Cidr, ContainerKillFault, ContainerRef, CpuFault, Direction, DiskAmount, DiskFillFault,
+    DropFault, Fault, FaultSpec, IoFault, IoLimitFault, MemoryAmount, MemoryFault, Netem,
+    NetworkFault, PartitionFault, ProcessAction, ProcessFault, ProcessSelector, Protocol,
+    SpecError, Target, Tbf, TrafficMatch,
 };
+// dns (issue 13)
+use faultline_core::fault::{DnsAction, DnsFault};
 
 use crate::pb;
 
@@ -136,8 +140,12 @@ pub fn spec_from_pb(s: &pb::FaultSpec, path: &str) -> Result<FaultSpec, SpecErro
         None => {
             return Err(SpecError::new(
                 at("kind"),
-                "is required: one of network, drop, partition, cpu, memory, io, process, \
-                 disk-fill, io-limit",
+                format!(
+                    "is required: one of {}",
+                    faultline_core::fault::FaultKind::ALL
+                        .map(faultline_core::fault::FaultKind::as_str)
+                        .join(", ")
+                ),
             ))
         }
         Some(K::Network(n)) => {
@@ -235,6 +243,19 @@ pub fn spec_from_pb(s: &pb::FaultSpec, path: &str) -> Result<FaultSpec, SpecErro
         }
         Some(K::DiskFill(d)) => Fault::DiskFill(disk_fill_from_pb(d, path)?),
         Some(K::IoLimit(l)) => Fault::IoLimit(io_limit_from_pb(l)),
+        // dns (issue 13)
+        Some(K::Dns(d)) => Fault::Dns(dns_from_pb(d, &at)?),
+        // Kill faults (issue 13). A pod-kill is never a fault for an agent.
+        Some(K::PodKill(_)) => {
+            return Err(SpecError::new(
+                at("kind"),
+                faultline_core::fault::kill::POD_KILL_NEEDS_PODS,
+            ))
+        }
+        Some(K::ContainerKill(k)) => Fault::ContainerKill(ContainerKillFault {
+            containers: k.containers.clone(),
+            interval: interval(k.interval_ms),
+        }),
     };
     let spec = FaultSpec {
         target: target_from_pb(s.target.as_ref()),
@@ -315,6 +336,17 @@ pub fn spec_to_pb(s: &FaultSpec) -> pb::FaultSpec {
         }
         Fault::DiskFill(d) => K::DiskFill(disk_fill_to_pb(d)),
         Fault::IoLimit(l) => K::IoLimit(io_limit_to_pb(l)),
+        // dns (issue 13)
+        Fault::Dns(d) => K::Dns(dns_to_pb(d)),
+        // Kill faults (issue 13).
+        Fault::PodKill(k) => K::PodKill(pb::PodKillFault {
+            grace_period_seconds: k.grace_period.map(|g| g.as_secs()),
+            interval_ms: interval_ms(k.interval),
+        }),
+        Fault::ContainerKill(k) => K::ContainerKill(pb::ContainerKillFault {
+            containers: k.containers.clone(),
+            interval_ms: interval_ms(k.interval),
+        }),
     };
     pb::FaultSpec {
         target: Some(target_to_pb(&s.target)),
@@ -378,6 +410,49 @@ fn io_limit_to_pb(l: &IoLimitFault) -> pb::IoLimitFault {
     }
 }
 
+// dns (issue 13)
+fn dns_from_pb(d: &pb::DnsFault, at: &dyn Fn(&str) -> String) -> Result<DnsFault, SpecError> {
+    let action = match pb::DnsAction::try_from(d.action).unwrap_or(pb::DnsAction::Unspecified) {
+        pb::DnsAction::Nxdomain => DnsAction::Nxdomain,
+        pb::DnsAction::Servfail => DnsAction::Servfail,
+        pb::DnsAction::Timeout => DnsAction::Timeout,
+        pb::DnsAction::Unspecified => {
+            return Err(SpecError::new(
+                at("action"),
+                "is required: nxdomain, servfail or timeout",
+            ))
+        }
+    };
+    Ok(DnsFault {
+        interface: opt_iface(&d.interface),
+        names: DnsFault::parse_names(&d.names, &at("names"))?,
+        action,
+        probability: d.probability.unwrap_or(1.0),
+    })
+}
+
+fn dns_to_pb(d: &DnsFault) -> pb::DnsFault {
+    pb::DnsFault {
+        names: d.names.iter().map(|n| n.text()).collect(),
+        action: (match d.action {
+            DnsAction::Nxdomain => pb::DnsAction::Nxdomain,
+            DnsAction::Servfail => pb::DnsAction::Servfail,
+            DnsAction::Timeout => pb::DnsAction::Timeout,
+        }) as i32,
+        probability: Some(d.probability),
+        interface: d.interface.clone().unwrap_or_default(),
+    }
+}
+
+// Kill faults (issue 13): `interval_ms` 0 is "once".
+fn interval(ms: u64) -> Option<Duration> {
+    (ms > 0).then(|| Duration::from_millis(ms))
+}
+
+fn interval_ms(d: Option<Duration>) -> u64 {
+    d.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// Every revert reason with a name, in wire order.
 pub const REVERT_REASONS: [pb::RevertReason; 6] = [
     pb::RevertReason::Deadline,
@@ -431,6 +506,11 @@ mod tests {
             "{kind: disk-fill, path: /var/tmp, percent: 80, target: {pid: 42}}",
             "{kind: disk-fill, path: /data, size: 1Gi, keepFree: 0}",
             "{kind: io-limit, device: /dev/sda, writeBytesPerSecond: 1Mi, readIops: 50, target: {cgroup: /x}}",
+            // dns (issue 13)
+            "{kind: dns, names: [api.example.com, '*.svc.local'], action: nxdomain, target: {pod: 1f2e-33}}",
+            "{kind: dns, names: [x.example], action: timeout, probability: 0.3, interface: eth0, target: {netns: /run/netns/x}}",
+            "{kind: container-kill, containers: [app, sidecar], interval: 1500ms, target: {pod: 1f2e-33}}",
+            "{kind: container-kill, target: {container: abc123, pod: 1f2e-33}}",
         ] {
             let spec = parse_fault(doc).unwrap_or_else(|e| panic!("{doc}: {e}"));
             let back = spec_from_pb(&spec_to_pb(&spec), "spec").unwrap_or_else(|e| panic!("{doc}: {e}"));
@@ -446,6 +526,36 @@ mod tests {
         }
         let err = spec_from_pb(&s, "apply.spec").expect_err("out of range");
         assert_eq!(err.to_string(), "apply.spec.load: 150 is outside 1..=100");
+        // Kill faults (issue 13): an agent never takes a pod-kill, and checks container-kill.
+        let pod_kill = pb::FaultSpec {
+            target: None,
+            kind: Some(pb::fault_spec::Kind::PodKill(pb::PodKillFault {
+                grace_period_seconds: Some(0),
+                interval_ms: 0,
+            })),
+        };
+        assert_eq!(
+            spec_from_pb(&pod_kill, "apply.spec")
+                .expect_err("pod-kill")
+                .to_string(),
+            format!(
+                "apply.spec.kind: {}",
+                faultline_core::fault::kill::POD_KILL_NEEDS_PODS
+            )
+        );
+        let mut ck = spec_to_pb(
+            &parse_fault("{kind: container-kill, containers: [app], target: {pod: 1f0e}}")
+                .expect("container-kill"),
+        );
+        if let Some(pb::fault_spec::Kind::ContainerKill(k)) = ck.kind.as_mut() {
+            k.interval_ms = 200;
+        }
+        assert_eq!(
+            spec_from_pb(&ck, "apply.spec")
+                .expect_err("interval")
+                .to_string(),
+            "apply.spec.interval: 200ms is outside 1s..=24h"
+        );
         let empty = pb::FaultSpec::default();
         assert!(spec_from_pb(&empty, "spec")
             .expect_err("no kind")
@@ -461,5 +571,49 @@ mod tests {
             err.to_string(),
             "spec.percent: 100 is outside 1..=99 (whole percent of the filesystem)"
         );
+    }
+
+    // dns (issue 13)
+    #[test]
+    fn wire_dns_specs_are_validated_with_paths() {
+        let good = pb::DnsFault {
+            names: vec!["a.example".into()],
+            action: pb::DnsAction::Nxdomain as i32,
+            probability: None,
+            interface: String::new(),
+        };
+        let spec = |d: pb::DnsFault| pb::FaultSpec {
+            target: None,
+            kind: Some(pb::fault_spec::Kind::Dns(d)),
+        };
+        let ok = spec_from_pb(&spec(good.clone()), "spec").expect("dns");
+        let Fault::Dns(d) = ok.fault else {
+            panic!("dns")
+        };
+        assert_eq!(d.probability, 1.0, "an absent probability is 1");
+        let err = |d: pb::DnsFault| {
+            spec_from_pb(&spec(d), "apply.spec")
+                .expect_err("bad")
+                .to_string()
+        };
+        assert_eq!(
+            err(pb::DnsFault {
+                action: 0,
+                ..good.clone()
+            }),
+            "apply.spec.action: is required: nxdomain, servfail or timeout"
+        );
+        assert_eq!(
+            err(pb::DnsFault {
+                probability: Some(1.5),
+                ..good.clone()
+            }),
+            "apply.spec.probability: 1.5 is outside 0..=1"
+        );
+        assert!(err(pb::DnsFault {
+            names: vec!["ok.example".into(), "-*-".into()],
+            ..good
+        })
+        .starts_with("apply.spec.names[1]: \"-*-\" has '*' in a label"));
     }
 }

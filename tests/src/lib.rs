@@ -8,6 +8,7 @@
 
 pub mod continuous;
 pub mod procs;
+pub mod receiver;
 pub mod stack;
 pub mod trials;
 pub mod workers;
@@ -76,6 +77,7 @@ pub fn coordinator_config(
         renew_interval: Duration::from_secs(1),
         policy: Default::default(),
         retention: Default::default(),
+        notifications: Vec::new(),
     }
 }
 

@@ -64,6 +64,12 @@ pub fn wait_ready(p: &Proc, addr: SocketAddr, timeout: Duration) -> Duration {
 impl Stack {
     /// Starts a coordinator with `lease` and a policy that lets every agent be targeted.
     pub fn start(agent_names: &[&str], lease: Duration) -> Stack {
+        Stack::start_with(agent_names, lease, "")
+    }
+
+    /// [`Stack::start`] with more TOML appended to the coordinator's config file (e.g.
+    /// `[[notifications]]`).
+    pub fn start_with(agent_names: &[&str], lease: Duration, extra_config: &str) -> Stack {
         let certs = Certs::new(agent_names);
         let dir = tempfile::tempdir().expect("stack dir");
         let grpc = SocketAddr::from(([127, 0, 0, 1], free_port()));
@@ -71,7 +77,7 @@ impl Stack {
         let config = dir.path().join("coordinator.toml");
         std::fs::write(
             &config,
-            "[policy]\nmax_fleet_percent_under_fault = 100\nmax_concurrent_experiments = 10\n",
+            format!("[policy]\nmax_fleet_percent_under_fault = 100\nmax_concurrent_experiments = 10\n{extra_config}"),
         )
         .expect("coordinator config");
         let coordinator_args = vec![

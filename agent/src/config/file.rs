@@ -43,6 +43,8 @@ struct RawLimits {
     protected_namespaces: Option<Vec<String>>,
     pod_logs_dir: Option<String>,
     io_paths: Option<Vec<String>>,
+    // Kill faults (issue 13).
+    container_logs_dir: Option<String>,
 }
 
 /// What must never be targeted, besides PID 1 and the agent itself.
@@ -57,6 +59,8 @@ pub struct ProtectedList {
     pub namespaces: Vec<String>,
     /// The kubelet's pod log directories, where pods' namespaces are read.
     pub pod_logs_dir: PathBuf,
+    /// The kubelet's container log links, where container-kill reads containers' IDs.
+    pub container_logs_dir: PathBuf,
 }
 
 impl Default for ProtectedList {
@@ -73,6 +77,7 @@ impl Default for ProtectedList {
                 .map(|s| s.to_string())
                 .collect(),
             pod_logs_dir: PathBuf::from(crate::host::pods::DEFAULT_POD_LOGS_DIR),
+            container_logs_dir: PathBuf::from(crate::host::kill::DEFAULT_CONTAINER_LOGS_DIR),
         }
     }
 }
@@ -153,6 +158,7 @@ impl AgentFile {
                 namespaces: self.protected.namespaces.clone(),
             },
             pod_logs_dir: self.protected.pod_logs_dir.clone(),
+            container_logs_dir: self.protected.container_logs_dir.clone(),
             io_paths: self.limits.io_paths.clone(),
             ..HostConfig::default()
         }
@@ -275,6 +281,9 @@ fn validate(raw: RawLimits) -> Result<AgentFile, Bad> {
     }
     if let Some(dir) = raw.pod_logs_dir {
         protected.pod_logs_dir = absolute("limits.pod_logs_dir", &dir)?;
+    }
+    if let Some(dir) = raw.container_logs_dir {
+        protected.container_logs_dir = absolute("limits.container_logs_dir", &dir)?;
     }
     if let Some(paths) = raw.io_paths {
         limits.io_paths = paths

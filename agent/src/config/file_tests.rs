@@ -38,6 +38,7 @@ protected_cgroups = ["/system.slice/kubelet.service/"]
 protected_namespaces = ["kube-system", "faultline", "monitoring"]
 pod_logs_dir = "/srv/kubelet/pod-logs/"
 io_paths = ["/data/chaos/"]
+container_logs_dir = "/srv/kubelet/container-links"
 "#,
     )
     .expect("valid");
@@ -60,6 +61,14 @@ io_paths = ["/data/chaos/"]
     assert_eq!(
         f.host_config().pod_logs_dir,
         PathBuf::from("/srv/kubelet/pod-logs")
+    );
+    assert_eq!(
+        f.host_config().container_logs_dir,
+        PathBuf::from("/srv/kubelet/container-links")
+    );
+    assert_eq!(
+        AgentFile::default().host_config().container_logs_dir,
+        PathBuf::from("/var/log/containers")
     );
     let off = AgentFile::from_toml("[limits]\nprotected_namespaces = []\n").expect("valid");
     assert!(off.protected.namespaces.is_empty());

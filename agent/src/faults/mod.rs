@@ -85,6 +85,11 @@ pub fn kind_of(spec: Option<&pb::FaultSpec>) -> &'static str {
         Some(Kind::Process(_)) => "process",
         Some(Kind::DiskFill(_)) => "disk-fill",
         Some(Kind::IoLimit(_)) => "io-limit",
+        // dns (issue 13)
+        Some(Kind::Dns(_)) => "dns",
+        // Kill faults (issue 13).
+        Some(Kind::PodKill(_)) => "pod-kill",
+        Some(Kind::ContainerKill(_)) => "container-kill",
         None => "unspecified",
     }
 }

@@ -20,6 +20,7 @@ mod fake_tree;
 pub mod fill;
 pub mod guard;
 pub mod iolimit;
+pub mod kill;
 pub mod nsfile;
 pub mod os;
 pub mod pods;
@@ -76,6 +77,9 @@ pub struct HostConfig {
     /// The kubelet's pod log directories (`<namespace>_<name>_<uid>`): where the agent learns
     /// which namespace a pod is in.
     pub pod_logs_dir: PathBuf,
+    /// The kubelet's container log links (`<pod>_<namespace>_<container>-<id>.log`): where
+    /// container-kill learns which container IDs a pod's container names have.
+    pub container_logs_dir: PathBuf,
     /// The executable re-run as worker and guard; `None` = this process's own (read once, when
     /// the drivers are made, so a replaced binary still works). Tests point it at the built
     /// `faultline-agent`.
@@ -90,6 +94,7 @@ impl Default for HostConfig {
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
             proc_root: PathBuf::from("/proc"),
             pod_logs_dir: PathBuf::from(pods::DEFAULT_POD_LOGS_DIR),
+            container_logs_dir: PathBuf::from(kill::DEFAULT_CONTAINER_LOGS_DIR),
             agent_exe: None,
         }
     }

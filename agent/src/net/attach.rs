@@ -76,14 +76,28 @@ fn attach_tc(
     iface: &str,
     hooks: &[Hook],
 ) -> Result<Attached, DriverError> {
+    let programs: Vec<(&'static str, Hook)> = hooks
+        .iter()
+        .map(|h| (program_name(scope, *h), *h))
+        .collect();
+    attach_tc_programs(ebpf, iface, &programs)
+}
+
+/// Loads the named `classifier` programs and attaches each to `iface` (in the calling
+/// thread's netns) on its hook, first in the TCX chain; links unpinned.
+pub fn attach_tc_programs(
+    ebpf: Ebpf,
+    iface: &str,
+    programs: &[(&'static str, Hook)],
+) -> Result<Attached, DriverError> {
     let mut out = Attached {
         ebpf,
         links: Vec::new(),
         prog_ids: Vec::new(),
         link_ids: Vec::new(),
     };
-    for hook in hooks {
-        let name = program_name(scope, *hook);
+    for (name, hook) in programs {
+        let name = *name;
         let what = format!("attaching {name} to {iface} {}", hook.as_str());
         let prog: &mut SchedClassifier = out
             .ebpf

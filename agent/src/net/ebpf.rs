@@ -21,6 +21,12 @@ use super::rules::{Config, Rules, CONFIG_SIZE, KEY_DATA_SIZE};
 /// `ebpf/drop.bpf.c`, compiled.
 pub static DROP_OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/drop.bpf.o"));
 
+/// `ebpf/dns.bpf.c`, compiled.
+pub static DNS_OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dns.bpf.o"));
+/// Map names of `ebpf/dns.bpf.c` (it also has `fl_cfg` and `fl_stats`).
+pub const DNS_OPTS_MAP: &str = "fl_dns_opts";
+pub const DNS_NAMES_MAP: &str = "fl_dns_names";
+
 /// Map names from `ebpf/match.h`.
 pub const CONFIG_MAP: &str = "fl_cfg";
 pub const CIDRS_MAP: &str = "fl_cidrs";
@@ -182,6 +188,40 @@ pub fn counters(ebpf: &Ebpf) -> Result<Counters, EbpfError> {
         acted: sum(1)?,
         spared: sum(2)?,
     })
+}
+
+/// Writes a dns object's `fl_dns_names` entries and `fl_dns_opts` (before attaching; the
+/// config, written last with [`write_config`], arms it).
+pub fn write_dns(
+    ebpf: &mut Ebpf,
+    names: &[(u64, u8)],
+    opts: &[u8; super::dns_rules::OPTS_SIZE],
+) -> Result<(), EbpfError> {
+    {
+        let mut map: HashMap<&mut MapData, u64, u8> =
+            HashMap::try_from(map_mut(ebpf, DNS_NAMES_MAP)?).map_err(map_err(DNS_NAMES_MAP))?;
+        for (k, v) in names {
+            map.insert(k, v, 0).map_err(map_err(DNS_NAMES_MAP))?;
+        }
+    }
+    let mut arr: Array<&mut MapData, [u8; super::dns_rules::OPTS_SIZE]> =
+        Array::try_from(map_mut(ebpf, DNS_OPTS_MAP)?).map_err(map_err(DNS_OPTS_MAP))?;
+    arr.set(0, *opts, 0).map_err(map_err(DNS_OPTS_MAP))
+}
+
+/// The first `n` counters of `fl_stats`, each summed over CPUs.
+pub fn stats(ebpf: &Ebpf, n: u32) -> Result<Vec<u64>, EbpfError> {
+    let map = ebpf
+        .map(STATS_MAP)
+        .ok_or_else(|| EbpfError::Missing(format!("map {STATS_MAP}")))?;
+    let stats: PerCpuArray<&MapData, u64> =
+        PerCpuArray::try_from(map).map_err(map_err(STATS_MAP))?;
+    (0..n)
+        .map(|i| {
+            let v = stats.get(&i, 0).map_err(map_err(STATS_MAP))?;
+            Ok(v.iter().copied().fold(0u64, u64::saturating_add))
+        })
+        .collect()
 }
 
 fn monotonic_now() -> Result<Duration, EbpfError> {

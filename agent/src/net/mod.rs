@@ -16,6 +16,10 @@ pub mod network;
 mod plan;
 pub mod rules;
 pub mod tc;
+// dns (issue 13)
+pub mod dns;
+mod dns_plan;
+pub mod dns_rules;
 
 use std::sync::{Arc, Weak};
 
@@ -38,9 +42,12 @@ pub struct NetConfig {
     pub lease: KernelLease,
     /// The agent's session connections: never matched by any program, whatever the spec.
     pub control: ControlChannel,
+    /// Names the agent itself resolves (the coordinator's host name): a `dns` fault matching
+    /// one is refused.
+    pub protected_names: Vec<String>,
 }
 
-/// The eBPF network drivers (`drop`, `partition`), subscribed to `cfg.lease` and
+/// The eBPF network drivers (`drop`, `partition`; `dns`), subscribed to `cfg.lease` and
 /// `cfg.control`.
 pub fn drivers(cfg: &NetConfig) -> Vec<Arc<dyn Driver>> {
     drop::describe_metrics();
@@ -48,5 +55,10 @@ pub fn drivers(cfg: &NetConfig) -> Vec<Arc<dyn Driver>> {
     let weak: Weak<drop::DropDriver> = Arc::downgrade(&d);
     cfg.lease.subscribe(weak.clone());
     cfg.control.subscribe(weak);
-    vec![d]
+    // dns (issue 13)
+    dns::describe_metrics();
+    let dns = Arc::new(dns::DnsDriver::new(cfg));
+    let weak: Weak<dns::DnsDriver> = Arc::downgrade(&dns);
+    cfg.lease.subscribe(weak);
+    vec![d, dns]
 }

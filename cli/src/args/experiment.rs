@@ -122,6 +122,9 @@ pub struct ReportArgs {
 pub enum ReportFormat {
     Md,
     Json,
+    /// JUnit XML for CI test tabs: the run, each steady-state check and each guard as a test
+    /// case (written by faultctl from the experiment's record).
+    Junit,
 }
 
 impl ReportFormat {
@@ -129,8 +132,25 @@ impl ReportFormat {
         match self {
             ReportFormat::Md => "md",
             ReportFormat::Json => "json",
+            ReportFormat::Junit => "junit",
         }
     }
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The experiment document (as for `apply`); `-` reads it from stdin. Its metadata.name
+    /// must be new: give each CI run its own (e.g. with the pipeline id).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// The report printed at the end: md (default), json or junit.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub report: Option<ReportFormat>,
+
+    /// Also write the JUnit XML report to this file (for CI test tabs).
+    #[arg(long, value_name = "PATH")]
+    pub junit: Option<PathBuf>,
 }
 
 /// An experiment name as the document allows it: a DNS-1123 label of 1..=63 characters.

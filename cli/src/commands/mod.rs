@@ -100,6 +100,10 @@ pub async fn run(cli: &Cli, out: &mut dyn Write) -> Result<Printed, CliError> {
             let style = experiments::watch::Style::pick(o, std::io::stdout().is_terminal());
             return experiments::watch::watch(&target, &args.name, style, out).await;
         }
+        Command::Run(args) => {
+            let style = experiments::watch::Style::pick(o, std::io::stdout().is_terminal());
+            return experiments::run::run(&target, args, o, style, out).await;
+        }
     }?;
     Ok(Printed::ok(text))
 }

@@ -34,6 +34,42 @@ pub fn experiment(e: &pb::Experiment) -> Value {
         })).collect::<Vec<_>>(),
         "guard_interval_ms": e.guard_interval_ms,
         "on_target_failure": e.on_target_failure,
+        "hypothesis": e.hypothesis.as_ref().map(hypothesis),
+        "impact": e.impact.iter().map(impact).collect::<Vec<_>>(),
+        "findings": e.findings,
+    })
+}
+
+pub fn hypothesis(h: &pb::Hypothesis) -> Value {
+    json!({
+        "verdict": h.verdict,
+        "reason": h.reason,
+        "recovery_within_ms": h.recovery_within_ms,
+        "recovery_from_unix_ms": h.recovery_from_unix_ms,
+        "checks": h.checks.iter().map(|c| json!({
+            "name": c.name,
+            "type": c.r#type,
+            "description": c.description,
+            "held_before": c.held_before,
+            "before_value": finite(c.before_value),
+            "before_detail": c.before_detail,
+            "recovery_ms": c.recovery_ms,
+            "last_detail": c.last_detail,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn impact(i: &pb::Impact) -> Value {
+    json!({
+        "name": i.name,
+        "source": i.source,
+        "type": i.r#type,
+        "before": finite(i.before),
+        "during": finite(i.during),
+        "after": finite(i.after),
+        "deviated": i.deviated,
+        "deviation_ms": i.deviation_ms,
+        "recovery_ms": i.recovery_ms,
     })
 }
 

@@ -1,5 +1,7 @@
 //! Experiment records to wire messages (`pb::Experiment`, `pb::Plan`, `pb::ExperimentEvent`).
 
+use faultline_core::experiment::impact::Impact;
+use faultline_core::experiment::steady::Hypothesis;
 use faultline_core::experiment::{parse_stored_experiment, Phase};
 use faultline_core::fault::Target;
 use faultline_proto::convert::{self as wire, spec_to_pb};
@@ -182,6 +184,46 @@ pub fn experiment_to_pb(r: &ExperimentRecord) -> pb::Experiment {
             .collect(),
         guard_interval_ms: r.guard_interval_ms,
         on_target_failure: r.on_target_failure.clone(),
+        hypothesis: r.hypothesis.as_ref().map(hypothesis_to_pb),
+        impact: r.impact.iter().map(impact_to_pb).collect(),
+        findings: r.findings.clone(),
+    }
+}
+
+fn hypothesis_to_pb(h: &Hypothesis) -> pb::Hypothesis {
+    pb::Hypothesis {
+        verdict: h.verdict.as_str().to_string(),
+        reason: h.reason.clone(),
+        recovery_within_ms: h.recovery_within_ms,
+        recovery_from_unix_ms: h.recovery_from_unix_ms,
+        checks: h
+            .checks
+            .iter()
+            .map(|c| pb::SteadyStateCheck {
+                name: c.name.clone(),
+                r#type: c.check_type.clone(),
+                description: c.description.clone(),
+                held_before: c.held_before,
+                before_value: c.before_value.unwrap_or(f64::NAN),
+                before_detail: c.before_detail.clone(),
+                recovery_ms: c.recovery_ms,
+                last_detail: c.last_detail.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn impact_to_pb(i: &Impact) -> pb::Impact {
+    pb::Impact {
+        name: i.name.clone(),
+        source: i.source.clone(),
+        r#type: i.kind.clone(),
+        before: i.before.unwrap_or(f64::NAN),
+        during: i.during.unwrap_or(f64::NAN),
+        after: i.after.unwrap_or(f64::NAN),
+        deviated: i.deviated,
+        deviation_ms: i.deviation_ms,
+        recovery_ms: i.recovery_ms,
     }
 }
 

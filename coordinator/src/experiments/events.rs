@@ -18,6 +18,7 @@ pub const RESUMED: &str = "faultline_coordinator_experiments_resumed_total";
 pub const REVERTS_RESENT: &str = "faultline_coordinator_reverts_resent_total";
 pub const STATUSES_COALESCED: &str = "faultline_coordinator_fault_statuses_coalesced_total";
 pub const STATUSES_DROPPED: &str = "faultline_coordinator_fault_statuses_dropped_total";
+pub const HYPOTHESES: &str = "faultline_coordinator_hypotheses_total";
 
 /// Why a FaultStatus was not handed to any experiment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +54,13 @@ pub fn describe() {
         EXPERIMENTS,
         "Experiments known to the coordinator, by phase."
     );
+    describe_counter!(
+        HYPOTHESES,
+        "Steady-state hypotheses decided, by verdict (passed, failed)."
+    );
+    for v in ["passed", "failed"] {
+        counter!(HYPOTHESES, "verdict" => v).increment(0);
+    }
     describe_counter!(
         GUARD_EVALUATIONS,
         "Guard evaluations, by guard type and outcome (ok, no_data, breached, error)."
@@ -117,6 +125,24 @@ pub fn phases(counts: &BTreeMap<Phase, usize>) {
         let n = counts.get(&p).copied().unwrap_or(0);
         gauge!(EXPERIMENTS, "phase" => p.as_str()).set(n as f64);
     }
+}
+
+/// A run's steady-state hypothesis was decided.
+pub fn hypothesis(name: &str, verdict: &'static str) {
+    if verdict == "failed" {
+        tracing::warn!(
+            experiment = name,
+            verdict,
+            "experiment {name}: steady-state hypothesis failed"
+        );
+    } else {
+        tracing::info!(
+            experiment = name,
+            verdict,
+            "experiment {name}: steady-state hypothesis {verdict}"
+        );
+    }
+    counter!(HYPOTHESES, "verdict" => verdict).increment(1);
 }
 
 pub fn phase_changed(name: &str, phase: Phase, why: &str) {

@@ -68,22 +68,40 @@ pub fn spawn(
     });
 }
 
-async fn observe(state: &State, guard: &Guard, targets: &[String]) -> Observation {
+/// Observes every guard of `guards` at once; the time the last answer came and the
+/// observations, in order.
+pub async fn observe_all(
+    state: &State,
+    guards: &[Guard],
+    targets: &[String],
+) -> (i64, Vec<Observation>) {
+    let observed =
+        futures::future::join_all(guards.iter().map(|g| observe(state, g, targets))).await;
+    (now_ms(), observed)
+}
+
+/// One observation of `guard`: a Prometheus query, an HTTP probe, or the targets' telemetry.
+pub async fn observe(state: &State, guard: &Guard, targets: &[String]) -> Observation {
     match &guard.kind {
         GuardKind::Prometheus {
             url,
             query,
             timeout,
+            access,
             ..
-        } => match probe::prometheus(url, query, *timeout).await {
+        } => match probe::prometheus(url, query, access, *timeout).await {
             Ok(values) => Observation::Values(values),
             Err(e) => Observation::Error(e),
         },
-        GuardKind::Http { url, timeout, .. } => {
-            match probe::get(url, &url.path_and_query, *timeout).await {
-                Ok((status, _)) => Observation::Probe(Ok(status)),
-                Err(e) => Observation::Probe(Err(e)),
-            }
+        GuardKind::Http {
+            url,
+            timeout,
+            method,
+            body,
+            access,
+            ..
+        } => {
+            Observation::Probe(probe::probe(url, *method, body.as_deref(), access, *timeout).await)
         }
         GuardKind::Telemetry { metric, .. } => {
             let now = now_ms();

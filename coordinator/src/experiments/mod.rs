@@ -7,11 +7,15 @@
 //! - [`run`]: one task per running experiment; [`guards`] evaluates its guards; [`mailbox`] is
 //!   its bounded queue of agent statuses, which [`Table::route`] fills only with the statuses of
 //!   a fault from the agent that holds it.
+//! - [`hypothesis`]: the steady-state checks before injection and the recovery watch after the
+//!   revert, as functions any run (experiments, workflows) can call.
 //! - [`record`], [`convert`], [`report`]: the stored record, its wire form and its reports.
 
 mod convert;
 mod events;
 mod guards;
+pub mod hypothesis;
+mod kill_record;
 pub mod mailbox;
 pub mod ops;
 mod plan_record;
@@ -19,6 +23,7 @@ mod planning;
 mod probe;
 pub mod record;
 pub(crate) mod report;
+mod report_steady;
 pub mod run;
 pub mod service;
 mod watch;
@@ -105,7 +110,15 @@ impl Table {
             if rec.phase == Phase::Running {
                 running.push(rec);
                 continue;
-            } else if rec.phase.is_terminal() && !rec.settled() {
+            }
+            if rec.phase.is_terminal() && hypothesis::pending(rec.hypothesis.as_ref()) {
+                // Ended, but the coordinator stopped while it watched the recovery.
+                if let Some(h) = rec.hypothesis.as_mut() {
+                    h.fail("the coordinator stopped while it watched the recovery");
+                }
+                store.put_experiment_durable(&rec).await?;
+            }
+            if rec.phase.is_terminal() && !rec.settled() {
                 // Ended, but the coordinator stopped before every revert was acknowledged.
                 let mut changed = false;
                 for t in rec

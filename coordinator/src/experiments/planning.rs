@@ -38,7 +38,7 @@ pub fn plan_policy(p: &Policy) -> PlanPolicy {
     }
 }
 
-fn agent_views(state: &State) -> Vec<AgentView> {
+pub(crate) fn agent_views(state: &State) -> Vec<AgentView> {
     state
         .registry
         .list()
@@ -208,8 +208,15 @@ pub fn new_record(
         guard_timeline: Default::default(),
         abort: None,
         gaps: Vec::new(),
+        hypothesis: spec
+            .steady_state
+            .as_ref()
+            .map(faultline_core::experiment::steady::Hypothesis::new),
+        impact: Vec::new(),
+        findings: Vec::new(),
         telemetry: BTreeMap::new(),
         log: Default::default(),
+        pod_kills: Vec::new(),
     }
 }
 
@@ -219,6 +226,10 @@ pub fn targets(spec: &ExperimentSpec, plan: &PlanRecord) -> Vec<TargetRecord> {
     let mut out = Vec::new();
     for agent in &plan.selected {
         for (i, f) in spec.faults.iter().enumerate() {
+            // pod-kill (issue 13): the coordinator carries it out; no agent holds it.
+            if f.kind() == FaultKind::PodKill {
+                continue;
+            }
             let (id, fault) = match &agent.pod {
                 None => (fault_id(&spec.name, &agent.agent, i), f.describe()),
                 Some(p) => (

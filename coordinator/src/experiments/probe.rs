@@ -1,73 +1,32 @@
-//! The guards' plain-HTTP client (one HTTP/1.1 connection per request, bounded by a timeout
-//! and a body limit) and the parsing of Prometheus' instant-query answers.
+//! What guards and checks ask over HTTP(S) (through [`crate::http`]): Prometheus instant
+//! queries and their answers, and HTTP probes with their method, body and headers.
 
 use std::time::Duration;
 
-use faultline_core::experiment::HttpUrl;
-use http_body_util::{BodyExt, Empty, Limited};
+use faultline_core::experiment::{HttpAccess, HttpMethod, HttpUrl};
 use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 
-/// Largest response body read (Prometheus answers for big vectors included).
-const MAX_BODY: usize = 8 << 20;
+use crate::http::{self, Request};
 
-/// `GET path_and_query` on `url`'s host; the status and body, or why there is none.
-pub async fn get(
+/// An HTTP probe: the status, or why there is none.
+pub async fn probe(
     url: &HttpUrl,
-    path_and_query: &str,
+    method: HttpMethod,
+    body: Option<&str>,
+    access: &HttpAccess,
     timeout: Duration,
-) -> Result<(u16, Bytes), String> {
-    match tokio::time::timeout(timeout, get_inner(url, path_and_query)).await {
-        Ok(r) => r,
-        Err(_) => Err(format!(
-            "no answer from {} within {}",
-            url.authority(),
-            humantime::format_duration(timeout)
-        )),
-    }
-}
-
-async fn get_inner(url: &HttpUrl, path_and_query: &str) -> Result<(u16, Bytes), String> {
-    let tcp = tokio::net::TcpStream::connect((url.host.as_str(), url.port))
-        .await
-        .map_err(|e| format!("connecting to {}: {e}", url.authority()))?;
-    let _ = tcp.set_nodelay(true);
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .map_err(|e| format!("HTTP handshake with {}: {e}", url.authority()))?;
-    let conn = tokio::spawn(conn);
-    let req = hyper::Request::get(path_and_query)
-        .header(hyper::header::HOST, url.authority())
-        .header(
-            hyper::header::USER_AGENT,
-            concat!("faultline-coordinator/", env!("CARGO_PKG_VERSION")),
-        )
-        .header(hyper::header::ACCEPT, "application/json, */*")
-        .header(hyper::header::CONNECTION, "close")
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| format!("building the request for {path_and_query:?}: {e}"))?;
-    let result = async {
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| format!("GET http://{}{path_and_query}: {e}", url.authority()))?;
-        let status = resp.status().as_u16();
-        let body = Limited::new(resp.into_body(), MAX_BODY)
-            .collect()
-            .await
-            .map_err(|e| {
-                format!(
-                    "reading the answer of http://{}{path_and_query}: {e}",
-                    url.authority()
-                )
-            })?
-            .to_bytes();
-        Ok((status, body))
-    }
-    .await;
-    conn.abort();
-    result
+) -> Result<u16, String> {
+    let req = Request {
+        url,
+        path_and_query: &url.path_and_query,
+        method: method.as_str(),
+        headers: &[],
+        body: body.map(|b| Bytes::from(b.to_string())),
+        access,
+        timeout,
+    };
+    http::send(&req).await.map(|(status, _)| status)
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters.
@@ -150,8 +109,26 @@ pub fn parse_answer(status: u16, body: &[u8]) -> Result<Vec<f64>, String> {
 }
 
 /// Runs an instant query: the values, or why the guard cannot be evaluated.
-pub async fn prometheus(url: &HttpUrl, query: &str, timeout: Duration) -> Result<Vec<f64>, String> {
-    let (status, body) = get(url, &query_path(url, query), timeout).await?;
+pub async fn prometheus(
+    url: &HttpUrl,
+    query: &str,
+    access: &HttpAccess,
+    timeout: Duration,
+) -> Result<Vec<f64>, String> {
+    let path = query_path(url, query);
+    let req = Request {
+        url,
+        path_and_query: &path,
+        method: "GET",
+        headers: &[],
+        body: None,
+        access,
+        timeout,
+    };
+    let (status, body) = http::send(&req).await?;
+    if let Some(hint) = http::auth_hint(status, access) {
+        return Err(format!("prometheus {url}: {hint}"));
+    }
     parse_answer(status, &body).map_err(|e| format!("prometheus {url}: {e}"))
 }
 

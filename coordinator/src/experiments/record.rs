@@ -3,9 +3,12 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use faultline_core::experiment::impact::Impact;
+use faultline_core::experiment::steady::Hypothesis;
 use faultline_core::experiment::Phase;
 use serde::{Deserialize, Serialize};
 
+pub use super::kill_record::PodKillRecord;
 pub use super::plan_record::{ExcludedAgent, PlanRecord, PlannedAgent, PodRef};
 
 /// Guard samples kept per experiment (oldest dropped first).
@@ -48,6 +51,18 @@ pub struct ExperimentRecord {
     /// Times the coordinator was down while the experiment ran, and resumed it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gaps: Vec<Gap>,
+    /// The steady-state hypothesis (`spec.steadyState`) and its verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hypothesis: Option<Hypothesis>,
+    /// Per guard and check, written when the run is over.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub impact: Vec<Impact>,
+    /// Rule-based sentences from the impact and the hypothesis.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<String>,
+    /// pod-kill (issue 13): every pod deleted, with its replacement's time to Ready.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pod_kills: Vec<PodKillRecord>,
 }
 
 /// The coordinator was down from `from_unix_ms` (its last heartbeat in the store) to
@@ -128,6 +143,9 @@ pub struct Sample {
     pub error: String,
     #[serde(default)]
     pub detail: String,
+    /// Within its threshold (or the expected status); `None` when not judged (an error).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy: Option<bool>,
 }
 
 /// How an experiment was aborted and how long the revert took.
@@ -322,6 +340,10 @@ impl ExperimentRecord {
             telemetry: self.telemetry.clone(),
             log: VecDeque::new(),
             gaps: self.gaps.clone(),
+            hypothesis: self.hypothesis.clone(),
+            impact: self.impact.clone(),
+            findings: self.findings.clone(),
+            pod_kills: self.pod_kills.clone(),
         }
     }
 }

@@ -11,6 +11,7 @@ fn sample(guard: &str, at: i64, breached: bool) -> Sample {
         breached,
         error: String::new(),
         detail: String::new(),
+        healthy: None,
     }
 }
 
@@ -44,6 +45,10 @@ fn record() -> ExperimentRecord {
         telemetry: BTreeMap::new(),
         log: VecDeque::new(),
         gaps: Vec::new(),
+        hypothesis: None,
+        impact: Vec::new(),
+        findings: Vec::new(),
+        pod_kills: Vec::new(),
     }
 }
 

@@ -1,5 +1,6 @@
 //! `Experiments.Report`: the record as JSON (it is the report), and a Markdown rendering for
-//! people: verdict, timing and abort latency, plan, per-target results, guards, telemetry, log.
+//! people: verdict, timing and abort latency, steady-state hypothesis, impact, plan, per-target
+//! results, guards, telemetry, log, and the findings last.
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -167,8 +168,11 @@ pub fn markdown(rec: &ExperimentRecord) -> String {
         o.push('\n');
     }
 
+    super::report_steady::hypothesis_section(&mut o, rec);
+    super::report_steady::impact_section(&mut o, rec);
     plan_section(&mut o, rec);
     targets_section(&mut o, rec);
+    super::kill_record::markdown(&mut o, rec);
 
     if !rec.guards.is_empty() {
         p(
@@ -264,6 +268,7 @@ pub fn markdown(rec: &ExperimentRecord) -> String {
     for l in rec.log.iter().skip(skip) {
         p(&mut o, format!("- {} {}", at(l.at_unix_ms), l.message));
     }
+    super::report_steady::findings_section(&mut o, rec);
     o
 }
 

@@ -77,6 +77,7 @@ fn aborted() -> ExperimentRecord {
             breached: true,
             error: String::new(),
             detail: "0.9000 above 0.05: breached".into(),
+            healthy: None,
         }]),
         abort: Some(AbortRecord {
             trigger: "guard".into(),
@@ -97,6 +98,10 @@ fn aborted() -> ExperimentRecord {
             message: "started by operator/operator".into(),
         }]),
         gaps: Vec::new(),
+        hypothesis: None,
+        impact: Vec::new(),
+        findings: Vec::new(),
+        pod_kills: Vec::new(),
     }
 }
 

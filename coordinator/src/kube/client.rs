@@ -186,6 +186,40 @@ impl Cluster for KubeCluster {
             timed_call(&what, call).await.map(|_| ())
         })
     }
+
+    // pod-kill (issue 13).
+    fn delete_pod<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        uid: &'a str,
+        grace_period_seconds: Option<i64>,
+    ) -> BoxFuture<'a, Result<super::podkill::Deleted, KubeError>> {
+        Box::pin(super::podkill::delete_pod(
+            self.client.clone(),
+            namespace,
+            name,
+            uid,
+            grace_period_seconds,
+        ))
+    }
+
+    fn watch_pods<'a>(
+        &'a self,
+        namespace: &'a str,
+        label_selector: Option<&'a str>,
+        resource_version: &'a str,
+    ) -> BoxFuture<
+        'a,
+        Result<super::BoxStream<Result<super::podkill::PodEvent, KubeError>>, KubeError>,
+    > {
+        Box::pin(super::podkill::watch_pods(
+            self.client.clone(),
+            namespace,
+            label_selector,
+            resource_version,
+        ))
+    }
 }
 
 /// Where the coordinator's Kubernetes credentials come from.

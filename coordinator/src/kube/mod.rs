@@ -1,17 +1,20 @@
 //! Kubernetes access: the narrow [`Cluster`] port (list pods and nodes for pod targets; review a
 //! ServiceAccount token and read its pod for agent enrollment; publish the CA bundle agents
-//! trust), its kube-rs implementation [`KubeCluster`], the conversion of API objects into the
-//! coordinator's views, and where the coordinator's credentials come from.
+//! trust; delete and watch pods for pod-kill), its kube-rs implementation [`KubeCluster`], the
+//! conversion of API objects into the coordinator's views, and where the coordinator's
+//! credentials come from.
 //!
 //! - [`enroll`]: Kubernetes enrollment, the rules a ServiceAccount token must pass before the
 //!   issuer signs a certificate for a node.
 //! - [`cabundle`]: the ConfigMap with the CA bundle agents mount.
+//! - [`podkill`]: deleting pods and watching for their replacements (fault kind pod-kill).
 
 pub mod cabundle;
 mod client;
 mod convert;
 pub mod enroll;
 mod names;
+pub mod podkill;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -32,9 +35,12 @@ pub const API_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A boxed future, so [`Cluster`] stays object safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+/// A boxed stream of watch events.
+pub type BoxStream<T> = futures::stream::BoxStream<'static, T>;
 
 /// The Kubernetes calls the coordinator makes: reads for pod targets and enrollment, one
-/// TokenReview, and one write (the CA bundle ConfigMap).
+/// TokenReview, one write (the CA bundle ConfigMap), and for pod-kill, pod deletes and a pod
+/// watch.
 pub trait Cluster: Send + Sync {
     /// The pods of `namespace` matching the selectors (any phase).
     fn pods<'a>(
@@ -70,6 +76,26 @@ pub trait Cluster: Send + Sync {
         name: &'a str,
         data: &'a BTreeMap<String, String>,
     ) -> BoxFuture<'a, Result<(), KubeError>>;
+
+    // pod-kill (issue 13): the coordinator's only deletes, and the watch for replacements.
+
+    /// Deletes pod `namespace/name` if it is still the pod `uid`, with this grace period
+    /// (`None`: the pod's own).
+    fn delete_pod<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        uid: &'a str,
+        grace_period_seconds: Option<i64>,
+    ) -> BoxFuture<'a, Result<podkill::Deleted, KubeError>>;
+
+    /// Watches the pods of `namespace` matching `label_selector` from `resource_version`.
+    fn watch_pods<'a>(
+        &'a self,
+        namespace: &'a str,
+        label_selector: Option<&'a str>,
+        resource_version: &'a str,
+    ) -> BoxFuture<'a, Result<BoxStream<Result<podkill::PodEvent, KubeError>>, KubeError>>;
 }
 
 /// Whether this coordinator can reach the Kubernetes API (for pod targets and Kubernetes

@@ -43,6 +43,10 @@ fn experiment(name: &str, phase: Phase, ended: i64) -> ExperimentRecord {
         telemetry: Default::default(),
         log: Default::default(),
         gaps: vec![],
+        hypothesis: None,
+        impact: vec![],
+        findings: vec![],
+        pod_kills: Vec::new(),
     }
 }
 

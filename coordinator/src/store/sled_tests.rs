@@ -147,6 +147,10 @@ fn experiment_records_survive_reopen() {
         telemetry: Default::default(),
         log: Default::default(),
         gaps: vec![],
+        hypothesis: None,
+        impact: vec![],
+        findings: vec![],
+        pod_kills: Vec::new(),
     };
     {
         let store = SledStore::open(dir.path()).expect("open");

@@ -72,6 +72,7 @@ impl Env {
             renew_interval: Duration::from_secs(1),
             policy: Policy::default(),
             retention: Default::default(),
+            notifications: Vec::new(),
         }
     }
 

@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::guard_doc::{duration_field, is_dns_label, RawGuard};
 use super::pods_doc::RawPods;
+use super::steady::RawSteadyState;
 use super::*;
 use crate::fault::doc::{parse_document, RawFault, RawSelector, Scalar};
 use crate::fault::{join, FaultSpec, SpecError};
@@ -41,6 +42,8 @@ pub struct RawSpec {
     pub guard_interval: Option<String>,
     pub blast_radius: Option<RawBlastRadius>,
     pub on_target_failure: Option<String>,
+    /// The steady-state hypothesis (see [`super::steady`]).
+    pub steady_state: Option<RawSteadyState>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -206,9 +209,9 @@ impl RawSpec {
             .enumerate()
             .map(|(i, f)| {
                 let path = format!("spec.faults[{i}]");
-                match pods {
+                match &pods {
                     None => f.to_spec(&path),
-                    Some(_) => pod_fault(f, &path),
+                    Some(selector) => pod_fault(f, &path, selector),
                 }
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -257,7 +260,13 @@ impl RawSpec {
                 ))
             }
         };
+        let steady_state = self
+            .steady_state
+            .as_ref()
+            .map(|s| s.to_steady_state("spec.steadyState", &guards))
+            .transpose()?;
         Ok(ExperimentSpec {
+            steady_state,
             name: name.to_string(),
             duration,
             agents,
@@ -274,7 +283,7 @@ impl RawSpec {
 
 /// A fault of a pod experiment: the selected pods are its target, so it names none itself (a
 /// process fault names no selector either); the coordinator aims it at each pod or container.
-fn pod_fault(f: &RawFault, path: &str) -> Result<FaultSpec, SpecError> {
+fn pod_fault(f: &RawFault, path: &str, selector: &PodSelector) -> Result<FaultSpec, SpecError> {
     if f.target.is_some() {
         return Err(SpecError::new(
             join(path, "target"),
@@ -294,8 +303,12 @@ fn pod_fault(f: &RawFault, path: &str) -> Result<FaultSpec, SpecError> {
         spec.target = crate::fault::Target::Host;
         return Ok(spec);
     }
-    if f.kind.trim() != "process" {
-        return f.to_spec(path);
+    // Kill faults (issue 13).
+    match f.kind.trim() {
+        "pod-kill" => return f.to_pod_spec(path),
+        "container-kill" => return container_kill_fault(f, path, selector),
+        "process" => {}
+        _ => return f.to_spec(path),
     }
     if f.selector.is_some() {
         return Err(SpecError::new(
@@ -315,6 +328,28 @@ fn pod_fault(f: &RawFault, path: &str) -> Result<FaultSpec, SpecError> {
     if let crate::fault::Fault::Process(p) = &mut spec.fault {
         p.selector = crate::fault::ProcessSelector::Container(Default::default());
     }
+    Ok(spec)
+}
+
+/// A container-kill of a pod experiment, validated against a stand-in for what `aim` makes of
+/// it: each selected pod (then `containers` names the containers to kill) or, with
+/// `spec.targets.pods.containers`, each selected container (then `containers` stays out).
+fn container_kill_fault(
+    f: &RawFault,
+    path: &str,
+    selector: &PodSelector,
+) -> Result<FaultSpec, SpecError> {
+    let stand_in = crate::fault::doc::RawTarget {
+        pod: Some("0".into()),
+        container: (!selector.containers.is_empty()).then(|| "0".into()),
+        ..Default::default()
+    };
+    let with_target = RawFault {
+        target: Some(stand_in),
+        ..f.clone()
+    };
+    let mut spec = with_target.to_spec(path)?;
+    spec.target = crate::fault::Target::Host;
     Ok(spec)
 }
 

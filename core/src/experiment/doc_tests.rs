@@ -57,6 +57,7 @@ fn a_full_document_parses() {
             threshold,
             hold,
             timeout,
+            ..
         } => {
             assert_eq!((url.host.as_str(), url.port), ("127.0.0.1", 9090));
             assert_eq!(query, "sum(rate(errors[5s]))");
@@ -80,6 +81,7 @@ fn a_full_document_parses() {
             expect_status,
             timeout,
             failures,
+            ..
         } => {
             assert_eq!(url.path_and_query, "/healthz");
             assert_eq!(
@@ -114,7 +116,10 @@ fn json_and_defaults() {
             url: HttpUrl::parse("http://localhost/").expect("url"),
             expect_status: 200,
             timeout: Duration::from_secs(1),
-            failures: 3
+            failures: 3,
+            method: HttpMethod::Get,
+            body: None,
+            access: HttpAccess::default(),
         }
     );
     assert_eq!(s.guards[0].on_error, OnError::Abort);
@@ -161,7 +166,17 @@ fn invalid_documents_name_the_field_path() {
         (doc(&OK_SPEC.replace("load: 10", "lod: 10")), "spec.faults[0].lod: unknown field `lod`"),
         (doc(&OK_SPEC.replace("[{kind: cpu, load: 10}]", format!("[{}]", vec!["{kind: cpu, load: 1}"; 17].join(", ")).as_str())), "spec.faults: has 17 faults; give 1..=16"),
         (with_guard("{name: g, prometheus: {url: \"http://p:9090\", query: up, above: 1, for: 2h}}"), "spec.guards[0].prometheus.for: 2h is outside the allowed range 0s..=1h"),
-        (with_guard("{name: g, prometheus: {url: \"https://p:9090\", query: up, above: 1}}"), "spec.guards[0].prometheus.url: \"https://p:9090\": https guard URLs are not supported"),
+        (with_guard("{name: g, prometheus: {url: \"ftp://p:9090\", query: up, above: 1}}"), "spec.guards[0].prometheus.url: \"ftp://p:9090\" is not an http:// or https:// URL"),
+        (with_guard("{name: g, prometheus: {url: \"http://p:9090\", query: up, above: 1, tls: {insecureSkipVerify: true}}}"), "spec.guards[0].prometheus.tls: applies to https:// URLs only"),
+        (with_guard("{name: g, prometheus: {url: \"https://p\", query: up, above: 1, tls: {insecureSkipVerify: true, caFile: /ca.pem}}}"), "spec.guards[0].prometheus.tls: give caFile"),
+        (with_guard("{name: g, prometheus: {url: \"https://p\", query: up, above: 1, tls: {caFile: ca.pem}}}"), "spec.guards[0].prometheus.tls.caFile: \"ca.pem\" is not an absolute file path"),
+        (with_guard("{name: g, prometheus: {url: \"https://p\", query: up, above: 1, auth: {}}}"), "spec.guards[0].prometheus.auth: needs exactly one of bearerTokenFile or basicAuth"),
+        (with_guard("{name: g, prometheus: {url: \"https://p\", query: up, above: 1, auth: {basicAuth: {username: u}}}}"), "spec.guards[0].prometheus.auth.basicAuth.passwordFile: is required"),
+        (with_guard("{name: g, prometheus: {url: \"https://p\", query: up, above: 1, auth: {basicAuth: {username: u, password: x}}}}"), "spec.guards[0].prometheus.auth.basicAuth.password: unknown field `password`"),
+        (with_guard("{name: g, http: {url: \"http://s/\", headers: {Authorization: Bearer x}}}"), "spec.guards[0].http.headers.Authorization: may not be set here"),
+        (with_guard("{name: g, http: {url: \"http://s/\", headers: {\"bad name\": x}}}"), "spec.guards[0].http.headers.bad name: is not a valid header name"),
+        (with_guard("{name: g, http: {url: \"http://s/\", method: TRACE}}"), "spec.guards[0].http.method: \"TRACE\" is not allowed; use one of GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+        (with_guard("{name: g, http: {url: \"http://s/\", body: x}}"), "spec.guards[0].http.body: a GET request takes no body"),
         (with_guard("{name: g, prometheus: {url: \"http://p:9090\", query: up}}"), "spec.guards[0].prometheus: needs exactly one of above or below"),
         (with_guard("{name: g, prometheus: {url: \"http://p:9090\", query: up, above: 1, below: 0}}"), "spec.guards[0].prometheus: needs exactly one of above or below"),
         (with_guard("{name: g, prometheus: {url: \"http://p:9090\", above: 1}}"), "spec.guards[0].prometheus.query: is required"),

@@ -19,6 +19,7 @@ fn prom(above: f64, hold_s: u64, on_error: OnError) -> GuardState {
             threshold: Threshold::Above(above),
             hold: Duration::from_secs(hold_s),
             timeout: Duration::from_secs(2),
+            access: Default::default(),
         },
         on_error,
     )
@@ -111,6 +112,9 @@ fn http_breaches_after_consecutive_failures() {
             expect_status: 200,
             timeout: Duration::from_secs(1),
             failures: 2,
+            method: Default::default(),
+            body: None,
+            access: Default::default(),
         },
         OnError::Abort,
     );

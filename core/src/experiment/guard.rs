@@ -4,6 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
+pub use super::access::{HttpAccess, HttpAuth, HttpMethod, TlsOptions};
 pub use super::url::HttpUrl;
 
 /// `above` or `below` a value.
@@ -101,6 +102,7 @@ pub enum GuardKind {
         threshold: Threshold,
         hold: Duration,
         timeout: Duration,
+        access: HttpAccess,
     },
     Telemetry {
         metric: TelemetryMetric,
@@ -112,6 +114,9 @@ pub enum GuardKind {
         expect_status: u16,
         timeout: Duration,
         failures: u32,
+        method: HttpMethod,
+        body: Option<String>,
+        access: HttpAccess,
     },
 }
 
@@ -150,8 +155,13 @@ impl Guard {
                 query,
                 threshold,
                 hold: h,
+                access,
                 ..
-            } => format!("prometheus {url} `{query}` {threshold}{}", hold(h)),
+            } => format!(
+                "prometheus {url} `{query}` {threshold}{}{}",
+                hold(h),
+                access.describe()
+            ),
             GuardKind::Telemetry {
                 metric,
                 threshold,
@@ -162,9 +172,14 @@ impl Guard {
                 expect_status,
                 failures,
                 timeout,
+                method,
+                body,
+                access,
             } => format!(
-                "http GET {url} expects {expect_status} within {}, breach after {failures} failure(s) in a row",
-                humantime::format_duration(*timeout)
+                "http {method} {url}{} expects {expect_status} within {}, breach after {failures} failure(s) in a row{}",
+                body.as_ref().map_or(String::new(), |b| format!(" ({} byte body)", b.len())),
+                humantime::format_duration(*timeout),
+                access.describe()
             ),
         }
     }

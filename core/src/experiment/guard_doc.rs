@@ -1,10 +1,12 @@
 //! The guard document (`spec.guards[i]`) as written, validated into a [`Guard`] with errors
 //! that name the field path and the allowed range.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::access::{method_and_body, RawAccess, RawAuth, RawTls};
 use super::guard::{Guard, GuardKind, HttpUrl, OnError, TelemetryMetric, Threshold};
 use crate::duration;
 use crate::fault::{join, SpecError};
@@ -29,6 +31,9 @@ pub struct RawPrometheus {
     #[serde(rename = "for")]
     pub hold: Option<String>,
     pub timeout: Option<String>,
+    pub tls: Option<RawTls>,
+    pub auth: Option<RawAuth>,
+    pub headers: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -48,6 +53,11 @@ pub struct RawHttp {
     pub expect_status: Option<i64>,
     pub timeout: Option<String>,
     pub failures: Option<i64>,
+    pub method: Option<String>,
+    pub body: Option<String>,
+    pub tls: Option<RawTls>,
+    pub auth: Option<RawAuth>,
+    pub headers: Option<BTreeMap<String, String>>,
 }
 
 /// Longest `for` of a guard.
@@ -116,7 +126,7 @@ fn threshold(
 }
 
 fn url(value: &Option<String>, path: &str) -> Result<HttpUrl, SpecError> {
-    let text = required(value, path, "an http:// URL")?;
+    let text = required(value, path, "an http:// or https:// URL")?;
     HttpUrl::parse(text).map_err(|e| SpecError::new(path, e))
 }
 
@@ -171,6 +181,12 @@ impl RawGuard {
                     "is the Prometheus base URL (e.g. http://127.0.0.1:9090) and takes no query string",
                 ));
             }
+            let access = RawAccess {
+                tls: &p.tls,
+                auth: &p.auth,
+                headers: &p.headers,
+            }
+            .to_access(&pp, &url)?;
             GuardKind::Prometheus {
                 url,
                 query: query.trim().to_string(),
@@ -183,6 +199,7 @@ impl RawGuard {
                     ms(100),
                     secs(30),
                 )?,
+                access,
             }
         } else if let Some(t) = &self.telemetry {
             let tp = at("telemetry");
@@ -233,8 +250,16 @@ impl RawGuard {
                     "does not apply to http probes: every failed or timed-out request counts towards failures",
                 ));
             }
+            let url = url(&h.url, &join(&hp, "url"))?;
+            let access = RawAccess {
+                tls: &h.tls,
+                auth: &h.auth,
+                headers: &h.headers,
+            }
+            .to_access(&hp, &url)?;
+            let (method, body) = method_and_body(&hp, &h.method, &h.body)?;
             GuardKind::Http {
-                url: url(&h.url, &join(&hp, "url"))?,
+                url,
                 expect_status,
                 timeout: duration_field(
                     &join(&hp, "timeout"),
@@ -244,6 +269,9 @@ impl RawGuard {
                     secs(60),
                 )?,
                 failures,
+                method,
+                body,
+                access,
             }
         } else {
             unreachable_kind()?

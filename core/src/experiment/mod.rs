@@ -2,33 +2,45 @@
 //!
 //! - [`doc`]: the `apiVersion: faultline.dev/v1, kind: Experiment` document, parsed into an
 //!   [`ExperimentSpec`] with errors that name the field path.
-//! - [`guard`], [`guard_doc`]: SLO guards (Prometheus, agent telemetry, HTTP probes), their
-//!   document form, and the plain-HTTP URLs they reach.
+//! - [`guard`], [`guard_doc`], [`access`]: SLO guards (Prometheus, agent telemetry, HTTP
+//!   probes), their document form, and how they reach HTTP(S) endpoints (TLS, credentials from
+//!   files, headers, method and body).
 //! - [`eval`]: the guard decision logic (`above`/`below` held `for` a duration, consecutive
 //!   probe failures), fed with observations by the coordinator.
 //! - [`planner`]: which agents an experiment targets under its mode, its blast radius and the
 //!   coordinator's policy, or why it may not run.
 //! - [`pods`], [`pods_doc`], [`pod_planner`]: Kubernetes pod targets (`spec.targets.pods`), the
 //!   cluster as the planner sees it, and which pods an experiment targets.
+//! - [`steady`]: the steady-state hypothesis (`spec.steadyState`): checks that must hold
+//!   before injection and again within `recoveryWithin`, and its verdict.
+//! - [`impact`]: before / during / after values, time to deviation and to recovery, and
+//!   rule-based findings, from the recorded observations.
 //! - [`phase`]: the lifecycle `pending -> running -> completed | aborted | failed`
 //!   (`interrupted` when the coordinator restarted mid-run) and deterministic fault ids.
 
+pub mod access;
 pub mod doc;
 pub mod eval;
 pub mod guard;
 pub mod guard_doc;
+pub mod impact;
 pub mod phase;
 pub mod planner;
+// pod-kill (issue 13).
+pub mod pod_kill;
 pub mod pod_planner;
 pub mod pods;
 pub mod pods_doc;
 mod shuffle;
+pub mod steady;
 mod url;
 
 #[cfg(test)]
 mod doc_tests;
 #[cfg(test)]
 mod planner_tests;
+#[cfg(test)]
+mod pod_kill_tests;
 #[cfg(test)]
 mod pod_planner_tests;
 #[cfg(test)]
@@ -42,7 +54,10 @@ use crate::fault::FaultSpec;
 use crate::NodeName;
 
 pub use doc::{parse_experiment, parse_stored_experiment};
-pub use guard::{Guard, GuardKind, HttpUrl, OnError, TelemetryMetric, Threshold};
+pub use guard::{
+    Guard, GuardKind, HttpAccess, HttpAuth, HttpMethod, HttpUrl, OnError, TelemetryMetric,
+    Threshold, TlsOptions,
+};
 pub use phase::{fault_id, Phase};
 pub use planner::{plan, AgentView, Exclusion, Plan, PlanInput, PlanPolicy, Refusal};
 pub use pod_planner::{plan_pods, ExcludedPod, PodExclusion, PodPlan, PodPlanInput};
@@ -173,4 +188,6 @@ pub struct ExperimentSpec {
     pub guard_interval: Duration,
     pub blast_radius: BlastRadius,
     pub on_target_failure: OnTargetFailure,
+    /// `spec.steadyState`, when given.
+    pub steady_state: Option<steady::SteadyState>,
 }

@@ -20,6 +20,7 @@ fn cpu() -> FaultSpec {
 
 fn spec(name: &str, mode: Mode) -> ExperimentSpec {
     ExperimentSpec {
+        steady_state: None,
         name: name.into(),
         duration: Duration::from_secs(30),
         agents: AgentSelector::default(),

@@ -10,6 +10,7 @@ use crate::fault::{CpuFault, Fault, FaultKind, FaultSpec, Target};
 
 fn spec(name: &str, mode: Mode) -> ExperimentSpec {
     ExperimentSpec {
+        steady_state: None,
         name: name.into(),
         duration: Duration::from_secs(30),
         agents: AgentSelector::default(),

@@ -148,6 +148,8 @@ pub fn describe_pod_fault(spec: &FaultSpec, selector: &PodSelector) -> String {
             };
             format!("process {action} of {what}{count}")
         }
+        // Kill faults (issue 13): the coordinator deletes the selected pods themselves.
+        Fault::PodKill(k) => format!("{} of each selected pod", k.describe()),
         f => {
             let base = FaultSpec {
                 target: Target::Host,

@@ -1,11 +1,12 @@
-//! Plain-HTTP URLs for guards (`http://host[:port][/path][?query]`); `https` is refused with
-//! the reason, since the coordinator's guard client speaks plain HTTP only.
+//! URLs for guards, checks and notifications: `http[s]://host[:port][/path][?query]`.
 
 use std::fmt;
 
-/// A plain-HTTP URL: `http://host[:port][/path][?query]`.
+/// An HTTP or HTTPS URL: `http[s]://host[:port][/path][?query]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpUrl {
+    /// True for `https://` (TLS; default port 443).
+    pub https: bool,
     /// Host name or address; IPv6 without brackets.
     pub host: String,
     pub port: u16,
@@ -27,16 +28,16 @@ impl HttpUrl {
     pub fn parse(text: &str) -> Result<HttpUrl, String> {
         let t = text.trim();
         let lower = t.to_ascii_lowercase();
-        if lower.starts_with("https://") {
+        let https = lower.starts_with("https://");
+        let rest = if https {
+            &t["https://".len()..]
+        } else if lower.starts_with("http://") {
+            &t["http://".len()..]
+        } else {
             return Err(format!(
-                "{t:?}: https guard URLs are not supported: the coordinator's guard client speaks \
-                 plain HTTP only; use an http:// URL"
+                "{t:?} is not an http:// or https:// URL (e.g. http://127.0.0.1:9090)"
             ));
-        }
-        let rest = lower
-            .starts_with("http://")
-            .then(|| &t["http://".len()..])
-            .ok_or_else(|| format!("{t:?} is not an http:// URL (e.g. http://127.0.0.1:9090)"))?;
+        };
         let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
         let (authority, tail) = rest.split_at(end);
         if tail.contains('#') {
@@ -64,6 +65,7 @@ impl HttpUrl {
             return Err(format!("{t:?}: the host is missing or invalid"));
         }
         let port = match port {
+            None if https => 443,
             None => 80,
             Some(p) => p
                 .parse::<u16>()
@@ -85,6 +87,7 @@ impl HttpUrl {
             ));
         }
         Ok(HttpUrl {
+            https,
             host: host.to_string(),
             port,
             path_and_query,
@@ -94,7 +97,8 @@ impl HttpUrl {
 
 impl fmt::Display for HttpUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "http://{}{}", self.authority(), self.path_and_query)
+        let scheme = if self.https { "https" } else { "http" };
+        write!(f, "{scheme}://{}{}", self.authority(), self.path_and_query)
     }
 }
 
@@ -117,12 +121,14 @@ mod tests {
             (u.host.as_str(), u.authority()),
             ("::1", "[::1]:8080".to_string())
         );
-        assert!(HttpUrl::parse("https://x")
-            .expect_err("https")
-            .contains("https guard URLs are not supported"));
+        let u = HttpUrl::parse("https://prom.example:9443/api").expect("https");
+        assert!(u.https);
+        assert_eq!(u.to_string(), "https://prom.example:9443/api");
+        assert_eq!(HttpUrl::parse("HTTPS://x").expect("https").port, 443);
+        assert!(!HttpUrl::parse("http://x").expect("http").https);
         assert!(HttpUrl::parse("ftp://x")
             .expect_err("ftp")
-            .contains("is not an http:// URL"));
+            .contains("is not an http:// or https:// URL"));
         assert!(HttpUrl::parse("http://x:0")
             .expect_err("port")
             .contains("outside 1..=65535"));

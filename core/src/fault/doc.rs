@@ -125,6 +125,12 @@ pub struct RawFault {
     pub write_bytes_per_second: Option<Scalar>,
     pub read_iops: Option<Scalar>,
     pub write_iops: Option<Scalar>,
+    // dns (issue 13); also interface, action and probability above
+    pub names: Option<Vec<String>>,
+    // Kill faults (issue 13): pod-kill, container-kill.
+    pub grace_period: Option<Scalar>,
+    pub interval: Option<Scalar>,
+    pub containers: Option<Vec<String>>,
 }
 
 /// Fields each kind accepts (besides `kind` and `target`).
@@ -156,6 +162,11 @@ fn fields_of(kind: FaultKind) -> &'static [&'static str] {
         FaultKind::Process => &["action", "signal", "selector", "count"],
         FaultKind::DiskFill => disk::DISK_FILL_FIELDS,
         FaultKind::IoLimit => disk::IO_LIMIT_FIELDS,
+        // dns (issue 13)
+        FaultKind::Dns => &["interface", "names", "action", "probability"],
+        // Kill faults (issue 13).
+        FaultKind::PodKill => &["gracePeriod", "interval"],
+        FaultKind::ContainerKill => &["containers", "interval"],
     }
 }
 
@@ -201,16 +212,36 @@ impl RawFault {
         add("writeBytesPerSecond", self.write_bytes_per_second.is_some());
         add("readIops", self.read_iops.is_some());
         add("writeIops", self.write_iops.is_some());
+        // dns (issue 13)
+        add("names", self.names.is_some());
+        // Kill faults (issue 13).
+        add("gracePeriod", self.grace_period.is_some());
+        add("interval", self.interval.is_some());
+        add("containers", self.containers.is_some());
         v
     }
 
     /// Validates and converts. `path` prefixes field names in errors (`spec.faults[0]`).
+    /// `pod-kill` is refused: it is no fault an agent runs (see [`RawFault::to_pod_spec`]).
     pub fn to_spec(&self, path: &str) -> Result<FaultSpec, SpecError> {
+        self.convert(path, false)
+    }
+
+    /// As [`RawFault::to_spec`], for a fault of an experiment with `spec.targets.pods`, where
+    /// `pod-kill` is allowed (the coordinator carries it out).
+    pub(crate) fn to_pod_spec(&self, path: &str) -> Result<FaultSpec, SpecError> {
+        self.convert(path, true)
+    }
+
+    fn convert(&self, path: &str, pods: bool) -> Result<FaultSpec, SpecError> {
         let at = |f: &str| join(path, f);
         let kind: FaultKind = self
             .kind
             .parse()
             .map_err(|e: String| SpecError::new(at("kind"), e))?;
+        if kind == FaultKind::PodKill && !pods {
+            return Err(SpecError::new(at("kind"), super::kill::POD_KILL_NEEDS_PODS));
+        }
         let allowed = fields_of(kind);
         if let Some(bad) = self
             .present_fields()
@@ -331,6 +362,17 @@ impl RawFault {
                 FaultKind::Process => Fault::Process(self.process(&at)?),
                 FaultKind::DiskFill => Fault::DiskFill(disk::raw_disk_fill(self, &at)?),
                 FaultKind::IoLimit => Fault::IoLimit(disk::raw_io_limit(self, &at)?),
+                // dns (issue 13)
+                FaultKind::Dns => Fault::Dns(self.dns(&at)?),
+                // Kill faults (issue 13).
+                FaultKind::PodKill => Fault::PodKill(PodKillFault {
+                    grace_period: opt_duration(&self.grace_period, &at("gracePeriod"))?,
+                    interval: opt_duration(&self.interval, &at("interval"))?,
+                }),
+                FaultKind::ContainerKill => Fault::ContainerKill(ContainerKillFault {
+                    containers: self.containers.clone().unwrap_or_default(),
+                    interval: opt_duration(&self.interval, &at("interval"))?,
+                }),
             };
         let spec = FaultSpec { target, fault };
         spec.validate(path)?;
@@ -490,6 +532,38 @@ impl RawFault {
     }
 }
 
+// dns (issue 13)
+impl RawFault {
+    fn dns(&self, at: &dyn Fn(&str) -> String) -> Result<DnsFault, SpecError> {
+        let names = self.names.as_deref().ok_or_else(|| {
+            SpecError::new(
+                at("names"),
+                format!(
+                    "is required: 1..={} exact names or *.suffix patterns",
+                    dns::MAX_DNS_NAMES
+                ),
+            )
+        })?;
+        let action = match self.action.as_deref() {
+            None => {
+                return Err(SpecError::new(
+                    at("action"),
+                    "is required: nxdomain, servfail or timeout",
+                ))
+            }
+            Some(a) => a
+                .parse::<DnsAction>()
+                .map_err(|e| SpecError::new(at("action"), e))?,
+        };
+        Ok(DnsFault {
+            interface: self.interface.clone(),
+            names: DnsFault::parse_names(names, &at("names"))?,
+            action,
+            probability: self.probability.unwrap_or(1.0),
+        })
+    }
+}
+
 fn size(s: &Scalar, path: &str) -> Result<u64, SpecError> {
     if let Scalar::Num(n) = s {
         if *n < 0.0 {
@@ -525,6 +599,13 @@ fn duration_us(s: &Scalar, path: &str) -> Result<u64, SpecError> {
                 )
             }),
     }
+}
+
+/// An optional duration field (`interval: 30s`); a number without a unit is refused.
+fn opt_duration(s: &Option<Scalar>, path: &str) -> Result<Option<Duration>, SpecError> {
+    s.as_ref()
+        .map(|v| duration_us(v, path).map(Duration::from_micros))
+        .transpose()
 }
 
 fn raw_target(t: &RawTarget, path: &str) -> Result<Target, SpecError> {
@@ -767,5 +848,59 @@ mod tests {
         assert!(
             err("{kind: process, action: kill, selector: {pid: 1}}").contains("never targetable")
         );
+    }
+
+    // dns (issue 13)
+    #[test]
+    fn dns_parses_and_refuses_with_field_and_range() {
+        let spec = parse_fault(
+            "{kind: dns, names: [API.example.com, '*.svc.local'], action: servfail, target: {pod: 1234-ab}}",
+        )
+        .expect("dns");
+        let Fault::Dns(d) = &spec.fault else {
+            panic!("dns")
+        };
+        assert_eq!(d.action, DnsAction::Servfail);
+        assert_eq!(d.probability, 1.0, "probability defaults to 1");
+        assert_eq!(
+            d.names.iter().map(DnsName::text).collect::<Vec<_>>(),
+            ["api.example.com", "*.svc.local"]
+        );
+        assert_eq!(
+            spec.describe(),
+            "dns servfail for api.example.com, *.svc.local on pod 1234-ab"
+        );
+        assert_eq!(
+            err("{kind: dns, names: [a.example], action: refuse}"),
+            "action: \"refuse\" is not an action; use nxdomain, servfail or timeout"
+        );
+        assert_eq!(
+            err("{kind: dns, names: [a.example]}"),
+            "action: is required: nxdomain, servfail or timeout"
+        );
+        assert_eq!(
+            err("{kind: dns, names: [a.example], action: nxdomain, probability: 1.5}"),
+            "probability: 1.5 is outside 0..=1"
+        );
+        assert_eq!(
+            err("{kind: dns, names: [ok.example, 'bad..name'], action: timeout}"),
+            "names[1]: \"bad..name\" has a label of 0 characters; labels have 1..=63"
+        );
+        assert_eq!(
+            err("{kind: dns, names: [], action: timeout}"),
+            "names: has 0 names; give 1..=64 (exact names or *.suffix patterns)"
+        );
+        assert_eq!(
+            err("{kind: dns, action: timeout}"),
+            "names: is required: 1..=64 exact names or *.suffix patterns"
+        );
+        let many: Vec<String> = (0..65).map(|i| format!("n{i}.example")).collect();
+        assert!(err(&format!(
+            "{{kind: dns, action: timeout, names: [{}]}}",
+            many.join(", ")
+        ))
+        .starts_with("names: has 65 names; give 1..=64"));
+        assert!(err("{kind: dns, names: [a.example], action: timeout, load: 5}")
+            .starts_with("load: is not a field of kind dns (its fields: interface, names, action, probability)"));
     }
 }

@@ -4,13 +4,19 @@
 
 pub mod disk;
 pub mod doc;
+pub mod kill;
 pub mod net;
+// dns (issue 13)
+pub mod dns;
 
 use std::fmt;
 use std::str::FromStr;
 
 pub use disk::{DiskAmount, DiskFillFault, IoLimitFault};
+pub use kill::{ContainerKillFault, PodKillFault};
 pub use net::{Cidr, Direction, Distribution, Netem, Protocol, Tbf, TrafficMatch};
+// dns (issue 13)
+pub use dns::{DnsAction, DnsFault, DnsName};
 
 /// A validation failure: the field path (`spec.faults[1].load`) and what is wrong with it,
 /// including the allowed range.
@@ -64,10 +70,15 @@ pub enum FaultKind {
     // disk faults (issue 13)
     DiskFill,
     IoLimit,
+    // dns (issue 13)
+    Dns,
+    // Kill faults (issue 13).
+    PodKill,
+    ContainerKill,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 9] = [
+    pub const ALL: [FaultKind; 12] = [
         FaultKind::Network,
         FaultKind::Drop,
         FaultKind::Partition,
@@ -77,6 +88,11 @@ impl FaultKind {
         FaultKind::Process,
         FaultKind::DiskFill,
         FaultKind::IoLimit,
+        // dns (issue 13)
+        FaultKind::Dns,
+        // Kill faults (issue 13).
+        FaultKind::PodKill,
+        FaultKind::ContainerKill,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -90,6 +106,11 @@ impl FaultKind {
             FaultKind::Process => "process",
             FaultKind::DiskFill => "disk-fill",
             FaultKind::IoLimit => "io-limit",
+            // dns (issue 13)
+            FaultKind::Dns => "dns",
+            // Kill faults (issue 13).
+            FaultKind::PodKill => "pod-kill",
+            FaultKind::ContainerKill => "container-kill",
         }
     }
 
@@ -97,7 +118,7 @@ impl FaultKind {
     pub fn is_network(self) -> bool {
         matches!(
             self,
-            FaultKind::Network | FaultKind::Drop | FaultKind::Partition
+            FaultKind::Network | FaultKind::Drop | FaultKind::Partition | FaultKind::Dns
         )
     }
 }
@@ -302,6 +323,11 @@ pub enum Fault {
     // disk faults (issue 13)
     DiskFill(DiskFillFault),
     IoLimit(IoLimitFault),
+    // dns (issue 13)
+    Dns(DnsFault),
+    // Kill faults (issue 13).
+    PodKill(PodKillFault),
+    ContainerKill(ContainerKillFault),
 }
 
 /// A fault and where it acts.
@@ -315,7 +341,7 @@ pub const MAX_WORKERS: u32 = 1024;
 pub const MAX_IO_WORKERS: u32 = 64;
 pub const MAX_MEMORY_BYTES: u64 = 1 << 40;
 
-fn check_interface(path: &str, iface: &Option<String>) -> Result<(), SpecError> {
+pub(crate) fn check_interface(path: &str, iface: &Option<String>) -> Result<(), SpecError> {
     if let Some(i) = iface {
         let ok = !i.is_empty()
             && i.len() < 16
@@ -345,6 +371,11 @@ impl Fault {
             Fault::Process(_) => FaultKind::Process,
             Fault::DiskFill(_) => FaultKind::DiskFill,
             Fault::IoLimit(_) => FaultKind::IoLimit,
+            // dns (issue 13)
+            Fault::Dns(_) => FaultKind::Dns,
+            // Kill faults (issue 13).
+            Fault::PodKill(_) => FaultKind::PodKill,
+            Fault::ContainerKill(_) => FaultKind::ContainerKill,
         }
     }
 
@@ -460,6 +491,11 @@ impl Fault {
             }
             Fault::DiskFill(d) => d.validate(path),
             Fault::IoLimit(l) => l.validate(path),
+            // dns (issue 13)
+            Fault::Dns(d) => d.validate(path),
+            // Kill faults (issue 13).
+            Fault::PodKill(k) => k.validate(path),
+            Fault::ContainerKill(k) => k.validate(path),
         }
     }
 }
@@ -482,7 +518,15 @@ impl FaultSpec {
         if matches!(self.fault, Fault::IoLimit(_)) {
             disk::check_io_limit_target(self, path)?;
         }
-        Ok(())
+        // Kill faults (issue 13).
+        match &self.fault {
+            Fault::PodKill(_) if !matches!(self.target, Target::Host) => Err(SpecError::new(
+                target_path,
+                "pod-kill takes its pods from spec.targets.pods; leave target out",
+            )),
+            Fault::ContainerKill(k) => k.validate_target(path, &self.target),
+            _ => Ok(()),
+        }
     }
 
     /// A one-line human description (`cpu 50% x 2 on cgroup /x`).
@@ -548,6 +592,11 @@ impl FaultSpec {
             }
             Fault::DiskFill(d) => d.describe(),
             Fault::IoLimit(l) => l.describe(),
+            // dns (issue 13)
+            Fault::Dns(d) => d.describe(),
+            // Kill faults (issue 13).
+            Fault::PodKill(k) => k.describe(),
+            Fault::ContainerKill(k) => k.describe(),
         };
         if matches!(self.target, Target::Host) {
             what

@@ -455,3 +455,41 @@ fn bad_values_are_refused_with_the_field_and_its_range() {
         );
     }
 }
+
+// Fault kind pod-kill (issue 13).
+#[test]
+fn pod_kill_grants_delete_on_pods_only_when_enabled() {
+    let role =
+        |sets: &[&str]| render("chaos", sets)["ClusterRole/faultline-coordinator"]["rules"].clone();
+    let deletes = |rules: &Value| -> Vec<Value> {
+        rules
+            .as_array()
+            .expect("rules")
+            .iter()
+            .filter(|r| {
+                r["verbs"]
+                    .as_array()
+                    .is_some_and(|v| v.iter().any(|v| v == "delete"))
+            })
+            .cloned()
+            .collect()
+    };
+    assert!(
+        deletes(&role(&[])).is_empty(),
+        "no delete by default: {}",
+        role(&[])
+    );
+    assert!(deletes(&role(&["podKill.enabled=false"])).is_empty());
+    let on = role(&["podKill.enabled=true"]);
+    assert_eq!(
+        deletes(&on),
+        [serde_json::json!({"apiGroups": [""], "resources": ["pods"], "verbs": ["delete"]})],
+        "{on}"
+    );
+    let out = template("chaos", &["podKill.enabled=yes"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("podKill/enabled"),
+        "{err}"
+    );
+}

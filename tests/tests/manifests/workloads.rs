@@ -161,6 +161,17 @@ fn the_agent_daemonset_has_what_the_agent_needs_and_no_more() {
         .iter()
         .any(|m| m["mountPath"] == logs.as_str() && m["readOnly"] == true);
     assert!(read_only, "{logs} is mounted read-only");
+    // container-kill (issue 13) reads the kubelet's container log links, mounted read-only.
+    let links = agent.protected.container_logs_dir.display().to_string();
+    assert_eq!(host_paths[&mounts[&links]], "/var/log/containers");
+    assert!(
+        c["volumeMounts"]
+            .as_array()
+            .expect("mounts")
+            .iter()
+            .any(|m| m["mountPath"] == links.as_str() && m["readOnly"] == true),
+        "{links} is mounted read-only"
+    );
 }
 
 #[test]

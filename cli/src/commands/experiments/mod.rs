@@ -1,8 +1,10 @@
 //! The experiment commands: `apply`, `start`, `get experiments`, `describe experiment`,
 //! `abort`, `report` (and `watch` in [`watch`]), each a call of the Experiments service.
 
+mod junit;
 mod plan;
 mod render;
+pub mod run;
 mod tables;
 pub mod watch;
 
@@ -228,6 +230,9 @@ pub async fn report(
         OutputFormat::Json => ReportFormat::Json,
         OutputFormat::Table => ReportFormat::Md,
     });
+    if format == ReportFormat::Junit {
+        return Ok(junit::render(&get(target, name).await?));
+    }
     let mut client = target.experiments().await?;
     let r = target
         .call(client.report(pb::ReportRequest {
@@ -236,7 +241,7 @@ pub async fn report(
         }))
         .await?;
     let mut text = match format {
-        ReportFormat::Md => r.markdown,
+        ReportFormat::Md | ReportFormat::Junit => r.markdown,
         ReportFormat::Json => r.json,
     };
     if text.trim().is_empty() {

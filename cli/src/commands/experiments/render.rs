@@ -20,11 +20,96 @@ const MAX_LOG_LINES: usize = 30;
 pub fn dry_run(e: Option<&pb::Experiment>, p: &pb::Plan) -> String {
     let name = e.map_or("(unnamed)", |e| e.name.as_str());
     let duration = e.map_or("-".to_string(), |e| format::duration_ms(e.duration_ms));
-    format!(
+    let mut out = format!(
         "dry run: experiment {name} would run for {duration} on {}; nothing was created\n\n{}",
         targets::plan_phrase(p),
         plan(p)
-    )
+    );
+    if let Some(e) = e {
+        out.push_str(&probes(e));
+    }
+    out
+}
+
+/// The guards and steady-state checks with their definitions, and a warning for each that
+/// skips TLS verification.
+pub fn probes(e: &pb::Experiment) -> String {
+    let mut out = String::new();
+    if !e.guards.is_empty() {
+        out.push_str(&format!("Guards ({}):\n", e.guards.len()));
+        for g in &e.guards {
+            out.push_str(&format!("  {}: {}\n", g.name, g.description));
+        }
+    }
+    if let Some(h) = &e.hypothesis {
+        out.push_str(&format!(
+            "Steady-state checks ({}), each must hold before injection and again within {} of the revert:\n",
+            h.checks.len(),
+            format::duration_ms(h.recovery_within_ms)
+        ));
+        for c in &h.checks {
+            out.push_str(&format!("  {}: {}\n", c.name, c.description));
+        }
+    }
+    let descriptions = e.guards.iter().map(|g| (&g.name, &g.description)).chain(
+        e.hypothesis
+            .iter()
+            .flat_map(|h| h.checks.iter().map(|c| (&c.name, &c.description))),
+    );
+    for (name, d) in descriptions {
+        if d.contains("insecureSkipVerify") {
+            out.push_str(&format!(
+                "warning: {name} does not verify the server's TLS certificate (tls.insecureSkipVerify)\n"
+            ));
+        }
+    }
+    out
+}
+
+/// The hypothesis and the findings, for `describe`.
+pub fn hypothesis_and_findings(e: &pb::Experiment) -> String {
+    let mut out = String::new();
+    if let Some(h) = &e.hypothesis {
+        out.push_str(&format!("\nSteady-state hypothesis: {}", h.verdict));
+        if !h.reason.is_empty() {
+            out.push_str(&format!(": {}", h.reason));
+        }
+        out.push('\n');
+        let mut t = Table::new(&["CHECK", "TYPE", "BEFORE INJECTION", "RECOVERY", "LAST"]);
+        for c in &h.checks {
+            let before = if c.before_detail.is_empty() {
+                "-".to_string()
+            } else {
+                format!(
+                    "{}: {}",
+                    if c.held_before {
+                        "held"
+                    } else {
+                        "did not hold"
+                    },
+                    c.before_detail
+                )
+            };
+            let recovery = c
+                .recovery_ms
+                .map_or("-".to_string(), |ms| format!("{ms} ms"));
+            t.row([
+                c.name.clone(),
+                c.r#type.clone(),
+                before,
+                recovery,
+                c.last_detail.clone(),
+            ]);
+        }
+        out.push_str(&indent(&t.render()));
+    }
+    if !e.findings.is_empty() {
+        out.push_str("\nFindings\n");
+        for f in &e.findings {
+            out.push_str(&format!("  - {f}\n"));
+        }
+    }
+    out
 }
 
 /// The answer to `apply` (created, and started unless --no-start).
@@ -56,6 +141,10 @@ pub fn created(e: &pb::Experiment, p: Option<&pb::Plan>) -> String {
         "  watch it:  faultctl watch {n}\n  abort it:  faultctl abort {n} --reason TEXT\n  \
          report:    faultctl report {n}\n"
     ));
+    for warning in probes(e).lines().filter(|l| l.starts_with("warning:")) {
+        out.push_str(warning);
+        out.push('\n');
+    }
     out
 }
 
@@ -168,6 +257,7 @@ pub fn describe(e: &pb::Experiment, now_ms: i64) -> String {
         out.push('\n');
     }
     out.push_str(&indent(&guards_table(e)));
+    out.push_str(&hypothesis_and_findings(e));
 
     if !e.telemetry.is_empty() {
         out.push_str("\nTelemetry while running (min / avg / max)\n");

@@ -11,7 +11,7 @@ use super::render;
 use crate::args::OutputFormat;
 use crate::client::Target;
 use crate::commands::Printed;
-use crate::error::{CliError, EXIT_ABORTED, EXIT_FAILED};
+use crate::error::{CliError, EXIT_ABORTED, EXIT_FAILED, EXIT_HYPOTHESIS_FAILED};
 use crate::format;
 use crate::json;
 use crate::summary;
@@ -99,17 +99,19 @@ pub async fn watch(
                 let c = summary::counts(&e);
                 c.holding == 0 && c.pending == 0
             };
+            // The steady state is watched after the revert: its verdict comes last.
+            let deciding = hypothesis_pending(&e);
             last = Some(e);
-            if ended && settled {
+            if ended && settled && !deciding {
                 break;
             }
-            if ended && ended_at.is_none() {
+            if ended && ended_at.is_none() && !deciding {
                 ended_at = Some(tokio::time::Instant::now());
             }
         }
     }
     let experiment = match last {
-        Some(e) if summary::is_terminal(e.phase) => e,
+        Some(e) if summary::is_terminal(e.phase) && !hypothesis_pending(&e) => e,
         // The stream closed early: ask once more how it stands.
         _ => super::get(target, name).await?,
     };
@@ -126,8 +128,24 @@ pub async fn watch(
     };
     Ok(Printed {
         text,
-        exit: exit_code(experiment.phase),
+        exit: exit_code_of(&experiment),
     })
+}
+
+/// True while the experiment's steady-state hypothesis waits for its verdict.
+pub fn hypothesis_pending(e: &pb::Experiment) -> bool {
+    e.hypothesis
+        .as_ref()
+        .is_some_and(|h| h.verdict == "pending")
+}
+
+/// [`exit_code`], and 5 when it completed but its steady-state hypothesis failed.
+pub fn exit_code_of(e: &pb::Experiment) -> u8 {
+    let failed = e.hypothesis.as_ref().is_some_and(|h| h.verdict == "failed");
+    if summary::phase_name(e.phase) == "completed" && failed {
+        return u8::try_from(EXIT_HYPOTHESIS_FAILED).unwrap_or(1);
+    }
+    exit_code(e.phase)
 }
 
 /// 0 completed, 3 aborted, 4 failed or interrupted.
@@ -176,6 +194,9 @@ pub fn line(ev: &pb::ExperimentEvent) -> Option<String> {
         .collect();
     if !guards.is_empty() {
         parts.push(format!("guards {}", guards.join(" ")));
+    }
+    if let Some(h) = &e.hypothesis {
+        parts.push(format!("hypothesis {}", h.verdict));
     }
     if !ev.message.is_empty() {
         parts.push(format!("| {}", ev.message));
@@ -235,6 +256,9 @@ pub fn block(ev: &pb::ExperimentEvent) -> Option<String> {
     }
     if let Some(abort) = render::abort_line(e) {
         out.push_str(&format!("abort      {abort}\n"));
+    }
+    if let Some(h) = &e.hypothesis {
+        out.push_str(&format!("hypothesis {}  {}\n", h.verdict, h.reason));
     }
     if !ev.message.is_empty() {
         out.push_str(&format!(
@@ -306,6 +330,20 @@ pub fn outcome(e: &pb::Experiment) -> String {
     out.push_str(&format!("targets: {}\n", render::counts_line(&c)));
     if let Some(abort) = render::abort_line(e) {
         out.push_str(&format!("abort: {abort}\n"));
+    }
+    if let Some(h) = &e.hypothesis {
+        out.push_str(&format!(
+            "steady-state hypothesis {}: {}\n",
+            h.verdict, h.reason
+        ));
+        for c in &h.checks {
+            if let Some(ms) = c.recovery_ms {
+                out.push_str(&format!(
+                    "  check {}: held again {} ms after the last revert\n",
+                    c.name, ms
+                ));
+            }
+        }
     }
     out.push_str(&format!("report: faultctl report {}\n", e.name));
     out

@@ -10,6 +10,19 @@ fn exit_codes_follow_the_phase() {
     assert_eq!(exit_code(P::Aborted as i32), 3);
     assert_eq!(exit_code(P::Failed as i32), 4);
     assert_eq!(exit_code(P::Interrupted as i32), 4);
+    let with = |phase: P, verdict: &str| pb::Experiment {
+        phase: phase as i32,
+        hypothesis: Some(pb::Hypothesis {
+            verdict: verdict.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    assert_eq!(exit_code_of(&with(P::Completed, "passed")), 0);
+    assert_eq!(exit_code_of(&with(P::Completed, "failed")), 5);
+    assert_eq!(exit_code_of(&with(P::Aborted, "failed")), 3);
+    assert_eq!(exit_code_of(&with(P::Failed, "failed")), 4);
+    assert!(hypothesis_pending(&with(P::Completed, "pending")));
 }
 
 #[test]

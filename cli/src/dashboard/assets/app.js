@@ -413,16 +413,28 @@ function reportPage(name) {
   Promise.all([api('GET', `/api/experiments/${encodeURIComponent(name)}/report`), api('GET', '/api/experiments/' + encodeURIComponent(name))])
     .then(([r, e]) => {
       const samples = new Map((e.guard_timeline || []).map((s) => [s.guard + '@' + s.at_unix_ms, s]));
-      const findings = r.json && Array.isArray(r.json.findings) ? r.json.findings : [];
+      const findings = Array.isArray(e.findings) ? e.findings : [];
+      const hyp = e.hypothesis;
       body.replaceChildren(
         section(() => kv([
           ['Phase', phaseEl(e.phase)],
           ['Verdict', e.verdict_reason || '-'],
           ['Abort latency', e.abort && e.abort.latency_ms ? e.abort.latency_ms + ' ms' : '-'],
-          ['Hypothesis', r.json && r.json.steady_state ? String(r.json.steady_state.verdict || '-') : '-'],
+          ['Hypothesis', hyp ? h('span', { 'data-testid': 'hypothesis', class: hyp.verdict === 'passed' ? 'ok' : (hyp.verdict === 'failed' ? 'bad' : ''), text: `${hyp.verdict || '-'}${hyp.reason ? ': ' + hyp.reason : ''}` }) : '-'],
         ])),
         section(() => findings.length ? h('div', {}, h('h2', { text: 'Findings' }),
           h('ul', { 'data-testid': 'findings' }, findings.map((f) => h('li', { text: typeof f === 'string' ? f : JSON.stringify(f) })))) : null),
+        section(() => hyp && (hyp.checks || []).length ? h('div', {}, h('h2', { text: 'Steady-state checks' }),
+          table(['Check', 'Held before', 'Before', 'Recovered after'], hyp.checks.map((c) => h('tr', {},
+            h('td', { text: c.name }), h('td', { class: c.held_before ? 'ok' : 'bad', text: c.held_before ? 'yes' : 'no' }),
+            h('td', { text: c.before_detail || fmtNum(c.before_value) }),
+            h('td', { text: c.recovery_ms > 0 ? fmtDur(c.recovery_ms) : (c.last_detail || '-') }))))) : null),
+        section(() => (e.impact || []).length ? h('div', {}, h('h2', { text: 'Impact' }),
+          table(['Guard or check', 'Before', 'During', 'After', 'First deviation', 'Recovery'], e.impact.map((i) => h('tr', {},
+            h('td', { text: `${i.name} (${i.type || i.source || ''})` }), h('td', { text: fmtNum(i.before) }),
+            h('td', { class: i.deviated ? 'bad' : '', text: fmtNum(i.during) }), h('td', { text: fmtNum(i.after) }),
+            h('td', { text: i.deviated ? fmtDur(i.deviation_ms) + ' after the first fault' : 'none' }),
+            h('td', { text: i.recovery_ms > 0 ? fmtDur(i.recovery_ms) + ' after the revert' : '-' }))))) : null),
         section(() => h('div', {}, h('h2', { text: 'Timeline' }), timeline(e))),
         section(() => targets(e.targets || [])),
         section(() => guardCharts(e, samples)),

@@ -23,6 +23,8 @@ impl Run {
             return;
         }
         self.guard_stop.cancel();
+        // pod-kill (issue 13): no delete once the end is decided.
+        self.pod_kills.stop();
         let (reason, wait) = match &end {
             End::Completed => (pb::RevertReason::Deadline, REVERT_WAIT),
             End::Abort {
@@ -99,6 +101,8 @@ impl Run {
         self.dirty = true;
         self.state.experiments.set_phase(&self.rec.name, phase);
         events::phase_changed(&self.rec.name, phase, &verdict);
+        // Queued for delivery elsewhere; never waits (RevertFault is already out).
+        self.notify_end();
         self.publish(verdict, false);
     }
 
@@ -200,6 +204,9 @@ impl Run {
         self.rec.phase = Phase::Interrupted;
         self.rec.ended_unix_ms = now;
         self.rec.verdict_reason = why.into();
+        if let Some(h) = self.rec.hypothesis.as_mut() {
+            h.fail("the coordinator shut down while the experiment ran");
+        }
         self.rec.log(now, why);
         self.state
             .experiments
@@ -273,11 +280,20 @@ impl Run {
         if self.rec.phase == Phase::Completed {
             self.rec.verdict_reason = format!("{}; {summary}", self.rec.verdict_reason);
         }
+        if let Some(h) = &self.rec.hypothesis {
+            self.rec.verdict_reason = format!(
+                "{}; steady-state hypothesis {}",
+                self.rec.verdict_reason,
+                h.verdict.as_str()
+            );
+        }
+        self.conclude_impact();
         if let Some(ms) = self.rec.abort.as_ref().and_then(|a| a.latency_ms) {
             summary.push_str(&format!("; abort latency {ms} ms"));
         }
         self.rec.log(now, format!("finished: {summary}"));
         self.persist_durable().await;
+        self.notify_finish();
         self.publish(format!("finished: {summary}"), true);
         self.state.experiments.remove_live(&self.rec.name);
     }

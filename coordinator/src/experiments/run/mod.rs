@@ -5,8 +5,12 @@
 
 mod dispatch;
 mod end;
+pub mod notice;
+// pod-kill (issue 13): the coordinator deletes pods itself.
+mod podkill;
 mod resume;
 mod status;
+mod steady;
 mod tick;
 
 use std::collections::BTreeMap;
@@ -21,10 +25,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
+pub use podkill::describe_metrics as describe_pod_kill_metrics;
 pub use resume::{resume, Resumed};
 pub use status::late_status;
 
 use super::guards::{self, GuardReport};
+use super::hypothesis::{self, Round};
 use super::mailbox::Mailbox;
 use super::record::{ExperimentRecord, Sample, TargetState};
 use super::{events, planning, Live, Snapshot};
@@ -159,6 +165,8 @@ struct Run {
     backs: Vec<(String, Vec<String>, i64, Instant)>,
     /// Set for a run resumed after a coordinator restart: until then, its agents may come back.
     return_by: Option<Instant>,
+    /// The pod-kill task, if the experiment has pod-kill faults.
+    pod_kills: podkill::PodKills,
 }
 
 /// Marks the experiment running, stores it (durable before any ApplyFault goes out, so a
@@ -186,6 +194,7 @@ pub async fn start(
     state.store.put_experiment_durable(&rec).await?;
     state.experiments.set_phase(&rec.name, Phase::Running);
     events::phase_changed(&rec.name, Phase::Running, &format!("started by {by}"));
+    notice::started(state, &rec, by);
     let snapshot = Snapshot {
         record: Arc::new(rec.clone()),
         message: format!("started by {by}"),
@@ -239,6 +248,7 @@ fn launch(
         deadline,
         backs: Vec::new(),
         return_by,
+        pod_kills: podkill::PodKills::none(),
     };
     tokio::spawn(run.run(control_rx, mailbox));
 }
@@ -246,6 +256,7 @@ fn launch(
 impl Run {
     async fn run(mut self, mut control: mpsc::Receiver<Control>, statuses: Arc<Mailbox>) {
         let (guard_tx, mut guard_rx) = mpsc::channel::<GuardReport>(4);
+        let (check_tx, mut check_rx) = mpsc::channel::<Round>(4);
         // A halt that came while this run was being planned or started: HaltAll sets the flag
         // before it aborts the live runs, so a run it did not see sees the flag here.
         if let Some(h) = self.state.halted() {
@@ -262,8 +273,25 @@ impl Run {
             })
             .await;
         } else if self.return_by.is_none() {
+            // The steady state first: nothing is injected unless every check holds.
+            if !self.before_injection(&mut control).await {
+                return;
+            }
             self.dispatch().await;
+            self.start_pod_kills();
         }
+        match &self.spec.steady_state {
+            Some(s) if self.ending.is_none() => hypothesis::spawn_during(
+                self.state.clone(),
+                s.checks.clone(),
+                self.spec.guard_interval,
+                self.rec.agents(),
+                check_tx,
+                self.guard_stop.clone(),
+            ),
+            _ => drop(check_tx),
+        }
+        let mut pod_kill_updates = self.pod_kills.rx.take();
         if self.ending.is_none() && !self.spec.guards.is_empty() {
             guards::spawn(
                 self.state.clone(),
@@ -279,7 +307,7 @@ impl Run {
         let deadline = self.deadline;
         let mut tick = tokio::time::interval_at(Instant::now() + TICK, TICK);
         loop {
-            if self.ending.is_some() && self.rec.settled() {
+            if self.ending.is_some() && self.rec.settled() && self.pod_kills.done() {
                 break;
             }
             let wait_until = self.ending.as_ref().map(|e| e.wait_until);
@@ -290,9 +318,16 @@ impl Run {
                     FromAgent::Back { node, held, at } => self.on_agent_back(node, held, at).await,
                 },
                 Some(r) = guard_rx.recv(), if self.ending.is_none() => self.on_guards(r).await,
+                Some(r) = check_rx.recv(), if self.ending.is_none() => self.on_checks(r),
                 _ = sleep_until(deadline), if self.ending.is_none() => self.end(End::Completed).await,
                 _ = sleep_until(wait_until.unwrap_or(deadline)), if wait_until.is_some() => break,
                 _ = tick.tick() => self.on_tick().await,
+                u = podkill::next(&mut pod_kill_updates), if pod_kill_updates.is_some() => {
+                    if matches!(u, podkill::Update::Done) {
+                        pod_kill_updates = None;
+                    }
+                    self.on_pod_kill(u);
+                }
                 _ = self.state.shutdown.cancelled() => {
                     if self.ending.is_none() {
                         self.interrupt().await;
@@ -303,6 +338,7 @@ impl Run {
                 }
             }
         }
+        self.after_revert(&mut control).await;
         self.finish().await;
     }
 
@@ -463,6 +499,7 @@ impl Run {
                 );
                 self.guard_outcomes.insert(name.clone(), outcome.clone());
             }
+            let healthy = self.guard_healthy(&name, v.value);
             let error = match v.outcome {
                 faultline_core::experiment::eval::Outcome::Error { .. } => v.detail.clone(),
                 _ => String::new(),
@@ -493,6 +530,7 @@ impl Run {
                 breached: v.outcome.aborts(),
                 error,
                 detail: v.detail,
+                healthy,
             });
         }
         self.dirty = true;

@@ -56,6 +56,9 @@ max_duration = {{ .Values.agent.limits.maxDuration | quote }}
 protected_namespaces = [{{ range $i, $n := append .Values.coordinator.policy.protectedNamespaces .Release.Namespace | uniq }}{{ if $i }}, {{ end }}{{ $n | quote }}{{ end }}]
 # The kubelet's pod log directories (mounted read-only): where the agent reads pods' namespaces.
 pod_logs_dir = "/var/log/pods"
+# The kubelet's container log links (mounted read-only, names only): where container-kill
+# reads which container IDs a pod's container names have.
+container_logs_dir = "/var/log/containers"
 # Directories io faults may write in, in the target's filesystem (a container's through
 # /proc/<pid>/root, the node's for the host target).
 io_paths = [{{ range $i, $p := .Values.agent.limits.ioPaths }}{{ if $i }}, {{ end }}{{ $p | quote }}{{ end }}]

@@ -1,0 +1,61 @@
+//! `faultctl run -f FILE`: the CI gate. Creates and starts the experiment, follows it with the
+//! live view of `watch`, prints its report, and exits 0 (completed, hypothesis passed or none),
+//! 3 (aborted), 4 (failed or interrupted) or 5 (completed, hypothesis failed).
+
+use std::io::Write;
+
+use faultline_proto::pb;
+
+use super::watch::{self, Style};
+use super::{read_document, render};
+use crate::args::{OutputFormat, ReportFormat, RunArgs};
+use crate::client::Target;
+use crate::commands::Printed;
+use crate::error::CliError;
+
+pub async fn run(
+    target: &Target,
+    args: &RunArgs,
+    output: OutputFormat,
+    style: Style,
+    out: &mut dyn Write,
+) -> Result<Printed, CliError> {
+    let document = read_document(&args.file)?;
+    let mut client = target.experiments().await?;
+    let created = target
+        .call(client.create(pb::CreateExperimentRequest {
+            document,
+            dry_run: false,
+            start: true,
+        }))
+        .await?;
+    let e = created.experiment.ok_or_else(|| {
+        CliError::Output("the coordinator answered Create without the experiment".into())
+    })?;
+    if output == OutputFormat::Table {
+        writeln!(out, "{}", render::created(&e, created.plan.as_ref()))?;
+        out.flush()?;
+    }
+    let followed = watch::watch(target, &e.name, style, out).await?;
+    if !followed.text.is_empty() {
+        writeln!(out, "{}", followed.text)?;
+    }
+    let format = args.report.unwrap_or(match output {
+        OutputFormat::Json => ReportFormat::Json,
+        OutputFormat::Table => ReportFormat::Md,
+    });
+    if let Some(path) = &args.junit {
+        let xml = super::report(target, &e.name, Some(ReportFormat::Junit), output).await?;
+        std::fs::write(path, xml).map_err(|e| {
+            CliError::Output(format!(
+                "--junit {}: cannot write the JUnit report: {e}",
+                path.display()
+            ))
+        })?;
+    }
+    let report = super::report(target, &e.name, Some(format), output).await?;
+    Ok(Printed {
+        text: report,
+        exit: followed.exit,
+    })
+}
