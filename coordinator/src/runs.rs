@@ -7,6 +7,7 @@ use faultline_core::experiment::Phase;
 use faultline_core::{Identity, Role};
 
 use crate::experiments::ops::OpError;
+use crate::notify::{EventKind, RunEvent as NotifyEvent, RunKind};
 use crate::state::State;
 
 pub const RUNS_STARTED: &str = "faultline_coordinator_runs_started_total";
@@ -64,12 +65,23 @@ pub enum RunEvent {
     },
 }
 
-/// Announces a run's start or end: logged and counted here, once. Never blocks.
-pub fn emit(_state: &State, event: &RunEvent) {
+/// Announces a run's start or end: logged and counted here, once, and a workflow's start and
+/// end are sent to the notification destinations (an experiment's run notifies for itself,
+/// whatever started it). Never blocks.
+pub fn emit(state: &State, event: &RunEvent) {
     match event {
         RunEvent::Started { kind, name, by } => {
             tracing::info!(kind, run = %name, by = %by, "run started");
             metrics::counter!(RUNS_STARTED, "kind" => *kind).increment(1);
+            if *kind == "workflow" {
+                notify_workflow(
+                    state,
+                    EventKind::Started,
+                    name,
+                    "running",
+                    format!("workflow {name} started by {by}"),
+                );
+            }
         }
         RunEvent::Ended {
             kind,
@@ -79,8 +91,35 @@ pub fn emit(_state: &State, event: &RunEvent) {
         } => {
             tracing::info!(kind, run = %name, phase = %phase, "run ended: {reason}");
             metrics::counter!(RUNS_ENDED, "kind" => *kind, "phase" => phase.clone()).increment(1);
+            let event = match phase.as_str() {
+                "succeeded" | "completed" => Some(EventKind::Completed),
+                "aborted" => Some(EventKind::Aborted),
+                "failed" | "interrupted" => Some(EventKind::Failed),
+                _ => None,
+            };
+            if let (true, Some(event)) = (*kind == "workflow", event) {
+                notify_workflow(
+                    state,
+                    event,
+                    name,
+                    phase,
+                    format!("workflow {name} {phase}: {reason}"),
+                );
+            }
         }
     }
+}
+
+fn notify_workflow(state: &State, event: EventKind, name: &str, phase: &str, summary: String) {
+    state.notifier.emit(NotifyEvent {
+        event,
+        kind: RunKind::Workflow,
+        name: name.to_string(),
+        phase: phase.to_string(),
+        verdict: "none".into(),
+        summary,
+        at_unix_ms: crate::state::now_ms(),
+    });
 }
 
 /// The identity a schedule's or workflow's runs act under: the one that created it (as

@@ -56,7 +56,15 @@ fn events(r: &Receiver) -> BTreeMap<(String, String), usize> {
             .unwrap_or_else(|| panic!("unsigned: {:?}", req.headers));
         assert_eq!(sig, &expected_signature(&req.body), "bad signature");
         let body: serde_json::Value = serde_json::from_slice(&req.body).expect("json body");
-        assert_eq!(body["kind"], "experiment");
+        // A workflow's own events say so; its steps' experiments notify as experiments.
+        let kind = body["kind"].as_str().unwrap_or_default();
+        let name = body["name"].as_str().unwrap_or_default();
+        let want = if name == "wh-flow" {
+            "workflow"
+        } else {
+            "experiment"
+        };
+        assert_eq!(kind, want, "{body}");
         let summary = body["summary"].as_str().unwrap_or_default();
         assert!(
             !summary.contains("http://") && !summary.contains("https://"),
@@ -112,7 +120,18 @@ async fn webhook_gets_each_event_once_signed() {
     stack
         .wait_phase("wh-refused", Phase::Failed, Duration::from_secs(10))
         .await;
-    receiver.wait_for("7 notifications", Duration::from_secs(10), |r| r.len() >= 7);
+    // A workflow: its own start and end, and its step's experiment, each once.
+    let flow = "apiVersion: faultline.dev/v1\nkind: Workflow\nmetadata: {name: wh-flow}\nspec:\n  steps:\n    - name: burn\n      experiment: {duration: 2s, targets: {mode: all}, faults: [{kind: cpu, load: 20, workers: 1}]}\n";
+    let mut workflows = pb::workflows_client::WorkflowsClient::new(stack.channel("operator").await);
+    workflows
+        .create(pb::CreateWorkflowRequest {
+            document: flow.into(),
+        })
+        .await
+        .expect("create workflow");
+    receiver.wait_for("11 notifications", Duration::from_secs(30), |r| {
+        r.len() >= 11
+    });
     // Anything duplicated would arrive within the retries' backoff.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let got = events(&receiver);
@@ -124,6 +143,10 @@ async fn webhook_gets_each_event_once_signed() {
         ("wh-refused", "started"),
         ("wh-refused", "failed"),
         ("wh-refused", "hypothesis_failed"),
+        ("wh-flow", "started"),
+        ("wh-flow", "completed"),
+        ("wh-flow-burn", "started"),
+        ("wh-flow-burn", "completed"),
     ]
     .into_iter()
     .map(|(n, e)| ((n.to_string(), e.to_string()), 1))
@@ -142,7 +165,7 @@ async fn webhook_gets_each_event_once_signed() {
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
-    assert_eq!(delivered, 7.0, "{metrics}");
+    assert_eq!(delivered, 11.0, "{metrics}");
 }
 
 /// Starts and aborts an experiment; its abort latency (trigger -> last revert acknowledged).

@@ -386,9 +386,13 @@ impl Run {
     }
 }
 
-/// Every fault of the experiment is a kill: nothing stays injected once it was carried out.
+/// Every fault of the experiment is a one-shot kill: nothing stays injected once it was
+/// carried out (a process kill, or a container-kill without `interval`). A pod-kill is not:
+/// the coordinator carries it out beside the run, and its record follows the replacements.
 pub fn is_instant(spec: &ExperimentSpec) -> bool {
-    spec.faults.iter().all(
-        |f| matches!(&f.fault, Fault::Process(p) if matches!(p.action, ProcessAction::Kill { .. })),
-    )
+    spec.faults.iter().all(|f| match &f.fault {
+        Fault::Process(p) => matches!(p.action, ProcessAction::Kill { .. }),
+        Fault::ContainerKill(k) => k.interval.is_none(),
+        _ => false,
+    })
 }
