@@ -116,6 +116,19 @@ spec:
     await op.screenshot({ path: `${SHOTS}/${page}.png`, fullPage: true });
   }
   step('pages', { aborted_listed: listed });
+
+  // Schedules and workflows: the suspended schedule is listed; the workflow waits for the
+  // approval given here, then finishes.
+  await op.goto(new URL('/#/schedules', OPERATOR_URL).toString());
+  await op.waitForSelector('[data-testid=schedule-row]');
+  check((await op.locator('[data-testid=schedule-row]').textContent()).includes('suspended'), 'the schedule is not shown suspended');
+  await op.screenshot({ path: `${SHOTS}/schedules.png`, fullPage: true });
+  await op.goto(new URL('/#/workflow/ui-flow', OPERATOR_URL).toString());
+  await op.waitForSelector('[data-testid=step-row] button.primary');
+  await op.screenshot({ path: `${SHOTS}/workflow-approval.png`, fullPage: true });
+  await op.click('[data-testid=step-row] button.primary');
+  await op.waitForFunction(() => document.querySelector('[data-testid=phase]')?.textContent === 'succeeded', null, { timeout: 15000 });
+  step('workflow', { approved: true });
   check(errors.length === 0, `page errors: ${errors.join('; ')}`);
 
   // ---- The viewer's dashboard ----

@@ -178,6 +178,26 @@ async fn the_dashboard_in_chromium() {
         "a foreign Host (DNS rebinding) is refused: {body}"
     );
 
+    // A workflow waiting for approval and a suspended schedule, for their pages.
+    let mut wf = pb::workflows_client::WorkflowsClient::new(stack.channel("operator").await);
+    wf.create(pb::CreateWorkflowRequest {
+        document: "apiVersion: faultline.dev/v1\nkind: Workflow\nmetadata: {name: ui-flow}\n\
+                   spec:\n  steps:\n    - name: gate\n      suspend: {approval: true}\n    \
+                   - name: rest\n      suspend: {duration: 1s}\n"
+            .into(),
+    })
+    .await
+    .expect("create workflow");
+    let mut sc = pb::schedules_client::SchedulesClient::new(stack.channel("operator").await);
+    sc.apply(pb::ApplyScheduleRequest {
+        document: "apiVersion: faultline.dev/v1\nkind: Schedule\nmetadata: {name: ui-nightly}\n\
+                   spec:\n  schedule: '0 3 * * *'\n  suspend: true\n  experiment:\n    \
+                   duration: 1m\n    targets: {mode: one}\n    faults: [{kind: cpu, load: 10, workers: 1}]\n"
+            .into(),
+    })
+    .await
+    .expect("apply schedule");
+
     let experiment = "ui-cpu";
     let out = Command::new(node)
         .arg(script_dir.join("dashboard.mjs"))
@@ -240,6 +260,16 @@ async fn the_dashboard_in_chromium() {
         "the refused viewer abort is not in the audit log: {:?}",
         audit.entries
     );
+    // The approval given in the page let the workflow finish.
+    let mut wf = pb::workflows_client::WorkflowsClient::new(stack.channel("admin").await);
+    let flow = wf
+        .get(pb::GetWorkflowRequest {
+            name: "ui-flow".into(),
+        })
+        .await
+        .expect("get workflow")
+        .into_inner();
+    assert_eq!(flow.phase, "succeeded", "{flow:?}");
     drop(viewer);
     drop(operator);
 }

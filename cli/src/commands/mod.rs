@@ -6,9 +6,9 @@ mod certs;
 mod documents;
 pub(crate) mod experiments;
 mod fleet;
-mod schedules;
+pub(crate) mod schedules;
 mod tokens;
-mod workflows;
+pub(crate) mod workflows;
 
 use std::io::{IsTerminal, Write};
 

@@ -9,10 +9,13 @@ use faultline_core::Identity;
 use faultline_proto::pb;
 use faultline_proto::pb::experiments_client::ExperimentsClient;
 use faultline_proto::pb::fleet_client::FleetClient;
+use faultline_proto::pb::schedules_client::SchedulesClient;
+use faultline_proto::pb::workflows_client::WorkflowsClient;
 use serde_json::{json, Value};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
+use crate::commands::{schedules, workflows};
 use crate::json;
 
 /// One answer of the API: an HTTP status and a JSON body.
@@ -59,6 +62,8 @@ impl Reply {
 pub struct Api {
     pub experiments: ExperimentsClient<Channel>,
     pub fleet: FleetClient<Channel>,
+    pub schedules: SchedulesClient<Channel>,
+    pub workflows: WorkflowsClient<Channel>,
     pub identity: Identity,
     pub coordinator: String,
     pub timeout: Duration,
@@ -80,6 +85,13 @@ pub enum Route {
     Watch(String),
     Start(String),
     Abort(String),
+    Schedules,
+    /// suspend, resume or trigger a schedule.
+    ScheduleAction(String, &'static str),
+    Workflows,
+    Workflow(String),
+    WorkflowAbort(String),
+    WorkflowApprove(String, String),
 }
 
 impl Route {
@@ -104,6 +116,16 @@ impl Route {
             (["experiments", n, "watch"], true, _) => Route::Watch(name(n)?),
             (["experiments", n, "start"], _, true) => Route::Start(name(n)?),
             (["experiments", n, "abort"], _, true) => Route::Abort(name(n)?),
+            (["schedules"], true, _) => Route::Schedules,
+            (["schedules", n, "suspend"], _, true) => Route::ScheduleAction(name(n)?, "suspend"),
+            (["schedules", n, "resume"], _, true) => Route::ScheduleAction(name(n)?, "resume"),
+            (["schedules", n, "trigger"], _, true) => Route::ScheduleAction(name(n)?, "trigger"),
+            (["workflows"], true, _) => Route::Workflows,
+            (["workflows", n], true, _) => Route::Workflow(name(n)?),
+            (["workflows", n, "abort"], _, true) => Route::WorkflowAbort(name(n)?),
+            (["workflows", n, "approve", step], _, true) => {
+                Route::WorkflowApprove(name(n)?, name(step)?)
+            }
             _ => return None,
         })
     }
@@ -250,6 +272,65 @@ impl Api {
                         .await?,
                 )
             }
+            Route::Schedules => {
+                let mut c = self.schedules.clone();
+                let r = self.call(c.list(pb::ListSchedulesRequest {})).await?;
+                json!({ "schedules": r.schedules.iter().map(schedules::to_json).collect::<Vec<_>>() })
+            }
+            Route::ScheduleAction(name, action) => {
+                let mut c = self.schedules.clone();
+                let s = match action {
+                    "suspend" => {
+                        self.call(c.suspend(pb::SuspendScheduleRequest { name }))
+                            .await?
+                    }
+                    "resume" => {
+                        self.call(c.resume(pb::ResumeScheduleRequest { name }))
+                            .await?
+                    }
+                    _ => {
+                        let r = self
+                            .call(c.trigger(pb::TriggerScheduleRequest { name }))
+                            .await?;
+                        return Ok(json!({
+                            "run": r.run,
+                            "schedule": r.schedule.as_ref().map(schedules::to_json),
+                        }));
+                    }
+                };
+                schedules::to_json(&s)
+            }
+            Route::Workflows => {
+                let mut c = self.workflows.clone();
+                let r = self.call(c.list(pb::ListWorkflowsRequest {})).await?;
+                json!({ "workflows": r.workflows.iter().map(workflows::to_json).collect::<Vec<_>>() })
+            }
+            Route::Workflow(name) => {
+                let mut c = self.workflows.clone();
+                workflows::to_json(&self.call(c.get(pb::GetWorkflowRequest { name })).await?)
+            }
+            Route::WorkflowAbort(name) => {
+                let mut c = self.workflows.clone();
+                let reason = text("reason");
+                let reason = if reason.is_empty() {
+                    "aborted from the dashboard".into()
+                } else {
+                    reason
+                };
+                workflows::to_json(
+                    &self
+                        .call(c.abort(pb::AbortWorkflowRequest { name, reason }))
+                        .await?,
+                )
+            }
+            Route::WorkflowApprove(name, step) => {
+                let mut c = self.workflows.clone();
+                workflows::to_json(
+                    &self
+                        .call(c.approve(pb::ApproveStepRequest { name, step }))
+                        .await?,
+                )
+            }
             Route::Watch(_) => return Err(Reply::error(400, "watch is a stream")),
         })
     }
@@ -302,6 +383,15 @@ mod tests {
         assert_eq!(Route::parse("GET", "/api/experiments//report"), None);
         assert_eq!(Route::parse("GET", "/api/experiments/%zz"), None);
         assert_eq!(Route::parse("GET", "/other"), None);
+        assert_eq!(
+            Route::parse("POST", "/api/workflows/gd/approve/gate"),
+            Some(Route::WorkflowApprove("gd".into(), "gate".into()))
+        );
+        assert_eq!(
+            Route::parse("POST", "/api/schedules/n/trigger"),
+            Some(Route::ScheduleAction("n".into(), "trigger"))
+        );
+        assert_eq!(Route::parse("POST", "/api/schedules/n/delete"), None);
     }
 
     #[test]

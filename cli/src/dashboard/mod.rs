@@ -57,7 +57,12 @@ pub async fn run(
     let api = Api {
         experiments: pb::experiments_client::ExperimentsClient::new(channel.clone())
             .max_decoding_message_size(64 << 20),
-        fleet: pb::fleet_client::FleetClient::new(channel).max_decoding_message_size(64 << 20),
+        fleet: pb::fleet_client::FleetClient::new(channel.clone())
+            .max_decoding_message_size(64 << 20),
+        schedules: pb::schedules_client::SchedulesClient::new(channel.clone())
+            .max_decoding_message_size(64 << 20),
+        workflows: pb::workflows_client::WorkflowsClient::new(channel)
+            .max_decoding_message_size(64 << 20),
         identity: identity.clone(),
         coordinator: target.url.clone(),
         timeout: target.timeout,

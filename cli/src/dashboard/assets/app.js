@@ -443,6 +443,92 @@ function reportPage(name) {
     .catch((err) => body.replaceChildren(errorBox(err)));
 }
 
+// ---- Schedules and workflows --------------------------------------------------------------
+
+function schedulesPage() {
+  const body = h('div');
+  main.append(h('h1', { text: 'Schedules' }), body);
+  const act = (name, what) => async () => {
+    try { await api('POST', `/api/schedules/${encodeURIComponent(name)}/${what}`, {}); load(); } catch (e) { body.prepend(errorBox(e)); }
+  };
+  const load = async () => {
+    try {
+      const r = await api('GET', '/api/schedules');
+      body.replaceChildren(section(() => table(['Name', 'Schedule', 'Runs', 'Next fire', 'Last runs', 'Skipped', ''],
+        (r.schedules || []).map((s) => h('tr', { 'data-testid': 'schedule-row' },
+          h('td', { text: s.name }),
+          h('td', { text: `${s.schedule} (${s.time_zone || 'UTC'}, ${s.concurrency_policy || 'Forbid'})` }),
+          h('td', { text: `${s.runs_total || 0} ${s.run_kind || ''}` }),
+          h('td', { text: s.suspended ? 'suspended' : fmtTime(s.next_fire_unix_ms) }),
+          h('td', {}, (s.runs || []).slice(-3).map((run) => h('div', {},
+            run.kind === 'workflow' ? h('a', { href: '#/workflow/' + encodeURIComponent(run.name), text: run.name }) : h('a', { href: '#/experiment/' + encodeURIComponent(run.name), text: run.name }),
+            ' ', phaseEl(run.phase)))),
+          h('td', { text: `${s.skipped_total || 0}` + ((s.skipped || []).length ? ': ' + s.skipped[s.skipped.length - 1].reason : '') }),
+          h('td', {}, canOperate() ? [
+            s.suspended ? h('button', { onclick: act(s.name, 'resume'), text: 'Resume' }) : h('button', { onclick: act(s.name, 'suspend'), text: 'Suspend' }),
+            ' ', h('button', { onclick: act(s.name, 'trigger'), text: 'Run now' })] : null))))));
+    } catch (e) {
+      body.replaceChildren(errorBox(e));
+    }
+  };
+  load();
+  every(3000, load);
+}
+
+function workflowsPage() {
+  const body = h('div');
+  main.append(h('h1', { text: 'Workflows' }), body);
+  const load = async () => {
+    try {
+      const r = await api('GET', '/api/workflows');
+      body.replaceChildren(section(() => table(['Name', 'Phase', 'Steps', 'Reason', 'Created by', 'Age'],
+        (r.workflows || []).map((w) => h('tr', { 'data-testid': 'workflow-row' },
+          h('td', {}, h('a', { href: '#/workflow/' + encodeURIComponent(w.name), text: w.name })),
+          h('td', {}, phaseEl(w.phase)),
+          h('td', { text: (w.steps || []).map((s) => `${s.name}: ${s.state}`).join(', ') }),
+          h('td', { text: w.reason || '' }),
+          h('td', { text: w.created_by || '' }),
+          h('td', { text: fmtAge(w.created_unix_ms) }))))));
+    } catch (e) {
+      body.replaceChildren(errorBox(e));
+    }
+  };
+  load();
+  every(3000, load);
+}
+
+function workflowPage(name) {
+  const body = h('div'), msg = h('div');
+  main.append(h('h1', { text: 'Workflow ' + name }), msg, body);
+  const post = (path, what) => async () => {
+    try { await api('POST', path, what === 'abort' ? { reason: 'aborted from the dashboard' } : {}); load(); } catch (e) { msg.replaceChildren(errorBox(e)); }
+  };
+  const load = async () => {
+    try {
+      const w = await api('GET', '/api/workflows/' + encodeURIComponent(name));
+      const live = w.phase === 'running' || w.phase === 'pending';
+      body.replaceChildren(
+        section(() => h('div', { class: 'row' }, phaseEl(w.phase), ' ', w.reason || '',
+          canOperate() && live ? h('button', { class: 'danger', 'data-testid': 'workflow-abort', onclick: post(`/api/workflows/${encodeURIComponent(name)}/abort`, 'abort'), text: 'Abort workflow' }) : null)),
+        section(() => table(['Step', 'Kind', 'State', 'Started', 'Ended', 'Experiment', 'Message', ''], (w.steps || []).map((s) => h('tr', { 'data-testid': 'step-row' },
+          h('td', { text: s.parent ? `${s.parent} / ${s.name}` : s.name }),
+          h('td', { text: s.kind }),
+          h('td', { class: 'state state-' + s.state, text: s.state }),
+          h('td', { text: fmtTime(s.started_unix_ms) }),
+          h('td', { text: fmtTime(s.ended_unix_ms) }),
+          h('td', {}, s.experiment ? h('a', { href: '#/experiment/' + encodeURIComponent(s.experiment), text: s.experiment }) : ''),
+          h('td', { text: s.message || '' }),
+          h('td', {}, canOperate() && s.state === 'awaiting-approval'
+            ? h('button', { class: 'primary', onclick: post(`/api/workflows/${encodeURIComponent(name)}/approve/${encodeURIComponent(s.name)}`), text: 'Approve' }) : null))))),
+        section(() => logList(w.log || [])));
+    } catch (e) {
+      body.replaceChildren(errorBox(e));
+    }
+  };
+  load();
+  every(2000, load);
+}
+
 // ---- Create --------------------------------------------------------------------------------
 
 const SAMPLE = `apiVersion: faultline.dev/v1
@@ -532,6 +618,9 @@ function route() {
       case 'experiment': experimentPage(arg || ''); break;
       case 'report': reportPage(arg || ''); break;
       case 'create': createPage(); break;
+      case 'schedules': schedulesPage(); break;
+      case 'workflows': workflowsPage(); break;
+      case 'workflow': workflowPage(arg || ''); break;
       case 'audit': auditPage(); break;
       case 'policy': policyPage(); break;
       default: main.append(h('h1', { text: 'Not found' }), h('p', {}, h('a', { href: '#/fleet', text: 'Fleet' })));
