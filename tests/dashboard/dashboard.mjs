@@ -29,8 +29,15 @@ try {
   const errors = [];
   op.on('pageerror', (e) => errors.push(String(e)));
   let t0 = Date.now();
+  const consoleLines = [];
+  op.on('console', (m) => consoleLines.push(m.text()));
   await op.goto(OPERATOR_URL);
-  await op.waitForSelector('[data-testid=agent-row]');
+  try {
+    await op.waitForSelector('[data-testid=agent-row]');
+  } catch (e) {
+    throw new Error(`the fleet page shows no agent: ${await op.locator('main').textContent()}; ` +
+      `console: ${consoleLines.join(' | ')}; page errors: ${errors.join(' | ')}; url ${op.url()}`);
+  }
   for (const a of AGENTS) await op.waitForSelector(`[data-testid=agent-row][data-agent="${a}"]`);
   const rows = await op.locator('[data-testid=agent-row]').count();
   check(rows === AGENTS.length, `fleet page lists ${rows} agents, expected ${AGENTS.length}`);
@@ -143,7 +150,7 @@ spec:
   // A forged request from the viewer's own page (token and origin right): the coordinator
   // refuses it, and the page shows its words.
   const forged = await vw.evaluate(async (name) => {
-    const token = document.querySelector('meta[name="faultline-token"]').content;
+    const token = sessionStorage.getItem('faultline-token');
     const r = await fetch(`/api/experiments/${name}/abort`, {
       method: 'POST', headers: { 'X-Faultline-Token': token, 'Content-Type': 'application/json' }, body: '{}',
     });

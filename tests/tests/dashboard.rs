@@ -127,31 +127,48 @@ async fn the_dashboard_in_chromium() {
 
     // The endpoint's own refusals, before any browser is involved.
     let host = format!("Host: {}", operator.addr);
+    let token = format!("X-Faultline-Token: {}", operator.token());
     let (code, body) = request(
         operator.addr,
         &format!("GET /api/agents HTTP/1.1\r\n{host}"),
         "",
     );
     assert_eq!(code, 401, "no token: {body}");
-    let (code, _) = request(
-        operator.addr,
-        &format!("GET /?token=wrong HTTP/1.1\r\n{host}"),
-        "",
-    );
-    assert_eq!(code, 401, "a wrong token is not traded for the cookie");
-    let cookie = format!("Cookie: faultline_dashboard={}", operator.token());
-    let (code, body) = request(
-        operator.addr,
-        &format!("GET /api/agents HTTP/1.1\r\n{host}\r\n{cookie}"),
-        "",
-    );
-    assert_eq!(code, 200, "the cookie opens the API: {body}");
     let (code, body) = request(
         operator.addr,
         &format!(
-            "POST /api/fleet/halt HTTP/1.1\r\n{host}\r\n{cookie}\r\nOrigin: http://evil.example\r\n\
-             X-Faultline-Token: {}\r\nContent-Type: application/json",
+            "GET /api/agents HTTP/1.1\r\n{host}\r\nCookie: faultline_dashboard={}",
             operator.token()
+        ),
+        "",
+    );
+    assert_eq!(
+        code, 401,
+        "a cookie is no credential (cookies cross ports): {body}"
+    );
+    let (code, body) = request(
+        operator.addr,
+        &format!("GET /api/agents HTTP/1.1\r\n{host}\r\nX-Faultline-Token: wrong"),
+        "",
+    );
+    assert_eq!(code, 401, "a wrong token: {body}");
+    let (code, body) = request(
+        operator.addr,
+        &format!("GET /api/agents HTTP/1.1\r\n{host}\r\n{token}"),
+        "",
+    );
+    assert_eq!(code, 200, "the token opens the API: {body}");
+    let (code, body) = request(operator.addr, &format!("GET / HTTP/1.1\r\n{host}"), "");
+    assert_eq!(code, 200, "the page itself is public");
+    assert!(
+        !body.contains(operator.token()),
+        "the page carries no token"
+    );
+    let (code, body) = request(
+        operator.addr,
+        &format!(
+            "POST /api/fleet/halt HTTP/1.1\r\n{host}\r\n{token}\r\nOrigin: http://evil.example\r\n\
+             Content-Type: application/json"
         ),
         "{}",
     );
@@ -160,15 +177,19 @@ async fn the_dashboard_in_chromium() {
     let (code, body) = request(
         operator.addr,
         &format!(
-            "POST /api/fleet/halt HTTP/1.1\r\n{host}\r\n{cookie}\r\nContent-Type: application/json"
+            "POST /api/fleet/halt?token={} HTTP/1.1\r\n{host}\r\nContent-Type: application/json",
+            operator.token()
         ),
         "{}",
     );
-    assert_eq!(code, 401, "the cookie alone does not make a POST: {body}");
+    assert_eq!(
+        code, 401,
+        "the query form of the token does not make a write: {body}"
+    );
     let (code, body) = request(
         operator.addr,
         &format!(
-            "GET /api/agents HTTP/1.1\r\nHost: rebound.example:{}\r\n{cookie}",
+            "GET /api/agents HTTP/1.1\r\nHost: rebound.example:{}\r\n{token}",
             operator.addr.port()
         ),
         "",

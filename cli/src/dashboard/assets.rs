@@ -1,6 +1,6 @@
 //! The page, embedded in the binary: no CDN, no font service, nothing fetched from elsewhere
-//! (clusters are often air-gapped). `index.html` carries this run's token in a meta tag, which
-//! the page repeats in the `X-Faultline-Token` header of every state-changing request.
+//! (clusters are often air-gapped). Nothing here is secret: the page takes this run's token
+//! from the URL's fragment.
 
 use hyper::body::Bytes;
 
@@ -9,11 +9,11 @@ const APP_JS: &str = include_str!("assets/app.js");
 const APP_CSS: &str = include_str!("assets/app.css");
 
 /// The content type and bytes served at `path`.
-pub fn get(path: &str, token: &str) -> Option<(&'static str, Bytes)> {
+pub fn get(path: &str) -> Option<(&'static str, Bytes)> {
     match path {
         "/" | "/index.html" => Some((
             "text/html; charset=utf-8",
-            Bytes::from(INDEX.replace("{{TOKEN}}", token)),
+            Bytes::from_static(INDEX.as_bytes()),
         )),
         "/app.js" => Some((
             "text/javascript; charset=utf-8",
@@ -38,10 +38,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_token_is_placed_and_nothing_external_is_referenced() {
-        let (_, html) = get("/", "abc123").expect("index");
+    fn nothing_secret_or_external_is_in_the_assets() {
+        let (_, html) = get("/").expect("index");
         let html = String::from_utf8(html.to_vec()).expect("utf8");
-        assert!(html.contains(r#"content="abc123""#));
+        assert!(!html.contains("token"), "the page carries no token");
         for asset in [INDEX, APP_JS, APP_CSS] {
             // The SVG namespace is a name, not something fetched.
             let asset = asset.replace("http://www.w3.org/2000/svg", "");
@@ -50,7 +50,7 @@ mod tests {
                 "external URL"
             );
         }
-        assert!(get("/etc/passwd", "t").is_none());
+        assert!(get("/etc/passwd").is_none());
         assert!(
             total_size() < 300 * 1024,
             "assets are {} bytes",

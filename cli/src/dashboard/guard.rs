@@ -1,25 +1,28 @@
 //! Who may use the local dashboard endpoint: the holder of this run's random token, from the
-//! dashboard's own origin. The checks are pure functions of the request's headers so each
-//! refusal can be tested on its own.
+//! dashboard's own page. The checks are pure functions of the request's headers so each refusal
+//! can be tested on its own.
 //!
-//! - The token reaches the browser once, in the URL `faultctl dashboard` prints; the first
-//!   request trades it for an HttpOnly, SameSite=Strict cookie and a redirect to a clean URL.
-//! - Every other request needs that cookie.
-//! - A request that changes something (anything but GET/HEAD) also needs the token in the
-//!   `X-Faultline-Token` header (the page reads it from its own HTML, which another site cannot)
-//!   and, when the browser sends them, an `Origin` equal to the dashboard's and a
-//!   `Sec-Fetch-Site` of `same-origin`.
+//! - The token reaches the browser in the fragment of the URL `faultctl dashboard` prints
+//!   (`/#token=...`): a fragment is never sent to any server. The page moves it into its
+//!   `sessionStorage`, which belongs to this origin including its port, and clears the address
+//!   bar.
+//! - Every API request carries it in the `X-Faultline-Token` header (the live stream, which a
+//!   browser opens without custom headers, in its `token` query parameter). No cookie is used:
+//!   cookies are shared by every port of a host, so another local user's server on another
+//!   port could read one.
+//! - A request that changes something (anything but GET/HEAD) is also refused when the
+//!   browser's `Origin` is not the dashboard's or its `Sec-Fetch-Site` is not `same-origin`.
 //! - On a loopback listener the `Host` header must name the listener, which defeats DNS
 //!   rebinding (a hostile name resolving to 127.0.0.1 carries its own name in `Host`).
+//! - The page and its script and stylesheet carry no secret and are served to anyone who
+//!   names the listener in `Host`.
 
 use std::net::SocketAddr;
 
-use hyper::header::{HeaderMap, COOKIE, HOST, ORIGIN};
+use hyper::header::{HeaderMap, HOST, ORIGIN};
 use hyper::Method;
 
-/// The cookie that carries the token after the first visit.
-pub const COOKIE_NAME: &str = "faultline_dashboard";
-/// The header a state-changing request repeats the token in.
+/// The header every API request carries the token in.
 pub const TOKEN_HEADER: &str = "x-faultline-token";
 
 /// Why a request is refused (the text is shown to whoever made it).
@@ -92,23 +95,25 @@ impl Guard {
         }
     }
 
-    /// True when `?token=` in the query carries this run's token.
-    pub fn query_token_ok(&self, query: Option<&str>) -> bool {
-        query
-            .unwrap_or_default()
-            .split('&')
-            .filter_map(|kv| kv.split_once('='))
-            .any(|(k, v)| k == "token" && constant_eq(v, &self.token))
-    }
-
-    /// Checks the cookie, and for state-changing methods the header token and the origin.
-    pub fn check(&self, method: &Method, headers: &HeaderMap) -> Result<(), Refusal> {
+    /// Checks an API request: `Host`, the token (from the header, or for the live stream from
+    /// `query_token`), and for state-changing methods the origin.
+    pub fn check(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+        query_token: Option<&str>,
+    ) -> Result<(), Refusal> {
         self.check_host(headers)?;
-        if !cookie_token(headers).is_some_and(|t| constant_eq(&t, &self.token)) {
+        let token = header(headers, TOKEN_HEADER).or_else(|| query_token.map(str::to_string));
+        if !token.is_some_and(|t| constant_eq(&t, &self.token)) {
             return Err(Refusal::NoToken);
         }
         if method == Method::GET || method == Method::HEAD {
             return Ok(());
+        }
+        if query_token.is_some() && header(headers, TOKEN_HEADER).is_none() {
+            // The query form is for the stream only; a write needs the header.
+            return Err(Refusal::NoToken);
         }
         if let Some(site) = header(headers, "sec-fetch-site") {
             if site != "same-origin" {
@@ -121,18 +126,7 @@ impl Guard {
                 return Err(Refusal::Origin(origin));
             }
         }
-        match header(headers, TOKEN_HEADER) {
-            Some(t) if constant_eq(&t, &self.token) => Ok(()),
-            _ => Err(Refusal::NoToken),
-        }
-    }
-
-    /// The Set-Cookie value that hands the token to the browser.
-    pub fn set_cookie(&self) -> String {
-        format!(
-            "{COOKIE_NAME}={}; HttpOnly; SameSite=Strict; Path=/",
-            self.token
-        )
+        Ok(())
     }
 }
 
@@ -151,15 +145,14 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
-fn cookie_token(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE_NAME)
-        .map(|(_, v)| v.to_string())
+/// `token=...` from a query string.
+pub fn query_token(query: Option<&str>) -> Option<&str> {
+    query
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == "token")
+        .map(|(_, v)| v)
 }
 
 /// Compares without stopping at the first difference.
@@ -200,80 +193,72 @@ mod tests {
     }
 
     #[test]
-    fn a_get_needs_the_cookie_and_the_right_host() {
+    fn a_get_needs_the_header_token_and_the_right_host() {
         let g = guard();
-        let ok = headers(&[
+        let ok = headers(&[("host", "127.0.0.1:8080"), (TOKEN_HEADER, "t0k")]);
+        assert_eq!(g.check(&Method::GET, &ok, None), Ok(()));
+        let localhost = headers(&[("host", "localhost:8080"), (TOKEN_HEADER, "t0k")]);
+        assert_eq!(g.check(&Method::GET, &localhost, None), Ok(()));
+        let none = headers(&[("host", "127.0.0.1:8080")]);
+        assert_eq!(g.check(&Method::GET, &none, None), Err(Refusal::NoToken));
+        // A cookie is not a credential here (cookies are shared by every port of a host).
+        let cookie = headers(&[
             ("host", "127.0.0.1:8080"),
-            ("cookie", "a=b; faultline_dashboard=t0k"),
-        ]);
-        assert_eq!(g.check(&Method::GET, &ok), Ok(()));
-        let localhost = headers(&[
-            ("host", "localhost:8080"),
             ("cookie", "faultline_dashboard=t0k"),
         ]);
-        assert_eq!(g.check(&Method::GET, &localhost), Ok(()));
-        let no_cookie = headers(&[("host", "127.0.0.1:8080")]);
-        assert_eq!(g.check(&Method::GET, &no_cookie), Err(Refusal::NoToken));
-        let wrong = headers(&[
-            ("host", "127.0.0.1:8080"),
-            ("cookie", "faultline_dashboard=t0x"),
-        ]);
-        assert_eq!(g.check(&Method::GET, &wrong), Err(Refusal::NoToken));
-        let rebound = headers(&[
-            ("host", "evil.example:8080"),
-            ("cookie", "faultline_dashboard=t0k"),
-        ]);
+        assert_eq!(g.check(&Method::GET, &cookie, None), Err(Refusal::NoToken));
+        let wrong = headers(&[("host", "127.0.0.1:8080"), (TOKEN_HEADER, "t0x")]);
+        assert_eq!(g.check(&Method::GET, &wrong, None), Err(Refusal::NoToken));
+        let rebound = headers(&[("host", "evil.example:8080"), (TOKEN_HEADER, "t0k")]);
         assert_eq!(
-            g.check(&Method::GET, &rebound),
+            g.check(&Method::GET, &rebound, None),
             Err(Refusal::Host("evil.example:8080".into()))
+        );
+        // The stream's query form.
+        assert_eq!(g.check(&Method::GET, &none, Some("t0k")), Ok(()));
+        assert_eq!(
+            g.check(&Method::GET, &none, Some("t0")),
+            Err(Refusal::NoToken)
         );
     }
 
     #[test]
     fn a_post_needs_the_header_token_and_its_own_origin() {
         let g = guard();
-        let base = [
-            ("host", "127.0.0.1:8080"),
-            ("cookie", "faultline_dashboard=t0k"),
-        ];
+        let base = [("host", "127.0.0.1:8080"), (TOKEN_HEADER, "t0k")];
         let mut ok = headers(&base);
         ok.append("origin", HeaderValue::from_static("http://127.0.0.1:8080"));
         ok.append("sec-fetch-site", HeaderValue::from_static("same-origin"));
-        ok.append(TOKEN_HEADER, HeaderValue::from_static("t0k"));
-        assert_eq!(g.check(&Method::POST, &ok), Ok(()));
+        assert_eq!(g.check(&Method::POST, &ok, None), Ok(()));
 
-        // The cookie alone (what a cross-site form would carry, were SameSite ignored) is not
-        // enough.
+        let no_header = headers(&[("host", "127.0.0.1:8080")]);
         assert_eq!(
-            g.check(&Method::POST, &headers(&base)),
-            Err(Refusal::NoToken)
+            g.check(&Method::POST, &no_header, Some("t0k")),
+            Err(Refusal::NoToken),
+            "the query form does not make a write"
         );
 
         let mut other = headers(&base);
         other.append("origin", HeaderValue::from_static("http://evil.example"));
-        other.append(TOKEN_HEADER, HeaderValue::from_static("t0k"));
         assert_eq!(
-            g.check(&Method::POST, &other),
+            g.check(&Method::POST, &other, None),
             Err(Refusal::Origin("http://evil.example".into()))
         );
 
-        let mut cross = headers(&base);
-        cross.append("sec-fetch-site", HeaderValue::from_static("cross-site"));
-        cross.append(TOKEN_HEADER, HeaderValue::from_static("t0k"));
+        let mut same_site = headers(&base);
+        same_site.append("sec-fetch-site", HeaderValue::from_static("same-site"));
         assert!(matches!(
-            g.check(&Method::POST, &cross),
+            g.check(&Method::POST, &same_site, None),
             Err(Refusal::Origin(_))
         ));
     }
 
     #[test]
-    fn the_query_token_is_matched_exactly() {
-        let g = guard();
-        assert!(g.query_token_ok(Some("token=t0k")));
-        assert!(g.query_token_ok(Some("x=1&token=t0k")));
-        assert!(!g.query_token_ok(Some("token=t0")));
-        assert!(!g.query_token_ok(Some("token=t0kk")));
-        assert!(!g.query_token_ok(None));
+    fn the_query_token_is_found_exactly() {
+        assert_eq!(query_token(Some("token=t0k")), Some("t0k"));
+        assert_eq!(query_token(Some("x=1&token=t0k")), Some("t0k"));
+        assert_eq!(query_token(Some("tokens=t0k")), None);
+        assert_eq!(query_token(None), None);
     }
 
     #[test]
@@ -284,12 +269,9 @@ mod tests {
             ..guard()
         };
         let h = headers(&[("host", "node-1.example:8080")]);
-        assert_eq!(g.check(&Method::GET, &h), Err(Refusal::NoToken));
-        let h = headers(&[
-            ("host", "node-1.example:8080"),
-            ("cookie", "faultline_dashboard=t0k"),
-        ]);
-        assert_eq!(g.check(&Method::GET, &h), Ok(()));
+        assert_eq!(g.check(&Method::GET, &h, None), Err(Refusal::NoToken));
+        let h = headers(&[("host", "node-1.example:8080"), (TOKEN_HEADER, "t0k")]);
+        assert_eq!(g.check(&Method::GET, &h, None), Ok(()));
     }
 
     #[test]

@@ -88,15 +88,16 @@ pub async fn run(
         bound
     };
     let url = format!(
-        "http://{}:{}/?token={}",
+        "http://{}:{}/#token={}",
         guard::authority_ip(&shown),
         shown.port(),
         guard.token
     );
     if args.listen_any {
         eprintln!(
-            "warning: the dashboard listens on {bound}: whoever reaches it with the URL below \
-             acts as {identity}"
+            "warning: the dashboard listens on {bound} over plain HTTP: whoever reaches it \
+             with the URL below, or reads its traffic, acts as {identity}; prefer the loopback \
+             default and an SSH tunnel (ssh -L 8080:127.0.0.1:8080 HOST)"
         );
     }
     let _ = writeln!(out, "Faultline dashboard for {} as {identity}", target.url);
@@ -128,13 +129,35 @@ pub async fn run(
     Ok(())
 }
 
-/// Best effort: the URL is printed either way.
+/// Best effort: the URL is printed either way. The browser is handed a 0600 file that
+/// redirects to the URL, not the URL itself: command lines are readable by every local user,
+/// and the token must not be on one.
 fn open_browser(url: &str) {
-    let spawned = std::process::Command::new("xdg-open")
-        .arg(url)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn();
+    let launch = || -> std::io::Result<std::path::PathBuf> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = std::env::temp_dir().join(format!("faultctl-dashboard-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let file = dir.join("open.html");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&file)?;
+        write!(
+            f,
+            "<!doctype html><meta http-equiv=\"refresh\" content=\"0;url={url}\"><title>Faultline</title>"
+        )?;
+        Ok(file)
+    };
+    let spawned = launch().and_then(|file| {
+        std::process::Command::new("xdg-open")
+            .arg(&file)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+    });
     if let Err(e) = spawned {
         eprintln!("could not open a browser (xdg-open: {e}); open the URL above yourself");
     }
@@ -148,28 +171,21 @@ async fn serve(guard: &Guard, api: &Api, req: Request<Incoming>) -> Response<Bod
     if let Err(r) = guard.check_host(&parts.headers) {
         return refusal(&r, is_api);
     }
-    // The printed URL: trade the token for the cookie, then a clean URL (no token in history).
-    if path == "/" && guard.query_token_ok(query.as_deref()) {
-        let mut resp = respond(
-            303,
-            "text/plain; charset=utf-8",
-            Full::new(Bytes::new()).boxed(),
-        );
-        resp.headers_mut()
-            .insert("location", HeaderValue::from_static("/"));
-        if let Ok(v) = HeaderValue::from_str(&guard.set_cookie()) {
-            resp.headers_mut().insert("set-cookie", v);
-        }
-        return resp;
-    }
-    if let Err(r) = guard.check(&parts.method, &parts.headers) {
-        return refusal(&r, is_api);
-    }
+    // The page, its script and stylesheet carry no secret; the token arrives in the URL's
+    // fragment, which the browser never sends.
     if !is_api {
-        return match assets::get(&path, &guard.token) {
+        return match assets::get(&path) {
             Some((ctype, bytes)) => respond(200, ctype, Full::new(bytes).boxed()),
             None => respond(404, "text/plain; charset=utf-8", text_body("not found")),
         };
+    }
+    let stream_token = if path.ends_with("/watch") {
+        guard::query_token(query.as_deref())
+    } else {
+        None
+    };
+    if let Err(r) = guard.check(&parts.method, &parts.headers, stream_token) {
+        return refusal(&r, is_api);
     }
     let Some(route) = Route::parse(parts.method.as_str(), &path) else {
         return json_reply(Reply::error(

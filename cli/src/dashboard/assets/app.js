@@ -3,7 +3,16 @@
 // page. All text goes in through textContent, never as HTML.
 'use strict';
 
-const TOKEN = document.querySelector('meta[name="faultline-token"]').content;
+// The token arrives once in the URL's fragment (never sent to a server); it is kept in this
+// tab's sessionStorage (this origin and port only) and the address bar is cleaned.
+const TOKEN = (() => {
+  const m = /(?:^#|&)token=([0-9a-f]{16,})/.exec(location.hash);
+  if (m) {
+    sessionStorage.setItem('faultline-token', m[1]);
+    window.history.replaceState(null, '', location.pathname + '#/fleet');
+  }
+  return sessionStorage.getItem('faultline-token') || '';
+})();
 const main = document.getElementById('main');
 let session = null;
 let cleanups = [];
@@ -36,9 +45,8 @@ function svg(tag, attrs, ...kids) {
 }
 
 async function api(method, path, body) {
-  const opts = { method, headers: {}, credentials: 'same-origin' };
+  const opts = { method, headers: { 'X-Faultline-Token': TOKEN }, credentials: 'omit' };
   if (method !== 'GET') {
-    opts.headers['X-Faultline-Token'] = TOKEN;
     opts.headers['Content-Type'] = 'application/json';
     opts.body = JSON.stringify(body || {});
   }
@@ -166,7 +174,7 @@ function spark(values) {
 
 // ---- Fleet ---------------------------------------------------------------------------------
 
-const history = new Map();
+const agentHistory = new Map();
 
 function fleetPage() {
   const body = h('div'), controls = h('div', { class: 'row' }), status = h('div');
@@ -205,11 +213,11 @@ function fleetTable(agents) {
   const rows = agents.map((a) => {
     const t = a.telemetry || {};
     const mem = t.memory_total_bytes > 0 ? t.memory_used_bytes / t.memory_total_bytes : NaN;
-    const hist = history.get(a.node_name) || [];
+    const hist = agentHistory.get(a.node_name) || [];
     if (t.timestamp_unix_ms && (!hist.length || hist[hist.length - 1].at !== t.timestamp_unix_ms)) {
       hist.push({ at: t.timestamp_unix_ms, cpu: t.cpu_busy_ratio, mem });
       if (hist.length > 60) hist.shift();
-      history.set(a.node_name, hist);
+      agentHistory.set(a.node_name, hist);
     }
     const held = a.held_faults || [];
     return h('tr', { 'data-testid': 'agent-row', 'data-agent': a.node_name },
@@ -282,7 +290,7 @@ function experimentPage(name) {
     current = e;
     addSamples(e.guard_timeline);
     render();
-    const es = new EventSource('/api/experiments/' + encodeURIComponent(name) + '/watch');
+    const es = new EventSource('/api/experiments/' + encodeURIComponent(name) + '/watch?token=' + TOKEN);
     cleanups.push(() => es.close());
     es.onmessage = (m) => {
       try {
@@ -606,12 +614,12 @@ function route() {
   for (const c of cleanups) c();
   cleanups = [];
   main.replaceChildren();
-  const hash = location.hash.replace(/^#\/?/, '') || 'fleet';
-  const [pathPart, queryPart] = hash.split('?');
-  const [page, arg] = pathPart.split('/').map((s) => (s ? decodeURIComponent(s) : s));
-  const params = new URLSearchParams(queryPart || '');
-  for (const a of document.querySelectorAll('nav a')) a.classList.toggle('active', a.dataset.nav === page);
   try {
+    const hash = location.hash.replace(/^#\/?/, '') || 'fleet';
+    const [pathPart, queryPart] = hash.split('?');
+    const [page, arg] = pathPart.split('/').map((s) => (s ? decodeURIComponent(s) : s));
+    const params = new URLSearchParams(queryPart || '');
+    for (const a of document.querySelectorAll('nav a')) a.classList.toggle('active', a.dataset.nav === page);
     switch (page) {
       case 'fleet': fleetPage(); break;
       case 'experiments': experimentsPage(params); break;
@@ -631,6 +639,7 @@ function route() {
   main.focus({ preventScroll: true });
 }
 
+if (!TOKEN) main.append(errorBox(new Error('This page needs the token from the URL `faultctl dashboard` printed; open that URL.')));
 api('GET', '/api/session').then((s) => {
   session = s;
   document.getElementById('who').textContent = `${s.identity} @ ${s.coordinator}`;
