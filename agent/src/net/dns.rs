@@ -318,29 +318,7 @@ impl Driver for DnsDriver {
                 mine.extend(d.prog_ids);
             }
         }
-        let mut lines = Vec::new();
-        for p in ebpf::programs_named(PROGRAM_PREFIX) {
-            if mine.contains(&p.id) {
-                continue;
-            }
-            let holders = ebpf::holders(&self.proc_root, p.id);
-            if !holders.is_empty() {
-                tracing::info!(program = %p.name, id = p.id, ?holders, "dns program held by a live process; left alone");
-                continue;
-            }
-            match ebpf::disarm(&p) {
-                Ok(true) => lines.push(format!(
-                    "sweep: disarmed stray dns program {} (id {}): its deadline is now 0",
-                    p.name, p.id
-                )),
-                Ok(false) => {}
-                Err(e) => lines.push(format!(
-                    "sweep: cannot disarm stray dns program {} (id {}): {e}",
-                    p.name, p.id
-                )),
-            }
-        }
-        lines
+        ebpf::disarm_strays(&self.proc_root, PROGRAM_PREFIX, &mine, "dns")
     }
 }
 

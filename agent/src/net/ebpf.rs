@@ -298,6 +298,37 @@ pub fn disarm(program: &LoadedProgram) -> Result<bool, EbpfError> {
     Ok(false)
 }
 
+/// The start-up sweep of one program family: every loaded program named `prefix*` that is
+/// not in `mine` (held by this agent or named by its journal) and that no live process holds
+/// is a stray, and its deadline is set to 0. `what` names the family in the lines returned
+/// ("eBPF", "dns").
+pub fn disarm_strays(proc_root: &Path, prefix: &str, mine: &[u32], what: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    for p in programs_named(prefix) {
+        if mine.contains(&p.id) {
+            continue;
+        }
+        let holders = holders(proc_root, p.id);
+        if !holders.is_empty() {
+            // A live process holds it (another agent on this host): its fault, not a stray.
+            tracing::info!(program = %p.name, id = p.id, ?holders, "{what} program held by a live process; left alone");
+            continue;
+        }
+        match disarm(&p) {
+            Ok(true) => lines.push(format!(
+                "sweep: disarmed stray {what} program {} (id {}): its deadline is now 0",
+                p.name, p.id
+            )),
+            Ok(false) => {}
+            Err(e) => lines.push(format!(
+                "sweep: cannot disarm stray {what} program {} (id {}): {e}",
+                p.name, p.id
+            )),
+        }
+    }
+    lines
+}
+
 /// PIDs of processes holding a file descriptor to the program (its own fd or a link's), from
 /// `/proc/*/fdinfo` (`prog_id:` lines).
 pub fn holders(proc_root: &Path, prog_id: u32) -> Vec<u32> {
