@@ -104,8 +104,9 @@ pub async fn run(
     let _ = writeln!(out, "{url}");
     let _ = writeln!(out, "Ctrl-C stops it.");
     let _ = out.flush();
+    let mut launcher = None;
     if args.open {
-        open_browser(&url);
+        launcher = open_browser(&url);
     }
     let state = Arc::new((guard, api));
     loop {
@@ -126,41 +127,45 @@ pub async fn run(
             }
         }
     }
+    // The redirect file holds the token: it goes with the run.
+    if let Some(dir) = launcher {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     Ok(())
 }
 
 /// Best effort: the URL is printed either way. The browser is handed a 0600 file that
 /// redirects to the URL, not the URL itself: command lines are readable by every local user,
-/// and the token must not be on one.
-fn open_browser(url: &str) {
-    let launch = || -> std::io::Result<std::path::PathBuf> {
-        use std::io::Write as _;
-        use std::os::unix::fs::OpenOptionsExt;
-        let dir = std::env::temp_dir().join(format!("faultctl-dashboard-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
+/// and the token must not be on one. Returns the file's directory, removed when the run ends.
+fn open_browser(url: &str) -> Option<std::path::PathBuf> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    // A fresh directory of our own (0700, refused if the name exists), then the 0600 file.
+    let dir =
+        std::env::temp_dir().join(format!("faultctl-dashboard-{}", &guard::new_token()[..16]));
+    let launch = || -> std::io::Result<()> {
+        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
         let file = dir.join("open.html");
         let mut f = std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
             .open(&file)?;
         write!(
             f,
             "<!doctype html><meta http-equiv=\"refresh\" content=\"0;url={url}\"><title>Faultline</title>"
         )?;
-        Ok(file)
-    };
-    let spawned = launch().and_then(|file| {
         std::process::Command::new("xdg-open")
             .arg(&file)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
-    });
-    if let Err(e) = spawned {
-        eprintln!("could not open a browser (xdg-open: {e}); open the URL above yourself");
+            .map(drop)
+    };
+    if let Err(e) = launch() {
+        eprintln!("could not open a browser ({e}); open the URL above yourself");
     }
+    Some(dir)
 }
 
 async fn serve(guard: &Guard, api: &Api, req: Request<Incoming>) -> Response<Body> {
