@@ -483,13 +483,19 @@ fn a_netns_target_that_is_no_network_namespace_is_refused_at_once_naming_the_fie
 fn named_sleeper(dir: &Path, comm: &str, arg0: &str) -> Proc {
     let exe = dir.join(comm);
     std::fs::copy("/bin/sleep", &exe).expect("copy /bin/sleep (coreutils)");
-    let p = Proc(
-        Command::new(&exe)
-            .arg0(arg0)
-            .arg("3600")
-            .spawn()
-            .unwrap_or_else(|e| panic!("run {}: {e}", exe.display())),
-    );
+    // A thread of this test binary forking while the copy's write descriptor is open makes
+    // exec fail with ETXTBSY until that child execs or exits: try again for a moment.
+    let mut tries = 0;
+    let child = loop {
+        match Command::new(&exe).arg0(arg0).arg("3600").spawn() {
+            Err(e) if e.raw_os_error() == Some(26) && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            r => break r.unwrap_or_else(|e| panic!("run {}: {e}", exe.display())),
+        }
+    };
+    let p = Proc(child);
     let until = Instant::now() + Duration::from_secs(5);
     while argv(p.pid()) != format!("{arg0} 3600") {
         assert!(Instant::now() < until, "{comm} did not start");
