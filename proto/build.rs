@@ -10,6 +10,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Clients are built on our own mTLS channel; the generated `connect` helper would also
         // clash with the AgentSession.Connect RPC.
         .build_transport(false)
+        // Small per-call buffers: see src/codec.rs.
+        .codec_path("crate::codec::LeanCodec")
         .compile_protos(&["proto/faultline/v1/faultline.proto"], &["proto"])?;
     Ok(())
 }

@@ -52,8 +52,9 @@ fn prune_statuses(statuses: &mut BTreeMap<String, SeenStatus>, now: i64) {
 #[derive(Debug, Clone)]
 pub struct SessionHandle {
     pub session_id: String,
-    /// Messages pushed here are forwarded to the agent by its session task.
-    pub push: mpsc::Sender<pb::CoordinatorMessage>,
+    /// Messages pushed here are forwarded to the agent by its session task. Boxed: a tokio
+    /// channel allocates its slots 32 at a time, and 32 unboxed messages are 14 KiB per session.
+    pub push: mpsc::Sender<Box<pb::CoordinatorMessage>>,
     /// Cancelled to end the session from outside (a newer session replaced it).
     pub end: CancellationToken,
     /// A RevertAll for this session to send (the fleet halt): a flag, not a slot in `push`, so
@@ -301,6 +302,25 @@ impl Registry {
 
     pub fn get(&self, node_name: &str) -> Option<AgentEntry> {
         self.lock().get(node_name).cloned()
+    }
+
+    /// `f` of the entry of `node_name`, read in place (no copy of the entry).
+    pub fn view<R>(&self, node_name: &str, f: impl FnOnce(&AgentEntry) -> R) -> Option<R> {
+        self.lock().get(node_name).map(f)
+    }
+
+    /// The live session of `node_name`, without copying the rest of its entry.
+    pub fn session(&self, node_name: &str) -> Option<SessionHandle> {
+        self.lock().get(node_name).and_then(|e| e.session.clone())
+    }
+
+    /// The latest telemetry of `node_name`, without copying the rest of its entry.
+    pub fn telemetry_of(&self, node_name: &str) -> Option<pb::Telemetry> {
+        self.lock().get(node_name).and_then(|e| e.telemetry.clone())
+    }
+
+    pub fn is_connected(&self, node_name: &str) -> bool {
+        self.lock().get(node_name).is_some_and(|e| e.connected)
     }
 
     pub fn connected_count(&self) -> usize {

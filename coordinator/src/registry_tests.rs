@@ -2,7 +2,7 @@
 
 use super::*;
 
-fn handle(id: &str) -> (SessionHandle, mpsc::Receiver<pb::CoordinatorMessage>) {
+fn handle(id: &str) -> (SessionHandle, mpsc::Receiver<Box<pb::CoordinatorMessage>>) {
     let (tx, rx) = mpsc::channel(4);
     let h = SessionHandle {
         session_id: id.into(),
@@ -200,10 +200,10 @@ fn statuses_are_capped_per_agent_dropping_gone_then_oldest() {
 #[tokio::test]
 async fn a_revert_all_order_is_not_lost_to_a_full_queue() {
     let (h, _rx) = handle("s1");
-    while h.push.try_send(pb::CoordinatorMessage::default()).is_ok() {}
+    while h.push.try_send(Box::default()).is_ok() {}
     assert!(
         matches!(
-            h.push.try_send(pb::CoordinatorMessage::default()),
+            h.push.try_send(Box::default()),
             Err(mpsc::error::TrySendError::Full(_))
         ),
         "the queue is full"

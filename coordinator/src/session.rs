@@ -14,7 +14,6 @@ use faultline_proto::pb::coordinator_message::Msg as CoordMsg;
 use faultline_proto::pb::{self, agent_session_server::AgentSession};
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant, MissedTickBehavior};
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -27,7 +26,24 @@ use crate::state::{now_ms, State, TELEMETRY_INTERVAL_MS};
 /// How long a new session may take to say Hello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
-type Outbound = mpsc::Sender<Result<pb::CoordinatorMessage, Status>>;
+type OutMsg = Result<pb::CoordinatorMessage, Status>;
+/// Boxed: a tokio channel allocates its slots 32 at a time, and 32 unboxed results are 14 KiB
+/// for every session, most of it never used (see docs/benchmarks.md).
+type Outbound = mpsc::Sender<Box<OutMsg>>;
+
+/// The session's outbound queue, as the response stream tonic polls.
+pub struct Outgoing(mpsc::Receiver<Box<OutMsg>>);
+
+impl tokio_stream::Stream for Outgoing {
+    type Item = OutMsg;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<OutMsg>> {
+        self.0.poll_recv(cx).map(|m| m.map(|b| *b))
+    }
+}
 
 pub struct SessionService {
     pub state: Arc<State>,
@@ -36,7 +52,7 @@ pub struct SessionService {
 
 #[tonic::async_trait]
 impl AgentSession for SessionService {
-    type ConnectStream = ReceiverStream<Result<pb::CoordinatorMessage, Status>>;
+    type ConnectStream = Outgoing;
 
     async fn connect(
         &self,
@@ -66,7 +82,7 @@ impl AgentSession for SessionService {
             session.run(inbound).await;
             drop(guard);
         });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(Outgoing(rx)))
     }
 }
 
@@ -119,9 +135,9 @@ impl Session {
     }
 
     /// Sends `msg` unless the agent stopped reading for a whole lease or we shut down.
-    async fn send(&self, msg: Result<pb::CoordinatorMessage, Status>) -> bool {
+    async fn send(&self, msg: OutMsg) -> bool {
         tokio::select! {
-            sent = tokio::time::timeout(self.state.lease, self.out.send(msg)) => {
+            sent = tokio::time::timeout(self.state.lease, self.out.send(Box::new(msg))) => {
                 matches!(sent, Ok(Ok(())))
             }
             _ = self.state.shutdown.cancelled() => false,
@@ -343,18 +359,18 @@ impl Session {
             }
             tokio::select! {
                 _ = state.shutdown.cancelled() => {
-                    let _ = self.out.try_send(Err(Status::unavailable(
+                    let _ = self.out.try_send(Box::new(Err(Status::unavailable(
                         "the coordinator is shutting down; reconnect later",
-                    )));
+                    ))));
                     break (CloseReason::Shutdown, "the coordinator is shutting down".into());
                 }
                 _ = end.cancelled() => {
                     if let Some(revoked) = self.revoked(&node) {
-                        let _ = self.out.try_send(Err(Status::permission_denied(revoked.clone())));
+                        let _ = self.out.try_send(Box::new(Err(Status::permission_denied(revoked.clone()))));
                         break (CloseReason::Revoked, revoked);
                     }
                     let why = format!("session {session_id} for {node} was replaced by a newer session");
-                    let _ = self.out.try_send(Err(Status::aborted(why.clone())));
+                    let _ = self.out.try_send(Box::new(Err(Status::aborted(why.clone()))));
                     break (CloseReason::Replaced, why);
                 }
                 _ = sleep_until(silent_at) => {
@@ -362,7 +378,7 @@ impl Session {
                         "nothing received from {node} for a whole lease ({} ms)",
                         state.lease_ms()
                     );
-                    let _ = self.out.try_send(Err(Status::deadline_exceeded(why.clone())));
+                    let _ = self.out.try_send(Box::new(Err(Status::deadline_exceeded(why.clone()))));
                     break (CloseReason::Silent, why);
                 }
                 _ = orders.ordered() => {
@@ -386,7 +402,7 @@ impl Session {
                     metrics::lease_renewed(&node, sequence);
                 }
                 Some(msg) = pushed.recv() => {
-                    if !self.send(Ok(msg)).await {
+                    if !self.send(Ok(*msg)).await {
                         ended = Some((CloseReason::Disconnect, "could not send a message".into()));
                     }
                 }
@@ -504,7 +520,7 @@ impl Session {
             let msg = pb::CoordinatorMessage {
                 msg: Some(CoordMsg::Certificate(answer)),
             };
-            let _ = out.send(Ok(msg)).await;
+            let _ = out.send(Box::new(Ok(msg))).await;
         });
     }
 }

@@ -2,6 +2,7 @@
 //! messages and `faultline-core` types; nothing else.
 #![forbid(unsafe_code)]
 
+pub mod codec;
 pub mod convert;
 
 /// Generated prost/tonic code for package `faultline.v1`.

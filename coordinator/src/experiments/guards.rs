@@ -107,22 +107,25 @@ pub async fn observe(state: &State, guard: &Guard, targets: &[String]) -> Observ
             let now = now_ms();
             let mut per_target = Vec::new();
             for t in targets {
-                let entry = state.registry.get(t);
                 // A connected agent that has not reported yet (it sends its first sample with
                 // the session) has no data, which is not a failure to evaluate.
-                if entry
-                    .as_ref()
-                    .is_some_and(|e| e.connected && e.telemetry.is_none())
-                {
-                    continue;
-                }
-                let value = entry.and_then(|e| {
+                let seen = state.registry.view(t, |e| {
+                    if e.connected && e.telemetry.is_none() {
+                        return None;
+                    }
                     let fresh = e.connected && now - e.last_seen_unix_ms <= STALE_MS;
-                    e.telemetry
-                        .as_ref()
-                        .filter(|_| fresh)
-                        .and_then(|tm| metric_value(tm, *metric))
+                    Some(
+                        e.telemetry
+                            .as_ref()
+                            .filter(|_| fresh)
+                            .and_then(|tm| metric_value(tm, *metric)),
+                    )
                 });
+                let value = match seen {
+                    Some(None) => continue,
+                    Some(Some(v)) => v,
+                    None => None,
+                };
                 per_target.push((t.clone(), value));
             }
             if per_target.is_empty() {

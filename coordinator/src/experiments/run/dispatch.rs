@@ -19,13 +19,13 @@ pub async fn send_all(
     batches: BTreeMap<String, Vec<CoordMsg>>,
 ) -> BTreeMap<String, Result<(), String>> {
     let sends = batches.into_iter().map(|(agent, msgs)| {
-        let session = state.registry.get(&agent).and_then(|e| e.session);
+        let session = state.registry.session(&agent);
         async move {
             let Some(session) = session else {
                 return (agent, Err("the agent is not connected".to_string()));
             };
             for msg in msgs {
-                let msg = pb::CoordinatorMessage { msg: Some(msg) };
+                let msg = Box::new(pb::CoordinatorMessage { msg: Some(msg) });
                 match tokio::time::timeout(SEND_TIMEOUT, session.push.send(msg)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => {

@@ -8,6 +8,7 @@ mod end;
 pub mod notice;
 // pod-kill (issue 13): the coordinator deletes pods itself.
 mod podkill;
+mod progress;
 mod resume;
 mod status;
 mod steady;
@@ -32,7 +33,7 @@ pub use status::late_status;
 use super::guards::{self, GuardReport};
 use super::hypothesis::{self, Round};
 use super::mailbox::Mailbox;
-use super::record::{ExperimentRecord, Sample, TargetState};
+use super::record::{ExperimentRecord, Sample};
 use super::{events, planning, Live, Snapshot};
 use crate::state::{now_ms, State};
 use crate::store::StoreError;
@@ -167,6 +168,7 @@ struct Run {
     return_by: Option<Instant>,
     /// The pod-kill task, if the experiment has pod-kill faults.
     pod_kills: podkill::PodKills,
+    progress: progress::Progress,
 }
 
 /// Marks the experiment running, stores it (durable before any ApplyFault goes out, so a
@@ -233,6 +235,7 @@ fn launch(
                 .collect(),
         },
     );
+    let progress = progress::Progress::new(&rec.targets);
     let run = Run {
         state: state.clone(),
         spec,
@@ -249,6 +252,7 @@ fn launch(
         backs: Vec::new(),
         return_by,
         pod_kills: podkill::PodKills::none(),
+        progress,
     };
     tokio::spawn(run.run(control_rx, mailbox));
 }
@@ -307,7 +311,7 @@ impl Run {
         let deadline = self.deadline;
         let mut tick = tokio::time::interval_at(Instant::now() + TICK, TICK);
         loop {
-            if self.ending.is_some() && self.rec.settled() && self.pod_kills.done() {
+            if self.ending.is_some() && self.all_settled() && self.pod_kills.done() {
                 break;
             }
             let wait_until = self.ending.as_ref().map(|e| e.wait_until);
@@ -340,6 +344,11 @@ impl Run {
         }
         self.after_revert(&mut control).await;
         self.finish().await;
+    }
+
+    /// Every fault reverted or failed: nothing more is expected from the agents.
+    fn all_settled(&mut self) -> bool {
+        self.progress.all_settled(&self.rec.targets)
     }
 
     fn publish(&mut self, message: impl Into<String>, finished: bool) {
@@ -423,13 +432,7 @@ impl Run {
 
     /// Records the dispatch time once every target has answered ApplyFault.
     fn check_dispatched(&mut self) {
-        if self.dispatched
-            || self
-                .rec
-                .targets
-                .iter()
-                .any(|t| t.state == TargetState::Pending && t.reverted_unix_ms == 0)
-        {
+        if self.dispatched || !self.progress.all_answered(&self.rec.targets) {
             return;
         }
         self.dispatched = true;

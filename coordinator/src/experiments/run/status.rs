@@ -13,12 +13,7 @@ use crate::store::{Store, StoreError};
 impl Run {
     pub(super) async fn on_status(&mut self, node: &str, s: pb::FaultStatus) {
         // Only the agent that holds a fault may report on it.
-        let Some(i) = self
-            .rec
-            .targets
-            .iter()
-            .position(|t| t.fault_id == s.fault_id && t.agent == node)
-        else {
+        let Some(i) = self.progress.target(&self.rec.targets, &s.fault_id, node) else {
             tracing::warn!(
                 experiment = %self.rec.name,
                 node,
@@ -105,7 +100,7 @@ impl Run {
             self.target_failed(i, error, Trigger::TargetFailure).await;
         }
         self.check_dispatched();
-        if self.rec.targets.len() <= PUBLISH_EACH_STATUS_UP_TO || self.rec.settled() {
+        if self.rec.targets.len() <= PUBLISH_EACH_STATUS_UP_TO || self.all_settled() {
             let message = if message.is_empty() {
                 "status".to_string()
             } else {

@@ -1,6 +1,8 @@
 //! The run's one-second tick: telemetry sampling for the summary, the ApplyFault answer
 //! timeout, agents lost for longer than their lease, and persisting what changed.
 
+use std::collections::BTreeMap;
+
 use faultline_proto::pb;
 use tokio::time::Instant;
 
@@ -62,7 +64,7 @@ impl Run {
 
     pub(super) fn sample_telemetry(&mut self) {
         for agent in self.rec.agents() {
-            let Some(t) = self.state.registry.get(&agent).and_then(|e| e.telemetry) else {
+            let Some(t) = self.state.registry.telemetry_of(&agent) else {
                 continue;
             };
             let s = self.rec.telemetry.entry(agent).or_default();
@@ -82,15 +84,16 @@ impl Run {
     /// Agents gone for longer than their lease have reverted by themselves: they failed.
     pub(super) async fn check_lost(&mut self) {
         let lease = self.state.lease;
+        let mut unsettled: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (i, t) in self.rec.targets.iter().enumerate() {
+            if !t.settled() {
+                unsettled.entry(t.agent.as_str()).or_default().push(i);
+            }
+        }
         let mut lost = Vec::new();
         for agent in self.rec.agents() {
-            let unsettled = self
-                .rec
-                .targets
-                .iter()
-                .any(|t| t.agent == agent && !t.settled());
-            let connected = self.state.registry.get(&agent).is_some_and(|e| e.connected);
-            if connected || !unsettled {
+            let waiting = unsettled.get(agent.as_str());
+            if waiting.is_none() || self.state.registry.is_connected(&agent) {
                 self.lost_since.remove(&agent);
                 continue;
             }
@@ -99,14 +102,11 @@ impl Run {
                 .entry(agent.clone())
                 .or_insert_with(Instant::now);
             if since.elapsed() > lease {
-                lost.push(agent);
+                lost.push((agent, waiting.cloned().unwrap_or_default()));
             }
         }
-        for agent in lost {
+        for (agent, idx) in lost {
             self.lost_since.remove(&agent);
-            let idx: Vec<usize> = (0..self.rec.targets.len())
-                .filter(|i| self.rec.targets[*i].agent == agent && !self.rec.targets[*i].settled())
-                .collect();
             let e = format!(
                 "the agent was disconnected for longer than its lease ({}): its lease lapsed, so it reverted its faults",
                 humantime::format_duration(lease)
