@@ -1,14 +1,15 @@
 //! Composition (issue 13, item 6), end to end with the real binaries (needs root, iproute2,
-//! dnsmasq, util-linux, python3 and the v1 blkio controller): ONE experiment, created with
-//! `faultctl apply`, holds five faults at once on one agent, each with its own duration:
+//! dnsmasq, util-linux, python3, cgroup2 and the v1 blkio controller): ONE experiment, created
+//! with `faultctl apply`, holds six faults at once on one agent, each with its own duration:
 //!
 //! | # | fault | own duration | what the test measures |
 //! |---|---|---|---|
 //! | 0 | cpu 20% x 1 (host) | 8s | the stress worker of that fault exists |
-//! | 1 | network tbf 1mbit on port 5001, in netns B | 14s | 128 KiB B -> A takes > 0.6 s (ms without) |
-//! | 2 | dns nxdomain for one name, in netns A | 20s | `getent` fails for it, resolves the other |
-//! | 3 | disk-fill 50% of a 64 MiB tmpfs | 26s | `df` shows >= 31 MiB used |
-//! | 4 | io-limit 1Mi/s writes, loop device, v1 blkio cgroup | the experiment's 32s | `dd oflag=direct` of 2 MiB from the cgroup takes ~2 s |
+//! | 1 | container-kill `app` every 1s, kubelet-shaped pod | 14s | a restarted `app` is killed within 2 s; the pause process lives |
+//! | 2 | network tbf 1mbit on port 5001, in netns B | 20s | 128 KiB B -> A takes > 0.6 s (ms without) |
+//! | 3 | dns nxdomain for one name, in netns A | 26s | `getent` fails for it, resolves the other |
+//! | 4 | disk-fill 50% of a 64 MiB tmpfs | 32s | `df` shows >= 31 MiB used |
+//! | 5 | io-limit 1Mi/s writes, loop device, v1 blkio cgroup | the experiment's 38s | `dd oflag=direct` of 2 MiB from the cgroup takes ~2 s |
 //!
 //! As each fault's own duration ends, its effect is gone while the later ones still hold; at
 //! the end nothing holds, the agent counts no active fault, and after the agent stops its
@@ -16,6 +17,8 @@
 //! its own duration first. Every namespace, veth, mount, loop device, cgroup and process is
 //! removed by a Drop guard, even when the test fails.
 
+#[path = "compose/pod.rs"]
+mod pod;
 #[path = "compose/support.rs"]
 mod support;
 
@@ -26,13 +29,21 @@ use faultline_tests::binary;
 use faultline_tests::continuous::{ctl, ctl_ok, write};
 use faultline_tests::procs::{http_get, require_root, run};
 use faultline_tests::stack::{worker_faults, Stack};
+use pod::KubePod;
 use support::*;
 
-const KINDS: [&str; 5] = ["cpu", "network", "dns", "disk-fill", "io-limit"];
+const KINDS: [&str; 6] = [
+    "cpu",
+    "container-kill",
+    "network",
+    "dns",
+    "disk-fill",
+    "io-limit",
+];
 
-/// What the user measures, for each of the five faults: does it hold now?
+/// What the user measures, for each of the six faults: does it hold now?
 struct Measured {
-    holds: [bool; 5],
+    holds: [bool; 6],
     detail: Vec<String>,
 }
 
@@ -41,6 +52,7 @@ struct World<'a> {
     fill: &'a Tmpfs,
     disk: &'a Loop,
     cg: &'a Blkio,
+    pod: &'a mut KubePod,
     used0: u64,
     agent_pid: u32,
     cpu_fault_id: String,
@@ -50,12 +62,20 @@ struct World<'a> {
 
 impl World<'_> {
     /// Measures every fault's effect; `big` times a 2 MiB dd (to compare with the limit).
-    fn measure(&self, big: bool) -> Measured {
+    fn measure(&mut self, big: bool) -> Measured {
         let mut detail = Vec::new();
         let cpu = worker_faults(self.agent_pid)
             .iter()
             .any(|(_, f)| *f == self.cpu_fault_id);
         detail.push(format!("cpu worker: {cpu}"));
+        // The runtime restarts `app`: the fault (every 1s) kills it again within 2 s.
+        let app = self.pod.restart_app();
+        let killed = self.pod.app_ends_within(Duration::from_secs(2));
+        assert!(
+            self.pod.pause_running(),
+            "the pause process is never killed"
+        );
+        detail.push(format!("restarted app {app} killed within 2 s: {killed}"));
         let tx = self.lab.transfer_secs(128 << 10);
         detail.push(format!("128 KiB B->A on port {PORT}: {tx:.3} s"));
         let bad = self.lab.getent(BAD);
@@ -82,6 +102,7 @@ impl World<'_> {
         Measured {
             holds: [
                 cpu,
+                killed,
                 tx > 0.6,
                 bad.is_none(),
                 used >= self.used0 + (31 << 20),
@@ -93,7 +114,7 @@ impl World<'_> {
 
     /// Asserts that exactly the faults `from..` hold (and the earlier ones are gone), with a
     /// clear answer if a fast measurement is ambiguous.
-    fn expect(&self, from: usize, when: &str) {
+    fn expect(&mut self, from: usize, when: &str) {
         let m = self.measure(from == 0);
         println!("{when}: {}", m.detail.join("; "));
         for (i, kind) in KINDS.iter().enumerate() {
@@ -110,21 +131,25 @@ impl World<'_> {
     }
 }
 
-fn document(lab: &Lab, fill: &Tmpfs, disk: &Loop, cg: &Blkio) -> String {
+fn document(lab: &Lab, fill: &Tmpfs, disk: &Loop, cg: &Blkio, pod: &KubePod) -> String {
     format!(
         r#"apiVersion: faultline.dev/v1
 kind: Experiment
 metadata: {{name: compose}}
 spec:
-  duration: 32s
+  duration: 38s
   targets: {{agents: {{names: [node-a]}}, mode: all}}
   faults:
     - {{kind: cpu, load: 20, workers: 1, duration: 8s}}
-    - {{kind: network, interface: {if_b}, rate: 1mbit, match: {{ports: [{PORT}]}}, target: {{netns: {ns_b}}}, duration: 14s}}
-    - {{kind: dns, names: [{BAD}], action: nxdomain, target: {{netns: {ns_a}}}, duration: 20s}}
-    - {{kind: disk-fill, path: {fill}, percent: 50, keepFree: 1Mi, duration: 26s}}
+    - {{kind: container-kill, containers: [app], interval: 1s, target: {{pod: {uid}, podNamespace: {ns}, podName: {name}}}, duration: 14s}}
+    - {{kind: network, interface: {if_b}, rate: 1mbit, match: {{ports: [{PORT}]}}, target: {{netns: {ns_b}}}, duration: 20s}}
+    - {{kind: dns, names: [{BAD}], action: nxdomain, target: {{netns: {ns_a}}}, duration: 26s}}
+    - {{kind: disk-fill, path: {fill}, percent: 50, keepFree: 1Mi, duration: 32s}}
     - {{kind: io-limit, device: {disk}, writeBytesPerSecond: 1Mi, target: {{cgroup: {cg}}}}}
 "#,
+        uid = pod.uid,
+        ns = pod::NAMESPACE,
+        name = pod::POD,
         if_b = lab.if_b,
         ns_b = lab.b.path().display(),
         ns_a = lab.a.path().display(),
@@ -166,13 +191,20 @@ async fn wait_reverted(stack: &Stack, index: usize, timeout: Duration) -> pb::Ex
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn five_faults_in_one_experiment_each_reverted_at_its_own_end() {
+async fn six_faults_in_one_experiment_each_reverted_at_its_own_end() {
     require_root("the composition test");
     require_tools();
     let lab = Lab::new();
     let mut stack = Stack::start(&["node-a"], Duration::from_secs(5));
     let fill = Tmpfs::over(&stack.dir.path().join("fill"));
-    stack.spawn_agent_io_paths("node-a", "zone=a", std::slice::from_ref(&fill.0));
+    let mut pod = KubePod::new();
+    let limits = format!(
+        "io_paths = [\"{}\"]\npod_logs_dir = \"{}\"\ncontainer_logs_dir = \"{}\"\n",
+        fill.0.display(),
+        pod.pods_dir().display(),
+        pod.links_dir().display()
+    );
+    stack.spawn_agent_limits("node-a", "zone=a", &limits);
     let agent_pid = stack.agents[0].proc.pid();
     let disk = Loop::new();
     let cg = Blkio::new();
@@ -180,19 +212,24 @@ async fn five_faults_in_one_experiment_each_reverted_at_its_own_end() {
     let (tx0, dd0) = (lab.transfer_secs(128 << 10), cg.dd_secs(&disk, 2));
     println!("before: 128 KiB B->A {tx0:.3} s, dd 2 MiB {dd0:.3} s, df used {used0} B");
     assert!(tx0 < 0.3 && dd0 < 0.5, "the lab is slow without faults");
-    let file = write(&stack, "compose.yaml", &document(&lab, &fill, &disk, &cg));
+    let file = write(
+        &stack,
+        "compose.yaml",
+        &document(&lab, &fill, &disk, &cg, &pod),
+    );
 
     // The dry run describes each fault and its own duration; nothing is created.
     let (ok, dry) = ctl(&stack, "operator", &["apply", "-f", &file, "--dry-run"]);
     println!("{dry}");
     assert!(ok, "dry run failed: {dry}");
     for want in [
-        "dry run: experiment compose would run for 32s",
-        "Faults on each selected agent (5):",
+        "dry run: experiment compose would run for 38s",
+        "Faults on each selected agent (6):",
         "(for its own 8s, then reverted while the others go on)",
         "(for its own 14s, then reverted while the others go on)",
         "(for its own 20s, then reverted while the others go on)",
         "(for its own 26s, then reverted while the others go on)",
+        "(for its own 32s, then reverted while the others go on)",
         "nothing was created",
     ] {
         assert!(dry.contains(want), "the dry run lacks {want:?}:\n{dry}");
@@ -213,9 +250,9 @@ async fn five_faults_in_one_experiment_each_reverted_at_its_own_end() {
         );
     }
     assert!(
-        !lines[4].contains("its own"),
+        !lines[5].contains("its own"),
         "io-limit runs for the experiment: {}",
-        lines[4]
+        lines[5]
     );
 
     ctl_ok(&stack, &["apply", "-f", &file]);
@@ -227,22 +264,27 @@ async fn five_faults_in_one_experiment_each_reverted_at_its_own_end() {
         .find(|t| t.fault_id.ends_with("-0"))
         .map(|t| t.fault_id.clone())
         .expect("the cpu fault's target");
-    let world = World {
+    assert!(
+        pod.app_ends_within(Duration::from_secs(3)),
+        "container-kill killed the running app at apply"
+    );
+    let mut world = World {
         lab: &lab,
         fill: &fill,
         disk: &disk,
         cg: &cg,
+        pod: &mut pod,
         used0,
         agent_pid,
         cpu_fault_id,
         agent_log: stack.agents[0].proc.log.clone(),
     };
     println!(
-        "all five applied {} ms after apply",
+        "all six applied {} ms after apply",
         started.elapsed().as_millis()
     );
-    world.expect(0, "all five hold");
-    for i in 0..4 {
+    world.expect(0, "all six hold");
+    for i in 0..5 {
         wait_reverted(&stack, i, Duration::from_secs(40)).await;
         println!(
             "{} reverted {:.1} s after apply",
@@ -266,7 +308,7 @@ async fn five_faults_in_one_experiment_each_reverted_at_its_own_end() {
         started.elapsed().as_secs_f64(),
         e.verdict_reason
     );
-    world.expect(5, "after the experiment's end");
+    world.expect(6, "after the experiment's end");
     let reasons: Vec<&str> = stack
         .get("compose")
         .await
@@ -328,7 +370,7 @@ async fn wait_for_applied(stack: &Stack) -> pb::Experiment {
     let until = Instant::now() + Duration::from_secs(20);
     loop {
         let e = stack.get("compose").await;
-        if e.targets.len() == 5
+        if e.targets.len() == 6
             && e.targets
                 .iter()
                 .all(|t| t.state == pb::FaultState::Applied as i32)
