@@ -7,14 +7,12 @@
 //! without a limit under emulation), at full speed after revert, and `io.max`
 //! is exactly what it was before.
 
-#[allow(dead_code)]
 mod host_support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use faultline_agent::engine::driver::Driver;
 use faultline_agent::lease::KernelLease;
 use faultline_core::fault::{Fault, FaultKind, FaultSpec, IoLimitFault, Target};
 use host_support::*;
