@@ -4,7 +4,8 @@
 //! after revert; the limit that was there before comes back EXACTLY after revert, after an
 //! agent SIGKILL (the guard restores it), after an agent SIGKILL with its guard killed too
 //! (recovery restores it from the journal), and at the deadline of an agent that is stopped
-//! (the guard does it without the agent). Every loop device, cgroup and process is removed by
+//! (the guard does it without the agent), and while renewals keep a short lease going the guard
+//! holds the limit past that lease's first end. Every loop device, cgroup and process is removed by
 //! a Drop guard.
 //!
 //! Its own test binary, one test at a time: `run` and `recover` sweep away the helpers of
@@ -371,7 +372,8 @@ fn the_guard_restores_when_the_forwarded_lease_runs_out() {
     let cg = TestCgroup::new("blkio");
     let before = previous(&cg, &disk);
     let lease = KernelLease::new();
-    lease.renew(std::time::SystemTime::now() + Duration::from_secs(30));
+    // A short lease at apply, as a session's (renewed every second for 5 s).
+    lease.renew(std::time::SystemTime::now() + Duration::from_secs(1));
     let cfg = config(&[], Protected::default());
     let driver = faultline_agent::drivers::all(&cfg, None, &lease)
         .into_iter()
@@ -380,6 +382,17 @@ fn the_guard_restores_when_the_forwarded_lease_runs_out() {
     let id = unique("lease");
     let f = Applied::new(&driver, &ctx(&id, 120), &limit_spec(&cg, &disk.dev));
     assert_eq!(cg.read(WRITE_BPS).trim(), format!("{} 1048576", disk.num()));
+    // Renewals carry the guard past the lease it started with (it once ended there).
+    let kept = Instant::now();
+    while kept.elapsed() < Duration::from_millis(2500) {
+        lease.renew(std::time::SystemTime::now() + Duration::from_secs(1));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        cg.read(WRITE_BPS).trim(),
+        format!("{} 1048576", disk.num()),
+        "renewals keep the limit past the first lease's end"
+    );
     // The coordinator stops vouching: the last renewal ends the lease a second from now, and
     // the agent (alive, but say wedged) sends nothing more.
     let renewed = Instant::now();

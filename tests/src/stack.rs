@@ -152,13 +152,29 @@ impl Stack {
 
     /// [`Stack::start_agent`] with extra environment variables (e.g. libfaketime's).
     pub fn start_agent_env(&mut self, name: &str, labels: &str, env: &[(&str, &str)]) -> &Agent {
+        let limits = format!("io_paths = [\"{}\"]\n", self.dir.path().display());
+        self.start_agent_limits(name, labels, env, &limits)
+    }
+
+    /// [`Stack::spawn_agent`] whose config file's `[limits]` section is `limits` (TOML lines,
+    /// e.g. `io_paths` naming a tmpfs, or the kubelet's log directories).
+    pub fn spawn_agent_limits(&mut self, name: &str, labels: &str, limits: &str) -> &Agent {
+        self.start_agent_limits(name, labels, &[], limits);
+        let a = self.agents.last().expect("just started");
+        wait_ready(&a.proc, a.metrics, Duration::from_secs(10));
+        a
+    }
+
+    fn start_agent_limits(
+        &mut self,
+        name: &str,
+        labels: &str,
+        env: &[(&str, &str)],
+        limits: &str,
+    ) -> &Agent {
         let state = self.dir.path().join(format!("state-{name}"));
         let config = self.dir.path().join(format!("agent-{name}.toml"));
-        std::fs::write(
-            &config,
-            format!("[limits]\nio_paths = [\"{}\"]\n", self.dir.path().display()),
-        )
-        .expect("agent config");
+        std::fs::write(&config, format!("[limits]\n{limits}")).expect("agent config");
         let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let args: Vec<String> = vec![
             "--coordinator".into(),

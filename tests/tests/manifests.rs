@@ -99,7 +99,7 @@ fn promtool_checks_and_unit_tests_the_alerting_rules() {
         ]),
         "promtool check rules",
     );
-    assert!(out.contains("SUCCESS: 11 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 13 rules found"), "{out}");
     let out = run_ok(
         Command::new(&promtool).current_dir(&alerts).args([
             "test",

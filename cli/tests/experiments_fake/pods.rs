@@ -59,5 +59,6 @@ pub fn plan(fault: pb::FaultSpec) -> pb::Plan {
                     node(s)"
             .into(),
         target_kind: "pods".into(),
+        fault_duration_ms: Vec::new(),
     }
 }

@@ -48,8 +48,33 @@ fn fault_specs(document: &str) -> Vec<pb::FaultSpec> {
         .unwrap_or_default()
 }
 
+/// How long each fault of a stored document holds (0: the experiment's duration), for
+/// `Plan.fault_duration_ms`.
+fn fault_duration_ms(document: &str) -> Vec<u64> {
+    parse_stored_experiment(document)
+        .map(|s| {
+            (0..s.faults.len())
+                .map(|i| match s.fault_durations.get(i).copied().flatten() {
+                    Some(d) => d.as_millis() as u64,
+                    None => 0,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 pub fn plan_to_pb(p: &PlanRecord, faults: Vec<pb::FaultSpec>) -> pb::Plan {
+    plan_with_timing_to_pb(p, faults, Vec::new())
+}
+
+/// [`plan_to_pb`] with each fault's own duration (per-fault timing).
+pub fn plan_with_timing_to_pb(
+    p: &PlanRecord,
+    faults: Vec<pb::FaultSpec>,
+    fault_duration_ms: Vec<u64>,
+) -> pb::Plan {
     pb::Plan {
+        fault_duration_ms,
         selected: p
             .selected
             .iter()
@@ -157,7 +182,11 @@ pub fn experiment_to_pb(r: &ExperimentRecord) -> pb::Experiment {
         verdict_reason: r.verdict_reason.clone(),
         targets: r.targets.iter().map(target_to_pb).collect(),
         guard_timeline: r.guard_timeline.iter().map(sample_to_pb).collect(),
-        plan: Some(plan_to_pb(&r.plan, fault_specs(&r.document))),
+        plan: Some(plan_with_timing_to_pb(
+            &r.plan,
+            fault_specs(&r.document),
+            fault_duration_ms(&r.document),
+        )),
         abort: r.abort.as_ref().map(abort_to_pb),
         telemetry: r
             .telemetry

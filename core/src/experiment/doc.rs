@@ -203,18 +203,21 @@ impl RawSpec {
                 format!("has {} faults; give 1..={MAX_FAULTS}", self.faults.len()),
             ));
         }
-        let faults = self
-            .faults
-            .iter()
-            .enumerate()
-            .map(|(i, f)| {
-                let path = format!("spec.faults[{i}]");
-                match &pods {
-                    None => f.to_spec(&path),
-                    Some(selector) => pod_fault(f, &path, selector),
-                }
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut faults = Vec::with_capacity(self.faults.len());
+        let mut fault_durations = Vec::with_capacity(self.faults.len());
+        for (i, f) in self.faults.iter().enumerate() {
+            let path = format!("spec.faults[{i}]");
+            let own = fault_duration(f, &path, duration)?;
+            let f = &RawFault {
+                duration: None,
+                ..f.clone()
+            };
+            faults.push(match &pods {
+                None => f.to_spec(&path)?,
+                Some(selector) => pod_fault(f, &path, selector)?,
+            });
+            fault_durations.push(own);
+        }
         if self.guards.len() > MAX_GUARDS {
             return Err(SpecError::new(
                 "spec.guards",
@@ -277,8 +280,48 @@ impl RawSpec {
             guard_interval,
             blast_radius,
             on_target_failure,
+            fault_durations,
         })
     }
+}
+
+/// `spec.faults[i].duration`: how long that fault holds from injection, 1s up to the
+/// experiment's duration (its own end comes before the experiment's; the others go on).
+fn fault_duration(
+    f: &RawFault,
+    path: &str,
+    experiment: Duration,
+) -> Result<Option<Duration>, SpecError> {
+    let Some(text) = &f.duration else {
+        return Ok(None);
+    };
+    let at = join(path, "duration");
+    if f.kind.trim() == "pod-kill" {
+        return Err(SpecError::new(
+            at,
+            "pod-kill runs for the experiment's duration (its interval repeats the kill); leave duration out",
+        ));
+    }
+    let d = humantime::parse_duration(text.trim()).map_err(|e| {
+        SpecError::new(
+            &at,
+            format!(
+                "{text:?} is not a duration ({e}); use e.g. 30s, 1s..={}",
+                humantime::format_duration(experiment)
+            ),
+        )
+    })?;
+    if d < MIN_DURATION || d > experiment {
+        return Err(SpecError::new(
+            at,
+            format!(
+                "{} is outside 1s..={} (spec.duration)",
+                humantime::format_duration(d),
+                humantime::format_duration(experiment)
+            ),
+        ));
+    }
+    Ok(Some(d))
 }
 
 /// A fault of a pod experiment: the selected pods are its target, so it names none itself (a

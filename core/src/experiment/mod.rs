@@ -45,6 +45,9 @@ mod pod_kill_tests;
 mod pod_planner_tests;
 #[cfg(test)]
 mod pods_doc_tests;
+// Per-fault timing (issue 13, composition).
+#[cfg(test)]
+mod fault_timing_tests;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -190,4 +193,18 @@ pub struct ExperimentSpec {
     pub on_target_failure: OnTargetFailure,
     /// `spec.steadyState`, when given.
     pub steady_state: Option<steady::SteadyState>,
+    /// Per-fault timing: `spec.faults[i].duration`, by index of `faults` (missing or `None`:
+    /// the experiment's duration). See [`ExperimentSpec::fault_duration`].
+    pub fault_durations: Vec<Option<Duration>>,
+}
+
+impl ExperimentSpec {
+    /// How long fault `i` holds from injection: its own `duration`, else the experiment's.
+    pub fn fault_duration(&self, i: usize) -> Duration {
+        self.fault_durations
+            .get(i)
+            .copied()
+            .flatten()
+            .map_or(self.duration, |d| d.min(self.duration))
+    }
 }

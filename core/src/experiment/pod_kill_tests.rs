@@ -27,6 +27,7 @@ fn spec(mode: Mode, blast: BlastRadius) -> ExperimentSpec {
         guard_interval: Duration::from_secs(1),
         blast_radius: blast,
         on_target_failure: OnTargetFailure::Abort,
+        fault_durations: Vec::new(),
         steady_state: None,
     }
 }

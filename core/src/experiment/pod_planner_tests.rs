@@ -27,6 +27,7 @@ fn spec(name: &str, mode: Mode) -> ExperimentSpec {
         guard_interval: Duration::from_secs(1),
         blast_radius: BlastRadius::default(),
         on_target_failure: OnTargetFailure::Abort,
+        fault_durations: Vec::new(),
     }
 }
 

@@ -131,6 +131,10 @@ pub struct RawFault {
     pub grace_period: Option<Scalar>,
     pub interval: Option<Scalar>,
     pub containers: Option<Vec<String>>,
+    /// Per-fault timing (issue 13, composition): how long this fault of an experiment holds,
+    /// at most the experiment's duration. Read by the experiment document only; a fault
+    /// anywhere else refuses it.
+    pub duration: Option<String>,
 }
 
 /// Fields each kind accepts (besides `kind` and `target`).
@@ -241,6 +245,12 @@ impl RawFault {
             .map_err(|e: String| SpecError::new(at("kind"), e))?;
         if kind == FaultKind::PodKill && !pods {
             return Err(SpecError::new(at("kind"), super::kill::POD_KILL_NEEDS_PODS));
+        }
+        if self.duration.is_some() {
+            return Err(SpecError::new(
+                at("duration"),
+                "a per-fault duration belongs to a fault of an experiment (spec.faults[i].duration)",
+            ));
         }
         let allowed = fields_of(kind);
         if let Some(bad) = self

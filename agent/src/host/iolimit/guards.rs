@@ -24,8 +24,11 @@ impl IoLimitDriver {
             IO_GUARD_ARG.to_string(),
             "--fault-id".into(),
             r.fault_id.clone(),
+            // The fault's own end: the lease only ever shortens it (`lease` lines below and
+            // at each renewal). Bounding this by the lease at start would end every io-limit
+            // at the first lease's end, whatever the renewals said.
             "--deadline-unix-ms".into(),
-            unix_ms(self.lease.bound(deadline)).to_string(),
+            unix_ms(deadline).to_string(),
             "--settings".into(),
             settings,
         ];
@@ -39,6 +42,17 @@ impl IoLimitDriver {
                 g.pid()
             )))
         };
+        // The lease as it stands now (a standalone run has none: the deadline alone counts).
+        let placed = placed.and_then(|()| match self.lease.until() {
+            Some(_) => g
+                .send(&format!(
+                    "{} {}",
+                    guard::LEASE,
+                    unix_ms(self.lease.bound(deadline))
+                ))
+                .map_err(|e| DriverError::io("tell the io-limit guard the lease".to_string(), e)),
+            None => Ok(()),
+        });
         if let Err(e) = placed {
             let _ = g.kill();
             return Err(e);

@@ -47,6 +47,7 @@ pub fn plan() -> pb::Plan {
         faults: vec![pause(), cpu()],
         selection: String::new(),
         target_kind: "agents".into(),
+        fault_duration_ms: Vec::new(),
     }
 }
 
@@ -103,6 +104,7 @@ pub fn pods_plan() -> pb::Plan {
                     pods = 3 -> 3 pod(s) selected on 2 node(s)"
             .into(),
         target_kind: "pods".into(),
+        fault_duration_ms: Vec::new(),
     }
 }
 

@@ -37,7 +37,15 @@ pub fn plan(p: &pb::Plan) -> String {
         p.faults.len()
     ));
     for (i, f) in p.faults.iter().enumerate() {
-        out.push_str(&format!("  {}. {}\n", i + 1, faults::describe(f)));
+        out.push_str(&format!("  {}. {}", i + 1, faults::describe(f)));
+        // Per-fault timing: a fault that ends before the experiment says when.
+        match p.fault_duration_ms.get(i) {
+            Some(&ms) if ms > 0 => out.push_str(&format!(
+                " (for its own {}, then reverted while the others go on)\n",
+                crate::format::duration_ms(ms)
+            )),
+            _ => out.push('\n'),
+        }
     }
     // Excluded pods are whole pods, even when the faults aim at containers.
     let excluded = if kind.is_pods() { Kind::Pods } else { kind };

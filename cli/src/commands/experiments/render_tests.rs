@@ -305,3 +305,21 @@ fn pod_experiments_say_pods_in_apply_get_and_describe() {
     }
     assert!(!text.contains("AGENT"), "{text}");
 }
+
+#[test]
+fn a_fault_with_its_own_duration_says_so_in_the_dry_run() {
+    let e = fixture::running();
+    let p = pb::Plan {
+        fault_duration_ms: vec![20_000, 0],
+        ..fixture::plan()
+    };
+    let text = dry_run(Some(&e), &p);
+    assert!(
+        text.contains(
+            "Faults on each selected agent (2):\n  \
+             1. process pause name /fl-demo-service/ (for its own 20s, then reverted while the others go on)\n  \
+             2. cpu load 80%, 1 worker\n"
+        ),
+        "{text}"
+    );
+}

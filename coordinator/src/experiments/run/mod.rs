@@ -5,6 +5,8 @@
 
 mod dispatch;
 mod end;
+// Per-fault timing (issue 13, composition).
+mod fault_end;
 pub mod notice;
 // pod-kill (issue 13): the coordinator deletes pods itself.
 mod podkill;
@@ -315,6 +317,7 @@ impl Run {
                 break;
             }
             let wait_until = self.ending.as_ref().map(|e| e.wait_until);
+            let fault_end = self.next_fault_end();
             tokio::select! {
                 Some(c) = control.recv() => self.on_control(c).await,
                 m = statuses.recv() => match m {
@@ -324,6 +327,7 @@ impl Run {
                 Some(r) = guard_rx.recv(), if self.ending.is_none() => self.on_guards(r).await,
                 Some(r) = check_rx.recv(), if self.ending.is_none() => self.on_checks(r),
                 _ = sleep_until(deadline), if self.ending.is_none() => self.end(End::Completed).await,
+                _ = sleep_until(fault_end.unwrap_or(deadline)), if self.ending.is_none() && fault_end.is_some() => self.end_due_faults().await,
                 _ = sleep_until(wait_until.unwrap_or(deadline)), if wait_until.is_some() => break,
                 _ = tick.tick() => self.on_tick().await,
                 u = podkill::next(&mut pod_kill_updates), if pod_kill_updates.is_some() => {
@@ -384,10 +388,11 @@ impl Run {
 
     /// ApplyFault for every (target, fault), every agent in parallel.
     async fn dispatch(&mut self) {
-        let deadline = self.rec.started_unix_ms + self.rec.duration_ms as i64;
-        let remaining_ms = u64::try_from(deadline - now_ms()).unwrap_or(0);
         let mut batches: BTreeMap<String, Vec<CoordMsg>> = BTreeMap::new();
         for t in &self.rec.targets {
+            // Each fault's own end (per-fault timing), at most the experiment's.
+            let deadline = self.fault_end_ms(t.fault_index);
+            let remaining_ms = u64::try_from(deadline - now_ms()).unwrap_or(0);
             // The vouch comes first, so no renewal after the order can omit the fault.
             self.state
                 .vouches

@@ -102,7 +102,14 @@ pub fn resume(
         unreachable!("an unparsable document ended above")
     };
     let mut vouched = 0;
-    for t in rec.targets.iter().filter(|t| !t.settled()) {
+    // A fault whose own duration (per-fault timing) is over is not vouched for again.
+    let still_due =
+        |i: usize| rec.started_unix_ms + spec.fault_duration(i).as_millis() as i64 > now;
+    for t in rec
+        .targets
+        .iter()
+        .filter(|t| !t.settled() && still_due(t.fault_index))
+    {
         state.vouches.vouch(&t.agent, &t.fault_id, &rec.name);
         vouched += 1;
     }

@@ -33,6 +33,8 @@ impl Run {
             self.check_dispatched();
         }
         self.check_lost().await;
+        // A per-fault end whose RevertFault could not be sent is tried again.
+        self.end_due_faults().await;
         self.check_returns().await;
         self.resend_reverts().await;
         if self.dirty {
