@@ -93,7 +93,10 @@ spec:
         ];
         for (steady, want) in cases {
             let err = parse(steady).expect_err(steady);
-            assert!(err.starts_with(want), "{steady}: got {err:?}, want {want:?}");
+            assert!(
+                err.starts_with(want),
+                "{steady}: got {err:?}, want {want:?}"
+            );
         }
         let err = parse(
             "  steadyState:\n    recoveryWithin: 2h\n    checks: [{name: h, http: {url: 'http://127.0.0.1:9/'}}]\n",
