@@ -48,7 +48,7 @@ fn ended(w: &pb::Workflow) -> bool {
 /// What changed since `before`, one line each.
 fn changes(before: Option<&pb::Workflow>, w: &pb::Workflow) -> Vec<String> {
     let mut out = Vec::new();
-    let now = format::timestamp_ms(format::now_unix_ms());
+    let now = format::clock_ms(format::now_unix_ms());
     for s in &w.steps {
         let old = before.and_then(|b| b.steps.iter().find(|o| o.name == s.name));
         if old.is_none_or(|o| o.state != s.state) && s.state != "waiting" {
