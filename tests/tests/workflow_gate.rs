@@ -124,7 +124,10 @@ async fn workflow_recovery_is_measured_after_the_last_step_and_run_exits_0() {
     );
     let started = Instant::now();
     let (code, out) = faultctl_run(&stack, &doc, &["--report", "json"]);
-    eprintln!("faultctl run printed:\n{}", &out[..out.find("\n{\n").unwrap_or(out.len())]);
+    eprintln!(
+        "faultctl run printed:\n{}",
+        &out[..out.find("\n{\n").unwrap_or(out.len())]
+    );
     assert_eq!(code, 0, "succeeded with the hypothesis passed:\n{out}");
     assert!(out.contains("step first succeeded"), "live progress: {out}");
     assert!(
@@ -369,6 +372,9 @@ fn run_refuses_a_schedule_and_several_documents_saying_what_to_use() {
         let text = String::from_utf8_lossy(&out.stderr).into_owned();
         assert_eq!(out.status.code(), Some(2), "{text}");
         assert!(text.contains(want), "{text}");
-        assert!(text.starts_with("--file") || text.contains("--file:"), "{text}");
+        assert!(
+            text.starts_with("--file") || text.contains("--file:"),
+            "{text}"
+        );
     }
 }

@@ -38,11 +38,7 @@ pub fn exit_code(w: &pb::Workflow) -> u8 {
 
 fn ended(w: &pb::Workflow) -> bool {
     let terminal = matches!(w.phase.as_str(), "succeeded" | "failed" | "aborted");
-    terminal
-        && !w
-            .hypothesis
-            .as_ref()
-            .is_some_and(|h| h.verdict == "pending")
+    terminal && w.hypothesis.as_ref().is_none_or(|h| h.verdict != "pending")
 }
 
 /// What changed since `before`, one line each.
