@@ -378,3 +378,64 @@ fn run_refuses_a_schedule_and_several_documents_saying_what_to_use() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_killed_during_the_recovery_watch_goes_on_watching_after_its_restart() {
+    let _serial = SERIAL.lock().await;
+    let mut stack = one_agent("wk-a");
+    let service = DegradedService::start(stack.agents[0].proc.pid(), Duration::from_secs(5), false);
+    let doc = workflow(
+        "wgk",
+        &cpu_step("burn", "2s"),
+        &steady(&service.url(), "30s"),
+    );
+    ctl_ok(&stack, &["apply", "-f", &write(&stack, "wgk.yaml", &doc)]);
+    let until = Instant::now() + Duration::from_secs(20);
+    let watching = loop {
+        let w = faultline_tests::continuous::workflow(&stack, "wgk").await;
+        if w.hypothesis
+            .as_ref()
+            .is_some_and(|h| h.recovery_from_unix_ms > 0)
+        {
+            break w;
+        }
+        assert!(
+            Instant::now() < until,
+            "the recovery watch did not start: {w:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(watching.phase, "succeeded");
+    stack
+        .coordinator()
+        .signal_and_wait("KILL", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(1));
+    stack.start_coordinator();
+    let until = Instant::now() + Duration::from_secs(40);
+    let h = loop {
+        let w = faultline_tests::continuous::workflow(&stack, "wgk").await;
+        let h = w.hypothesis.expect("hypothesis");
+        if h.verdict != "pending" {
+            break h;
+        }
+        assert!(
+            Instant::now() < until,
+            "left pending after the restart: {h:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(h.verdict, "passed", "{h:?}");
+    let from = watching
+        .hypothesis
+        .expect("hypothesis")
+        .recovery_from_unix_ms;
+    assert_eq!(
+        h.recovery_from_unix_ms, from,
+        "measured from the same revert"
+    );
+    let recovery = h.checks[0].recovery_ms.expect("recovery_ms");
+    eprintln!(
+        "recovery_ms across a coordinator SIGKILL during the watch: {recovery} (service: 5 s)"
+    );
+    assert!((4_500..=7_500).contains(&recovery), "{recovery}");
+}
