@@ -22,6 +22,26 @@ pub(super) fn stopped_by_shutdown(r: &ExperimentRecord) -> bool {
     r.abort.as_ref().is_some_and(|a| a.trigger == "shutdown")
 }
 
+/// What the stopped experiment had left of `duration`: all of it when nothing was applied
+/// yet (stopped while planning or checking its steady state), else what its faults had not
+/// run yet.
+fn remaining(duration: Duration, r: &ExperimentRecord) -> Duration {
+    let first = r
+        .targets
+        .iter()
+        .map(|t| t.applied_unix_ms)
+        .filter(|t| *t > 0)
+        .min();
+    match first {
+        None => duration,
+        Some(_) if r.started_unix_ms <= 0 => duration,
+        Some(_) => {
+            let ran = (r.ended_unix_ms - r.started_unix_ms).max(0);
+            duration.saturating_sub(Duration::from_millis(ran as u64))
+        }
+    }
+}
+
 fn find<'a>(steps: &'a [Step], name: &str) -> Option<&'a SpecValue> {
     steps.iter().find_map(|s| match &s.action {
         StepAction::Experiment(v) if s.name == name => Some(v),
@@ -66,14 +86,13 @@ impl Run {
         let duration = parse_stored_experiment(&r.document)
             .map(|s| s.duration)
             .unwrap_or_default();
-        let ran = Duration::from_millis((r.ended_unix_ms - r.started_unix_ms).max(0) as u64);
-        let left = duration.saturating_sub(ran);
+        let left = remaining(duration, r);
         self.rec.log(
             now,
             format!(
                 "step {step}: experiment {} was stopped by the coordinator's graceful stop after {:.1} s (its faults reverted: {}); running the {:.1} s it had left",
                 r.name,
-                ran.as_secs_f64(),
+                duration.saturating_sub(left).as_secs_f64(),
                 r.verdict_reason,
                 left.as_secs_f64().max(1.0),
             ),
