@@ -114,6 +114,10 @@ pub struct Table {
     /// Held while a workflow is created, so two creations of one name never both pass the
     /// existence checks.
     pub create_lock: tokio::sync::Mutex<()>,
+    /// Set when a graceful stop begins: running workflows stop acting (no step starts or
+    /// ends while the stop aborts the experiments), so what is stored is what the next
+    /// coordinator resumes.
+    frozen: tokio_util::sync::CancellationToken,
 }
 
 impl Table {
@@ -143,5 +147,14 @@ impl Table {
 
     pub fn is_live(&self, name: &str) -> bool {
         self.lock().contains_key(name)
+    }
+
+    /// A graceful stop begins (before the running experiments are aborted).
+    pub fn freeze(&self) {
+        self.frozen.cancel();
+    }
+
+    pub fn is_frozen(&self) -> bool {
+        self.frozen.is_cancelled()
     }
 }

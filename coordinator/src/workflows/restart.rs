@@ -1,4 +1,5 @@
-//! A workflow across a graceful coordinator stop. The stop aborts every running experiment
+//! A workflow across a graceful coordinator stop. The stop first freezes the running
+//! workflows (no step starts or ends from then on), then aborts every running experiment
 //! (trigger `shutdown`: RevertFault to every target, as for any experiment, so no fault is
 //! left to its lease), and a workflow step's experiment is no exception. The workflow itself
 //! is not failed by that: its step stays `running` in the stored record, and the coordinator

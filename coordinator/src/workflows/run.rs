@@ -109,7 +109,9 @@ impl Run {
         while !self.rec.progress.phase.is_terminal() {
             tokio::select! {
                 Some(c) = control.recv() => self.on_control(c).await,
-                _ = tick.tick() => self.on_tick().await,
+                // Frozen by a graceful stop: what the stop does to the step experiments is
+                // read by the next coordinator (see `restart`), not here.
+                _ = tick.tick(), if !self.state.workflows.is_frozen() => self.on_tick().await,
                 _ = self.state.shutdown.cancelled() => {
                     // The record stays `running`; the next start resumes it.
                     self.state.workflows.remove(&self.rec.name);
