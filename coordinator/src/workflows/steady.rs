@@ -63,6 +63,9 @@ impl Run {
                 Before::Observed(verdict) => {
                     self.rec.hypothesis = Some(hyp);
                     return match verdict {
+                        // A graceful stop began meanwhile: no first step now; the next
+                        // coordinator checks again.
+                        Ok(()) if self.state.workflows.is_frozen() => Start::Shutdown,
                         Ok(()) => {
                             self.rec.log(
                                 now,
