@@ -3,7 +3,7 @@
 
 mod experiment;
 
-pub use experiment::{event, experiment, plan};
+pub use experiment::{event, experiment, hypothesis, plan};
 
 use std::collections::HashMap;
 

@@ -448,6 +448,7 @@ impl Coordinator {
     /// coordinator can open the same data directory in this process.
     pub async fn shutdown(mut self) {
         self.ready.store(false, Ordering::SeqCst);
+        self.state.workflows.freeze();
         experiments::ops::shutdown_all(&self.state).await;
         self.state.shutdown.cancel();
         self.state.release_session_guard();

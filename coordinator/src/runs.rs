@@ -62,6 +62,8 @@ pub enum RunEvent {
         /// The run's final phase (`completed`, `aborted`, `succeeded`, ...).
         phase: String,
         reason: String,
+        /// Its steady-state hypothesis' verdict (`passed`, `failed`), `none` without one.
+        verdict: String,
     },
 }
 
@@ -79,6 +81,7 @@ pub fn emit(state: &State, event: &RunEvent) {
                     EventKind::Started,
                     name,
                     "running",
+                    "none",
                     format!("workflow {name} started by {by}"),
                 );
             }
@@ -88,6 +91,7 @@ pub fn emit(state: &State, event: &RunEvent) {
             name,
             phase,
             reason,
+            verdict,
         } => {
             tracing::info!(kind, run = %name, phase = %phase, "run ended: {reason}");
             metrics::counter!(RUNS_ENDED, "kind" => *kind, "phase" => phase.clone()).increment(1);
@@ -98,25 +102,43 @@ pub fn emit(state: &State, event: &RunEvent) {
                 _ => None,
             };
             if let (true, Some(event)) = (*kind == "workflow", event) {
-                notify_workflow(
-                    state,
-                    event,
-                    name,
-                    phase,
-                    format!("workflow {name} {phase}: {reason}"),
-                );
+                let mut summary = format!("workflow {name} {phase}: {reason}");
+                if verdict != "none" {
+                    summary.push_str(&format!("; steady-state hypothesis {verdict}"));
+                }
+                notify_workflow(state, event, name, phase, verdict, summary);
             }
         }
     }
 }
 
-fn notify_workflow(state: &State, event: EventKind, name: &str, phase: &str, summary: String) {
+/// A workflow's own steady-state hypothesis failed (sent beside its end, like an
+/// experiment's).
+pub fn workflow_hypothesis_failed(state: &State, name: &str, phase: &str, reason: &str) {
+    notify_workflow(
+        state,
+        EventKind::HypothesisFailed,
+        name,
+        phase,
+        "failed",
+        format!("workflow {name}: steady-state hypothesis failed: {reason}"),
+    );
+}
+
+fn notify_workflow(
+    state: &State,
+    event: EventKind,
+    name: &str,
+    phase: &str,
+    verdict: &str,
+    summary: String,
+) {
     state.notifier.emit(NotifyEvent {
         event,
         kind: RunKind::Workflow,
         name: name.to_string(),
         phase: phase.to_string(),
-        verdict: "none".into(),
+        verdict: verdict.to_string(),
         summary,
         at_unix_ms: crate::state::now_ms(),
     });

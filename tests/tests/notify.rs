@@ -59,7 +59,7 @@ fn events(r: &Receiver) -> BTreeMap<(String, String), usize> {
         // A workflow's own events say so; its steps' experiments notify as experiments.
         let kind = body["kind"].as_str().unwrap_or_default();
         let name = body["name"].as_str().unwrap_or_default();
-        let want = if name == "wh-flow" {
+        let want = if matches!(name, "wh-flow" | "wh-gate") {
             "workflow"
         } else {
             "experiment"
@@ -129,8 +129,18 @@ async fn webhook_gets_each_event_once_signed() {
         })
         .await
         .expect("create workflow");
-    receiver.wait_for("11 notifications", Duration::from_secs(30), |r| {
-        r.len() >= 11
+    // A workflow whose own steady-state check does not hold: started, failed (its verdict in
+    // the body) and hypothesis failed; no step, so no experiment event.
+    let gate = format!(
+        "apiVersion: faultline.dev/v1\nkind: Workflow\nmetadata: {{name: wh-gate}}\nspec:\n  steadyState:\n    checks: [{{name: svc, http: {{url: 'http://127.0.0.1:{}/'}}}}]\n  steps:\n    - name: burn\n      experiment: {{duration: 2s, targets: {{mode: all}}, faults: [{{kind: cpu, load: 20, workers: 1}}]}}\n",
+        free_port()
+    );
+    workflows
+        .create(pb::CreateWorkflowRequest { document: gate })
+        .await
+        .expect("create workflow wh-gate");
+    receiver.wait_for("14 notifications", Duration::from_secs(30), |r| {
+        r.len() >= 14
     });
     // Anything duplicated would arrive within the retries' backoff.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -147,11 +157,26 @@ async fn webhook_gets_each_event_once_signed() {
         ("wh-flow", "completed"),
         ("wh-flow-burn", "started"),
         ("wh-flow-burn", "completed"),
+        ("wh-gate", "started"),
+        ("wh-gate", "failed"),
+        ("wh-gate", "hypothesis_failed"),
     ]
     .into_iter()
     .map(|(n, e)| ((n.to_string(), e.to_string()), 1))
     .collect();
     assert_eq!(got, want, "each event exactly once");
+    for req in receiver.received() {
+        let body: serde_json::Value = serde_json::from_slice(&req.body).expect("json body");
+        if body["name"] == "wh-gate" && body["event"] != "started" {
+            assert_eq!(body["verdict"], "failed", "{body}");
+            assert!(
+                body["summary"]
+                    .as_str()
+                    .is_some_and(|s| s.contains("steady-state")),
+                "{body}"
+            );
+        }
+    }
     let paths: Vec<String> = receiver.received().iter().map(|r| r.path.clone()).collect();
     assert!(paths.iter().all(|p| p == "/hooks/faultline"), "{paths:?}");
     let (code, metrics) =
@@ -165,7 +190,7 @@ async fn webhook_gets_each_event_once_signed() {
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
-    assert_eq!(delivered, 11.0, "{metrics}");
+    assert_eq!(delivered, 14.0, "{metrics}");
 }
 
 /// Starts and aborts an experiment; its abort latency (trigger -> last revert acknowledged).

@@ -8,6 +8,7 @@ pub(crate) mod experiments;
 mod fleet;
 pub(crate) mod schedules;
 mod tokens;
+mod workflow_run;
 pub(crate) mod workflows;
 
 use std::io::{IsTerminal, Write};

@@ -34,6 +34,7 @@ pub fn to_json(w: &pb::Workflow) -> Value {
             "message": s.message,
         })).collect::<Vec<_>>(),
         "log": w.log.iter().map(|l| json!({"at_unix_ms": l.at_unix_ms, "message": l.message})).collect::<Vec<_>>(),
+        "hypothesis": w.hypothesis.as_ref().map(crate::json::hypothesis),
     })
 }
 
@@ -127,6 +128,11 @@ pub async fn describe(
     if output == OutputFormat::Json {
         return pretty(&to_json(&w));
     }
+    Ok(render(&w))
+}
+
+/// The text of `describe workflow` (and of `run`'s report).
+pub fn render(w: &pb::Workflow) -> String {
     let mut out = format!(
         "Name:      {}\nPhase:     {}\nReason:    {}\nCreated:   {} by {}\nStarted:   {}\nEnded:     {}\nDeadline:  {}\n",
         w.name,
@@ -174,6 +180,9 @@ pub async fn describe(
         ]);
     }
     out.push_str(&t.render());
+    if let Some(h) = &w.hypothesis {
+        out.push_str(&super::experiments::render::hypothesis(h));
+    }
     if !w.log.is_empty() {
         out.push_str("\nLog:\n");
         for l in &w.log {
@@ -184,7 +193,7 @@ pub async fn describe(
             ));
         }
     }
-    Ok(out)
+    out
 }
 
 fn stamp(ms: i64) -> String {

@@ -219,7 +219,7 @@ pub fn experiment_to_pb(r: &ExperimentRecord) -> pb::Experiment {
     }
 }
 
-fn hypothesis_to_pb(h: &Hypothesis) -> pb::Hypothesis {
+pub(crate) fn hypothesis_to_pb(h: &Hypothesis) -> pb::Hypothesis {
     pb::Hypothesis {
         verdict: h.verdict.as_str().to_string(),
         reason: h.reason.clone(),

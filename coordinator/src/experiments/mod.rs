@@ -12,6 +12,7 @@
 //! - [`record`], [`convert`], [`report`]: the stored record, its wire form and its reports.
 
 mod convert;
+pub(crate) use convert::hypothesis_to_pb;
 mod events;
 mod guards;
 pub mod hypothesis;

@@ -118,9 +118,15 @@ async fn announce_ends(state: &State, active: &mut BTreeSet<String>) {
             if is_active(state, r) {
                 active.insert(r.name.clone());
             } else if active.remove(&r.name) {
-                let (phase, reason) = match state.store.experiment(&r.name).await {
-                    Ok(Some(e)) => (e.phase.as_str().to_string(), e.verdict_reason),
-                    _ => ("gone".to_string(), String::new()),
+                let (phase, reason, verdict) = match state.store.experiment(&r.name).await {
+                    Ok(Some(e)) => (
+                        e.phase.as_str().to_string(),
+                        e.verdict_reason,
+                        e.hypothesis
+                            .map_or("none", |h| h.verdict.as_str())
+                            .to_string(),
+                    ),
+                    _ => ("gone".to_string(), String::new(), "none".to_string()),
                 };
                 runs::emit(
                     state,
@@ -129,6 +135,7 @@ async fn announce_ends(state: &State, active: &mut BTreeSet<String>) {
                         name: r.name.clone(),
                         phase,
                         reason,
+                        verdict,
                     },
                 );
             }

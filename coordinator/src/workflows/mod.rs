@@ -5,15 +5,21 @@
 //!
 //! - [`service`]: the gRPC edge (authorization, audit of refusals, errors to `Status`).
 //! - [`ops`]: create, approve, abort, delete, read; recovery after a restart.
-//! - [`run`]: the task of one running workflow.
+//! - [`run`]: the task of one running workflow; [`steady`]: its own steady-state hypothesis;
+//!   [`restart`]: a step's experiment across a graceful coordinator stop; [`instant`]: steps
+//!   that complete once their kills were carried out.
 
+pub mod instant;
 pub mod ops;
+mod restart;
 pub mod run;
 pub mod service;
+mod steady;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use faultline_core::experiment::steady::Hypothesis;
 use faultline_core::workflow::Progress;
 use faultline_proto::pb;
 use serde::{Deserialize, Serialize};
@@ -36,6 +42,9 @@ pub struct WorkflowRecord {
     pub progress: Progress,
     #[serde(default)]
     pub log: Vec<(i64, String)>,
+    /// The workflow's own steady-state hypothesis (`spec.steadyState`), when it has one.
+    #[serde(default)]
+    pub hypothesis: Option<Hypothesis>,
 }
 
 impl WorkflowRecord {
@@ -83,6 +92,10 @@ impl WorkflowRecord {
                 .collect(),
             schedule: self.schedule.clone(),
             deadline_unix_ms: p.deadline_unix_ms,
+            hypothesis: self
+                .hypothesis
+                .as_ref()
+                .map(crate::experiments::hypothesis_to_pb),
         }
     }
 }
@@ -101,6 +114,10 @@ pub struct Table {
     /// Held while a workflow is created, so two creations of one name never both pass the
     /// existence checks.
     pub create_lock: tokio::sync::Mutex<()>,
+    /// Set when a graceful stop begins: running workflows stop acting (no step starts or
+    /// ends while the stop aborts the experiments), so what is stored is what the next
+    /// coordinator resumes.
+    frozen: tokio_util::sync::CancellationToken,
 }
 
 impl Table {
@@ -130,5 +147,14 @@ impl Table {
 
     pub fn is_live(&self, name: &str) -> bool {
         self.lock().contains_key(name)
+    }
+
+    /// A graceful stop begins (before the running experiments are aborted).
+    pub fn freeze(&self) {
+        self.frozen.cancel();
+    }
+
+    pub fn is_frozen(&self) -> bool {
+        self.frozen.is_cancelled()
     }
 }

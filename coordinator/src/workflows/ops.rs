@@ -151,6 +151,7 @@ async fn create_run(
         schedule: schedule.to_string(),
         progress: Progress::new(&spec),
         log: Vec::new(),
+        hypothesis: None,
     };
     rec.log(rec.created_unix_ms, format!("created by {by}"));
     state
@@ -353,7 +354,11 @@ pub async fn recover(state: &Arc<State>) -> Result<usize, StoreError> {
     let mut n = 0;
     for rec in stored
         .into_iter()
-        .filter(|r| !r.progress.phase.is_terminal())
+        // Ended but still watching its steady state (a crash during the watch): resumed too.
+        .filter(|r| {
+            !r.progress.phase.is_terminal()
+                || crate::experiments::hypothesis::pending(r.hypothesis.as_ref())
+        })
     {
         match parse_workflow(&rec.document, state.policy.max_duration) {
             Ok(spec) => {

@@ -6,16 +6,16 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use faultline_core::experiment::{ExperimentSpec, Phase};
-use faultline_core::fault::{Fault, ProcessAction};
+use faultline_core::experiment::Phase;
 use faultline_core::workflow::together::{self, Member, Room};
 use faultline_core::workflow::{template, Action, SpecValue, WorkflowSpec};
 use faultline_core::Identity;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::restart;
+use super::steady::Start;
 use super::{Live, WorkflowRecord};
 use crate::experiments::ops;
-use crate::experiments::run::Control as ExperimentControl;
 use crate::runs::{self, RunEvent};
 use crate::state::{now_ms, State};
 use crate::store::ItemTree;
@@ -38,14 +38,16 @@ pub enum Control {
     },
 }
 
-struct Run {
-    state: Arc<State>,
-    spec: WorkflowSpec,
-    rec: WorkflowRecord,
-    identity: Identity,
-    publish: watch::Sender<WorkflowRecord>,
+pub(super) struct Run {
+    pub(super) state: Arc<State>,
+    pub(super) spec: WorkflowSpec,
+    pub(super) rec: WorkflowRecord,
+    pub(super) identity: Identity,
+    pub(super) publish: watch::Sender<WorkflowRecord>,
     /// Instant experiment steps (every fault a kill) already told to complete.
-    completed: BTreeSet<String>,
+    pub(super) completed: BTreeSet<String>,
+    /// When this task started (experiments a graceful stop ended before it are run again).
+    pub(super) launched_unix_ms: i64,
 }
 
 /// Starts the task of `rec` (new, or recovered running after a restart).
@@ -66,6 +68,7 @@ pub fn launch(state: &Arc<State>, spec: WorkflowSpec, rec: WorkflowRecord) {
         rec,
         publish,
         completed: BTreeSet::new(),
+        launched_unix_ms: now_ms(),
     };
     tokio::spawn(run.run(control_rx));
 }
@@ -74,7 +77,6 @@ impl Run {
     async fn run(mut self, mut control: mpsc::Receiver<Control>) {
         let now = now_ms();
         if self.rec.progress.started_unix_ms == 0 {
-            let actions = self.rec.progress.start(&self.spec, now);
             self.rec
                 .log(now, format!("started by {}", self.rec.created_by));
             runs::emit(
@@ -85,7 +87,19 @@ impl Run {
                     by: self.rec.created_by.clone(),
                 },
             );
-            self.carry_out(actions).await;
+            match self.check_start(&mut control).await {
+                Start::Go => {
+                    let actions = self.rec.progress.start(&self.spec, now_ms());
+                    self.carry_out(actions).await;
+                }
+                Start::Ended(actions) => self.carry_out(actions).await,
+                Start::Shutdown => {
+                    // Still pending: the next start checks again.
+                    self.save().await;
+                    self.state.workflows.remove(&self.rec.name);
+                    return;
+                }
+            }
         } else {
             self.rec.log(now, "resumed after a coordinator restart");
         }
@@ -95,7 +109,9 @@ impl Run {
         while !self.rec.progress.phase.is_terminal() {
             tokio::select! {
                 Some(c) = control.recv() => self.on_control(c).await,
-                _ = tick.tick() => self.on_tick().await,
+                // Frozen by a graceful stop: what the stop does to the step experiments is
+                // read by the next coordinator (see `restart`), not here.
+                _ = tick.tick(), if !self.state.workflows.is_frozen() => self.on_tick().await,
                 _ = self.state.shutdown.cancelled() => {
                     // The record stays `running`; the next start resumes it.
                     self.state.workflows.remove(&self.rec.name);
@@ -103,6 +119,13 @@ impl Run {
                 }
             }
         }
+        self.watch_recovery(&mut control).await;
+        let verdict = self
+            .rec
+            .hypothesis
+            .as_ref()
+            .map_or("none", |h| h.verdict.as_str())
+            .to_string();
         runs::emit(
             &self.state,
             &RunEvent::Ended {
@@ -110,13 +133,28 @@ impl Run {
                 name: self.rec.name.clone(),
                 phase: self.rec.progress.phase.as_str().to_string(),
                 reason: self.rec.progress.reason.clone(),
+                verdict: verdict.clone(),
             },
         );
+        if verdict == "failed" {
+            let reason = self
+                .rec
+                .hypothesis
+                .as_ref()
+                .map(|h| h.reason.clone())
+                .unwrap_or_default();
+            runs::workflow_hypothesis_failed(
+                &self.state,
+                &self.rec.name,
+                self.rec.progress.phase.as_str(),
+                &reason,
+            );
+        }
         self.save().await;
         self.state.workflows.remove(&self.rec.name);
     }
 
-    async fn save(&mut self) {
+    pub(super) async fn save(&mut self) {
         self.publish.send_replace(self.rec.clone());
         let put = self
             .state
@@ -176,6 +214,12 @@ impl Run {
                     continue;
                 }
                 let reason = match ops::get(&self.state, &run).await {
+                    Ok(r) if restart::stopped_by_shutdown(&r) => {
+                        if let Some(next) = self.after_graceful_stop(&step, &r).await {
+                            actions.extend(next);
+                        }
+                        continue;
+                    }
                     Ok(r) => r.verdict_reason.clone(),
                     Err(e) => e.to_string(),
                 };
@@ -188,6 +232,8 @@ impl Run {
                         name: run.clone(),
                         phase: phase.as_str().to_string(),
                         reason: reason.clone(),
+                        // An experiment's run notifies for itself; this is the log and count.
+                        verdict: "none".into(),
                     },
                 );
                 actions.extend(
@@ -207,44 +253,8 @@ impl Run {
         }
     }
 
-    /// An experiment whose faults are all kills is done once every target answered: its
-    /// step completes then, instead of waiting out the experiment's duration.
-    async fn complete_if_instant(&mut self, step: &str, run: &str) {
-        let Some(snap) = self.state.experiments.snapshot(run) else {
-            return;
-        };
-        let Ok(spec) = faultline_core::experiment::parse_stored_experiment(&snap.record.document)
-        else {
-            return;
-        };
-        if !is_instant(&spec) || snap.record.targets.is_empty() {
-            return;
-        }
-        let answered = snap
-            .record
-            .targets
-            .iter()
-            .all(|t| t.state != crate::experiments::record::TargetState::Pending);
-        if !answered {
-            return;
-        }
-        if let Some(control) = self.state.experiments.control(run) {
-            let reason = format!(
-                "instant step {step} of workflow {}: every kill was carried out",
-                self.rec.name
-            );
-            if control
-                .send(ExperimentControl::Complete { reason })
-                .await
-                .is_ok()
-            {
-                self.completed.insert(step.to_string());
-            }
-        }
-    }
-
     /// Carries out `actions` and whatever the state machine answers to their outcome.
-    async fn carry_out(&mut self, actions: Vec<Action>) {
+    pub(super) async fn carry_out(&mut self, actions: Vec<Action>) {
         let mut queue = actions;
         while !queue.is_empty() {
             let batch = std::mem::take(&mut queue);
@@ -286,7 +296,7 @@ impl Run {
 
     /// Creates and starts the experiments of `starts` (several: a parallel step, planned
     /// together first); returns what the state machine answers to failures.
-    async fn start(&mut self, starts: Vec<(String, String, SpecValue)>) -> Vec<Action> {
+    pub(super) async fn start(&mut self, starts: Vec<(String, String, SpecValue)>) -> Vec<Action> {
         let mut out = Vec::new();
         if starts.is_empty() {
             return out;
@@ -384,15 +394,4 @@ impl Run {
         };
         together::check(&parent, &members, &room)
     }
-}
-
-/// Every fault of the experiment is a one-shot kill: nothing stays injected once it was
-/// carried out (a process kill, or a container-kill without `interval`). A pod-kill is not:
-/// the coordinator carries it out beside the run, and its record follows the replacements.
-pub fn is_instant(spec: &ExperimentSpec) -> bool {
-    spec.faults.iter().all(|f| match &f.fault {
-        Fault::Process(p) => matches!(p.action, ProcessAction::Kill { .. }),
-        Fault::ContainerKill(k) => k.interval.is_none(),
-        _ => false,
-    })
 }

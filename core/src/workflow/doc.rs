@@ -9,6 +9,8 @@ use serde_yaml_ng::Value;
 use super::template;
 use super::*;
 use crate::experiment::guard_doc::is_dns_label;
+use crate::experiment::steady::{RawSteadyState, SteadyState};
+use crate::experiment::GuardKind;
 use crate::experiment::API_VERSION;
 use crate::fault::doc::parse_document;
 use crate::fault::SpecError;
@@ -35,6 +37,7 @@ struct RawSpec {
     steps: Vec<RawStep>,
     deadline: Option<String>,
     on_step_failure: Option<String>,
+    steady_state: Option<RawSteadyState>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -155,12 +158,37 @@ pub fn workflow_spec(
         let path = format!("{at}.steps[{i}]");
         steps.push(step(name, s, &path, true, &mut names, max_duration)?);
     }
+    let steady_state = raw
+        .steady_state
+        .as_ref()
+        .map(|s| steady_state(s, &field("steadyState")))
+        .transpose()?;
     Ok(WorkflowSpec {
         name: name.to_string(),
         steps,
         deadline,
         on_step_failure,
+        steady_state,
     })
+}
+
+/// The workflow's own hypothesis (`spec.steadyState`), validated as an experiment's is. A
+/// telemetry check reads the targets of its run, and a workflow has none of its own.
+fn steady_state(raw: &RawSteadyState, path: &str) -> Result<SteadyState, SpecError> {
+    let s = raw.to_steady_state(path, &[])?;
+    if let Some(i) = s
+        .checks
+        .iter()
+        .position(|c| matches!(c.kind, GuardKind::Telemetry { .. }))
+    {
+        return Err(SpecError::new(
+            format!("{path}.checks[{i}].telemetry"),
+            "a workflow has no targets of its own to read telemetry from; use a prometheus or \
+             http check here, or put the telemetry check in a step's experiment \
+             (its spec.steadyState)",
+        ));
+    }
+    Ok(s)
 }
 
 fn opt_duration(v: &Option<String>, path: &str) -> Result<Option<Duration>, SpecError> {

@@ -7,10 +7,12 @@
 //! - [`template`]: inline experiment specs made into whole documents, errors placed under
 //!   their field.
 //! - [`progress`]: the step state machine; [`state`]: the states and actions it deals in.
+//! - [`steady`]: the workflow's own steady-state hypothesis at its start.
 
 pub mod doc;
 pub mod progress;
 pub mod state;
+pub mod steady;
 pub mod template;
 pub mod together;
 
@@ -54,6 +56,9 @@ pub struct WorkflowSpec {
     /// From the start of the workflow.
     pub deadline: Option<Duration>,
     pub on_step_failure: OnStepFailure,
+    /// `spec.steadyState`: checks that must hold before the first step and again within
+    /// `recoveryWithin` after the last one ended.
+    pub steady_state: Option<crate::experiment::steady::SteadyState>,
 }
 
 /// One step.

@@ -72,3 +72,40 @@ mod tests {
         assert!(e.message.contains("1..=100"), "{}", e.message);
     }
 }
+
+/// The inline experiment `spec` with its `duration` set to `remaining` (the rest of a step's
+/// experiment run again after a graceful coordinator stop cut it short).
+pub fn with_duration(spec: &Value, remaining: Duration) -> Value {
+    let mut out = spec.clone();
+    if let Value::Mapping(m) = &mut out {
+        let ms = remaining.as_millis().max(1000);
+        m.insert("duration".into(), format!("{ms}ms").into());
+    }
+    out
+}
+
+#[cfg(test)]
+mod duration_tests {
+    use super::*;
+
+    #[test]
+    fn the_rest_of_a_step_keeps_everything_but_the_duration() {
+        let spec: Value = serde_yaml_ng::from_str(
+            "{duration: 30s, targets: {mode: all}, faults: [{kind: cpu, load: 50}]}",
+        )
+        .expect("yaml");
+        let rest = with_duration(&spec, Duration::from_millis(12_345));
+        let parsed = experiment(
+            "gd-first",
+            &rest,
+            "spec.steps[0].experiment",
+            Duration::from_secs(600),
+        )
+        .expect("valid");
+        assert_eq!(parsed.duration, Duration::from_millis(12_345));
+        assert_eq!(rest["faults"], spec["faults"]);
+        // Never below a second, the shortest experiment.
+        let short = with_duration(&spec, Duration::from_millis(10));
+        assert_eq!(short["duration"], Value::from("1000ms"));
+    }
+}

@@ -3,7 +3,7 @@
 
 mod junit;
 mod plan;
-mod render;
+pub(crate) mod render;
 pub mod run;
 mod tables;
 pub mod watch;

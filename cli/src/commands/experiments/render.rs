@@ -66,42 +66,50 @@ pub fn probes(e: &pb::Experiment) -> String {
     out
 }
 
+/// The steady-state hypothesis: its verdict and a table of its checks (experiments and
+/// workflows alike).
+pub fn hypothesis(h: &pb::Hypothesis) -> String {
+    let mut out = String::new();
+    out.push_str(&format!("\nSteady-state hypothesis: {}", h.verdict));
+    if !h.reason.is_empty() {
+        out.push_str(&format!(": {}", h.reason));
+    }
+    out.push('\n');
+    let mut t = Table::new(&["CHECK", "TYPE", "BEFORE INJECTION", "RECOVERY", "LAST"]);
+    for c in &h.checks {
+        let before = if c.before_detail.is_empty() {
+            "-".to_string()
+        } else {
+            format!(
+                "{}: {}",
+                if c.held_before {
+                    "held"
+                } else {
+                    "did not hold"
+                },
+                c.before_detail
+            )
+        };
+        let recovery = c
+            .recovery_ms
+            .map_or("-".to_string(), |ms| format!("{ms} ms"));
+        t.row([
+            c.name.clone(),
+            c.r#type.clone(),
+            before,
+            recovery,
+            c.last_detail.clone(),
+        ]);
+    }
+    out.push_str(&indent(&t.render()));
+    out
+}
+
 /// The hypothesis and the findings, for `describe`.
 pub fn hypothesis_and_findings(e: &pb::Experiment) -> String {
     let mut out = String::new();
     if let Some(h) = &e.hypothesis {
-        out.push_str(&format!("\nSteady-state hypothesis: {}", h.verdict));
-        if !h.reason.is_empty() {
-            out.push_str(&format!(": {}", h.reason));
-        }
-        out.push('\n');
-        let mut t = Table::new(&["CHECK", "TYPE", "BEFORE INJECTION", "RECOVERY", "LAST"]);
-        for c in &h.checks {
-            let before = if c.before_detail.is_empty() {
-                "-".to_string()
-            } else {
-                format!(
-                    "{}: {}",
-                    if c.held_before {
-                        "held"
-                    } else {
-                        "did not hold"
-                    },
-                    c.before_detail
-                )
-            };
-            let recovery = c
-                .recovery_ms
-                .map_or("-".to_string(), |ms| format!("{ms} ms"));
-            t.row([
-                c.name.clone(),
-                c.r#type.clone(),
-                before,
-                recovery,
-                c.last_detail.clone(),
-            ]);
-        }
-        out.push_str(&indent(&t.render()));
+        out.push_str(&hypothesis(h));
     }
     if !e.findings.is_empty() {
         out.push_str("\nFindings\n");
