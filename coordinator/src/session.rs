@@ -136,8 +136,15 @@ impl Session {
 
     /// Sends `msg` unless the agent stopped reading for a whole lease or we shut down.
     async fn send(&self, msg: OutMsg) -> bool {
+        // Nearly always there is room: no timer and no shutdown waiter for that case (with
+        // 10,000 sessions, each renewal registering both cost a measurable share of a core).
+        let msg = match self.out.try_send(Box::new(msg)) {
+            Ok(()) => return true,
+            Err(mpsc::error::TrySendError::Closed(_)) => return false,
+            Err(mpsc::error::TrySendError::Full(msg)) => msg,
+        };
         tokio::select! {
-            sent = tokio::time::timeout(self.state.lease, self.out.send(Box::new(msg))) => {
+            sent = tokio::time::timeout(self.state.lease, self.out.send(msg)) => {
                 matches!(sent, Ok(Ok(())))
             }
             _ = self.state.shutdown.cancelled() => false,
@@ -346,7 +353,15 @@ impl Session {
             tokio::time::interval_at(Instant::now() + state.renew_interval, state.renew_interval);
         renew.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut sequence = 0u64;
-        let mut silent_at = Instant::now() + state.lease;
+        // The futures the loop waits on live across iterations: made once, not once per
+        // message. The silence timer is moved only when it fires early (at most once per
+        // lease), not re-armed on every message.
+        let mut heard_at = Instant::now();
+        let silent = sleep_until(heard_at + state.lease);
+        let shutdown = state.shutdown.cancelled();
+        let replaced = end.cancelled();
+        let ordered = orders.ordered();
+        tokio::pin!(silent, shutdown, replaced, ordered);
         let (reason, why) = loop {
             if let Some(e) = ended.take() {
                 if state.shutdown.is_cancelled() {
@@ -358,13 +373,13 @@ impl Session {
                 break e;
             }
             tokio::select! {
-                _ = state.shutdown.cancelled() => {
+                _ = &mut shutdown => {
                     let _ = self.out.try_send(Box::new(Err(Status::unavailable(
                         "the coordinator is shutting down; reconnect later",
                     ))));
                     break (CloseReason::Shutdown, "the coordinator is shutting down".into());
                 }
-                _ = end.cancelled() => {
+                _ = &mut replaced => {
                     if let Some(revoked) = self.revoked(&node) {
                         let _ = self.out.try_send(Box::new(Err(Status::permission_denied(revoked.clone()))));
                         break (CloseReason::Revoked, revoked);
@@ -373,7 +388,12 @@ impl Session {
                     let _ = self.out.try_send(Box::new(Err(Status::aborted(why.clone()))));
                     break (CloseReason::Replaced, why);
                 }
-                _ = sleep_until(silent_at) => {
+                _ = &mut silent => {
+                    let due = heard_at + state.lease;
+                    if Instant::now() < due {
+                        silent.as_mut().reset(due);
+                        continue;
+                    }
                     let why = format!(
                         "nothing received from {node} for a whole lease ({} ms)",
                         state.lease_ms()
@@ -381,7 +401,8 @@ impl Session {
                     let _ = self.out.try_send(Box::new(Err(Status::deadline_exceeded(why.clone()))));
                     break (CloseReason::Silent, why);
                 }
-                _ = orders.ordered() => {
+                _ = &mut ordered => {
+                    ordered.set(orders.ordered());
                     if let Some(message) = orders.take() {
                         if !self.send_msg(revert_all(&message)).await {
                             ended = Some((CloseReason::Disconnect, "could not send RevertAll".into()));
@@ -408,7 +429,7 @@ impl Session {
                 }
                 msg = inbound.message() => match msg {
                     Ok(Some(msg)) => {
-                        silent_at = Instant::now() + state.lease;
+                        heard_at = Instant::now();
                         self.received(&node, &session_id, msg.msg);
                     }
                     Ok(None) => break (CloseReason::Disconnect, "the agent closed the stream".into()),
