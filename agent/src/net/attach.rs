@@ -105,7 +105,10 @@ pub fn attach_tc_programs(
             .ok_or_else(|| DriverError::Other(format!("{what}: not in the object")))?
             .try_into()
             .map_err(wrap(&what))?;
-        prog.load().map_err(wrap(&what))?;
+        tracing::debug_span!("ebpf_prog_verify", program = name)
+            .in_scope(|| prog.load())
+            .map_err(wrap(&what))?;
+        let _t = tracing::debug_span!("ebpf_tcx_attach", program = name).entered();
         let attach_type = match hook {
             Hook::Ingress => TcAttachType::Ingress,
             Hook::Egress => TcAttachType::Egress,
@@ -152,7 +155,10 @@ fn attach_cgroup(
             .ok_or_else(|| DriverError::Other(format!("{what}: not in the object")))?
             .try_into()
             .map_err(wrap(&what))?;
-        prog.load().map_err(wrap(&what))?;
+        tracing::debug_span!("ebpf_prog_verify", program = name)
+            .in_scope(|| prog.load())
+            .map_err(wrap(&what))?;
+        let _t = tracing::debug_span!("ebpf_cgroup_attach", program = name).entered();
         let attach_type = match hook {
             Hook::Ingress => CgroupSkbAttachType::Ingress,
             Hook::Egress => CgroupSkbAttachType::Egress,

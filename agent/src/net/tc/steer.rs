@@ -126,8 +126,9 @@ impl Steering {
             .program_mut(name)
             .ok_or_else(|| EbpfError::Missing(format!("program {name}")))?
             .try_into()?;
-        prog.load()?;
-        prog.attach(interface, attach_type)?;
+        tracing::debug_span!("ebpf_prog_verify", program = name).in_scope(|| prog.load())?;
+        tracing::debug_span!("ebpf_tcx_attach", program = name)
+            .in_scope(|| prog.attach(interface, attach_type))?;
         Ok(Steering {
             ebpf: bpf,
             config: Config {

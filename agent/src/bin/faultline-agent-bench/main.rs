@@ -1,0 +1,106 @@
+//! `faultline-agent-bench` (root; `make bench-agent`): the agent's own figures, each measured
+//! beside what the anchors do in one run: apply and revert latency per fault kind through the
+//! real engine and drivers, against `tc` and `iptables` exec'd through `nsenter`. Everything it
+//! makes (namespaces, veth pair, qdiscs, rules, eBPF links, workers, the journal) is removed
+//! when it ends, also on failure.
+
+mod latency;
+mod report;
+mod world;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use faultline_agent::engine::{Engine, EngineConfig, Limits};
+use faultline_agent::host::HostConfig;
+use faultline_agent::net::KernelLease;
+use faultline_agent::FaultManager;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "faultline-agent-bench",
+    about = "The agent's apply/revert latency beside tc and iptables (root)"
+)]
+struct Args {
+    /// Apply+revert cycles per fault kind and per anchor command (1..=10000).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=10000))]
+    runs: u16,
+    /// Also write the figures as JSON to FILE.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// The faultline-agent binary resource-fault workers re-exec (default: next to this one).
+    #[arg(long)]
+    agent_bin: Option<PathBuf>,
+}
+
+fn agent_bin(given: Option<PathBuf>) -> Result<PathBuf> {
+    let p = match given {
+        Some(p) => p,
+        None => std::env::current_exe()
+            .context("reading /proc/self/exe")?
+            .with_file_name("faultline-agent"),
+    };
+    anyhow::ensure!(
+        p.is_file(),
+        "--agent-bin {}: no such file (build it: cargo build --release -p faultline-agent --bin faultline-agent)",
+        p.display()
+    );
+    Ok(p)
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+        .with_writer(std::io::stderr)
+        .init();
+    anyhow::ensure!(
+        nix::unistd::geteuid().is_root(),
+        "faultline-agent-bench needs root (network namespaces, eBPF, qdiscs)"
+    );
+    let host = HostConfig {
+        agent_exe: Some(agent_bin(args.agent_bin)?),
+        ..HostConfig::default()
+    };
+    let runs = usize::from(args.runs);
+    let state = world::TempDir::new()?;
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let load_before = report::load_now();
+    let world = world::World::new()?;
+    let rows = rt.block_on(async {
+        let drivers = faultline_agent::drivers::all(&host, None, &KernelLease::new());
+        let engine = Engine::open(
+            EngineConfig::new(state.0.join("journal"), Limits::default()),
+            drivers,
+        )?;
+        let mut rows = Vec::new();
+        let result: Result<()> = async {
+            for (what, doc) in latency::fault_docs(&world) {
+                rows.push(latency::agent_row(&engine, what, &doc, runs).await?);
+            }
+            Ok(())
+        }
+        .await;
+        let _ = engine
+            .revert_all(faultline_agent::RevertReason::Shutdown)
+            .await;
+        engine.close().await;
+        result?;
+        rows.push(latency::tc_row(&world, runs)?);
+        rows.push(latency::iptables_row(&world, runs)?);
+        anyhow::Ok(rows)
+    })?;
+    drop(world);
+    let report = report::Report::new(runs, rows, load_before);
+    print!("{}", report.table());
+    if let Some(path) = args.json {
+        std::fs::write(&path, report.json()?)
+            .with_context(|| format!("--json {}: cannot write", path.display()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,135 @@
+//! The bench's table (stdout) and JSON (`--json FILE`): the machine, the load average before
+//! and after, and per row p50/p99 of apply and revert with the ratio against the anchors.
+
+use serde_json::json;
+
+use crate::latency::Row;
+
+pub struct Report {
+    runs: usize,
+    rows: Vec<Row>,
+    machine: String,
+    load_before: String,
+    load_after: String,
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "?".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "?".into());
+    format!("{cores} cores ({cpu}), kernel {kernel}")
+}
+
+/// The 1, 5 and 15 minute load averages now.
+pub fn load_now() -> String {
+    loadavg()
+}
+
+impl Report {
+    pub fn new(runs: usize, rows: Vec<Row>, load_before: String) -> Report {
+        Report {
+            runs,
+            rows,
+            machine: machine(),
+            load_before,
+            load_after: loadavg(),
+        }
+    }
+
+    fn row(&self, prefix: &str) -> Option<&Row> {
+        self.rows.iter().find(|r| r.what.starts_with(prefix))
+    }
+
+    /// (name, agent row, anchor row) pairs compared by p50.
+    fn ratios(&self) -> Vec<(&'static str, f64, f64)> {
+        let mut out = Vec::new();
+        for (name, ours, theirs) in [
+            ("tbf: agent / tc exec", "network tbf", "tc exec"),
+            ("drop: agent / iptables", "drop", "iptables"),
+        ] {
+            if let (Some(a), Some(b)) = (self.row(ours), self.row(theirs)) {
+                out.push((
+                    name,
+                    a.apply.pct(50.0) / b.apply.pct(50.0),
+                    a.revert.pct(50.0) / b.revert.pct(50.0),
+                ));
+            }
+        }
+        out
+    }
+
+    pub fn table(&self) -> String {
+        let mut s = format!(
+            "faultline-agent-bench: {} runs each; {}; load average before {}, after {}\n\n",
+            self.runs, self.machine, self.load_before, self.load_after
+        );
+        s.push_str(&format!(
+            "{:<46} {:>10} {:>10} {:>11} {:>11}\n",
+            "apply/revert (ms)", "apply p50", "apply p99", "revert p50", "revert p99"
+        ));
+        for r in &self.rows {
+            s.push_str(&format!(
+                "{:<46} {:>10.2} {:>10.2} {:>11.2} {:>11.2}\n",
+                r.what,
+                r.apply.pct(50.0),
+                r.apply.pct(99.0),
+                r.revert.pct(50.0),
+                r.revert.pct(99.0)
+            ));
+        }
+        s.push('\n');
+        for (name, apply, revert) in self.ratios() {
+            s.push_str(&format!(
+                "{name}: apply p50 ratio {apply:.2}, revert p50 ratio {revert:.2}\n"
+            ));
+        }
+        s
+    }
+
+    pub fn json(&self) -> anyhow::Result<String> {
+        let rows: Vec<_> = self
+            .rows
+            .iter()
+            .map(|r| {
+                json!({
+                    "what": r.what,
+                    "runs": r.apply.0.len(),
+                    "apply_ms_p50": r.apply.pct(50.0),
+                    "apply_ms_p99": r.apply.pct(99.0),
+                    "revert_ms_p50": r.revert.pct(50.0),
+                    "revert_ms_p99": r.revert.pct(99.0),
+                })
+            })
+            .collect();
+        let ratios: Vec<_> = self
+            .ratios()
+            .into_iter()
+            .map(|(n, a, r)| json!({"what": n, "apply_p50_ratio": a, "revert_p50_ratio": r}))
+            .collect();
+        Ok(serde_json::to_string_pretty(&json!({
+            "machine": self.machine,
+            "load_average_before": self.load_before,
+            "load_average_after": self.load_after,
+            "latency": rows,
+            "ratios": ratios,
+        }))?)
+    }
+}
