@@ -71,13 +71,24 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Applies and reverts `doc` `runs` times through `engine`; fails on the first refused or
-/// failed order (with the agent's error).
-pub async fn agent_row(engine: &Engine, what: &str, doc: &str, runs: usize) -> Result<Row> {
+/// Parses one fault document and makes the order for it (deadline in 60 s).
+pub fn order(what: &str, doc: &str, id: &str) -> Result<pb::ApplyFault> {
     let spec = parse_faults(what, doc)
         .map_err(anyhow::Error::msg)?
         .pop()
         .context("no fault")?;
+    Ok(pb::ApplyFault {
+        fault_id: id.to_string(),
+        experiment_id: "bench".into(),
+        spec: Some(spec_to_pb(&spec)),
+        deadline_unix_ms: now_ms() + 60_000,
+        remaining_ms: 60_000,
+    })
+}
+
+/// Applies and reverts `doc` `runs` times through `engine`; fails on the first refused or
+/// failed order (with the agent's error).
+pub async fn agent_row(engine: &Engine, what: &str, doc: &str, runs: usize) -> Result<Row> {
     let mut row = Row {
         what: what.to_string(),
         apply: Samples::default(),
@@ -85,13 +96,7 @@ pub async fn agent_row(engine: &Engine, what: &str, doc: &str, runs: usize) -> R
     };
     for i in 0..runs {
         let id = format!("bench-{}-{i}", what.replace(' ', "-"));
-        let order = pb::ApplyFault {
-            fault_id: id.clone(),
-            experiment_id: "bench".into(),
-            spec: Some(spec_to_pb(&spec)),
-            deadline_unix_ms: now_ms() + 60_000,
-            remaining_ms: 60_000,
-        };
+        let order = order(what, doc, &id)?;
         let t = Instant::now();
         let s = engine.apply(order).await;
         let took = t.elapsed();
@@ -135,7 +140,7 @@ pub fn tc_row(w: &World, runs: usize) -> Result<Row> {
 }
 
 /// The iptables arguments of the anchors' random-drop rule on `fla0`'s output.
-pub fn iptables_rule(op: &'static str) -> Vec<&'static str> {
+pub fn iptables_rule(op: &'static str, probability: &'static str) -> Vec<&'static str> {
     vec![
         "iptables",
         "-w",
@@ -148,7 +153,7 @@ pub fn iptables_rule(op: &'static str) -> Vec<&'static str> {
         "--mode",
         "random",
         "--probability",
-        "0.1",
+        probability,
         "-j",
         "DROP",
     ]
@@ -164,10 +169,10 @@ pub fn iptables_row(w: &World, runs: usize) -> Result<Row> {
     };
     for _ in 0..runs {
         let mut add = vec![net.as_str()];
-        add.extend(iptables_rule("-A"));
+        add.extend(iptables_rule("-A", "0.1"));
         row.apply.push(timed("nsenter", &add)?);
         let mut del = vec![net.as_str()];
-        del.extend(iptables_rule("-D"));
+        del.extend(iptables_rule("-D", "0.1"));
         row.revert.push(timed("nsenter", &del)?);
     }
     Ok(row)

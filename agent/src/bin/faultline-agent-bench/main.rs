@@ -4,6 +4,8 @@
 //! makes (namespaces, veth pair, qdiscs, rules, eBPF links, workers, the journal) is removed
 //! when it ends, also on failure.
 
+mod costs;
+mod datapath;
 mod latency;
 mod report;
 mod world;
@@ -29,6 +31,9 @@ struct Args {
     /// Also write the figures as JSON to FILE.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Seconds of iperf3 per data-path configuration (0 skips the data-path figures).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=600))]
+    datapath_secs: u32,
     /// The faultline-agent binary resource-fault workers re-exec (default: next to this one).
     #[arg(long)]
     agent_bin: Option<PathBuf>,
@@ -72,16 +77,20 @@ fn main() -> Result<()> {
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let load_before = report::load_now();
     let world = world::World::new()?;
-    let rows = rt.block_on(async {
+    let (rows, costs) = rt.block_on(async {
         let drivers = faultline_agent::drivers::all(&host, None, &KernelLease::new());
         let engine = Engine::open(
             EngineConfig::new(state.0.join("journal"), Limits::default()),
             drivers,
         )?;
         let mut rows = Vec::new();
+        let mut costs = Vec::new();
         let result: Result<()> = async {
             for (what, doc) in latency::fault_docs(&world) {
                 rows.push(latency::agent_row(&engine, what, &doc, runs).await?);
+            }
+            if args.datapath_secs > 0 {
+                costs = costs::all(&engine, &world, args.datapath_secs).await?;
             }
             Ok(())
         }
@@ -93,10 +102,10 @@ fn main() -> Result<()> {
         result?;
         rows.push(latency::tc_row(&world, runs)?);
         rows.push(latency::iptables_row(&world, runs)?);
-        anyhow::Ok(rows)
+        anyhow::Ok((rows, costs))
     })?;
     drop(world);
-    let report = report::Report::new(runs, rows, load_before);
+    let report = report::Report::new(runs, rows, costs, load_before);
     print!("{}", report.table());
     if let Some(path) = args.json {
         std::fs::write(&path, report.json()?)

@@ -3,11 +3,13 @@
 
 use serde_json::json;
 
+use crate::datapath::Cost;
 use crate::latency::Row;
 
 pub struct Report {
     runs: usize,
     rows: Vec<Row>,
+    costs: Vec<Cost>,
     machine: String,
     load_before: String,
     load_after: String,
@@ -44,10 +46,11 @@ pub fn load_now() -> String {
 }
 
 impl Report {
-    pub fn new(runs: usize, rows: Vec<Row>, load_before: String) -> Report {
+    pub fn new(runs: usize, rows: Vec<Row>, costs: Vec<Cost>, load_before: String) -> Report {
         Report {
             runs,
             rows,
+            costs,
             machine: machine(),
             load_before,
             load_after: loadavg(),
@@ -101,6 +104,21 @@ impl Report {
                 "{name}: apply p50 ratio {apply:.2}, revert p50 ratio {revert:.2}\n"
             ));
         }
+        if !self.costs.is_empty() {
+            s.push_str(&format!(
+                "\n{:<52} {:>9} {:>11} {:>11}\n",
+                "data path (veth, A -> B)", "TCP Gbit/s", "UDP RTT p50", "UDP RTT p99"
+            ));
+            for c in &self.costs {
+                s.push_str(&format!(
+                    "{:<52} {:>9.2} {:>9.1}us {:>9.1}us\n",
+                    c.what,
+                    c.tcp_gbit,
+                    c.rtt_us.pct(50.0),
+                    c.rtt_us.pct(99.0)
+                ));
+            }
+        }
         s
     }
 
@@ -130,6 +148,12 @@ impl Report {
             "load_average_after": self.load_after,
             "latency": rows,
             "ratios": ratios,
+            "datapath": self.costs.iter().map(|c| json!({
+                "what": c.what,
+                "tcp_gbit_per_s": c.tcp_gbit,
+                "udp_rtt_us_p50": c.rtt_us.pct(50.0),
+                "udp_rtt_us_p99": c.rtt_us.pct(99.0),
+            })).collect::<Vec<_>>(),
         }))?)
     }
 }

@@ -76,6 +76,10 @@ impl World {
     pub fn path_a(&self) -> PathBuf {
         PathBuf::from(format!("/run/netns/{}", self.a))
     }
+
+    pub fn path_b(&self) -> PathBuf {
+        PathBuf::from(format!("/run/netns/{}", self.b))
+    }
 }
 
 impl Drop for World {
