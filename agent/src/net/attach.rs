@@ -106,7 +106,7 @@ pub fn attach_tc_programs(
             .try_into()
             .map_err(wrap(&what))?;
         tracing::debug_span!("ebpf_prog_verify", program = name)
-            .in_scope(|| prog.load())
+            .in_scope(|| super::warm::ensure_loaded(|| prog.load()))
             .map_err(wrap(&what))?;
         let _t = tracing::debug_span!("ebpf_tcx_attach", program = name).entered();
         let attach_type = match hook {
@@ -156,7 +156,7 @@ fn attach_cgroup(
             .try_into()
             .map_err(wrap(&what))?;
         tracing::debug_span!("ebpf_prog_verify", program = name)
-            .in_scope(|| prog.load())
+            .in_scope(|| super::warm::ensure_loaded(|| prog.load()))
             .map_err(wrap(&what))?;
         let _t = tracing::debug_span!("ebpf_cgroup_attach", program = name).entered();
         let attach_type = match hook {

@@ -149,7 +149,7 @@ impl Driver for DnsDriver {
 
     fn available(&self) -> Result<(), String> {
         ebpf::tcx_available()?;
-        ebpf::load(ebpf::DNS_OBJECT).map(|_| ()).map_err(|e| {
+        super::warm::DNS.fill().map_err(|e| {
             format!(
                 "{} (dns faults need root, or CAP_BPF with CAP_NET_ADMIN)",
                 ebpf::chain(&e)
@@ -195,7 +195,7 @@ impl Driver for DnsDriver {
         }
         let d = dns_of(spec)?;
         let seed: u64 = rand::random();
-        let mut obj = ebpf::load(ebpf::DNS_OBJECT).map_err(ebpf_err)?;
+        let mut obj = super::warm::DNS.take().map_err(ebpf_err)?;
         let cgroup_id = data.cgroup.as_ref().map_or(0, |c| c.id);
         ebpf::write_dns(
             &mut obj,
@@ -313,6 +313,7 @@ impl Driver for DnsDriver {
             .values()
             .flat_map(|l| l.recipe.prog_ids.clone())
             .collect();
+        mine.extend(super::warm::DNS.prog_ids());
         for r in known {
             if let Ok(d) = DnsRecipe::from_recipe(r) {
                 mine.extend(d.prog_ids);

@@ -144,7 +144,7 @@ impl Driver for DropDriver {
     }
 
     fn available(&self) -> Result<(), String> {
-        ebpf::load(ebpf::DROP_OBJECT).map(|_| ()).map_err(|e| {
+        super::warm::DROP.fill().map_err(|e| {
             format!(
                 "{} (eBPF faults need root, or CAP_BPF with CAP_NET_ADMIN)",
                 ebpf::chain(&e)
@@ -185,7 +185,7 @@ impl Driver for DropDriver {
         }
         let w = Wanted::of(spec)?;
         let rules = w.rules(&self.protected)?;
-        let mut obj = ebpf::load(ebpf::DROP_OBJECT).map_err(ebpf_err)?;
+        let mut obj = super::warm::DROP.take().map_err(ebpf_err)?;
         let until = self.lease.bound(ctx.deadline);
         let deadline_ns = ebpf::monotonic_ns(until).map_err(ebpf_err)?;
         ebpf::write_rules(&mut obj, &rules, deadline_ns).map_err(ebpf_err)?;
@@ -292,6 +292,7 @@ impl Driver for DropDriver {
             .values()
             .flat_map(|l| l.recipe.prog_ids.clone())
             .collect();
+        mine.extend(super::warm::DROP.prog_ids());
         for r in known {
             if let Ok(d) = DropRecipe::from_recipe(r) {
                 mine.extend(d.prog_ids);

@@ -49,6 +49,12 @@ pub enum EbpfError {
         #[source]
         source: Box<MapError>,
     },
+    #[error("loading (verifying) program {program}: {source}")]
+    Verify {
+        program: String,
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
     #[error("reading CLOCK_MONOTONIC: {0}")]
     Clock(nix::Error),
 }

@@ -99,7 +99,7 @@ impl Steering {
                 (INGRESS_PROGRAM, TcAttachType::Ingress, ifb)
             }
         };
-        let mut bpf = ebpf::load(STEER_OBJECT)?;
+        let mut bpf = crate::net::warm::STEER.take()?;
         {
             let map = bpf
                 .map_mut(CLASS_MAP)
@@ -126,7 +126,8 @@ impl Steering {
             .program_mut(name)
             .ok_or_else(|| EbpfError::Missing(format!("program {name}")))?
             .try_into()?;
-        tracing::debug_span!("ebpf_prog_verify", program = name).in_scope(|| prog.load())?;
+        tracing::debug_span!("ebpf_prog_verify", program = name)
+            .in_scope(|| crate::net::warm::ensure_loaded(|| prog.load()))?;
         tracing::debug_span!("ebpf_tcx_attach", program = name)
             .in_scope(|| prog.attach(interface, attach_type))?;
         Ok(Steering {
