@@ -4,6 +4,7 @@
 //! makes (namespaces, veth pair, qdiscs, rules, eBPF links, workers, the journal) is removed
 //! when it ends, also on failure.
 
+mod agentproc;
 mod costs;
 mod datapath;
 mod latency;
@@ -34,6 +35,10 @@ struct Args {
     /// Seconds of iperf3 per data-path configuration (0 skips the data-path figures).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=600))]
     datapath_secs: u32,
+    /// SIGKILLs of a `faultline-agent run` holding a 100% drop, each timed to the first packet
+    /// through (0 skips these and the footprint figures).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(0..=1000))]
+    kill_runs: u16,
     /// The faultline-agent binary resource-fault workers re-exec (default: next to this one).
     #[arg(long)]
     agent_bin: Option<PathBuf>,
@@ -68,8 +73,9 @@ fn main() -> Result<()> {
         nix::unistd::geteuid().is_root(),
         "faultline-agent-bench needs root (network namespaces, eBPF, qdiscs)"
     );
+    let bin = agent_bin(args.agent_bin)?;
     let host = HostConfig {
-        agent_exe: Some(agent_bin(args.agent_bin)?),
+        agent_exe: Some(bin.clone()),
         ..HostConfig::default()
     };
     let runs = usize::from(args.runs);
@@ -77,7 +83,7 @@ fn main() -> Result<()> {
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let load_before = report::load_now();
     let world = world::World::new()?;
-    let (rows, costs) = rt.block_on(async {
+    let (rows, costs, process) = rt.block_on(async {
         let drivers = faultline_agent::drivers::all(&host, None, &KernelLease::new());
         let engine = Engine::open(
             EngineConfig::new(state.0.join("journal"), Limits::default()),
@@ -102,10 +108,20 @@ fn main() -> Result<()> {
         result?;
         rows.push(latency::tc_row(&world, runs)?);
         rows.push(latency::iptables_row(&world, runs)?);
-        anyhow::Ok((rows, costs))
+        let mut process = report::Process::default();
+        if args.kill_runs > 0 {
+            process.kill_ms =
+                agentproc::sigkill_to_inert(&world, &bin, usize::from(args.kill_runs))?;
+            for n in [1, 16] {
+                let (rss, cores) =
+                    agentproc::holding(&world, &bin, n, std::time::Duration::from_secs(10))?;
+                process.holding.push((n, rss, cores));
+            }
+        }
+        anyhow::Ok((rows, costs, process))
     })?;
     drop(world);
-    let report = report::Report::new(runs, rows, costs, load_before);
+    let report = report::Report::new(runs, rows, costs, process, load_before);
     print!("{}", report.table());
     if let Some(path) = args.json {
         std::fs::write(&path, report.json()?)

@@ -6,7 +6,17 @@ use serde_json::json;
 use crate::datapath::Cost;
 use crate::latency::Row;
 
+/// The agent as a process (`faultline-agent run`).
+#[derive(Debug, Default)]
+pub struct Process {
+    /// SIGKILL -> the first packet through a 100% drop (ms).
+    pub kill_ms: crate::latency::Samples,
+    /// (faults held, RSS MiB, CPU cores).
+    pub holding: Vec<(usize, f64, f64)>,
+}
+
 pub struct Report {
+    process: Process,
     runs: usize,
     rows: Vec<Row>,
     costs: Vec<Cost>,
@@ -46,8 +56,15 @@ pub fn load_now() -> String {
 }
 
 impl Report {
-    pub fn new(runs: usize, rows: Vec<Row>, costs: Vec<Cost>, load_before: String) -> Report {
+    pub fn new(
+        runs: usize,
+        rows: Vec<Row>,
+        costs: Vec<Cost>,
+        process: Process,
+        load_before: String,
+    ) -> Report {
         Report {
+            process,
             runs,
             rows,
             costs,
@@ -119,6 +136,21 @@ impl Report {
                 ));
             }
         }
+        let p = &self.process;
+        if !p.kill_ms.0.is_empty() {
+            s.push_str(&format!(
+                "\nSIGKILL of `faultline-agent run` -> 100% drop inert (first datagram through), {} kills: p50 {:.1} ms, max {:.1} ms\n",
+                p.kill_ms.0.len(),
+                p.kill_ms.pct(50.0),
+                p.kill_ms.pct(100.0)
+            ));
+        }
+        for (n, rss, cores) in &p.holding {
+            s.push_str(&format!(
+                "`faultline-agent run` holding {n} drop fault(s): RSS {rss:.1} MiB, CPU {:.2}% of a core (10 s)\n",
+                cores * 100.0
+            ));
+        }
         s
     }
 
@@ -148,6 +180,11 @@ impl Report {
             "load_average_after": self.load_after,
             "latency": rows,
             "ratios": ratios,
+            "sigkill_to_inert_ms_p50": self.process.kill_ms.pct(50.0),
+            "sigkill_to_inert_ms_max": self.process.kill_ms.pct(100.0),
+            "holding": self.process.holding.iter().map(|(n, rss, cores)| json!({
+                "faults": n, "rss_mib": rss, "cpu_cores": cores,
+            })).collect::<Vec<_>>(),
             "datapath": self.costs.iter().map(|c| json!({
                 "what": c.what,
                 "tcp_gbit_per_s": c.tcp_gbit,

@@ -97,7 +97,12 @@ pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new() -> Result<TempDir> {
-        let p = std::env::temp_dir().join(format!("flbench-{}", std::process::id()));
+        TempDir::named("state")
+    }
+
+    /// `$TMPDIR/flbench-<pid>-<tag>`.
+    pub fn named(tag: &str) -> Result<TempDir> {
+        let p = std::env::temp_dir().join(format!("flbench-{}-{tag}", std::process::id()));
         std::fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
         Ok(TempDir(p))
     }
