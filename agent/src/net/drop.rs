@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 use std::time::SystemTime;
 
-use aya::programs::links::{FdLink, Link as _};
+use aya::programs::links::FdLink;
 use aya::Ebpf;
 use faultline_core::fault::{FaultKind, FaultSpec};
 use metrics::{counter, describe_counter};
@@ -231,18 +231,16 @@ impl Driver for DropDriver {
         let taken = self.held().remove(&data.fault_id);
         if let Some(mut l) = taken {
             let _ = Self::report(l.kind, &mut l);
-            for link in l.links.drain(..) {
-                if let Err(e) = link.detach() {
-                    tracing::warn!(fault_id = %data.fault_id, error = %e, "detaching an eBPF link");
-                }
-            }
+            let links = std::mem::take(&mut l.links);
+            attach::release(&data.fault_id, l.ebpf, l.config, links, &l.recipe.prog_ids);
             return Ok(RevertOutcome::Reverted);
         }
         // Not held by this process: the links died with the process that held them. A program
         // with a recorded id that is still loaded (someone else holds it) is disarmed.
+        // This process's own (a revert's detach still running) are disarmed already.
         let left: Vec<_> = ebpf::programs_named(PROGRAM_PREFIX)
             .into_iter()
-            .filter(|p| data.prog_ids.contains(&p.id))
+            .filter(|p| data.prog_ids.contains(&p.id) && !attach::releasing(p.id))
             .collect();
         if left.is_empty() {
             return Ok(RevertOutcome::AlreadyGone);
