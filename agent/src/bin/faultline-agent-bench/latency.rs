@@ -88,7 +88,13 @@ pub fn order(what: &str, doc: &str, id: &str) -> Result<pb::ApplyFault> {
 
 /// Applies and reverts `doc` `runs` times through `engine`; fails on the first refused or
 /// failed order (with the agent's error).
-pub async fn agent_row(engine: &Engine, what: &str, doc: &str, runs: usize) -> Result<Row> {
+pub async fn agent_row(
+    engine: &Engine,
+    what: &str,
+    doc: &str,
+    runs: usize,
+    gap: Duration,
+) -> Result<Row> {
     let mut row = Row {
         what: what.to_string(),
         apply: Samples::default(),
@@ -111,12 +117,13 @@ pub async fn agent_row(engine: &Engine, what: &str, doc: &str, runs: usize) -> R
             bail!("{what}: revert {id} failed: {}", s.error);
         }
         row.revert.push(took);
+        tokio::time::sleep(gap).await;
     }
     Ok(row)
 }
 
 /// `nsenter --net=A tc qdisc add dev fla0 root tbf ...`, then `... del`, `runs` times.
-pub fn tc_row(w: &World, runs: usize) -> Result<Row> {
+pub fn tc_row(w: &World, runs: usize, gap: Duration) -> Result<Row> {
     let net = format!("--net={}", w.path_a().display());
     let mut row = Row {
         what: "tc exec tbf (Chaos Mesh, Litmus)".into(),
@@ -135,6 +142,7 @@ pub fn tc_row(w: &World, runs: usize) -> Result<Row> {
             "nsenter",
             &[&net, "tc", "qdisc", "del", "dev", IFACE_A, "root"],
         )?);
+        std::thread::sleep(gap);
     }
     Ok(row)
 }
@@ -160,7 +168,7 @@ pub fn iptables_rule(op: &'static str, probability: &'static str) -> Vec<&'stati
 }
 
 /// `nsenter --net=A iptables -A OUTPUT ... -m statistic ... -j DROP`, then `-D`, `runs` times.
-pub fn iptables_row(w: &World, runs: usize) -> Result<Row> {
+pub fn iptables_row(w: &World, runs: usize, gap: Duration) -> Result<Row> {
     let net = format!("--net={}", w.path_a().display());
     let mut row = Row {
         what: "iptables statistic DROP (Chaos Mesh, Litmus)".into(),
@@ -174,6 +182,7 @@ pub fn iptables_row(w: &World, runs: usize) -> Result<Row> {
         let mut del = vec![net.as_str()];
         del.extend(iptables_rule("-D", "0.1"));
         row.revert.push(timed("nsenter", &del)?);
+        std::thread::sleep(gap);
     }
     Ok(row)
 }

@@ -29,6 +29,11 @@ struct Args {
     /// Apply+revert cycles per fault kind and per anchor command (1..=10000).
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=10000))]
     runs: u16,
+    /// Pause after each revert before the next apply, in ms (0..=10000). A revert's detach
+    /// finishes on a background thread within an RCU grace period; an apply right behind it
+    /// waits for that too (0 measures back-to-back orders).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=10000))]
+    gap_ms: u64,
     /// Also write the figures as JSON to FILE.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -79,6 +84,7 @@ fn main() -> Result<()> {
         ..HostConfig::default()
     };
     let runs = usize::from(args.runs);
+    let gap = std::time::Duration::from_millis(args.gap_ms);
     let state = world::TempDir::new()?;
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let load_before = report::load_now();
@@ -93,7 +99,7 @@ fn main() -> Result<()> {
         let mut costs = Vec::new();
         let result: Result<()> = async {
             for (what, doc) in latency::fault_docs(&world) {
-                rows.push(latency::agent_row(&engine, what, &doc, runs).await?);
+                rows.push(latency::agent_row(&engine, what, &doc, runs, gap).await?);
             }
             if args.datapath_secs > 0 {
                 costs = costs::all(&engine, &world, args.datapath_secs).await?;
@@ -106,8 +112,8 @@ fn main() -> Result<()> {
             .await;
         engine.close().await;
         result?;
-        rows.push(latency::tc_row(&world, runs)?);
-        rows.push(latency::iptables_row(&world, runs)?);
+        rows.push(latency::tc_row(&world, runs, gap)?);
+        rows.push(latency::iptables_row(&world, runs, gap)?);
         let mut process = report::Process::default();
         if args.kill_runs > 0 {
             process.kill_ms =
@@ -121,7 +127,7 @@ fn main() -> Result<()> {
         anyhow::Ok((rows, costs, process))
     })?;
     drop(world);
-    let report = report::Report::new(runs, rows, costs, process, load_before);
+    let report = report::Report::new(runs, args.gap_ms, rows, costs, process, load_before);
     print!("{}", report.table());
     if let Some(path) = args.json {
         std::fs::write(&path, report.json()?)

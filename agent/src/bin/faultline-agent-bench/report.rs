@@ -16,6 +16,7 @@ pub struct Process {
 }
 
 pub struct Report {
+    gap_ms: u64,
     process: Process,
     runs: usize,
     rows: Vec<Row>,
@@ -58,12 +59,14 @@ pub fn load_now() -> String {
 impl Report {
     pub fn new(
         runs: usize,
+        gap_ms: u64,
         rows: Vec<Row>,
         costs: Vec<Cost>,
         process: Process,
         load_before: String,
     ) -> Report {
         Report {
+            gap_ms,
             process,
             runs,
             rows,
@@ -98,8 +101,8 @@ impl Report {
 
     pub fn table(&self) -> String {
         let mut s = format!(
-            "faultline-agent-bench: {} runs each; {}; load average before {}, after {}\n\n",
-            self.runs, self.machine, self.load_before, self.load_after
+            "faultline-agent-bench: {} runs each, {} ms between a revert and the next apply; {}; load average before {}, after {}\n\n",
+            self.runs, self.gap_ms, self.machine, self.load_before, self.load_after
         );
         s.push_str(&format!(
             "{:<46} {:>10} {:>10} {:>11} {:>11}\n",
@@ -176,6 +179,8 @@ impl Report {
             .collect();
         Ok(serde_json::to_string_pretty(&json!({
             "machine": self.machine,
+            "runs": self.runs,
+            "gap_ms": self.gap_ms,
             "load_average_before": self.load_before,
             "load_average_after": self.load_after,
             "latency": rows,
