@@ -10,7 +10,7 @@ use aya::programs::cgroup_skb::CgroupSkbAttachType;
 use aya::programs::links::CgroupAttachMode;
 use aya::programs::links::{FdLink, Link as _};
 use aya::programs::tc::TcAttachOptions;
-use aya::programs::{CgroupSkb, LinkOrder, Program, SchedClassifier, TcAttachType};
+use aya::programs::{CgroupSkb, LinkOrder, SchedClassifier, TcAttachType};
 use aya::Ebpf;
 
 use super::netns;
@@ -83,79 +83,28 @@ fn attach_tc(
     attach_tc_programs(ebpf, iface, &programs)
 }
 
-/// The programs of `ebpf` named in `names`, in that order, each borrowed on its own (so
-/// they can be attached at once).
-fn programs_of<'a>(
-    ebpf: &'a mut Ebpf,
-    names: &[&'static str],
-) -> Result<Vec<(&'static str, &'a mut Program)>, DriverError> {
-    let mut found: Vec<(&'static str, &'a mut Program)> = Vec::new();
-    for (n, p) in ebpf.programs_mut() {
-        if let Some(name) = names.iter().find(|x| **x == n) {
-            found.push((name, p));
-        }
-    }
-    let mut out = Vec::new();
-    for name in names {
-        let i = found
-            .iter()
-            .position(|(n, _)| n == name)
-            .ok_or_else(|| DriverError::Other(format!("program {name}: not in the object")))?;
-        out.push(found.swap_remove(i));
-    }
-    Ok(out)
-}
-
-/// Runs `attach` for every program, at once when there are several: each TCX or cgroup attach
-/// waits in the kernel for an RCU grace period (the program array is swapped), and waits that
-/// overlap share one. Threads started here stay in the caller's network namespace.
-fn attach_each<'a, T: Send>(
-    progs: Vec<(&'static str, &'a mut Program)>,
-    attach: impl Fn(&'static str, &'a mut Program) -> Result<T, DriverError> + Sync,
-) -> Vec<Result<T, DriverError>> {
-    if progs.len() < 2 {
-        return progs.into_iter().map(|(n, p)| attach(n, p)).collect();
-    }
-    let attach = &attach;
-    std::thread::scope(|s| {
-        let handles: Vec<_> = progs
-            .into_iter()
-            .map(|(n, p)| s.spawn(move || attach(n, p)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(DriverError::Other("an attach thread panicked".into())))
-            })
-            .collect()
-    })
-}
-
-/// A link and what [`keep`] records of it.
-type Taken = (
-    String,
-    FdLink,
-    Result<aya::programs::ProgramInfo, aya::programs::ProgramError>,
-);
-
 /// Loads the named `classifier` programs and attaches each to `iface` (in the calling
-/// thread's netns) on its hook, first in the TCX chain; links unpinned. On error every link
-/// made is dropped again (detached).
+/// thread's netns) on its hook, first in the TCX chain; links unpinned.
 pub fn attach_tc_programs(
-    mut ebpf: Ebpf,
+    ebpf: Ebpf,
     iface: &str,
     programs: &[(&'static str, Hook)],
 ) -> Result<Attached, DriverError> {
-    let names: Vec<&'static str> = programs.iter().map(|(n, _)| *n).collect();
-    let results = attach_each(programs_of(&mut ebpf, &names)?, |name, prog| {
-        let hook = programs
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, h)| *h)
-            .unwrap_or(Hook::Egress);
+    let mut out = Attached {
+        ebpf,
+        links: Vec::new(),
+        prog_ids: Vec::new(),
+        link_ids: Vec::new(),
+    };
+    for (name, hook) in programs {
+        let name = *name;
         let what = format!("attaching {name} to {iface} {}", hook.as_str());
-        let prog: &mut SchedClassifier = prog.try_into().map_err(wrap(&what))?;
+        let prog: &mut SchedClassifier = out
+            .ebpf
+            .program_mut(name)
+            .ok_or_else(|| DriverError::Other(format!("{what}: not in the object")))?
+            .try_into()
+            .map_err(wrap(&what))?;
         tracing::debug_span!("ebpf_prog_verify", program = name)
             .in_scope(|| super::warm::ensure_loaded(|| prog.load()))
             .map_err(wrap(&what))?;
@@ -178,56 +127,34 @@ pub fn attach_tc_programs(
             .try_into()
             .map_err(wrap(&what))?;
         let info = prog.info();
-        Ok::<Taken, DriverError>((what, link, info))
-    });
-    collect(ebpf, results)
-}
-
-/// The object with every link of `results`, or the first error (the links drop with it).
-fn collect(ebpf: Ebpf, results: Vec<Result<Taken, DriverError>>) -> Result<Attached, DriverError> {
-    let mut out = Attached {
-        ebpf,
-        links: Vec::new(),
-        prog_ids: Vec::new(),
-        link_ids: Vec::new(),
-    };
-    let mut first_err = None;
-    for r in results {
-        match r {
-            Ok((what, link, info)) => {
-                if let Err(e) = keep(&mut out, &what, link, info) {
-                    first_err.get_or_insert(e);
-                }
-            }
-            Err(e) => {
-                first_err.get_or_insert(e);
-            }
-        }
+        keep(&mut out, &what, link, info)?;
     }
-    match first_err {
-        Some(e) => Err(e),
-        None => Ok(out),
-    }
+    Ok(out)
 }
 
 fn attach_cgroup(
-    mut ebpf: Ebpf,
+    ebpf: Ebpf,
     scope: &Scope,
     dir: &Path,
     hooks: &[Hook],
 ) -> Result<Attached, DriverError> {
     let cgroup = File::open(dir)
         .map_err(|e| DriverError::io(format!("opening cgroup {}", dir.display()), e))?;
-    let names: Vec<&'static str> = hooks.iter().map(|h| program_name(scope, *h)).collect();
-    let cgroup = &cgroup;
-    let results = attach_each(programs_of(&mut ebpf, &names)?, |name, prog| {
-        let hook = hooks
-            .iter()
-            .copied()
-            .find(|h| program_name(scope, *h) == name)
-            .unwrap_or(Hook::Egress);
+    let mut out = Attached {
+        ebpf,
+        links: Vec::new(),
+        prog_ids: Vec::new(),
+        link_ids: Vec::new(),
+    };
+    for hook in hooks {
+        let name = program_name(scope, *hook);
         let what = format!("attaching {name} to cgroup {}", dir.display());
-        let prog: &mut CgroupSkb = prog.try_into().map_err(wrap(&what))?;
+        let prog: &mut CgroupSkb = out
+            .ebpf
+            .program_mut(name)
+            .ok_or_else(|| DriverError::Other(format!("{what}: not in the object")))?
+            .try_into()
+            .map_err(wrap(&what))?;
         tracing::debug_span!("ebpf_prog_verify", program = name)
             .in_scope(|| super::warm::ensure_loaded(|| prog.load()))
             .map_err(wrap(&what))?;
@@ -239,7 +166,7 @@ fn attach_cgroup(
         // A cgroup link always runs alongside other programs on the cgroup (systemd's, a
         // CNI's); the kernel refuses mode flags on link creation, so none are passed.
         let id = prog
-            .attach(cgroup, attach_type, CgroupAttachMode::Single)
+            .attach(&cgroup, attach_type, CgroupAttachMode::Single)
             .map_err(wrap(&what))?;
         let link: FdLink = prog
             .take_link(id)
@@ -247,9 +174,9 @@ fn attach_cgroup(
             .try_into()
             .map_err(wrap(&what))?;
         let info = prog.info();
-        Ok::<Taken, DriverError>((what, link, info))
-    });
-    collect(ebpf, results)
+        keep(&mut out, &what, link, info)?;
+    }
+    Ok(out)
 }
 
 /// Program ids this process is detaching (see [`release`]).
