@@ -1,7 +1,8 @@
 //! Loads and attaches a drop object's programs for one fault: TCX links on an interface (inside
 //! the interface's netns, on the netns thread) or cgroup links on a cgroup2 directory. Links
 //! are never pinned: the kernel detaches them when their last file descriptor closes, i.e. on
-//! revert or when the agent process dies.
+//! revert or when the agent process dies. [`release`] ends a fault's programs: disarmed at once,
+//! detached on a thread of their own.
 
 use std::fs::File;
 use std::path::Path;

@@ -1,8 +1,9 @@
 //! The `dns` driver: resolves the target to an interface in its netns (and, for cgroup,
-//! container and pod targets, to the cgroup2 directory whose sockets are in scope), loads one
-//! `ebpf/dns.bpf.c` object per fault, writes its names, action, probability and deadline,
-//! attaches `fl_dns_tc_eg` to the interface's egress with an unpinned TCX link, and holds the
-//! object until revert (revert = drop the link; the kernel also drops it if the agent dies,
+//! container and pod targets, to the cgroup2 directory whose sockets are in scope), takes one
+//! `ebpf/dns.bpf.c` object per fault (the verified spare of [`super::warm`]), writes its
+//! names, action, probability and deadline, attaches `fl_dns_tc_eg` to the interface's egress
+//! with an unpinned TCX link, and holds the object until revert (revert = deadline 0, then the
+//! link is dropped, [`super::attach::release`]; the kernel also drops it if the agent dies,
 //! and the program itself stops at the deadline in its map). Counters feed Health and
 //! `faultline_agent_dns_queries_total`. Planning (scope, recipe) is in `dns_plan`, the map
 //! encodings in `dns_rules`.

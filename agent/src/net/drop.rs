@@ -1,7 +1,8 @@
 //! The `drop` and `partition` driver: resolves the target to an interface in a netns (TCX
-//! links) or to a cgroup2 directory (cgroup_skb links), loads one `ebpf/drop.bpf.c` object per
-//! fault, fills its rules and deadline, attaches it with unpinned links, and holds the objects
-//! in memory until revert (revert = drop the links; the kernel also drops them if the agent
+//! links) or to a cgroup2 directory (cgroup_skb links), takes one `ebpf/drop.bpf.c` object per
+//! fault (the verified spare of [`super::warm`]), fills its rules and deadline, attaches it with
+//! unpinned links, and holds the objects in memory until revert (revert = deadline 0, then the
+//! links are dropped, [`super::attach::release`]; the kernel also drops them if the agent
 //! dies). Every object's `fl_session` map follows the agent's control connections
 //! ([`super::control`]). Counters feed Health and `faultline_agent_ebpf_packets_total`.
 

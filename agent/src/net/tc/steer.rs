@@ -1,4 +1,5 @@
-//! Loads `ebpf/steer.bpf.c` for one impaired class and attaches it to an interface's egress
+//! Takes a verified `ebpf/steer.bpf.c` (the spare of [`crate::net::warm`]) for one impaired
+//! class and attaches it to an interface's egress
 //! (`fl_steer_eg`: matching packets get `skb->priority` = the class id while the deadline is
 //! ahead) or ingress (`fl_steer_in`: the same, then a redirect to the interface's IFB device,
 //! whose tree impairs them; TCX kernels only). On kernels
