@@ -65,31 +65,30 @@ impl Agent {
         }
         Ok(a)
     }
+}
 
-    /// (RSS in MiB, CPU in cores averaged over `over`).
-    fn footprint(&self, over: Duration) -> Result<(f64, f64)> {
-        let pid = self.child.id();
-        let ticks = || -> Result<u64> {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-            let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-            let f: Vec<&str> = after.split_whitespace().collect();
-            // Fields 14 and 15 (utime, stime); `after` starts at field 3.
-            Ok(f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-                + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0))
-        };
-        let hz = 100.0; // USER_HZ on Linux
-        let t0 = ticks()?;
-        std::thread::sleep(over);
-        let t1 = ticks()?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        let rss_kib: f64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0);
-        Ok((rss_kib / 1024.0, (t1 - t0) as f64 / hz / over.as_secs_f64()))
-    }
+/// A process's (RSS in MiB, CPU in cores averaged over `over`), from `/proc/<pid>`.
+pub fn footprint(pid: u32, over: Duration) -> Result<(f64, f64)> {
+    let ticks = || -> Result<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let f: Vec<&str> = after.split_whitespace().collect();
+        // Fields 14 and 15 (utime, stime); `after` starts at field 3.
+        Ok(f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+            + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0))
+    };
+    let hz = 100.0; // USER_HZ on Linux
+    let t0 = ticks()?;
+    std::thread::sleep(over);
+    let t1 = ticks()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let rss_kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    Ok((rss_kib / 1024.0, (t1 - t0) as f64 / hz / over.as_secs_f64()))
 }
 
 fn target(w: &World) -> String {
@@ -157,5 +156,5 @@ pub fn holding(w: &World, bin: &Path, n: usize, over: Duration) -> Result<(f64, 
     let agent = Agent::start(bin, &faults.join("---\n"), n, &format!("hold-{n}"))?;
     // Let start-up work (the spares' refill) settle before sampling.
     std::thread::sleep(Duration::from_secs(2));
-    agent.footprint(over)
+    footprint(agent.child.id(), over)
 }

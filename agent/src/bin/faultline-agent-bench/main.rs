@@ -9,6 +9,7 @@ mod costs;
 mod datapath;
 mod latency;
 mod report;
+mod session;
 mod world;
 
 use std::path::PathBuf;
@@ -44,6 +45,13 @@ struct Args {
     /// through (0 skips these and the footprint figures).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(0..=1000))]
     kill_runs: u16,
+    /// A faultline-coordinator binary: with --faultctl-bin, also measure the agent daemon idle
+    /// in a real session, sending telemetry every second.
+    #[arg(long, requires = "faultctl_bin")]
+    coordinator_bin: Option<PathBuf>,
+    /// The faultctl binary that makes the session's development certificates.
+    #[arg(long, requires = "coordinator_bin")]
+    faultctl_bin: Option<PathBuf>,
     /// The faultline-agent binary resource-fault workers re-exec (default: next to this one).
     #[arg(long)]
     agent_bin: Option<PathBuf>,
@@ -123,6 +131,15 @@ fn main() -> Result<()> {
                     agentproc::holding(&world, &bin, n, std::time::Duration::from_secs(10))?;
                 process.holding.push((n, rss, cores));
             }
+        }
+        if let (Some(c), Some(f)) = (&args.coordinator_bin, &args.faultctl_bin) {
+            process.session = Some(session::idle(
+                &bin,
+                c,
+                f,
+                std::time::Duration::from_secs(5),
+                std::time::Duration::from_secs(20),
+            )?);
         }
         anyhow::Ok((rows, costs, process))
     })?;

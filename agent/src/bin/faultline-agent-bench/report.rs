@@ -13,6 +13,8 @@ pub struct Process {
     pub kill_ms: crate::latency::Samples,
     /// (faults held, RSS MiB, CPU cores).
     pub holding: Vec<(usize, f64, f64)>,
+    /// The daemon idle in a session with telemetry every second: (RSS MiB, CPU cores).
+    pub session: Option<(f64, f64)>,
 }
 
 pub struct Report {
@@ -148,6 +150,12 @@ impl Report {
                 p.kill_ms.pct(100.0)
             ));
         }
+        if let Some((rss, cores)) = p.session {
+            s.push_str(&format!(
+                "agent daemon idle in a session, telemetry every 1 s: RSS {rss:.1} MiB, CPU {:.2}% of a core (20 s)\n",
+                cores * 100.0
+            ));
+        }
         for (n, rss, cores) in &p.holding {
             s.push_str(&format!(
                 "`faultline-agent run` holding {n} drop fault(s): RSS {rss:.1} MiB, CPU {:.2}% of a core (10 s)\n",
@@ -187,6 +195,9 @@ impl Report {
             "ratios": ratios,
             "sigkill_to_inert_ms_p50": self.process.kill_ms.pct(50.0),
             "sigkill_to_inert_ms_max": self.process.kill_ms.pct(100.0),
+            "session_idle": self.process.session.map(|(rss, cores)| json!({
+                "rss_mib": rss, "cpu_cores": cores,
+            })),
             "holding": self.process.holding.iter().map(|(n, rss, cores)| json!({
                 "faults": n, "rss_mib": rss, "cpu_cores": cores,
             })).collect::<Vec<_>>(),
