@@ -186,3 +186,19 @@ pub fn iptables_row(w: &World, runs: usize, gap: Duration) -> Result<Row> {
     }
     Ok(row)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Samples;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let s = Samples((1..=100).rev().map(f64::from).collect());
+        assert_eq!(s.pct(50.0), 50.0);
+        assert_eq!(s.pct(99.0), 99.0);
+        assert_eq!(s.pct(100.0), 100.0);
+        assert_eq!(s.pct(0.0), 1.0);
+        assert_eq!(Samples(vec![7.0, 3.0]).pct(99.0), 7.0);
+        assert!(Samples::default().pct(50.0).is_nan());
+    }
+}
