@@ -7,7 +7,7 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
 
-.PHONY: all build demo bench test lint fmt deps deps-demo check-toolchain clean help
+.PHONY: all build demo bench bench-agent test lint fmt deps deps-demo check-toolchain clean help
 
 all: build
 
@@ -15,6 +15,8 @@ help:
 	@echo "make demo   (root) a coordinator, 3 agents in network namespaces, a service, Prometheus,"
 	@echo "            then an experiment whose error-rate guard aborts it; prints the report"
 	@echo "make bench  coordinator benchmark with 100, 1,000 and 10,000 simulated agents (release build; JSON in target/bench/)"
+	@echo "make bench-agent (root) the agent's apply/revert latency and data-path cost beside tc and"
+	@echo "            iptables (release build; JSON in target/bench/agent.json)"
 	@echo "make test   installs what the tests need (apt), then runs every test"
 	@echo "make build  builds every binary (debug)"
 	@echo "make lint   cargo fmt --check and clippy -D warnings"
@@ -49,6 +51,16 @@ bench: check-toolchain
 	mkdir -p target/bench
 	target/release/faultline-sim bench --coordinator-bin target/release/faultline-coordinator \
 		--agents $(BENCH_SIZES) --json target/bench/coordinator.json $(BENCH_ARGS)
+
+# Extra flags for faultline-agent-bench, e.g. make bench-agent BENCH_AGENT_ARGS="--runs 200".
+BENCH_AGENT_ARGS ?=
+
+bench-agent: check-toolchain
+	scripts/install-deps.sh bench
+	$(CARGO) build --release -p faultline-agent --bin faultline-agent --bin faultline-agent-bench
+	mkdir -p target/bench
+	target/release/faultline-agent-bench --agent-bin target/release/faultline-agent \
+		--json target/bench/agent.json $(BENCH_AGENT_ARGS)
 
 test: check-toolchain deps
 	$(CARGO) build --workspace --bins

@@ -3,7 +3,8 @@
 # already installed are skipped, and `apt-get update` runs only when a missing package has no
 # install candidate yet. As root it installs; otherwise it fails with the list to install.
 #
-# Usage: scripts/install-deps.sh [build|demo|test]   (default: test; each includes the previous)
+# Usage: scripts/install-deps.sh [build|demo|test|bench]   (default: test; each of build, demo,
+# test includes the previous; bench is build plus what `make bench-agent` runs)
 set -euo pipefail
 
 profile="${1:-test}"
@@ -34,12 +35,17 @@ test_pkgs+=(chromium nodejs)
 # runs by hand inside test network namespaces (the package's own service is not used).
 test_pkgs+=(dnsmasq)
 
+# `make bench-agent` (agent/src/bin/faultline-agent-bench): what the anchors exec (tc from
+# iproute2 and nsenter from util-linux, iptables) and the data-path measurement (iperf3).
+bench_pkgs=(iproute2 util-linux iptables iperf3)
+
 case "$profile" in
 build) wanted=("${build_pkgs[@]}") ;;
+bench) wanted=("${build_pkgs[@]}" "${bench_pkgs[@]}") ;;
 demo) wanted=("${build_pkgs[@]}" "${demo_pkgs[@]}") ;;
 test) wanted=("${build_pkgs[@]}" "${demo_pkgs[@]}" "${test_pkgs[@]}") ;;
 *)
-    echo "error: unknown profile '$profile': use build, demo or test" >&2
+    echo "error: unknown profile '$profile': use build, demo, test or bench" >&2
     exit 2
     ;;
 esac
@@ -60,6 +66,7 @@ if ! command -v dpkg >/dev/null 2>&1; then
         [gcc]=cc [libc6-dev]="" [ca-certificates]="" [python3]=python3 [curl]=curl [procps]=ps
         [prometheus]=prometheus [iproute2]=ip [clang]=clang [llvm]=llvm-strip [libbpf-dev]=""
         [util-linux]=nsenter [openssl]=openssl [systemd]=systemd-analyze [iptables]=iptables
+        [iperf3]=iperf3
     )
     absent=()
     for p in "${pkgs[@]}"; do

@@ -87,13 +87,18 @@ fn wait_for(what: &str, within: Duration, mut ok: impl FnMut() -> bool, logs: &[
 
 type SessionMap = BpfHash<MapData, [u8; KEY_SIZE], u8>;
 
-/// The `fl_session` maps of the Faultline programs process `pid` holds, one per loaded object
-/// (the programs of one object share it): (program, map).
+/// The `fl_session` maps of the attached Faultline programs process `pid` holds, one per
+/// fault object (the programs of one object share it): (program, map). The agent's spare
+/// objects (`net::warm`: loaded ahead of need, never attached) are left out.
 fn session_maps(pid: u32) -> Vec<(String, SessionMap)> {
     let mut out = Vec::new();
     let mut seen = Vec::new();
+    let attached: Vec<u32> = aya::programs::loaded_links()
+        .filter_map(Result::ok)
+        .map(|l| l.program_id())
+        .collect();
     for p in ebpf::programs_named("fl_") {
-        if !ebpf::holders(Path::new("/proc"), p.id).contains(&pid) {
+        if !attached.contains(&p.id) || !ebpf::holders(Path::new("/proc"), p.id).contains(&pid) {
             continue;
         }
         for id in &p.map_ids {

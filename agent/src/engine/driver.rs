@@ -8,7 +8,10 @@
 //!   completed with what only exists after applying (worker PIDs and start times); the engine
 //!   journals it again.
 //! - `revert` is idempotent and succeeds whether `apply` ran fully, half, or never: it undoes what
-//!   it finds and reports `AlreadyGone` when there was nothing to undo.
+//!   it finds and reports `AlreadyGone` when there was nothing to undo. When it returns the
+//!   fault no longer acts; an eBPF link whose detach waits in the kernel (an RCU grace period)
+//!   may be closed just after, on a thread of its own, its program disarmed before (the
+//!   eBPF drivers' `release`).
 //! - `sweep` removes artifacts the driver owns (found by their deterministic names) that no
 //!   journal entry names; it is how a lost journal still leaves nothing behind.
 //! - Methods block (syscalls, /proc and /sys reads); the engine calls them off the async

@@ -132,7 +132,9 @@ impl Journal {
         self.tree
             .insert(entry.fault_id.as_bytes(), bytes)
             .map_err(|e| write_err(e.to_string()))?;
-        self.tree.flush().map_err(|e| write_err(e.to_string()))?;
+        tracing::debug_span!("journal_flush")
+            .in_scope(|| self.tree.flush())
+            .map_err(|e| write_err(e.to_string()))?;
         Ok(())
     }
 
@@ -143,7 +145,9 @@ impl Journal {
             message: e.to_string(),
         };
         self.tree.remove(fault_id.as_bytes()).map_err(write_err)?;
-        self.tree.flush().map_err(write_err)?;
+        tracing::debug_span!("journal_flush")
+            .in_scope(|| self.tree.flush())
+            .map_err(write_err)?;
         Ok(())
     }
 

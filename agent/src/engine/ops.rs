@@ -51,7 +51,8 @@ pub(super) async fn call_or_late<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, DriverError> + Send + 'static,
     late: impl FnOnce(Result<T, DriverError>) + Send + 'static,
 ) -> Result<T, Failure> {
-    let mut handle = tokio::task::spawn_blocking(f);
+    let span = tracing::debug_span!("driver_call", op = what);
+    let mut handle = tokio::task::spawn_blocking(move || span.in_scope(f));
     let joined = match tokio::time::timeout(limit, &mut handle).await {
         Ok(joined) => joined,
         Err(_) => {

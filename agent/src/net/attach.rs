@@ -1,21 +1,22 @@
 //! Loads and attaches a drop object's programs for one fault: TCX links on an interface (inside
 //! the interface's netns, on the netns thread) or cgroup links on a cgroup2 directory. Links
 //! are never pinned: the kernel detaches them when their last file descriptor closes, i.e. on
-//! revert or when the agent process dies.
+//! revert or when the agent process dies. [`release`] ends a fault's programs: disarmed at once,
+//! detached on a thread of their own.
 
 use std::fs::File;
 use std::path::Path;
 
 use aya::programs::cgroup_skb::CgroupSkbAttachType;
 use aya::programs::links::CgroupAttachMode;
-use aya::programs::links::FdLink;
+use aya::programs::links::{FdLink, Link as _};
 use aya::programs::tc::TcAttachOptions;
 use aya::programs::{CgroupSkb, LinkOrder, SchedClassifier, TcAttachType};
 use aya::Ebpf;
 
 use super::netns;
 use super::plan::Scope;
-use super::rules::Hook;
+use super::rules::{Config, Hook};
 use crate::engine::driver::DriverError;
 
 /// The object with its programs attached; dropping `links` detaches them.
@@ -105,7 +106,10 @@ pub fn attach_tc_programs(
             .ok_or_else(|| DriverError::Other(format!("{what}: not in the object")))?
             .try_into()
             .map_err(wrap(&what))?;
-        prog.load().map_err(wrap(&what))?;
+        tracing::debug_span!("ebpf_prog_verify", program = name)
+            .in_scope(|| super::warm::ensure_loaded(|| prog.load()))
+            .map_err(wrap(&what))?;
+        let _t = tracing::debug_span!("ebpf_tcx_attach", program = name).entered();
         let attach_type = match hook {
             Hook::Ingress => TcAttachType::Ingress,
             Hook::Egress => TcAttachType::Egress,
@@ -152,7 +156,10 @@ fn attach_cgroup(
             .ok_or_else(|| DriverError::Other(format!("{what}: not in the object")))?
             .try_into()
             .map_err(wrap(&what))?;
-        prog.load().map_err(wrap(&what))?;
+        tracing::debug_span!("ebpf_prog_verify", program = name)
+            .in_scope(|| super::warm::ensure_loaded(|| prog.load()))
+            .map_err(wrap(&what))?;
+        let _t = tracing::debug_span!("ebpf_cgroup_attach", program = name).entered();
         let attach_type = match hook {
             Hook::Ingress => CgroupSkbAttachType::Ingress,
             Hook::Egress => CgroupSkbAttachType::Egress,
@@ -171,4 +178,88 @@ fn attach_cgroup(
         keep(&mut out, &what, link, info)?;
     }
     Ok(out)
+}
+
+/// Program ids this process is detaching (see [`release`]).
+static RELEASING: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+/// Whether this process is detaching program `id` after a revert (it is disarmed already).
+pub fn releasing(id: u32) -> bool {
+    RELEASING
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .contains(&id)
+}
+
+/// Detaches `links`, unloads `ebpf`, and takes `ids` out of [`RELEASING`] once the kernel no
+/// longer lists them (it frees a program after its last reference, at most 1 s is waited).
+fn detach_now(fault_id: &str, links: Vec<FdLink>, ebpf: Ebpf, ids: &[u32]) {
+    let _t = tracing::debug_span!("ebpf_detach").entered();
+    for link in links {
+        if let Err(e) = link.detach() {
+            tracing::warn!(fault_id, error = %e, "detaching an eBPF link");
+        }
+    }
+    drop(ebpf);
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    while std::time::Instant::now() < until
+        && super::ebpf::programs_named(super::ebpf::PREFIX)
+            .iter()
+            .any(|p| ids.contains(&p.id))
+    {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    RELEASING
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|id| !ids.contains(id));
+}
+
+/// Ends a fault's programs. The object's `fl_cfg` deadline is set to 0 first (one map write:
+/// from the next packet on its programs leave everything alone), then its links are detached
+/// and the object unloaded on a thread of their own, since each detach waits in the kernel for
+/// an RCU grace period. When the deadline cannot be written, or no thread can be started, the
+/// links are detached here before this returns. Either way nothing acts once this returns.
+/// `prog_ids` stay in [`releasing`] until the kernel no longer lists them, so a second revert
+/// meanwhile knows they are this process's own.
+pub fn release(
+    fault_id: &str,
+    mut ebpf: Ebpf,
+    config: Config,
+    links: Vec<FdLink>,
+    prog_ids: &[u32],
+) {
+    RELEASING
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .extend_from_slice(prog_ids);
+    let disarmed = super::ebpf::write_config(
+        &mut ebpf,
+        &Config {
+            deadline_ns: 0,
+            ..config
+        },
+    );
+    if let Err(e) = disarmed {
+        tracing::warn!(fault_id, error = %e, "cannot disarm an eBPF fault; detaching it now");
+        return detach_now(fault_id, links, ebpf, prog_ids);
+    }
+    let (id, ids) = (fault_id.to_string(), prog_ids.to_vec());
+    // The thread gets links and object through a channel, so a failed spawn leaves them here.
+    let (tx, rx) = std::sync::mpsc::channel::<(Vec<FdLink>, Ebpf)>();
+    let spawned = std::thread::Builder::new()
+        .name("fl-ebpf-detach".into())
+        .spawn(move || {
+            if let Ok((links, ebpf)) = rx.recv() {
+                detach_now(&id, links, ebpf, &ids);
+            }
+        });
+    match spawned {
+        Ok(_) => {
+            if let Err(std::sync::mpsc::SendError((links, ebpf))) = tx.send((links, ebpf)) {
+                detach_now(fault_id, links, ebpf, prog_ids);
+            }
+        }
+        Err(_) => detach_now(fault_id, links, ebpf, prog_ids),
+    }
 }

@@ -1,8 +1,9 @@
 //! The `dns` driver: resolves the target to an interface in its netns (and, for cgroup,
-//! container and pod targets, to the cgroup2 directory whose sockets are in scope), loads one
-//! `ebpf/dns.bpf.c` object per fault, writes its names, action, probability and deadline,
-//! attaches `fl_dns_tc_eg` to the interface's egress with an unpinned TCX link, and holds the
-//! object until revert (revert = drop the link; the kernel also drops it if the agent dies,
+//! container and pod targets, to the cgroup2 directory whose sockets are in scope), takes one
+//! `ebpf/dns.bpf.c` object per fault (the verified spare of [`super::warm`]), writes its
+//! names, action, probability and deadline, attaches `fl_dns_tc_eg` to the interface's egress
+//! with an unpinned TCX link, and holds the object until revert (revert = deadline 0, then the
+//! link is dropped, [`super::attach::release`]; the kernel also drops it if the agent dies,
 //! and the program itself stops at the deadline in its map). Counters feed Health and
 //! `faultline_agent_dns_queries_total`. Planning (scope, recipe) is in `dns_plan`, the map
 //! encodings in `dns_rules`.
@@ -12,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 use std::time::SystemTime;
 
-use aya::programs::links::{FdLink, Link as _};
+use aya::programs::links::FdLink;
 use aya::Ebpf;
 use faultline_core::fault::{DnsAction, DnsFault, Fault, FaultKind, FaultSpec};
 use metrics::{counter, describe_counter};
@@ -149,7 +150,7 @@ impl Driver for DnsDriver {
 
     fn available(&self) -> Result<(), String> {
         ebpf::tcx_available()?;
-        ebpf::load(ebpf::DNS_OBJECT).map(|_| ()).map_err(|e| {
+        super::warm::DNS.fill().map_err(|e| {
             format!(
                 "{} (dns faults need root, or CAP_BPF with CAP_NET_ADMIN)",
                 ebpf::chain(&e)
@@ -195,7 +196,7 @@ impl Driver for DnsDriver {
         }
         let d = dns_of(spec)?;
         let seed: u64 = rand::random();
-        let mut obj = ebpf::load(ebpf::DNS_OBJECT).map_err(ebpf_err)?;
+        let mut obj = super::warm::DNS.take().map_err(ebpf_err)?;
         let cgroup_id = data.cgroup.as_ref().map_or(0, |c| c.id);
         ebpf::write_dns(
             &mut obj,
@@ -258,18 +259,16 @@ impl Driver for DnsDriver {
         let taken = self.held().remove(&data.fault_id);
         if let Some(mut l) = taken {
             let _ = Self::report(&mut l);
-            for link in l.links.drain(..) {
-                if let Err(e) = link.detach() {
-                    tracing::warn!(fault_id = %data.fault_id, error = %e, "detaching a dns link");
-                }
-            }
+            let links = std::mem::take(&mut l.links);
+            attach::release(&data.fault_id, l.ebpf, l.config, links, &l.recipe.prog_ids);
             return Ok(RevertOutcome::Reverted);
         }
         // Not held here: the link died with the process that held it. A program with a
         // recorded id that is still loaded (someone else holds it) is disarmed.
+        // This process's own (a revert's detach still running) are disarmed already.
         let left: Vec<_> = ebpf::programs_named(PROGRAM_PREFIX)
             .into_iter()
-            .filter(|p| data.prog_ids.contains(&p.id))
+            .filter(|p| data.prog_ids.contains(&p.id) && !attach::releasing(p.id))
             .collect();
         if left.is_empty() {
             return Ok(RevertOutcome::AlreadyGone);
@@ -313,6 +312,7 @@ impl Driver for DnsDriver {
             .values()
             .flat_map(|l| l.recipe.prog_ids.clone())
             .collect();
+        mine.extend(super::warm::DNS.prog_ids());
         for r in known {
             if let Ok(d) = DnsRecipe::from_recipe(r) {
                 mine.extend(d.prog_ids);

@@ -1,7 +1,8 @@
 //! The `drop` and `partition` driver: resolves the target to an interface in a netns (TCX
-//! links) or to a cgroup2 directory (cgroup_skb links), loads one `ebpf/drop.bpf.c` object per
-//! fault, fills its rules and deadline, attaches it with unpinned links, and holds the objects
-//! in memory until revert (revert = drop the links; the kernel also drops them if the agent
+//! links) or to a cgroup2 directory (cgroup_skb links), takes one `ebpf/drop.bpf.c` object per
+//! fault (the verified spare of [`super::warm`]), fills its rules and deadline, attaches it with
+//! unpinned links, and holds the objects in memory until revert (revert = deadline 0, then the
+//! links are dropped, [`super::attach::release`]; the kernel also drops them if the agent
 //! dies). Every object's `fl_session` map follows the agent's control connections
 //! ([`super::control`]). Counters feed Health and `faultline_agent_ebpf_packets_total`.
 
@@ -10,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 use std::time::SystemTime;
 
-use aya::programs::links::{FdLink, Link as _};
+use aya::programs::links::FdLink;
 use aya::Ebpf;
 use faultline_core::fault::{FaultKind, FaultSpec};
 use metrics::{counter, describe_counter};
@@ -144,7 +145,7 @@ impl Driver for DropDriver {
     }
 
     fn available(&self) -> Result<(), String> {
-        ebpf::load(ebpf::DROP_OBJECT).map(|_| ()).map_err(|e| {
+        super::warm::DROP.fill().map_err(|e| {
             format!(
                 "{} (eBPF faults need root, or CAP_BPF with CAP_NET_ADMIN)",
                 ebpf::chain(&e)
@@ -185,7 +186,7 @@ impl Driver for DropDriver {
         }
         let w = Wanted::of(spec)?;
         let rules = w.rules(&self.protected)?;
-        let mut obj = ebpf::load(ebpf::DROP_OBJECT).map_err(ebpf_err)?;
+        let mut obj = super::warm::DROP.take().map_err(ebpf_err)?;
         let until = self.lease.bound(ctx.deadline);
         let deadline_ns = ebpf::monotonic_ns(until).map_err(ebpf_err)?;
         ebpf::write_rules(&mut obj, &rules, deadline_ns).map_err(ebpf_err)?;
@@ -231,18 +232,16 @@ impl Driver for DropDriver {
         let taken = self.held().remove(&data.fault_id);
         if let Some(mut l) = taken {
             let _ = Self::report(l.kind, &mut l);
-            for link in l.links.drain(..) {
-                if let Err(e) = link.detach() {
-                    tracing::warn!(fault_id = %data.fault_id, error = %e, "detaching an eBPF link");
-                }
-            }
+            let links = std::mem::take(&mut l.links);
+            attach::release(&data.fault_id, l.ebpf, l.config, links, &l.recipe.prog_ids);
             return Ok(RevertOutcome::Reverted);
         }
         // Not held by this process: the links died with the process that held them. A program
         // with a recorded id that is still loaded (someone else holds it) is disarmed.
+        // This process's own (a revert's detach still running) are disarmed already.
         let left: Vec<_> = ebpf::programs_named(PROGRAM_PREFIX)
             .into_iter()
-            .filter(|p| data.prog_ids.contains(&p.id))
+            .filter(|p| data.prog_ids.contains(&p.id) && !attach::releasing(p.id))
             .collect();
         if left.is_empty() {
             return Ok(RevertOutcome::AlreadyGone);
@@ -292,6 +291,7 @@ impl Driver for DropDriver {
             .values()
             .flat_map(|l| l.recipe.prog_ids.clone())
             .collect();
+        mine.extend(super::warm::DROP.prog_ids());
         for r in known {
             if let Ok(d) = DropRecipe::from_recipe(r) {
                 mine.extend(d.prog_ids);

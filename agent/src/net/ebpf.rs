@@ -7,6 +7,7 @@
 //! same functions.
 
 use std::path::Path;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
@@ -48,6 +49,12 @@ pub enum EbpfError {
         #[source]
         source: Box<MapError>,
     },
+    #[error("loading (verifying) program {program}: {source}")]
+    Verify {
+        program: String,
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
     #[error("reading CLOCK_MONOTONIC: {0}")]
     Clock(nix::Error),
 }
@@ -80,9 +87,26 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// One loader per process: `EbpfLoader::new()` parses the kernel's BTF
+/// (`/sys/kernel/btf/vmlinux`, megabytes) on every call, which was most of a fault's apply
+/// time; the loader keeps it parsed and is reused for every object (no BTF on the kernel:
+/// objects load without CO-RE relocations, as before).
+fn loader() -> MutexGuard<'static, EbpfLoader<'static>> {
+    static LOADER: OnceLock<Mutex<EbpfLoader<'static>>> = OnceLock::new();
+    LOADER
+        .get_or_init(|| {
+            let _t = tracing::debug_span!("kernel_btf_parse").entered();
+            Mutex::new(EbpfLoader::new())
+        })
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
 /// Loads an object (maps are created, programs not yet loaded into the kernel).
 pub fn load(object: &[u8]) -> Result<Ebpf, EbpfError> {
-    Ok(EbpfLoader::new().load(object)?)
+    let mut loader = loader();
+    let _t = tracing::debug_span!("ebpf_object_load").entered();
+    Ok(loader.load(object)?)
 }
 
 fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Map, EbpfError> {

@@ -16,6 +16,7 @@ pub mod network;
 mod plan;
 pub mod rules;
 pub mod tc;
+pub mod warm;
 // dns (issue 13)
 pub mod dns;
 mod dns_plan;

@@ -79,6 +79,7 @@ where
     let handle = std::thread::Builder::new()
         .name("fl-netns".into())
         .spawn(move || -> Result<T, NetnsError> {
+            let _t = tracing::debug_span!("netns_thread").entered();
             if let Some((path, file)) = file {
                 setns(&file, CloneFlags::CLONE_NEWNET)
                     .map_err(|source| NetnsError::Enter { path, source })?;

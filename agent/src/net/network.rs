@@ -22,7 +22,7 @@ use super::rules::ProtectedTraffic;
 use super::tc::iface::{self, Iface, IfaceError};
 use super::tc::qdisc::{self, handle_str, Rtnl, TcError};
 use super::tc::tree::Member;
-use super::tc::{classid, ifb, orphans, steer, sync, Side};
+use super::tc::{classid, ifb, orphans, sync, Side};
 use super::{KernelLease, NetConfig, Renewable};
 use crate::engine::driver::{Driver, DriverError, FaultCtx, Health, Recipe, RevertOutcome};
 use crate::host::target::Resolver;
@@ -215,8 +215,8 @@ impl Driver for NetworkDriver {
     }
 
     fn available(&self) -> Result<(), String> {
-        super::ebpf::load(steer::STEER_OBJECT)
-            .map(drop)
+        super::warm::STEER
+            .fill()
             .map_err(|e| format!("{e} (network faults need root, or CAP_BPF with CAP_NET_ADMIN)"))
     }
 

@@ -259,9 +259,9 @@ fn converge_here(
     session: &[ConnKey],
     clsact_added: bool,
 ) -> Result<(Attached, sync::Applied, bool), IfaceError> {
-    // Detach first (drop, here in the netns: a legacy filter is deleted by ifindex). For
-    // ingress this also comes before the IFB goes: a redirect to a vanished device drops.
-    drop(detach);
+    // Detach first (here in the netns: a legacy filter is deleted by ifindex). For ingress
+    // this also comes before the IFB goes: a redirect to a vanished device drops.
+    release(detach);
     let mut port = Rtnl::open()?;
     if place.side == Side::Ingress {
         return converge_ingress(&mut port, place, tree, applied, attach, session);
@@ -339,6 +339,36 @@ fn attach_all(
         attached.push((a.minor, a.matcher, prog));
     }
     Ok(attached)
+}
+
+/// Ends steering programs. With TCX each is disarmed first (deadline 0: from the next packet
+/// on it steers and redirects nothing) and its link is then closed on a thread of its own,
+/// since each detach waits for an RCU grace period in the kernel; a legacy filter, or one
+/// that cannot be disarmed, is removed here before this returns.
+fn release(detach: Vec<Steer>) {
+    if detach.is_empty() || !steer::tcx() {
+        return drop(detach);
+    }
+    let mut detach = detach;
+    for s in detach.iter_mut() {
+        if let Err(e) = s.prog.set_deadline(0) {
+            tracing::warn!(error = %e, "cannot disarm a steering program; detaching now");
+            return drop(detach);
+        }
+    }
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<Steer>>();
+    let spawned = std::thread::Builder::new()
+        .name("fl-steer-detach".into())
+        .spawn(move || {
+            let _t = tracing::debug_span!("ebpf_detach").entered();
+            drop(rx.recv());
+        });
+    if spawned.is_err() {
+        return drop(detach);
+    }
+    if let Err(std::sync::mpsc::SendError(detach)) = tx.send(detach) {
+        drop(detach);
+    }
 }
 
 /// Deletes the clsact qdisc Faultline added for legacy steering filters.

@@ -1,4 +1,5 @@
-//! Loads `ebpf/steer.bpf.c` for one impaired class and attaches it to an interface's egress
+//! Takes a verified `ebpf/steer.bpf.c` (the spare of [`crate::net::warm`]) for one impaired
+//! class and attaches it to an interface's egress
 //! (`fl_steer_eg`: matching packets get `skb->priority` = the class id while the deadline is
 //! ahead) or ingress (`fl_steer_in`: the same, then a redirect to the interface's IFB device,
 //! whose tree impairs them; TCX kernels only). On kernels
@@ -99,7 +100,7 @@ impl Steering {
                 (INGRESS_PROGRAM, TcAttachType::Ingress, ifb)
             }
         };
-        let mut bpf = ebpf::load(STEER_OBJECT)?;
+        let mut bpf = crate::net::warm::STEER.take()?;
         {
             let map = bpf
                 .map_mut(CLASS_MAP)
@@ -126,8 +127,10 @@ impl Steering {
             .program_mut(name)
             .ok_or_else(|| EbpfError::Missing(format!("program {name}")))?
             .try_into()?;
-        prog.load()?;
-        prog.attach(interface, attach_type)?;
+        tracing::debug_span!("ebpf_prog_verify", program = name)
+            .in_scope(|| crate::net::warm::ensure_loaded(|| prog.load()))?;
+        tracing::debug_span!("ebpf_tcx_attach", program = name)
+            .in_scope(|| prog.attach(interface, attach_type))?;
         Ok(Steering {
             ebpf: bpf,
             config: Config {
