@@ -32,9 +32,16 @@ fn fault_file(dir: &Path, text: &str) -> std::path::PathBuf {
 }
 
 /// Ids of `fl_dns_` programs the process `pid` holds.
+/// The attached `fl_dns_` programs process `pid` holds. The agent also keeps a verified spare
+/// (`net::warm`: loaded ahead of the next apply, never attached), left out here.
 fn programs_held_by(pid: u32) -> Vec<u32> {
+    let attached: Vec<u32> = aya::programs::loaded_links()
+        .filter_map(Result::ok)
+        .map(|l| l.program_id())
+        .collect();
     ebpf::programs_named(PROGRAM_PREFIX)
         .into_iter()
+        .filter(|p| attached.contains(&p.id))
         .filter(|p| ebpf::holders(Path::new("/proc"), p.id).contains(&pid))
         .map(|p| p.id)
         .collect()
