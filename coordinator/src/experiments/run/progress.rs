@@ -55,3 +55,46 @@ impl Progress {
         self.answered_up_to == targets.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(agent: &str, fault_id: &str) -> TargetRecord {
+        serde_json::from_value(serde_json::json!({
+            "agent": agent, "fault_index": 0, "fault_id": fault_id, "fault": "cpu 5% x 1",
+            "state": "pending",
+        }))
+        .expect("a target record")
+    }
+
+    #[test]
+    fn settled_and_answered_only_once_every_target_is_in_any_order() {
+        let mut targets: Vec<TargetRecord> = (0..4)
+            .map(|i| target(&format!("node-{i}"), &format!("f{i}")))
+            .collect();
+        let mut p = Progress::new(&targets);
+        // Answered and settled from the back: the cursors must not pass target 0.
+        for i in [3, 2, 1] {
+            targets[i].state = TargetState::Applied;
+            assert!(!p.all_answered(&targets), "target 0 still pending");
+        }
+        targets[0].state = TargetState::Applied;
+        assert!(p.all_answered(&targets));
+        for i in [1, 3, 2] {
+            targets[i].reverted_unix_ms = 10;
+            assert!(!p.all_settled(&targets), "target 0 not settled");
+        }
+        targets[0].state = TargetState::Failed;
+        assert!(p.all_settled(&targets));
+    }
+
+    #[test]
+    fn a_fault_id_names_its_target_only_for_its_own_agent() {
+        let targets = vec![target("a", "f1"), target("b", "f2")];
+        let p = Progress::new(&targets);
+        assert_eq!(p.target(&targets, "f2", "b"), Some(1));
+        assert_eq!(p.target(&targets, "f2", "a"), None);
+        assert_eq!(p.target(&targets, "f3", "a"), None);
+    }
+}
