@@ -15,6 +15,7 @@ pub mod kube;
 pub mod metrics;
 pub mod notify;
 pub mod registry;
+mod renew_pace;
 pub mod runs;
 pub mod schedules;
 mod session;

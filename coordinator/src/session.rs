@@ -1,7 +1,8 @@
 //! `AgentSession.Connect`: checks the Hello against the agent's certificate, registers the
-//! agent, renews its lease every renew interval, takes its telemetry and fault status, answers
-//! its certificate renewals, and ends the session when the agent leaves, falls silent for a
-//! lease, is replaced, is revoked, or we shut down.
+//! agent, renews its lease (each renewal answers its telemetry; a timer renews when none came,
+//! so renewals are at most 1.5 renew intervals apart), takes its telemetry and fault status,
+//! answers its certificate renewals, and ends the session when the agent leaves, falls silent
+//! for a lease, is replaced, is revoked, or we shut down.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use faultline_proto::pb::agent_message::Msg as AgentMsg;
 use faultline_proto::pb::coordinator_message::Msg as CoordMsg;
 use faultline_proto::pb::{self, agent_session_server::AgentSession};
 use tokio::sync::mpsc;
-use tokio::time::{sleep_until, Instant, MissedTickBehavior};
+use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -21,6 +22,7 @@ use crate::authz::Method;
 use crate::enroll::{Pki, Revocations};
 use crate::metrics::{self, CloseReason, RefusalReason};
 use crate::registry::{Arrival, RevertAllOrder, SessionHandle};
+use crate::renew_pace::RenewPace;
 use crate::state::{now_ms, State, TELEMETRY_INTERVAL_MS};
 
 /// How long a new session may take to say Hello.
@@ -149,6 +151,21 @@ impl Session {
             }
             _ = self.state.shutdown.cancelled() => false,
         }
+    }
+
+    /// Sends the next lease renewal; false when it could not be sent.
+    async fn renew_lease(&self, node: &str, sequence: &mut u64) -> bool {
+        *sequence += 1;
+        let lease = CoordMsg::Lease(pb::LeaseRenewal {
+            lease_ms: self.state.lease_ms(),
+            sequence: *sequence,
+            vouched_fault_ids: self.state.vouched_for(node),
+        });
+        if !self.send_msg(lease).await {
+            return false;
+        }
+        metrics::lease_renewed(node, *sequence);
+        true
     }
 
     async fn send_msg(&self, msg: CoordMsg) -> bool {
@@ -349,10 +366,12 @@ impl Session {
             }
         }
 
-        let mut renew =
-            tokio::time::interval_at(Instant::now() + state.renew_interval, state.renew_interval);
-        renew.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // Renewals answer telemetry; the timer renews only when none came in time
+        // (renew_pace.rs).
+        let pace = RenewPace::new(state.lease, state.renew_interval);
+        let mut renewed_at = Instant::now();
         let mut sequence = 0u64;
+        let renew_due = sleep_until(renewed_at + pace.at_most);
         // The futures the loop waits on live across iterations: made once, not once per
         // message. The silence timer is moved only when it fires early (at most once per
         // lease), not re-armed on every message.
@@ -361,7 +380,7 @@ impl Session {
         let shutdown = state.shutdown.cancelled();
         let replaced = end.cancelled();
         let ordered = orders.ordered();
-        tokio::pin!(silent, shutdown, replaced, ordered);
+        tokio::pin!(silent, renew_due, shutdown, replaced, ordered);
         let (reason, why) = loop {
             if let Some(e) = ended.take() {
                 if state.shutdown.is_cancelled() {
@@ -409,18 +428,13 @@ impl Session {
                         }
                     }
                 }
-                _ = renew.tick() => {
-                    sequence += 1;
-                    let lease = CoordMsg::Lease(pb::LeaseRenewal {
-                        lease_ms: state.lease_ms(),
-                        sequence,
-                        vouched_fault_ids: state.vouched_for(&node),
-                    });
-                    if !self.send_msg(lease).await {
+                _ = &mut renew_due => {
+                    if !self.renew_lease(&node, &mut sequence).await {
                         ended = Some((CloseReason::Disconnect, "could not send a lease renewal".into()));
                         continue;
                     }
-                    metrics::lease_renewed(&node, sequence);
+                    renewed_at = Instant::now();
+                    renew_due.as_mut().reset(renewed_at + pace.at_most);
                 }
                 Some(msg) = pushed.recv() => {
                     if !self.send(Ok(*msg)).await {
@@ -430,7 +444,16 @@ impl Session {
                 msg = inbound.message() => match msg {
                     Ok(Some(msg)) => {
                         heard_at = Instant::now();
+                        let telemetry = matches!(msg.msg, Some(AgentMsg::Telemetry(_)));
                         self.received(&node, &session_id, msg.msg);
+                        if telemetry && pace.answers(heard_at - renewed_at) {
+                            if !self.renew_lease(&node, &mut sequence).await {
+                                ended = Some((CloseReason::Disconnect, "could not send a lease renewal".into()));
+                                continue;
+                            }
+                            renewed_at = heard_at;
+                            renew_due.as_mut().reset(renewed_at + pace.at_most);
+                        }
                     }
                     Ok(None) => break (CloseReason::Disconnect, "the agent closed the stream".into()),
                     Err(status) => break (CloseReason::Disconnect, format!("stream failed: {}", status.message())),
