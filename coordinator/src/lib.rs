@@ -341,8 +341,8 @@ impl Coordinator {
 
         let auth = authz::authenticate;
         let router = tonic::transport::Server::builder()
-            .http2_keepalive_interval(Some(Duration::from_secs(10)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+            // No HTTP/2 keepalive pings: the accepted sockets have TCP keepalive
+            // (faultline_identity::tls::incoming), agent sessions their silence timer.
             .add_service(AgentSessionServer::with_interceptor(
                 session::SessionService {
                     state: state.clone(),
