@@ -207,12 +207,10 @@ pub fn detach_stale(interface: &str) -> Result<bool, SteerError> {
     }
 }
 
-/// Whether a steering program of `side` is attached to `interface` now (TCX kernels), or a
-/// kept link's dispatcher (which may carry one). TCX links die with their process and
-/// Faultline never pins them, so an attached program means a live agent process owns the
-/// side's tree (the interface's, or its IFB's for ingress). A dispatcher is counted whether or
-/// not its slot holds steering: a tree is left alone while a live agent keeps a link there
-/// (at most the idle expiry after its last fault), never swept from under a live fault.
+/// Whether a steering program of `side` runs on `interface` now (TCX kernels): attached
+/// itself, or in the slot of an attached kept link's dispatcher. TCX links die with their
+/// process and Faultline never pins them, so a running program means a live agent process
+/// owns the side's tree (the interface's, or its IFB's for ingress).
 pub fn live_steering(interface: &str, side: Side) -> bool {
     if !tcx() {
         return false;
@@ -223,9 +221,17 @@ pub fn live_steering(interface: &str, side: Side) -> bool {
     };
     SchedClassifier::query_tcx(interface, attach_type)
         .map(|(_, progs)| {
-            progs.iter().any(|p| {
-                p.name_as_str() == Some(program(side))
-                    || p.name_as_str() == Some(crate::net::keep::PROGRAM)
+            progs.iter().any(|p| match p.name_as_str() {
+                Some(n) if n == program(side) => true,
+                Some(crate::net::keep::PROGRAM) => {
+                    let ids = p.map_ids().ok().flatten().unwrap_or_default();
+                    crate::net::keep::slot_of(&ids).is_some_and(|id| {
+                        ebpf::programs_named(program(side))
+                            .iter()
+                            .any(|s| s.id == id)
+                    })
+                }
+                _ => false,
             })
         })
         .unwrap_or(false)
