@@ -12,6 +12,13 @@ use aya::programs::{SchedClassifier, TcAttachType};
 use faultline_agent::net::{ebpf, keep, netns};
 use net_ebpf_support::*;
 
+fn dispatcher(o: &mut aya::Ebpf) -> &mut SchedClassifier {
+    o.program_mut(keep::PROGRAM)
+        .expect("the dispatcher program")
+        .try_into()
+        .expect("a classifier")
+}
+
 fn p50_p99(mut v: Vec<Duration>) -> (f64, f64) {
     v.sort();
     let at = |q: f64| {
@@ -31,23 +38,17 @@ fn link_update_against_program_array_update() {
         let mut a = ebpf::load(keep::KEEP_OBJECT).expect("object a");
         let mut b = ebpf::load(keep::KEEP_OBJECT).expect("object b");
         for o in [&mut a, &mut b] {
-            let prog: &mut SchedClassifier = o
-                .program_mut(keep::PROGRAM)
-                .expect("program")
-                .try_into()
-                .expect("classifier");
-            prog.load().expect("load");
+            dispatcher(o).load().expect("load");
         }
         let n = 50;
         // BPF_LINK_UPDATE: the link moves between a's and b's program each time.
         let mut update = Vec::new();
-        let pa: &mut SchedClassifier = a.program_mut(keep::PROGRAM).unwrap().try_into().unwrap();
+        let pa = dispatcher(&mut a);
         let id = pa.attach(&iface, TcAttachType::Egress).expect("attach");
         let mut link = pa.take_link(id).expect("link");
         for i in 0..n {
             let to = if i % 2 == 0 { &mut b } else { &mut a };
-            let prog: &mut SchedClassifier =
-                to.program_mut(keep::PROGRAM).unwrap().try_into().unwrap();
+            let prog = dispatcher(to);
             let t = Instant::now();
             let id = prog.attach_to_link(link).expect("link update");
             update.push(t.elapsed());
@@ -56,12 +57,11 @@ fn link_update_against_program_array_update() {
         }
         drop(link);
         // Program array: b's program in and out of a's slot (a attached again).
-        let pa: &mut SchedClassifier = a.program_mut(keep::PROGRAM).unwrap().try_into().unwrap();
+        let pa = dispatcher(&mut a);
         let id = pa.attach(&iface, TcAttachType::Egress).expect("attach");
         let _link = pa.take_link(id).expect("link");
         let fd = {
-            let pb: &mut SchedClassifier =
-                b.program_mut(keep::PROGRAM).unwrap().try_into().unwrap();
+            let pb = dispatcher(&mut b);
             pb.fd().expect("fd").try_clone().expect("dup")
         };
         let mut set = Vec::new();
