@@ -151,6 +151,11 @@ fn link_field(link: &aya::programs::tc::SchedClassifierLink, field: &str) -> Opt
         .ok()?
         .read_to_string(&mut text)
         .ok()?;
+    fdinfo_field(&text, field)
+}
+
+/// The number after `field:` in fdinfo text (`ifindex:\t3`, `attach_type:\t47 (egress)`).
+fn fdinfo_field(text: &str, field: &str) -> Option<u32> {
     text.lines()
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
@@ -423,4 +428,35 @@ pub fn running_program_ids() -> Vec<u32> {
         }
     }
     ids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A TCX link's fdinfo in the layout of the kernel's `bpf_link_show_fdinfo` and
+    /// `tcx_link_fdinfo`.
+    const FDINFO: &str = "pos:\t0\nflags:\t02000002\nmnt_id:\t16\nino:\t2085\nlink_type:\ttcx\nlink_id:\t412\nprog_tag:\t1fca06a6a1d4ae67\nprog_id:\t1297\nifindex:\t3\nattach_type:\t47 (egress)\n";
+
+    #[test]
+    fn fdinfo_fields_are_read_by_exact_name() {
+        assert_eq!(fdinfo_field(FDINFO, "ifindex"), Some(3));
+        assert_eq!(fdinfo_field(FDINFO, "link_id"), Some(412));
+        assert_eq!(fdinfo_field(FDINFO, "attach_type"), Some(47));
+        // `prog_id` is not `prog_tag`, and a missing field is None.
+        assert_eq!(fdinfo_field(FDINFO, "prog_id"), Some(1297));
+        assert_eq!(fdinfo_field(FDINFO, "target_btf_id"), None);
+        // A link whose device is gone reports ifindex 0: never equal to a kept key's.
+        assert_eq!(fdinfo_field("ifindex:\t0\n", "ifindex"), Some(0));
+    }
+
+    #[test]
+    fn the_idle_expiry_is_clamped_to_its_range() {
+        set_idle(Duration::from_millis(1));
+        assert_eq!(idle(), MIN_IDLE);
+        set_idle(Duration::from_secs(7200));
+        assert_eq!(idle(), MAX_IDLE);
+        set_idle(DEFAULT_IDLE);
+        assert_eq!(idle(), Duration::from_secs(30));
+    }
 }
