@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0 */
 /*
- * keep.bpf.c: the dispatcher of a kept TCX link (agent/src/net/keep.rs). The agent attaches
+ * keep.bpf.c: the dispatcher of a kept TCX link (agent/src/net/keep/). The agent attaches
  * one loaded copy of this object per (netns, interface, hook) slot it needs, once, and keeps
  * the link while faults use it; applying an interface fault is then writing the fault's
  * program into fl_keep_slot[0] (a map update, no TCX attach and so no RCU grace period), and

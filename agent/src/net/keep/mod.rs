@@ -24,7 +24,7 @@
 //! [`occupy`] must run on a thread inside the interface's netns (the netns thread).
 
 use std::io::Read as _;
-use std::os::fd::{AsFd as _, AsRawFd as _};
+use std::os::fd::AsRawFd as _;
 use std::os::unix::fs::MetadataExt as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -37,6 +37,9 @@ use aya::{include_bytes_aligned, Ebpf};
 
 use super::ebpf::EbpfError;
 use super::rules::Hook;
+
+mod inspect;
+pub use inspect::{running_program_ids, slot_of};
 
 /// `ebpf/keep.bpf.c`, compiled.
 pub static KEEP_OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/keep.bpf.o"));
@@ -355,79 +358,6 @@ fn start_reaper() {
 /// Whether a program of this name is a kept link's dispatcher.
 pub fn is_dispatcher(name: &str) -> bool {
     name == PROGRAM
-}
-
-/// The id of the program in a dispatcher's slot (`fl_keep_slot[0]`), given the dispatcher's
-/// map ids; `None` when the slot is empty. Works on any process's dispatcher (by map id).
-pub fn slot_of(dispatcher_map_ids: &[u32]) -> Option<u32> {
-    for id in dispatcher_map_ids {
-        let Ok(data) = MapData::from_id(*id) else {
-            continue;
-        };
-        let is_slot = data
-            .info()
-            .ok()
-            .is_some_and(|i| i.name_as_str() == Some(SLOT_MAP));
-        if is_slot {
-            return lookup_prog_id(data.fd().as_fd());
-        }
-    }
-    None
-}
-
-/// `BPF_MAP_LOOKUP_ELEM` of key 0 in a program array, which the kernel answers with the id of
-/// the program there (aya 0.14's `ProgramArray` has no lookup).
-#[allow(unsafe_code)]
-fn lookup_prog_id(fd: std::os::fd::BorrowedFd<'_>) -> Option<u32> {
-    /// The `BPF_MAP_*_ELEM` member of `union bpf_attr` (the kernel zero-fills the rest).
-    #[repr(C)]
-    struct ElemAttr {
-        map_fd: u32,
-        pad: u32,
-        key: u64,
-        value: u64,
-        flags: u64,
-    }
-    const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
-    let key: u32 = 0;
-    let mut value: u32 = 0;
-    let attr = ElemAttr {
-        map_fd: u32::try_from(fd.as_raw_fd()).ok()?,
-        pad: 0,
-        key: &key as *const u32 as u64,
-        value: &mut value as *mut u32 as u64,
-        flags: 0,
-    };
-    // SAFETY: `attr` is a valid BPF_MAP_LOOKUP_ELEM attribute whose size is passed; `key` and
-    // `value` are live u32s for the whole call (a program array's key and syscall value are 4
-    // bytes), and `fd` is a map descriptor borrowed for the call.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_LOOKUP_ELEM,
-            &attr as *const ElemAttr,
-            std::mem::size_of::<ElemAttr>(),
-        )
-    };
-    (r == 0).then_some(value)
-}
-
-/// Ids of the programs running on a hook somewhere on this host: every program of a link,
-/// and the program in each attached dispatcher's slot (a fault program in a kept link has no
-/// link of its own). Tests and tools use it to tell a fault's programs from spares.
-pub fn running_program_ids() -> Vec<u32> {
-    let mut ids: Vec<u32> = aya::programs::loaded_links()
-        .filter_map(Result::ok)
-        .map(|l| l.program_id())
-        .collect();
-    for d in super::ebpf::programs_named(PROGRAM) {
-        if ids.contains(&d.id) {
-            if let Some(p) = slot_of(&d.map_ids) {
-                ids.push(p);
-            }
-        }
-    }
-    ids
 }
 
 #[cfg(test)]
