@@ -24,9 +24,10 @@ use crate::engine::driver::DriverError;
 /// The object with its programs attached; dropping `slots` takes them out of their kept TCX
 /// links, dropping `links` detaches their cgroup links.
 pub struct Attached {
-    pub ebpf: Ebpf,
-    pub links: Vec<FdLink>,
+    // Field order = drop order (an apply failing half way): out of the kept links first.
     pub slots: Vec<Slot>,
+    pub links: Vec<FdLink>,
+    pub ebpf: Ebpf,
     pub prog_ids: Vec<u32>,
     pub link_ids: Vec<u32>,
 }
@@ -96,9 +97,9 @@ pub fn attach_tc_programs(
     programs: &[(&'static str, Hook)],
 ) -> Result<Attached, DriverError> {
     let mut out = Attached {
-        ebpf,
-        links: Vec::new(),
         slots: Vec::new(),
+        links: Vec::new(),
+        ebpf,
         prog_ids: Vec::new(),
         link_ids: Vec::new(),
     };
@@ -133,9 +134,9 @@ fn attach_cgroup(
     let cgroup = File::open(dir)
         .map_err(|e| DriverError::io(format!("opening cgroup {}", dir.display()), e))?;
     let mut out = Attached {
-        ebpf,
-        links: Vec::new(),
         slots: Vec::new(),
+        links: Vec::new(),
+        ebpf,
         prog_ids: Vec::new(),
         link_ids: Vec::new(),
     };
