@@ -506,12 +506,15 @@ fn install_recorder() -> anyhow::Result<metrics_exporter_prometheus::PrometheusH
     Ok(handle)
 }
 
-/// The `--config` file, or the built-in defaults without one.
+/// The `--config` file, or the built-in defaults without one; its `[network]` settings take
+/// effect here.
 fn load_agent_file(path: Option<&std::path::Path>) -> Result<AgentFile, String> {
-    match path {
-        None => Ok(AgentFile::default()),
-        Some(p) => AgentFile::load(p).map_err(|e| e.to_string()),
-    }
+    let file = match path {
+        None => AgentFile::default(),
+        Some(p) => AgentFile::load(p).map_err(|e| e.to_string())?,
+    };
+    faultline_agent::net::keep::set_idle(file.network.link_idle);
+    Ok(file)
 }
 
 /// A runtime for the subcommands, or the exit code saying why there is none.

@@ -35,10 +35,8 @@ fn fault_file(dir: &Path, text: &str) -> std::path::PathBuf {
 /// The attached `fl_dns_` programs process `pid` holds. The agent also keeps a verified spare
 /// (`net::warm`: loaded ahead of the next apply, never attached), left out here.
 fn programs_held_by(pid: u32) -> Vec<u32> {
-    let attached: Vec<u32> = aya::programs::loaded_links()
-        .filter_map(Result::ok)
-        .map(|l| l.program_id())
-        .collect();
+    // Running: attached, or in a kept TCX link's dispatcher slot.
+    let attached = faultline_agent::net::keep::running_program_ids();
     ebpf::programs_named(PROGRAM_PREFIX)
         .into_iter()
         .filter(|p| attached.contains(&p.id))

@@ -93,10 +93,8 @@ type SessionMap = BpfHash<MapData, [u8; KEY_SIZE], u8>;
 fn session_maps(pid: u32) -> Vec<(String, SessionMap)> {
     let mut out = Vec::new();
     let mut seen = Vec::new();
-    let attached: Vec<u32> = aya::programs::loaded_links()
-        .filter_map(Result::ok)
-        .map(|l| l.program_id())
-        .collect();
+    // Running: attached, or in a kept TCX link's dispatcher slot.
+    let attached = faultline_agent::net::keep::running_program_ids();
     for p in ebpf::programs_named("fl_") {
         if !attached.contains(&p.id) || !ebpf::holders(Path::new("/proc"), p.id).contains(&pid) {
             continue;

@@ -29,6 +29,31 @@ pub const MAX_PID: u32 = 1 << 22;
 struct RawFile {
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    network: RawNetwork,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNetwork {
+    /// How long a kept TCX link without a fault stays attached (`crate::net::keep`).
+    link_idle: Option<String>,
+}
+
+/// The `[network]` section: how the network drivers hold the kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkFile {
+    /// A kept TCX link without a fault is detached after this long (`network.link_idle`,
+    /// 100ms..=1h, default 30s).
+    pub link_idle: std::time::Duration,
+}
+
+impl Default for NetworkFile {
+    fn default() -> Self {
+        NetworkFile {
+            link_idle: crate::net::keep::DEFAULT_IDLE,
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -87,6 +112,7 @@ impl Default for ProtectedList {
 pub struct AgentFile {
     pub limits: Limits,
     pub protected: ProtectedList,
+    pub network: NetworkFile,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -144,7 +170,9 @@ impl AgentFile {
     fn parse(text: &str) -> Result<AgentFile, Result<Bad, String>> {
         let raw: RawFile =
             toml::from_str(text).map_err(|e| Err(e.to_string().trim().to_string()))?;
-        validate(raw.limits).map_err(Ok)
+        let mut file = validate(raw.limits).map_err(Ok)?;
+        file.network = validate_network(raw.network).map_err(Ok)?;
+        Ok(file)
     }
 
     /// The host adapters' configuration: this file's protected list and io paths, the system's
@@ -189,6 +217,32 @@ fn absolute(field: &str, p: &str) -> Result<PathBuf, Bad> {
         ));
     }
     Ok(path.components().collect())
+}
+
+/// `duration::parse_in_range` with the field name left to [`Bad`].
+fn duration_in(
+    field: &str,
+    text: &str,
+    min: std::time::Duration,
+    max: std::time::Duration,
+) -> Result<std::time::Duration, Bad> {
+    duration::parse_in_range(field, text, min, max).map_err(|e| {
+        let text = e.to_string();
+        let message = text
+            .strip_prefix(&format!("{field}: "))
+            .unwrap_or(&text)
+            .to_string();
+        bad(field, message)
+    })
+}
+
+fn validate_network(raw: RawNetwork) -> Result<NetworkFile, Bad> {
+    let mut network = NetworkFile::default();
+    if let Some(d) = raw.link_idle {
+        use crate::net::keep::{MAX_IDLE, MIN_IDLE};
+        network.link_idle = duration_in("network.link_idle", &d, MIN_IDLE, MAX_IDLE)?;
+    }
+    Ok(network)
 }
 
 fn validate(raw: RawLimits) -> Result<AgentFile, Bad> {
@@ -292,7 +346,11 @@ fn validate(raw: RawLimits) -> Result<AgentFile, Bad> {
             .map(|(i, p)| absolute(&format!("limits.io_paths[{i}]"), p))
             .collect::<Result<_, _>>()?;
     }
-    Ok(AgentFile { limits, protected })
+    Ok(AgentFile {
+        limits,
+        protected,
+        network: NetworkFile::default(),
+    })
 }
 
 #[cfg(test)]

@@ -159,3 +159,22 @@ fn load_names_the_file() {
     let f = AgentFile::load(&path).expect("load");
     assert_eq!(f.limits.max_duration, std::time::Duration::from_secs(600));
 }
+
+#[test]
+fn network_link_idle_is_read_and_its_range_named() {
+    let f = AgentFile::from_toml("").expect("empty");
+    assert_eq!(f.network.link_idle, std::time::Duration::from_secs(30));
+    let f = AgentFile::from_toml("[network]\nlink_idle = \"2m\"\n").expect("2m");
+    assert_eq!(f.network.link_idle, std::time::Duration::from_secs(120));
+    assert_eq!(
+        err("[network]\nlink_idle = \"10ms\"\n"),
+        "--config <text>: network.link_idle: 10ms is outside the allowed range 100ms..=1h"
+    );
+    let e = err("[network]\nlink_idle = \"soon\"\n");
+    assert!(
+        e.starts_with("--config <text>: network.link_idle: \"soon\" is not a duration"),
+        "{e}"
+    );
+    let e = err("[network]\nidle = \"1s\"\n");
+    assert!(e.contains("unknown field `idle`"), "{e}");
+}

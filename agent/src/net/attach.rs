@@ -1,8 +1,10 @@
-//! Loads and attaches a drop object's programs for one fault: TCX links on an interface (inside
-//! the interface's netns, on the netns thread) or cgroup links on a cgroup2 directory. Links
-//! are never pinned: the kernel detaches them when their last file descriptor closes, i.e. on
-//! revert or when the agent process dies. [`release`] ends a fault's programs: disarmed at once,
-//! detached on a thread of their own.
+//! Loads and attaches a drop object's programs for one fault: on an interface, each program
+//! goes into a kept TCX link of its hook ([`super::keep`], inside the interface's netns, on
+//! the netns thread: a map write once the link exists); on a cgroup2 directory, into cgroup
+//! links of its own. Links are never pinned: the kernel detaches them when their last file
+//! descriptor closes, i.e. when the agent process dies (kept links also at their idle expiry,
+//! cgroup links on revert). [`release`] ends a fault's programs: disarmed and taken out of
+//! their kept links at once, the rest detached on a thread of its own.
 
 use std::fs::File;
 use std::path::Path;
@@ -10,19 +12,22 @@ use std::path::Path;
 use aya::programs::cgroup_skb::CgroupSkbAttachType;
 use aya::programs::links::CgroupAttachMode;
 use aya::programs::links::{FdLink, Link as _};
-use aya::programs::tc::TcAttachOptions;
-use aya::programs::{CgroupSkb, LinkOrder, SchedClassifier, TcAttachType};
+use aya::programs::{CgroupSkb, SchedClassifier};
 use aya::Ebpf;
 
+use super::keep::{self, Slot};
 use super::netns;
 use super::plan::Scope;
 use super::rules::{Config, Hook};
 use crate::engine::driver::DriverError;
 
-/// The object with its programs attached; dropping `links` detaches them.
+/// The object with its programs attached; dropping `slots` takes them out of their kept TCX
+/// links, dropping `links` detaches their cgroup links.
 pub struct Attached {
-    pub ebpf: Ebpf,
+    // Field order = drop order (an apply failing half way): out of the kept links first.
+    pub slots: Vec<Slot>,
     pub links: Vec<FdLink>,
+    pub ebpf: Ebpf,
     pub prog_ids: Vec<u32>,
     pub link_ids: Vec<u32>,
 }
@@ -84,16 +89,17 @@ fn attach_tc(
     attach_tc_programs(ebpf, iface, &programs)
 }
 
-/// Loads the named `classifier` programs and attaches each to `iface` (in the calling
-/// thread's netns) on its hook, first in the TCX chain; links unpinned.
+/// Loads the named `classifier` programs and puts each into a kept TCX link of its hook on
+/// `iface` (in the calling thread's netns; attached first in the chain when none is free).
 pub fn attach_tc_programs(
     ebpf: Ebpf,
     iface: &str,
     programs: &[(&'static str, Hook)],
 ) -> Result<Attached, DriverError> {
     let mut out = Attached {
-        ebpf,
+        slots: Vec::new(),
         links: Vec::new(),
+        ebpf,
         prog_ids: Vec::new(),
         link_ids: Vec::new(),
     };
@@ -109,26 +115,12 @@ pub fn attach_tc_programs(
         tracing::debug_span!("ebpf_prog_verify", program = name)
             .in_scope(|| super::warm::ensure_loaded(|| prog.load()))
             .map_err(wrap(&what))?;
-        let _t = tracing::debug_span!("ebpf_tcx_attach", program = name).entered();
-        let attach_type = match hook {
-            Hook::Ingress => TcAttachType::Ingress,
-            Hook::Egress => TcAttachType::Egress,
-        };
-        // First in the chain, so a dropped packet never reaches later programs.
-        let id = prog
-            .attach_with_options(
-                iface,
-                attach_type,
-                TcAttachOptions::TcxOrder(LinkOrder::first()),
-            )
-            .map_err(wrap(&what))?;
-        let link: FdLink = prog
-            .take_link(id)
-            .map_err(wrap(&what))?
-            .try_into()
-            .map_err(wrap(&what))?;
-        let info = prog.info();
-        keep(&mut out, &what, link, info)?;
+        let _t = tracing::debug_span!("ebpf_keep_occupy", program = name).entered();
+        let slot = keep::occupy(iface, *hook, prog).map_err(wrap(&what))?;
+        let prog_id = prog.info().map_err(wrap(&what))?.id();
+        out.prog_ids.push(prog_id);
+        out.link_ids.push(slot.link_id);
+        out.slots.push(slot);
     }
     Ok(out)
 }
@@ -142,8 +134,9 @@ fn attach_cgroup(
     let cgroup = File::open(dir)
         .map_err(|e| DriverError::io(format!("opening cgroup {}", dir.display()), e))?;
     let mut out = Attached {
-        ebpf,
+        slots: Vec::new(),
         links: Vec::new(),
+        ebpf,
         prog_ids: Vec::new(),
         link_ids: Vec::new(),
     };
@@ -216,7 +209,9 @@ fn detach_now(fault_id: &str, links: Vec<FdLink>, ebpf: Ebpf, ids: &[u32]) {
 }
 
 /// Ends a fault's programs. The object's `fl_cfg` deadline is set to 0 first (one map write:
-/// from the next packet on its programs leave everything alone), then its links are detached
+/// from the next packet on its programs leave everything alone) and its places in kept TCX
+/// links are cleared (one map write each; the links stay for the next fault until their idle
+/// expiry), then its cgroup links are detached
 /// and the object unloaded on a thread of their own, since each detach waits in the kernel for
 /// an RCU grace period. When the deadline cannot be written, or no thread can be started, the
 /// links are detached here before this returns. Either way nothing acts once this returns.
@@ -227,6 +222,7 @@ pub fn release(
     mut ebpf: Ebpf,
     config: Config,
     links: Vec<FdLink>,
+    slots: Vec<Slot>,
     prog_ids: &[u32],
 ) {
     RELEASING
@@ -240,6 +236,7 @@ pub fn release(
             ..config
         },
     );
+    drop(slots);
     if let Err(e) = disarmed {
         tracing::warn!(fault_id, error = %e, "cannot disarm an eBPF fault; detaching it now");
         return detach_now(fault_id, links, ebpf, prog_ids);

@@ -55,6 +55,8 @@ struct Loaded {
     action: DnsAction,
     // Field order = drop order: links first, then the object.
     links: Vec<FdLink>,
+    /// Places in kept TCX links (interface scope); dropping them clears them.
+    slots: Vec<super::keep::Slot>,
     ebpf: Ebpf,
     config: Config,
     deadline: SystemTime,
@@ -223,6 +225,7 @@ impl Driver for DnsDriver {
         let Attached {
             ebpf: obj,
             links,
+            slots,
             prog_ids,
             link_ids,
         } = netns::run_in(data.netns.as_deref(), move || {
@@ -244,6 +247,7 @@ impl Driver for DnsDriver {
             Loaded {
                 action: d.action,
                 links,
+                slots,
                 ebpf: obj,
                 config,
                 deadline: ctx.deadline,
@@ -260,7 +264,15 @@ impl Driver for DnsDriver {
         if let Some(mut l) = taken {
             let _ = Self::report(&mut l);
             let links = std::mem::take(&mut l.links);
-            attach::release(&data.fault_id, l.ebpf, l.config, links, &l.recipe.prog_ids);
+            let slots = std::mem::take(&mut l.slots);
+            attach::release(
+                &data.fault_id,
+                l.ebpf,
+                l.config,
+                links,
+                slots,
+                &l.recipe.prog_ids,
+            );
             return Ok(RevertOutcome::Reverted);
         }
         // Not held here: the link died with the process that held it. A program with a

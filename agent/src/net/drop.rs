@@ -49,6 +49,8 @@ struct Loaded {
     kind: FaultKind,
     // Field order = drop order: links first, then the object.
     links: Vec<FdLink>,
+    /// Places in kept TCX links (interface scope); dropping them clears them.
+    slots: Vec<super::keep::Slot>,
     ebpf: Ebpf,
     /// The rules' config with deadline 0; the armed deadline is written over it.
     config: Config,
@@ -194,6 +196,7 @@ impl Driver for DropDriver {
         let Attached {
             ebpf: mut obj,
             links,
+            slots,
             prog_ids,
             link_ids,
         } = attach::attach(obj, &data.scope, &data.hooks)?;
@@ -216,6 +219,7 @@ impl Driver for DropDriver {
             Loaded {
                 kind: w.kind,
                 links,
+                slots,
                 ebpf: obj,
                 config: rules.config,
                 deadline: ctx.deadline,
@@ -233,7 +237,15 @@ impl Driver for DropDriver {
         if let Some(mut l) = taken {
             let _ = Self::report(l.kind, &mut l);
             let links = std::mem::take(&mut l.links);
-            attach::release(&data.fault_id, l.ebpf, l.config, links, &l.recipe.prog_ids);
+            let slots = std::mem::take(&mut l.slots);
+            attach::release(
+                &data.fault_id,
+                l.ebpf,
+                l.config,
+                links,
+                slots,
+                &l.recipe.prog_ids,
+            );
             return Ok(RevertOutcome::Reverted);
         }
         // Not held by this process: the links died with the process that held them. A program

@@ -11,6 +11,7 @@ mod attach;
 pub mod control;
 pub mod drop;
 pub mod ebpf;
+pub mod keep;
 pub mod netns;
 pub mod network;
 mod plan;

@@ -95,42 +95,48 @@ where
 pub fn pick_interface(netns: Option<&Path>, requested: Option<&str>) -> Result<String, NetnsError> {
     let requested = requested.map(str::to_owned);
     let where_ = describe(netns);
-    run_in(netns, move || -> Result<String, NetnsError> {
-        let read = |what: &'static str, file: &str| {
-            std::fs::read_to_string(format!("/proc/thread-self/net/{file}")).map_err(|source| {
-                NetnsError::Read {
-                    what,
-                    netns: where_.clone(),
-                    source,
-                }
+    run_in(netns, move || {
+        pick_interface_here(&where_, requested.as_deref())
+    })?
+}
+
+/// [`pick_interface`] in the calling thread's netns (a netns thread doing more work there);
+/// `where_` names that netns in messages.
+pub fn pick_interface_here(where_: &str, requested: Option<&str>) -> Result<String, NetnsError> {
+    let read = |what: &'static str, file: &str| {
+        std::fs::read_to_string(format!("/proc/thread-self/net/{file}")).map_err(|source| {
+            NetnsError::Read {
+                what,
+                netns: where_.to_string(),
+                source,
+            }
+        })
+    };
+    let existing = parse_dev(&read("interfaces", "dev")?);
+    if let Some(name) = requested {
+        return if existing.iter().any(|e| e == name) {
+            Ok(name.to_string())
+        } else {
+            Err(NetnsError::UnknownInterface {
+                name: name.to_string(),
+                netns: where_.to_string(),
+                existing,
             })
         };
-        let existing = parse_dev(&read("interfaces", "dev")?);
-        if let Some(name) = requested {
-            return if existing.contains(&name) {
-                Ok(name)
-            } else {
-                Err(NetnsError::UnknownInterface {
-                    name,
-                    netns: where_.clone(),
-                    existing,
-                })
-            };
-        }
-        let v4 = parse_default_route_v4(&read("routes", "route")?);
-        let v6 = || {
-            std::fs::read_to_string("/proc/thread-self/net/ipv6_route")
-                .ok()
-                .and_then(|t| parse_default_route_v6(&t))
-        };
-        match v4.or_else(v6) {
-            Some(i) => Ok(i),
-            None => Err(NetnsError::NoDefaultRoute {
-                netns: where_.clone(),
-                existing,
-            }),
-        }
-    })?
+    }
+    let v4 = parse_default_route_v4(&read("routes", "route")?);
+    let v6 = || {
+        std::fs::read_to_string("/proc/thread-self/net/ipv6_route")
+            .ok()
+            .and_then(|t| parse_default_route_v6(&t))
+    };
+    match v4.or_else(v6) {
+        Some(i) => Ok(i),
+        None => Err(NetnsError::NoDefaultRoute {
+            netns: where_.to_string(),
+            existing,
+        }),
+    }
 }
 
 /// Interface names from `/proc/net/dev` (two header lines, then `name: counters`).

@@ -235,33 +235,40 @@ impl Driver for NetworkDriver {
         iface::class_rules(&n.matcher, &self.protected)
             .map_err(|e| DriverError::Refused(e.to_string()))?;
         let ns = self.netns_of(&spec.target)?;
-        let name =
-            netns::pick_interface(ns.as_deref(), n.interface.as_deref()).map_err(netns_err)?;
-        let (n2, ns2, s2) = (name.clone(), ns.clone(), sides.clone());
-        let ifb = netns::run_in(ns.as_deref(), move || -> Result<Option<String>, TcError> {
-            let mut port = Rtnl::open()?;
-            let ifindex = qdisc::ifindex(&mut port, &n2)?.ok_or_else(|| {
-                TcError::Refused(format!(
-                    "interface {n2} vanished from {}",
-                    netns::describe(ns2.as_deref())
-                ))
-            })?;
-            if s2.contains(&Side::Egress) {
-                sync::check_root(&mut port, ifindex, &n2)?;
-            }
-            if !s2.contains(&Side::Ingress) {
-                return Ok(None);
-            }
-            let dev = ifb::name(ifindex);
-            let links = port.links_with_kind()?;
-            if let Some(l) = links.iter().find(|l| l.name == dev) {
-                ifb::check_kind(l)?;
-                sync::check_root(&mut port, l.ifindex, &dev)?;
-            }
-            Ok(Some(dev))
-        })
-        .map_err(netns_err)?
-        .map_err(tc_err)?;
+        // One netns thread for the interface and the tree checks (a thread per step cost
+        // a visible share of a `network` apply on a busy machine).
+        let (ns2, s2) = (ns.clone(), sides.clone());
+        let requested = n.interface.clone();
+        let (name, ifb) = netns::run_in(
+            ns.as_deref(),
+            move || -> Result<(String, Option<String>), DriverError> {
+                let where_ = netns::describe(ns2.as_deref());
+                let n2 =
+                    netns::pick_interface_here(&where_, requested.as_deref()).map_err(netns_err)?;
+                let check = || -> Result<Option<String>, TcError> {
+                    let mut port = Rtnl::open()?;
+                    let ifindex = qdisc::ifindex(&mut port, &n2)?.ok_or_else(|| {
+                        TcError::Refused(format!("interface {n2} vanished from {where_}"))
+                    })?;
+                    if s2.contains(&Side::Egress) {
+                        sync::check_root(&mut port, ifindex, &n2)?;
+                    }
+                    if !s2.contains(&Side::Ingress) {
+                        return Ok(None);
+                    }
+                    let dev = ifb::name(ifindex);
+                    let links = port.links_with_kind()?;
+                    if let Some(l) = links.iter().find(|l| l.name == dev) {
+                        ifb::check_kind(l)?;
+                        sync::check_root(&mut port, l.ifindex, &dev)?;
+                    }
+                    Ok(Some(dev))
+                };
+                let ifb = check().map_err(tc_err)?;
+                Ok((n2, ifb))
+            },
+        )
+        .map_err(netns_err)??;
         for side in &sides {
             if let Some(i) = self.ifaces().get(&(ns.clone(), name.clone(), *side)) {
                 i.tree

@@ -42,6 +42,8 @@ pub static DROP: Warm = Warm::new(
 );
 /// `ebpf/dns.bpf.c`.
 pub static DNS: Warm = Warm::new(ebpf::DNS_OBJECT, &[super::dns::PROGRAM]);
+/// `ebpf/keep.bpf.c`: the dispatcher of a kept TCX link.
+pub static KEEP: Warm = Warm::new(super::keep::KEEP_OBJECT, &[super::keep::PROGRAM]);
 /// `ebpf/steer.bpf.c` with its egress and ingress programs.
 pub static STEER: Warm = Warm::new(
     super::tc::steer::STEER_OBJECT,

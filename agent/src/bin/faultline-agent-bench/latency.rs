@@ -40,8 +40,32 @@ impl Samples {
 pub struct Row {
     /// `drop`, `network tbf`, ... or `tc exec tbf` / `iptables statistic`.
     pub what: String,
+    /// Applies as they usually run: for the eBPF kinds with the hook's TCX link kept from the
+    /// previous fault (warm, a map write).
     pub apply: Samples,
+    /// eBPF kinds only: applies with no kept link on the hook (cold: the first fault on a hook,
+    /// or the first after the idle expiry, attaches the link).
+    pub cold: Samples,
     pub revert: Samples,
+}
+
+/// Kinds whose apply puts a program into a kept TCX link.
+fn keeps_links(what: &str) -> bool {
+    ["drop", "partition", "network tbf", "dns"].contains(&what)
+}
+
+/// Detaches every kept link without a fault, so the next apply attaches (untimed: the
+/// detach waits for grace periods). A revert frees its link before it returns; the loop
+/// only guards against a free still in flight.
+fn no_kept_links() {
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        faultline_agent::net::keep::detach_free();
+        if faultline_agent::net::keep::count().0 == 0 {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// The faults the bench applies, as fault documents (the standalone file format).
@@ -86,8 +110,28 @@ pub fn order(what: &str, doc: &str, id: &str) -> Result<pb::ApplyFault> {
     })
 }
 
-/// Applies and reverts `doc` `runs` times through `engine`; fails on the first refused or
-/// failed order (with the agent's error).
+/// One apply and revert of `doc` through `engine`: (apply, revert) times; fails on a refused
+/// or failed order (with the agent's error).
+async fn cycle(engine: &Engine, what: &str, doc: &str, id: String) -> Result<(Duration, Duration)> {
+    let order = order(what, doc, &id)?;
+    let t = Instant::now();
+    let s = engine.apply(order).await;
+    let apply = t.elapsed();
+    if s.state != pb::FaultState::Applied as i32 {
+        bail!("{what}: apply {id} failed: {}", s.error);
+    }
+    let t = Instant::now();
+    let s = engine.revert(id.clone(), RevertReason::Abort).await;
+    let revert = t.elapsed();
+    if s.state != pb::FaultState::Reverted as i32 {
+        bail!("{what}: revert {id} failed: {}", s.error);
+    }
+    Ok((apply, revert))
+}
+
+/// Applies and reverts `doc` `runs` times through `engine`, `gap` after each revert. For the
+/// eBPF kinds each run is two cycles: one cold (no kept link on the hook: it attaches) and one
+/// warm (the link the cold one left), timed apart; both reverts count.
 pub async fn agent_row(
     engine: &Engine,
     what: &str,
@@ -98,25 +142,22 @@ pub async fn agent_row(
     let mut row = Row {
         what: what.to_string(),
         apply: Samples::default(),
+        cold: Samples::default(),
         revert: Samples::default(),
     };
+    let slug = what.replace(' ', "-");
     for i in 0..runs {
-        let id = format!("bench-{}-{i}", what.replace(' ', "-"));
-        let order = order(what, doc, &id)?;
-        let t = Instant::now();
-        let s = engine.apply(order).await;
-        let took = t.elapsed();
-        if s.state != pb::FaultState::Applied as i32 {
-            bail!("{what}: apply {id} failed: {}", s.error);
+        if keeps_links(what) {
+            no_kept_links();
+            let (apply, revert) =
+                cycle(engine, what, doc, format!("bench-{slug}-cold-{i}")).await?;
+            row.cold.push(apply);
+            row.revert.push(revert);
+            tokio::time::sleep(gap).await;
         }
-        row.apply.push(took);
-        let t = Instant::now();
-        let s = engine.revert(id.clone(), RevertReason::Abort).await;
-        let took = t.elapsed();
-        if s.state != pb::FaultState::Reverted as i32 {
-            bail!("{what}: revert {id} failed: {}", s.error);
-        }
-        row.revert.push(took);
+        let (apply, revert) = cycle(engine, what, doc, format!("bench-{slug}-{i}")).await?;
+        row.apply.push(apply);
+        row.revert.push(revert);
         tokio::time::sleep(gap).await;
     }
     Ok(row)
@@ -128,6 +169,7 @@ pub fn tc_row(w: &World, runs: usize, gap: Duration) -> Result<Row> {
     let mut row = Row {
         what: "tc exec tbf (Chaos Mesh, Litmus)".into(),
         apply: Samples::default(),
+        cold: Samples::default(),
         revert: Samples::default(),
     };
     for _ in 0..runs {
@@ -173,6 +215,7 @@ pub fn iptables_row(w: &World, runs: usize, gap: Duration) -> Result<Row> {
     let mut row = Row {
         what: "iptables statistic DROP (Chaos Mesh, Litmus)".into(),
         apply: Samples::default(),
+        cold: Samples::default(),
         revert: Samples::default(),
     };
     for _ in 0..runs {

@@ -1,6 +1,7 @@
 //! `faultline-agent-bench` (root; `make bench-agent`): the agent's own figures, each measured
 //! beside what the anchors do in one run: apply and revert latency per fault kind through the
-//! real engine and drivers, against `tc` and `iptables` exec'd through `nsenter`. Everything it
+//! real engine and drivers (cold and warm apart for faults in kept TCX links), against `tc` and
+//! `iptables` exec'd through `nsenter`. Everything it
 //! makes (namespaces, veth pair, qdiscs, rules, eBPF links, workers, the journal) is removed
 //! when it ends, also on failure.
 
@@ -30,9 +31,9 @@ struct Args {
     /// Apply+revert cycles per fault kind and per anchor command (1..=10000).
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=10000))]
     runs: u16,
-    /// Pause after each revert before the next apply, in ms (0..=10000). A revert's detach
-    /// finishes on a background thread within an RCU grace period; an apply right behind it
-    /// waits for that too (0 measures back-to-back orders).
+    /// Pause after each revert before the next apply, in ms (0..=10000). A revert's cleanup
+    /// (closing the fault's objects, detaching cgroup links) finishes on a background thread;
+    /// an apply right behind it competes with that (0 measures back-to-back orders).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=10000))]
     gap_ms: u64,
     /// Also write the figures as JSON to FILE.

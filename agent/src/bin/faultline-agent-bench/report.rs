@@ -83,7 +83,7 @@ impl Report {
         self.rows.iter().find(|r| r.what.starts_with(prefix))
     }
 
-    /// (name, agent row, anchor row) pairs compared by p50.
+    /// (name, agent row, anchor row) pairs compared by p50 (the agent's warm apply).
     fn ratios(&self) -> Vec<(&'static str, f64, f64)> {
         let mut out = Vec::new();
         for (name, ours, theirs) in [
@@ -107,19 +107,35 @@ impl Report {
             self.runs, self.gap_ms, self.machine, self.load_before, self.load_after
         );
         s.push_str(&format!(
-            "{:<46} {:>10} {:>10} {:>11} {:>11}\n",
-            "apply/revert (ms)", "apply p50", "apply p99", "revert p50", "revert p99"
+            "{:<46} {:>10} {:>10} {:>9} {:>9} {:>11} {:>11}\n",
+            "apply/revert (ms; apply = warm: TCX link kept)",
+            "apply p50",
+            "apply p99",
+            "cold p50",
+            "cold p99",
+            "revert p50",
+            "revert p99"
         ));
+        let cell = |v: f64| {
+            if v.is_nan() {
+                "-".to_string()
+            } else {
+                format!("{v:.2}")
+            }
+        };
         for r in &self.rows {
             s.push_str(&format!(
-                "{:<46} {:>10.2} {:>10.2} {:>11.2} {:>11.2}\n",
+                "{:<46} {:>10.2} {:>10.2} {:>9} {:>9} {:>11.2} {:>11.2}\n",
                 r.what,
                 r.apply.pct(50.0),
                 r.apply.pct(99.0),
+                cell(r.cold.pct(50.0)),
+                cell(r.cold.pct(99.0)),
                 r.revert.pct(50.0),
                 r.revert.pct(99.0)
             ));
         }
+        s.push_str("(cold = no kept TCX link on the hook, the apply attaches one: the first fault on a hook, or the first after the idle expiry)\n");
         s.push('\n');
         for (name, apply, revert) in self.ratios() {
             s.push_str(&format!(
@@ -175,6 +191,9 @@ impl Report {
                     "runs": r.apply.0.len(),
                     "apply_ms_p50": r.apply.pct(50.0),
                     "apply_ms_p99": r.apply.pct(99.0),
+                    "cold_runs": r.cold.0.len(),
+                    "cold_apply_ms_p50": (!r.cold.0.is_empty()).then(|| r.cold.pct(50.0)),
+                    "cold_apply_ms_p99": (!r.cold.0.is_empty()).then(|| r.cold.pct(99.0)),
                     "revert_ms_p50": r.revert.pct(50.0),
                     "revert_ms_p99": r.revert.pct(99.0),
                 })

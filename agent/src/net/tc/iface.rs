@@ -342,9 +342,9 @@ fn attach_all(
 }
 
 /// Ends steering programs. With TCX each is disarmed first (deadline 0: from the next packet
-/// on it steers and redirects nothing) and its link is then closed on a thread of its own,
-/// since each detach waits for an RCU grace period in the kernel; a legacy filter, or one
-/// that cannot be disarmed, is removed here before this returns.
+/// on it steers and redirects nothing) and taken out of its kept link (a map write; the link
+/// stays for the next fault), and its object is then closed on a thread of its own; a legacy
+/// filter, or one that cannot be disarmed, is removed here before this returns.
 fn release(detach: Vec<Steer>) {
     if detach.is_empty() || !steer::tcx() {
         return drop(detach);
@@ -355,6 +355,7 @@ fn release(detach: Vec<Steer>) {
             tracing::warn!(error = %e, "cannot disarm a steering program; detaching now");
             return drop(detach);
         }
+        s.prog.vacate();
     }
     let (tx, rx) = std::sync::mpsc::channel::<Vec<Steer>>();
     let spawned = std::thread::Builder::new()

@@ -3,8 +3,9 @@
 //! (`fl_steer_eg`: matching packets get `skb->priority` = the class id while the deadline is
 //! ahead) or ingress (`fl_steer_in`: the same, then a redirect to the interface's IFB device,
 //! whose tree impairs them; TCX kernels only). On kernels
-//! with TCX (6.6+) the link is a TCX link, never pinned, so the kernel detaches it when the
-//! agent dies; older kernels get a clsact `bpf` filter (aya's netlink attach), which outlives
+//! with TCX (6.6+) the program goes into a kept TCX link of the hook ([`crate::net::keep`]:
+//! attached once, then a map write per apply), never pinned, so the kernel detaches it when
+//! the agent dies; older kernels get a clsact `bpf` filter (aya's netlink attach), which outlives
 //! the agent until the deadline in its map makes it inert and the next start's sweep removes
 //! it. Attach, drop and [`detach_stale`] must run on the target netns thread.
 
@@ -52,6 +53,8 @@ pub enum SteerError {
     Program(#[from] aya::programs::ProgramError),
     #[error("steering ingress packets needs TCX links (kernel 6.6 or newer): {0}")]
     NoTcx(String),
+    #[error("kept TCX link: {0}")]
+    Keep(#[from] crate::net::keep::KeepError),
     #[error("eBPF map {CLASS_MAP}: {0}")]
     Map(#[from] aya::maps::MapError),
     #[error("adding the clsact qdisc to {interface} for the steering filter: {source}")]
@@ -68,9 +71,12 @@ pub enum SteerError {
     },
 }
 
-/// One attached steering program; dropping it detaches it (on the netns thread).
+/// One attached steering program; dropping it takes it out of its kept TCX link (or, for a
+/// clsact filter, detaches it on the netns thread).
 #[derive(Debug)]
 pub struct Steering {
+    // Field order = drop order: the kept link's place first, then the object.
+    slot: Option<crate::net::keep::Slot>,
     ebpf: Ebpf,
     config: Config,
     pub classid: u32,
@@ -129,9 +135,19 @@ impl Steering {
             .try_into()?;
         tracing::debug_span!("ebpf_prog_verify", program = name)
             .in_scope(|| crate::net::warm::ensure_loaded(|| prog.load()))?;
-        tracing::debug_span!("ebpf_tcx_attach", program = name)
-            .in_scope(|| prog.attach(interface, attach_type))?;
+        let rhook = match hook {
+            Hook::Egress => crate::net::rules::Hook::Egress,
+            Hook::Ingress { .. } => crate::net::rules::Hook::Ingress,
+        };
+        let slot = if tcx() {
+            let _t = tracing::debug_span!("ebpf_keep_occupy", program = name).entered();
+            Some(crate::net::keep::occupy(interface, rhook, prog)?)
+        } else {
+            prog.attach(interface, attach_type)?;
+            None
+        };
         Ok(Steering {
+            slot,
             ebpf: bpf,
             config: Config {
                 deadline_ns,
@@ -147,6 +163,12 @@ impl Steering {
         self.config.deadline_ns = deadline_ns;
         ebpf::write_config(&mut self.ebpf, &self.config)?;
         Ok(())
+    }
+
+    /// Takes the program out of its kept TCX link now (one map write; the link stays for the
+    /// next fault on the hook). Dropping the `Steering` does the same.
+    pub fn vacate(&mut self) {
+        drop(self.slot.take());
     }
 
     pub fn deadline_ns(&self) -> u64 {
@@ -185,9 +207,10 @@ pub fn detach_stale(interface: &str) -> Result<bool, SteerError> {
     }
 }
 
-/// Whether a steering program of `side` is attached to `interface` now (TCX kernels). TCX
-/// links die with their process and Faultline never pins them, so an attached program means a
-/// live agent process owns the side's tree (the interface's, or its IFB's for ingress).
+/// Whether a steering program of `side` runs on `interface` now (TCX kernels): attached
+/// itself, or in the slot of an attached kept link's dispatcher. TCX links die with their
+/// process and Faultline never pins them, so a running program means a live agent process
+/// owns the side's tree (the interface's, or its IFB's for ingress).
 pub fn live_steering(interface: &str, side: Side) -> bool {
     if !tcx() {
         return false;
@@ -197,6 +220,19 @@ pub fn live_steering(interface: &str, side: Side) -> bool {
         Side::Ingress => TcAttachType::Ingress,
     };
     SchedClassifier::query_tcx(interface, attach_type)
-        .map(|(_, progs)| progs.iter().any(|p| p.name_as_str() == Some(program(side))))
+        .map(|(_, progs)| {
+            progs.iter().any(|p| match p.name_as_str() {
+                Some(n) if n == program(side) => true,
+                Some(crate::net::keep::PROGRAM) => {
+                    let ids = p.map_ids().ok().flatten().unwrap_or_default();
+                    crate::net::keep::slot_of(&ids).is_some_and(|id| {
+                        ebpf::programs_named(program(side))
+                            .iter()
+                            .any(|s| s.id == id)
+                    })
+                }
+                _ => false,
+            })
+        })
         .unwrap_or(false)
 }
