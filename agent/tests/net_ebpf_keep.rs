@@ -1,7 +1,8 @@
 //! Kept TCX links (`faultline_agent::net::keep`) against the real kernel (root): two faults on
 //! one hook both act and a revert leaves the other acting, an interface deleted and recreated
 //! between applies gets a fresh link, a fault past its deadline is inert while its link is
-//! kept, and SIGKILL of the process holding a kept (reused) link lets traffic through at once.
+//! kept, SIGKILL of the process holding a kept (reused) link lets traffic through at once, and
+//! no background thread stays in a target's netns.
 //! Every claim is measured with real datagrams between two network namespaces.
 
 mod net_ebpf_support;
@@ -211,6 +212,59 @@ fn a_fault_past_its_deadline_is_inert_while_its_link_is_kept() {
         "a fault past its deadline drops nothing while its link is kept"
     );
     assert_eq!(d.revert(&r).expect("revert"), RevertOutcome::Reverted);
+}
+
+/// Threads of this process in another network namespace than the process's own, as
+/// (name, netns), leaving out the per-call netns threads (`fl-netns`, which end with their
+/// call) and the detach threads (which end with their grace period).
+fn threads_away_from_home() -> Vec<(String, String)> {
+    let home = std::fs::read_link("/proc/self/ns/net").expect("own netns");
+    let mut away = Vec::new();
+    for t in std::fs::read_dir("/proc/self/task").expect("tasks").flatten() {
+        let (Ok(ns), Ok(comm)) = (
+            std::fs::read_link(t.path().join("ns/net")),
+            std::fs::read_to_string(t.path().join("comm")),
+        ) else {
+            continue; // the thread ended meanwhile
+        };
+        let comm = comm.trim().to_string();
+        if ns != home && comm != "fl-netns" && !comm.ends_with("-detach") {
+            away.push((comm, ns.display().to_string()));
+        }
+    }
+    away
+}
+
+/// The idle expiry thread and the spare refill are started from a target's netns thread;
+/// they must not stay in that netns (it would outlive `ip netns del`, devices and all).
+#[test]
+fn background_threads_do_not_keep_a_target_netns() {
+    require_root();
+    let p = Pair::new();
+    let d = driver(&[], &KernelLease::new());
+    let r = apply(
+        d.as_ref(),
+        &ctx(120),
+        &drop_spec(&p.a.path(), Some(&p.if_a), 1.0, udp_port(5026)),
+    );
+    assert_eq!(d.revert(&r).expect("revert"), RevertOutcome::Reverted);
+    // The refill thread starts 20 ms after the apply and returns home first thing.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let away = threads_away_from_home();
+        if away.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "threads left in a target's netns: {away:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        dispatchers(&p.a.path(), &p.if_a) >= 1,
+        "the link is kept (so the idle expiry thread runs)"
+    );
 }
 
 /// The helper process of `sigkill_with_a_kept_link_lets_traffic_through`: applies a 100%

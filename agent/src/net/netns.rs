@@ -90,6 +90,29 @@ where
     handle.join().map_err(|_| NetnsError::Panicked)?
 }
 
+/// Starts a background thread in the agent's own network namespace, whichever namespace the
+/// calling thread is in. A thread inherits its creator's namespaces, so one started from a
+/// netns thread (an apply's refill or reaper) would otherwise stay in the target's netns and
+/// keep it, and its devices, alive after `ip netns del` or a pod's teardown. The agent's own
+/// netns is the thread group leader's (`/proc/self/ns/net`): only netns threads enter others.
+pub fn spawn_home<F>(name: &str, f: F) -> std::io::Result<std::thread::JoinHandle<()>>
+where
+    F: FnOnce() + Send + 'static,
+{
+    let home = std::fs::File::open("/proc/self/ns/net")?;
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            if let Err(e) = setns(&home, CloneFlags::CLONE_NEWNET) {
+                // The work still runs: a refill or an idle expiry skipped would cost more
+                // than a namespace kept a while longer.
+                tracing::warn!(error = %e, "cannot return to the agent's netns; this background thread keeps its creator's");
+            }
+            drop(home);
+            f();
+        })
+}
+
 /// The interface a fault should use in `netns`: `requested` when it exists there, else the one
 /// of the default route. Refusals name the interface and list the ones that exist.
 pub fn pick_interface(netns: Option<&Path>, requested: Option<&str>) -> Result<String, NetnsError> {

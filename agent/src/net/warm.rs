@@ -142,15 +142,14 @@ impl Warm {
         if self.filling.swap(true, Ordering::AcqRel) {
             return;
         }
-        let spawned = std::thread::Builder::new()
-            .name("fl-ebpf-warm".into())
-            .spawn(move || {
-                std::thread::sleep(REFILL_DELAY);
-                if let Err(e) = self.fill() {
-                    tracing::warn!(error = %ebpf::chain(&e), "cannot make a spare eBPF object; the next fault makes its own");
-                }
-                self.filling.store(false, Ordering::Release);
-            });
+        // In the agent's own netns: `take` runs on the target's netns thread.
+        let spawned = super::netns::spawn_home("fl-ebpf-warm", move || {
+            std::thread::sleep(REFILL_DELAY);
+            if let Err(e) = self.fill() {
+                tracing::warn!(error = %ebpf::chain(&e), "cannot make a spare eBPF object; the next fault makes its own");
+            }
+            self.filling.store(false, Ordering::Release);
+        });
         if spawned.is_err() {
             self.filling.store(false, Ordering::Release);
         }

@@ -89,9 +89,20 @@ struct Kept {
     link: aya::programs::tc::SchedClassifierLink,
     ebpf: Ebpf,
     link_id: u32,
-    /// The occupying fault's token; `None` = free since `idle_since`.
+    /// The occupying fault's token (or the reaper's while it checks the link); `None` = free
+    /// since `idle_since`.
     used_by: Option<u64>,
     idle_since: Instant,
+    /// When it was attached: of two kept links on one hook, the later is nearer the head.
+    attached_at: Instant,
+    /// Unique among the kept links of this process.
+    serial: u64,
+}
+
+impl Kept {
+    fn link_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.link.fd().ok().map(|fd| fd.as_raw_fd())
+    }
 }
 
 static KEPT: Mutex<Vec<Kept>> = Mutex::new(Vec::new());
@@ -148,7 +159,11 @@ fn key_here(interface: &str, hook: Hook) -> Result<Key, KeepError> {
 /// A number field (`ifindex`, `link_id`) of a link's `/proc/self/fdinfo` entry. The kernel
 /// reports ifindex 0 once the link's device is gone.
 fn link_field(link: &aya::programs::tc::SchedClassifierLink, field: &str) -> Option<u32> {
-    let fd = link.fd().ok()?.as_raw_fd();
+    fd_field(link.fd().ok()?.as_raw_fd(), field)
+}
+
+/// [`link_field`] by descriptor number (the caller keeps the descriptor open).
+fn fd_field(fd: std::os::fd::RawFd, field: &str) -> Option<u32> {
     let mut text = String::new();
     std::fs::File::open(format!("/proc/self/fdinfo/{fd}"))
         .ok()?
@@ -164,12 +179,8 @@ fn fdinfo_field(text: &str, field: &str) -> Option<u32> {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
-fn link_ifindex(link: &aya::programs::tc::SchedClassifierLink) -> Option<u32> {
-    link_field(link, "ifindex")
-}
-
-fn alive(k: &Kept) -> bool {
-    link_ifindex(&k.link) == Some(k.key.ifindex)
+fn link_ifindex_of(fd: std::os::fd::RawFd) -> Option<u32> {
+    fd_field(fd, "ifindex")
 }
 
 fn slot_map(ebpf: &mut Ebpf) -> Result<ProgramArray<&mut MapData>, KeepError> {
@@ -181,38 +192,55 @@ fn slot_map(ebpf: &mut Ebpf) -> Result<ProgramArray<&mut MapData>, KeepError> {
 
 /// Puts `prog` (loaded, in the calling thread's netns) on `interface`'s `hook`: into a free
 /// kept link there, or into a dispatcher attached now (first in the TCX chain) and kept.
+///
+/// Whether a kept link is still on its device is read from its fdinfo, which takes the RTNL
+/// lock in the kernel: that read happens with the link reserved and the registry unlocked,
+/// so a revert (or an apply elsewhere) never waits behind someone else's RTNL holder. Of the
+/// free links, the one attached last is taken: it is the nearest to the head of the chain.
 pub fn occupy(interface: &str, hook: Hook, prog: &SchedClassifier) -> Result<Slot, KeepError> {
     let key = key_here(interface, hook)?;
     let fd = prog.fd().map_err(KeepError::Fd)?;
     let token = NEXT_TOKEN.fetch_add(1, Ordering::Relaxed);
-    let mut dead = Vec::new();
-    {
+    loop {
         let _t = tracing::debug_span!("ebpf_keep_warm").entered();
-        let mut all = kept();
-        let mut i = 0;
-        while i < all.len() {
-            let k = &mut all[i];
-            if k.key != key || k.used_by.is_some() {
-                i += 1;
-                continue;
-            }
-            if !alive(k) {
-                dead.push(all.swap_remove(i));
-                continue;
-            }
-            slot_map(&mut k.ebpf)?.set(0, fd, 0)?;
-            k.used_by = Some(token);
+        // Reserve the candidate, so neither the reaper nor another apply takes it.
+        let candidate = {
+            let mut all = kept();
+            let found = all
+                .iter_mut()
+                .filter(|k| k.key == key && k.used_by.is_none())
+                .max_by_key(|k| k.attached_at);
+            found.map(|k| {
+                k.used_by = Some(token);
+                k.link_fd()
+            })
+        };
+        let Some(link_fd) = candidate else { break };
+        if link_fd.is_some_and(|fd| link_ifindex_of(fd) == Some(key.ifindex)) {
+            let mut all = kept();
+            let Some(k) = all.iter_mut().find(|k| k.used_by == Some(token)) else {
+                break;
+            };
             let link_id = k.link_id;
-            drop(all);
-            drop(dead);
+            if let Err(e) = slot_map(&mut k.ebpf).and_then(|mut m| Ok(m.set(0, fd, 0)?)) {
+                k.used_by = None;
+                return Err(e);
+            }
             return Ok(Slot {
                 token,
                 link_id,
                 attached: false,
             });
         }
+        // Its device is gone: detach it (outside the lock) and look again.
+        let dead = {
+            let mut all = kept();
+            all.iter()
+                .position(|k| k.used_by == Some(token))
+                .map(|i| all.swap_remove(i))
+        };
+        drop(dead);
     }
-    drop(dead);
     let _t = tracing::debug_span!("ebpf_keep_attach").entered();
     let mut obj = super::warm::KEEP.take()?;
     slot_map(&mut obj)?.set(0, fd, 0)?;
@@ -225,7 +253,9 @@ pub fn occupy(interface: &str, hook: Hook, prog: &SchedClassifier) -> Result<Slo
         Hook::Ingress => TcAttachType::Ingress,
         Hook::Egress => TcAttachType::Egress,
     };
-    // First in the chain, so a dropped packet never reaches later programs.
+    // First in the chain when attached, so a dropped packet never reaches later programs. A
+    // link reused later keeps that position: links attached since run before it
+    // (docs/network.md, "Kept TCX links").
     let id = disp.attach_with_options(
         interface,
         attach_type,
@@ -240,6 +270,8 @@ pub fn occupy(interface: &str, hook: Hook, prog: &SchedClassifier) -> Result<Slo
         link_id,
         used_by: Some(token),
         idle_since: Instant::now(),
+        attached_at: Instant::now(),
+        serial: NEXT_TOKEN.fetch_add(1, Ordering::Relaxed),
     });
     start_reaper();
     Ok(Slot {
@@ -271,19 +303,6 @@ fn vacate(token: u64) {
     }
 }
 
-/// Kernel ids of the dispatcher programs of the kept links (a sweep leaves them alone).
-pub fn prog_ids() -> Vec<u32> {
-    kept()
-        .iter()
-        .filter_map(|k| {
-            k.ebpf
-                .programs()
-                .next()
-                .and_then(|(_, p)| p.info().ok().map(|i| i.id()))
-        })
-        .collect()
-}
-
 /// Kept links now, and how many of them hold a fault.
 pub fn count() -> (usize, usize) {
     let all = kept();
@@ -306,20 +325,50 @@ pub fn detach_free() -> usize {
 }
 
 fn expire_free_for(idle: Duration) -> usize {
-    let gone: Vec<Kept> = {
+    // Free links past the idle expiry go at once; the other free ones are reserved for the
+    // reaper while their device is checked outside the lock (see [`occupy`]).
+    let token = NEXT_TOKEN.fetch_add(1, Ordering::Relaxed);
+    type Check = (u64, u32, Option<std::os::fd::RawFd>);
+    let (mut gone, check): (Vec<Kept>, Vec<Check>) = {
         let mut all = kept();
         let mut gone = Vec::new();
+        let mut check = Vec::new();
         let mut i = 0;
         while i < all.len() {
-            let k = &all[i];
-            if k.used_by.is_none() && (k.idle_since.elapsed() >= idle || !alive(k)) {
+            let k = &mut all[i];
+            if k.used_by.is_some() {
+                i += 1;
+            } else if k.idle_since.elapsed() >= idle {
                 gone.push(all.swap_remove(i));
             } else {
+                k.used_by = Some(token);
+                check.push((k.serial, k.key.ifindex, k.link_fd()));
                 i += 1;
             }
         }
-        gone
+        (gone, check)
     };
+    let dead: Vec<u64> = check
+        .into_iter()
+        .filter(|(_, ifindex, fd)| fd.is_none_or(|fd| link_ifindex_of(fd) != Some(*ifindex)))
+        .map(|(serial, _, _)| serial)
+        .collect();
+    {
+        let mut all = kept();
+        let mut i = 0;
+        while i < all.len() {
+            let k = &mut all[i];
+            if k.used_by != Some(token) {
+                i += 1;
+            } else if dead.contains(&k.serial) {
+                gone.push(all.swap_remove(i));
+            } else {
+                // Free again, with its idle time unchanged.
+                k.used_by = None;
+                i += 1;
+            }
+        }
+    }
     let n = gone.len();
     if n > 0 {
         let _t = tracing::debug_span!("ebpf_keep_expire", links = n).entered();
@@ -334,9 +383,8 @@ fn start_reaper() {
     if REAPING.swap(true, Ordering::AcqRel) {
         return;
     }
-    let spawned = std::thread::Builder::new()
-        .name("fl-keep-idle".into())
-        .spawn(|| loop {
+    // In the agent's own netns: the first link is kept from a target's netns thread.
+    let spawned = super::netns::spawn_home("fl-keep-idle", || loop {
             let tick = (idle() / 4).clamp(Duration::from_millis(25), Duration::from_secs(1));
             std::thread::sleep(tick);
             expire();
@@ -353,11 +401,6 @@ fn start_reaper() {
         REAPING.store(false, Ordering::Release);
         tracing::warn!("cannot start the thread that detaches idle kept TCX links");
     }
-}
-
-/// Whether a program of this name is a kept link's dispatcher.
-pub fn is_dispatcher(name: &str) -> bool {
-    name == PROGRAM
 }
 
 #[cfg(test)]
