@@ -220,7 +220,10 @@ fn a_fault_past_its_deadline_is_inert_while_its_link_is_kept() {
 fn threads_away_from_home() -> Vec<(String, String)> {
     let home = std::fs::read_link("/proc/self/ns/net").expect("own netns");
     let mut away = Vec::new();
-    for t in std::fs::read_dir("/proc/self/task").expect("tasks").flatten() {
+    for t in std::fs::read_dir("/proc/self/task")
+        .expect("tasks")
+        .flatten()
+    {
         let (Ok(ns), Ok(comm)) = (
             std::fs::read_link(t.path().join("ns/net")),
             std::fs::read_to_string(t.path().join("comm")),

@@ -21,41 +21,47 @@ async fn a_session_gets_welcome_renewals_and_shows_telemetry_until_it_drops() {
     assert_eq!(welcome.lease_ms, 5000);
     assert_eq!(welcome.telemetry_interval_ms, 1000);
 
-    conn.send(telemetry(0.25, 3 << 30)).await;
-
-    // Renewals arrive about every second with increasing sequence numbers.
+    // Like an agent: telemetry every second on its own clock, from right after Welcome. Each
+    // one (after the first, which comes too soon after the session opened) is answered with a
+    // renewal, in sequence.
     let started = Instant::now();
     let mut renewals: Vec<(u64, Duration)> = Vec::new();
-    while started.elapsed() < Duration::from_millis(3500) {
-        let left = Duration::from_millis(3500).saturating_sub(started.elapsed());
-        match tokio::time::timeout(left, conn.rx.message()).await {
-            Err(_) => break,
-            Ok(Ok(Some(pb::CoordinatorMessage {
-                msg: Some(CoordMsg::Lease(l)),
-            }))) => {
-                assert_eq!(l.lease_ms, 5000);
-                renewals.push((l.sequence, started.elapsed()));
+    let mut sent: Vec<Duration> = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let window = Duration::from_millis(3500);
+    while started.elapsed() < window {
+        let left = window.saturating_sub(started.elapsed());
+        tokio::select! {
+            _ = tick.tick() => {
+                conn.send(telemetry(0.25, 3 << 30)).await;
+                sent.push(started.elapsed());
             }
-            Ok(other) => panic!("expected LeaseRenewal, got {other:?}"),
+            got = tokio::time::timeout(left, conn.rx.message()) => match got {
+                Err(_) => break,
+                Ok(Ok(Some(pb::CoordinatorMessage {
+                    msg: Some(CoordMsg::Lease(l)),
+                }))) => {
+                    assert_eq!(l.lease_ms, 5000);
+                    renewals.push((l.sequence, started.elapsed()));
+                }
+                Ok(other) => panic!("expected LeaseRenewal, got {other:?}"),
+            },
         }
-        conn.send(telemetry(0.25, 3 << 30)).await;
     }
-    assert!(
-        (2..=5).contains(&renewals.len()),
-        "{} renewals in 3.5 s: {renewals:?}",
-        renewals.len()
-    );
-    assert!(
-        renewals.len() >= 3,
-        "at least 3 renewals at 1 s: {renewals:?}"
+    assert_eq!(
+        renewals.len(),
+        3,
+        "telemetry at {sent:?} answered by renewals {renewals:?}"
     );
     let seqs: Vec<u64> = renewals.iter().map(|r| r.0).collect();
-    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
-    for pair in renewals.windows(2) {
-        let gap = pair[1].1 - pair[0].1;
+    assert_eq!(seqs, [1, 2, 3]);
+    // Each renewal answers the telemetry sent just before it (loopback: well under 400 ms).
+    for (i, (_, at)) in renewals.iter().enumerate() {
+        let asked = sent[i + 1];
         assert!(
-            gap > Duration::from_millis(500) && gap < Duration::from_millis(1500),
-            "renewal interval {gap:?}: {renewals:?}"
+            *at >= asked && *at - asked < Duration::from_millis(400),
+            "renewal {} at {at:?} does not answer the telemetry of {asked:?}: {renewals:?}",
+            i + 1
         );
     }
 
@@ -117,6 +123,38 @@ async fn a_session_gets_welcome_renewals_and_shows_telemetry_until_it_drops() {
         entries[0].detail
     );
     c.shutdown().await;
+}
+
+/// An agent that sends no telemetry (a long telemetry interval, or one stuck but still
+/// holding its stream) is renewed by the session's timer: 1.5 renew intervals apart, well
+/// inside the lease.
+#[tokio::test]
+async fn without_telemetry_the_timer_renews_every_one_and_a_half_intervals() {
+    let env = Env::new();
+    let c = env.start().await;
+    let (mut conn, _welcome) = agent(&env, &c, "node-a").await;
+    let started = Instant::now();
+    let mut renewals: Vec<(u64, Duration)> = Vec::new();
+    let window = Duration::from_millis(3800);
+    while started.elapsed() < window {
+        let left = window.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, conn.rx.message()).await {
+            Err(_) => break,
+            Ok(Ok(Some(pb::CoordinatorMessage {
+                msg: Some(CoordMsg::Lease(l)),
+            }))) => renewals.push((l.sequence, started.elapsed())),
+            Ok(other) => panic!("expected LeaseRenewal, got {other:?}"),
+        }
+    }
+    assert_eq!(renewals.len(), 2, "renewals {renewals:?}");
+    for (i, (seq, at)) in renewals.iter().enumerate() {
+        assert_eq!(*seq, i as u64 + 1);
+        let due = Duration::from_millis(1500) * (i as u32 + 1);
+        assert!(
+            *at + Duration::from_millis(200) >= due && *at < due + Duration::from_millis(400),
+            "renewal {seq} at {at:?}, due at {due:?}: {renewals:?}"
+        );
+    }
 }
 
 #[tokio::test]

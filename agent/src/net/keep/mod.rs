@@ -385,18 +385,18 @@ fn start_reaper() {
     }
     // In the agent's own netns: the first link is kept from a target's netns thread.
     let spawned = super::netns::spawn_home("fl-keep-idle", || loop {
-            let tick = (idle() / 4).clamp(Duration::from_millis(25), Duration::from_secs(1));
-            std::thread::sleep(tick);
-            expire();
-            let empty = kept().is_empty();
-            if empty {
-                REAPING.store(false, Ordering::Release);
-                // A link kept meanwhile restarts the thread unless this one goes on.
-                if kept().is_empty() || REAPING.swap(true, Ordering::AcqRel) {
-                    return;
-                }
+        let tick = (idle() / 4).clamp(Duration::from_millis(25), Duration::from_secs(1));
+        std::thread::sleep(tick);
+        expire();
+        let empty = kept().is_empty();
+        if empty {
+            REAPING.store(false, Ordering::Release);
+            // A link kept meanwhile restarts the thread unless this one goes on.
+            if kept().is_empty() || REAPING.swap(true, Ordering::AcqRel) {
+                return;
             }
-        });
+        }
+    });
     if spawned.is_err() {
         REAPING.store(false, Ordering::Release);
         tracing::warn!("cannot start the thread that detaches idle kept TCX links");
