@@ -111,6 +111,9 @@ fn host_module_installs_an_enrolled_agent_over_ssh_and_destroy_removes_it() {
     let tf = Terraform::new(&dir.join("tf"));
     let ca = std::fs::read_to_string(coord.certs.path().join("ca.pem")).expect("ca.pem");
     let node = "tf-host-1";
+    // remote-exec's scripts go here, not to /tmp: Terraform leaves each one behind, emptied.
+    let scripts = dir.join("remote-exec");
+    std::fs::create_dir(&scripts).expect("remote-exec dir");
     // The root module, as JSON configuration, with the module used in place.
     let root = json!({
         "module": { "host": {
@@ -120,7 +123,12 @@ fn host_module_installs_an_enrolled_agent_over_ssh_and_destroy_removes_it() {
                 "port": sshd.addr.port(),
                 "labels": { "rack": "r1" },
             } },
-            "ssh": { "user": "root", "host_key": sshd.host_key_pub, "timeout": "30s" },
+            "ssh": {
+                "user": "root",
+                "host_key": sshd.host_key_pub,
+                "timeout": "30s",
+                "script_path": format!("{}/tf_%RAND%.sh", scripts.display()),
+            },
             "ssh_private_key": sshd.client_key,
             "coordinator_url": format!("https://{}", coord.grpc),
             "enroll_url": format!("https://{}", coord.enroll),
@@ -240,6 +248,13 @@ fn host_module_installs_an_enrolled_agent_over_ssh_and_destroy_removes_it() {
     };
 
     let (destroy, destroy_took) = tf.ok(&["destroy", "-input=false", "-auto-approve", "-no-color"]);
+    let uploaded = std::fs::read_dir(&scripts)
+        .expect("remote-exec dir")
+        .count();
+    assert!(
+        uploaded >= 2,
+        "remote-exec used ssh.script_path for apply and destroy: {uploaded} scripts there"
+    );
     let destroy = remote_lines(&destroy);
     println!("terraform destroy: {destroy_took:.1?}\n{destroy}");
     assert!(
@@ -598,6 +613,7 @@ fn host_module_refuses_bad_input_at_plan_time_naming_the_range() {
         (json!({ "install_mode": "systemd", "install_prefix": "/tmp/x" }), "install_mode: systemd loads units from /etc/systemd/system only"),
         (json!({ "agent_binary_path": "/nonexistent/faultline-agent" }), "agent_binary_path: an existing file on the machine running Terraform"),
         (json!({ "agent_binary_path": null }), "agent_binary_path, or agent_binary_url with agent_binary_sha256"),
+        (json!({ "ssh": { "script_path": "/tmp/install.sh" } }), "ssh.script_path: an absolute path without spaces or quotes that contains %RAND%"),
     ] {
         module(extra.clone());
         let (ok, out, _) = tf.run(&["plan", "-input=false", "-no-color"]);

@@ -84,6 +84,7 @@ resource "terraform_data" "coordinator" {
     user        = var.ssh.user
     host_key    = var.ssh.host_key
     timeout     = var.ssh.timeout
+    script_path = var.ssh.script_path
     private_key = var.ssh_private_key
     prefix      = var.install_prefix
     staging     = var.staging_dir
@@ -100,6 +101,8 @@ resource "terraform_data" "coordinator" {
     agent       = self.input.private_key == null
     host_key    = self.input.host_key
     timeout     = self.input.timeout
+    # try(): states written before script_path existed have no such input.
+    script_path = try(self.input.script_path, "/tmp/terraform_%RAND%.sh")
   }
 
   lifecycle {

@@ -34,12 +34,16 @@ variable "ssh" {
     How Terraform's SSH communicator logs in to every host in var.hosts: user (root, or a user
     with passwordless sudo), host_key (the hosts' public host key, or the CA key their host
     certificates are signed with; null accepts any host key, which only a test network should
-    do) and timeout (a number and s, m or h, such as 5m).
+    do), timeout (a number and s, m or h, such as 5m) and script_path (where remote-exec
+    uploads its scripts, default /tmp/terraform_%RAND%.sh; Terraform leaves them there, empty).
   EOT
   type = object({
     user     = optional(string, "root")
     host_key = optional(string)
     timeout  = optional(string, "5m")
+    # Where remote-exec uploads its scripts on the host. Terraform empties each one after it
+    # ran but leaves the file, so an install leaves a few empty files here.
+    script_path = optional(string, "/tmp/terraform_%RAND%.sh")
   })
   default = {}
 
@@ -50,6 +54,10 @@ variable "ssh" {
   validation {
     condition     = can(regex("^[0-9]+(s|m|h)$", var.ssh.timeout))
     error_message = "ssh.timeout: a number and s, m or h, such as 30s, 5m or 1h."
+  }
+  validation {
+    condition     = can(regex("^/[^ ']*%RAND%[^ ']*$", var.ssh.script_path))
+    error_message = "ssh.script_path: an absolute path without spaces or quotes that contains %RAND% (each script gets its own file), such as /var/tmp/terraform_%RAND%.sh."
   }
 }
 

@@ -59,7 +59,15 @@ pub fn coordinator_and_agent_by_terraform_alone() {
     .expect("certs");
     let read = |f: &str| std::fs::read_to_string(certs.join(f)).expect(f);
     let prefix = dir.join("root");
-    let ssh = json!({ "user": "root", "host_key": sshd.host_key_pub, "timeout": "30s" });
+    // remote-exec's scripts go here, not to /tmp: Terraform leaves each one behind, emptied.
+    let scripts = dir.join("remote-exec");
+    std::fs::create_dir(&scripts).expect("remote-exec dir");
+    let ssh = json!({
+        "user": "root",
+        "host_key": sshd.host_key_pub,
+        "timeout": "30s",
+        "script_path": format!("{}/tf_%RAND%.sh", scripts.display()),
+    });
     let common = |staging: &str| {
         json!({
             "ssh": ssh,
