@@ -6,7 +6,6 @@ mod net_ebpf_support;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use faultline_agent::engine::driver::{Driver, FaultCtx, Recipe, RevertOutcome};
@@ -64,36 +63,14 @@ fn child_holding_a_drop() {
     std::thread::sleep(Duration::from_secs(60));
 }
 
-/// Kills the child by PID if the test fails early.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn sigkill_stops_drops_within_a_second() {
     require_root();
     let p = Pair::new();
     let rx = udp_in(&p.b.path(), &format!("{B}:5010"));
     let tx = udp_in(&p.a.path(), &format!("{A}:0"));
-    let exe = std::env::current_exe().expect("test executable");
-    let child = Command::new(exe)
-        .args([
-            "--exact",
-            "child_holding_a_drop",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, format!("{}|{}", p.a.path().display(), p.if_a))
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start the helper process");
-    let mut child = ChildGuard(child);
+    let target = format!("{}|{}", p.a.path().display(), p.if_a);
+    let mut child = Helper::start("child_holding_a_drop", (CHILD_ENV, &target));
     let stdout = child.0.stdout.take().expect("stdout");
     let mut recipe_json = None;
     for line in BufReader::new(stdout).lines() {

@@ -10,12 +10,10 @@ mod net_ebpf_support;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use aya::programs::{SchedClassifier, TcAttachType};
 use faultline_agent::engine::driver::{Driver, Recipe, RevertOutcome};
-use faultline_agent::net::{keep, netns, KernelLease};
+use faultline_agent::net::KernelLease;
 use faultline_core::fault::{Protocol, TrafficMatch};
 use net_ebpf_support::*;
 
@@ -37,29 +35,6 @@ fn link_ids(r: &Recipe) -> Vec<u64> {
         .iter()
         .map(|v| v.as_u64().expect("link id"))
         .collect()
-}
-
-/// Names of the programs attached to `iface`'s TCX egress in `ns` (the kernel's own list).
-fn tcx_egress(ns: &Path, iface: &str) -> Vec<String> {
-    let iface = iface.to_string();
-    netns::run_in(Some(ns), move || {
-        SchedClassifier::query_tcx(&iface, TcAttachType::Egress)
-            .map(|(_, progs)| {
-                progs
-                    .iter()
-                    .map(|p| p.name_as_str().unwrap_or("?").to_string())
-                    .collect::<Vec<_>>()
-            })
-            .unwrap_or_else(|e| panic!("querying the TCX programs of {iface}: {e}"))
-    })
-    .expect("netns thread")
-}
-
-fn dispatchers(ns: &Path, iface: &str) -> usize {
-    tcx_egress(ns, iface)
-        .iter()
-        .filter(|n| n.as_str() == keep::PROGRAM)
-        .count()
 }
 
 #[test]
@@ -294,36 +269,14 @@ fn child_holding_a_kept_link() {
     std::thread::sleep(Duration::from_secs(60));
 }
 
-/// Kills the child if the test fails early.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn sigkill_with_a_kept_link_lets_traffic_through() {
     require_root();
     let p = Pair::new();
     let rx = udp_in(&p.b.path(), &format!("{B}:5025"));
     let tx = udp_in(&p.a.path(), &format!("{A}:0"));
-    let exe = std::env::current_exe().expect("test executable");
-    let child = Command::new(exe)
-        .args([
-            "--exact",
-            "child_holding_a_kept_link",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, format!("{}|{}", p.a.path().display(), p.if_a))
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start the helper process");
-    let mut child = ChildGuard(child);
+    let target = format!("{}|{}", p.a.path().display(), p.if_a);
+    let mut child = Helper::start("child_holding_a_kept_link", (CHILD_ENV, &target));
     let stdout = child.0.stdout.take().expect("stdout");
     let ready = BufReader::new(stdout)
         .lines()

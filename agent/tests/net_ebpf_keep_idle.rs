@@ -4,29 +4,12 @@
 
 mod net_ebpf_support;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use aya::programs::{SchedClassifier, TcAttachType};
 use faultline_agent::engine::driver::{Driver, RevertOutcome};
-use faultline_agent::net::{keep, netns, KernelLease};
+use faultline_agent::net::{keep, KernelLease};
 use faultline_core::fault::{Protocol, TrafficMatch};
 use net_ebpf_support::*;
-
-fn dispatchers(ns: &Path, iface: &str) -> usize {
-    let iface = iface.to_string();
-    netns::run_in(Some(ns), move || {
-        SchedClassifier::query_tcx(&iface, TcAttachType::Egress)
-            .map(|(_, progs)| {
-                progs
-                    .iter()
-                    .filter(|p| p.name_as_str() == Some(keep::PROGRAM))
-                    .count()
-            })
-            .unwrap_or_else(|e| panic!("querying the TCX programs of {iface}: {e}"))
-    })
-    .expect("netns thread")
-}
 
 #[test]
 fn an_idle_kept_link_is_detached_after_the_idle_expiry() {

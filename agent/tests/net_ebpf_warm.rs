@@ -6,13 +6,12 @@
 mod net_ebpf_support;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aya::maps::{Array, Map, MapData};
 use faultline_agent::net::rules::{Config, CONFIG_SIZE};
 use faultline_agent::net::{ebpf, warm};
-use net_ebpf_support::require_root;
+use net_ebpf_support::{require_root, Helper};
 
 const CHILD_ENV: &str = "FL_WARM_TEST_CHILD";
 
@@ -105,34 +104,10 @@ fn child_holding_spares() {
     std::thread::sleep(Duration::from_secs(60));
 }
 
-/// Kills the helper by PID if the test fails early.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn a_spare_dies_with_its_process() {
     require_root();
-    let exe = std::env::current_exe().expect("test executable");
-    let mut child = ChildGuard(
-        Command::new(exe)
-            .args([
-                "--exact",
-                "child_holding_spares",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, "1")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start the helper"),
-    );
+    let mut child = Helper::start("child_holding_spares", (CHILD_ENV, "1"));
     let out = child.0.stdout.take().expect("stdout");
     let ids: Vec<u32> = BufReader::new(out)
         .lines()

@@ -344,3 +344,58 @@ pub fn first_through(sent: &[(u32, Instant)], seen: &[(u32, Instant)]) -> Option
     let first = seen.iter().map(|(s, _)| *s).min()?;
     sent.iter().find(|(s, _)| *s == first).map(|(_, t)| *t)
 }
+
+/// A helper process: this test binary run again for one `#[ignore]`d test (`name`) with `env`
+/// set, its stdout piped. Killed and reaped by PID on drop, so a failing test leaves none.
+pub struct Helper(pub std::process::Child);
+
+impl Helper {
+    pub fn start(name: &str, env: (&str, &str)) -> Helper {
+        let exe = std::env::current_exe().expect("test executable");
+        let child = Command::new(exe)
+            .args([
+                "--exact",
+                name,
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(env.0, env.1)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start the helper process {name}: {e}"));
+        Helper(child)
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Names of the programs attached to `iface`'s TCX egress in `ns` (the kernel's own list).
+pub fn tcx_egress(ns: &Path, iface: &str) -> Vec<String> {
+    use aya::programs::{SchedClassifier, TcAttachType};
+    let iface = iface.to_string();
+    netns::run_in(Some(ns), move || {
+        SchedClassifier::query_tcx(&iface, TcAttachType::Egress)
+            .map(|(_, progs)| {
+                progs
+                    .iter()
+                    .map(|p| p.name_as_str().unwrap_or("?").to_string())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_else(|e| panic!("querying the TCX programs of {iface}: {e}"))
+    })
+    .expect("netns thread")
+}
+
+/// How many kept-link dispatchers (`keep::PROGRAM`) are on `iface`'s TCX egress in `ns`.
+pub fn dispatchers(ns: &Path, iface: &str) -> usize {
+    tcx_egress(ns, iface)
+        .iter()
+        .filter(|n| n.as_str() == faultline_agent::net::keep::PROGRAM)
+        .count()
+}
