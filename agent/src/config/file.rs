@@ -271,18 +271,12 @@ fn validate(raw: RawLimits) -> Result<AgentFile, Bad> {
             })?;
     }
     if let Some(d) = raw.max_duration {
-        let field = "limits.max_duration";
-        limits.max_duration =
-            duration::parse_in_range(field, &d, MIN_MAX_DURATION, MAX_MAX_DURATION).map_err(
-                |e| {
-                    let text = e.to_string();
-                    let message = text
-                        .strip_prefix(&format!("{field}: "))
-                        .unwrap_or(&text)
-                        .to_string();
-                    bad(field, message)
-                },
-            )?;
+        limits.max_duration = duration_in(
+            "limits.max_duration",
+            &d,
+            MIN_MAX_DURATION,
+            MAX_MAX_DURATION,
+        )?;
     }
     if let Some(pids) = raw.protected_pids {
         protected.pids = pids
