@@ -263,9 +263,14 @@ fn memory_round(s: &Setup) {
     );
     let grown = |i: usize, d: &std::path::Path| anon(d).saturating_sub(anon_base[i]);
     // The worker's RSS counts its binary too (charged where it was first read), so the
-    // container's charge is what says every page is touched.
+    // container's charge is what says every page is touched. The charge may grow by a little
+    // less than the worker's 128 MiB: the baseline above can still hold anonymous memory of
+    // the container's other processes (the cpu fault's worker exiting) that is freed while
+    // this worker fills (127 MiB seen once with a 141 MiB worker); 2 MiB of slack covers that,
+    // and the neighbour's charge below still has to stay flat.
+    const SLACK: u64 = 2 * MIB;
     let reached = wait_for(Duration::from_secs(10), || {
-        let done = proc.rss_bytes(worker).ok()? >= want && grown(0, &ctr) >= want;
+        let done = proc.rss_bytes(worker).ok()? >= want && grown(0, &ctr) + SLACK >= want;
         done.then(|| t0.elapsed())
     });
     let rss = proc.rss_bytes(worker).unwrap_or(0);
@@ -288,7 +293,7 @@ fn memory_round(s: &Setup) {
     );
     assert!(matches!(health, Health::Ok(_)), "{health:?}");
     assert!(
-        (want..=want + 16 * MIB).contains(&g_ctr),
+        (want - SLACK..=want + 16 * MIB).contains(&g_ctr),
         "the container's memory cgroup grew by {g_ctr} bytes, not about {want}"
     );
     assert!(
