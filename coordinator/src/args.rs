@@ -89,7 +89,7 @@ pub struct Args {
     pub lease: String,
 
     /// How often the lease is renewed on every session: each agent's telemetry is answered
-    /// with a renewal once this much has passed since the last, and when no telemetry comes a
+    /// with a renewal once 3/4 of this has passed since the last, and when no telemetry comes a
     /// timer renews anyway at 1.5 times this (less when the lease leaves less room). Range
     /// 100ms..=59s, and shorter than --lease.
     #[arg(

@@ -11,7 +11,9 @@ use std::time::Duration;
 /// Renewal pacing for one lease and renew interval (both validated: 0 < interval < lease).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RenewPace {
-    /// Telemetry arriving at least this long after the last renewal is answered with one.
+    /// Telemetry arriving at least this long (3/4 of the interval) after the last renewal is
+    /// answered with one: telemetry every interval is answered each time despite jitter, and
+    /// telemetry more often than that does not make renewals more frequent than the interval.
     pub answer_after: Duration,
     /// With no telemetry answered, the timer renews this long after the last renewal:
     /// the renew interval plus a slack that lets telemetry sent every renew interval arrive
@@ -27,7 +29,7 @@ impl RenewPace {
     pub fn new(lease: Duration, interval: Duration) -> RenewPace {
         let slack = (interval / 2).min(lease.saturating_sub(interval) / 2);
         RenewPace {
-            answer_after: interval / 2,
+            answer_after: interval * 3 / 4,
             at_most: interval + slack,
         }
     }
@@ -47,13 +49,15 @@ mod tests {
     #[test]
     fn defaults_answer_each_telemetry_and_fall_back_after_one_and_a_half_intervals() {
         let p = RenewPace::new(5 * S, S);
-        assert_eq!(p.answer_after, S / 2);
+        assert_eq!(p.answer_after, S * 3 / 4);
         assert_eq!(p.at_most, S * 3 / 2);
         // Telemetry every second, arriving a little early or late: each is answered.
         assert!(p.answers(Duration::from_millis(990)));
         assert!(p.answers(Duration::from_millis(1010)));
-        // A second message right after a renewal (a fault status, say) is not.
+        // A second message right after a renewal (a fault status, say) is not, nor telemetry
+        // from an agent reporting every 500 ms: every other one of those is answered.
         assert!(!p.answers(Duration::from_millis(20)));
+        assert!(!p.answers(Duration::from_millis(510)));
     }
 
     #[test]
