@@ -129,6 +129,67 @@ fn cpu_workers_default_to_the_cpus_the_target_may_use() {
     assert!(recipe_pids(&planned).is_empty(), "plan starts nothing");
 }
 
+/// One target path in a v1 hierarchy and in cgroup2: the worker moves itself into the v1
+/// cgroup (writing `0` to `tasks`, no grace period) and the agent moves it into the v2 one
+/// (`cgroup.procs`); both are where it runs, read back from the kernel.
+#[test]
+fn a_worker_is_placed_in_the_targets_v1_and_v2_cgroups_before_it_works() {
+    require_root();
+    let v1 = TestCgroup::new("cpuacct");
+    let v2 = host_support::standalone::V2Group::named(&v1.name);
+    let (stress, _) = drivers(&config(&[], Protected::default()));
+    let id = unique("cpu-placed");
+    let mut fault = Applied::new(&stress, &ctx(&id, 60), &cpu(Target::Cgroup(v1.path()), 5, 1));
+    let pids = recipe_pids(&fault.recipe);
+    assert_eq!(pids.len(), 1, "one worker asked");
+    assert_eq!(faultline_agent::host::cgroup::procs(&v1.dir), pids, "in the v1 cgroup");
+    assert_eq!(v2.procs(), pids, "in the v2 cgroup");
+    let lines = std::fs::read_to_string(format!("/proc/{}/cgroup", pids[0])).expect("cgroup");
+    assert!(
+        lines.lines().any(|l| l.starts_with("0::") && l.ends_with(&v1.path())),
+        "/proc/{}/cgroup shows the v2 group: {lines}",
+        pids[0]
+    );
+    assert_eq!(fault.revert(), RevertOutcome::Reverted);
+}
+
+/// A v1 cgroup the worker may not enter (a cpuset with no CPUs: the kernel answers ENOSPC):
+/// the apply fails naming the cgroup, and no worker is left running.
+#[test]
+fn a_worker_that_cannot_enter_the_target_cgroup_fails_the_apply_and_is_gone() {
+    require_root();
+    let cg = TestCgroup::new("cpuset");
+    assert_eq!(cg.read("cpuset.cpus").trim(), "", "a new cpuset has no CPUs");
+    let (stress, _) = drivers(&config(&[], Protected::default()));
+    let id = unique("cpu-nocpus");
+    let c = ctx(&id, 60);
+    let spec = cpu(Target::Cgroup(cg.path()), 5, 1);
+    let planned = stress.plan(&c, &spec).expect("plan");
+    let err = match stress.apply(&c, &spec, &planned) {
+        Ok(r) => {
+            let _ = stress.revert(&r);
+            panic!("a worker was placed in a cpuset with no CPUs");
+        }
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("could not join") && err.contains(&cg.dir.display().to_string()),
+        "the error names the cgroup: {err}"
+    );
+    let pid: u32 = err
+        .split("worker pid ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("the error names the worker's pid: {err}"));
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "worker pid {pid} was killed and reaped"
+    );
+    assert!(faultline_agent::host::cgroup::procs(&cg.dir).is_empty());
+    let _ = stress.revert(&planned);
+}
+
 #[test]
 fn memory_512mib_is_resident_within_two_seconds_and_released_on_revert() {
     require_root();

@@ -1,6 +1,7 @@
 //! The worker side of stress faults: `faultline-agent __worker <cpu|memory|io> --fault-id ID
 //! --deadline-unix-ms N --parent-pid P ...`. A worker dies with the agent (PR_SET_PDEATHSIG,
-//! EOF on stdin), waits for "go" (sent once it is in the target's cgroups), works until its own
+//! EOF on stdin), moves itself into the target's v1 cgroups when told (`join [...]`, answered
+//! `joined`), waits for "go" (sent once it is in all of them), works until its own
 //! deadline, and reports counters as JSON lines on stdout.
 //!
 //! An io worker opens nothing by path: the agent creates its file in the target's filesystem
@@ -25,6 +26,9 @@ pub const WORKER_ARG: &str = "__worker";
 /// The worker kind of `disk-fill` (see [`fill`](super::fill)).
 pub const DISK_FILL: &str = "disk-fill";
 pub const GUARD_ARG: &str = "__guard";
+/// The line that asks a new worker to join cgroups itself, and its answer.
+pub const JOIN: &str = "join";
+pub const JOINED: &str = "joined";
 /// The io-limit guard (see [`iolimit::guard`](super::iolimit::guard)).
 pub const IO_GUARD_ARG: &str = "__io-guard";
 
@@ -91,6 +95,28 @@ fn emit(v: serde_json::Value) {
     let _ = writeln!(out, "{v}").and_then(|()| out.flush());
 }
 
+/// Writes one plain text line (an answer such as [`JOINED`]) to stdout.
+fn say(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}").and_then(|()| out.flush());
+}
+
+/// `join ["/sys/fs/cgroup/cpu/...", ...]`: this worker moves itself into those v1 cgroups by
+/// writing `0` to each `tasks` file. It is single-threaded until "go" (the stdin watcher starts
+/// after), so moving its one thread moves the process.
+fn join_self(list: &str) -> Result<(), String> {
+    let files: Vec<PathBuf> =
+        serde_json::from_str(list).map_err(|e| format!("unreadable join list {list:?}: {e}"))?;
+    for f in &files {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(f)
+            .and_then(|mut t| t.write_all(b"0"))
+            .map_err(|e| format!("cannot join {}: {e}", f.display()))?;
+    }
+    Ok(())
+}
+
 /// Entry point for `__worker ...` and `__guard ...` (`args[0]` is the role).
 pub fn main(args: &[String]) -> i32 {
     match args.first().map(String::as_str) {
@@ -148,9 +174,24 @@ fn run(kind: &str, o: &BTreeMap<String, String>) -> Result<i32, String> {
     } else {
         None
     };
-    let mut line = String::new();
     let stdin = std::io::stdin();
-    if stdin.lock().read_line(&mut line).is_err() || line.trim() != "go" {
+    let go = loop {
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line).unwrap_or(0) == 0 {
+            break false;
+        }
+        let Some(files) = line.trim().strip_prefix(JOIN).map(str::trim_start) else {
+            break line.trim() == "go";
+        };
+        if let Err(e) = join_self(files) {
+            if let Some(f) = &io_file {
+                f.remove();
+            }
+            return Err(e);
+        }
+        say(JOINED);
+    };
+    if !go {
         if let Some(f) = &io_file {
             f.remove();
         }

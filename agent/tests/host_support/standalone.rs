@@ -31,7 +31,12 @@ pub struct V2Group {
 
 impl V2Group {
     pub fn new() -> V2Group {
-        let dir = cgroup2_mount().join(format!("faultline-test-{}", rand::random::<u32>()));
+        Self::named(&format!("faultline-test-{}", rand::random::<u32>()))
+    }
+
+    /// A group with a given name, so that one path can exist in v1 hierarchies and in v2.
+    pub fn named(name: &str) -> V2Group {
+        let dir = cgroup2_mount().join(name);
         std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
         V2Group { dir }
     }

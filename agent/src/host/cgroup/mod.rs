@@ -297,6 +297,22 @@ pub fn join(dir: &Path, pid: u32) -> Result<(), CgroupError> {
     })
 }
 
+/// Whether `lines` (a process's `/proc/<pid>/cgroup`) already place it in `dest`.
+pub fn holds(dest: &CgroupDir, lines: &[CgroupLine]) -> bool {
+    lines.iter().any(|l| {
+        hierarchy_of(std::slice::from_ref(&dest.hierarchy), l).is_some()
+            && l.path.trim_end_matches('/') == dest.path.trim_end_matches('/')
+    })
+}
+
+/// The file through which a single-threaded process moves itself into a v1 cgroup by writing
+/// `0`: for one thread named as the writer, the kernel takes only `cgroup_mutex`, not the
+/// global thread-group lock whose every write waits out an RCU grace period (7 to 15 ms on
+/// this kernel). v2 has no such file: its threads may not leave their domain.
+pub fn self_join_file(dest: &CgroupDir) -> Option<PathBuf> {
+    (dest.hierarchy.version == Version::V1).then(|| dest.dir.join("tasks"))
+}
+
 /// The processes in a cgroup (not its children).
 pub fn procs(dir: &Path) -> Vec<u32> {
     std::fs::read_to_string(dir.join("cgroup.procs"))

@@ -10,10 +10,12 @@ use crate::engine::driver::{DriverError, Health};
 use crate::host::cgroup::{self, CgroupDir};
 use crate::host::child::Running;
 use crate::host::rootfs::Dir;
-use crate::host::worker::DISK_FILL;
+use crate::host::worker::{DISK_FILL, JOIN, JOINED};
 
 /// A worker that ends this close to its deadline has simply finished.
 const END_SLACK: Duration = Duration::from_secs(1);
+/// How long a new worker may take to move itself into the target's cgroups.
+const JOIN_WAIT: Duration = Duration::from_secs(5);
 
 impl StressDriver {
     pub(super) fn start(
@@ -103,14 +105,51 @@ impl StressDriver {
             let w = out
                 .last_mut()
                 .ok_or_else(|| DriverError::Other("no worker".into()))?;
-            for d in &r.joined {
-                cgroup::join(&d.dir, w.pid()).map_err(|e| DriverError::Other(e.to_string()))?;
-            }
+            self.place(w, &r.joined)?;
             w.send("go")
                 .map_err(|e| DriverError::io(format!("tell worker pid {} to go", w.pid()), e))?;
             if r.kind == DISK_FILL {
                 super::fill::wait_filled(w)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Puts a worker that has not started working into `dests`. The v1 cgroups it is not in
+    /// yet it joins itself (see [`cgroup::self_join_file`]: no RCU grace period per apply);
+    /// whatever still does not hold it afterwards (v2) the agent moves it into through
+    /// `cgroup.procs`. Both are read back from `/proc/<pid>/cgroup`, never assumed.
+    fn place(&self, w: &mut Running, dests: &[CgroupDir]) -> Result<(), DriverError> {
+        let lines = |pid: u32| {
+            self.host
+                .proc()
+                .cgroup_text(pid)
+                .map(|t| cgroup::parse_proc_cgroup(&t))
+                .map_err(|e| DriverError::Other(format!("worker pid {pid}: {e}")))
+        };
+        let pid = w.pid();
+        let mut now = lines(pid)?;
+        let files: Vec<PathBuf> = dests
+            .iter()
+            .filter(|d| !cgroup::holds(d, &now))
+            .filter_map(cgroup::self_join_file)
+            .collect();
+        if !files.is_empty() {
+            let list = serde_json::to_string(&files).map_err(|e| DriverError::Other(e.to_string()))?;
+            w.send(&format!("{JOIN} {list}"))
+                .map_err(|e| DriverError::io(format!("tell worker pid {pid} to join"), e))?;
+            if !w.wait_line(JOINED, JOIN_WAIT) {
+                let why = w.reports().error.unwrap_or_else(|| {
+                    format!("it did not answer within {} s", JOIN_WAIT.as_secs())
+                });
+                return Err(DriverError::Other(format!(
+                    "worker pid {pid} could not join the target's cgroups: {why}"
+                )));
+            }
+            now = lines(pid)?;
+        }
+        for d in dests.iter().filter(|d| !cgroup::holds(d, &now)) {
+            cgroup::join(&d.dir, pid).map_err(|e| DriverError::Other(e.to_string()))?;
         }
         Ok(())
     }
