@@ -139,14 +139,24 @@ fn a_worker_is_placed_in_the_targets_v1_and_v2_cgroups_before_it_works() {
     let v2 = host_support::standalone::V2Group::named(&v1.name);
     let (stress, _) = drivers(&config(&[], Protected::default()));
     let id = unique("cpu-placed");
-    let mut fault = Applied::new(&stress, &ctx(&id, 60), &cpu(Target::Cgroup(v1.path()), 5, 1));
+    let mut fault = Applied::new(
+        &stress,
+        &ctx(&id, 60),
+        &cpu(Target::Cgroup(v1.path()), 5, 1),
+    );
     let pids = recipe_pids(&fault.recipe);
     assert_eq!(pids.len(), 1, "one worker asked");
-    assert_eq!(faultline_agent::host::cgroup::procs(&v1.dir), pids, "in the v1 cgroup");
+    assert_eq!(
+        faultline_agent::host::cgroup::procs(&v1.dir),
+        pids,
+        "in the v1 cgroup"
+    );
     assert_eq!(v2.procs(), pids, "in the v2 cgroup");
     let lines = std::fs::read_to_string(format!("/proc/{}/cgroup", pids[0])).expect("cgroup");
     assert!(
-        lines.lines().any(|l| l.starts_with("0::") && l.ends_with(&v1.path())),
+        lines
+            .lines()
+            .any(|l| l.starts_with("0::") && l.ends_with(&v1.path())),
         "/proc/{}/cgroup shows the v2 group: {lines}",
         pids[0]
     );
@@ -159,7 +169,11 @@ fn a_worker_is_placed_in_the_targets_v1_and_v2_cgroups_before_it_works() {
 fn a_worker_that_cannot_enter_the_target_cgroup_fails_the_apply_and_is_gone() {
     require_root();
     let cg = TestCgroup::new("cpuset");
-    assert_eq!(cg.read("cpuset.cpus").trim(), "", "a new cpuset has no CPUs");
+    assert_eq!(
+        cg.read("cpuset.cpus").trim(),
+        "",
+        "a new cpuset has no CPUs"
+    );
     let (stress, _) = drivers(&config(&[], Protected::default()));
     let id = unique("cpu-nocpus");
     let c = ctx(&id, 60);

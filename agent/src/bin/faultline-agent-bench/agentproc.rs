@@ -91,6 +91,14 @@ pub fn footprint(pid: u32, over: Duration) -> Result<(f64, f64)> {
     Ok((rss_kib / 1024.0, (t1 - t0) as f64 / hz / over.as_secs_f64()))
 }
 
+/// The bench's veth in A as the fields of a YAML flow mapping (a fault inside an experiment).
+pub fn flow_target(w: &World) -> String {
+    format!(
+        "interface: {IFACE_A}, target: {{netns: {}}}",
+        w.path_a().display()
+    )
+}
+
 fn target(w: &World) -> String {
     format!(
         "interface: {IFACE_A}\ntarget: {{netns: {}}}\n",

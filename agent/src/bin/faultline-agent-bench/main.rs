@@ -46,8 +46,9 @@ struct Args {
     /// through (0 skips these and the footprint figures).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(0..=1000))]
     kill_runs: u16,
-    /// A faultline-coordinator binary: with --faultctl-bin, also measure the agent daemon idle
-    /// in a real session, sending telemetry every second.
+    /// A faultline-coordinator binary: with --faultctl-bin, also measure the agent daemon in a
+    /// real session, sending telemetry every second: idle, and holding 16 drop faults of an
+    /// experiment.
     #[arg(long, requires = "faultctl_bin")]
     coordinator_bin: Option<PathBuf>,
     /// The faultctl binary that makes the session's development certificates.
@@ -134,10 +135,12 @@ fn main() -> Result<()> {
             }
         }
         if let (Some(c), Some(f)) = (&args.coordinator_bin, &args.faultctl_bin) {
-            process.session = Some(session::idle(
+            process.session = Some(session::footprints(
                 &bin,
                 c,
                 f,
+                16,
+                &agentproc::flow_target(&world),
                 std::time::Duration::from_secs(5),
                 std::time::Duration::from_secs(20),
             )?);

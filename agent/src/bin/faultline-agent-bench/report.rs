@@ -13,8 +13,8 @@ pub struct Process {
     pub kill_ms: crate::latency::Samples,
     /// (faults held, RSS MiB, CPU cores).
     pub holding: Vec<(usize, f64, f64)>,
-    /// The daemon idle in a session with telemetry every second: (RSS MiB, CPU cores).
-    pub session: Option<(f64, f64)>,
+    /// The daemon in a session with telemetry every second, idle and holding faults.
+    pub session: Option<crate::session::SessionFootprint>,
 }
 
 pub struct Report {
@@ -166,10 +166,13 @@ impl Report {
                 p.kill_ms.pct(100.0)
             ));
         }
-        if let Some((rss, cores)) = p.session {
+        if let Some(f) = &p.session {
+            let ((rss, cores), (n, hrss, hcores)) = (f.idle, f.holding);
             s.push_str(&format!(
-                "agent daemon idle in a session, telemetry every 1 s: RSS {rss:.1} MiB, CPU {:.2}% of a core (20 s)\n",
-                cores * 100.0
+                "agent daemon in a session, telemetry every 1 s: idle RSS {rss:.1} MiB, CPU {:.2}% of a core; \
+                 holding {n} drop faults RSS {hrss:.1} MiB, CPU {:.2}% of a core (20 s each)\n",
+                cores * 100.0,
+                hcores * 100.0
             ));
         }
         for (n, rss, cores) in &p.holding {
@@ -214,8 +217,11 @@ impl Report {
             "ratios": ratios,
             "sigkill_to_inert_ms_p50": self.process.kill_ms.pct(50.0),
             "sigkill_to_inert_ms_max": self.process.kill_ms.pct(100.0),
-            "session_idle": self.process.session.map(|(rss, cores)| json!({
-                "rss_mib": rss, "cpu_cores": cores,
+            "session_idle": self.process.session.as_ref().map(|f| json!({
+                "rss_mib": f.idle.0, "cpu_cores": f.idle.1,
+            })),
+            "session_holding": self.process.session.as_ref().map(|f| json!({
+                "faults": f.holding.0, "rss_mib": f.holding.1, "cpu_cores": f.holding.2,
             })),
             "holding": self.process.holding.iter().map(|(n, rss, cores)| json!({
                 "faults": n, "rss_mib": rss, "cpu_cores": cores,

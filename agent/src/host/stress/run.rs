@@ -135,7 +135,8 @@ impl StressDriver {
             .filter_map(cgroup::self_join_file)
             .collect();
         if !files.is_empty() {
-            let list = serde_json::to_string(&files).map_err(|e| DriverError::Other(e.to_string()))?;
+            let list =
+                serde_json::to_string(&files).map_err(|e| DriverError::Other(e.to_string()))?;
             w.send(&format!("{JOIN} {list}"))
                 .map_err(|e| DriverError::io(format!("tell worker pid {pid} to join"), e))?;
             if !w.wait_line(JOINED, JOIN_WAIT) {
