@@ -19,7 +19,7 @@ use super::keep::{self, Slot};
 use super::netns;
 use super::plan::Scope;
 use super::rules::{Config, Hook};
-use crate::engine::driver::DriverError;
+use crate::engine::driver::{DriverError, RevertOutcome};
 
 /// The object with its programs attached; dropping `slots` takes them out of their kept TCX
 /// links, dropping `links` detaches their cgroup links.
@@ -182,6 +182,23 @@ pub fn releasing(id: u32) -> bool {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .contains(&id)
+}
+
+/// The revert of a fault this process does not hold: its links died with the process that
+/// held them. A program with a recorded id that is still loaded (something else holds it) is
+/// disarmed; this process's own (a revert's detach still running) are disarmed already.
+pub fn disarm_unheld(prefix: &str, prog_ids: &[u32]) -> Result<RevertOutcome, DriverError> {
+    let left: Vec<_> = super::ebpf::programs_named(prefix)
+        .into_iter()
+        .filter(|p| prog_ids.contains(&p.id) && !releasing(p.id))
+        .collect();
+    if left.is_empty() {
+        return Ok(RevertOutcome::AlreadyGone);
+    }
+    for p in &left {
+        super::ebpf::disarm(p).map_err(|e| DriverError::Other(super::ebpf::chain(&e)))?;
+    }
+    Ok(RevertOutcome::Reverted)
 }
 
 /// Detaches `links`, unloads `ebpf`, and takes `ids` out of [`RELEASING`] once the kernel no

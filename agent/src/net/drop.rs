@@ -248,20 +248,7 @@ impl Driver for DropDriver {
             );
             return Ok(RevertOutcome::Reverted);
         }
-        // Not held by this process: the links died with the process that held them. A program
-        // with a recorded id that is still loaded (someone else holds it) is disarmed.
-        // This process's own (a revert's detach still running) are disarmed already.
-        let left: Vec<_> = ebpf::programs_named(PROGRAM_PREFIX)
-            .into_iter()
-            .filter(|p| data.prog_ids.contains(&p.id) && !attach::releasing(p.id))
-            .collect();
-        if left.is_empty() {
-            return Ok(RevertOutcome::AlreadyGone);
-        }
-        for p in &left {
-            ebpf::disarm(p).map_err(ebpf_err)?;
-        }
-        Ok(RevertOutcome::Reverted)
+        attach::disarm_unheld(PROGRAM_PREFIX, &data.prog_ids)
     }
 
     fn health(&self, recipe: &Recipe) -> Health {
