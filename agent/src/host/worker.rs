@@ -103,7 +103,8 @@ fn say(text: &str) {
 
 /// `join ["/sys/fs/cgroup/cpu/...", ...]`: this worker moves itself into those v1 cgroups by
 /// writing `0` to each `tasks` file. It is single-threaded until "go" (the stdin watcher starts
-/// after), so moving its one thread moves the process.
+/// after), so moving its one thread moves the process. The list may be empty: the answer also
+/// tells the agent that the death signal is armed.
 fn join_self(list: &str) -> Result<(), String> {
     let files: Vec<PathBuf> =
         serde_json::from_str(list).map_err(|e| format!("unreadable join list {list:?}: {e}"))?;

@@ -118,7 +118,9 @@ impl StressDriver {
     /// Puts a worker that has not started working into `dests`. The v1 cgroups it is not in
     /// yet it joins itself (see [`cgroup::self_join_file`]: no RCU grace period per apply);
     /// whatever still does not hold it afterwards (v2) the agent moves it into through
-    /// `cgroup.procs`. Both are read back from `/proc/<pid>/cgroup`, never assumed.
+    /// `cgroup.procs`. Both are read back from `/proc/<pid>/cgroup`, never assumed. The
+    /// `join` exchange happens even with nothing to join: the worker answers only after it
+    /// armed its death signal, so no apply returns while a worker could outlive the agent.
     fn place(&self, w: &mut Running, dests: &[CgroupDir]) -> Result<(), DriverError> {
         let lines = |pid: u32| {
             self.host
@@ -134,19 +136,19 @@ impl StressDriver {
             .filter(|d| !cgroup::holds(d, &now))
             .filter_map(cgroup::self_join_file)
             .collect();
+        let list = serde_json::to_string(&files).map_err(|e| DriverError::Other(e.to_string()))?;
+        w.send(&format!("{JOIN} {list}"))
+            .map_err(|e| DriverError::io(format!("tell worker pid {pid} to join"), e))?;
+        if !w.wait_line(JOINED, JOIN_WAIT) {
+            let why = w
+                .reports()
+                .error
+                .unwrap_or_else(|| format!("it did not answer within {} s", JOIN_WAIT.as_secs()));
+            return Err(DriverError::Other(format!(
+                "worker pid {pid} could not join the target's cgroups: {why}"
+            )));
+        }
         if !files.is_empty() {
-            let list =
-                serde_json::to_string(&files).map_err(|e| DriverError::Other(e.to_string()))?;
-            w.send(&format!("{JOIN} {list}"))
-                .map_err(|e| DriverError::io(format!("tell worker pid {pid} to join"), e))?;
-            if !w.wait_line(JOINED, JOIN_WAIT) {
-                let why = w.reports().error.unwrap_or_else(|| {
-                    format!("it did not answer within {} s", JOIN_WAIT.as_secs())
-                });
-                return Err(DriverError::Other(format!(
-                    "worker pid {pid} could not join the target's cgroups: {why}"
-                )));
-            }
             now = lines(pid)?;
         }
         for d in dests.iter().filter(|d| !cgroup::holds(d, &now)) {
