@@ -14,6 +14,7 @@ pub mod http;
 pub mod kube;
 pub mod metrics;
 pub mod notify;
+pub mod outbox;
 pub mod registry;
 mod renew_pace;
 pub mod runs;

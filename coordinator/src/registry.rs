@@ -5,9 +5,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use faultline_proto::pb;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::outbox::Outbox;
 use crate::store::AgentRecord;
 
 /// Reverted and failed faults' statuses are kept this long after they arrive (10 minutes).
@@ -52,12 +53,11 @@ fn prune_statuses(statuses: &mut BTreeMap<String, SeenStatus>, now: i64) {
 #[derive(Debug, Clone)]
 pub struct SessionHandle {
     pub session_id: String,
-    /// Messages pushed here are forwarded to the agent by its session task. Boxed: a tokio
-    /// channel allocates its slots 32 at a time, and 32 unboxed messages are 14 KiB per session.
-    pub push: mpsc::Sender<Box<pb::CoordinatorMessage>>,
+    /// The session's outbound queue; orders go in with [`Outbox::push`].
+    pub outbox: Arc<Outbox>,
     /// Cancelled to end the session from outside (a newer session replaced it).
     pub end: CancellationToken,
-    /// A RevertAll for this session to send (the fleet halt): a flag, not a slot in `push`, so
+    /// A RevertAll for this session to send (the fleet halt): a flag, not a slot in the outbox, so
     /// it is never lost to a full queue.
     pub revert_all: Arc<RevertAllOrder>,
 }

@@ -1,12 +1,14 @@
 //! The registry: sessions connecting, replacing and leaving; fault statuses kept and pruned.
 
 use super::*;
+use crate::outbox::{OutMsg, Outbox};
+use tokio::sync::mpsc;
 
-fn handle(id: &str) -> (SessionHandle, mpsc::Receiver<Box<pb::CoordinatorMessage>>) {
-    let (tx, rx) = mpsc::channel(4);
+fn handle(id: &str) -> (SessionHandle, mpsc::Receiver<Box<OutMsg>>) {
+    let (outbox, rx) = Outbox::new(4);
     let h = SessionHandle {
         session_id: id.into(),
-        push: tx,
+        outbox,
         end: CancellationToken::new(),
         revert_all: Arc::default(),
     };
@@ -200,10 +202,15 @@ fn statuses_are_capped_per_agent_dropping_gone_then_oldest() {
 #[tokio::test]
 async fn a_revert_all_order_is_not_lost_to_a_full_queue() {
     let (h, _rx) = handle("s1");
-    while h.push.try_send(Box::default()).is_ok() {}
+    while h
+        .outbox
+        .sender()
+        .try_send(Box::new(Ok(Default::default())))
+        .is_ok()
+    {}
     assert!(
         matches!(
-            h.push.try_send(Box::default()),
+            h.outbox.sender().try_send(Box::new(Ok(Default::default()))),
             Err(mpsc::error::TrySendError::Full(_))
         ),
         "the queue is full"

@@ -21,17 +21,13 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::authz::Method;
 use crate::enroll::{Pki, Revocations};
 use crate::metrics::{self, CloseReason, RefusalReason};
+use crate::outbox::{OutMsg, Outbox};
 use crate::registry::{Arrival, RevertAllOrder, SessionHandle};
 use crate::renew_pace::RenewPace;
 use crate::state::{now_ms, State, TELEMETRY_INTERVAL_MS};
 
 /// How long a new session may take to say Hello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-
-type OutMsg = Result<pb::CoordinatorMessage, Status>;
-/// Boxed: a tokio channel allocates its slots 32 at a time, and 32 unboxed results are 14 KiB
-/// for every session, most of it never used (see docs/benchmarks.md).
-type Outbound = mpsc::Sender<Box<OutMsg>>;
 
 /// The session's outbound queue, as the response stream tonic polls.
 pub struct Outgoing(mpsc::Receiver<Box<OutMsg>>);
@@ -70,13 +66,13 @@ impl AgentSession for SessionService {
             .state
             .session_guard()
             .ok_or_else(|| Status::unavailable("the coordinator is shutting down"))?;
-        let (out, rx) = mpsc::channel(64);
+        let (outbox, rx) = Outbox::new(64);
         let session = Session {
             state: self.state.clone(),
             pki: self.pki.clone(),
             identity,
             remote,
-            out,
+            outbox,
             opened_ms: now_ms(),
         };
         let inbound = req.into_inner();
@@ -93,7 +89,7 @@ struct Session {
     pki: Arc<Pki>,
     identity: Identity,
     remote: String,
-    out: Outbound,
+    outbox: Arc<Outbox>,
     /// When the stream opened (a revocation after it covers this session's certificate).
     opened_ms: i64,
 }
@@ -140,28 +136,36 @@ impl Session {
     async fn send(&self, msg: OutMsg) -> bool {
         // Nearly always there is room: no timer and no shutdown waiter for that case (with
         // 10,000 sessions, each renewal registering both cost a measurable share of a core).
-        let msg = match self.out.try_send(Box::new(msg)) {
+        let out = self.outbox.sender();
+        let msg = match out.try_send(Box::new(msg)) {
             Ok(()) => return true,
             Err(mpsc::error::TrySendError::Closed(_)) => return false,
             Err(mpsc::error::TrySendError::Full(msg)) => msg,
         };
         tokio::select! {
-            sent = tokio::time::timeout(self.state.lease, self.out.send(msg)) => {
+            sent = tokio::time::timeout(self.state.lease, out.send(msg)) => {
                 matches!(sent, Ok(Ok(())))
             }
             _ = self.state.shutdown.cancelled() => false,
         }
     }
 
-    /// Sends the next lease renewal; false when it could not be sent.
+    /// Sends the next lease renewal; false when it could not be sent. Its vouched list is read
+    /// as it is queued, under the outbox's order lock (see [`Outbox`]).
     async fn renew_lease(&self, node: &str, sequence: &mut u64) -> bool {
         *sequence += 1;
-        let lease = CoordMsg::Lease(pb::LeaseRenewal {
-            lease_ms: self.state.lease_ms(),
-            sequence: *sequence,
-            vouched_fault_ids: self.state.vouched_for(node),
-        });
-        if !self.send_msg(lease).await {
+        let make = || {
+            CoordMsg::Lease(pb::LeaseRenewal {
+                lease_ms: self.state.lease_ms(),
+                sequence: *sequence,
+                vouched_fault_ids: self.state.vouched_for(node),
+            })
+        };
+        let queued = self
+            .outbox
+            .renewal(make, self.state.lease, self.state.shutdown.cancelled())
+            .await;
+        if !queued {
             return false;
         }
         metrics::lease_renewed(node, *sequence);
@@ -279,7 +283,6 @@ impl Session {
         let state = self.state.clone();
         let node = hello.node.to_string();
         let session_id = state.new_session_id();
-        let (push, mut pushed) = mpsc::channel(32);
         let end = CancellationToken::new();
         let arrival = Arrival {
             node_name: node.clone(),
@@ -300,11 +303,17 @@ impl Session {
         let orders = Arc::new(RevertAllOrder::default());
         let handle = SessionHandle {
             session_id: session_id.clone(),
-            push,
+            outbox: self.outbox.clone(),
             end: end.clone(),
             revert_all: orders.clone(),
         };
         let (record, replaced) = state.registry.connect(arrival, handle);
+        let _unwinding = EndGuard {
+            outbox: self.outbox.clone(),
+            state: state.clone(),
+            node: node.clone(),
+            session_id: session_id.clone(),
+        };
         let detail = match &replaced {
             Some(old) => {
                 old.end.cancel();
@@ -365,6 +374,8 @@ impl Session {
                 ended = Some((CloseReason::Disconnect, "could not send RevertAll".into()));
             }
         }
+        // Orders pushed since the registry listed this session have waited for this.
+        self.outbox.welcomed();
 
         // Renewals answer telemetry; the timer renews only when none came in time
         // (renew_pace.rs).
@@ -393,18 +404,18 @@ impl Session {
             }
             tokio::select! {
                 _ = &mut shutdown => {
-                    let _ = self.out.try_send(Box::new(Err(Status::unavailable(
+                    self.outbox.close(Status::unavailable(
                         "the coordinator is shutting down; reconnect later",
-                    ))));
+                    ));
                     break (CloseReason::Shutdown, "the coordinator is shutting down".into());
                 }
                 _ = &mut replaced => {
                     if let Some(revoked) = self.revoked(&node) {
-                        let _ = self.out.try_send(Box::new(Err(Status::permission_denied(revoked.clone()))));
+                        self.outbox.close(Status::permission_denied(revoked.clone()));
                         break (CloseReason::Revoked, revoked);
                     }
                     let why = format!("session {session_id} for {node} was replaced by a newer session");
-                    let _ = self.out.try_send(Box::new(Err(Status::aborted(why.clone()))));
+                    self.outbox.close(Status::aborted(why.clone()));
                     break (CloseReason::Replaced, why);
                 }
                 _ = &mut silent => {
@@ -417,7 +428,7 @@ impl Session {
                         "nothing received from {node} for a whole lease ({} ms)",
                         state.lease_ms()
                     );
-                    let _ = self.out.try_send(Box::new(Err(Status::deadline_exceeded(why.clone()))));
+                    self.outbox.close(Status::deadline_exceeded(why.clone()));
                     break (CloseReason::Silent, why);
                 }
                 _ = &mut ordered => {
@@ -435,11 +446,6 @@ impl Session {
                     }
                     renewed_at = Instant::now();
                     renew_due.as_mut().reset(renewed_at + pace.at_most);
-                }
-                Some(msg) = pushed.recv() => {
-                    if !self.send(Ok(*msg)).await {
-                        ended = Some((CloseReason::Disconnect, "could not send a message".into()));
-                    }
                 }
                 msg = inbound.message() => match msg {
                     Ok(Some(msg)) => {
@@ -461,6 +467,8 @@ impl Session {
             }
         };
 
+        // Orders pushed from now on fail (those queued before the end still go out).
+        self.outbox.end();
         // A silent agent was last seen when it last spoke; otherwise now.
         let seen_at = if reason == CloseReason::Silent {
             0
@@ -526,7 +534,7 @@ impl Session {
     /// session goes on meanwhile. A refusal is an answer too (`error` set).
     fn renew(&self, node: &str, csr_der: Vec<u8>) {
         let pki = self.pki.clone();
-        let out = self.out.clone();
+        let outbox = self.outbox.clone();
         let opened_ms = self.opened_ms;
         let node = node.to_string();
         tokio::spawn(async move {
@@ -564,8 +572,30 @@ impl Session {
             let msg = pb::CoordinatorMessage {
                 msg: Some(CoordMsg::Certificate(answer)),
             };
-            let _ = out.send(Box::new(Ok(msg))).await;
+            let _ = outbox.sender().send(Box::new(Ok(msg))).await;
         });
+    }
+}
+
+/// Ends the outbox when the session task is done, and if it unwinds (a bug), takes the
+/// session out of the registry as well: its handle holds the outbound queue open, so the agent
+/// would otherwise keep a stream that never renews and orders would still be queued into it.
+struct EndGuard {
+    outbox: Arc<Outbox>,
+    state: Arc<State>,
+    node: String,
+    session_id: String,
+}
+
+impl Drop for EndGuard {
+    fn drop(&mut self) {
+        self.outbox.end();
+        if std::thread::panicking() {
+            let _ = self
+                .state
+                .registry
+                .disconnect(&self.node, &self.session_id, now_ms());
+        }
     }
 }
 

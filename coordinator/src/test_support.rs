@@ -1,6 +1,6 @@
 //! Test rig for in-crate tests: a [`State`] over the real sled store behind the
 //! [`failing`](crate::store::failing) switches, and in-process agents that answer over the
-//! same paths a session uses (the registry's push channel in, `Table::route` out).
+//! same paths a session uses (the session's outbound queue, as the registry's push, in; `Table::route` out).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -76,10 +76,11 @@ pub struct Agent {
 
 impl Agent {
     pub fn connect(state: &Arc<State>, node: &str) -> Agent {
-        let (push, mut pushed) = mpsc::channel(64);
+        let (outbox, mut pushed) = crate::outbox::Outbox::new(64);
+        outbox.welcomed();
         let session = SessionHandle {
             session_id: format!("{node}-session"),
-            push,
+            outbox,
             end: CancellationToken::new(),
             revert_all: Arc::default(),
         };
@@ -101,7 +102,7 @@ impl Agent {
                 loop {
                     let msg = tokio::select! {
                         _ = stop.cancelled() => return seen,
-                        m = pushed.recv() => match m.and_then(|m| m.msg) {
+                        m = pushed.recv() => match m.and_then(|m| m.ok()?.msg) {
                             Some(m) => m,
                             None => return seen,
                         },

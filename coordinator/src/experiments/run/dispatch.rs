@@ -1,10 +1,10 @@
 //! Pushing ApplyFault and RevertFault into the standing agent sessions: every agent in
-//! parallel, each agent's messages in order.
+//! parallel, each agent's messages in order, straight into the session's outbound stream
+//! (see [`crate::outbox`]).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use faultline_proto::pb;
 use faultline_proto::pb::coordinator_message::Msg as CoordMsg;
 
 use crate::state::State;
@@ -25,20 +25,8 @@ pub async fn send_all(
                 return (agent, Err("the agent is not connected".to_string()));
             };
             for msg in msgs {
-                let msg = Box::new(pb::CoordinatorMessage { msg: Some(msg) });
-                match tokio::time::timeout(SEND_TIMEOUT, session.push.send(msg)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => {
-                        return (agent, Err("the agent's session ended".to_string()));
-                    }
-                    Err(_) => {
-                        return (
-                            agent,
-                            Err(format!(
-                                "the agent's session did not take the message within {SEND_TIMEOUT:?}"
-                            )),
-                        );
-                    }
+                if let Err(e) = session.outbox.push(msg, SEND_TIMEOUT).await {
+                    return (agent, Err(e));
                 }
             }
             (agent, Ok(()))

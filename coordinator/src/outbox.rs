@@ -1,0 +1,303 @@
+//! A session's outbound queue: the stream tonic sends to the agent. The session task queues
+//! its own messages (Welcome, lease renewals, RevertAll, certificates, the status that ends
+//! the stream); experiment runs push ApplyFault and RevertFault straight in, without a hop
+//! through the session task (at 10,000 agents that hop was a large part of a fan-out's
+//! second, docs/benchmarks.md). Three rules keep what one task forwarding everything gave by
+//! construction:
+//!
+//! - an order waits until the session has queued its Welcome (and a halted fleet's
+//!   RevertAll): nothing overtakes them;
+//! - a renewal's vouched list is computed and queued under the lock an order is queued under,
+//!   and a run vouches for a fault before it pushes its order, so a renewal that follows an
+//!   ApplyFault on the stream always names that fault;
+//! - once the session has ended, a push fails; one that raced the end is reported as perhaps
+//!   not sent (what tonic queued behind the final status is never sent).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use faultline_proto::pb;
+use faultline_proto::pb::coordinator_message::Msg as CoordMsg;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, Notify};
+use tonic::Status;
+
+/// One message of the outbound stream: a message, or the status that ends the stream.
+pub type OutMsg = Result<pb::CoordinatorMessage, Status>;
+
+/// Why a push did not (certainly) reach the stream.
+pub const ENDED: &str = "the agent's session ended";
+
+#[derive(Debug)]
+pub struct Outbox {
+    /// Boxed: a tokio channel allocates its slots 32 at a time, and 32 unboxed messages are
+    /// 14 KiB per session.
+    queue: mpsc::Sender<Box<OutMsg>>,
+    /// Held while an order, or a renewal with its vouched list, is queued.
+    order: Mutex<()>,
+    welcomed: AtomicBool,
+    ended: AtomicBool,
+    /// Wakes pushes waiting for the Welcome (or the end).
+    changed: Notify,
+}
+
+impl Outbox {
+    /// A queue of `capacity` messages, and the receiver tonic's response stream reads.
+    pub fn new(capacity: usize) -> (Arc<Outbox>, mpsc::Receiver<Box<OutMsg>>) {
+        let (queue, rx) = mpsc::channel(capacity);
+        let outbox = Outbox {
+            queue,
+            order: Mutex::new(()),
+            welcomed: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
+            changed: Notify::new(),
+        };
+        (Arc::new(outbox), rx)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ()> {
+        self.order.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The session's own messages, which need neither the Welcome gate nor the order lock.
+    pub fn sender(&self) -> &mpsc::Sender<Box<OutMsg>> {
+        &self.queue
+    }
+
+    /// The session has queued its Welcome: orders may follow.
+    pub fn welcomed(&self) {
+        self.welcomed.store(true, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
+    /// The session is over: pushes fail from now on.
+    pub fn end(&self) {
+        self.ended.store(true, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
+    /// Ends the session and queues the status that ends the stream (dropped when the queue is
+    /// full: the agent stopped reading, and the connection's end tells it as much).
+    pub fn close(&self, status: Status) {
+        self.end();
+        let _ = self.queue.try_send(Box::new(Err(status)));
+    }
+
+    pub fn is_ended(&self) -> bool {
+        self.ended.load(Ordering::SeqCst)
+    }
+
+    /// Completes once the session was welcomed or has ended.
+    async fn settled(&self) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            // Registered before the checks, so a change between them is not missed.
+            changed.as_mut().enable();
+            if self.welcomed.load(Ordering::SeqCst) || self.is_ended() {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    /// Queues an order for the agent, waiting up to `limit` for the Welcome and for room.
+    pub async fn push(&self, msg: CoordMsg, limit: Duration) -> Result<(), String> {
+        if self.is_ended() {
+            return Err(ENDED.into());
+        }
+        let msg = Box::new(Ok(pb::CoordinatorMessage { msg: Some(msg) }));
+        // Nearly always the session is welcomed and has room: then no timer (10,000 of them
+        // per fan-out were a measurable share of it).
+        if self.welcomed.load(Ordering::SeqCst) {
+            match self.queue.try_reserve() {
+                Ok(permit) => {
+                    let _order = self.lock();
+                    permit.send(msg);
+                    return self.queued();
+                }
+                Err(TrySendError::Closed(())) => return Err(ENDED.into()),
+                Err(TrySendError::Full(())) => {}
+            }
+        }
+        let reserved = tokio::time::timeout(limit, async {
+            self.settled().await;
+            if self.is_ended() {
+                return None;
+            }
+            self.queue.reserve().await.ok()
+        })
+        .await;
+        match reserved {
+            Ok(Some(permit)) => {
+                let _order = self.lock();
+                permit.send(msg);
+                self.queued()
+            }
+            Ok(None) => Err(ENDED.into()),
+            Err(_) => Err(format!(
+                "the agent's session did not take the message within {limit:?}"
+            )),
+        }
+    }
+
+    /// After an order was queued: a session that ended meanwhile may have closed its stream
+    /// before the order (the session marks the end before it queues the final status).
+    fn queued(&self) -> Result<(), String> {
+        if self.is_ended() {
+            return Err(format!(
+                "{ENDED} as the message was queued; it may not have gone out"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Queues a lease renewal made by `make` (which reads the vouched faults) under the order
+    /// lock; waits up to `limit` for room, less if `stop` completes first. False when it was
+    /// not queued.
+    pub async fn renewal(
+        &self,
+        make: impl FnOnce() -> CoordMsg,
+        limit: Duration,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> bool {
+        let permit = match self.queue.try_reserve() {
+            Ok(p) => p,
+            Err(TrySendError::Closed(())) => return false,
+            Err(TrySendError::Full(())) => {
+                tokio::select! {
+                    r = tokio::time::timeout(limit, self.queue.reserve()) => match r {
+                        Ok(Ok(p)) => p,
+                        _ => return false,
+                    },
+                    () = stop => return false,
+                }
+            }
+        };
+        let _order = self.lock();
+        permit.send(Box::new(Ok(pb::CoordinatorMessage { msg: Some(make()) })));
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(id: &str) -> CoordMsg {
+        CoordMsg::Revert(pb::RevertFault {
+            fault_id: id.into(),
+            reason: 0,
+        })
+    }
+
+    fn fault_of(m: &OutMsg) -> Option<String> {
+        match m.as_ref().ok()?.msg.as_ref()? {
+            CoordMsg::Revert(r) => Some(r.fault_id.clone()),
+            CoordMsg::Welcome(w) => Some(format!("welcome {}", w.session_id)),
+            _ => None,
+        }
+    }
+
+    /// An order pushed before the Welcome waits for it, then follows it.
+    #[tokio::test]
+    async fn an_order_never_overtakes_the_welcome() {
+        let (outbox, mut rx) = Outbox::new(8);
+        let pushing = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.push(order("f1"), Duration::from_secs(5)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(rx.try_recv().is_err(), "nothing queued before the Welcome");
+        let welcome = CoordMsg::Welcome(pb::Welcome {
+            session_id: "s1".into(),
+            ..Default::default()
+        });
+        outbox
+            .sender()
+            .try_send(Box::new(Ok(pb::CoordinatorMessage { msg: Some(welcome) })))
+            .expect("room");
+        outbox.welcomed();
+        assert_eq!(pushing.await.expect("task"), Ok(()));
+        let first = rx.recv().await.expect("first");
+        let second = rx.recv().await.expect("second");
+        assert_eq!(fault_of(&first).as_deref(), Some("welcome s1"));
+        assert_eq!(fault_of(&second).as_deref(), Some("f1"));
+    }
+
+    /// A session that ends before its Welcome fails the orders waiting for it at once, and
+    /// every later push fails without queueing.
+    #[tokio::test]
+    async fn an_ended_session_fails_pushes() {
+        let (outbox, mut rx) = Outbox::new(8);
+        let waiting = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.push(order("f1"), Duration::from_secs(30)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        outbox.close(Status::aborted("replaced"));
+        let r = tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .expect("the waiting push ends with the session")
+            .expect("task");
+        assert_eq!(r, Err(ENDED.to_string()));
+        outbox.welcomed();
+        assert_eq!(
+            outbox.push(order("f2"), Duration::from_secs(1)).await,
+            Err(ENDED.to_string())
+        );
+        let only = rx.recv().await.expect("the final status");
+        assert_eq!(only.expect_err("a status").code(), tonic::Code::Aborted);
+        assert!(rx.try_recv().is_err(), "no order behind the final status");
+    }
+
+    /// A full queue makes a push wait up to its limit and say so.
+    #[tokio::test]
+    async fn a_full_queue_times_a_push_out() {
+        let (outbox, _rx) = Outbox::new(1);
+        outbox.welcomed();
+        assert_eq!(
+            outbox.push(order("f1"), Duration::from_secs(1)).await,
+            Ok(())
+        );
+        let e = outbox
+            .push(order("f2"), Duration::from_millis(50))
+            .await
+            .expect_err("no room");
+        assert!(e.contains("did not take the message within"), "{e}");
+    }
+
+    /// A renewal queued after an order (vouched first, as runs do) carries that order's fault.
+    #[tokio::test]
+    async fn a_renewal_after_an_order_carries_its_fault() {
+        let (outbox, mut rx) = Outbox::new(8);
+        outbox.welcomed();
+        let vouched = Arc::new(Mutex::new(Vec::<String>::new()));
+        vouched.lock().expect("lock").push("f1".into());
+        outbox
+            .push(order("f1"), Duration::from_secs(1))
+            .await
+            .expect("pushed");
+        let list = vouched.clone();
+        let queued = outbox
+            .renewal(
+                move || {
+                    CoordMsg::Lease(pb::LeaseRenewal {
+                        vouched_fault_ids: list.lock().expect("lock").clone(),
+                        ..Default::default()
+                    })
+                },
+                Duration::from_secs(1),
+                std::future::pending(),
+            )
+            .await;
+        assert!(queued);
+        let _order = rx.recv().await.expect("order");
+        let renewal = rx.recv().await.expect("renewal");
+        match renewal.expect("ok").msg {
+            Some(CoordMsg::Lease(l)) => assert_eq!(l.vouched_fault_ids, vec!["f1".to_string()]),
+            other => panic!("not a renewal: {other:?}"),
+        }
+    }
+}
