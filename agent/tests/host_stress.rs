@@ -163,6 +163,102 @@ fn a_worker_is_placed_in_the_targets_v1_and_v2_cgroups_before_it_works() {
     assert_eq!(fault.revert(), RevertOutcome::Reverted);
 }
 
+/// The mechanism itself, without the agent: a raw worker told `join [<v1 tasks>]` moves itself
+/// there, answers `joined`, and does no work before `go` (one thread, no CPU time to speak of).
+#[test]
+fn a_raw_worker_joins_a_v1_cgroup_itself_and_waits_for_go() {
+    use std::io::{BufRead, BufReader, Write};
+    require_root();
+    let cg = TestCgroup::new("cpuacct");
+    let deadline = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis()
+        + 60_000;
+    let args: Vec<String> = [
+        "__worker",
+        "cpu",
+        "--fault-id",
+        "raw-join",
+        "--deadline-unix-ms",
+        &deadline.to_string(),
+        "--parent-pid",
+        &std::process::id().to_string(),
+        "--index",
+        "0",
+        "--load",
+        "50",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    let mut child = KillOnDrop(
+        std::process::Command::new(EXE)
+            .args(&args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn a worker"),
+    );
+    let pid = child.0.id();
+    let tasks = cg.dir.join("tasks");
+    let mut stdin = child.0.stdin.take().expect("stdin");
+    writeln!(stdin, "join {}", serde_json::json!([tasks])).expect("send join");
+    stdin.flush().expect("flush");
+    let mut line = String::new();
+    BufReader::new(child.0.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("answer");
+    assert_eq!(line.trim(), "joined", "the worker's answer");
+    assert_eq!(
+        faultline_agent::host::cgroup::procs(&cg.dir),
+        vec![pid],
+        "the worker moved itself"
+    );
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("tasks")
+        .count();
+    assert_eq!(threads, 1, "single-threaded before go");
+    std::thread::sleep(Duration::from_millis(200));
+    let cpu = ProcTable::new("/proc").cpu_time(pid).expect("cpu time");
+    assert!(
+        cpu < Duration::from_millis(100),
+        "no work before go: {cpu:?} of CPU in 200 ms at load 50"
+    );
+    drop(stdin);
+}
+
+/// A frozen target (a paused container) is refused before any worker starts: one placed
+/// there would be frozen too, never answer, and could not be killed until thawed.
+#[test]
+fn a_frozen_target_is_refused_before_any_worker_starts() {
+    require_root();
+    let cg = TestCgroup::new("freezer");
+    cg.set("freezer.state", "FROZEN");
+    let (stress, _) = drivers(&config(&[], Protected::default()));
+    let id = unique("cpu-frozen");
+    let c = ctx(&id, 60);
+    let spec = cpu(Target::Cgroup(cg.path()), 5, 1);
+    let planned = stress.plan(&c, &spec).expect("plan");
+    let t = Instant::now();
+    let err = match stress.apply(&c, &spec, &planned) {
+        Ok(r) => {
+            cg.set("freezer.state", "THAWED");
+            let _ = stress.revert(&r);
+            panic!("a worker was started in a frozen cgroup");
+        }
+        Err(e) => e.to_string(),
+    };
+    cg.set("freezer.state", "THAWED");
+    assert!(
+        err.contains("is frozen") && err.contains(&cg.dir.display().to_string()),
+        "the refusal names the frozen cgroup: {err}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(1), "refused at once");
+    assert!(faultline_agent::host::cgroup::procs(&cg.dir).is_empty());
+    let _ = stress.revert(&planned);
+}
+
 /// A v1 cgroup the worker may not enter (a cpuset with no CPUs: the kernel answers ENOSPC):
 /// the apply fails naming the cgroup, and no worker is left running.
 #[test]

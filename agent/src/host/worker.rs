@@ -108,6 +108,14 @@ fn say(text: &str) {
 fn join_self(list: &str) -> Result<(), String> {
     let files: Vec<PathBuf> =
         serde_json::from_str(list).map_err(|e| format!("unreadable join list {list:?}: {e}"))?;
+    // Writing 0 moves only the calling thread: with another thread alive, the process would
+    // be split across cgroups.
+    let threads = std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count());
+    if !files.is_empty() && threads != 1 {
+        return Err(format!(
+            "cannot join cgroups by thread: this worker has {threads} threads (expected 1)"
+        ));
+    }
     for f in &files {
         std::fs::OpenOptions::new()
             .write(true)

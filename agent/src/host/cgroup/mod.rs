@@ -306,11 +306,30 @@ pub fn holds(dest: &CgroupDir, lines: &[CgroupLine]) -> bool {
 }
 
 /// The file through which a single-threaded process moves itself into a v1 cgroup by writing
-/// `0`: for one thread named as the writer, the kernel takes only `cgroup_mutex`, not the
-/// global thread-group lock whose every write waits out an RCU grace period (7 to 15 ms on
-/// this kernel). v2 has no such file: its threads may not leave their domain.
+/// `0`. For one thread moving itself, kernels with "cgroup: Optimize single thread migration"
+/// (Linux 5.x, here 6.18) skip the global thread-group rwsem, whose every write lock waits out
+/// an RCU grace period (7 to 15 ms on this machine). On cgroup2 the same shortcut exists only
+/// through `cgroup.threads`, which moves a thread within its threaded domain, never to another
+/// cgroup's, so v2 destinations get `None`.
 pub fn self_join_file(dest: &CgroupDir) -> Option<PathBuf> {
     (dest.hierarchy.version == Version::V1).then(|| dest.dir.join("tasks"))
+}
+
+/// Why a process placed in `d` would not run: the cgroup is frozen (v1 `freezer.state` not
+/// `THAWED`, v2 `frozen 1` in `cgroup.events`, both counting frozen ancestors). `None` when it
+/// is thawed or has no freezer.
+pub fn frozen(d: &CgroupDir) -> Option<String> {
+    let read = |file: &str| std::fs::read_to_string(d.dir.join(file)).ok();
+    match d.hierarchy.version {
+        Version::V1 if d.hierarchy.has("freezer") => read("freezer.state")
+            .map(|t| t.trim().to_string())
+            .filter(|s| s != "THAWED")
+            .map(|s| format!("freezer.state {s}")),
+        Version::V1 => None,
+        Version::V2 => read("cgroup.events")
+            .filter(|t| t.lines().any(|l| l.trim() == "frozen 1"))
+            .map(|_| "cgroup.events: frozen 1".to_string()),
+    }
 }
 
 /// The processes in a cgroup (not its children).

@@ -195,3 +195,85 @@ fn v1_cpu_quota_and_cpuset() {
     assert_eq!(cpus_available(&dirs_for_path(&hs[..1], "/")), None);
     assert!(online_cpus() >= 1);
 }
+
+fn dest(h: Hierarchy, path: &str) -> CgroupDir {
+    CgroupDir {
+        dir: h.mount.join(path.trim_start_matches('/')),
+        hierarchy: h,
+        path: path.into(),
+    }
+}
+
+/// `holds` matches a destination only on its own hierarchy's line and path: controller order,
+/// the v2 line against a v1 destination of the same path, the root, `name=systemd`.
+#[test]
+fn holds_matches_the_hierarchy_and_the_path() {
+    let m = Path::new("/sys/fs/cgroup");
+    let cpu = v1(&m.join("cpu,cpuacct"), &["cpu", "cpuacct"]);
+    let systemd = v1(&m.join("systemd"), &["name=systemd"]);
+    let v2 = Hierarchy {
+        version: Version::V2,
+        controllers: vec![],
+        mount: m.join("unified"),
+        root: "/".into(),
+    };
+    let lines = parse_proc_cgroup(
+        "4:cpuacct,cpu:/kubepods/pod1/\n1:name=systemd:/\n0::/system.slice/agent.service\n",
+    );
+    assert!(holds(&dest(cpu.clone(), "/kubepods/pod1"), &lines));
+    assert!(!holds(&dest(cpu.clone(), "/kubepods"), &lines));
+    assert!(holds(&dest(systemd.clone(), "/"), &lines));
+    assert!(!holds(&dest(systemd, "/kubepods/pod1"), &lines));
+    assert!(holds(
+        &dest(v2.clone(), "/system.slice/agent.service"),
+        &lines
+    ));
+    assert!(
+        !holds(&dest(v2.clone(), "/kubepods/pod1"), &lines),
+        "the v1 line's path does not count for v2"
+    );
+    let only_v2 = parse_proc_cgroup("0::/kubepods/pod1\n");
+    assert!(!holds(&dest(cpu, "/kubepods/pod1"), &only_v2));
+    assert!(holds(&dest(v2, "/kubepods/pod1"), &only_v2));
+}
+
+/// Only v1 destinations have a file to join by thread.
+#[test]
+fn only_v1_has_a_self_join_file() {
+    let m = Path::new("/sys/fs/cgroup");
+    let d = dest(v1(&m.join("memory"), &["memory"]), "/a");
+    assert_eq!(self_join_file(&d), Some(m.join("memory/a/tasks")));
+    let v2 = Hierarchy {
+        version: Version::V2,
+        controllers: vec![],
+        mount: m.join("unified"),
+        root: "/".into(),
+    };
+    assert_eq!(self_join_file(&dest(v2, "/a")), None);
+}
+
+/// A frozen cgroup is named as such (v1 freezer.state, v2 cgroup.events); a thawed one not.
+#[test]
+fn frozen_reads_the_freezer_state() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let fz = t.path().join("freezer");
+    write(&fz.join("a"), "freezer.state", "FROZEN\n");
+    write(&fz.join("b"), "freezer.state", "THAWED\n");
+    let h = v1(&fz, &["freezer"]);
+    assert_eq!(
+        frozen(&dest(h.clone(), "/a")).as_deref(),
+        Some("freezer.state FROZEN")
+    );
+    assert_eq!(frozen(&dest(h, "/b")), None);
+    let u = t.path().join("unified");
+    write(&u.join("c"), "cgroup.events", "populated 1\nfrozen 1\n");
+    write(&u.join("d"), "cgroup.events", "populated 1\nfrozen 0\n");
+    let v2 = Hierarchy {
+        version: Version::V2,
+        controllers: vec![],
+        mount: u,
+        root: "/".into(),
+    };
+    assert!(frozen(&dest(v2.clone(), "/c")).is_some());
+    assert_eq!(frozen(&dest(v2, "/d")), None);
+}

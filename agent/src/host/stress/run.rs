@@ -22,6 +22,15 @@ impl StressDriver {
         &self,
         mut r: StressRecipe,
     ) -> Result<(StressRecipe, Vec<Running>), DriverError> {
+        // A frozen (paused) target: a worker placed there would be frozen too, never answer,
+        // and could not even be killed until thawed.
+        if let Some((d, why)) = r.cgroups.iter().find_map(|d| Some((d, cgroup::frozen(d)?))) {
+            return Err(DriverError::Refused(format!(
+                "the target's cgroup {} is frozen ({why}; a paused container?): a stress worker \
+                 there would not run; resume it first",
+                d.dir.display()
+            )));
+        }
         let mut joined = Vec::new();
         for d in &r.cgroups {
             if cgroup::needs_leaf(d) {
@@ -115,10 +124,10 @@ impl StressDriver {
         Ok(())
     }
 
-    /// Puts a worker that has not started working into `dests`. The v1 cgroups it is not in
-    /// yet it joins itself (see [`cgroup::self_join_file`]: no RCU grace period per apply);
-    /// whatever still does not hold it afterwards (v2) the agent moves it into through
-    /// `cgroup.procs`. Both are read back from `/proc/<pid>/cgroup`, never assumed. The
+    /// Puts a worker that has not started working into `dests`. The agent moves it into the
+    /// v2 cgroups it is not in (`cgroup.procs`); the v1 ones it joins itself (see
+    /// [`cgroup::self_join_file`]: no RCU grace period per apply); whatever still does not
+    /// hold it afterwards the agent moves it into through `cgroup.procs`. Both are read back from `/proc/<pid>/cgroup`, never assumed. The
     /// `join` exchange happens even with nothing to join: the worker answers only after it
     /// armed its death signal, so no apply returns while a worker could outlive the agent.
     fn place(&self, w: &mut Running, dests: &[CgroupDir]) -> Result<(), DriverError> {
@@ -131,9 +140,17 @@ impl StressDriver {
         };
         let pid = w.pid();
         let mut now = lines(pid)?;
-        let files: Vec<PathBuf> = dests
+        let (files, moved): (Vec<_>, Vec<_>) = dests
             .iter()
             .filter(|d| !cgroup::holds(d, &now))
+            .partition(|d| cgroup::self_join_file(d).is_some());
+        // What the worker cannot join itself (v2) first: its grace period then overlaps the
+        // worker's start-up instead of following it.
+        for d in &moved {
+            cgroup::join(&d.dir, pid).map_err(|e| DriverError::Other(e.to_string()))?;
+        }
+        let files: Vec<PathBuf> = files
+            .into_iter()
             .filter_map(cgroup::self_join_file)
             .collect();
         let list = serde_json::to_string(&files).map_err(|e| DriverError::Other(e.to_string()))?;
@@ -148,9 +165,7 @@ impl StressDriver {
                 "worker pid {pid} could not join the target's cgroups: {why}"
             )));
         }
-        if !files.is_empty() {
-            now = lines(pid)?;
-        }
+        now = lines(pid)?;
         for d in dests.iter().filter(|d| !cgroup::holds(d, &now)) {
             cgroup::join(&d.dir, pid).map_err(|e| DriverError::Other(e.to_string()))?;
         }
