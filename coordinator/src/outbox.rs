@@ -200,14 +200,21 @@ mod tests {
         }
     }
 
+    /// A push of an order for `id` on a task of its own, waiting up to `secs`.
+    fn spawn_push(
+        outbox: &Arc<Outbox>,
+        id: &'static str,
+        secs: u64,
+    ) -> tokio::task::JoinHandle<Result<(), String>> {
+        let outbox = outbox.clone();
+        tokio::spawn(async move { outbox.push(order(id), Duration::from_secs(secs)).await })
+    }
+
     /// An order pushed before the Welcome waits for it, then follows it.
     #[tokio::test]
     async fn an_order_never_overtakes_the_welcome() {
         let (outbox, mut rx) = Outbox::new(8);
-        let pushing = tokio::spawn({
-            let outbox = outbox.clone();
-            async move { outbox.push(order("f1"), Duration::from_secs(5)).await }
-        });
+        let pushing = spawn_push(&outbox, "f1", 5);
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(rx.try_recv().is_err(), "nothing queued before the Welcome");
         let welcome = CoordMsg::Welcome(pb::Welcome {
@@ -231,10 +238,7 @@ mod tests {
     #[tokio::test]
     async fn an_ended_session_fails_pushes() {
         let (outbox, mut rx) = Outbox::new(8);
-        let waiting = tokio::spawn({
-            let outbox = outbox.clone();
-            async move { outbox.push(order("f1"), Duration::from_secs(30)).await }
-        });
+        let waiting = spawn_push(&outbox, "f1", 30);
         tokio::time::sleep(Duration::from_millis(20)).await;
         outbox.close(Status::aborted("replaced"));
         let r = tokio::time::timeout(Duration::from_secs(1), waiting)
@@ -268,36 +272,40 @@ mod tests {
         assert!(e.contains("did not take the message within"), "{e}");
     }
 
-    /// A renewal queued after an order (vouched first, as runs do) carries that order's fault.
+    /// A run vouches for a fault and pushes its order while a renewal is reading its list:
+    /// the order waits for the renewal to be queued, so the renewal that omits the fault is
+    /// ahead of the order on the stream, never behind it (the agent would revert the fault).
+    /// Without the order lock the order would be queued first here.
     #[tokio::test]
-    async fn a_renewal_after_an_order_carries_its_fault() {
+    async fn an_order_pushed_while_a_renewal_is_made_goes_after_it() {
         let (outbox, mut rx) = Outbox::new(8);
         outbox.welcomed();
-        let vouched = Arc::new(Mutex::new(Vec::<String>::new()));
-        vouched.lock().expect("lock").push("f1".into());
-        outbox
-            .push(order("f1"), Duration::from_secs(1))
-            .await
-            .expect("pushed");
-        let list = vouched.clone();
+        let pusher = outbox.clone();
+        let mut run = None;
+        let make = || {
+            // The list is read (without f2), then the run pushes f2's order meanwhile.
+            let omitted = Vec::new();
+            run = Some(std::thread::spawn(move || {
+                futures::executor::block_on(pusher.push(order("f2"), Duration::from_secs(5)))
+            }));
+            std::thread::sleep(Duration::from_millis(100));
+            CoordMsg::Lease(pb::LeaseRenewal {
+                vouched_fault_ids: omitted,
+                ..Default::default()
+            })
+        };
         let queued = outbox
-            .renewal(
-                move || {
-                    CoordMsg::Lease(pb::LeaseRenewal {
-                        vouched_fault_ids: list.lock().expect("lock").clone(),
-                        ..Default::default()
-                    })
-                },
-                Duration::from_secs(1),
-                std::future::pending(),
-            )
+            .renewal(make, Duration::from_secs(1), std::future::pending())
             .await;
         assert!(queued);
-        let _order = rx.recv().await.expect("order");
-        let renewal = rx.recv().await.expect("renewal");
-        match renewal.expect("ok").msg {
-            Some(CoordMsg::Lease(l)) => assert_eq!(l.vouched_fault_ids, vec!["f1".to_string()]),
-            other => panic!("not a renewal: {other:?}"),
-        }
+        let pushed = run.expect("started").join().expect("thread");
+        assert_eq!(pushed, Ok(()));
+        let first = rx.recv().await.expect("first").expect("ok");
+        assert!(
+            matches!(first.msg, Some(CoordMsg::Lease(_))),
+            "the renewal first: {first:?}"
+        );
+        let second = rx.recv().await.expect("second");
+        assert_eq!(fault_of(&second).as_deref(), Some("f2"));
     }
 }

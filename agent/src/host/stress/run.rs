@@ -124,12 +124,13 @@ impl StressDriver {
         Ok(())
     }
 
-    /// Puts a worker that has not started working into `dests`. The agent moves it into the
-    /// v2 cgroups it is not in (`cgroup.procs`); the v1 ones it joins itself (see
-    /// [`cgroup::self_join_file`]: no RCU grace period per apply); whatever still does not
-    /// hold it afterwards the agent moves it into through `cgroup.procs`. Both are read back from `/proc/<pid>/cgroup`, never assumed. The
-    /// `join` exchange happens even with nothing to join: the worker answers only after it
-    /// armed its death signal, so no apply returns while a worker could outlive the agent.
+    /// Puts a worker that has not started working into `dests`, leaving out those it is in
+    /// already (read from `/proc/<pid>/cgroup`). The agent moves it into the v2 cgroups
+    /// (`cgroup.procs`); the v1 ones it joins itself (see [`cgroup::self_join_file`]: no RCU
+    /// grace period per apply), read back afterwards, and any it is still not in the agent
+    /// moves it into. The `join` exchange happens even with nothing to join: the worker
+    /// answers only after it armed its death signal, so no apply returns while a worker could
+    /// outlive the agent.
     fn place(&self, w: &mut Running, dests: &[CgroupDir]) -> Result<(), DriverError> {
         let lines = |pid: u32| {
             self.host
@@ -139,19 +140,21 @@ impl StressDriver {
                 .map_err(|e| DriverError::Other(format!("worker pid {pid}: {e}")))
         };
         let pid = w.pid();
-        let mut now = lines(pid)?;
-        let (files, moved): (Vec<_>, Vec<_>) = dests
+        let move_in = |d: &CgroupDir| {
+            cgroup::join(&d.dir, pid).map_err(|e| DriverError::Other(e.to_string()))
+        };
+        let now = lines(pid)?;
+        let (v1, v2): (Vec<&CgroupDir>, Vec<&CgroupDir>) = dests
             .iter()
             .filter(|d| !cgroup::holds(d, &now))
             .partition(|d| cgroup::self_join_file(d).is_some());
-        // What the worker cannot join itself (v2) first: its grace period then overlaps the
-        // worker's start-up instead of following it.
-        for d in &moved {
-            cgroup::join(&d.dir, pid).map_err(|e| DriverError::Other(e.to_string()))?;
+        // v2 first: its grace period then overlaps the worker's start-up instead of following it.
+        for d in &v2 {
+            move_in(d)?;
         }
-        let files: Vec<PathBuf> = files
-            .into_iter()
-            .filter_map(cgroup::self_join_file)
+        let files: Vec<PathBuf> = v1
+            .iter()
+            .filter_map(|d| cgroup::self_join_file(d))
             .collect();
         let list = serde_json::to_string(&files).map_err(|e| DriverError::Other(e.to_string()))?;
         w.send(&format!("{JOIN} {list}"))
@@ -165,9 +168,11 @@ impl StressDriver {
                 "worker pid {pid} could not join the target's cgroups: {why}"
             )));
         }
-        now = lines(pid)?;
-        for d in dests.iter().filter(|d| !cgroup::holds(d, &now)) {
-            cgroup::join(&d.dir, pid).map_err(|e| DriverError::Other(e.to_string()))?;
+        if !v1.is_empty() {
+            let now = lines(pid)?;
+            for d in v1.into_iter().filter(|d| !cgroup::holds(d, &now)) {
+                move_in(d)?;
+            }
         }
         Ok(())
     }
