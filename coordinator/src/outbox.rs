@@ -21,6 +21,7 @@ use faultline_proto::pb;
 use faultline_proto::pb::coordinator_message::Msg as CoordMsg;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 /// One message of the outbound stream: a message, or the status that ends the stream.
@@ -154,24 +155,29 @@ impl Outbox {
     }
 
     /// Queues a lease renewal made by `make` (which reads the vouched faults) under the order
-    /// lock; waits up to `limit` for room, less if `stop` completes first. False when it was
-    /// not queued.
+    /// lock; waits up to `limit` for room, less if `stop` is cancelled first. False when it
+    /// was not queued.
     pub async fn renewal(
         &self,
         make: impl FnOnce() -> CoordMsg,
         limit: Duration,
-        stop: impl std::future::Future<Output = ()>,
+        stop: &CancellationToken,
     ) -> bool {
         let permit = match self.queue.try_reserve() {
             Ok(p) => p,
             Err(TrySendError::Closed(())) => return false,
             Err(TrySendError::Full(())) => {
-                tokio::select! {
-                    r = tokio::time::timeout(limit, self.queue.reserve()) => match r {
-                        Ok(Ok(p)) => p,
-                        _ => return false,
-                    },
-                    () = stop => return false,
+                // Boxed: rarely taken, and unboxed its timer and reservation would make every
+                // session's task larger (docs/benchmarks.md).
+                let wait = Box::pin(async {
+                    tokio::select! {
+                        r = tokio::time::timeout(limit, self.queue.reserve()) => r.ok()?.ok(),
+                        () = stop.cancelled() => None,
+                    }
+                });
+                match wait.await {
+                    Some(p) => p,
+                    None => return false,
                 }
             }
         };
@@ -295,7 +301,7 @@ mod tests {
             })
         };
         let queued = outbox
-            .renewal(make, Duration::from_secs(1), std::future::pending())
+            .renewal(make, Duration::from_secs(1), &CancellationToken::new())
             .await;
         assert!(queued);
         let pushed = run.expect("started").join().expect("thread");

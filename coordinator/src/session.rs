@@ -76,10 +76,7 @@ impl AgentSession for SessionService {
             opened_ms: now_ms(),
         };
         let inbound = req.into_inner();
-        tokio::spawn(async move {
-            session.run(inbound).await;
-            drop(guard);
-        });
+        tokio::spawn(Session::run(Box::new((session, inbound)), guard));
         Ok(Response::new(Outgoing(rx)))
     }
 }
@@ -124,12 +121,24 @@ fn kind_of(msg: &Option<AgentMsg>) -> &'static str {
 }
 
 impl Session {
-    async fn run(self, mut inbound: Streaming<pb::AgentMessage>) {
-        let hello = match self.accept_hello(&mut inbound).await {
+    /// The session task. It owns the session, the inbound stream (boxed together: an async
+    /// fn's arguments are stored twice in its future) and the shutdown guard, dropped last;
+    /// what it calls borrows them.
+    async fn run(
+        mut parts: Box<(Session, Streaming<pb::AgentMessage>)>,
+        shutdown_guard: mpsc::Sender<()>,
+    ) {
+        let (session, inbound) = &mut *parts;
+        let hello = match session.accept_hello(inbound).await {
             Ok(hello) => hello,
-            Err(refused) => return self.refuse(refused).await,
+            Err(refused) => {
+                Box::pin(session.refuse(refused)).await;
+                return drop(shutdown_guard);
+            }
         };
-        self.serve(hello, inbound).await;
+        let opened = session.open(hello);
+        session.serve(opened, inbound).await;
+        drop(shutdown_guard);
     }
 
     /// Sends `msg` unless the agent stopped reading for a whole lease or we shut down.
@@ -163,7 +172,7 @@ impl Session {
         };
         let queued = self
             .outbox
-            .renewal(make, self.state.lease, self.state.shutdown.cancelled())
+            .renewal(make, self.state.lease, &self.state.shutdown)
             .await;
         if !queued {
             return false;
@@ -256,7 +265,7 @@ impl Session {
         })
     }
 
-    async fn refuse(self, refused: Refused) {
+    async fn refuse(&self, refused: Refused) {
         let message = refused.status.message().to_string();
         if let Some(reason) = refused.auth {
             metrics::auth_refused(reason, &message);
@@ -279,8 +288,12 @@ impl Session {
         let _ = self.send(Err(refused.status)).await;
     }
 
-    async fn serve(self, hello: ValidHello, mut inbound: Streaming<pb::AgentMessage>) {
-        let state = self.state.clone();
+    /// Registers the session and reconciles what the agent holds; returns what serving it
+    /// keeps. Synchronous on purpose: the setup's records, strings and lists are gone before
+    /// the session task first waits, so they take no room in it (with 10,000 sessions every
+    /// byte of the task counts, docs/benchmarks.md).
+    fn open(&self, hello: ValidHello) -> Opened {
+        let state = &self.state;
         let node = hello.node.to_string();
         let session_id = state.new_session_id();
         let end = CancellationToken::new();
@@ -308,12 +321,13 @@ impl Session {
             revert_all: orders.clone(),
         };
         let (record, replaced) = state.registry.connect(arrival, handle);
-        let _unwinding = EndGuard {
+        let guard = EndGuard {
             outbox: self.outbox.clone(),
             state: state.clone(),
-            node: node.clone(),
-            session_id: session_id.clone(),
+            node,
+            session_id,
         };
+        let (node, session_id) = (guard.node.as_str(), guard.session_id.as_str());
         let detail = match &replaced {
             Some(old) => {
                 old.end.cancel();
@@ -326,8 +340,8 @@ impl Session {
         }
         let _ = state.audit(&self.identity, "AgentSession.Connect", detail, true);
         metrics::session_opened(
-            &node,
-            &session_id,
+            node,
+            session_id,
             &self.remote,
             state.registry.connected_count(),
         );
@@ -341,7 +355,7 @@ impl Session {
             .iter()
             .map(|h| (h.fault_id.clone(), h.experiment_id.clone()))
             .collect();
-        let unvouched = reconcile(&state, &node, &held, hello_at);
+        let unvouched = reconcile(state, node, &held, hello_at);
         if !unvouched.is_empty() {
             let _ = state.audit(
                 &self.identity,
@@ -355,12 +369,32 @@ impl Session {
             );
         }
         let welcome = CoordMsg::Welcome(pb::Welcome {
-            session_id: session_id.clone(),
+            session_id: session_id.to_string(),
             lease_ms: state.lease_ms(),
             telemetry_interval_ms: TELEMETRY_INTERVAL_MS,
-            vouched_fault_ids: state.vouched_for(&node),
+            vouched_fault_ids: state.vouched_for(node),
         });
-        let mut ended = if self.send_msg(welcome).await {
+        let halt = state.halted().map(|halt| {
+            Box::new(revert_all(&format!(
+                "fleet halted by {}: {}",
+                halt.by, halt.reason
+            )))
+        });
+        Opened {
+            guard,
+            end,
+            orders,
+            welcome: Box::new(welcome),
+            halt,
+        }
+    }
+
+    async fn serve(&self, opened: Opened, inbound: &mut Streaming<pb::AgentMessage>) {
+        let state = &self.state;
+        let (node, session_id) = (opened.guard.node.as_str(), opened.guard.session_id.as_str());
+        let orders = &opened.orders;
+        // The rare sends are boxed: unboxed, the largest of them sizes every session's task.
+        let mut ended = if Box::pin(self.send_msg(*opened.welcome)).await {
             None
         } else {
             Some((
@@ -368,9 +402,8 @@ impl Session {
                 "could not send Welcome".to_string(),
             ))
         };
-        if let (None, Some(halt)) = (&ended, state.halted()) {
-            let revert = revert_all(&format!("fleet halted by {}: {}", halt.by, halt.reason));
-            if !self.send_msg(revert).await {
+        if let (None, Some(revert)) = (&ended, opened.halt) {
+            if !Box::pin(self.send_msg(*revert)).await {
                 ended = Some((CloseReason::Disconnect, "could not send RevertAll".into()));
             }
         }
@@ -389,7 +422,7 @@ impl Session {
         let mut heard_at = Instant::now();
         let silent = sleep_until(heard_at + state.lease);
         let shutdown = state.shutdown.cancelled();
-        let replaced = end.cancelled();
+        let replaced = opened.end.cancelled();
         let ordered = orders.ordered();
         tokio::pin!(silent, renew_due, shutdown, replaced, ordered);
         let (reason, why) = loop {
@@ -402,68 +435,78 @@ impl Session {
                 }
                 break e;
             }
-            tokio::select! {
+            // The select only decides; what it decided is awaited after it, so neither the
+            // select's futures nor the message it took are kept while a send waits.
+            let next = tokio::select! {
                 _ = &mut shutdown => {
                     self.outbox.close(Status::unavailable(
                         "the coordinator is shutting down; reconnect later",
                     ));
-                    break (CloseReason::Shutdown, "the coordinator is shutting down".into());
+                    Next::End(CloseReason::Shutdown, "the coordinator is shutting down".into())
                 }
                 _ = &mut replaced => {
-                    if let Some(revoked) = self.revoked(&node) {
+                    if let Some(revoked) = self.revoked(node) {
                         self.outbox.close(Status::permission_denied(revoked.clone()));
-                        break (CloseReason::Revoked, revoked);
+                        Next::End(CloseReason::Revoked, revoked)
+                    } else {
+                        let why = format!("session {session_id} for {node} was replaced by a newer session");
+                        self.outbox.close(Status::aborted(why.clone()));
+                        Next::End(CloseReason::Replaced, why)
                     }
-                    let why = format!("session {session_id} for {node} was replaced by a newer session");
-                    self.outbox.close(Status::aborted(why.clone()));
-                    break (CloseReason::Replaced, why);
                 }
                 _ = &mut silent => {
                     let due = heard_at + state.lease;
                     if Instant::now() < due {
                         silent.as_mut().reset(due);
-                        continue;
+                        Next::Wait
+                    } else {
+                        let why = format!(
+                            "nothing received from {node} for a whole lease ({} ms)",
+                            state.lease_ms()
+                        );
+                        self.outbox.close(Status::deadline_exceeded(why.clone()));
+                        Next::End(CloseReason::Silent, why)
                     }
-                    let why = format!(
-                        "nothing received from {node} for a whole lease ({} ms)",
-                        state.lease_ms()
-                    );
-                    self.outbox.close(Status::deadline_exceeded(why.clone()));
-                    break (CloseReason::Silent, why);
                 }
                 _ = &mut ordered => {
                     ordered.set(orders.ordered());
-                    if let Some(message) = orders.take() {
-                        if !self.send_msg(revert_all(&message)).await {
-                            ended = Some((CloseReason::Disconnect, "could not send RevertAll".into()));
-                        }
-                    }
+                    orders.take().map_or(Next::Wait, Next::RevertAll)
                 }
-                _ = &mut renew_due => {
-                    if !self.renew_lease(&node, &mut sequence).await {
-                        ended = Some((CloseReason::Disconnect, "could not send a lease renewal".into()));
-                        continue;
-                    }
-                    renewed_at = Instant::now();
-                    renew_due.as_mut().reset(renewed_at + pace.at_most);
-                }
+                _ = &mut renew_due => Next::Renew(Instant::now()),
                 msg = inbound.message() => match msg {
                     Ok(Some(msg)) => {
                         heard_at = Instant::now();
                         let telemetry = matches!(msg.msg, Some(AgentMsg::Telemetry(_)));
-                        self.received(&node, &session_id, msg.msg);
+                        self.received(node, session_id, msg.msg);
                         if telemetry && pace.answers(heard_at - renewed_at) {
-                            if !self.renew_lease(&node, &mut sequence).await {
-                                ended = Some((CloseReason::Disconnect, "could not send a lease renewal".into()));
-                                continue;
-                            }
-                            renewed_at = heard_at;
-                            renew_due.as_mut().reset(renewed_at + pace.at_most);
+                            Next::Renew(heard_at)
+                        } else {
+                            Next::Wait
                         }
                     }
-                    Ok(None) => break (CloseReason::Disconnect, "the agent closed the stream".into()),
-                    Err(status) => break (CloseReason::Disconnect, format!("stream failed: {}", status.message())),
+                    Ok(None) => Next::End(CloseReason::Disconnect, "the agent closed the stream".into()),
+                    Err(status) => Next::End(CloseReason::Disconnect, format!("stream failed: {}", status.message())),
                 },
+            };
+            match next {
+                Next::Wait => {}
+                Next::End(reason, why) => break (reason, why),
+                Next::Renew(at) => {
+                    if !self.renew_lease(node, &mut sequence).await {
+                        ended = Some((
+                            CloseReason::Disconnect,
+                            "could not send a lease renewal".into(),
+                        ));
+                        continue;
+                    }
+                    renewed_at = at;
+                    renew_due.as_mut().reset(renewed_at + pace.at_most);
+                }
+                Next::RevertAll(message) => {
+                    if !Box::pin(self.send_msg(revert_all(&message))).await {
+                        ended = Some((CloseReason::Disconnect, "could not send RevertAll".into()));
+                    }
+                }
             }
         };
 
@@ -475,7 +518,7 @@ impl Session {
         } else {
             now_ms()
         };
-        if let Some(record) = state.registry.disconnect(&node, &session_id, seen_at) {
+        if let Some(record) = state.registry.disconnect(node, session_id, seen_at) {
             if let Err(e) = state.store.put_agent(&record) {
                 tracing::error!(node, "could not store the agent record: {e}");
             }
@@ -490,8 +533,8 @@ impl Session {
             true,
         );
         metrics::session_closed(
-            &node,
-            &session_id,
+            node,
+            session_id,
             reason,
             &why,
             state.registry.connected_count(),
@@ -597,6 +640,27 @@ impl Drop for EndGuard {
                 .disconnect(&self.node, &self.session_id, now_ms());
         }
     }
+}
+
+/// What [`Session::open`] hands to the serving loop.
+struct Opened {
+    /// Holds the node and session id.
+    guard: EndGuard,
+    end: CancellationToken,
+    orders: Arc<RevertAllOrder>,
+    /// The Welcome, and the RevertAll of a halted fleet (boxed: each is sent once, and a
+    /// message is 440 bytes).
+    welcome: Box<CoordMsg>,
+    halt: Option<Box<CoordMsg>>,
+}
+
+/// What the serving loop does after a wake-up.
+enum Next {
+    Wait,
+    /// Renew the lease; the renewal answers what was heard at this instant (or the timer's).
+    Renew(Instant),
+    RevertAll(String),
+    End(CloseReason, String),
 }
 
 struct ValidHello {
