@@ -300,6 +300,14 @@ impl Registry {
         out
     }
 
+    /// `f` of every entry, read in place, in no particular order. Planning and other
+    /// fleet-wide reads use this rather than [`Registry::list`]: with 10,000 agents and their
+    /// fault statuses a full copy is megabytes, made under the lock every session takes for
+    /// each message it receives.
+    pub fn map_all<R>(&self, f: impl FnMut(&AgentEntry) -> R) -> Vec<R> {
+        self.lock().values().map(f).collect()
+    }
+
     pub fn get(&self, node_name: &str) -> Option<AgentEntry> {
         self.lock().get(node_name).cloned()
     }

@@ -695,3 +695,85 @@ pub fn revert_all(message: &str) -> CoordMsg {
         message: message.to_string(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::ENDED;
+    use crate::test_support::Rig;
+
+    /// Registers a session for `node` the way `open` does, with its end guard.
+    fn registered(rig: &Rig, node: &str) -> (Arc<Outbox>, EndGuard) {
+        let (outbox, rx) = Outbox::new(4);
+        std::mem::forget(rx); // the stream stays open, as tonic would hold it
+        outbox.welcomed();
+        let handle = SessionHandle {
+            session_id: format!("{node}-s"),
+            outbox: outbox.clone(),
+            end: CancellationToken::new(),
+            revert_all: Arc::default(),
+        };
+        let arrival = Arrival {
+            node_name: node.into(),
+            labels: BTreeMap::new(),
+            capabilities: vec![],
+            version: faultline_core::VERSION.into(),
+            held_faults: vec![],
+            remote_address: "127.0.0.1:1".into(),
+            now_unix_ms: now_ms(),
+        };
+        rig.state.registry.connect(arrival, handle);
+        let guard = EndGuard {
+            outbox: outbox.clone(),
+            state: rig.state.clone(),
+            node: node.into(),
+            session_id: format!("{node}-s"),
+        };
+        (outbox, guard)
+    }
+
+    fn revert(fault: &str) -> CoordMsg {
+        CoordMsg::Revert(pb::RevertFault {
+            fault_id: fault.into(),
+            ..Default::default()
+        })
+    }
+
+    /// A session task that unwinds (a bug) must not leave a session that looks alive: the
+    /// registry would keep handing it to experiment runs, whose orders would queue into a
+    /// stream nobody renews. The guard takes it out of the registry and ends its outbox, so a
+    /// revert pushed to it fails at once (and is resent on the agent's next session).
+    #[tokio::test]
+    async fn an_unwinding_session_leaves_the_registry_and_refuses_orders() {
+        let rig = Rig::new().await;
+        let (outbox, guard) = registered(&rig, "n1");
+        assert!(rig.state.registry.is_connected("n1"));
+        let task = tokio::spawn(async move {
+            let _guard = guard;
+            panic!("a bug in the session task (this panic is the test)");
+        });
+        assert!(task.await.expect_err("the task panicked").is_panic());
+        assert!(!rig.state.registry.is_connected("n1"));
+        assert!(rig.state.registry.session("n1").is_none());
+        assert!(rig.state.registry.sessions().is_empty());
+        assert_eq!(
+            outbox.push(revert("f1"), Duration::from_secs(1)).await,
+            Err(ENDED.to_string())
+        );
+    }
+
+    /// A session that returns records its own end (with its reason) after the guard ends the
+    /// outbox; the guard alone does not disconnect it.
+    #[tokio::test]
+    async fn a_returning_session_ends_its_outbox_only() {
+        let rig = Rig::new().await;
+        let (outbox, guard) = registered(&rig, "n2");
+        drop(guard);
+        assert!(outbox.is_ended());
+        assert!(rig.state.registry.is_connected("n2"));
+        assert_eq!(
+            outbox.push(revert("f1"), Duration::from_secs(1)).await,
+            Err(ENDED.to_string())
+        );
+    }
+}

@@ -39,17 +39,14 @@ pub fn plan_policy(p: &Policy) -> PlanPolicy {
 }
 
 pub(crate) fn agent_views(state: &State) -> Vec<AgentView> {
-    state
-        .registry
-        .list()
-        .iter()
-        .map(|a| AgentView {
-            name: a.node_name.clone(),
-            labels: a.labels.clone(),
-            connected: a.connected,
-            faults_held: a.held_faults.len(),
-        })
-        .collect()
+    let mut views = state.registry.map_all(|a| AgentView {
+        name: a.node_name.clone(),
+        labels: a.labels.clone(),
+        connected: a.connected,
+        faults_held: a.held_faults.len(),
+    });
+    views.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+    views
 }
 
 /// Plans `spec` against the fleet (and for pod targets, the cluster) as it is now.
@@ -126,11 +123,10 @@ async fn plan_pods_now(
 }
 
 fn plan_agents_now(state: &State, spec: &ExperimentSpec) -> Result<PlanRecord, OpError> {
-    let agents = state.registry.list();
     let views = agent_views(state);
-    let labels: BTreeMap<&str, String> = agents
+    let labels: BTreeMap<&str, String> = views
         .iter()
-        .map(|a| (a.node_name.as_str(), Labels(a.labels.clone()).to_string()))
+        .map(|a| (a.name.as_str(), Labels(a.labels.clone()).to_string()))
         .collect();
     let policy = plan_policy(&state.policy);
     let under_fault = state.experiments.under_fault();

@@ -65,8 +65,8 @@ pub fn spawn(state: &Arc<State>) {
 async fn reconnect_grace(state: &State) {
     let until = tokio::time::Instant::now() + state.lease;
     while tokio::time::Instant::now() < until {
-        let agents = state.registry.list();
-        if !agents.is_empty() && agents.iter().all(|a| a.connected) {
+        let connected = state.registry.map_all(|a| a.connected);
+        if !connected.is_empty() && connected.iter().all(|c| *c) {
             return;
         }
         tokio::select! {
