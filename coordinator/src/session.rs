@@ -122,8 +122,8 @@ fn kind_of(msg: &Option<AgentMsg>) -> &'static str {
 
 impl Session {
     /// The session task. It owns the session, the inbound stream (boxed together: an async
-    /// fn's arguments are stored twice in its future) and the shutdown guard, dropped last;
-    /// what it calls borrows them.
+    /// fn's arguments are stored twice in its future) and the shutdown guard, dropped after
+    /// them; what it calls borrows them.
     async fn run(
         mut parts: Box<(Session, Streaming<pb::AgentMessage>)>,
         shutdown_guard: mpsc::Sender<()>,
@@ -133,11 +133,13 @@ impl Session {
             Ok(hello) => hello,
             Err(refused) => {
                 Box::pin(session.refuse(refused)).await;
+                drop(parts);
                 return drop(shutdown_guard);
             }
         };
         let opened = session.open(hello);
         session.serve(opened, inbound).await;
+        drop(parts);
         drop(shutdown_guard);
     }
 
