@@ -154,32 +154,51 @@ impl Outbox {
         Ok(())
     }
 
+    /// Room for one message: at once when there is some, else waiting up to `limit`, less if
+    /// `stop` is cancelled first. `None` when there is none (or the stream is gone). The wait
+    /// is boxed: rarely taken, and unboxed its timer and reservation would make every
+    /// session's task larger (docs/benchmarks.md).
+    async fn reserve(
+        &self,
+        limit: Duration,
+        stop: &CancellationToken,
+    ) -> Option<mpsc::Permit<'_, Box<OutMsg>>> {
+        match self.queue.try_reserve() {
+            Ok(p) => Some(p),
+            Err(TrySendError::Closed(())) => None,
+            Err(TrySendError::Full(())) => {
+                Box::pin(async {
+                    tokio::select! {
+                        r = tokio::time::timeout(limit, self.queue.reserve()) => r.ok()?.ok(),
+                        () = stop.cancelled() => None,
+                    }
+                })
+                .await
+            }
+        }
+    }
+
+    /// Queues one of the session's own messages (its Welcome, a RevertAll, a refusal's
+    /// status), which need neither the Welcome gate nor the order lock; waits as
+    /// [`Outbox::reserve`] does. False when it was not queued.
+    pub async fn send(&self, msg: OutMsg, limit: Duration, stop: &CancellationToken) -> bool {
+        let Some(permit) = self.reserve(limit, stop).await else {
+            return false;
+        };
+        permit.send(Box::new(msg));
+        true
+    }
+
     /// Queues a lease renewal made by `make` (which reads the vouched faults) under the order
-    /// lock; waits up to `limit` for room, less if `stop` is cancelled first. False when it
-    /// was not queued.
+    /// lock; waits as [`Outbox::reserve`] does. False when it was not queued.
     pub async fn renewal(
         &self,
         make: impl FnOnce() -> CoordMsg,
         limit: Duration,
         stop: &CancellationToken,
     ) -> bool {
-        let permit = match self.queue.try_reserve() {
-            Ok(p) => p,
-            Err(TrySendError::Closed(())) => return false,
-            Err(TrySendError::Full(())) => {
-                // Boxed: rarely taken, and unboxed its timer and reservation would make every
-                // session's task larger (docs/benchmarks.md).
-                let wait = Box::pin(async {
-                    tokio::select! {
-                        r = tokio::time::timeout(limit, self.queue.reserve()) => r.ok()?.ok(),
-                        () = stop.cancelled() => None,
-                    }
-                });
-                match wait.await {
-                    Some(p) => p,
-                    None => return false,
-                }
-            }
+        let Some(permit) = self.reserve(limit, stop).await else {
+            return false;
         };
         let _order = self.lock();
         permit.send(Box::new(Ok(pb::CoordinatorMessage { msg: Some(make()) })));

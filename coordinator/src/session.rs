@@ -145,20 +145,9 @@ impl Session {
 
     /// Sends `msg` unless the agent stopped reading for a whole lease or we shut down.
     async fn send(&self, msg: OutMsg) -> bool {
-        // Nearly always there is room: no timer and no shutdown waiter for that case (with
-        // 10,000 sessions, each renewal registering both cost a measurable share of a core).
-        let out = self.outbox.sender();
-        let msg = match out.try_send(Box::new(msg)) {
-            Ok(()) => return true,
-            Err(mpsc::error::TrySendError::Closed(_)) => return false,
-            Err(mpsc::error::TrySendError::Full(msg)) => msg,
-        };
-        tokio::select! {
-            sent = tokio::time::timeout(self.state.lease, out.send(msg)) => {
-                matches!(sent, Ok(Ok(())))
-            }
-            _ = self.state.shutdown.cancelled() => false,
-        }
+        self.outbox
+            .send(msg, self.state.lease, &self.state.shutdown)
+            .await
     }
 
     /// Sends the next lease renewal; false when it could not be sent. Its vouched list is read
@@ -702,12 +691,12 @@ pub fn revert_all(message: &str) -> CoordMsg {
 mod tests {
     use super::*;
     use crate::outbox::ENDED;
-    use crate::test_support::Rig;
+    use crate::test_support::{arrival, Rig};
 
-    /// Registers a session for `node` the way `open` does, with its end guard.
-    fn registered(rig: &Rig, node: &str) -> (Arc<Outbox>, EndGuard) {
+    /// Registers a session for `node` the way `open` does, with its end guard; the receiver is
+    /// the stream tonic would hold open.
+    fn registered(rig: &Rig, node: &str) -> (Arc<Outbox>, EndGuard, mpsc::Receiver<Box<OutMsg>>) {
         let (outbox, rx) = Outbox::new(4);
-        std::mem::forget(rx); // the stream stays open, as tonic would hold it
         outbox.welcomed();
         let handle = SessionHandle {
             session_id: format!("{node}-s"),
@@ -715,23 +704,14 @@ mod tests {
             end: CancellationToken::new(),
             revert_all: Arc::default(),
         };
-        let arrival = Arrival {
-            node_name: node.into(),
-            labels: BTreeMap::new(),
-            capabilities: vec![],
-            version: faultline_core::VERSION.into(),
-            held_faults: vec![],
-            remote_address: "127.0.0.1:1".into(),
-            now_unix_ms: now_ms(),
-        };
-        rig.state.registry.connect(arrival, handle);
+        rig.state.registry.connect(arrival(node), handle);
         let guard = EndGuard {
             outbox: outbox.clone(),
             state: rig.state.clone(),
             node: node.into(),
             session_id: format!("{node}-s"),
         };
-        (outbox, guard)
+        (outbox, guard, rx)
     }
 
     fn revert(fault: &str) -> CoordMsg {
@@ -748,7 +728,7 @@ mod tests {
     #[tokio::test]
     async fn an_unwinding_session_leaves_the_registry_and_refuses_orders() {
         let rig = Rig::new().await;
-        let (outbox, guard) = registered(&rig, "n1");
+        let (outbox, guard, _stream) = registered(&rig, "n1");
         assert!(rig.state.registry.is_connected("n1"));
         let task = tokio::spawn(async move {
             let _guard = guard;
@@ -769,7 +749,7 @@ mod tests {
     #[tokio::test]
     async fn a_returning_session_ends_its_outbox_only() {
         let rig = Rig::new().await;
-        let (outbox, guard) = registered(&rig, "n2");
+        let (outbox, guard, _stream) = registered(&rig, "n2");
         drop(guard);
         assert!(outbox.is_ended());
         assert!(rig.state.registry.is_connected("n2"));

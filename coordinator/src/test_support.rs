@@ -67,6 +67,19 @@ pub fn document(name: &str, duration: &str) -> String {
     )
 }
 
+/// What a session for `node` brings: label zone=a, capability cpu, no held faults.
+pub fn arrival(node: &str) -> Arrival {
+    Arrival {
+        node_name: node.into(),
+        labels: BTreeMap::from([("zone".into(), "a".into())]),
+        capabilities: vec!["cpu".into()],
+        version: faultline_core::VERSION.into(),
+        held_faults: vec![],
+        remote_address: "127.0.0.1:1".into(),
+        now_unix_ms: now_ms(),
+    }
+}
+
 /// An agent connected to the registry, answering ApplyFault with APPLIED and RevertFault with
 /// REVERTED through [`crate::experiments::Table::route`], as its session would.
 pub struct Agent {
@@ -84,16 +97,7 @@ impl Agent {
             end: CancellationToken::new(),
             revert_all: Arc::default(),
         };
-        let arrival = Arrival {
-            node_name: node.into(),
-            labels: BTreeMap::from([("zone".into(), "a".into())]),
-            capabilities: vec!["cpu".into()],
-            version: faultline_core::VERSION.into(),
-            held_faults: vec![],
-            remote_address: "127.0.0.1:1".into(),
-            now_unix_ms: now_ms(),
-        };
-        state.registry.connect(arrival, session);
+        state.registry.connect(arrival(node), session);
         let stop = CancellationToken::new();
         let task = tokio::spawn({
             let (state, node, stop) = (state.clone(), node.to_string(), stop.clone());

@@ -144,18 +144,23 @@ impl StressDriver {
             cgroup::join(&d.dir, pid).map_err(|e| DriverError::Other(e.to_string()))
         };
         let now = lines(pid)?;
-        let (v1, v2): (Vec<&CgroupDir>, Vec<&CgroupDir>) = dests
-            .iter()
-            .filter(|d| !cgroup::holds(d, &now))
-            .partition(|d| cgroup::self_join_file(d).is_some());
+        // The cgroups it joins itself (v1, with their join file), and the others (v2).
+        let mut v1: Vec<&CgroupDir> = Vec::new();
+        let mut files: Vec<PathBuf> = Vec::new();
+        let mut v2: Vec<&CgroupDir> = Vec::new();
+        for d in dests.iter().filter(|d| !cgroup::holds(d, &now)) {
+            match cgroup::self_join_file(d) {
+                Some(f) => {
+                    v1.push(d);
+                    files.push(f);
+                }
+                None => v2.push(d),
+            }
+        }
         // v2 first: its grace period then overlaps the worker's start-up instead of following it.
-        for d in &v2 {
+        for d in v2 {
             move_in(d)?;
         }
-        let files: Vec<PathBuf> = v1
-            .iter()
-            .filter_map(|d| cgroup::self_join_file(d))
-            .collect();
         let list = serde_json::to_string(&files).map_err(|e| DriverError::Other(e.to_string()))?;
         w.send(&format!("{JOIN} {list}"))
             .map_err(|e| DriverError::io(format!("tell worker pid {pid} to join"), e))?;
