@@ -51,7 +51,20 @@ impl KernelLease {
     /// The lease now runs until `until`; every holder rewrites its map deadlines. Blocking
     /// (a few bpf syscalls per fault): call it off the async executor.
     pub fn renew(&self, until: SystemTime) {
+        self.extend(until);
+        self.rewrite(until);
+    }
+
+    /// The lease now runs until `until` for faults applied from now on ([`KernelLease::bound`]);
+    /// never blocks. The session calls it before an order can read the bound, so an apply
+    /// that follows a renewal (or an ApplyFault that extended the lease) is never bounded by
+    /// the lease's previous end.
+    pub fn extend(&self, until: SystemTime) {
         *self.0.until.lock().unwrap_or_else(|p| p.into_inner()) = Some(until);
+    }
+
+    /// Every holder rewrites its map deadlines to `until` (blocking).
+    pub fn rewrite(&self, until: SystemTime) {
         let holders: Vec<Arc<dyn Renewable>> = {
             let mut hs = self.0.holders.lock().unwrap_or_else(|p| p.into_inner());
             hs.retain(|w| w.strong_count() > 0);

@@ -42,6 +42,8 @@ struct FakeCoordinator {
     lease: Duration,
     /// Renew every this often; `None` never renews.
     renew_every: Option<Duration>,
+    /// Order fault "f1" applied right after the Welcome (the lease then guards it).
+    apply_after_welcome: bool,
     seen: mpsc::UnboundedSender<Seen>,
 }
 
@@ -98,7 +100,17 @@ impl AgentSession for FakeCoordinator {
             })
             .boxed(),
         };
-        let reply = futures::stream::once(async move { Ok(welcome) }).chain(renewals);
+        let apply = pb::CoordinatorMessage {
+            msg: Some(In::Apply(pb::ApplyFault {
+                fault_id: "f1".into(),
+                experiment_id: "e1".into(),
+                ..Default::default()
+            })),
+        };
+        let orders = futures::stream::iter(self.apply_after_welcome.then_some(Ok(apply)));
+        let reply = futures::stream::once(async move { Ok(welcome) })
+            .chain(orders)
+            .chain(renewals);
         Ok(tonic::Response::new(reply.boxed()))
     }
 }
@@ -130,6 +142,15 @@ async fn serve(certs: &Path, lease: Duration, renew_every: Option<Duration>) -> 
 
 /// [`serve`] presenting the server certificate of `server`.
 async fn serve_as(server: CertPaths, lease: Duration, renew_every: Option<Duration>) -> Server {
+    start(server, lease, renew_every, false).await
+}
+
+async fn start(
+    server: CertPaths,
+    lease: Duration,
+    renew_every: Option<Duration>,
+    apply_after_welcome: bool,
+) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind loopback");
@@ -140,6 +161,7 @@ async fn serve_as(server: CertPaths, lease: Duration, renew_every: Option<Durati
         FakeCoordinator {
             lease,
             renew_every,
+            apply_after_welcome,
             seen: tx,
         },
         tls::authenticate,
@@ -246,7 +268,9 @@ async fn a_lapsed_lease_reverts_all_within_lease_plus_one_second() {
     let tmp = tempfile::tempdir().expect("tempdir");
     init_certs(&tmp.path().join("certs"));
     let lease = Duration::from_millis(1000);
-    let mut server = serve(&tmp.path().join("certs"), lease, None).await;
+    // The coordinator orders a fault and then says nothing: the lease guards the fault.
+    let certs = CertPaths::in_dir(&tmp.path().join("certs"), "coordinator");
+    let mut server = start(certs, lease, None, true).await;
     let m = Arc::new(RecordingManager::new(&["test"]));
     let tls = CertPaths::in_dir(&tmp.path().join("certs"), "agent-node-a");
     let agent = Agent::start(

@@ -12,6 +12,10 @@
 //!   ApplyFault on the stream always names that fault;
 //! - once the session has ended, a push fails; one that raced the end is reported as perhaps
 //!   not sent (what tonic queued behind the final status is never sent).
+//!
+//! A renewal is told whether an order was queued since the previous one (under the same lock),
+//! so a session may leave out a renewal that would repeat "vouched for nothing" to an idle
+//! agent (session.rs) without ever leaving out the one that follows an order.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -37,6 +41,8 @@ pub struct Outbox {
     queue: mpsc::Sender<Box<OutMsg>>,
     /// Held while an order, or a renewal with its vouched list, is queued.
     order: Mutex<()>,
+    /// An order was queued since the last renewal (changed under `order`).
+    ordered: AtomicBool,
     welcomed: AtomicBool,
     ended: AtomicBool,
     /// Wakes pushes waiting for the Welcome (or the end).
@@ -50,6 +56,7 @@ impl Outbox {
         let outbox = Outbox {
             queue,
             order: Mutex::new(()),
+            ordered: AtomicBool::new(false),
             welcomed: AtomicBool::new(false),
             ended: AtomicBool::new(false),
             changed: Notify::new(),
@@ -116,6 +123,7 @@ impl Outbox {
                 Ok(permit) => {
                     let _order = self.lock();
                     permit.send(msg);
+                    self.ordered.store(true, Ordering::SeqCst);
                     return self.queued();
                 }
                 Err(TrySendError::Closed(())) => return Err(ENDED.into()),
@@ -134,6 +142,7 @@ impl Outbox {
             Ok(Some(permit)) => {
                 let _order = self.lock();
                 permit.send(msg);
+                self.ordered.store(true, Ordering::SeqCst);
                 self.queued()
             }
             Ok(None) => Err(ENDED.into()),
@@ -189,21 +198,42 @@ impl Outbox {
         true
     }
 
-    /// Queues a lease renewal made by `make` (which reads the vouched faults) under the order
-    /// lock; waits as [`Outbox::reserve`] does. False when it was not queued.
+    /// Queues a lease renewal made by `make` under the order lock; waits as
+    /// [`Outbox::reserve`] does. `make` reads the vouched faults, is told whether an order was
+    /// queued since the previous renewal, and may decide there is nothing to send.
     pub async fn renewal(
         &self,
-        make: impl FnOnce() -> CoordMsg,
+        make: impl FnOnce(bool) -> Option<CoordMsg>,
         limit: Duration,
         stop: &CancellationToken,
-    ) -> bool {
+    ) -> Renewal {
         let Some(permit) = self.reserve(limit, stop).await else {
-            return false;
+            return Renewal::Failed;
         };
         let _order = self.lock();
-        permit.send(Box::new(Ok(pb::CoordinatorMessage { msg: Some(make()) })));
-        true
+        let ordered = self.ordered.swap(false, Ordering::SeqCst);
+        match make(ordered) {
+            Some(msg) => {
+                permit.send(Box::new(Ok(pb::CoordinatorMessage { msg: Some(msg) })));
+                Renewal::Sent
+            }
+            None => {
+                // Not sent, so the next renewal still has to follow the order.
+                self.ordered.store(ordered, Ordering::SeqCst);
+                Renewal::Skipped
+            }
+        }
     }
+}
+
+/// What [`Outbox::renewal`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renewal {
+    Sent,
+    /// `make` decided there was nothing to send.
+    Skipped,
+    /// There was no room (or no stream) for it.
+    Failed,
 }
 
 #[cfg(test)]
@@ -307,22 +337,22 @@ mod tests {
         outbox.welcomed();
         let pusher = outbox.clone();
         let mut run = None;
-        let make = || {
+        let make = |_ordered| {
             // The list is read (without f2), then the run pushes f2's order meanwhile.
             let omitted = Vec::new();
             run = Some(std::thread::spawn(move || {
                 futures::executor::block_on(pusher.push(order("f2"), Duration::from_secs(5)))
             }));
             std::thread::sleep(Duration::from_millis(100));
-            CoordMsg::Lease(pb::LeaseRenewal {
+            Some(CoordMsg::Lease(pb::LeaseRenewal {
                 vouched_fault_ids: omitted,
                 ..Default::default()
-            })
+            }))
         };
         let queued = outbox
             .renewal(make, Duration::from_secs(1), &CancellationToken::new())
             .await;
-        assert!(queued);
+        assert_eq!(queued, Renewal::Sent);
         let pushed = run.expect("started").join().expect("thread");
         assert_eq!(pushed, Ok(()));
         let first = rx.recv().await.expect("first").expect("ok");
@@ -332,5 +362,50 @@ mod tests {
         );
         let second = rx.recv().await.expect("second");
         assert_eq!(fault_of(&second).as_deref(), Some("f2"));
+    }
+
+    /// Each renewal is told whether an order was queued since the one before; a renewal left
+    /// out does not count, so the next one is told again.
+    #[tokio::test]
+    async fn a_renewal_knows_whether_an_order_came_since_the_last_one_sent() {
+        let (outbox, mut rx) = Outbox::new(8);
+        outbox.welcomed();
+        let stop = CancellationToken::new();
+        let limit = Duration::from_secs(1);
+        let seen = std::sync::Mutex::new(Vec::new());
+        let renew = |send: bool| {
+            let seen = &seen;
+            move |ordered: bool| {
+                seen.lock().unwrap().push(ordered);
+                send.then(|| CoordMsg::Lease(pb::LeaseRenewal::default()))
+            }
+        };
+        assert_eq!(
+            outbox.renewal(renew(true), limit, &stop).await,
+            Renewal::Sent
+        );
+        outbox.push(order("f1"), limit).await.expect("push");
+        assert_eq!(
+            outbox.renewal(renew(false), limit, &stop).await,
+            Renewal::Skipped
+        );
+        assert_eq!(
+            outbox.renewal(renew(true), limit, &stop).await,
+            Renewal::Sent
+        );
+        assert_eq!(
+            outbox.renewal(renew(false), limit, &stop).await,
+            Renewal::Skipped
+        );
+        assert_eq!(*seen.lock().unwrap(), [false, true, true, false]);
+        // On the stream: the first renewal, the order, the renewal that followed it.
+        let kinds: Vec<&str> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|m| match m.expect("ok").msg {
+                Some(CoordMsg::Lease(_)) => "lease",
+                Some(CoordMsg::Revert(_)) => "order",
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(kinds, ["lease", "order", "lease"]);
     }
 }

@@ -21,7 +21,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::authz::Method;
 use crate::enroll::{Pki, Revocations};
 use crate::metrics::{self, CloseReason, RefusalReason};
-use crate::outbox::{OutMsg, Outbox};
+use crate::outbox::{OutMsg, Outbox, Renewal};
 use crate::registry::{Arrival, RevertAllOrder, SessionHandle};
 use crate::renew_pace::RenewPace;
 use crate::state::{now_ms, State, TELEMETRY_INTERVAL_MS};
@@ -150,26 +150,45 @@ impl Session {
             .await
     }
 
-    /// Sends the next lease renewal; false when it could not be sent. Its vouched list is read
-    /// as it is queued, under the outbox's order lock (see [`Outbox`]).
-    async fn renew_lease(&self, node: &str, sequence: &mut u64) -> bool {
-        *sequence += 1;
-        let make = || {
-            CoordMsg::Lease(pb::LeaseRenewal {
+    /// Sends the next lease renewal, unless `quiet` says it may be left out; false when it
+    /// could not be sent. Its vouched list is read as it is queued, under the outbox's order
+    /// lock (see [`Outbox`]).
+    ///
+    /// `quiet` is `None` for an agent that needs every renewal; for one that keeps its lease
+    /// only while it holds a fault (Hello's `lease_while_holding`) it says whether the last
+    /// Welcome or renewal it was sent vouched for nothing. A renewal is left out when it would
+    /// vouch for nothing again and no order went out since: the agent holds nothing (the
+    /// last renewal had it revert everything) and has nothing to hold, so at 10,000 idle agents
+    /// the coordinator answers none of their telemetry (docs/benchmarks.md). Every order is
+    /// followed by a renewal, and so is every withdrawal of a vouch.
+    async fn renew_lease(&self, node: &str, sequence: &mut u64, quiet: &mut Option<bool>) -> bool {
+        let make = |ordered: bool| {
+            let vouched = self.state.vouched_for(node);
+            if let Some(quiet) = quiet {
+                if *quiet && !ordered && vouched.is_empty() {
+                    return None;
+                }
+                *quiet = vouched.is_empty();
+            }
+            *sequence += 1;
+            Some(CoordMsg::Lease(pb::LeaseRenewal {
                 lease_ms: self.state.lease_ms(),
                 sequence: *sequence,
-                vouched_fault_ids: self.state.vouched_for(node),
-            })
+                vouched_fault_ids: vouched,
+            }))
         };
-        let queued = self
+        match self
             .outbox
             .renewal(make, self.state.lease, &self.state.shutdown)
-            .await;
-        if !queued {
-            return false;
+            .await
+        {
+            Renewal::Sent => {
+                metrics::lease_renewed(node, *sequence);
+                true
+            }
+            Renewal::Skipped => true,
+            Renewal::Failed => false,
         }
-        metrics::lease_renewed(node, *sequence);
-        true
     }
 
     async fn send_msg(&self, msg: CoordMsg) -> bool {
@@ -253,6 +272,7 @@ impl Session {
             capabilities: hello.capabilities,
             version: hello.version,
             held_faults: hello.held_faults,
+            lease_while_holding: hello.lease_while_holding,
         })
     }
 
@@ -359,11 +379,13 @@ impl Session {
                 true,
             );
         }
+        let vouched = state.vouched_for(node);
+        let quiet = hello.lease_while_holding.then_some(vouched.is_empty());
         let welcome = CoordMsg::Welcome(pb::Welcome {
             session_id: session_id.to_string(),
             lease_ms: state.lease_ms(),
             telemetry_interval_ms: TELEMETRY_INTERVAL_MS,
-            vouched_fault_ids: state.vouched_for(node),
+            vouched_fault_ids: vouched,
         });
         let halt = state.halted().map(|halt| {
             Box::new(revert_all(&format!(
@@ -377,6 +399,7 @@ impl Session {
             orders,
             welcome: Box::new(welcome),
             halt,
+            quiet,
         }
     }
 
@@ -406,6 +429,7 @@ impl Session {
         let pace = RenewPace::new(state.lease, state.renew_interval);
         let mut renewed_at = Instant::now();
         let mut sequence = 0u64;
+        let mut quiet = opened.quiet;
         let renew_due = sleep_until(renewed_at + pace.at_most);
         // The futures the loop waits on live across iterations: made once, not once per
         // message. The silence timer is moved only when it fires early (at most once per
@@ -483,7 +507,7 @@ impl Session {
                 Next::Wait => {}
                 Next::End(reason, why) => break (reason, why),
                 Next::Renew(at) => {
-                    if !self.renew_lease(node, &mut sequence).await {
+                    if !self.renew_lease(node, &mut sequence, &mut quiet).await {
                         ended = Some((
                             CloseReason::Disconnect,
                             "could not send a lease renewal".into(),
@@ -643,6 +667,9 @@ struct Opened {
     /// message is 440 bytes).
     welcome: Box<CoordMsg>,
     halt: Option<Box<CoordMsg>>,
+    /// The renewals' pacing state ([`Session::renew_lease`]): whether the Welcome vouched for
+    /// nothing, for an agent that keeps its lease only while holding a fault.
+    quiet: Option<bool>,
 }
 
 /// What the serving loop does after a wake-up.
@@ -660,6 +687,7 @@ struct ValidHello {
     capabilities: Vec<String>,
     version: String,
     held_faults: Vec<pb::HeldFault>,
+    lease_while_holding: bool,
 }
 
 /// Hands the faults `node` says it holds to the running experiments that vouch for them

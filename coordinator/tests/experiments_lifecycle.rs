@@ -304,3 +304,53 @@ async fn dry_run_plans_without_storing_and_pending_experiments_start_later() {
     );
     c.shutdown().await;
 }
+
+/// An agent that keeps its lease only while it holds a fault (the real agent) gets no renewals
+/// while idle, renewals naming its fault while it holds one, then exactly one that names
+/// nothing (the backstop for a lost RevertFault), and none after that. An agent that did not
+/// say so is renewed all along.
+#[tokio::test]
+async fn an_idle_agent_is_renewed_only_around_its_faults() {
+    let env = Env::new();
+    let c = start_open(&env).await;
+    let quiet = TestAgent::connect_idle_rule(&env, &c, "node-a").await;
+    let chatty = TestAgent::connect(&env, &c, "node-b", &[]).await;
+    let mut ops = experiments(&env, &c, "operator").await;
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(quiet.leases().len(), 0, "idle: {:?}", quiet.leases());
+    assert!(chatty.leases().len() >= 2, "{:?}", chatty.leases());
+
+    let spec =
+        "  duration: 2s\n  targets: {mode: all}\n  faults: [{kind: cpu, load: 50, workers: 1}]\n";
+    create(&mut ops, &doc("brief", spec), true)
+        .await
+        .expect("created and started");
+    wait_applied(&mut ops, "brief").await;
+    let events = watch_to_end(&mut ops, "brief", Duration::from_secs(15)).await;
+    let last = events
+        .last()
+        .and_then(|e| e.experiment.clone())
+        .expect("end");
+    assert_eq!(phase(&last), pb::ExperimentPhase::Completed);
+    let fault = quiet.applies()[0].fault_id.clone();
+    let reverted = quiet.reverts()[0].fault_id.clone();
+    assert_eq!(fault, reverted);
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let leases = quiet.leases();
+    let lists: Vec<&[String]> = leases.iter().map(|(v, _)| v.as_slice()).collect();
+    let naming = lists.iter().filter(|v| **v == [fault.clone()]).count();
+    assert!(naming >= 1, "renewed while holding {fault}: {lists:?}");
+    assert_eq!(
+        lists.last().map(|v| v.is_empty()),
+        Some(true),
+        "the last renewal names nothing: {lists:?}"
+    );
+    assert_eq!(
+        lists.iter().filter(|v| v.is_empty()).count(),
+        1,
+        "one renewal names nothing, then none: {lists:?}"
+    );
+    assert_eq!(naming + 1, lists.len(), "{lists:?}");
+}

@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use faultline_agent::faults::{FaultManager, RecordingManager};
+use faultline_proto::pb;
 use faultline_proto::pb::RevertReason;
 use faultline_tests::*;
 
@@ -89,15 +91,14 @@ async fn agents_register_with_labels_and_send_telemetry() {
         "last_seen did not advance: {seen1} -> {seen2}"
     );
 
-    // Lease renewals arrive about once a second.
+    // An agent holding nothing is not renewed (Hello's lease_while_holding): its lease guards
+    // nothing, and the session stays up all the same, past the 5 s lease.
     let r0 = a.status().borrow().lease_renewals;
-    tokio::time::sleep(Duration::from_millis(3500)).await;
-    let r1 = a.status().borrow().lease_renewals;
-    assert!(
-        (2..=5).contains(&(r1 - r0)),
-        "renewals in 3.5 s: {}",
-        r1 - r0
-    );
+    let connects = a.status().borrow().connects;
+    tokio::time::sleep(Duration::from_millis(6000)).await;
+    let now = a.status().borrow().clone();
+    assert_eq!(now.lease_renewals, r0, "no renewals while idle");
+    assert!(now.connected && now.connects == connects, "{now:?}");
 
     // An agent that stops shows as disconnected, with its last-seen time kept.
     b.shutdown().await;
@@ -194,31 +195,55 @@ async fn agent_reverts_everything_when_its_lease_lapses() {
     let certs = Certs::new(&["node-a"]);
     let data = tempfile::tempdir().expect("data dir");
     let lease = Duration::from_secs(2);
-    let coord = start_coordinator(&certs, data.path(), 0, lease).await;
+    let mut config = coordinator_config(&certs, data.path(), 0, lease);
+    // One agent: the whole fleet under fault.
+    config.policy.max_fleet_percent_under_fault = 100.0;
+    let coord = faultline_coordinator::Coordinator::start(config, None)
+        .await
+        .expect("coordinator starts");
     let addr = coord.grpc_addr();
     let state = tempfile::tempdir().expect("state");
-    let faults = Arc::new(RecordingFaults::default());
+    let faults = Arc::new(RecordingManager::new(&["cpu"]));
     let agent = start_agent(&certs, "node-a", "", addr, state.path(), faults.clone()).await;
     let status = agent.status();
     wait_for("node-a connected", Duration::from_secs(5), || async {
         status.borrow().connected.then_some(())
     })
     .await;
+    // An experiment holds a fault on the agent: the lease guards it from now on.
+    let doc = "apiVersion: faultline.dev/v1\nkind: Experiment\nmetadata: {name: held}\nspec:\n  duration: 10m\n  targets: {mode: all}\n  faults: [{kind: cpu, load: 10, workers: 1}]\n";
+    pb::experiments_client::ExperimentsClient::new(channel(&certs, "operator", addr).await)
+        .create(pb::CreateExperimentRequest {
+            document: doc.into(),
+            dry_run: false,
+            start: true,
+        })
+        .await
+        .expect("experiment created");
+    wait_for("the fault held", Duration::from_secs(10), || async {
+        (!faults.held().is_empty()).then_some(())
+    })
+    .await;
     // Let a few renewals pass: they must keep the lease alive.
+    let renewed = status.borrow().lease_renewals;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert!(
-        !faults.reasons().contains(&RevertReason::Lease),
+        status.borrow().lease_renewals >= renewed + 2,
+        "renewed while holding"
+    );
+    assert!(
+        faults.revert_alls(RevertReason::Lease).is_empty(),
         "lapsed while renewed"
     );
 
     // The coordinator vanishes: no renewals any more. The last renewal was at most 1 s ago,
     // so the lease lapses within `lease`, and revert-all must follow within lease + 1 s.
-    let cut = Instant::now();
+    let cut = tokio::time::Instant::now();
     coord.shutdown().await;
     let at = wait_for(
         "revert-all for the lapsed lease",
         lease + Duration::from_secs(2),
-        || async { faults.first(RevertReason::Lease) },
+        || async { faults.revert_alls(RevertReason::Lease).first().copied() },
     )
     .await;
     let after = at.duration_since(cut);
@@ -231,15 +256,10 @@ async fn agent_reverts_everything_when_its_lease_lapses() {
         after <= lease + Duration::from_secs(1),
         "revert-all after {after:?}"
     );
-    assert_eq!(
-        faults
-            .reasons()
-            .iter()
-            .filter(|r| **r == RevertReason::Lease)
-            .count(),
-        1,
-        "one revert-all per lapse"
-    );
+    assert!(faults.held().is_empty(), "the fault is gone");
+    // One revert-all per lapse, however long the coordinator stays away.
+    tokio::time::sleep(lease * 2).await;
+    assert_eq!(faults.revert_alls(RevertReason::Lease).len(), 1);
     agent.shutdown().await;
 }
 

@@ -17,6 +17,7 @@ struct Slot {
 /// The handle the engine keeps; dropping it stops the thread.
 pub(super) struct Renewer {
     slot: Arc<(Mutex<Slot>, Condvar)>,
+    lease: crate::lease::KernelLease,
 }
 
 impl Renewer {
@@ -24,6 +25,7 @@ impl Renewer {
     pub(super) fn start(lease: crate::lease::KernelLease) -> Renewer {
         let slot: Arc<(Mutex<Slot>, Condvar)> = Arc::default();
         let theirs = slot.clone();
+        let ours = lease.clone();
         let spawned = std::thread::Builder::new()
             .name("faultline-lease".into())
             .spawn(move || {
@@ -40,18 +42,20 @@ impl Renewer {
                         s.next.take()
                     };
                     if let Some(until) = until {
-                        lease.renew(until);
+                        lease.rewrite(until);
                     }
                 }
             });
         if let Err(e) = spawned {
             tracing::error!("cannot start the lease renewal thread: {e}; kernel-side deadlines stay at each fault's own end");
         }
-        Renewer { slot }
+        Renewer { slot, lease: ours }
     }
 
-    /// The lease now runs until `until`; never blocks.
+    /// The lease now runs until `until`; never blocks. The end is in force for new faults
+    /// when this returns; held faults' map deadlines follow on the thread.
     pub(super) fn renew(&self, until: SystemTime) {
+        self.lease.extend(until);
         let (lock, wake) = &*self.slot;
         lock.lock().unwrap_or_else(|p| p.into_inner()).next = Some(until);
         wake.notify_one();
@@ -63,5 +67,62 @@ impl Drop for Renewer {
         let (lock, wake) = &*self.slot;
         lock.lock().unwrap_or_else(|p| p.into_inner()).stop = true;
         wake.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{mpsc, Weak};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::lease::{KernelLease, Renewable};
+
+    /// A holder whose first rewrite blocks until released (a driver lock held by a hung call).
+    struct Stuck {
+        entered: Mutex<Option<mpsc::Sender<()>>>,
+        release: Mutex<Option<mpsc::Receiver<()>>>,
+    }
+
+    impl Renewable for Stuck {
+        fn renew(&self, _until: SystemTime) {
+            if let Some(tx) = self.entered.lock().unwrap().take() {
+                let _ = tx.send(());
+                if let Some(rx) = self.release.lock().unwrap().take() {
+                    let _ = rx.recv_timeout(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
+    /// A renewal's end bounds new faults as soon as `renew` returns, even while the thread
+    /// is stuck rewriting held faults: an order that follows it is never bounded by the
+    /// lease's previous end (which, after an idle spell, is long past).
+    #[test]
+    fn a_renewal_bounds_new_faults_at_once_even_with_the_thread_stuck() {
+        let lease = KernelLease::new();
+        let (entered_tx, entered) = mpsc::channel();
+        let (release, release_rx) = mpsc::channel();
+        let stuck: Arc<dyn Renewable> = Arc::new(Stuck {
+            entered: Mutex::new(Some(entered_tx)),
+            release: Mutex::new(Some(release_rx)),
+        });
+        lease.subscribe(Arc::downgrade(&stuck) as Weak<dyn Renewable>);
+        let r = Renewer::start(lease.clone());
+        let t0 = SystemTime::now();
+        r.renew(t0 + Duration::from_secs(5));
+        entered
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the thread rewrites the holder");
+        let later = t0 + Duration::from_secs(60);
+        r.renew(later);
+        assert_eq!(
+            lease.until(),
+            Some(later),
+            "in force before the thread gets to it"
+        );
+        let deadline = later + Duration::from_secs(3600);
+        assert_eq!(lease.bound(deadline), later);
+        release.send(()).expect("release");
     }
 }

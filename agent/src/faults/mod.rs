@@ -33,13 +33,14 @@ pub trait FaultManager: Send + Sync + 'static {
     fn revert(&self, fault_id: String, reason: RevertReason) -> BoxFuture<'_, pb::FaultStatus>;
     /// Reverts every fault the agent holds; called on lease lapse, shutdown (SIGTERM) and start-up.
     fn revert_all(&self, reason: RevertReason) -> BoxFuture<'_, Vec<pb::FaultStatus>>;
-    /// The receiver of unsolicited statuses, handed out once (to the session or the standalone
-    /// runner); `None` for managers that never produce any, or when already taken.
-    /// The session lease now runs until `until` (Welcome and every renewal): kernel-side
-    /// deadlines (eBPF maps) follow it, so a wedged agent's network faults still end with the
-    /// lease. Must not block.
+    /// The session lease now runs until `until` (Welcome, every renewal and every ApplyFault):
+    /// kernel-side deadlines (eBPF maps) follow it, so a wedged agent's network faults still end
+    /// with the lease. Must not block, and faults applied after it returns are bounded by
+    /// `until`, not by the lease's previous end.
     fn lease_renewed(&self, _until: std::time::SystemTime) {}
 
+    /// The receiver of unsolicited statuses, handed out once (to the session or the standalone
+    /// runner); `None` for managers that never produce any, or when already taken.
     fn take_events(&self) -> Option<mpsc::Receiver<pb::FaultStatus>> {
         None
     }

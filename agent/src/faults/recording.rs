@@ -44,6 +44,11 @@ struct State {
     held: BTreeMap<String, pb::HeldFault>,
     /// How long each apply takes (tokio time).
     apply_delay: std::time::Duration,
+    /// The lease's end as last renewed ([`FaultManager::lease_renewed`]).
+    lease_until: Option<std::time::SystemTime>,
+    /// Each apply's fault and the lease's end when it started: the kernel-side bound it
+    /// would have been given.
+    bounds: Vec<(String, Option<std::time::SystemTime>)>,
 }
 
 /// Records calls with the (tokio) time they arrived; `apply` succeeds and holds the fault until
@@ -119,6 +124,16 @@ impl RecordingManager {
             .collect()
     }
 
+    /// The lease's end each apply of `fault_id` started under, oldest first.
+    pub fn bounds_of(&self, fault_id: &str) -> Vec<Option<std::time::SystemTime>> {
+        self.lock()
+            .bounds
+            .iter()
+            .filter(|(id, _)| id == fault_id)
+            .map(|(_, until)| *until)
+            .collect()
+    }
+
     /// Waits until `pred` holds for the recorded calls.
     pub async fn wait_for(&self, pred: impl Fn(&[(Instant, Call)]) -> bool) {
         let mut rx = self.count.subscribe();
@@ -163,7 +178,12 @@ impl FaultManager for RecordingManager {
             applied_unix_ms: out.at_unix_ms,
             remaining_ms: req.remaining_ms,
         };
-        let delay = self.lock().apply_delay;
+        let delay = {
+            let mut s = self.lock();
+            let until = s.lease_until;
+            s.bounds.push((req.fault_id.clone(), until));
+            s.apply_delay
+        };
         Box::pin(async move {
             tokio::time::sleep(delay).await;
             self.lock().held.insert(req.fault_id, held);
@@ -190,6 +210,10 @@ impl FaultManager for RecordingManager {
             String::new(),
         );
         Box::pin(async move { out })
+    }
+
+    fn lease_renewed(&self, until: std::time::SystemTime) {
+        self.lock().lease_until = Some(until);
     }
 
     fn revert_all(&self, reason: RevertReason) -> BoxFuture<'_, Vec<pb::FaultStatus>> {

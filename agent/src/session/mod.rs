@@ -11,6 +11,12 @@
 //!
 //! Fault orders run beside the loop ([`orders`]): a slow apply never delays a renewal, telemetry
 //! or another fault's revert.
+//!
+//! Idle rule (Hello's `lease_while_holding`): the lease guards faults, so in a session a lease
+//! that runs out while nothing is held, applied or reverted only disarms it; the coordinator
+//! stops renewing an agent it vouches nothing to. An ApplyFault is word from the coordinator as
+//! much as a renewal is: it arms the lease (and the kernel-side bound) for one lease from its
+//! arrival before the apply starts.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::future::Future;
@@ -343,6 +349,7 @@ impl Loop {
             capabilities: self.ctx.manager.capabilities(),
             version: faultline_core::VERSION.to_string(),
             held_faults: self.ctx.manager.held(),
+            lease_while_holding: true,
         }
     }
 
@@ -375,8 +382,14 @@ impl Loop {
                 },
                 _ = self.lease.lapsed() => {
                     if self.lease.check_lapse(Instant::now()) {
-                        self.on_lapse().await;
-                        return End::Lapsed;
+                        if self.present().is_empty() {
+                            // Idle rule: nothing to guard, so nothing lapses; the session goes
+                            // on and the next ApplyFault arms the lease again.
+                            tracing::debug!("lease ran out with no fault held; idle until the next order");
+                        } else {
+                            self.on_lapse().await;
+                            return End::Lapsed;
+                        }
                     }
                 }
                 _ = tick.tick() => {
@@ -425,10 +438,14 @@ impl Loop {
                 self.vouched(&renewal.vouched_fault_ids);
             }
             Some(In::Apply(req)) => {
-                // The order vouches for its fault for one lease.
+                // The order vouches for its fault for one lease, and holds the lease that long
+                // (idle rule): an idle agent's lease may have run out, or be about to. The
+                // kernel-side bound moves before the apply can read it.
                 let now = Instant::now();
-                let until = now + Duration::from_millis(self.lease_ms);
-                self.vouches.ordered(&req.fault_id, until);
+                let lease = Duration::from_millis(self.lease_ms);
+                self.lease.renew(now, lease);
+                manager.lease_renewed(std::time::SystemTime::now() + lease);
+                self.vouches.ordered(&req.fault_id, now + lease);
                 self.orders.apply(req, now);
             }
             Some(In::Revert(r)) => {

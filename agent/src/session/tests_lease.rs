@@ -54,6 +54,26 @@ async fn startup_reverts_before_anything_else_and_shutdown_reverts_all() {
     );
 }
 
+/// Applies `id` on `conn` and waits for its status (skipping other faults' statuses).
+async fn apply(conn: &mut Conn, id: &str) {
+    conn.send(In::Apply(pb::ApplyFault {
+        fault_id: id.into(),
+        experiment_id: "e1".into(),
+        ..Default::default()
+    }))
+    .await;
+    let s = loop {
+        let s = conn.fault_status().await;
+        if s.fault_id == id {
+            break s;
+        }
+    };
+    assert_eq!(
+        (s.fault_id.as_str(), s.state),
+        (id, pb::FaultState::Applied as i32)
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn lease_lapse_reverts_all_within_lease_plus_one_second_once() {
     let m = Arc::new(RecordingManager::new(&["test"]));
@@ -62,6 +82,7 @@ async fn lease_lapse_reverts_all_within_lease_plus_one_second_once() {
     conn.hello().await;
     conn.welcome("s1", LEASE).await;
     let welcomed = Instant::now();
+    apply(&mut conn, "f1").await;
     // The coordinator goes silent: no renewals, the stream stays open.
     m.wait_for(|calls| {
         calls.iter().any(|(_, c)| {
@@ -92,6 +113,7 @@ async fn renewals_keep_the_lease_and_each_lapse_is_counted_once() {
     let mut conn = h.conn().await;
     conn.hello().await;
     conn.welcome("s1", LEASE).await;
+    apply(&mut conn, "f1").await;
     for seq in 1..=30 {
         tokio::time::sleep(Duration::from_secs(1)).await;
         conn.renew(seq).await;
@@ -112,10 +134,12 @@ async fn renewals_keep_the_lease_and_each_lapse_is_counted_once() {
     let reverts = lease_reverts(&m);
     assert_eq!(reverts.len(), 1, "{reverts:?}");
     assert!(reverts[0] - last_renewal <= LEASE + Duration::from_secs(1));
-    // The agent reconnects; a new Welcome re-arms the lease and the next lapse counts again.
+    // The agent reconnects; a new Welcome re-arms the lease and, with a fault held again, the
+    // next lapse counts again.
     let mut conn2 = h.conn().await;
     conn2.hello().await;
     conn2.welcome("s2", LEASE).await;
+    apply(&mut conn2, "f2").await;
     tokio::time::sleep(LEASE + Duration::from_secs(1)).await;
     assert_eq!(lease_reverts(&m).len(), 2);
     assert_eq!(status.borrow().connects, 2);
@@ -245,5 +269,84 @@ async fn a_broken_stream_keeps_faults_until_the_lease_lapses() {
     assert_eq!(reverts.len(), 1, "lapse while disconnected reverts once");
     assert!(reverts[0] - welcomed <= LEASE + Duration::from_secs(1));
     assert!(m.held().is_empty());
+    h.agent.shutdown().await;
+}
+
+/// Idle rule: with nothing held, a lease that runs out ends nothing; the session stays up and
+/// telemetry flows. An ApplyFault arms the lease again for one lease from its arrival, and the
+/// kernel-side bound with it before the apply starts, however long the agent was idle; without
+/// renewals the fault then lapses on time.
+#[tokio::test(start_paused = true)]
+async fn an_idle_agent_keeps_its_session_and_an_apply_rearms_the_lease() {
+    let m = Arc::new(RecordingManager::new(&["test"]));
+    let mut h = start(m.clone()).await;
+    let mut conn = h.conn().await;
+    let hello = conn.hello().await;
+    assert!(
+        hello.lease_while_holding,
+        "the agent says it keeps the idle rule"
+    );
+    conn.welcome("s1", LEASE).await;
+    // Three leases without a renewal, holding nothing.
+    let idle_until = Instant::now() + LEASE * 3;
+    let mut samples = 0;
+    while Instant::now() < idle_until {
+        if let Out::Telemetry(_) = conn.next().await {
+            samples += 1;
+        }
+    }
+    assert!(
+        samples >= 14,
+        "telemetry went on: {samples} samples in 15 s"
+    );
+    assert!(lease_reverts(&m).is_empty(), "nothing held, nothing lapsed");
+    let status = h.agent.status();
+    assert!(status.borrow().connected);
+    assert_eq!(status.borrow().connects, 1, "the session was not ended");
+
+    let before = std::time::SystemTime::now();
+    apply(&mut conn, "f1").await;
+    let applied = Instant::now();
+    let bound = m.bounds_of("f1");
+    assert!(
+        bound.len() == 1 && bound[0].is_some_and(|u| u >= before + LEASE),
+        "the apply ran under the lease it extended, not the Welcome's: {bound:?}"
+    );
+    // No renewal follows: the held fault lapses one lease after the order.
+    m.wait_for(|calls| {
+        calls.iter().any(|(_, c)| {
+            *c == Call::RevertAll {
+                reason: RevertReason::Lease,
+            }
+        })
+    })
+    .await;
+    let lapsed = lease_reverts(&m)[0] - applied;
+    assert!(
+        lapsed <= LEASE + Duration::from_secs(1),
+        "revert_all(Lease) {lapsed:?} after the apply"
+    );
+    assert!(m.held().is_empty());
+    h.agent.shutdown().await;
+}
+
+/// An order that comes late in a lease holds it a whole lease from its arrival: the renewal
+/// that follows it is not due yet when the previous lease would have run out.
+#[tokio::test(start_paused = true)]
+async fn an_apply_late_in_the_lease_holds_it_a_lease_from_the_order() {
+    let m = Arc::new(RecordingManager::new(&["test"]));
+    let mut h = start(m.clone()).await;
+    let mut conn = h.conn().await;
+    conn.hello().await;
+    conn.welcome("s1", LEASE).await;
+    tokio::time::sleep(LEASE - Duration::from_millis(300)).await;
+    apply(&mut conn, "f1").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(lease_reverts(&m).is_empty(), "the order held the lease");
+    conn.renew(1).await;
+    tokio::time::sleep(LEASE - Duration::from_millis(500)).await;
+    assert!(lease_reverts(&m).is_empty(), "the renewal held it");
+    assert_eq!(m.held().len(), 1);
+    drop(conn);
     h.agent.shutdown().await;
 }

@@ -39,6 +39,8 @@ struct Shared {
     silent_reverts: bool,
     cpu: f64,
     received: Vec<Received>,
+    /// Each lease renewal's vouched faults, with the time it arrived.
+    leases: Vec<(Vec<String>, Instant)>,
     held: BTreeMap<String, String>,
 }
 
@@ -63,11 +65,32 @@ impl TestAgent {
         TestAgent::over(ch, name, labels).await
     }
 
+    /// Connects as `name`, keeping its lease only while it holds a fault (Hello's
+    /// `lease_while_holding`, as the real agent does).
+    pub async fn connect_idle_rule(
+        env: &Env,
+        c: &faultline_coordinator::Coordinator,
+        name: &str,
+    ) -> TestAgent {
+        let ch = channel_with(c, &env.paths(&format!("agent-{name}"))).await;
+        TestAgent::open(ch, name, &[], true).await
+    }
+
     /// Connects as `name` over `ch` (a channel with `name`'s agent certificate).
     pub async fn over(
         ch: tonic::transport::Channel,
         name: &str,
         labels: &[(&str, &str)],
+    ) -> TestAgent {
+        // Renewed every interval, whatever it holds.
+        TestAgent::open(ch, name, labels, false).await
+    }
+
+    async fn open(
+        ch: tonic::transport::Channel,
+        name: &str,
+        labels: &[(&str, &str)],
+        lease_while_holding: bool,
     ) -> TestAgent {
         let hello = pb::AgentMessage {
             msg: Some(AgentMsg::Hello(pb::Hello {
@@ -79,6 +102,7 @@ impl TestAgent {
                 capabilities: vec!["cpu".into(), "memory".into()],
                 version: faultline_core::VERSION.into(),
                 held_faults: vec![],
+                lease_while_holding,
             })),
         };
         let mut conn = AgentConn::open(ch, hello)
@@ -90,6 +114,7 @@ impl TestAgent {
             silent_reverts: false,
             cpu: 0.1,
             received: Vec::new(),
+            leases: Vec::new(),
             held: BTreeMap::new(),
         }));
         let stop = CancellationToken::new();
@@ -104,6 +129,11 @@ impl TestAgent {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
         self.shared.lock().expect("test agent state")
+    }
+
+    /// Every lease renewal so far: its vouched faults and when it arrived.
+    pub fn leases(&self) -> Vec<(Vec<String>, Instant)> {
+        self.lock().leases.clone()
     }
 
     /// From now on RevertFault gets no answer (a wedged agent).
@@ -277,6 +307,10 @@ fn handle(s: &mut Shared, msg: Option<CoordMsg>) -> Vec<pb::AgentMessage> {
                 .into_iter()
                 .map(|(id, exp)| status(&id, &exp, pb::FaultState::Reverted, reason, ""))
                 .collect()
+        }
+        Some(CoordMsg::Lease(l)) => {
+            s.leases.push((l.vouched_fault_ids, now));
+            vec![]
         }
         _ => vec![],
     }

@@ -116,6 +116,8 @@ pub fn hello(node: &str, labels: &[(&str, &str)]) -> pb::AgentMessage {
             capabilities: vec!["cpu".into()],
             version: faultline_core::VERSION.into(),
             held_faults: vec![],
+            // Renewed every interval, whatever it holds.
+            lease_while_holding: false,
         })),
     }
 }

@@ -188,6 +188,8 @@ impl SimAgent {
                     .collect(),
                 version: faultline_core::VERSION.to_string(),
                 held_faults: vec![],
+                // As the real agent: renewals only while it holds a fault.
+                lease_while_holding: true,
             })),
         }
     }
