@@ -304,6 +304,8 @@ pub async fn run<W: Write>(
                 spec: Some(spec_to_pb(spec)),
                 deadline_unix_ms: deadline_ms,
                 remaining_ms: opts.duration.saturating_sub(t0.elapsed()).as_millis() as u64,
+                // No session, no lease: the engine does not read it.
+                telemetry_sequence: 0,
             })
             .await;
         if s.state == pb::FaultState::Applied as i32 {

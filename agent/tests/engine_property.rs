@@ -182,6 +182,7 @@ fn run_case(seed: u64) -> Result<usize, String> {
                     spec: Some(spec(&mut rng)),
                     deadline_unix_ms: deadline(),
                     remaining_ms: 0,
+                    telemetry_sequence: 0,
                 };
                 inc.call(&world, inc.engine().apply(req)).map(|_| ())
             }
@@ -231,6 +232,7 @@ fn run_case(seed: u64) -> Result<usize, String> {
                     spec: Some(spec(&mut rng)),
                     deadline_unix_ms: deadline(),
                     remaining_ms: 0,
+                    telemetry_sequence: 0,
                 };
                 inc.call(&world, inc.engine().apply(req)).map(|_| ())
             }

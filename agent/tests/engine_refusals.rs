@@ -20,6 +20,7 @@ fn wire(id: &str, kind: Option<Kind>) -> pb::ApplyFault {
         spec: Some(pb::FaultSpec { target: None, kind }),
         deadline_unix_ms: now_ms() + 60_000,
         remaining_ms: 60_000,
+        telemetry_sequence: 0,
     }
 }
 

@@ -94,6 +94,8 @@ impl AgentSession for FakeCoordinator {
                         lease_ms,
                         sequence: seq,
                         vouched_fault_ids: vec![],
+                        // As an older coordinator: names no telemetry.
+                        telemetry_sequence: 0,
                     })),
                 };
                 Some((Ok(m), seq + 1))

@@ -16,8 +16,13 @@
 //! A renewal is told whether an order was queued since the previous one (under the same lock),
 //! so a session may leave out a renewal that would repeat "vouched for nothing" to an idle
 //! agent (session.rs) without ever leaving out the one that follows an order.
+//!
+//! The session records the latest telemetry sequence it heard ([`Outbox::heard`]); every
+//! ApplyFault is stamped with it as it is queued, and the session's renewals carry it, so the
+//! agent counts the lease they grant from when it sent that telemetry (the anchor rule in the
+//! agent's session).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -43,6 +48,8 @@ pub struct Outbox {
     order: Mutex<()>,
     /// An order was queued since the last renewal (changed under `order`).
     ordered: AtomicBool,
+    /// The latest telemetry sequence heard on this session (0: none yet).
+    heard: AtomicU64,
     welcomed: AtomicBool,
     ended: AtomicBool,
     /// Wakes pushes waiting for the Welcome (or the end).
@@ -57,6 +64,7 @@ impl Outbox {
             queue,
             order: Mutex::new(()),
             ordered: AtomicBool::new(false),
+            heard: AtomicU64::new(0),
             welcomed: AtomicBool::new(false),
             ended: AtomicBool::new(false),
             changed: Notify::new(),
@@ -96,6 +104,19 @@ impl Outbox {
         self.ended.load(Ordering::SeqCst)
     }
 
+    /// The session heard telemetry numbered `sequence` (0, from an agent that does not number
+    /// it, changes nothing).
+    pub fn heard(&self, sequence: u64) {
+        if sequence > 0 {
+            self.heard.fetch_max(sequence, Ordering::SeqCst);
+        }
+    }
+
+    /// The latest telemetry sequence heard on this session.
+    pub fn last_heard(&self) -> u64 {
+        self.heard.load(Ordering::SeqCst)
+    }
+
     /// Completes once the session was welcomed or has ended.
     async fn settled(&self) {
         loop {
@@ -111,9 +132,13 @@ impl Outbox {
     }
 
     /// Queues an order for the agent, waiting up to `limit` for the Welcome and for room.
-    pub async fn push(&self, msg: CoordMsg, limit: Duration) -> Result<(), String> {
+    pub async fn push(&self, mut msg: CoordMsg, limit: Duration) -> Result<(), String> {
         if self.is_ended() {
             return Err(ENDED.into());
+        }
+        // Stamped with what was heard before the order was made: never newer than that.
+        if let CoordMsg::Apply(a) = &mut msg {
+            a.telemetry_sequence = self.last_heard();
         }
         let msg = Box::new(Ok(pb::CoordinatorMessage { msg: Some(msg) }));
         // Nearly always the session is welcomed and has room: then no timer (10,000 of them
@@ -376,7 +401,7 @@ mod tests {
         let renew = |send: bool| {
             let seen = &seen;
             move |ordered: bool| {
-                seen.lock().unwrap().push(ordered);
+                seen.lock().expect("lock").push(ordered);
                 send.then(|| CoordMsg::Lease(pb::LeaseRenewal::default()))
             }
         };
@@ -397,7 +422,7 @@ mod tests {
             outbox.renewal(renew(false), limit, &stop).await,
             Renewal::Skipped
         );
-        assert_eq!(*seen.lock().unwrap(), [false, true, true, false]);
+        assert_eq!(*seen.lock().expect("lock"), [false, true, true, false]);
         // On the stream: the first renewal, the order, the renewal that followed it.
         let kinds: Vec<&str> = std::iter::from_fn(|| rx.try_recv().ok())
             .map(|m| match m.expect("ok").msg {

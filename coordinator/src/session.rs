@@ -150,31 +150,23 @@ impl Session {
             .await
     }
 
-    /// Sends the next lease renewal, unless `quiet` says it may be left out; false when it
+    /// Sends the next lease renewal, unless `idle` says it may be left out; false when it
     /// could not be sent. Its vouched list is read as it is queued, under the outbox's order
-    /// lock (see [`Outbox`]).
-    ///
-    /// `quiet` is `None` for an agent that needs every renewal; for one that keeps its lease
-    /// only while it holds a fault (Hello's `lease_while_holding`) it says whether the last
-    /// Welcome or renewal it was sent vouched for nothing. A renewal is left out when it would
-    /// vouch for nothing again and no order went out since: the agent holds nothing (the
-    /// last renewal had it revert everything) and has nothing to hold, so at 10,000 idle agents
-    /// the coordinator answers none of their telemetry (docs/benchmarks.md). Every order is
-    /// followed by a renewal, and so is every withdrawal of a vouch.
-    async fn renew_lease(&self, node: &str, sequence: &mut u64, quiet: &mut Option<bool>) -> bool {
+    /// lock (see [`Outbox`]), and it names the latest telemetry heard (the agent counts the
+    /// lease from when it sent that).
+    async fn renew_lease(&self, node: &str, sequence: &mut u64, idle: &mut Idle) -> bool {
         let make = |ordered: bool| {
             let vouched = self.state.vouched_for(node);
-            if let Some(quiet) = quiet {
-                if *quiet && !ordered && vouched.is_empty() {
-                    return None;
-                }
-                *quiet = vouched.is_empty();
+            if idle.skips(ordered, &vouched) {
+                return None;
             }
+            idle.vouched_nothing = vouched.is_empty();
             *sequence += 1;
             Some(CoordMsg::Lease(pb::LeaseRenewal {
                 lease_ms: self.state.lease_ms(),
                 sequence: *sequence,
                 vouched_fault_ids: vouched,
+                telemetry_sequence: self.outbox.last_heard(),
             }))
         };
         match self
@@ -380,7 +372,11 @@ impl Session {
             );
         }
         let vouched = state.vouched_for(node);
-        let quiet = hello.lease_while_holding.then_some(vouched.is_empty());
+        let idle = Idle {
+            allowed: hello.lease_while_holding,
+            vouched_nothing: vouched.is_empty(),
+            holding: !hello.held_faults.is_empty(),
+        };
         let welcome = CoordMsg::Welcome(pb::Welcome {
             session_id: session_id.to_string(),
             lease_ms: state.lease_ms(),
@@ -399,7 +395,7 @@ impl Session {
             orders,
             welcome: Box::new(welcome),
             halt,
-            quiet,
+            idle,
         }
     }
 
@@ -429,7 +425,7 @@ impl Session {
         let pace = RenewPace::new(state.lease, state.renew_interval);
         let mut renewed_at = Instant::now();
         let mut sequence = 0u64;
-        let mut quiet = opened.quiet;
+        let mut idle = opened.idle;
         let renew_due = sleep_until(renewed_at + pace.at_most);
         // The futures the loop waits on live across iterations: made once, not once per
         // message. The silence timer is moved only when it fires early (at most once per
@@ -491,7 +487,14 @@ impl Session {
                 msg = inbound.message() => match msg {
                     Ok(Some(msg)) => {
                         heard_at = Instant::now();
-                        let telemetry = matches!(msg.msg, Some(AgentMsg::Telemetry(_)));
+                        let telemetry = match &msg.msg {
+                            Some(AgentMsg::Telemetry(t)) => {
+                                self.outbox.heard(t.sequence);
+                                idle.holding = t.active_faults > 0;
+                                true
+                            }
+                            _ => false,
+                        };
                         self.received(node, session_id, msg.msg);
                         if telemetry && pace.answers(heard_at - renewed_at) {
                             Next::Renew(heard_at)
@@ -507,7 +510,7 @@ impl Session {
                 Next::Wait => {}
                 Next::End(reason, why) => break (reason, why),
                 Next::Renew(at) => {
-                    if !self.renew_lease(node, &mut sequence, &mut quiet).await {
+                    if !self.renew_lease(node, &mut sequence, &mut idle).await {
                         ended = Some((
                             CloseReason::Disconnect,
                             "could not send a lease renewal".into(),
@@ -667,9 +670,29 @@ struct Opened {
     /// message is 440 bytes).
     welcome: Box<CoordMsg>,
     halt: Option<Box<CoordMsg>>,
-    /// The renewals' pacing state ([`Session::renew_lease`]): whether the Welcome vouched for
-    /// nothing, for an agent that keeps its lease only while holding a fault.
-    quiet: Option<bool>,
+    /// Whether renewals may be left out, as of the Welcome.
+    idle: Idle,
+}
+
+/// Whether a session's renewals may be left out ([`Session::renew_lease`]). An agent that
+/// keeps its lease only while it holds a fault (Hello's `lease_while_holding`) is not renewed
+/// when the renewal would vouch for nothing, the last Welcome or renewal it was sent vouched
+/// for nothing, its last telemetry (or its Hello) reported no fault held, and no order went out
+/// since: it holds nothing and has nothing to hold, so at 10,000 idle agents the coordinator
+/// answers none of their telemetry (docs/benchmarks.md). Every order is followed by a renewal,
+/// and so is every withdrawal of a vouch; an agent still holding something (a revert that
+/// failed, say) keeps being renewed, so its lease never lapses under a live coordinator.
+#[derive(Debug, Clone, Copy)]
+struct Idle {
+    allowed: bool,
+    vouched_nothing: bool,
+    holding: bool,
+}
+
+impl Idle {
+    fn skips(&self, ordered: bool, vouched: &[String]) -> bool {
+        self.allowed && self.vouched_nothing && !self.holding && !ordered && vouched.is_empty()
+    }
 }
 
 /// What the serving loop does after a wake-up.

@@ -333,24 +333,28 @@ async fn an_idle_agent_is_renewed_only_around_its_faults() {
         .and_then(|e| e.experiment.clone())
         .expect("end");
     assert_eq!(phase(&last), pb::ExperimentPhase::Completed);
-    let fault = quiet.applies()[0].fault_id.clone();
+    let apply = quiet.applies()[0].clone();
+    let fault = apply.fault_id.clone();
     let reverted = quiet.reverts()[0].fault_id.clone();
     assert_eq!(fault, reverted);
+    // The order names the telemetry it was made from (the agent counts its lease from that).
+    assert!(apply.telemetry_sequence > 0, "{apply:?}");
 
     tokio::time::sleep(Duration::from_secs(3)).await;
+    let quiet_since = std::time::Instant::now() - Duration::from_secs(2);
     let leases = quiet.leases();
     let lists: Vec<&[String]> = leases.iter().map(|(v, _)| v.as_slice()).collect();
     let naming = lists.iter().filter(|v| **v == [fault.clone()]).count();
     assert!(naming >= 1, "renewed while holding {fault}: {lists:?}");
-    assert_eq!(
-        lists.last().map(|v| v.is_empty()),
-        Some(true),
-        "the last renewal names nothing: {lists:?}"
+    // After the fault: a renewal that names nothing (two when one came between the vouch's
+    // withdrawal and the RevertFault), then none.
+    let after = lists.len() - naming;
+    assert!(
+        (1..=2).contains(&after) && lists[naming..].iter().all(|v| v.is_empty()),
+        "renewals after the fault name nothing: {lists:?}"
     );
-    assert_eq!(
-        lists.iter().filter(|v| v.is_empty()).count(),
-        1,
-        "one renewal names nothing, then none: {lists:?}"
+    assert!(
+        leases.last().is_some_and(|(_, at)| *at < quiet_since),
+        "no renewal in the last 2 s: {leases:?}"
     );
-    assert_eq!(naming + 1, lists.len(), "{lists:?}");
 }

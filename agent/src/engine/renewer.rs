@@ -17,7 +17,9 @@ struct Slot {
 /// The handle the engine keeps; dropping it stops the thread.
 pub(super) struct Renewer {
     slot: Arc<(Mutex<Slot>, Condvar)>,
-    lease: crate::lease::KernelLease,
+    /// `None` when the thread could not start: then nothing follows the lease, and new faults
+    /// must not be bounded by it either (held ones would never be rewritten).
+    lease: Option<crate::lease::KernelLease>,
 }
 
 impl Renewer {
@@ -46,16 +48,23 @@ impl Renewer {
                     }
                 }
             });
-        if let Err(e) = spawned {
-            tracing::error!("cannot start the lease renewal thread: {e}; kernel-side deadlines stay at each fault's own end");
-        }
-        Renewer { slot, lease: ours }
+        let lease = match spawned {
+            Ok(_) => Some(ours),
+            Err(e) => {
+                tracing::error!("cannot start the lease renewal thread: {e}; kernel-side deadlines stay at each fault's own end");
+                None
+            }
+        };
+        Renewer { slot, lease }
     }
 
     /// The lease now runs until `until`; never blocks. The end is in force for new faults
     /// when this returns; held faults' map deadlines follow on the thread.
     pub(super) fn renew(&self, until: SystemTime) {
-        self.lease.extend(until);
+        let Some(lease) = &self.lease else {
+            return;
+        };
+        lease.extend(until);
         let (lock, wake) = &*self.slot;
         lock.lock().unwrap_or_else(|p| p.into_inner()).next = Some(until);
         wake.notify_one();
@@ -86,9 +95,9 @@ mod tests {
 
     impl Renewable for Stuck {
         fn renew(&self, _until: SystemTime) {
-            if let Some(tx) = self.entered.lock().unwrap().take() {
+            if let Some(tx) = self.entered.lock().expect("lock").take() {
                 let _ = tx.send(());
-                if let Some(rx) = self.release.lock().unwrap().take() {
+                if let Some(rx) = self.release.lock().expect("lock").take() {
                     let _ = rx.recv_timeout(Duration::from_secs(10));
                 }
             }

@@ -44,11 +44,11 @@ struct State {
     held: BTreeMap<String, pb::HeldFault>,
     /// How long each apply takes (tokio time).
     apply_delay: std::time::Duration,
-    /// The lease's end as last renewed ([`FaultManager::lease_renewed`]).
-    lease_until: Option<std::time::SystemTime>,
-    /// Each apply's fault and the lease's end when it started: the kernel-side bound it
-    /// would have been given.
-    bounds: Vec<(String, Option<std::time::SystemTime>)>,
+    /// When the lease was last renewed ([`FaultManager::lease_renewed`], tokio time).
+    renewed_at: Option<Instant>,
+    /// Each apply's fault and when the lease it started under was renewed: the kernel-side
+    /// bound it would have been given is that renewal's.
+    bounds: Vec<(String, Option<Instant>)>,
 }
 
 /// Records calls with the (tokio) time they arrived; `apply` succeeds and holds the fault until
@@ -124,13 +124,13 @@ impl RecordingManager {
             .collect()
     }
 
-    /// The lease's end each apply of `fault_id` started under, oldest first.
-    pub fn bounds_of(&self, fault_id: &str) -> Vec<Option<std::time::SystemTime>> {
+    /// When the lease each apply of `fault_id` started under was renewed, oldest first.
+    pub fn renewed_before(&self, fault_id: &str) -> Vec<Option<Instant>> {
         self.lock()
             .bounds
             .iter()
             .filter(|(id, _)| id == fault_id)
-            .map(|(_, until)| *until)
+            .map(|(_, at)| *at)
             .collect()
     }
 
@@ -180,8 +180,8 @@ impl FaultManager for RecordingManager {
         };
         let delay = {
             let mut s = self.lock();
-            let until = s.lease_until;
-            s.bounds.push((req.fault_id.clone(), until));
+            let at = s.renewed_at;
+            s.bounds.push((req.fault_id.clone(), at));
             s.apply_delay
         };
         Box::pin(async move {
@@ -212,8 +212,8 @@ impl FaultManager for RecordingManager {
         Box::pin(async move { out })
     }
 
-    fn lease_renewed(&self, until: std::time::SystemTime) {
-        self.lock().lease_until = Some(until);
+    fn lease_renewed(&self, _until: std::time::SystemTime) {
+        self.lock().renewed_at = Some(Instant::now());
     }
 
     fn revert_all(&self, reason: RevertReason) -> BoxFuture<'_, Vec<pb::FaultStatus>> {

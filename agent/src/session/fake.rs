@@ -111,13 +111,32 @@ impl Conn {
         .await;
     }
 
+    /// A renewal that names no telemetry (as an older coordinator): the lease runs from now.
     pub(crate) async fn renew(&self, sequence: u64) {
+        self.renew_from(sequence, 0).await;
+    }
+
+    /// A renewal made from the telemetry numbered `telemetry` (anchor rule).
+    pub(crate) async fn renew_from(&self, sequence: u64, telemetry: u64) {
         self.send(In::Lease(pb::LeaseRenewal {
             lease_ms: LEASE.as_millis() as u64,
             sequence,
             vouched_fault_ids: self.vouched(),
+            telemetry_sequence: telemetry,
         }))
         .await;
+    }
+
+    /// The sequence number of the latest telemetry the agent has sent, discarding everything
+    /// it sent so far; `None` when it sent none.
+    pub(crate) fn latest_telemetry(&mut self) -> Option<u64> {
+        let mut latest = None;
+        while let Ok(m) = self.outbound.try_recv() {
+            if let Some(Out::Telemetry(t)) = m.msg {
+                latest = Some(t.sequence);
+            }
+        }
+        latest
     }
 }
 

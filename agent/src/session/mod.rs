@@ -15,8 +15,13 @@
 //! Idle rule (Hello's `lease_while_holding`): the lease guards faults, so in a session a lease
 //! that runs out while nothing is held, applied or reverted only disarms it; the coordinator
 //! stops renewing an agent it vouches nothing to. An ApplyFault is word from the coordinator as
-//! much as a renewal is: it arms the lease (and the kernel-side bound) for one lease from its
-//! arrival before the apply starts.
+//! much as a renewal is: it arms the lease (and the kernel-side bound) before the apply starts.
+//!
+//! Anchor rule: renewals and orders name the latest telemetry the coordinator had
+//! (`telemetry_sequence`); the lease they grant runs one lease from when this agent *sent* that
+//! telemetry, on its own clock. Time a message spent in flight is never added to the lease, and
+//! an order that waited out a partition (sent from telemetry a lease or more ago) is refused:
+//! by then the coordinator may have given the target up.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::future::Future;
@@ -60,11 +65,15 @@ const PENDING_LIMIT: usize = 1000;
 const VOUCH_CHECK_EVERY: Duration = Duration::from_millis(250);
 /// Reconnect attempts at least this many times within what is left of a held lease.
 const LEASE_ATTEMPTS: u32 = 3;
+/// Telemetry send times kept for the anchor rule (a minute at the default interval; a renewal
+/// or order names one of the last few).
+const SENT_KEPT: usize = 64;
 
 /// What the agent's session looks like right now.
 #[derive(Clone, Debug, Default)]
 pub struct SessionStatus {
-    /// Welcome received and lease valid.
+    /// Welcome received, and the session has not ended (while the agent holds a fault, its
+    /// lease is valid; an idle agent's lease may have run out without ending anything).
     pub connected: bool,
     pub session_id: String,
     /// Total LeaseRenewal messages received since start.
@@ -120,6 +129,9 @@ struct Loop {
     vouch_check: tokio::time::Interval,
     /// When to ask for a new certificate next (in a session).
     renew_at: Option<Instant>,
+    /// The last telemetry sequence number used, and when recent ones were sent (anchor rule).
+    telemetry_seq: u64,
+    sent: VecDeque<(u64, Instant)>,
 }
 
 enum End {
@@ -146,6 +158,8 @@ pub async fn run(ctx: Ctx) {
         done,
         vouch_check,
         renew_at: None,
+        telemetry_seq: 0,
+        sent: VecDeque::with_capacity(SENT_KEPT),
     };
     l.run().await;
     l.ctx.status.send_modify(|s| s.connected = false);
@@ -196,7 +210,8 @@ impl Loop {
             self.ctx.manager.lease_renewed(
                 std::time::SystemTime::now() + Duration::from_millis(welcome.lease_ms),
             );
-            self.vouched(&welcome.vouched_fault_ids);
+            let until = Instant::now() + Duration::from_millis(self.lease_ms);
+            self.vouched(&welcome.vouched_fault_ids, Some(until));
             metrics::connected(
                 &self.target,
                 self.ctx.node_name.as_str(),
@@ -271,10 +286,11 @@ impl Loop {
         ids
     }
 
-    /// A Welcome or renewal named `ids`: whatever else is held or being applied is reverted.
-    fn vouched(&mut self, ids: &[String]) {
-        let until = Instant::now() + Duration::from_millis(self.lease_ms);
+    /// A Welcome or renewal named `ids`, vouched for until `until` (`None`: a renewal too old
+    /// to vouch for anything): whatever else is held or being applied is reverted.
+    fn vouched(&mut self, ids: &[String], until: Option<Instant>) {
         let present = self.present();
+        let until = until.unwrap_or_else(Instant::now);
         for id in self.vouches.renewed(ids, until, &present) {
             metrics::unvouched(&id);
             self.revert(id, RevertReason::Unvouched);
@@ -422,30 +438,50 @@ impl Loop {
 
     /// One message from the coordinator; fault orders start here and report through `done`.
     fn handle(&mut self, msg: pb::CoordinatorMessage) {
-        let manager = self.ctx.manager.clone();
         match msg.msg {
             Some(In::Lease(renewal)) => {
                 if renewal.lease_ms > 0 {
                     self.lease_ms = renewal.lease_ms;
                 }
-                self.lease
-                    .renew(Instant::now(), Duration::from_millis(self.lease_ms));
-                manager.lease_renewed(
-                    std::time::SystemTime::now() + Duration::from_millis(self.lease_ms),
-                );
+                // Anchor rule: from when the telemetry it answers was sent (now, from a
+                // coordinator that names none); nothing from one naming telemetry long gone.
+                let until = self
+                    .anchor(renewal.telemetry_sequence)
+                    .map(|at| at + Duration::from_millis(self.lease_ms));
+                if let Some(until) = until {
+                    self.extend_lease(until);
+                }
                 metrics::lease_renewed(renewal.sequence, self.lease_ms);
                 self.ctx.status.send_modify(|s| s.lease_renewals += 1);
-                self.vouched(&renewal.vouched_fault_ids);
+                self.vouched(&renewal.vouched_fault_ids, until);
             }
             Some(In::Apply(req)) => {
-                // The order vouches for its fault for one lease, and holds the lease that long
-                // (idle rule): an idle agent's lease may have run out, or be about to. The
-                // kernel-side bound moves before the apply can read it.
                 let now = Instant::now();
                 let lease = Duration::from_millis(self.lease_ms);
-                self.lease.renew(now, lease);
-                manager.lease_renewed(std::time::SystemTime::now() + lease);
-                self.vouches.ordered(&req.fault_id, now + lease);
+                // Anchor rule: an order from telemetry sent a lease or more ago may have waited
+                // out a partition after the coordinator gave the target up; one naming no
+                // telemetry (an older coordinator, or none heard yet) stands only under the
+                // lease in force, and does not extend it.
+                let until = match req.telemetry_sequence {
+                    0 => self.lease.deadline().filter(|d| *d > now),
+                    seq => self
+                        .anchor(seq)
+                        .map(|at| at + lease)
+                        .filter(|until| *until > now),
+                };
+                let Some(until) = until else {
+                    let why = format!(
+                        "refused: the order names telemetry {} and this agent's lease ({} ms) does not cover it; it may have waited out a partition after the coordinator gave this target up",
+                        req.telemetry_sequence, self.lease_ms
+                    );
+                    tracing::warn!(fault_id = %req.fault_id, "{why}");
+                    self.orders.refuse(req, why);
+                    return;
+                };
+                // The order holds the lease (idle rule) and vouches for its fault until then;
+                // the kernel-side bound moves before the apply can read it.
+                self.extend_lease(until);
+                self.vouches.ordered(&req.fault_id, until.max(now + lease));
                 self.orders.apply(req, now);
             }
             Some(In::Revert(r)) => {
@@ -471,6 +507,34 @@ impl Loop {
             Some(In::Certificate(issued)) => self.certificate_issued(issued),
             None => tracing::debug!("ignoring an empty coordinator message"),
         }
+    }
+
+    /// When the telemetry numbered `seq` was sent: the instant a renewal or order naming it
+    /// counts its lease from. `0` (a coordinator that names none) counts from now; telemetry
+    /// no longer kept counts from nothing.
+    fn anchor(&self, seq: u64) -> Option<Instant> {
+        if seq == 0 {
+            return Some(Instant::now());
+        }
+        self.sent
+            .iter()
+            .rev()
+            .find(|(s, _)| *s == seq)
+            .map(|(_, at)| *at)
+    }
+
+    /// The lease runs until at least `until` (never shortened), and the kernel-side bound with
+    /// it, in force for faults applied from now on before this returns.
+    fn extend_lease(&mut self, until: Instant) {
+        let now = Instant::now();
+        let until = match self.lease.deadline() {
+            Some(d) if d > until && d > now => d,
+            _ => until,
+        };
+        self.lease.renew(now, until.saturating_duration_since(now));
+        self.ctx
+            .manager
+            .lease_renewed(std::time::SystemTime::now() + until.saturating_duration_since(now));
     }
 
     /// When the certificate is due for renewal, if there is one to renew.
@@ -521,7 +585,14 @@ impl Loop {
     ) -> Result<(), SessionError> {
         let active = u32::try_from(self.ctx.manager.held().len()).unwrap_or(u32::MAX);
         match self.sampler.sample(active) {
-            Ok(t) => {
+            Ok(mut t) => {
+                self.telemetry_seq += 1;
+                t.sequence = self.telemetry_seq;
+                if self.sent.len() == SENT_KEPT {
+                    self.sent.pop_front();
+                }
+                // Recorded before it goes out: an answer can come before `send` returns.
+                self.sent.push_back((self.telemetry_seq, Instant::now()));
                 send(tx, Out::Telemetry(t)).await?;
                 metrics::telemetry_sent();
                 self.ctx.status.send_modify(|s| s.telemetry_sent += 1);

@@ -65,6 +65,21 @@ impl Orders {
         });
     }
 
+    /// Answers `req` FAILED with `why` without applying anything.
+    pub(crate) fn refuse(&mut self, req: pb::ApplyFault, why: String) {
+        let status = crate::faults::status(
+            req.fault_id,
+            req.experiment_id,
+            pb::FaultState::Failed,
+            RevertReason::Unspecified,
+            why,
+        );
+        let _ = self.done.send(Done {
+            op: Op::Apply,
+            status,
+        });
+    }
+
     /// Reverts `fault_id` once everything ordered before for it has finished.
     pub(crate) fn revert(&mut self, fault_id: String, reason: RevertReason) {
         let manager = self.manager.clone();

@@ -47,6 +47,7 @@ fn cpu(id: &str, secs: u64) -> pb::ApplyFault {
         }),
         deadline_unix_ms: now + (secs * 1000) as i64,
         remaining_ms: secs * 1000,
+        telemetry_sequence: 0,
     }
 }
 

@@ -54,20 +54,32 @@ async fn startup_reverts_before_anything_else_and_shutdown_reverts_all() {
     );
 }
 
-/// Applies `id` on `conn` and waits for its status (skipping other faults' statuses).
-async fn apply(conn: &mut Conn, id: &str) {
+/// Orders `id` applied, made from the telemetry numbered `telemetry` (0: none).
+async fn order(conn: &Conn, id: &str, telemetry: u64) {
     conn.send(In::Apply(pb::ApplyFault {
         fault_id: id.into(),
         experiment_id: "e1".into(),
+        telemetry_sequence: telemetry,
         ..Default::default()
     }))
     .await;
-    let s = loop {
+}
+
+/// The next status for `id` (skipping other faults' statuses and telemetry).
+async fn status_of(conn: &mut Conn, id: &str) -> pb::FaultStatus {
+    loop {
         let s = conn.fault_status().await;
         if s.fault_id == id {
-            break s;
+            return s;
         }
-    };
+    }
+}
+
+/// Applies `id` on `conn` (made from the latest telemetry) and waits for its status.
+async fn apply(conn: &mut Conn, id: &str) {
+    let telemetry = conn.latest_telemetry().unwrap_or(0);
+    order(conn, id, telemetry).await;
+    let s = status_of(conn, id).await;
     assert_eq!(
         (s.fault_id.as_str(), s.state),
         (id, pb::FaultState::Applied as i32)
@@ -272,10 +284,25 @@ async fn a_broken_stream_keeps_faults_until_the_lease_lapses() {
     h.agent.shutdown().await;
 }
 
+/// Waits (at most a minute of paused time) for the first revert_all(Lease); fails the test
+/// when none comes instead of hanging it.
+async fn lapse(m: &RecordingManager) {
+    let lapsed = m.wait_for(|calls| {
+        calls.iter().any(|(_, c)| {
+            *c == Call::RevertAll {
+                reason: RevertReason::Lease,
+            }
+        })
+    });
+    tokio::time::timeout(Duration::from_secs(60), lapsed)
+        .await
+        .unwrap_or_else(|_| panic!("no revert_all(Lease) within 60 s: {:?}", m.mutations()));
+}
+
 /// Idle rule: with nothing held, a lease that runs out ends nothing; the session stays up and
-/// telemetry flows. An ApplyFault arms the lease again for one lease from its arrival, and the
-/// kernel-side bound with it before the apply starts, however long the agent was idle; without
-/// renewals the fault then lapses on time.
+/// telemetry flows. An ApplyFault made from fresh telemetry arms the lease again, and the
+/// kernel-side bound with it before the apply starts, however long the agent was idle;
+/// without renewals the fault then lapses one lease after that telemetry went out.
 #[tokio::test(start_paused = true)]
 async fn an_idle_agent_keeps_its_session_and_an_apply_rearms_the_lease() {
     let m = Arc::new(RecordingManager::new(&["test"]));
@@ -288,65 +315,116 @@ async fn an_idle_agent_keeps_its_session_and_an_apply_rearms_the_lease() {
     );
     conn.welcome("s1", LEASE).await;
     // Three leases without a renewal, holding nothing.
-    let idle_until = Instant::now() + LEASE * 3;
-    let mut samples = 0;
-    while Instant::now() < idle_until {
-        if let Out::Telemetry(_) = conn.next().await {
-            samples += 1;
-        }
-    }
-    assert!(
-        samples >= 14,
-        "telemetry went on: {samples} samples in 15 s"
-    );
+    tokio::time::sleep(LEASE * 3).await;
     assert!(lease_reverts(&m).is_empty(), "nothing held, nothing lapsed");
     let status = h.agent.status();
     assert!(status.borrow().connected);
     assert_eq!(status.borrow().connects, 1, "the session was not ended");
+    let latest = conn.latest_telemetry().expect("telemetry went on");
+    assert!(latest >= 15, "telemetry went on: {latest} samples in 15 s");
 
-    let before = std::time::SystemTime::now();
-    apply(&mut conn, "f1").await;
-    let applied = Instant::now();
-    let bound = m.bounds_of("f1");
-    assert!(
-        bound.len() == 1 && bound[0].is_some_and(|u| u >= before + LEASE),
-        "the apply ran under the lease it extended, not the Welcome's: {bound:?}"
+    let ordered = Instant::now();
+    order(&conn, "f1", latest).await;
+    assert_eq!(
+        status_of(&mut conn, "f1").await.state,
+        pb::FaultState::Applied as i32
     );
-    // No renewal follows: the held fault lapses one lease after the order.
-    m.wait_for(|calls| {
-        calls.iter().any(|(_, c)| {
-            *c == Call::RevertAll {
-                reason: RevertReason::Lease,
-            }
-        })
-    })
-    .await;
-    let lapsed = lease_reverts(&m)[0] - applied;
+    let renewed = m.renewed_before("f1");
+    assert!(
+        renewed.len() == 1 && renewed[0].is_some_and(|at| at >= ordered),
+        "the apply ran under a lease (and kernel bound) renewed by its order: {renewed:?}"
+    );
+    // No renewal follows: the held fault lapses one lease after that telemetry was sent
+    // (at most a telemetry interval before the order).
+    lapse(&m).await;
+    let lapsed = lease_reverts(&m)[0] - ordered;
     assert!(
         lapsed <= LEASE + Duration::from_secs(1),
-        "revert_all(Lease) {lapsed:?} after the apply"
+        "revert_all(Lease) {lapsed:?} after the order"
     );
     assert!(m.held().is_empty());
     h.agent.shutdown().await;
 }
 
-/// An order that comes late in a lease holds it a whole lease from its arrival: the renewal
-/// that follows it is not due yet when the previous lease would have run out.
+/// Anchor rule: an order made from telemetry sent a lease or more ago (it may have waited out
+/// a partition after the coordinator gave the target up), from telemetry the agent does not
+/// know, or from none while no lease is in force, is refused: FAILED, nothing applied, no
+/// lease armed, the session kept.
 #[tokio::test(start_paused = true)]
-async fn an_apply_late_in_the_lease_holds_it_a_lease_from_the_order() {
+async fn a_stale_order_is_refused() {
     let m = Arc::new(RecordingManager::new(&["test"]));
     let mut h = start(m.clone()).await;
     let mut conn = h.conn().await;
     conn.hello().await;
     conn.welcome("s1", LEASE).await;
-    tokio::time::sleep(LEASE - Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let old = conn.latest_telemetry().expect("telemetry");
+    tokio::time::sleep(LEASE + Duration::from_secs(1)).await;
+    for (id, telemetry) in [("stale", old), ("unknown", 1_000_000), ("unanchored", 0)] {
+        order(&conn, id, telemetry).await;
+        let s = status_of(&mut conn, id).await;
+        assert_eq!(s.state, pb::FaultState::Failed as i32, "{id}: {s:?}");
+        assert!(s.error.contains("refused"), "{id}: {}", s.error);
+    }
+    assert!(
+        !m.mutations()
+            .iter()
+            .any(|c| matches!(c, Call::Apply { .. })),
+        "nothing applied: {:?}",
+        m.mutations()
+    );
+    tokio::time::sleep(LEASE * 2).await;
+    assert!(lease_reverts(&m).is_empty(), "no lease was armed");
+    assert_eq!(h.agent.status().borrow().connects, 1);
+    h.agent.shutdown().await;
+}
+
+/// Anchor rule: a renewal counts the lease from when the telemetry it answers was sent, so a
+/// renewal that spent seconds in flight adds nothing for that time.
+#[tokio::test(start_paused = true)]
+async fn a_renewal_counts_the_lease_from_the_telemetry_it_answers() {
+    let m = Arc::new(RecordingManager::new(&["test"]));
+    let mut h = start(m.clone()).await;
+    let mut conn = h.conn().await;
+    conn.hello().await;
+    conn.welcome("s1", LEASE).await;
     apply(&mut conn, "f1").await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(lease_reverts(&m).is_empty(), "the order held the lease");
-    conn.renew(1).await;
-    tokio::time::sleep(LEASE - Duration::from_millis(500)).await;
-    assert!(lease_reverts(&m).is_empty(), "the renewal held it");
-    assert_eq!(m.held().len(), 1);
-    drop(conn);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let answered = conn.latest_telemetry().expect("telemetry");
+    // The telemetry went out at most 1 s ago; its answer arrives 3 s later.
+    let sent_by = Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    conn.renew_from(1, answered).await;
+    lapse(&m).await;
+    let lapsed = lease_reverts(&m)[0];
+    assert!(
+        lapsed <= sent_by + LEASE,
+        "lapsed {:?} after the telemetry, want within {LEASE:?}",
+        lapsed - sent_by
+    );
+    h.agent.shutdown().await;
+}
+
+/// A lapse while only an apply is still running (nothing held yet) is a lapse: the idle rule
+/// counts what is being applied as present.
+#[tokio::test(start_paused = true)]
+async fn a_lapse_during_a_slow_apply_reverts() {
+    let m = Arc::new(RecordingManager::new(&["test"]));
+    m.delay_apply(LEASE * 3);
+    let mut h = start(m.clone()).await;
+    let mut conn = h.conn().await;
+    conn.hello().await;
+    conn.welcome("s1", LEASE).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let ordered = Instant::now();
+    let telemetry = conn.latest_telemetry().expect("telemetry");
+    order(&conn, "slow", telemetry).await;
+    lapse(&m).await;
+    let lapsed = lease_reverts(&m)[0] - ordered;
+    assert!(
+        lapsed <= LEASE,
+        "revert_all(Lease) {lapsed:?} after the order"
+    );
+    assert!(m.held().is_empty() || Instant::now() - ordered < LEASE * 3);
     h.agent.shutdown().await;
 }

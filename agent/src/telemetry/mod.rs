@@ -78,6 +78,8 @@ impl Sampler {
             interfaces,
             pressure: self.pressure()?,
             active_faults,
+            // Numbered by the session as it goes out.
+            sequence: 0,
         })
     }
 

@@ -33,6 +33,7 @@ pub fn apply(id: &str, doc: &str, secs: u64) -> pb::ApplyFault {
         spec: Some(spec_to_pb(&spec)),
         deadline_unix_ms: now_ms() + (secs * 1000) as i64,
         remaining_ms: secs * 1000,
+        telemetry_sequence: 0,
     }
 }
 

@@ -220,12 +220,20 @@ fn status(
 
 async fn serve(mut conn: AgentConn, shared: Arc<Mutex<Shared>>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(TELEMETRY_EVERY);
+    let mut sequence = 0u64;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {
-                let cpu = shared.lock().expect("state").cpu;
+                let (cpu, held) = {
+                    let s = shared.lock().expect("state");
+                    (s.cpu, s.held.len())
+                };
+                sequence += 1;
                 let t = pb::Telemetry {
+                    // Numbered, and counting what it holds, as the real agent does.
+                    sequence,
+                    active_faults: held as u32,
                     timestamp_unix_ms: now_ms(),
                     cpu_busy_ratio: cpu,
                     memory_total_bytes: 8 << 30,

@@ -107,6 +107,7 @@ pub fn order(what: &str, doc: &str, id: &str) -> Result<pb::ApplyFault> {
         spec: Some(spec_to_pb(&spec)),
         deadline_unix_ms: now_ms() + 60_000,
         remaining_ms: 60_000,
+        telemetry_sequence: 0,
     })
 }
 

@@ -426,6 +426,8 @@ impl Run {
                     spec: Some(spec),
                     deadline_unix_ms: deadline,
                     remaining_ms,
+                    // Filled in as the session's outbox queues it.
+                    telemetry_sequence: 0,
                 }));
         }
         self.apply_sent_at = Instant::now();

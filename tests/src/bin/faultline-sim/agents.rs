@@ -234,13 +234,21 @@ impl SimAgent {
             tokio::time::interval_at(tokio::time::Instant::now() + self.phase, self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut trip_open = true;
+        // Numbered as the real agent numbers it: renewals and orders then name it.
+        let mut sequence = 0u64;
         loop {
             tokio::select! {
                 _ = self.stop.cancelled() => return Ok(()),
-                _ = tick.tick() => self.telemetry(tx, held.len()).await?,
+                _ = tick.tick() => {
+                    sequence += 1;
+                    self.telemetry(tx, held.len(), sequence).await?
+                }
                 changed = self.trip.changed(), if trip_open => {
                     match changed {
-                        Ok(()) => self.telemetry(tx, held.len()).await?,
+                        Ok(()) => {
+                            sequence += 1;
+                            self.telemetry(tx, held.len(), sequence).await?
+                        }
                         Err(_) => trip_open = false,
                     }
                 }
@@ -313,6 +321,7 @@ impl SimAgent {
         &self,
         tx: &mpsc::Sender<pb::AgentMessage>,
         active: usize,
+        sequence: u64,
     ) -> Result<(), SimError> {
         let cpu = if *self.trip.borrow() {
             CPU_TRIPPED
@@ -333,6 +342,7 @@ impl SimAgent {
             interfaces: vec![],
             pressure: None,
             active_faults: u32::try_from(active).unwrap_or(u32::MAX),
+            sequence,
         };
         tx.send(pb::AgentMessage {
             msg: Some(Out::Telemetry(t)),
