@@ -1,15 +1,16 @@
 //! The lease: how long the coordinator vouches for this agent. One concept, two views:
 //! - [`Lease`], the session's: when it ends on the monotonic clock, and whether it has lapsed
-//!   (once per lapse); the session loop renews it on Welcome and every LeaseRenewal;
+//!   (once per lapse); the session loop renews it on Welcome, LeaseRenewal and ApplyFault
+//!   (counted from the telemetry they answer, see `session`);
 //! - [`KernelLease`], the same end as the kernel-side deadlines see it: every held eBPF
 //!   program ([`Renewable`]) cuts its map deadline to it, so a wedged agent's network faults end
 //!   with the lease even when nothing in user space runs.
 //!
 //! The session lease:
 //! Pure bookkeeping on `tokio::time::Instant`, so tests drive it with paused time. The session
-//! loop renews it on Welcome and every LeaseRenewal, sleeps until [`Lease::deadline`], and calls
-//! [`Lease::check_lapse`], which reports a lapse exactly once and then disarms the lease until
-//! the next renewal.
+//! loop renews it on Welcome, LeaseRenewal and ApplyFault, sleeps until [`Lease::deadline`],
+//! and calls [`Lease::check_lapse`], which reports a lapse exactly once and then disarms the
+//! lease until the next renewal (in a session with nothing held, that is all a lapse does).
 
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
@@ -28,9 +29,10 @@ struct KernelLeaseInner {
     holders: Mutex<Vec<Weak<dyn Renewable>>>,
 }
 
-/// The same lease as the kernel-side deadlines see it: the session renews it (through the
-/// engine's renewer thread) with the lease's end on the wall clock, and every eBPF program's map
-/// deadline is cut to it. Cheap to clone (shared). Until the
+/// The same lease as the kernel-side deadlines see it: the session renews it with the lease's
+/// end on the wall clock (in force for new faults at once, [`KernelLease::extend`]; rewritten
+/// into held ones on the engine's renewer thread, [`KernelLease::rewrite`]), and every eBPF
+/// program's map deadline is cut to it. Cheap to clone (shared). Until the
 /// first renewal (standalone runs have none) only the faults' own deadlines count.
 #[derive(Clone, Default)]
 pub struct KernelLease(Arc<KernelLeaseInner>);

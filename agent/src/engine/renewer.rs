@@ -1,4 +1,5 @@
-//! Kernel-side lease renewals on one thread of their own. Each Welcome and renewal rewrites
+//! Kernel-side lease renewals on one thread of their own. Each Welcome, renewal and fault order
+//! sets the bound for new faults at once ([`Renewer::renew`]) and here rewrites
 //! the deadline in the map of every held eBPF program (a few bpf syscalls per fault); doing that
 //! on the blocking pool once per renewal would let a stuck renewal (a driver lock held by a hung
 //! netlink call) pile up a blocked thread every second until the pool is exhausted and nothing
