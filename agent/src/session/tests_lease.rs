@@ -299,6 +299,15 @@ async fn lapse(m: &RecordingManager) {
         .unwrap_or_else(|_| panic!("no revert_all(Lease) within 60 s: {:?}", m.mutations()));
 }
 
+/// A session up: the agent said Hello (returned) and was welcomed as session "s1".
+async fn welcomed(m: &Arc<RecordingManager>) -> (Harness, Conn, pb::Hello) {
+    let mut h = start(m.clone()).await;
+    let mut conn = h.conn().await;
+    let hello = conn.hello().await;
+    conn.welcome("s1", LEASE).await;
+    (h, conn, hello)
+}
+
 /// Idle rule: with nothing held, a lease that runs out ends nothing; the session stays up and
 /// telemetry flows. An ApplyFault made from fresh telemetry arms the lease again, and the
 /// kernel-side bound with it before the apply starts, however long the agent was idle;
@@ -306,14 +315,11 @@ async fn lapse(m: &RecordingManager) {
 #[tokio::test(start_paused = true)]
 async fn an_idle_agent_keeps_its_session_and_an_apply_rearms_the_lease() {
     let m = Arc::new(RecordingManager::new(&["test"]));
-    let mut h = start(m.clone()).await;
-    let mut conn = h.conn().await;
-    let hello = conn.hello().await;
+    let (h, mut conn, hello) = welcomed(&m).await;
     assert!(
         hello.lease_while_holding,
         "the agent says it keeps the idle rule"
     );
-    conn.welcome("s1", LEASE).await;
     // Three leases without a renewal, holding nothing.
     tokio::time::sleep(LEASE * 3).await;
     assert!(lease_reverts(&m).is_empty(), "nothing held, nothing lapsed");
@@ -353,10 +359,7 @@ async fn an_idle_agent_keeps_its_session_and_an_apply_rearms_the_lease() {
 #[tokio::test(start_paused = true)]
 async fn a_stale_order_is_refused() {
     let m = Arc::new(RecordingManager::new(&["test"]));
-    let mut h = start(m.clone()).await;
-    let mut conn = h.conn().await;
-    conn.hello().await;
-    conn.welcome("s1", LEASE).await;
+    let (h, mut conn, _) = welcomed(&m).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let old = conn.latest_telemetry().expect("telemetry");
     tokio::time::sleep(LEASE + Duration::from_secs(1)).await;
@@ -384,10 +387,7 @@ async fn a_stale_order_is_refused() {
 #[tokio::test(start_paused = true)]
 async fn a_renewal_counts_the_lease_from_the_telemetry_it_answers() {
     let m = Arc::new(RecordingManager::new(&["test"]));
-    let mut h = start(m.clone()).await;
-    let mut conn = h.conn().await;
-    conn.hello().await;
-    conn.welcome("s1", LEASE).await;
+    let (h, mut conn, _) = welcomed(&m).await;
     apply(&mut conn, "f1").await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let answered = conn.latest_telemetry().expect("telemetry");
@@ -411,10 +411,7 @@ async fn a_renewal_counts_the_lease_from_the_telemetry_it_answers() {
 async fn a_lapse_during_a_slow_apply_reverts() {
     let m = Arc::new(RecordingManager::new(&["test"]));
     m.delay_apply(LEASE * 3);
-    let mut h = start(m.clone()).await;
-    let mut conn = h.conn().await;
-    conn.hello().await;
-    conn.welcome("s1", LEASE).await;
+    let (h, mut conn, _) = welcomed(&m).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let ordered = Instant::now();
     let telemetry = conn.latest_telemetry().expect("telemetry");
