@@ -2,9 +2,11 @@
 //! renewal's write then carries the TCP acknowledgement of the telemetry, and the session
 //! wakes once per exchange instead of once for the telemetry and once more for a timer of its
 //! own. With 10,000 sessions that is 10,000 timer wake-ups and 10,000 bare ACK segments a second
-//! fewer (docs/benchmarks.md). A timer still renews when no telemetry comes in time (an agent
-//! with a long `--telemetry-interval`, or one that stops reporting but keeps its stream), so the
-//! gap between two renewals stays well inside the lease whatever the agent sends.
+//! fewer (docs/benchmarks.md). A timer still renews when no telemetry comes in time, so the gap
+//! between two renewals stays well inside the lease whatever the agent sends. Such a renewal
+//! names the same telemetry as the one before it, and the agent counts a lease from when it
+//! sent that telemetry (docs/architecture.md, "Lease semantics"): the timer keeps vouches and
+//! reverts current, but only telemetry keeps the lease itself alive.
 
 use std::time::Duration;
 

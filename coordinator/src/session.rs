@@ -265,6 +265,7 @@ impl Session {
             version: hello.version,
             held_faults: hello.held_faults,
             lease_while_holding: hello.lease_while_holding,
+            sequence: hello.sequence,
         })
     }
 
@@ -371,6 +372,8 @@ impl Session {
                 true,
             );
         }
+        // Until telemetry comes, renewals and orders name the Hello (the agent's anchor rule).
+        self.outbox.heard(hello.sequence);
         let vouched = state.vouched_for(node);
         let idle = Idle {
             allowed: hello.lease_while_holding,
@@ -711,6 +714,7 @@ struct ValidHello {
     version: String,
     held_faults: Vec<pb::HeldFault>,
     lease_while_holding: bool,
+    sequence: u64,
 }
 
 /// Hands the faults `node` says it holds to the running experiments that vouch for them

@@ -343,7 +343,15 @@ async fn an_idle_agent_is_renewed_only_around_its_faults() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let quiet_since = std::time::Instant::now() - Duration::from_secs(2);
     let leases = quiet.leases();
-    let lists: Vec<&[String]> = leases.iter().map(|(v, _)| v.as_slice()).collect();
+    let lists: Vec<&[String]> = leases
+        .iter()
+        .map(|(l, _)| l.vouched_fault_ids.as_slice())
+        .collect();
+    // Each renewal names the telemetry it answers (the agent counts the lease from it).
+    assert!(
+        leases.iter().all(|(l, _)| l.telemetry_sequence > 0),
+        "{leases:?}"
+    );
     let naming = lists.iter().filter(|v| **v == [fault.clone()]).count();
     assert!(naming >= 1, "renewed while holding {fault}: {lists:?}");
     // After the fault: a renewal that names nothing (two when one came between the vouch's

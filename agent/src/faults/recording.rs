@@ -44,11 +44,12 @@ struct State {
     held: BTreeMap<String, pb::HeldFault>,
     /// How long each apply takes (tokio time).
     apply_delay: std::time::Duration,
-    /// When the lease was last renewed ([`FaultManager::lease_renewed`], tokio time).
-    renewed_at: Option<Instant>,
-    /// Each apply's fault and when the lease it started under was renewed: the kernel-side
-    /// bound it would have been given is that renewal's.
-    bounds: Vec<(String, Option<Instant>)>,
+    /// When the lease was last renewed ([`FaultManager::lease_renewed`], tokio time) and how
+    /// long it then had left on the wall clock.
+    renewed: Option<(Instant, std::time::Duration)>,
+    /// Each apply's fault and the lease renewal it started under: the kernel-side bound it
+    /// would have been given is that renewal's.
+    bounds: Vec<(String, Option<(Instant, std::time::Duration)>)>,
 }
 
 /// Records calls with the (tokio) time they arrived; `apply` succeeds and holds the fault until
@@ -124,14 +125,20 @@ impl RecordingManager {
             .collect()
     }
 
-    /// When the lease each apply of `fault_id` started under was renewed, oldest first.
-    pub fn renewed_before(&self, fault_id: &str) -> Vec<Option<Instant>> {
+    /// The lease renewal each apply of `fault_id` started under (when, and how long it had
+    /// left), oldest first.
+    pub fn renewed_before(&self, fault_id: &str) -> Vec<Option<(Instant, std::time::Duration)>> {
         self.lock()
             .bounds
             .iter()
             .filter(|(id, _)| id == fault_id)
             .map(|(_, at)| *at)
             .collect()
+    }
+
+    /// The last lease renewal: when, and how long it had left.
+    pub fn last_renewed(&self) -> Option<(Instant, std::time::Duration)> {
+        self.lock().renewed
     }
 
     /// Waits until `pred` holds for the recorded calls.
@@ -180,7 +187,7 @@ impl FaultManager for RecordingManager {
         };
         let delay = {
             let mut s = self.lock();
-            let at = s.renewed_at;
+            let at = s.renewed;
             s.bounds.push((req.fault_id.clone(), at));
             s.apply_delay
         };
@@ -212,8 +219,11 @@ impl FaultManager for RecordingManager {
         Box::pin(async move { out })
     }
 
-    fn lease_renewed(&self, _until: std::time::SystemTime) {
-        self.lock().renewed_at = Some(Instant::now());
+    fn lease_renewed(&self, until: std::time::SystemTime) {
+        let left = until
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default();
+        self.lock().renewed = Some((Instant::now(), left));
     }
 
     fn revert_all(&self, reason: RevertReason) -> BoxFuture<'_, Vec<pb::FaultStatus>> {

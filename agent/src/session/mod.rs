@@ -65,8 +65,8 @@ const PENDING_LIMIT: usize = 1000;
 const VOUCH_CHECK_EVERY: Duration = Duration::from_millis(250);
 /// Reconnect attempts at least this many times within what is left of a held lease.
 const LEASE_ATTEMPTS: u32 = 3;
-/// Telemetry send times kept for the anchor rule (a minute at the default interval; a renewal
-/// or order names one of the last few).
+/// Hello and telemetry send times are kept for the anchor rule for two leases, and at least
+/// the last this many whatever their age.
 const SENT_KEPT: usize = 64;
 
 /// What the agent's session looks like right now.
@@ -187,7 +187,9 @@ impl Loop {
                 }
             }
             first = false;
-            let opening = open(self.ctx.transport.clone(), self.hello());
+            let hello = self.hello();
+            let hello_sent = self.sent.back().map_or_else(Instant::now, |(_, at)| *at);
+            let opening = open(self.ctx.transport.clone(), hello);
             let opened = match self.guarded(opening).await {
                 None => return,
                 Some(r) => r,
@@ -204,13 +206,11 @@ impl Loop {
             };
             failures = FailureLog::default();
             self.ctx.backoff.reset();
+            // Anchor rule: the Welcome answers the Hello, so its lease counts from when the
+            // Hello went out (a Welcome that waited out a partition grants only what is left).
             self.lease_ms = welcome.lease_ms;
-            self.lease
-                .renew(Instant::now(), Duration::from_millis(welcome.lease_ms));
-            self.ctx.manager.lease_renewed(
-                std::time::SystemTime::now() + Duration::from_millis(welcome.lease_ms),
-            );
-            let until = Instant::now() + Duration::from_millis(self.lease_ms);
+            let until = hello_sent + Duration::from_millis(self.lease_ms);
+            self.extend_lease(until);
             self.vouched(&welcome.vouched_fault_ids, Some(until));
             metrics::connected(
                 &self.target,
@@ -287,10 +287,10 @@ impl Loop {
     }
 
     /// A Welcome or renewal named `ids`, vouched for until `until` (`None`: a renewal too old
-    /// to vouch for anything): whatever else is held or being applied is reverted.
+    /// to extend anything, which leaves the named vouches as they were): whatever else is held
+    /// or being applied is reverted.
     fn vouched(&mut self, ids: &[String], until: Option<Instant>) {
         let present = self.present();
-        let until = until.unwrap_or_else(Instant::now);
         for id in self.vouches.renewed(ids, until, &present) {
             metrics::unvouched(&id);
             self.revert(id, RevertReason::Unvouched);
@@ -358,8 +358,12 @@ impl Loop {
         }
     }
 
-    fn hello(&self) -> pb::Hello {
+    /// The Hello for a new session, numbered like telemetry: the coordinator names it in what
+    /// it sends before it hears telemetry, and the Welcome's lease counts from its send time.
+    fn hello(&mut self) -> pb::Hello {
+        let sequence = self.number();
         pb::Hello {
+            sequence,
             node_name: self.ctx.node_name.to_string(),
             labels: self.ctx.labels.0.clone().into_iter().collect(),
             capabilities: self.ctx.manager.capabilities(),
@@ -509,9 +513,9 @@ impl Loop {
         }
     }
 
-    /// When the telemetry numbered `seq` was sent: the instant a renewal or order naming it
-    /// counts its lease from. `0` (a coordinator that names none) counts from now; telemetry
-    /// no longer kept counts from nothing.
+    /// When the Hello or telemetry numbered `seq` was sent: the instant a renewal or order
+    /// naming it counts its lease from. `0` (a coordinator that names none) counts from now;
+    /// a number no longer kept (or never sent) counts from nothing.
     fn anchor(&self, seq: u64) -> Option<Instant> {
         if seq == 0 {
             return Some(Instant::now());
@@ -521,6 +525,25 @@ impl Loop {
             .rev()
             .find(|(s, _)| *s == seq)
             .map(|(_, at)| *at)
+    }
+
+    /// The next number for a Hello or telemetry message, its send time (now) recorded for the
+    /// anchor rule; times older than two leases are forgotten once more than [`SENT_KEPT`]
+    /// are kept.
+    fn number(&mut self) -> u64 {
+        let now = Instant::now();
+        let keep = Duration::from_millis(self.lease_ms.max(1000)) * 2;
+        while self.sent.len() >= SENT_KEPT
+            && self
+                .sent
+                .front()
+                .is_some_and(|(_, at)| now.duration_since(*at) > keep)
+        {
+            self.sent.pop_front();
+        }
+        self.telemetry_seq += 1;
+        self.sent.push_back((self.telemetry_seq, now));
+        self.telemetry_seq
     }
 
     /// The lease runs until at least `until` (never shortened), and the kernel-side bound with
@@ -586,13 +609,8 @@ impl Loop {
         let active = u32::try_from(self.ctx.manager.held().len()).unwrap_or(u32::MAX);
         match self.sampler.sample(active) {
             Ok(mut t) => {
-                self.telemetry_seq += 1;
-                t.sequence = self.telemetry_seq;
-                if self.sent.len() == SENT_KEPT {
-                    self.sent.pop_front();
-                }
                 // Recorded before it goes out: an answer can come before `send` returns.
-                self.sent.push_back((self.telemetry_seq, Instant::now()));
+                t.sequence = self.number();
                 send(tx, Out::Telemetry(t)).await?;
                 metrics::telemetry_sent();
                 self.ctx.status.send_modify(|s| s.telemetry_sent += 1);

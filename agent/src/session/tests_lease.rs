@@ -337,9 +337,14 @@ async fn an_idle_agent_keeps_its_session_and_an_apply_rearms_the_lease() {
     );
     let renewed = m.renewed_before("f1");
     assert!(
-        renewed.len() == 1 && renewed[0].is_some_and(|at| at >= ordered),
-        "the apply ran under a lease (and kernel bound) renewed by its order: {renewed:?}"
+        renewed.len() == 1
+            && renewed[0].is_some_and(|(at, left)| {
+                at >= ordered && left >= LEASE - Duration::from_millis(1100)
+            }),
+        "the apply ran under a lease (and kernel bound) its order renewed for a lease from the \
+         telemetry it named: {renewed:?}"
     );
+    assert!(hello.sequence >= 1, "the Hello is numbered: {hello:?}");
     // No renewal follows: the held fault lapses one lease after that telemetry was sent
     // (at most a telemetry interval before the order).
     lapse(&m).await;
@@ -363,6 +368,7 @@ async fn a_stale_order_is_refused() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let old = conn.latest_telemetry().expect("telemetry");
     tokio::time::sleep(LEASE + Duration::from_secs(1)).await;
+    let renewed = m.last_renewed();
     for (id, telemetry) in [("stale", old), ("unknown", 1_000_000), ("unanchored", 0)] {
         order(&conn, id, telemetry).await;
         let s = status_of(&mut conn, id).await;
@@ -376,8 +382,7 @@ async fn a_stale_order_is_refused() {
         "nothing applied: {:?}",
         m.mutations()
     );
-    tokio::time::sleep(LEASE * 2).await;
-    assert!(lease_reverts(&m).is_empty(), "no lease was armed");
+    assert_eq!(m.last_renewed(), renewed, "no lease was armed");
     assert_eq!(h.agent.status().borrow().connects, 1);
     h.agent.shutdown().await;
 }
@@ -396,10 +401,13 @@ async fn a_renewal_counts_the_lease_from_the_telemetry_it_answers() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     conn.renew_from(1, answered).await;
     lapse(&m).await;
+    // Telemetry goes out every second, so the one answered left in the second before
+    // `sent_by`: the lapse is a lease after that, neither at the apply's lease (before) nor
+    // a lease after the renewal arrived (after).
     let lapsed = lease_reverts(&m)[0];
     assert!(
-        lapsed <= sent_by + LEASE,
-        "lapsed {:?} after the telemetry, want within {LEASE:?}",
+        lapsed > sent_by + LEASE - Duration::from_secs(1) && lapsed <= sent_by + LEASE,
+        "lapsed {:?} after `sent_by`, want within the second before {LEASE:?}",
         lapsed - sent_by
     );
     h.agent.shutdown().await;
@@ -422,6 +430,61 @@ async fn a_lapse_during_a_slow_apply_reverts() {
         lapsed <= LEASE,
         "revert_all(Lease) {lapsed:?} after the order"
     );
-    assert!(m.held().is_empty() || Instant::now() - ordered < LEASE * 3);
+    // The apply finishes after the lapse, unvouched: it is reverted at once.
+    tokio::time::sleep_until(ordered + LEASE * 3 + Duration::from_secs(1)).await;
+    assert!(m.held().is_empty(), "{:?}", m.mutations());
+    assert!(
+        m.mutations().contains(&Call::Revert {
+            fault_id: "slow".into(),
+            reason: RevertReason::Unvouched
+        }),
+        "{:?}",
+        m.mutations()
+    );
+    h.agent.shutdown().await;
+}
+
+/// Anchor rule: a Welcome counts its lease from when the Hello went out, so one that waited
+/// out a stall grants only what is left of the lease.
+#[tokio::test(start_paused = true)]
+async fn a_late_welcome_counts_the_lease_from_the_hello() {
+    let m = Arc::new(RecordingManager::new(&["test"]));
+    let (mut h, mut conn, _) = welcomed(&m).await;
+    apply(&mut conn, "kept").await;
+    // The stream breaks; the agent reconnects inside its lease, and the Welcome that answers
+    // its Hello (vouching for the fault) arrives 3 s later.
+    conn.inbound
+        .send(Err(tonic::Status::unavailable("coordinator restarting")))
+        .await
+        .expect("send");
+    let mut conn = h.conn().await;
+    conn.hello().await;
+    let hello_sent = Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    conn.welcome("s2", LEASE).await;
+    // Reverted by the lease (its vouch running out, or the lapse, whichever comes first).
+    let by_lease = |c: &Call| {
+        matches!(
+            c,
+            Call::RevertAll {
+                reason: RevertReason::Lease
+            }
+        ) || matches!(c, Call::Revert { fault_id, reason: RevertReason::Lease } if fault_id == "kept")
+    };
+    let reverted = m.wait_for(|calls| calls.iter().any(|(_, c)| by_lease(c)));
+    tokio::time::timeout(Duration::from_secs(60), reverted)
+        .await
+        .expect("reverted by the lease");
+    let at = m
+        .calls()
+        .into_iter()
+        .find(|(_, c)| by_lease(c))
+        .map(|(at, _)| at)
+        .expect("the revert");
+    assert!(
+        at <= hello_sent + LEASE + VOUCH_CHECK_EVERY,
+        "reverted {:?} after the Hello, want within {LEASE:?}",
+        at - hello_sent
+    );
     h.agent.shutdown().await;
 }

@@ -29,19 +29,22 @@ impl Vouches {
         self.reverting.remove(id);
     }
 
-    /// A Welcome or renewal named exactly `named`, each vouched for until `until`. Returns the
-    /// faults of `present` (held or being applied) that it did not name and that are not being
-    /// reverted already: the caller reverts them (reason UNVOUCHED).
+    /// A Welcome or renewal named exactly `named`, each vouched for until `until` (`None`: a
+    /// renewal too old to extend anything, which leaves the named vouches as they were).
+    /// Returns the faults of `present` (held or being applied) that it did not name and that
+    /// are not being reverted already: the caller reverts them (reason UNVOUCHED).
     pub(crate) fn renewed(
         &mut self,
         named: &[String],
-        until: Instant,
+        until: Option<Instant>,
         present: &BTreeSet<String>,
     ) -> Vec<String> {
         let named: BTreeSet<&str> = named.iter().map(String::as_str).collect();
         self.until.retain(|id, _| named.contains(id.as_str()));
-        for id in &named {
-            self.until.insert((*id).to_string(), until);
+        if let Some(until) = until {
+            for id in &named {
+                self.until.insert((*id).to_string(), until);
+            }
         }
         present
             .iter()
@@ -116,18 +119,18 @@ mod tests {
         let mut v = Vouches::default();
         v.ordered("f1", t0 + lease);
         v.ordered("f2", t0 + lease);
-        let revert = v.renewed(&names(&["f2"]), t0 + lease, &set(&["f1", "f2"]));
+        let revert = v.renewed(&names(&["f2"]), Some(t0 + lease), &set(&["f1", "f2"]));
         assert_eq!(revert, ["f1"]);
         assert!(!v.holds("f1", t0));
         assert!(v.holds("f2", t0));
         // Ordered reverts are not ordered twice.
         v.reverting("f1");
-        let revert = v.renewed(&names(&["f2"]), t0 + lease, &set(&["f1", "f2"]));
+        let revert = v.renewed(&names(&["f2"]), Some(t0 + lease), &set(&["f1", "f2"]));
         assert!(revert.is_empty(), "{revert:?}");
         v.revert_ended("f1", true);
         // A fault held that no renewal ever named (held from before a restart of the
         // coordinator) is withdrawn too.
-        let revert = v.renewed(&[], t0 + lease, &set(&["f2", "old"]));
+        let revert = v.renewed(&[], Some(t0 + lease), &set(&["f2", "old"]));
         assert_eq!(revert, ["f2", "old"]);
     }
 
@@ -143,7 +146,7 @@ mod tests {
             .is_empty());
         assert_eq!(v.expired(&held, t0 + lease), ["f1"]);
         // Renewals that name it keep it.
-        v.renewed(&names(&["f1"]), t0 + lease * 2, &held);
+        v.renewed(&names(&["f1"]), Some(t0 + lease * 2), &held);
         assert!(v.expired(&held, t0 + lease).is_empty());
         // A failed revert is not ordered again by the session (the engine retries it).
         v.reverting("f1");

@@ -39,8 +39,8 @@ struct Shared {
     silent_reverts: bool,
     cpu: f64,
     received: Vec<Received>,
-    /// Each lease renewal's vouched faults, with the time it arrived.
-    leases: Vec<(Vec<String>, Instant)>,
+    /// Each lease renewal, with the time it arrived.
+    leases: Vec<(pb::LeaseRenewal, Instant)>,
     held: BTreeMap<String, String>,
 }
 
@@ -103,6 +103,8 @@ impl TestAgent {
                 version: faultline_core::VERSION.into(),
                 held_faults: vec![],
                 lease_while_holding,
+                // Unnumbered: renewals and orders name its telemetry once heard.
+                sequence: 0,
             })),
         };
         let mut conn = AgentConn::open(ch, hello)
@@ -131,8 +133,8 @@ impl TestAgent {
         self.shared.lock().expect("test agent state")
     }
 
-    /// Every lease renewal so far: its vouched faults and when it arrived.
-    pub fn leases(&self) -> Vec<(Vec<String>, Instant)> {
+    /// Every lease renewal so far, and when it arrived.
+    pub fn leases(&self) -> Vec<(pb::LeaseRenewal, Instant)> {
         self.lock().leases.clone()
     }
 
@@ -317,7 +319,7 @@ fn handle(s: &mut Shared, msg: Option<CoordMsg>) -> Vec<pb::AgentMessage> {
                 .collect()
         }
         Some(CoordMsg::Lease(l)) => {
-            s.leases.push((l.vouched_fault_ids, now));
+            s.leases.push((l, now));
             vec![]
         }
         _ => vec![],

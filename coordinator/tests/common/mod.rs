@@ -118,6 +118,8 @@ pub fn hello(node: &str, labels: &[(&str, &str)]) -> pb::AgentMessage {
             held_faults: vec![],
             // Renewed every interval, whatever it holds.
             lease_while_holding: false,
+            // Unnumbered: renewals and orders name its telemetry once heard.
+            sequence: 0,
         })),
     }
 }

@@ -40,7 +40,9 @@ use super::{events, planning, Live, Snapshot};
 use crate::state::{now_ms, State};
 use crate::store::StoreError;
 
-/// How long ApplyFault may go unanswered before the target counts as failed.
+/// How long ApplyFault may go unanswered before the target counts as failed, at least: never
+/// less than the lease and a second more, since an agent accepts an order up to a lease after
+/// the telemetry it names, and a target given up must not be applied after it ([`Run::apply_ack_timeout`]).
 pub const APPLY_ACK_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the end of an experiment waits for revert acknowledgements.
 pub const REVERT_WAIT: Duration = Duration::from_secs(10);

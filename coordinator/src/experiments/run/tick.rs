@@ -2,6 +2,7 @@
 //! timeout, agents lost for longer than their lease, and persisting what changed.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use faultline_proto::pb;
 use tokio::time::Instant;
@@ -12,11 +13,16 @@ use crate::experiments::record::TargetState;
 use crate::state::now_ms;
 
 impl Run {
+    /// [`APPLY_ACK_TIMEOUT`], or the lease and a second more if that is longer.
+    pub(super) fn apply_ack_timeout(&self) -> Duration {
+        APPLY_ACK_TIMEOUT.max(self.state.lease + Duration::from_secs(1))
+    }
+
     pub(super) async fn on_tick(&mut self) {
         self.sample_telemetry();
         if !self.dispatched
             && self.ending.is_none()
-            && self.apply_sent_at.elapsed() >= APPLY_ACK_TIMEOUT
+            && self.apply_sent_at.elapsed() >= self.apply_ack_timeout()
         {
             let late: Vec<usize> = (0..self.rec.targets.len())
                 .filter(|i| self.rec.targets[*i].state == TargetState::Pending)
@@ -26,7 +32,7 @@ impl Run {
             for i in late {
                 let e = format!(
                     "no answer to ApplyFault within {} s",
-                    APPLY_ACK_TIMEOUT.as_secs()
+                    self.apply_ack_timeout().as_secs()
                 );
                 self.target_failed(i, e, Trigger::TargetFailure).await;
             }

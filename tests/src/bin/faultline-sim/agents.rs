@@ -190,6 +190,8 @@ impl SimAgent {
                 held_faults: vec![],
                 // As the real agent: renewals only while it holds a fault.
                 lease_while_holding: true,
+                // Unnumbered: renewals and orders name its telemetry once heard.
+                sequence: 0,
             })),
         }
     }
