@@ -298,6 +298,9 @@ impl Session {
     /// byte of the task counts, docs/benchmarks.md).
     fn open(&self, hello: ValidHello) -> Opened {
         let state = &self.state;
+        // Until telemetry comes, renewals and orders name the Hello (the agent's anchor rule);
+        // set before runs can find the session and push into it.
+        self.outbox.heard(hello.sequence);
         let node = hello.node.to_string();
         let session_id = state.new_session_id();
         let end = CancellationToken::new();
@@ -372,8 +375,6 @@ impl Session {
                 true,
             );
         }
-        // Until telemetry comes, renewals and orders name the Hello (the agent's anchor rule).
-        self.outbox.heard(hello.sequence);
         let vouched = state.vouched_for(node);
         let idle = Idle {
             allowed: hello.lease_while_holding,

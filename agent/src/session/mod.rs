@@ -382,7 +382,16 @@ impl Loop {
         }
         // The first sample goes out with the session: the coordinator (and any guard about to
         // evaluate this node) never has to wait a whole interval for data.
+        // A lease counts from the telemetry a renewal answers: send at least three a lease.
         let every = self.ctx.telemetry_interval;
+        let third = Duration::from_millis(self.lease_ms / 3).max(Duration::from_millis(100));
+        if every > third {
+            tracing::warn!(
+                "--telemetry-interval {every:?} is more than a third of the coordinator's lease ({} ms): sending telemetry every {third:?} in this session, since the lease counts from the telemetry a renewal answers",
+                self.lease_ms
+            );
+        }
+        let every = every.min(third);
         let mut tick = tokio::time::interval_at(Instant::now(), every);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         self.renew_at = self.next_renewal();
@@ -485,7 +494,11 @@ impl Loop {
                 // The order holds the lease (idle rule) and vouches for its fault until then;
                 // the kernel-side bound moves before the apply can read it.
                 self.extend_lease(until);
-                self.vouches.ordered(&req.fault_id, until.max(now + lease));
+                let vouched = match req.telemetry_sequence {
+                    0 => now + lease,
+                    _ => until,
+                };
+                self.vouches.ordered(&req.fault_id, vouched);
                 self.orders.apply(req, now);
             }
             Some(In::Revert(r)) => {
@@ -606,7 +619,9 @@ impl Loop {
         &mut self,
         tx: &mpsc::Sender<pb::AgentMessage>,
     ) -> Result<(), SessionError> {
-        let active = u32::try_from(self.ctx.manager.held().len()).unwrap_or(u32::MAX);
+        // Held or being applied: the coordinator keeps renewing while this is not zero, so a
+        // slow apply whose vouch was withdrawn never loses the lease under a live coordinator.
+        let active = u32::try_from(self.present().len()).unwrap_or(u32::MAX);
         match self.sampler.sample(active) {
             Ok(mut t) => {
                 // Recorded before it goes out: an answer can come before `send` returns.

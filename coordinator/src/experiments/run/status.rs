@@ -48,6 +48,13 @@ impl Run {
                         t.state = TargetState::Failed;
                         t.error = error.clone();
                         message = format!("{} failed on {node}: {error}", t.fault_id);
+                    } else if t.state == TargetState::Failed {
+                        // Already given up (no answer in time): the agent's late word is
+                        // logged, not counted as a second failure.
+                        message = format!(
+                            "{} failed on {node} after it was given up: {error}",
+                            t.fault_id
+                        );
                     } else {
                         failure = Some(error);
                     }
