@@ -187,8 +187,7 @@ impl Loop {
                 }
             }
             first = false;
-            let hello = self.hello();
-            let hello_sent = self.sent.back().map_or_else(Instant::now, |(_, at)| *at);
+            let (hello, hello_sent) = self.hello();
             let opening = open(self.ctx.transport.clone(), hello);
             let opened = match self.guarded(opening).await {
                 None => return,
@@ -358,11 +357,12 @@ impl Loop {
         }
     }
 
-    /// The Hello for a new session, numbered like telemetry: the coordinator names it in what
-    /// it sends before it hears telemetry, and the Welcome's lease counts from its send time.
-    fn hello(&mut self) -> pb::Hello {
-        let sequence = self.number();
-        pb::Hello {
+    /// The Hello for a new session, numbered like telemetry, and its send time: the coordinator
+    /// names it in what it sends before it hears telemetry, and the Welcome's lease counts
+    /// from that time.
+    fn hello(&mut self) -> (pb::Hello, Instant) {
+        let (sequence, sent) = self.number();
+        let hello = pb::Hello {
             sequence,
             node_name: self.ctx.node_name.to_string(),
             labels: self.ctx.labels.0.clone().into_iter().collect(),
@@ -370,7 +370,8 @@ impl Loop {
             version: faultline_core::VERSION.to_string(),
             held_faults: self.ctx.manager.held(),
             lease_while_holding: true,
-        }
+        };
+        (hello, sent)
     }
 
     /// One established session, until it breaks, the lease lapses or the agent stops.
@@ -475,14 +476,20 @@ impl Loop {
                 // out a partition after the coordinator gave the target up; one naming no
                 // telemetry (an older coordinator, or none heard yet) stands only under the
                 // lease in force, and does not extend it.
-                let until = match req.telemetry_sequence {
-                    0 => self.lease.deadline().filter(|d| *d > now),
+                // The lease it holds, and how long it vouches for its fault.
+                let granted = match req.telemetry_sequence {
+                    0 => self
+                        .lease
+                        .deadline()
+                        .filter(|d| *d > now)
+                        .map(|d| (d, now + lease)),
                     seq => self
                         .anchor(seq)
                         .map(|at| at + lease)
-                        .filter(|until| *until > now),
+                        .filter(|until| *until > now)
+                        .map(|until| (until, until)),
                 };
-                let Some(until) = until else {
+                let Some((until, vouched)) = granted else {
                     let why = format!(
                         "refused: the order names telemetry {} and this agent's lease ({} ms) does not cover it; it may have waited out a partition after the coordinator gave this target up",
                         req.telemetry_sequence, self.lease_ms
@@ -494,10 +501,6 @@ impl Loop {
                 // The order holds the lease (idle rule) and vouches for its fault until then;
                 // the kernel-side bound moves before the apply can read it.
                 self.extend_lease(until);
-                let vouched = match req.telemetry_sequence {
-                    0 => now + lease,
-                    _ => until,
-                };
                 self.vouches.ordered(&req.fault_id, vouched);
                 self.orders.apply(req, now);
             }
@@ -540,10 +543,10 @@ impl Loop {
             .map(|(_, at)| *at)
     }
 
-    /// The next number for a Hello or telemetry message, its send time (now) recorded for the
-    /// anchor rule; times older than two leases are forgotten once more than [`SENT_KEPT`]
-    /// are kept.
-    fn number(&mut self) -> u64 {
+    /// The next number for a Hello or telemetry message and its send time (now), recorded for
+    /// the anchor rule; times older than two leases are forgotten once more than
+    /// [`SENT_KEPT`] are kept.
+    fn number(&mut self) -> (u64, Instant) {
         let now = Instant::now();
         let keep = Duration::from_millis(self.lease_ms.max(1000)) * 2;
         while self.sent.len() >= SENT_KEPT
@@ -556,7 +559,7 @@ impl Loop {
         }
         self.telemetry_seq += 1;
         self.sent.push_back((self.telemetry_seq, now));
-        self.telemetry_seq
+        (self.telemetry_seq, now)
     }
 
     /// The lease runs until at least `until` (never shortened), and the kernel-side bound with
@@ -625,7 +628,7 @@ impl Loop {
         match self.sampler.sample(active) {
             Ok(mut t) => {
                 // Recorded before it goes out: an answer can come before `send` returns.
-                t.sequence = self.number();
+                t.sequence = self.number().0;
                 send(tx, Out::Telemetry(t)).await?;
                 metrics::telemetry_sent();
                 self.ctx.status.send_modify(|s| s.telemetry_sent += 1);

@@ -301,10 +301,15 @@ async fn lapse(m: &RecordingManager) {
 
 /// A session up: the agent said Hello (returned) and was welcomed as session "s1".
 async fn welcomed(m: &Arc<RecordingManager>) -> (Harness, Conn, pb::Hello) {
+    welcomed_for(m, LEASE).await
+}
+
+/// [`welcomed`] with a lease of `lease`.
+async fn welcomed_for(m: &Arc<RecordingManager>, lease: Duration) -> (Harness, Conn, pb::Hello) {
     let mut h = start(m.clone()).await;
     let mut conn = h.conn().await;
     let hello = conn.hello().await;
-    conn.welcome("s1", LEASE).await;
+    conn.welcome("s1", lease).await;
     (h, conn, hello)
 }
 
@@ -499,10 +504,7 @@ async fn a_late_welcome_counts_the_lease_from_the_hello() {
 #[tokio::test(start_paused = true)]
 async fn telemetry_goes_out_at_least_three_times_a_lease() {
     let m = Arc::new(RecordingManager::new(&["test"]));
-    let mut h = start(m.clone()).await;
-    let mut conn = h.conn().await;
-    let hello = conn.hello().await;
-    conn.welcome("s1", Duration::from_millis(1500)).await;
+    let (h, mut conn, hello) = welcomed_for(&m, Duration::from_millis(1500)).await;
     tokio::time::sleep(Duration::from_millis(3100)).await;
     let latest = conn.latest_telemetry().expect("telemetry");
     // Every 500 ms from the Welcome: seven samples in 3.1 s (four at the 1 s interval).
