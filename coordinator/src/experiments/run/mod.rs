@@ -160,6 +160,10 @@ struct Run {
     ending: Option<Ending>,
     dirty: bool,
     apply_sent_at: Instant,
+    /// When every ApplyFault had been queued: the APPLY wait counts from here. Each order names
+    /// telemetry heard before its push began, so an agent accepts it no later than a lease after
+    /// this instant, and the wait (a lease and a second at least) outlasts that.
+    apply_queued_at: Instant,
     dispatched: bool,
     guard_stop: CancellationToken,
     /// The latest outcome per guard, to log only changes.
@@ -250,6 +254,7 @@ fn launch(
         ending: None,
         dirty: false,
         apply_sent_at: Instant::now(),
+        apply_queued_at: Instant::now(),
         dispatched: return_by.is_some(),
         guard_stop: CancellationToken::new(),
         guard_outcomes: BTreeMap::new(),
@@ -434,6 +439,7 @@ impl Run {
         }
         self.apply_sent_at = Instant::now();
         let results = dispatch::send_all(&self.state, batches).await;
+        self.apply_queued_at = Instant::now();
         let sent_at = now_ms();
         let mut failed = Vec::new();
         for (i, t) in self.rec.targets.iter_mut().enumerate() {

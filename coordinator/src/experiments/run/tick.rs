@@ -22,7 +22,7 @@ impl Run {
         self.sample_telemetry();
         if !self.dispatched
             && self.ending.is_none()
-            && self.apply_sent_at.elapsed() >= self.apply_ack_timeout()
+            && self.apply_queued_at.elapsed() >= self.apply_ack_timeout()
         {
             let late: Vec<usize> = (0..self.rec.targets.len())
                 .filter(|i| self.rec.targets[*i].state == TargetState::Pending)
