@@ -21,13 +21,15 @@ use faultline_identity::tls::CoordinatorUrl;
 
 const USAGE: &str = "\
 usage:
-  faultline-sim bench [--agents 100,1000] [--runs 20] [--idle 30s]
+  faultline-sim bench [--agents 100,1000] [--runs 20] [--idle 30s] [--hold 10s]
                       [--coordinator-bin PATH] [--keep] [--json FILE]
       Starts the coordinator binary as a child process on 127.0.0.1, connects N simulated
       agents per size, and prints: time from Create(start) to every fault acknowledged applied;
       time from Experiments.Abort, and from a telemetry guard breach, to every revert
       acknowledged (p50/p99 over --runs runs each); coordinator CPU and RSS while the agents
-      idle (telemetry every second) for --idle. --coordinator-bin defaults to the
+      idle (telemetry every second) for --idle, and then (unless --hold 0s) CPU, RSS and
+      storage writes for --hold while one experiment holds a fault on every agent with its
+      guard evaluated every second. --coordinator-bin defaults to the
       faultline-coordinator next to this binary. A run that fails is counted (failed runs,
       reverts never acknowledged) and the next one goes on; the exit status is 1 when any
       run failed. --json FILE also writes the figures per fleet size as JSON.
@@ -143,6 +145,10 @@ fn bench_options(mut f: Flags) -> Result<bench::BenchOptions, SimError> {
         )?,
         None => Duration::from_secs(30),
     };
+    let hold = match f.value("--hold")? {
+        Some(v) => duration("--hold", &v, Duration::ZERO, Duration::from_secs(3600))?,
+        None => Duration::from_secs(10),
+    };
     let coordinator_bin = match f.value("--coordinator-bin")? {
         Some(v) => PathBuf::from(v),
         None => std::env::current_exe()?
@@ -158,6 +164,7 @@ fn bench_options(mut f: Flags) -> Result<bench::BenchOptions, SimError> {
         sizes,
         runs,
         idle,
+        hold,
         keep,
         json,
     })

@@ -43,7 +43,7 @@ impl Run {
         self.end_due_faults().await;
         self.check_returns().await;
         self.resend_reverts().await;
-        if self.dirty {
+        if self.store_due() {
             self.persist();
             self.publish("running", false);
         }
@@ -85,7 +85,7 @@ impl Run {
                 s.memory_used_ratio
                     .add(t.memory_used_bytes as f64 / t.memory_total_bytes as f64);
             }
-            self.dirty = true;
+            self.sampled();
         }
     }
 

@@ -21,6 +21,9 @@ pub struct BenchOptions {
     pub sizes: Vec<usize>,
     pub runs: usize,
     pub idle: Duration,
+    /// How long one experiment holds its fault on every agent while the coordinator's
+    /// footprint is measured (zero: not measured).
+    pub hold: Duration,
     pub keep: bool,
     /// Where to write the figures as JSON.
     pub json: Option<PathBuf>,
@@ -111,7 +114,26 @@ async fn one_size(
         connect_all,
         ..Default::default()
     };
-    figures.idle = Some(idle_footprint(coord.pid, &fleet, opts.idle).await?);
+    eprintln!(
+        "   idle {:.0} s (after 5 s to settle)",
+        opts.idle.as_secs_f64()
+    );
+    let idle = footprint(coord.pid, &fleet, Duration::from_secs(5), opts.idle).await?;
+    eprintln!(
+        "   idle {:.0} s: coordinator {:.3} cores, RSS max {} MiB",
+        idle.seconds,
+        idle.cores,
+        idle.rss_max >> 20
+    );
+    figures.idle = Some(idle);
+    if !opts.hold.is_zero() {
+        let name = format!("bench-n{n}-hold");
+        let result = hold_run(&mut client, &fleet, coord.pid, &name, n, opts.hold).await;
+        match result {
+            Ok(fp) => figures.hold = Some(fp),
+            Err(e) => settle_failed(&mut client, &name, n, Err(e), &mut figures).await,
+        }
+    }
     for run in 0..opts.runs {
         let name = format!("bench-n{n}-api-{run:02}");
         let result = api_run(&mut client, &fleet, &name, n, &mut figures).await;
@@ -164,6 +186,36 @@ async fn api_run(
             .map_or(0.0, |d| d.as_secs_f64() * 1e3)
     );
     Ok(())
+}
+
+/// The coordinator's footprint while one experiment holds a fault on every agent, its guard
+/// evaluated every second and never breached; then aborted.
+async fn hold_run(
+    client: &mut ExperimentsClient<Channel>,
+    fleet: &Fleet,
+    pid: u32,
+    name: &str,
+    n: usize,
+    window: Duration,
+) -> Result<Footprint, SimError> {
+    start_and_wait_applied(client, fleet, name, true, n).await?;
+    let fp = footprint(pid, fleet, Duration::from_secs(2), window).await?;
+    eprintln!(
+        "   {name}: holding {:.0} s: coordinator {:.3} cores, RSS max {} MiB, store writes \
+         {:.2} MiB/s",
+        fp.seconds,
+        fp.cores,
+        fp.rss_max >> 20,
+        fp.written_per_s / (1024.0 * 1024.0)
+    );
+    client
+        .abort(pb::AbortExperimentRequest {
+            name: name.to_string(),
+            reason: "benchmark".into(),
+        })
+        .await?;
+    wait_ended(client, name, n).await?;
+    Ok(fp)
 }
 
 /// One guard run: Create(start) -> every agent APPLIED, the simulator trips the telemetry
@@ -430,11 +482,16 @@ async fn poll(
     }
 }
 
-/// Coordinator CPU and RSS over `window` while every agent only sends telemetry (after 5 s to
-/// settle).
-async fn idle_footprint(pid: u32, fleet: &Fleet, window: Duration) -> Result<Footprint, SimError> {
+/// Coordinator CPU, RSS and storage writes over `window`, after `settle`, with every agent
+/// sending telemetry each second.
+async fn footprint(
+    pid: u32,
+    fleet: &Fleet,
+    settle: Duration,
+    window: Duration,
+) -> Result<Footprint, SimError> {
     use std::sync::atomic::Ordering;
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    tokio::time::sleep(settle).await;
     let ticks = coordinator::clock_ticks();
     let me = std::process::id();
     let first = coordinator::sample(pid)?;
@@ -449,20 +506,14 @@ async fn idle_footprint(pid: u32, fleet: &Fleet, window: Duration) -> Result<Foo
     let last = coordinator::sample(pid)?;
     let me_last = coordinator::sample(me)?;
     let telemetry = fleet.shared.telemetry_sent.load(Ordering::Relaxed) - telemetry_first;
-    let seconds = last.at.duration_since(first.at).as_secs_f64();
-    let fp = Footprint {
+    let seconds = last.at.duration_since(first.at).as_secs_f64().max(0.001);
+    Ok(Footprint {
         seconds,
         cores: coordinator::cores(&first, &last, ticks),
         rss_avg: rss.iter().sum::<u64>() / rss.len().max(1) as u64,
         rss_max: rss.iter().copied().max().unwrap_or(0),
-        telemetry_per_s: telemetry as f64 / seconds.max(0.001),
+        written_per_s: last.written_bytes.saturating_sub(first.written_bytes) as f64 / seconds,
+        telemetry_per_s: telemetry as f64 / seconds,
         sim_cores: coordinator::cores(&me_first, &me_last, ticks),
-    };
-    eprintln!(
-        "   idle {:.0} s: coordinator {:.3} cores, RSS max {} MiB",
-        fp.seconds,
-        fp.cores,
-        fp.rss_max >> 20
-    );
-    Ok(fp)
+    })
 }

@@ -152,6 +152,9 @@ pub struct ProcSample {
     /// utime + stime, in clock ticks.
     pub cpu_ticks: u64,
     pub rss_bytes: u64,
+    /// Bytes the process has sent to storage (`write_bytes` of /proc/<pid>/io; 0 when
+    /// unreadable): its store's writes.
+    pub written_bytes: u64,
 }
 
 /// Reads /proc/<pid>/stat (fields 14, 15) and /proc/<pid>/status (VmRSS).
@@ -178,10 +181,19 @@ pub fn sample(pid: u32) -> Result<ProcSample, SimError> {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| SimError(format!("/proc/{pid}/status has no VmRSS")))?;
+    let written_bytes = std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()
+        .and_then(|io| {
+            io.lines()
+                .find_map(|l| l.strip_prefix("write_bytes:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0);
     Ok(ProcSample {
         at: Instant::now(),
         cpu_ticks,
         rss_bytes: rss_kib * 1024,
+        written_bytes,
     })
 }
 

@@ -61,19 +61,24 @@ pub struct SizeFigures {
     /// The simulator's telemetry crossed the threshold -> the last REVERTED answer.
     pub trip_to_revert: Vec<Duration>,
     pub idle: Option<Footprint>,
+    /// The same while one experiment holds a fault on every agent, its guard evaluated every
+    /// second (`--hold`).
+    pub hold: Option<Footprint>,
     /// Runs that did not complete (an order lost, a record that never reached its state).
     pub failed_runs: usize,
     /// Reverts the coordinator never saw acknowledged, over every run.
     pub unacknowledged: u64,
 }
 
-/// Coordinator footprint while the agents are idle (telemetry every second).
+/// Coordinator footprint over a window (telemetry every second).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Footprint {
     pub seconds: f64,
     pub cores: f64,
     pub rss_avg: u64,
     pub rss_max: u64,
+    /// What the coordinator wrote to storage, per second.
+    pub written_per_s: f64,
     pub telemetry_per_s: f64,
     /// The simulator's own CPU over the same window (it shares the machine).
     pub sim_cores: f64,
@@ -134,6 +139,17 @@ pub fn render(figures: &[SizeFigures], header: &str) -> String {
                 idle.sim_cores
             );
         }
+        if let Some(hold) = f.hold {
+            let _ = writeln!(
+                out,
+                "holding a fault on every agent for {:.0} s: coordinator CPU {:.3} cores, RSS \
+                 max {}, store writes {:.2} MiB/s",
+                hold.seconds,
+                hold.cores,
+                mib(hold.rss_max),
+                hold.written_per_s / (1024.0 * 1024.0)
+            );
+        }
     }
     out
 }
@@ -151,6 +167,14 @@ pub fn json(figures: &[SizeFigures], runs: usize, cpus: usize) -> serde_json::Va
         .iter()
         .map(|f| {
             let idle = f.idle.unwrap_or_default();
+            let hold = f.hold.map(|h| {
+                serde_json::json!({
+                    "seconds": h.seconds,
+                    "cores": h.cores,
+                    "rss_mib_max": h.rss_max as f64 / (1024.0 * 1024.0),
+                    "store_write_mib_per_s": h.written_per_s / (1024.0 * 1024.0),
+                })
+            });
             serde_json::json!({
                 "agents": f.agents,
                 "runs": runs,
@@ -167,6 +191,7 @@ pub fn json(figures: &[SizeFigures], runs: usize, cpus: usize) -> serde_json::Va
                 "idle_rss_mib_max": idle.rss_max as f64 / (1024.0 * 1024.0),
                 "idle_telemetry_per_s": idle.telemetry_per_s,
                 "simulator_cores": idle.sim_cores,
+                "hold": hold,
                 "unacknowledged_total": f.unacknowledged,
                 "failed_runs": f.failed_runs,
             })
@@ -202,6 +227,7 @@ mod tests {
             "guard_abort_ms_p99",
             "idle_cores",
             "idle_rss_mib_max",
+            "hold",
             "unacknowledged_total",
             "failed_runs",
         ] {
