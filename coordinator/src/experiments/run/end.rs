@@ -133,6 +133,10 @@ impl Run {
         }
         let results = dispatch::send_all(&self.state, batches).await;
         let at = now_ms();
+        // The targets' revert-sent times and errors change: stored within a tick.
+        if !idx.is_empty() {
+            self.dirty = true;
+        }
         let mut sent = 0;
         for i in idx {
             let t = &mut self.rec.targets[*i];

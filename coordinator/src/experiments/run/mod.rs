@@ -573,6 +573,8 @@ impl Run {
                     format!("guard {name}: {outcome}: {}", v.detail),
                 );
                 self.guard_outcomes.insert(name.clone(), outcome.clone());
+                // A logged change of outcome is not a sample: stored within a tick.
+                self.dirty = true;
             }
             let healthy = self.guard_healthy(&name, v.value);
             let error = match v.outcome {

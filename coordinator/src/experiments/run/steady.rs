@@ -49,7 +49,7 @@ impl Run {
         for (name, _, held) in &round.held {
             self.rec.sample(held_sample(name, round.at_unix_ms, held));
         }
-        self.dirty = true;
+        self.sampled();
     }
 
     /// Before any ApplyFault: every check (and guard) observed once. False when the run is
