@@ -2,7 +2,8 @@
 //! packet, and whose tuples (its own ends, and the translated ones conntrack reports right
 //! after the SYN left) are in every program's `fl_session` map before the SYN-ACK can arrive
 //! (unless the peer answers faster than a netlink round trip: then a partition drops that
-//! SYN-ACK and TCP's retransmission, about a second later, gets through).
+//! SYN-ACK and TCP's retransmission, about a second later, gets through). When conntrack
+//! reported no translation right after the SYN, it is asked again once the connection is up.
 
 use std::io;
 use std::net::SocketAddr;
@@ -24,6 +25,8 @@ pub struct ControlStream {
     // Field order = drop order: the socket closes before the exemption goes.
     inner: TcpStream,
     _registration: Registration,
+    /// The wire's view when conntrack reported it only once the connection was up.
+    _late: Option<Registration>,
     /// The connection as the socket sees it, and on the wire when NAT translates it.
     pub socket: Conn,
     pub on_wire: Option<Conn>,
@@ -89,7 +92,7 @@ pub async fn connect(addr: SocketAddr, channel: &ControlChannel) -> io::Result<C
         local: std.local_addr()?,
         remote: addr,
     };
-    let (registration, on_wire) = register(channel, conn);
+    let (registration, mut on_wire) = register(channel, conn);
     let stream = TcpStream::from_std(std)?;
     stream.writable().await?;
     if let Some(e) = stream.take_error()? {
@@ -97,12 +100,41 @@ pub async fn connect(addr: SocketAddr, channel: &ControlChannel) -> io::Result<C
     }
     stream.peer_addr()?;
     let _ = stream.set_nodelay(true);
+    // Asked once more when the first answer had no translation: once the SYN-ACK has come
+    // back, a NAT'd connection certainly has its entry (a test once saw none right after
+    // the SYN), and without the wire's view a partition of the peer cuts the session.
+    let late = match on_wire {
+        Some(_) => None,
+        None => register_late(channel, conn).map(|(r, w)| {
+            on_wire = Some(w);
+            r
+        }),
+    };
     Ok(ControlStream {
         inner: stream,
         _registration: registration,
+        _late: late,
         socket: conn,
         on_wire,
     })
+}
+
+/// The wire's view of an established connection, registered, when conntrack translates it.
+fn register_late(channel: &ControlChannel, conn: Conn) -> Option<(Registration, Conn)> {
+    match conntrack::on_wire(&conn) {
+        Ok(Some(w)) if w != conn => {
+            tracing::warn!(
+                "control connection {conn}: conntrack reported its translation ({w}) only once it was up; now exempt on the wire too"
+            );
+            Some((channel.register(&[w]), w))
+        }
+        Ok(_) => None,
+        // Already said at the first answer.
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read the session's NAT translation");
+            None
+        }
+    }
 }
 
 /// Registers the connection's views: the socket's, and the wire's when conntrack translates it.
