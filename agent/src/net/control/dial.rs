@@ -17,7 +17,8 @@ use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockProtocol, Soc
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::{conntrack, Conn, ControlChannel, Registration, SESSION_MARK};
+use super::conntrack::{self, ConntrackError};
+use super::{Conn, ControlChannel, Registration, SESSION_MARK};
 
 /// A connected control connection; dropping it closes the socket and unregisters its tuples.
 #[derive(Debug)]
@@ -102,12 +103,16 @@ pub async fn connect(addr: SocketAddr, channel: &ControlChannel) -> io::Result<C
     let _ = stream.set_nodelay(true);
     // Asked once more when the first answer had no translation: once the SYN-ACK has come
     // back, a NAT'd connection certainly has its entry (a test once saw none right after
-    // the SYN), and without the wire's view a partition of the peer cuts the session.
+    // the SYN), and without the wire's view a partition of the peer cuts the session. An
+    // unreadable conntrack was already reported at the first answer.
     let late = match on_wire {
         Some(_) => None,
-        None => register_late(channel, conn).map(|(r, w)| {
+        None => translation(&conn).ok().flatten().map(|w| {
+            tracing::warn!(
+                "control connection {conn}: conntrack reported its translation ({w}) only once it was up; now exempt on the wire too"
+            );
             on_wire = Some(w);
-            r
+            channel.register(&[w])
         }),
     };
     Ok(ControlStream {
@@ -119,28 +124,15 @@ pub async fn connect(addr: SocketAddr, channel: &ControlChannel) -> io::Result<C
     })
 }
 
-/// The wire's view of an established connection, registered, when conntrack translates it.
-fn register_late(channel: &ControlChannel, conn: Conn) -> Option<(Registration, Conn)> {
-    match conntrack::on_wire(&conn) {
-        Ok(Some(w)) if w != conn => {
-            tracing::warn!(
-                "control connection {conn}: conntrack reported its translation ({w}) only once it was up; now exempt on the wire too"
-            );
-            Some((channel.register(&[w]), w))
-        }
-        Ok(_) => None,
-        // Already said at the first answer.
-        Err(e) => {
-            tracing::debug!(error = %e, "cannot read the session's NAT translation");
-            None
-        }
-    }
+/// How NAT translates `conn` on the wire (`None`: it does not, or conntrack has no entry).
+fn translation(conn: &Conn) -> Result<Option<Conn>, ConntrackError> {
+    Ok(conntrack::on_wire(conn)?.filter(|w| w != conn))
 }
 
 /// Registers the connection's views: the socket's, and the wire's when conntrack translates it.
 fn register(channel: &ControlChannel, conn: Conn) -> (Registration, Option<Conn>) {
-    let on_wire = match conntrack::on_wire(&conn) {
-        Ok(w) => w.filter(|w| *w != conn),
+    let on_wire = match translation(&conn) {
+        Ok(w) => w,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the session's NAT translation; it is exempt by its own addresses only");
             None
